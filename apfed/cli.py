@@ -1,0 +1,215 @@
+"""The ``apfed`` command line: evaluate, train, predict, export."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from apfed.errors import ApfedError, ConfigError, DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Vertical federated learning where the active party ends up with a standalone model.")
+
+Dataset = Annotated[str | None, typer.Option(help="Bundled (mnist5k, handwritten, digits) or image set "
+                                             "(mnist, fashion-mnist, cifar10, cifar100; needs --data-dir).")]
+Views = Annotated[int | None, typer.Option(help="Number of horizontal strips for image sets (default 2).")]
+Active = Annotated[str | None, typer.Option(help="Active view: an index or a name such as 'fou' or 'bottom'.")]
+Data = Annotated[list[str] | None, typer.Option("--data", help="One CSV/NPZ file per party, the active party's first.")]
+DataDir = Annotated[Path | None, typer.Option(help="Directory holding a full image set in its standard format.")]
+IdColumn = Annotated[str, typer.Option(help="ID column of the --data files.")]
+LabelColumn = Annotated[str, typer.Option(help="Label column of the active party's --data file.")]
+Preset = Annotated[str, typer.Option(help="'default' (fast recipe) or 'paper' (reference protocol).")]
+Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+
+
+def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten"):
+    from apfed.data import BUNDLED, IMAGE_SETS, load_bundled, load_image_dir, load_party_files
+
+    if data:
+        if dataset or views:
+            raise ConfigError("give either --data files or --dataset, not both")
+        ds = load_party_files(data, id_column, label_column, log=lambda m: typer.echo(m, err=True))
+    else:
+        name = dataset or default
+        if name in IMAGE_SETS:
+            if data_dir is None:
+                raise DataError(f"{name} is not bundled: give --data-dir with its files (apfed never downloads data)")
+            ds = load_image_dir(name, data_dir, views or 2)
+        elif name in BUNDLED:
+            ds = load_bundled(name, views)
+        else:
+            raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(BUNDLED + IMAGE_SETS)} or give --data")
+    if active is None:
+        active = "fou" if ds.name == "handwritten" else "0"
+    return ds, ds.view_index(active)
+
+
+def _config(preset, epochs, device, **kw):
+    from apfed.config import make_config
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return make_config(preset, epochs=epochs, device=device, **kw)
+
+
+@app.command()
+def evaluate(
+    dataset: Dataset = None, views: Views = None, active: Active = None, data: Data = None, data_dir: DataDir = None,
+    id_column: IdColumn = "id", label_column: LabelColumn = "label",
+    methods: Annotated[str, typer.Option(help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, "
+                                         "centralized.")] = "local,apfed-r,apfed-c,apfed-kd,tvfl",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
+    preset: Preset = "default", device: Device = "cpu",
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
+    lam: Annotated[float | None, typer.Option(help="Weight λ of the passives' gradients.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="NT-Xent temperature.")] = None,
+    kd_temperature: Annotated[float | None, typer.Option(help="Distillation temperature (apfed-kd).")] = None,
+    kd_weight: Annotated[float | None, typer.Option(help="Distillation weight (apfed-kd).")] = None,
+    passive_losses: Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")] = None,
+    batches_per_round: Annotated[int | None, typer.Option("--k", help="Minibatches per exchange (K).")] = None,
+    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("results"),
+):
+    """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
+    from apfed.config import METHODS
+    from apfed.evaluate import evaluate as run_eval
+
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    for m in chosen:
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(METHODS)}")
+    if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
+        raise ConfigError("federated methods need at least 2 views (one passive)")
+    cfg = _config(preset, epochs, device, lr=lr, batch_size=batch_size, lam=lam, temperature=temperature,
+                  kd_temperature=kd_temperature, kd_weight=kd_weight, passive_losses=passive_losses,
+                  batches_per_round=batches_per_round)
+    run_eval(ds, a, chosen, seeds, cfg, out, preset)
+
+
+@app.command()
+def train(
+    method: Annotated[str, typer.Option(help="A standalone method: local, apfed-r, apfed-c, apfed-m, apfed-kd.")]
+    = "apfed-kd",
+    out: Annotated[Path, typer.Option(help="Where to write the standalone model file.")] = Path("model.safetensors"),
+    dataset: Dataset = None, views: Views = None, active: Active = None, data: Data = None, data_dir: DataDir = None,
+    id_column: IdColumn = "id", label_column: LabelColumn = "label",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
+    preset: Preset = "default", device: Device = "cpu",
+):
+    """Train one method and write the active party's standalone model."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from apfed.config import STANDALONE
+    from apfed.runner import run
+
+    if method in STANDALONE and not STANDALONE[method]:
+        raise ConfigError(f"{method} needs every party at prediction time, so it yields no standalone model; "
+                          "choose local, apfed-r, apfed-c, apfed-m or apfed-kd")
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
+    cfg = _config(preset, epochs, device, method=method, seed=seed)
+    console = Console(stderr=True)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
+        r = run(ds, a, cfg, on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}"),
+                log=lambda m: progress.console.log(m))
+    r.model.save(out)
+    console.print(f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}); wrote {out}")
+
+
+def _read_input(path: Path, model, id_column: str | None) -> tuple[np.ndarray | None, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}")
+    if path.suffix.lower() == ".npz":
+        z = np.load(path, allow_pickle=False)
+        if "X" not in z.files:
+            raise DataError(f"{path}: an NPZ input needs a feature array named 'X'")
+        ids = np.asarray(z[id_column]).astype(str) if id_column and id_column in z.files else None
+        return ids, np.asarray(z["X"], dtype=np.float32)
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise DataError(f"{path}: needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    ids = None
+    if id_column and id_column in header:
+        j = header.index(id_column)
+        ids = np.asarray([r[j] for r in rows[1:]])
+    cols = model.columns
+    if cols and all(c in header for c in cols):
+        take = [header.index(c) for c in cols]
+    else:
+        take = [j for j, h in enumerate(header) if h != id_column]
+        if len(take) != model.n_features:
+            missing = [c for c in (cols or []) if c not in header][:5]
+            hint = f" (missing columns: {', '.join(missing)})" if missing else ""
+            raise DataError(f"{path}: {len(take)} feature columns, the model expects {model.n_features}{hint}")
+    try:
+        X = np.asarray([[r[j] for j in take] for r in rows[1:]], dtype=np.float32)
+    except (ValueError, IndexError):
+        raise DataError(f"{path}: feature values must be numeric and every row complete") from None
+    return ids, X
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
+    input: Annotated[Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X').")],
+    output: Annotated[Path, typer.Option(help="Where to write the predictions CSV.")] = Path("predictions.csv"),
+    id_column: Annotated[str | None, typer.Option(help="ID column to carry into the output.")] = "id",
+):
+    """Predict from the active party's data alone: no passive party, no Flower, no network."""
+    from apfed.standalone import StandaloneModel
+
+    m = StandaloneModel.load(model)
+    ids, X = _read_input(input, m, id_column)
+    proba = m.predict_proba(X)
+    pred = m.classes_[proba.argmax(1)]
+    with output.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(([id_column] if ids is not None else []) + ["prediction"] + [f"p_{c}" for c in m.class_names])
+        for i in range(len(pred)):
+            w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + [f"{p:.6f}" for p in proba[i]])
+    typer.echo(f"wrote {len(pred)} predictions to {output}", err=True)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="Standalone model file.")],
+    onnx: Annotated[Path, typer.Option(help="Where to write the ONNX model (raw features in, probabilities out).")],
+):
+    """Export a standalone model to ONNX."""
+    from apfed.standalone import StandaloneModel
+
+    m = StandaloneModel.load(model)
+    try:
+        m.export_onnx(onnx)
+    except ImportError as e:
+        raise ApfedError(f"ONNX export needs the onnx extra: pip install 'apfed[onnx]' ({e})") from None
+    typer.echo(f"wrote {onnx}", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except ApfedError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Training configuration and presets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from apfed.errors import ConfigError
+
+METHODS = ("local", "apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl", "centralized")
+STANDALONE = {"local": True, "apfed-r": True, "apfed-c": True, "apfed-m": True, "apfed-kd": True,
+              "tvfl": False, "centralized": False}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes one training run. Presets fill it; CLI options override single fields."""
+
+    method: str = "apfed-c"
+    epochs: int = 60
+    batch_size: int = 128
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # constant | cosine
+    lam: float = 1.0  # weight of the passives' gradients on the active encoder
+    temperature: float = 1.0  # NT-Xent temperature
+    kd_temperature: float = 4.0
+    kd_weight: float = 1.0
+    passive_losses: str = ""  # apfed-m / apfed-kd: one of r,c per passive, e.g. "r,c"
+    embedding_dim: int = 128  # tabular encoders
+    hidden_dim: int = 256  # tabular encoders and decoders
+    head_hidden: int = 256
+    dropout: float = 0.5
+    projection_dim: int = 64
+    batches_per_round: int = 1  # K: minibatches carried by one exchange with the passives
+    seed: int = 0
+    device: str = "cpu"
+    eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
+
+    def validate(self) -> TrainConfig:
+        checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
+            (self.optimizer in ("sgd", "adam", "adamw"), f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
+            (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
+            (self.temperature > 0 and self.kd_temperature > 0, "temperatures must be > 0"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.batches_per_round >= 1, f"batches_per_round must be >= 1, got {self.batches_per_round}"),
+            (self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda, got {self.device!r}"),
+            (all(p in ("r", "c") for p in self.passive_loss_list()), "passive_losses takes r or c per passive, e.g. r,c"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        return self
+
+    def passive_loss_list(self) -> list[str]:
+        return [p.strip().lower() for p in self.passive_losses.split(",") if p.strip()]
+
+    def passive_loss(self, i: int) -> str | None:
+        """The APFed loss passive ``i`` trains with: "r", "c", or None (local, tvfl, centralized)."""
+        chosen = self.passive_loss_list()
+        if self.method == "apfed-r":
+            return "r"
+        if self.method == "apfed-c":
+            return "c"
+        if self.method in ("apfed-m", "apfed-kd"):
+            if i < len(chosen):
+                return chosen[i]
+            return ("r", "c")[i % 2] if self.method == "apfed-m" else "c"
+        return None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict] = {
+    # The reference protocol of arXiv 2409.04111, exactly.
+    "paper": dict(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, schedule="constant",
+                  batch_size=128, epochs=300, lam=1.0, temperature=1.0),
+    # Fast recipe: Adam, cosine decay, 60 epochs.
+    "default": dict(optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="cosine", batch_size=128,
+                    epochs=60, lam=1.0, temperature=1.0),
+}
+
+
+def make_config(preset: str = "default", **overrides) -> TrainConfig:
+    """A config from a preset plus overrides (None values are ignored)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return TrainConfig(**values).validate()
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """Learning rate at ``progress`` in [0, 1] of training; both roles compute it the same way."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return cfg.lr

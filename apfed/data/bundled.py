@@ -1,0 +1,60 @@
+"""Bundled offline datasets: mnist5k, handwritten (UCI Multiple Features) and digits (scikit-learn)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+
+from apfed.data.splits import stratified_split
+from apfed.data.views import MultiViewDataset, View, image_strips
+from apfed.errors import DataError
+
+BUNDLED = ("mnist5k", "handwritten", "digits")
+HANDWRITTEN_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
+
+
+def _npz(name: str) -> np.lib.npyio.NpzFile:
+    return np.load(resources.files("apfed.data").joinpath("bundled", f"{name}.npz").open("rb"))
+
+
+def load_bundled(name: str, n_views: int | None = None, split_seed: int = 0) -> MultiViewDataset:
+    """Load a bundled dataset. ``n_views`` sets the number of strips for image sets (default 2)."""
+    if name not in BUNDLED:
+        raise DataError(f"unknown dataset {name!r}; bundled datasets are {', '.join(BUNDLED)}")
+    if name == "handwritten":
+        if n_views not in (None, 6):
+            raise DataError("handwritten has exactly 6 natural views (fou, fac, kar, pix, zer, mor); drop --views")
+        z = _npz(name)
+        labels = z["labels"]
+        views = [
+            View(name=v, kind="tabular", X=z[v], columns=[f"{v}_{j}" for j in range(z[v].shape[1])])
+            for v in HANDWRITTEN_VIEWS
+        ]
+    else:
+        if name == "mnist5k":
+            z = _npz(name)
+            images, labels = z["images"], z["labels"]
+        else:
+            from sklearn.datasets import load_digits
+
+            d = load_digits()
+            images, labels = d.images.astype(np.uint8), d.target.astype(np.int64)
+        pixel_scale = 255.0 if name == "mnist5k" else 16.0
+        views = image_strips(images, n_views or 2, pixel_scale)
+        if name == "digits":  # 8x8 strips are too small for the reference conv nets: use MLPs on pixels
+            views = [
+                View(name=v.name, kind="tabular", X=v.X.reshape(len(v.X), -1).astype(np.float32) / pixel_scale,
+                     columns=[f"{v.name}_px{j}" for j in range(int(np.prod(v.shape)))])
+                for v in views
+            ]
+    train, test = stratified_split(labels, 0.2, split_seed)
+    return MultiViewDataset(
+        name=name,
+        views=views,
+        labels=labels.astype(np.int64),
+        ids=np.arange(len(labels)).astype(str),
+        class_names=[str(c) for c in range(int(labels.max()) + 1)],
+        train_idx=train,
+        test_idx=test,
+    )

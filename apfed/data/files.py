@@ -1,0 +1,148 @@
+"""Bring-your-own party files: one CSV or NPZ per party, each with an ID column; rows aligned by ID."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from apfed.data.splits import stratified_split
+from apfed.data.views import MultiViewDataset, View
+from apfed.errors import DataError
+
+
+@dataclass
+class PartyTable:
+    """The rows of one party's file: ids, numeric features, and the raw label strings if it has them."""
+
+    path: Path
+    ids: np.ndarray
+    X: np.ndarray
+    columns: list[str]
+    labels: np.ndarray | None
+
+
+def read_party_file(path: str | Path, id_column: str, label_column: str | None = None) -> PartyTable:
+    """Read one party's CSV or NPZ file. The label column is taken only if ``label_column`` is given."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    if path.suffix.lower() == ".npz":
+        return _read_npz(path, id_column, label_column)
+    return _read_csv(path, id_column, label_column)
+
+
+def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    if len(rows) < 2:
+        raise DataError(f"{path}: needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if id_column not in header:
+        raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}…); set --id-column")
+    if label_column is not None and label_column not in header:
+        raise DataError(f"{path}: no label column {label_column!r}; set --label-column")
+    width = len(header)
+    for n, r in enumerate(rows[1:], start=2):
+        if len(r) != width:
+            raise DataError(f"{path}: line {n} has {len(r)} fields, the header has {width}")
+    cols = list(zip(*rows[1:], strict=True))
+    ids = np.asarray(cols[header.index(id_column)], dtype=str)
+    labels = np.asarray(cols[header.index(label_column)], dtype=str) if label_column else None
+    feature_names = [h for h in header if h not in (id_column, label_column)]
+    if not feature_names:
+        raise DataError(f"{path}: no feature columns besides the ID and label columns")
+    try:
+        X = np.asarray([cols[header.index(c)] for c in feature_names], dtype=np.float32).T
+    except ValueError:
+        bad = next(c for c in feature_names if not _numeric(cols[header.index(c)]))
+        raise DataError(f"{path}: column {bad!r} is not numeric") from None
+    return _checked(PartyTable(path, ids, X, feature_names, labels))
+
+
+def _numeric(values) -> bool:
+    try:
+        np.asarray(values, dtype=np.float32)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_npz(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises several types for a corrupt archive
+        raise DataError(f"{path}: not a readable NPZ file ({e})") from None
+    if id_column not in z.files:
+        raise DataError(f"{path}: no ID array {id_column!r} (arrays: {', '.join(z.files)}); set --id-column")
+    if "X" not in z.files:
+        raise DataError(f"{path}: an NPZ party file needs a 2-D feature array named 'X'")
+    if label_column is not None and label_column not in z.files:
+        raise DataError(f"{path}: no label array {label_column!r}; set --label-column")
+    X = np.asarray(z["X"], dtype=np.float32)
+    if X.ndim != 2:
+        raise DataError(f"{path}: 'X' must be 2-D (rows, features), got shape {X.shape}")
+    columns = [str(c) for c in z["columns"]] if "columns" in z.files else [f"x{j}" for j in range(X.shape[1])]
+    labels = np.asarray(z[label_column]).astype(str) if label_column else None
+    return _checked(PartyTable(path, np.asarray(z[id_column]).astype(str), X, columns, labels))
+
+
+def _checked(t: PartyTable) -> PartyTable:
+    if len(t.ids) != len(t.X):
+        raise DataError(f"{t.path}: {len(t.ids)} ids but {len(t.X)} feature rows")
+    if len(np.unique(t.ids)) != len(t.ids):
+        raise DataError(f"{t.path}: the ID column has duplicate values")
+    if not np.isfinite(t.X).all():
+        raise DataError(f"{t.path}: features hold NaN or infinite values")
+    return t
+
+
+def align_tables(tables: list[PartyTable]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Intersect ids across parties, in the first (active) party's row order.
+
+    Returns the common ids and, per party, the row index of each common id in that party's table.
+    """
+    common = tables[0].ids
+    for t in tables[1:]:
+        common = common[np.isin(common, t.ids)]
+    if len(common) == 0:
+        raise DataError("no sample ID is shared by all parties; check --id-column and the files' ID formats")
+    rows = []
+    for t in tables:
+        order = np.argsort(t.ids)
+        rows.append(order[np.searchsorted(t.ids, common, sorter=order)])
+    return common, rows
+
+
+def load_party_files(
+    paths: list[str], id_column: str, label_column: str, split_seed: int = 0, log=print
+) -> MultiViewDataset:
+    """Load one file per party (active first), align rows by ID and split the intersection."""
+    if len(paths) < 1:
+        raise DataError("give at least one --data file (the active party's, with labels)")
+    tables = [read_party_file(p, id_column, label_column if i == 0 else None) for i, p in enumerate(paths)]
+    common, rows = align_tables(tables)
+    for t in tables:
+        log(f"{t.path.name}: {len(t.ids)} rows, {len(common)} matched by {id_column!r}")
+    raw_labels = tables[0].labels[rows[0]]
+    class_names, labels = np.unique(raw_labels, return_inverse=True)
+    if len(class_names) < 2:
+        raise DataError(f"label column {label_column!r} has a single class among the matched rows")
+    train, test = stratified_split(labels, 0.2, split_seed)
+    views = [
+        View(name=t.path.stem, kind="tabular", X=t.X[r], columns=t.columns) for t, r in zip(tables, rows, strict=True)
+    ]
+    return MultiViewDataset(
+        name="+".join(t.path.stem for t in tables),
+        views=views,
+        labels=labels.astype(np.int64),
+        ids=common,
+        class_names=[str(c) for c in class_names],
+        train_idx=train,
+        test_idx=test,
+    )

@@ -1,0 +1,137 @@
+"""Views (one party's columns), party-local data, image strips and preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from apfed.errors import DataError
+
+
+@dataclass
+class View:
+    """One party's features for every sample, in the dataset's row order.
+
+    ``X`` is ``(N, C, H, W)`` for an image view and ``(N, D)`` for a tabular view, unpreprocessed.
+    """
+
+    name: str
+    kind: str  # "image" or "tabular"
+    X: np.ndarray
+    columns: list[str] | None = None
+    pixel_scale: float = 1.0  # images: raw value that maps to 1.0 (255 for uint8)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.X.shape[1:])
+
+
+@dataclass
+class MultiViewDataset:
+    """All views of a dataset plus labels; only evaluation and simulation hold this whole."""
+
+    name: str
+    views: list[View]
+    labels: np.ndarray
+    ids: np.ndarray
+    class_names: list[str]
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    notes: dict = field(default_factory=dict)
+
+    def view_index(self, key: str | int) -> int:
+        """Resolve a view given as an index or a name (``fou``) to an index."""
+        names = [v.name for v in self.views]
+        if isinstance(key, str) and not key.lstrip("-").isdigit():
+            if key not in names:
+                raise DataError(f"unknown view {key!r} for {self.name}; choose one of {', '.join(names)}")
+            return names.index(key)
+        i = int(key)
+        if not 0 <= i < len(self.views):
+            raise DataError(f"view index {i} out of range: {self.name} has {len(self.views)} views (0-{len(self.views) - 1})")
+        return i
+
+
+@dataclass
+class PartyData:
+    """What one party holds: its own view, the sample ids, and (active party only) labels and the split."""
+
+    view: View
+    ids: np.ndarray
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    train_ids: np.ndarray | None = None
+    test_ids: np.ndarray | None = None
+
+
+def split_parties(ds: MultiViewDataset, active: int) -> tuple[PartyData, list[PartyData]]:
+    """Cut a dataset into the active party's data (with labels and split) and the passives' (without)."""
+    active_party = PartyData(
+        view=ds.views[active],
+        ids=ds.ids,
+        labels=ds.labels,
+        class_names=ds.class_names,
+        train_ids=ds.ids[ds.train_idx],
+        test_ids=ds.ids[ds.test_idx],
+    )
+    passives = [PartyData(view=v, ids=ds.ids) for i, v in enumerate(ds.views) if i != active]
+    return active_party, passives
+
+
+def image_strips(images: np.ndarray, n_views: int, pixel_scale: float, prefix: str = "strip") -> list[View]:
+    """Cut ``(N, C, H, W)`` or ``(N, H, W)`` images into ``n_views`` horizontal strips of ``floor(H/n)`` rows.
+
+    Leftover bottom rows are dropped, as in the APFed reference code.
+    """
+    if images.ndim == 3:
+        images = images[:, None]
+    h = images.shape[2]
+    if not 1 <= n_views <= h:
+        raise DataError(f"--views must be between 1 and {h} for images of height {h}, got {n_views}")
+    step = h // n_views
+    names = {2: ["top", "bottom"], 3: ["top", "middle", "bottom"]}.get(n_views)
+    return [
+        View(
+            name=names[i] if names else f"{prefix}{i}",
+            kind="image",
+            X=np.ascontiguousarray(images[:, :, i * step : (i + 1) * step, :]),
+            pixel_scale=pixel_scale,
+        )
+        for i in range(n_views)
+    ]
+
+
+@dataclass
+class Preprocessor:
+    """Maps a view's raw features to model inputs. Fitted on training rows only; stored in the model file."""
+
+    kind: str
+    scale: float = 1.0
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, view: View, rows: np.ndarray) -> Preprocessor:
+        if view.kind == "image":
+            return cls(kind="image", scale=1.0 / view.pixel_scale)
+        x = view.X[rows].astype(np.float64)
+        std = x.std(axis=0)
+        std[std < 1e-8] = 1.0
+        return cls(kind="tabular", mean=x.mean(axis=0).astype(np.float32), std=std.astype(np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "image":
+            return (x.astype(np.float32) * np.float32(self.scale)).astype(np.float32)
+        return ((x.astype(np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def to_json(self) -> dict:
+        if self.kind == "image":
+            return {"kind": "image", "scale": self.scale}
+        return {"kind": "tabular", "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Preprocessor:
+        if d["kind"] == "image":
+            return cls(kind="image", scale=float(d["scale"]))
+        return cls(kind="tabular", mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32))

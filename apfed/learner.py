@@ -1,0 +1,245 @@
+"""The compute of each role, with no networking: what the active party and a passive party do per minibatch.
+
+Both learners keep their (preprocessed) view resident on the device and take row indices, so the hot path
+has no per-sample Python and no host/device copies of features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from apfed.config import TrainConfig, lr_at
+from apfed.losses import distillation, nt_xent, reconstruction
+from apfed.models import (
+    StandaloneNet,
+    encoder_output_shape,
+    init_modules,
+    make_decoder,
+    make_encoder,
+    make_head,
+    make_projection,
+)
+
+EVAL_CHUNK = 2048
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+@dataclass
+class PassiveInfo:
+    """What the active party knows of one passive: its APFed loss and the shape of the embedding it sends."""
+
+    loss: str | None  # "r", "c" or None
+    embedding_shape: tuple[int, ...] | None  # set when the passive sends embeddings (tvfl, apfed-kd)
+
+
+class ActiveLearner:
+    """Encoder, standalone head, projection head and (tvfl, apfed-kd, centralized) a fused head."""
+
+    def __init__(self, spec: dict, cfg: TrainConfig, n_classes: int, X: torch.Tensor, y: torch.Tensor,
+                 passives: list[PassiveInfo], extra_specs: list[dict] | None = None,
+                 extra_X: list[torch.Tensor] | None = None):
+        self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
+        self.extra_X = extra_X or []
+        extra_specs = extra_specs or []
+        self.h_shape = encoder_output_shape(spec, cfg.embedding_dim)
+        d = math.prod(self.h_shape)
+        self.standalone = cfg.method not in ("tvfl", "centralized")
+        self.fused = cfg.method in ("tvfl", "apfed-kd", "centralized")
+        fused_dim = d + sum(math.prod(encoder_output_shape(s, cfg.embedding_dim)) for s in extra_specs)
+        fused_dim += sum(math.prod(p.embedding_shape) for p in passives if p.embedding_shape)
+
+        def build() -> nn.ModuleDict:
+            m = nn.ModuleDict({"encoder": make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim)})
+            if self.standalone:
+                m["head"] = make_head(d, cfg.head_hidden, n_classes, cfg.dropout)
+            if any(p.loss == "c" for p in passives):
+                m["projection"] = make_projection(d, cfg.projection_dim)
+            if self.fused:
+                m["fused_head"] = make_head(fused_dim, cfg.head_hidden, n_classes, cfg.dropout)
+            for i, s in enumerate(extra_specs):
+                m[f"encoder_{i + 1}"] = make_encoder(s, cfg.embedding_dim, cfg.hidden_dim)
+            return m
+
+        self.modules = init_modules(cfg.seed, build).to(cfg.device)
+        self.opt = make_optimizer(self.modules.parameters(), cfg)
+        self._cache: tuple | None = None
+        self._version = 0
+
+    # --- training -------------------------------------------------------------------------------------
+    def _forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.modules["encoder"](self.X[idx])
+        z = self.modules["projection"](h) if "projection" in self.modules else None
+        self._cache = (idx, self._version, h, z)
+        return h, z
+
+    def outgoing(self, idx: torch.Tensor) -> list[torch.Tensor | None]:
+        """Forward one minibatch; return what each passive receives: h_A (APFed-R), z_A (APFed-C) or nothing."""
+        self.modules.train()
+        h, z = self._forward(idx)
+        return [h.detach() if p.loss == "r" else z.detach() if p.loss == "c" else None for p in self.passives]
+
+    def step(self, idx: torch.Tensor, grads: list[torch.Tensor | None], embs: list[torch.Tensor | None],
+             progress: float) -> tuple[dict, list[torch.Tensor | None]]:
+        """Apply one minibatch: task loss(es), distillation, and λ·(passive gradients) on what was sent.
+
+        ``grads[i]`` is passive i's gradient w.r.t. what it received; ``embs[i]`` its embedding (tvfl, kd).
+        Returns metrics and, per passive, the gradient w.r.t. its embedding.
+        """
+        self.modules.train()
+        c = self._cache
+        if c is not None and c[1] == self._version and c[0] is idx:
+            h, z = c[2], c[3]
+        else:  # K > 1: the graph is stale after earlier updates in this round, so recompute it
+            h, z = self._forward(idx)
+        self._cache = None
+        y = self.y[idx]
+        loss = h.new_zeros(())
+        metrics = {}
+        if self.standalone:
+            logits = self.modules["head"](h)
+            task = F.cross_entropy(logits, y)
+            loss = loss + task
+            metrics["task_loss"] = task.detach()
+        leaves = [e.detach().requires_grad_(True) if e is not None else None for e in embs]
+        if self.fused:
+            parts = [h.flatten(1)]
+            parts += [self.modules[f"encoder_{i + 1}"](x[idx]).flatten(1) for i, x in enumerate(self.extra_X)]
+            parts += [e.flatten(1) for e in leaves if e is not None]
+            fused_logits = self.modules["fused_head"](torch.cat(parts, 1))
+            fused = F.cross_entropy(fused_logits, y)
+            loss = loss + fused
+            metrics["fused_loss"] = fused.detach()
+            if self.standalone:  # apfed-kd: the active-only student learns from the fused teacher
+                kd = distillation(logits, fused_logits, self.cfg.kd_temperature)
+                loss = loss + self.cfg.kd_weight * kd
+                metrics["kd_loss"] = kd.detach()
+        for p, g in zip(self.passives, grads, strict=True):
+            if g is not None and self.cfg.lam > 0:
+                sent = h if p.loss == "r" else z
+                loss = loss + self.cfg.lam * (sent * g).sum()
+        set_lr(self.opt, lr_at(self.cfg, progress))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self._version += 1
+        return metrics, [e.grad if e is not None else None for e in leaves]
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def standalone_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        self.modules.eval()
+        return torch.cat([self.modules["head"](self.modules["encoder"](self.X[i]))
+                          for i in idx.split(EVAL_CHUNK)])
+
+    @torch.no_grad()
+    def fused_logits(self, idx: torch.Tensor, embs: list[torch.Tensor]) -> torch.Tensor:
+        """Fused-head logits with the given passive embeddings (real, or fills for absent passives)."""
+        self.modules.eval()
+        out = []
+        for j, i in enumerate(idx.split(EVAL_CHUNK)):
+            sl = slice(j * EVAL_CHUNK, j * EVAL_CHUNK + len(i))
+            parts = [self.modules["encoder"](self.X[i]).flatten(1)]
+            parts += [self.modules[f"encoder_{k + 1}"](x[i]).flatten(1) for k, x in enumerate(self.extra_X)]
+            parts += [e[sl].flatten(1) for e in embs]
+            out.append(self.modules["fused_head"](torch.cat(parts, 1)))
+        return torch.cat(out)
+
+    def standalone_net(self) -> StandaloneNet:
+        return StandaloneNet(self.modules["encoder"], self.modules["head"])
+
+    def state(self) -> dict:
+        return {"modules": self.modules.state_dict(), "optimizer": self.opt.state_dict(), "version": self._version}
+
+    def load_state(self, state: dict) -> None:
+        self.modules.load_state_dict(state["modules"])
+        self.opt.load_state_dict(state["optimizer"])
+        self._version = state["version"]
+
+
+class PassiveLearner:
+    """A passive party's modules: decoder (APFed-R), encoder + projection (APFed-C), encoder (tvfl, kd)."""
+
+    def __init__(self, spec: dict, cfg: TrainConfig, X: torch.Tensor, loss: str | None, sends_embedding: bool,
+                 active_shape: tuple[int, ...] | None, seed: int):
+        self.cfg, self.X, self.loss, self.sends_embedding = cfg, X, loss, sends_embedding
+        self.embedding_shape = encoder_output_shape(spec, cfg.embedding_dim)
+        d = math.prod(self.embedding_shape)
+
+        def build() -> nn.ModuleDict:
+            m = nn.ModuleDict()
+            if loss == "r":
+                m["decoder"] = make_decoder(tuple(active_shape), spec, cfg.hidden_dim)
+            if loss == "c" or sends_embedding:
+                m["encoder"] = make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim)
+            if loss == "c":
+                m["projection"] = make_projection(d, cfg.projection_dim)
+            return m
+
+        self.modules = init_modules(seed, build).to(cfg.device)
+        self.opt = make_optimizer(self.modules.parameters(), cfg)
+
+    def train_batch(self, idx: torch.Tensor, received: torch.Tensor | None,
+                    prev: tuple[torch.Tensor, torch.Tensor] | None, progress: float
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+        """One optimizer step on: the APFed loss of this minibatch (w.r.t. ``received``), plus the active's
+        gradient for an embedding sent earlier (``prev`` = (row indices, gradient)).
+
+        Returns the gradient w.r.t. ``received``, this minibatch's embedding (if it sends one) and the loss.
+        """
+        self.modules.train()
+        total = None
+        value = 0.0
+        a = None
+        if prev is not None:
+            prev_idx, prev_grad = prev
+            total = (self.modules["encoder"](self.X[prev_idx]) * prev_grad).sum()
+        if received is not None and self.loss is not None and len(idx):
+            a = received.detach().requires_grad_(True)
+            x = self.X[idx]
+            if self.loss == "r":
+                apfed = reconstruction(self.modules["decoder"](a), x)
+            else:
+                z_p = self.modules["projection"](self.modules["encoder"](x))
+                apfed = nt_xent(a, z_p, self.cfg.temperature)
+            value = apfed.detach()
+            total = apfed if total is None else total + apfed
+        if total is not None:
+            set_lr(self.opt, lr_at(self.cfg, progress))
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt.step()
+        emb = None
+        if self.sends_embedding and len(idx):
+            with torch.no_grad():
+                emb = self.modules["encoder"](self.X[idx])
+        return (a.grad if a is not None else None), emb, value
+
+    @torch.no_grad()
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        self.modules.eval()
+        return torch.cat([self.modules["encoder"](self.X[i]) for i in idx.split(EVAL_CHUNK)])
+
+    def state(self) -> dict:
+        return {"modules": self.modules.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.modules.load_state_dict(state["modules"])
+        self.opt.load_state_dict(state["optimizer"])

@@ -1,0 +1,32 @@
+"""Losses of the two roles: task, NT-Xent (APFed-C), reconstruction (APFed-R) and distillation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nt_xent(z_a: torch.Tensor, z_p: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """NT-Xent over the 2B L2-normalised vectors ``[z_a; z_p]``.
+
+    Row i's positive is the same sample in the other view; self-pairs are masked out.
+    """
+    b = z_a.shape[0]
+    z = F.normalize(torch.cat([z_a, z_p]), dim=1)
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(decoded, target)
+
+
+def distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton distillation: T^2 * KL(softmax(teacher/T) || softmax(student/T)); the teacher is not updated."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits.detach() / t, dim=1),
+        log_target=True, reduction="batchmean",
+    ) * (t * t)

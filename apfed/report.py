@@ -1,0 +1,127 @@
+"""Summaries, tables, JSON/markdown reports and plots of evaluation runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from apfed.config import STANDALONE
+
+
+def machine() -> dict:
+    """A short description of where the figures were measured."""
+    d = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+         "torch": torch.__version__, "processor": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        d["gpu"] = torch.cuda.get_device_name(0)
+    return d
+
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    """Per method (and per derived model: tvfl fills, kd teacher): accuracy mean ± std, macro-F1, standalone,
+    and the fraction of the local → all-parties-TVFL gap closed."""
+    rows: dict[str, dict] = {}
+    by_method: dict[str, list[dict]] = {}
+    for r in runs:
+        by_method.setdefault(r["method"], []).append(r)
+    for m, rs in by_method.items():
+        acc = [r["accuracy"] for r in rs]
+        rows[m] = {"accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
+                   "macro_f1_mean": float(np.mean([r["final"]["macro_f1"] for r in rs])),
+                   "standalone": STANDALONE[m], "seeds": len(rs), "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs]))}
+        for key, label, standalone in (("acc_fill_zero", "tvfl (passives absent: zero)", True),
+                                       ("acc_fill_mean", "tvfl (passives absent: mean)", True),
+                                       ("acc_fill_rand", "tvfl (passives absent: rand)", True),
+                                       ("acc_fused", "apfed-kd (teacher, all parties)", False)):
+            if m == "tvfl" and key == "acc_fused" or m != "tvfl" and key != "acc_fused" or key not in rs[0]["extra"]:
+                continue
+            vals = [r["extra"][key] for r in rs]
+            rows[label] = {"accuracy_mean": float(np.mean(vals)), "accuracy_std": float(np.std(vals)),
+                           "macro_f1_mean": None, "standalone": standalone, "seeds": len(rs), "derived": True}
+    lo, hi = rows.get("local"), rows.get("tvfl")
+    for r in rows.values():
+        gap = None
+        if lo and hi and hi["accuracy_mean"] != lo["accuracy_mean"]:
+            gap = (r["accuracy_mean"] - lo["accuracy_mean"]) / (hi["accuracy_mean"] - lo["accuracy_mean"])
+        r["gap_closed"] = gap
+    return rows
+
+
+def markdown_table(summary: dict[str, dict]) -> str:
+    lines = ["| method | standalone | accuracy (%) | macro-F1 (%) | local→TVFL gap closed |",
+             "|---|---|---|---|---|"]
+    for m, r in summary.items():
+        f1 = "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}"
+        gap = "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %"
+        lines.append(f"| {m} | {'yes' if r['standalone'] else 'no'} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} "
+                     f"| {f1} | {gap} |")
+    return "\n".join(lines)
+
+
+def rich_table(summary: dict[str, dict], title: str):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("method", "standalone", "accuracy (%)", "macro-F1 (%)", "gap closed"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for m, r in summary.items():
+        t.add_row(m, "yes" if r["standalone"] else "no", f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
+                  "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}",
+                  "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %")
+    return t
+
+
+def write_report(out: Path, report: dict) -> list[Path]:
+    """results.json, results.md and results.png (accuracy per method, learning curves) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    s = report["summary"]
+    md = [f"# apfed evaluate: {report['dataset']} (active view {report['active_view']})", "",
+          f"Preset `{report['preset']}`, {report['epochs']} epochs, seeds {report['seeds']}, device "
+          f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
+          "epochs, then mean ± std over seeds.", "", markdown_table(s), "",
+          f"Machine: {json.dumps(report['machine'])}", ""]
+    (out / "results.md").write_text("\n".join(md))
+    paths = [out / "results.json", out / "results.md"]
+    try:
+        paths.append(_plot(out / "results.png", report))
+    except Exception as e:  # a missing plotting backend must not lose the numbers
+        print(f"warning: no plot written ({e})")
+    return paths
+
+
+def _plot(path: Path, report: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report["summary"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
+    names = list(s)
+    a.barh(names, [s[n]["accuracy_mean"] for n in names], xerr=[s[n]["accuracy_std"] for n in names],
+           color=["tab:green" if s[n]["standalone"] else "tab:gray" for n in names])
+    a.invert_yaxis()
+    a.set_xlabel("test accuracy (%)")
+    lo = min(s[n]["accuracy_mean"] for n in names)
+    a.set_xlim(max(0, lo - 10), 100)
+    a.set_title("accuracy per method (green: standalone)")
+    by: dict[str, list] = {}
+    for r in report["runs"]:
+        by.setdefault(r["method"], []).append([h["accuracy"] for h in r["history"]])
+    for m, curves in by.items():
+        b.plot(np.arange(1, len(curves[0]) + 1), np.mean(curves, 0), label=m)
+    b.set_xlabel("epoch")
+    b.set_ylabel("test accuracy (%)")
+    b.set_ylim(max(0, lo - 15), 100)
+    b.legend()
+    b.set_title("learning curves (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,155 @@
+"""The standalone model file: the active party's encoder and head as safetensors, plus JSON metadata (view
+schema, preprocessing, class names, provenance). Loading never unpickles anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from apfed.config import TrainConfig
+from apfed.data.views import Preprocessor
+from apfed.errors import ApfedError
+from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make_head
+
+FORMAT = "apfed-standalone"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class StandaloneModel:
+    """Predicts from the active party's view alone: ``predict`` and ``predict_proba`` on raw numpy features."""
+
+    net: StandaloneNet
+    spec: dict
+    preprocessor: Preprocessor
+    class_names: list[str]
+    columns: list[str] | None = None
+    view_name: str = ""
+    config: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray(self.class_names)
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.spec["shape"]))
+
+    def _inputs(self, X) -> torch.Tensor:
+        X = np.asarray(X)
+        if X.dtype == object or not np.issubdtype(X.dtype, np.number):
+            raise ApfedError("X must be a numeric array")
+        shape = tuple(self.spec["shape"])
+        if X.ndim >= 2 and tuple(X.shape[1:]) == shape:
+            pass
+        elif X.ndim == 2 and X.shape[1] == self.n_features:
+            X = X.reshape(len(X), *shape)
+        elif self.spec["kind"] == "image" and X.ndim == 3 and shape[0] == 1 and tuple(X.shape[1:]) == shape[1:]:
+            X = X[:, None]
+        else:
+            raise ApfedError(f"X has shape {X.shape}; this model takes (n, {self.n_features}) or (n, {', '.join(map(str, shape))})")
+        if not np.isfinite(X).all():
+            raise ApfedError("X holds NaN or infinite values")
+        return torch.from_numpy(self.preprocessor(X))
+
+    @torch.no_grad()
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
+        self.net.eval()
+        x = self._inputs(X)
+        dev = next(self.net.parameters()).device
+        out = [torch.softmax(self.net(c.to(dev)), 1).cpu() for c in x.split(4096)] if len(x) else [torch.zeros(0, len(self.class_names))]
+        return torch.cat(out).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted class names."""
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "spec": self.spec,
+            "preprocessing": self.preprocessor.to_json(), "class_names": self.class_names,
+            "columns": self.columns, "view_name": self.view_name, "config": self.config,
+            "provenance": self.provenance,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model file atomically: a crash never leaves a half-written file at ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"apfed": json.dumps(self.metadata())})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> StandaloneModel:
+        path = Path(path)
+        if not path.is_file():
+            raise ApfedError(f"model file not found: {path}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("apfed", "null"))
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ApfedError(f"{path}: not an apfed model file ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ApfedError(f"{path}: not an apfed standalone model (no apfed metadata)")
+        if meta["format_version"] > FORMAT_VERSION:
+            raise ApfedError(f"{path}: format version {meta['format_version']} is newer than this apfed supports")
+        cfg = TrainConfig.from_dict(meta["config"])
+        spec = meta["spec"]
+        d = int(np.prod(encoder_output_shape(spec, cfg.embedding_dim)))
+        net = StandaloneNet(make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim),
+                            make_head(d, cfg.head_hidden, len(meta["class_names"]), cfg.dropout))
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise ApfedError(f"{path}: weights do not match the stored architecture ({str(e).splitlines()[0]})") from None
+        return cls(net=net.to(device).eval(), spec=spec, preprocessor=Preprocessor.from_json(meta["preprocessing"]),
+                   class_names=meta["class_names"], columns=meta["columns"], view_name=meta["view_name"],
+                   config=meta["config"], provenance=meta["provenance"])
+
+    def export_onnx(self, path: str | Path) -> Path:
+        """ONNX graph from raw features (flattened, float32) to class probabilities."""
+        path = Path(path)
+        wrapper = _OnnxWrapper(self).eval()
+        dummy = torch.zeros(2, self.n_features)
+        torch.onnx.export(wrapper, (dummy,), str(path), input_names=["features"], output_names=["probabilities"],
+                          dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}}, dynamo=False)
+        return path
+
+
+class _OnnxWrapper(torch.nn.Module):
+    def __init__(self, m: StandaloneModel):
+        super().__init__()
+        self.net = m.net.cpu()
+        self.shape = tuple(m.spec["shape"])
+        p = m.preprocessor
+        if p.kind == "image":
+            self.register_buffer("mean", torch.zeros(()))
+            self.register_buffer("scale", torch.tensor(p.scale, dtype=torch.float32))
+        else:
+            self.register_buffer("mean", torch.from_numpy(p.mean))
+            self.register_buffer("scale", torch.from_numpy(1.0 / p.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ((x - self.mean) * self.scale).reshape(-1, *self.shape)
+        return torch.softmax(self.net(x), 1)

@@ -1,0 +1,146 @@
+"""PassiveClient: a passive party. It holds one view (no labels), answers the active party's requests and
+trains its own modules with the APFed loss. It never sees labels, the active's features or its models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from apfed.config import TrainConfig
+from apfed.data.views import PartyData, Preprocessor
+from apfed.errors import ApfedError
+from apfed.learner import PassiveLearner
+from clients.tensors import as_tensor
+from protocols.errors import ProtocolError
+from protocols.ids import hash_ids
+from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, SETUP, TRAIN, Message
+from protocols.validation import ArraySpec, validate
+
+
+class PassiveClient:
+    """Answers setup, align, train, evaluate and finish requests. ``handle`` never raises: a problem is
+    returned as an error message, so the active party can decide what to do."""
+
+    def __init__(self, name: str, data: PartyData, device: str = "cpu"):
+        self.name, self.data, self.device = name, data, device
+        self.active_name: str | None = None
+        self.run_id: str | None = None
+        self.offered_rows: np.ndarray | None = None  # for each offered hashed id, our row (or -1)
+        self.learner: PassiveLearner | None = None
+        self.cfg: TrainConfig | None = None
+        self.n: int = 0
+
+    def handle(self, msg: Message) -> Message:
+        try:
+            if msg.kind == SETUP:
+                return self._setup(msg)
+            self._check_session(msg)
+            if msg.kind == ALIGN:
+                return self._align(msg)
+            if msg.kind == TRAIN:
+                return self._train(msg)
+            if msg.kind == EVALUATE:
+                return self._evaluate(msg)
+            if msg.kind == FINISH:
+                self.learner = None
+                return msg.reply()
+            raise ProtocolError(f"unexpected request kind {msg.kind!r}")
+        except (ProtocolError, ApfedError, ValueError) as e:
+            return msg.reply(ERROR, config={"error": f"{self.name}: {e}"})
+
+    def _check_session(self, msg: Message) -> None:
+        if self.run_id is None:
+            raise ProtocolError("no setup received yet")
+        if msg.run_id != self.run_id or msg.sender != self.active_name:
+            raise ProtocolError(f"request from {msg.sender}/{msg.run_id} does not belong to this run")
+
+    def _setup(self, msg: Message) -> Message:
+        validate(msg, kind=SETUP, run_id=msg.run_id, round=0, sender=msg.sender, receiver=self.name,
+                 arrays={"ids": ArraySpec((None,), ("uint64",))})
+        self.run_id, self.active_name = msg.run_id, msg.sender
+        c = msg.config
+        self.cfg = TrainConfig.from_dict(json.loads(c["train_config"]))
+        self.cfg.device = self.device
+        self.setup_config = c
+        own = hash_ids(self.data.ids, str(c["salt"]))
+        order = np.argsort(own)
+        offered = np.asarray(msg.arrays["ids"])
+        pos = np.clip(np.searchsorted(own, offered, sorter=order), 0, len(own) - 1)
+        rows = order[pos]
+        self.offered_rows = np.where(own[rows] == offered, rows, -1)
+        return msg.reply(arrays={"present": self.offered_rows >= 0})
+
+    def _align(self, msg: Message) -> Message:
+        n_offered = len(self.offered_rows)
+        validate(msg, kind=ALIGN, run_id=self.run_id, round=0, sender=self.active_name, receiver=self.name,
+                 arrays={"keep": ArraySpec((None,), ("int64",), index_bound=n_offered),
+                         "train": ArraySpec((None,), ("int64",), index_bound=n_offered)})
+        rows = self.offered_rows[np.asarray(msg.arrays["keep"])]
+        if (rows < 0).any():
+            raise ProtocolError("align asks for ids this party does not hold")
+        self.n = len(rows)
+        view = self.data.view
+        pre = Preprocessor.fit(view, rows[np.asarray(msg.arrays["train"])])
+        X = torch.from_numpy(pre(view.X[rows])).to(self.device)
+        c = self.setup_config
+        spec = {"kind": view.kind, "shape": list(view.shape)}
+        active_shape = tuple(c["active_shape"]) if c.get("active_shape") else None
+        self.learner = PassiveLearner(spec, self.cfg, X, c["loss"] or None, bool(c["sends_embedding"]),
+                                      active_shape, int(c["seed"]))
+        self.received_shape = tuple(c["received_shape"]) if c.get("received_shape") else None
+        return msg.reply(config={"embedding_shape": list(self.learner.embedding_shape)})
+
+    def _train(self, msg: Message) -> Message:
+        if self.learner is None:
+            raise ProtocolError("train request before align")
+        L = self.learner
+        specs = {
+            "idx": ArraySpec((None,), ("int64",), index_bound=self.n),
+            "sizes": ArraySpec((None,), ("int64",)),
+            "progress": ArraySpec((None,), ("float64",)),
+            "act": ArraySpec((None, *self.received_shape), required=False) if self.received_shape else None,
+            "prev_idx": ArraySpec((None,), ("int64",), index_bound=self.n, required=False),
+            "prev_grad": ArraySpec((None, *L.embedding_shape), required=False),
+        }
+        validate(msg, kind=TRAIN, run_id=self.run_id, round=msg.round, sender=self.active_name,
+                 receiver=self.name, arrays={k: v for k, v in specs.items() if v is not None})
+        a = msg.arrays
+        sizes = [int(s) for s in np.asarray(a["sizes"])]
+        idx = as_tensor(a["idx"], self.device)
+        if sum(sizes) != len(idx) or len(a["progress"]) != len(sizes) or any(s < 1 for s in sizes):
+            raise ProtocolError("batch sizes do not add up to the number of indices")
+        act = as_tensor(a["act"], self.device) if "act" in a else None
+        if L.loss is not None and sizes and (act is None or len(act) != len(idx)):
+            raise ProtocolError("the active embeddings are missing or do not match the indices")
+        prev = None
+        if "prev_idx" in a:
+            prev = (as_tensor(a["prev_idx"], self.device), as_tensor(a["prev_grad"], self.device))
+            if len(prev[0]) != len(prev[1]):
+                raise ProtocolError("prev_idx and prev_grad differ in length")
+        grads, embs, losses = [], [], []
+        start = 0
+        for k, size in enumerate(sizes):
+            sl = slice(start, start + size)
+            start += size
+            g, e, v = L.train_batch(idx[sl], act[sl] if act is not None else None, prev if k == 0 else None,
+                                    float(a["progress"][k]))
+            grads.append(g)
+            embs.append(e)
+            losses.append(v)
+        if not sizes and prev is not None:  # flush: the last gradients of the run
+            L.train_batch(idx[:0], None, prev, 1.0)
+        out = {}
+        if grads and grads[0] is not None:
+            out["grad"] = torch.cat(grads)
+        if embs and embs[0] is not None:
+            out["emb"] = torch.cat(embs)
+        if losses:  # kept as a tensor: no device sync on the hot path
+            out["loss"] = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in losses])
+        return msg.reply(arrays=out)
+
+    def _evaluate(self, msg: Message) -> Message:
+        validate(msg, kind=EVALUATE, run_id=self.run_id, round=msg.round, sender=self.active_name,
+                 receiver=self.name, arrays={"idx": ArraySpec((None,), ("int64",), index_bound=self.n)})
+        return msg.reply(arrays={"emb": self.learner.embed(as_tensor(msg.arrays["idx"], self.device))})

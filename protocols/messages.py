@@ -1,0 +1,59 @@
+"""Typed messages between the active party and the passives. Arrays are numpy arrays on the wire; the
+in-process transport may carry framework tensors unchanged (anything with shape, dtype and .numpy())."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+# Requests (active -> passive) and the replies they expect.
+SETUP, ALIGN, TRAIN, EVALUATE, FINISH = "setup", "align", "train", "evaluate", "finish"
+REPLY, ERROR = "reply", "error"
+KINDS = (SETUP, ALIGN, TRAIN, EVALUATE, FINISH, REPLY, ERROR)
+
+ConfigValue = int | float | str | bool | list
+
+
+@dataclass
+class Message:
+    """One message: a header (kind, schema version, run id, round, sender, receiver), named arrays and a
+    small config of scalars. Raw features and labels never go in a message."""
+
+    kind: str
+    run_id: str
+    round: int
+    sender: str
+    receiver: str
+    arrays: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, ConfigValue] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def reply(self, kind: str = REPLY, arrays: dict | None = None, config: dict | None = None) -> Message:
+        """A reply addressed back to this message's sender, in the same run and round."""
+        return Message(kind, self.run_id, self.round, self.receiver, self.sender, arrays or {}, config or {})
+
+    def nbytes(self) -> int:
+        return sum(int(np.prod(a.shape)) * _itemsize(a) for a in self.arrays.values())
+
+
+def _itemsize(a) -> int:
+    size = getattr(a, "itemsize", None)
+    if size is None:  # torch tensors
+        size = a.element_size()
+    return int(size)
+
+
+def dtype_name(a) -> str:
+    """'float32', 'int64', ... for numpy arrays and torch tensors alike."""
+    return str(a.dtype).replace("torch.", "")
+
+
+def to_numpy(a) -> np.ndarray:
+    """A numpy view or copy of an array-like (numpy array or CPU/GPU tensor)."""
+    if isinstance(a, np.ndarray):
+        return a
+    return a.detach().cpu().numpy()

@@ -1,0 +1,50 @@
+"""Transports move one request to each passive and bring back its reply. The in-process transport calls
+the passive handlers directly; it can also push every message through the byte codec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from protocols.codec import decode, encode
+from protocols.messages import Message
+
+Handler = Callable[[Message], Message]
+
+
+class Transport(Protocol):
+    """What the active party's training loop needs from a transport."""
+
+    def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
+        """Deliver one request per passive name and return each passive's reply."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InProcessTransport:
+    """Passives live in this process. ``serialize=True`` sends every message through the codec, and
+    ``record`` (a list) receives the encoded bytes of every message in both directions."""
+
+    def __init__(self, handlers: dict[str, Handler], serialize: bool = False, record: list | None = None):
+        self.handlers = handlers
+        self.serialize = serialize or record is not None
+        self.record = record
+        self.messages = 0
+        self.bytes = 0
+
+    def _wire(self, msg: Message) -> Message:
+        self.messages += 1
+        self.bytes += msg.nbytes()
+        if not self.serialize:
+            return msg
+        data = encode(msg)
+        if self.record is not None:
+            self.record.append(data)
+        return decode(data)
+
+    def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
+        return {name: self._wire(self.handlers[name](self._wire(req))) for name, req in requests.items()}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,76 @@
+"""Validation of a received message against what was requested: run id, round, sender, kind, schema,
+array names, shapes, dtypes, finite values, index bounds and size limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocols.errors import ProtocolError
+from protocols.messages import ERROR, SCHEMA_VERSION, Message, dtype_name
+
+MAX_MESSAGE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Expected array: shape with None for any size, allowed dtypes, and checks on its values."""
+
+    shape: tuple[int | None, ...]
+    dtypes: tuple[str, ...] = ("float32",)
+    finite: bool = True
+    index_bound: int | None = None  # integer arrays: every value must lie in [0, bound)
+    required: bool = True
+
+
+def _all_finite(a) -> bool:
+    if isinstance(a, np.ndarray):
+        return bool(np.isfinite(a).all())
+    return bool(a.isfinite().all())
+
+
+def _in_bounds(a, bound: int) -> bool:
+    if a.shape[0] == 0 if len(a.shape) else False:
+        return True
+    return bool((a.min() >= 0) & (a.max() < bound))
+
+
+def validate(msg: Message, *, kind: str | tuple[str, ...], run_id: str, round: int, sender: str,
+             receiver: str, arrays: dict[str, ArraySpec], max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+    """Return ``msg`` if it is exactly what was asked for; raise ProtocolError naming the first problem."""
+    who = f"message from {msg.sender!r}"
+    if msg.schema_version != SCHEMA_VERSION:
+        raise ProtocolError(f"{who}: schema version {msg.schema_version}, expected {SCHEMA_VERSION}")
+    if msg.kind == ERROR:
+        raise ProtocolError(f"{msg.sender} reported an error: {msg.config.get('error', 'unknown error')}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if msg.kind not in kinds:
+        raise ProtocolError(f"{who}: kind {msg.kind!r}, expected {' or '.join(kinds)}")
+    if msg.run_id != run_id:
+        raise ProtocolError(f"{who}: run id {msg.run_id!r} is not this run's ({run_id!r})")
+    if msg.round != round:
+        raise ProtocolError(f"{who}: round {msg.round}, expected {round}")
+    if msg.sender != sender or msg.receiver != receiver:
+        raise ProtocolError(f"message addressed {msg.sender}->{msg.receiver}, expected {sender}->{receiver}")
+    extra = set(msg.arrays) - set(arrays)
+    if extra:
+        raise ProtocolError(f"{who}: unexpected arrays {sorted(extra)}")
+    if msg.nbytes() > max_bytes:
+        raise ProtocolError(f"{who}: {msg.nbytes()} bytes exceeds the limit of {max_bytes}")
+    for name, spec in arrays.items():
+        a = msg.arrays.get(name)
+        if a is None:
+            if spec.required:
+                raise ProtocolError(f"{who}: missing array {name!r}")
+            continue
+        shape = tuple(a.shape)
+        if len(shape) != len(spec.shape) or any(e is not None and e != s for e, s in zip(spec.shape, shape, strict=False)):
+            raise ProtocolError(f"{who}: array {name!r} has shape {shape}, expected {spec.shape}")
+        if dtype_name(a) not in spec.dtypes:
+            raise ProtocolError(f"{who}: array {name!r} has dtype {dtype_name(a)}, expected {'/'.join(spec.dtypes)}")
+        if spec.finite and dtype_name(a).startswith(("float", "bfloat")) and not _all_finite(a):
+            raise ProtocolError(f"{who}: array {name!r} holds NaN or infinite values")
+        if spec.index_bound is not None and not _in_bounds(a, spec.index_bound):
+            raise ProtocolError(f"{who}: array {name!r} holds sample indices outside [0, {spec.index_bound})")
+    return msg
