@@ -77,10 +77,12 @@ def evaluate(
     kd_weight: Annotated[float | None, typer.Option(help="Distillation weight (apfed-kd).")] = None,
     passive_losses: Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")] = None,
     batches_per_round: Annotated[int | None, typer.Option("--k", help="Minibatches per exchange (K).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Runs in parallel processes.")] = 1,
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("results"),
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
-    from apfed.config import METHODS
+    from apfed.config import METHODS, parse_overrides
     from apfed.evaluate import evaluate as run_eval
 
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
@@ -92,8 +94,8 @@ def evaluate(
         raise ConfigError("federated methods need at least 2 views (one passive)")
     cfg = _config(preset, epochs, device, lr=lr, batch_size=batch_size, lam=lam, temperature=temperature,
                   kd_temperature=kd_temperature, kd_weight=kd_weight, passive_losses=passive_losses,
-                  batches_per_round=batches_per_round)
-    run_eval(ds, a, chosen, seeds, cfg, out, preset)
+                  batches_per_round=batches_per_round, **parse_overrides(set_ or []))
+    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs)
 
 
 @app.command()
@@ -106,6 +108,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
     preset: Preset = "default", device: Device = "cpu",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
 ):
     """Train one method and write the active party's standalone model."""
     from rich.console import Console
@@ -118,7 +121,9 @@ def train(
         raise ConfigError(f"{method} needs every party at prediction time, so it yields no standalone model; "
                           "choose local, apfed-r, apfed-c, apfed-m or apfed-kd")
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
-    cfg = _config(preset, epochs, device, method=method, seed=seed)
+    from apfed.config import parse_overrides
+
+    cfg = _config(preset, epochs, device, method=method, seed=seed, **parse_overrides(set_ or []))
     console = Console(stderr=True)
     with Progress(console=console) as progress:
         task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)

@@ -28,6 +28,10 @@ class TrainConfig:
     temperature: float = 1.0  # NT-Xent temperature
     kd_temperature: float = 4.0
     kd_weight: float = 1.0
+    feature_weight: float = 0.0  # apfed-kd: regress the student's hidden layer onto the teacher's
+    teacher_grad: bool = True  # apfed-kd: the teacher's loss also trains the shared active encoder
+    mixup: float = 0.0  # Beta(a, a) mixup across parties (0: off); teacher and student see the same mix
+    shift: int = 0  # image views: random horizontal shift of up to N pixels, the same at every party
     passive_losses: str = ""  # apfed-m / apfed-kd: one of r,c per passive, e.g. "r,c"
     embedding_dim: int = 128  # tabular encoders
     hidden_dim: int = 256  # tabular encoders and decoders
@@ -48,6 +52,7 @@ class TrainConfig:
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
+            (self.mixup >= 0 and self.shift >= 0, "mixup and shift must be >= 0"),
             (self.temperature > 0 and self.kd_temperature > 0, "temperatures must be > 0"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.batches_per_round >= 1, f"batches_per_round must be >= 1, got {self.batches_per_round}"),
@@ -106,6 +111,32 @@ def make_config(preset: str = "default", **overrides) -> TrainConfig:
         return TrainConfig(**values).validate()
     except TypeError as e:
         raise ConfigError(str(e)) from None
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["kd_temperature=8", "teacher_grad=false"]`` -> typed overrides, checked against TrainConfig."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise ConfigError(f"--set takes KEY=VALUE with KEY one of {', '.join(types)}; got {pair!r}")
+        t = types[key]
+        try:
+            if t in ("bool", bool):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                out[key] = value.lower() in ("true", "1", "yes")
+            elif t in ("int", int):
+                out[key] = int(value)
+            elif t in ("float", float):
+                out[key] = float(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise ConfigError(f"--set {key}: {value!r} is not a valid {t}") from None
+    return out
 
 
 def lr_at(cfg: TrainConfig, progress: float) -> float:

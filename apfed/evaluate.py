@@ -14,8 +14,29 @@ from apfed.runner import run
 DEFAULT_METHODS = ("local", "apfed-r", "apfed-c", "apfed-kd", "tvfl")
 
 
+def _run_one(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> dict:
+    return run(ds, active, cfg).to_json()
+
+
+def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet: bool) -> list[dict]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rich.progress import Progress
+
+    with Progress(console=console, disable=quiet) as progress, \
+            ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
+        futures = [pool.submit(_run_one, ds, active, c) for c in configs]
+        runs = []
+        for f in futures:
+            runs.append(f.result())
+            progress.update(task, advance=1)
+    return runs
+
+
 def evaluate(ds: MultiViewDataset, active: int, methods: list[str], seeds: int, cfg: TrainConfig, out: Path | None,
-             preset: str, console=None, quiet: bool = False) -> dict:
+             preset: str, console=None, quiet: bool = False, jobs: int = 1) -> dict:
     """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,9 +44,12 @@ def evaluate(ds: MultiViewDataset, active: int, methods: list[str], seeds: int, 
     console = console or Console(stderr=True)
     runs = []
     t0 = time.time()
+    if jobs > 1:
+        configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
+        runs = _parallel(ds, active, configs, jobs, console, quiet)
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[acc]}"),
                   TimeElapsedColumn(), console=console, disable=quiet) as progress:
-        for method in methods:
+        for method in methods if jobs == 1 else []:
             for seed in range(seeds):
                 c = replace(cfg, method=method, seed=seed)
                 task = progress.add_task(f"{method} seed {seed}", total=c.epochs, acc="")

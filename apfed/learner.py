@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from apfed.augment import apply_augmentation, mixed_cross_entropy
 from apfed.config import TrainConfig, lr_at
 from apfed.losses import distillation, nt_xent, reconstruction
 from apfed.models import (
@@ -84,20 +85,20 @@ class ActiveLearner:
         self._version = 0
 
     # --- training -------------------------------------------------------------------------------------
-    def _forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.modules["encoder"](self.X[idx])
+    def _forward(self, idx: torch.Tensor, aug: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
         z = self.modules["projection"](h) if "projection" in self.modules else None
         self._cache = (idx, self._version, h, z)
         return h, z
 
-    def outgoing(self, idx: torch.Tensor) -> list[torch.Tensor | None]:
+    def outgoing(self, idx: torch.Tensor, aug: dict | None = None) -> list[torch.Tensor | None]:
         """Forward one minibatch; return what each passive receives: h_A (APFed-R), z_A (APFed-C) or nothing."""
         self.modules.train()
-        h, z = self._forward(idx)
+        h, z = self._forward(idx, aug)
         return [h.detach() if p.loss == "r" else z.detach() if p.loss == "c" else None for p in self.passives]
 
     def step(self, idx: torch.Tensor, grads: list[torch.Tensor | None], embs: list[torch.Tensor | None],
-             progress: float) -> tuple[dict, list[torch.Tensor | None]]:
+             progress: float, aug: dict | None = None) -> tuple[dict, list[torch.Tensor | None]]:
         """Apply one minibatch: task loss(es), distillation, and λ·(passive gradients) on what was sent.
 
         ``grads[i]`` is passive i's gradient w.r.t. what it received; ``embs[i]`` its embedding (tvfl, kd).
@@ -108,29 +109,36 @@ class ActiveLearner:
         if c is not None and c[1] == self._version and c[0] is idx:
             h, z = c[2], c[3]
         else:  # K > 1: the graph is stale after earlier updates in this round, so recompute it
-            h, z = self._forward(idx)
+            h, z = self._forward(idx, aug)
         self._cache = None
         y = self.y[idx]
         loss = h.new_zeros(())
         metrics = {}
         if self.standalone:
-            logits = self.modules["head"](h)
-            task = F.cross_entropy(logits, y)
+            hidden = self.modules["head"][:3](h)
+            logits = self.modules["head"][3:](hidden)
+            task = mixed_cross_entropy(logits, y, aug)
             loss = loss + task
             metrics["task_loss"] = task.detach()
         leaves = [e.detach().requires_grad_(True) if e is not None else None for e in embs]
         if self.fused:
-            parts = [h.flatten(1)]
-            parts += [self.modules[f"encoder_{i + 1}"](x[idx]).flatten(1) for i, x in enumerate(self.extra_X)]
+            parts = [h.flatten(1) if self.cfg.teacher_grad or self.standalone is False else h.detach().flatten(1)]
+            parts += [self.modules[f"encoder_{i + 1}"](apply_augmentation(x[idx], aug)).flatten(1)
+                      for i, x in enumerate(self.extra_X)]
             parts += [e.flatten(1) for e in leaves if e is not None]
-            fused_logits = self.modules["fused_head"](torch.cat(parts, 1))
-            fused = F.cross_entropy(fused_logits, y)
+            fused_hidden = self.modules["fused_head"][:3](torch.cat(parts, 1))
+            fused_logits = self.modules["fused_head"][3:](fused_hidden)
+            fused = mixed_cross_entropy(fused_logits, y, aug)
             loss = loss + fused
             metrics["fused_loss"] = fused.detach()
             if self.standalone:  # apfed-kd: the active-only student learns from the fused teacher
                 kd = distillation(logits, fused_logits, self.cfg.kd_temperature)
                 loss = loss + self.cfg.kd_weight * kd
                 metrics["kd_loss"] = kd.detach()
+                if self.cfg.feature_weight > 0:
+                    feat = F.mse_loss(hidden, fused_hidden.detach())
+                    loss = loss + self.cfg.feature_weight * feat
+                    metrics["feature_loss"] = feat.detach()
         for p, g in zip(self.passives, grads, strict=True):
             if g is not None and self.cfg.lam > 0:
                 sent = h if p.loss == "r" else z
@@ -197,10 +205,10 @@ class PassiveLearner:
         self.opt = make_optimizer(self.modules.parameters(), cfg)
 
     def train_batch(self, idx: torch.Tensor, received: torch.Tensor | None,
-                    prev: tuple[torch.Tensor, torch.Tensor] | None, progress: float
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+                    prev: tuple[torch.Tensor, dict | None, torch.Tensor] | None, progress: float,
+                    aug: dict | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
         """One optimizer step on: the APFed loss of this minibatch (w.r.t. ``received``), plus the active's
-        gradient for an embedding sent earlier (``prev`` = (row indices, gradient)).
+        gradient for an embedding sent earlier (``prev`` = (row indices, augmentation, gradient)).
 
         Returns the gradient w.r.t. ``received``, this minibatch's embedding (if it sends one) and the loss.
         """
@@ -209,11 +217,11 @@ class PassiveLearner:
         value = 0.0
         a = None
         if prev is not None:
-            prev_idx, prev_grad = prev
-            total = (self.modules["encoder"](self.X[prev_idx]) * prev_grad).sum()
+            prev_idx, prev_aug, prev_grad = prev
+            total = (self.modules["encoder"](apply_augmentation(self.X[prev_idx], prev_aug)) * prev_grad).sum()
         if received is not None and self.loss is not None and len(idx):
             a = received.detach().requires_grad_(True)
-            x = self.X[idx]
+            x = apply_augmentation(self.X[idx], aug)
             if self.loss == "r":
                 apfed = reconstruction(self.modules["decoder"](a), x)
             else:
@@ -229,7 +237,7 @@ class PassiveLearner:
         emb = None
         if self.sends_embedding and len(idx):
             with torch.no_grad():
-                emb = self.modules["encoder"](self.X[idx])
+                emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
         return (a.grad if a is not None else None), emb, value
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from apfed.augment import join_augmentations, sample_augmentation
 from apfed.config import TrainConfig
 from apfed.data.views import PartyData, Preprocessor, View
 from apfed.errors import DataError
@@ -130,30 +131,35 @@ class ActiveClient:
 
     def _train_round(self, batches: list[torch.Tensor], progress: list[float]) -> list[dict]:
         L = self.learner
+        augs = [sample_augmentation(len(b), self.cfg, self.aug_gen, self.cfg.device) for b in batches]
         if not self.names:
-            return [L.step(idx, [], [], p)[0] for idx, p in zip(batches, progress, strict=True)]
-        sent = [L.outgoing(idx) for idx in batches]
+            return [L.step(idx, [], [], p, a)[0] for idx, p, a in zip(batches, progress, augs, strict=True)]
+        sent = [L.outgoing(idx, a) for idx, a in zip(batches, augs, strict=True)]
         flat = torch.cat(batches)
-        sizes = torch.tensor([len(b) for b in batches], dtype=torch.int64)
+        sizes = [len(b) for b in batches]
+        joined = join_augmentations(augs, sizes)
         requests = {}
         for i, n in enumerate(self.names):
-            arrays = {"idx": flat, "sizes": sizes, "progress": np.asarray(progress, dtype=np.float64)}
+            arrays = {"idx": flat, "sizes": torch.tensor(sizes, dtype=torch.int64),
+                      "progress": np.asarray(progress, dtype=np.float64), **(joined or {})}
             if self.infos[i].loss is not None:
                 arrays["act"] = torch.cat([s[i] for s in sent])
             if n in self.pending:
-                arrays["prev_idx"], arrays["prev_grad"] = self.pending.pop(n)
+                prev_idx, prev_aug, prev_grad = self.pending.pop(n)
+                arrays.update({"prev_idx": prev_idx, "prev_grad": prev_grad,
+                               **{f"prev_{k}": v for k, v in (prev_aug or {}).items()}})
             requests[n] = (arrays, {})
         replies = self._exchange(TRAIN, requests, lambda i: self._reply_specs(i, len(flat)))
         dev = self.cfg.device
         got = [{k: as_tensor(v, dev) for k, v in replies[n].arrays.items()} for n in self.names]
         out, emb_grads = [], [[] for _ in self.names]
         start = 0
-        for idx, p in zip(batches, progress, strict=True):
+        for idx, p, aug in zip(batches, progress, augs, strict=True):
             sl = slice(start, start + len(idx))
             start += len(idx)
             grads = [g["grad"][sl] if "grad" in g else None for g in got]
             embs = [g["emb"][sl] if "emb" in g else None for g in got]
-            metrics, eg = L.step(idx, grads, embs, p)
+            metrics, eg = L.step(idx, grads, embs, p, aug)
             for i, e in enumerate(eg):
                 if e is not None:
                     emb_grads[i].append(e)
@@ -163,7 +169,7 @@ class ActiveClient:
             out.append(metrics)
         for i, n in enumerate(self.names):
             if emb_grads[i]:
-                self.pending[n] = (flat, torch.cat(emb_grads[i]))
+                self.pending[n] = (flat, joined, torch.cat(emb_grads[i]))
         return out
 
     def _track(self, i: int, emb: torch.Tensor) -> None:
@@ -178,6 +184,7 @@ class ActiveClient:
         """Train for ``cfg.epochs`` epochs; evaluate on the test rows after each epoch."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
         torch.manual_seed(cfg.seed + 1)  # dropout in the active party's heads
         n_train = len(self.train_idx)
         for epoch in range(cfg.epochs):
@@ -206,9 +213,11 @@ class ActiveClient:
 
     def _flush(self) -> None:
         if self.pending:
-            requests = {n: ({"idx": torch.zeros(0, dtype=torch.int64), "sizes": torch.zeros(0, dtype=torch.int64),
-                             "progress": np.zeros(0), "prev_idx": self.pending[n][0],
-                             "prev_grad": self.pending[n][1]}, {}) for n in self.pending}
+            requests = {}
+            for n, (prev_idx, prev_aug, prev_grad) in self.pending.items():
+                requests[n] = ({"idx": torch.zeros(0, dtype=torch.int64), "sizes": torch.zeros(0, dtype=torch.int64),
+                                "progress": np.zeros(0), "prev_idx": prev_idx, "prev_grad": prev_grad,
+                                **{f"prev_{k}": v for k, v in (prev_aug or {}).items()}}, {})
             self.pending = {}
             self._exchange(TRAIN, requests, lambda i: {"loss": ArraySpec((None,), required=False)})
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import torch
 
+from apfed.augment import slice_augmentation
 from apfed.config import TrainConfig
 from apfed.data.views import PartyData, Preprocessor
 from apfed.errors import ApfedError
@@ -104,6 +105,10 @@ class PassiveClient:
             "prev_idx": ArraySpec((None,), ("int64",), index_bound=self.n, required=False),
             "prev_grad": ArraySpec((None, *L.embedding_shape), required=False),
         }
+        for prefix in ("", "prev_"):  # augmentation parameters
+            specs[f"{prefix}shift"] = ArraySpec((None,), ("int64",), required=False)
+            specs[f"{prefix}perm"] = ArraySpec((None,), ("int64",), required=False)
+            specs[f"{prefix}lam"] = ArraySpec((None,), required=False)
         validate(msg, kind=TRAIN, run_id=self.run_id, round=msg.round, sender=self.active_name,
                  receiver=self.name, arrays={k: v for k, v in specs.items() if v is not None})
         a = msg.arrays
@@ -114,10 +119,12 @@ class PassiveClient:
         act = as_tensor(a["act"], self.device) if "act" in a else None
         if L.loss is not None and sizes and (act is None or len(act) != len(idx)):
             raise ProtocolError("the active embeddings are missing or do not match the indices")
+        aug = self._augmentation(a, "", len(idx))
         prev = None
         if "prev_idx" in a:
-            prev = (as_tensor(a["prev_idx"], self.device), as_tensor(a["prev_grad"], self.device))
-            if len(prev[0]) != len(prev[1]):
+            prev_idx = as_tensor(a["prev_idx"], self.device)
+            prev = (prev_idx, self._augmentation(a, "prev_", len(prev_idx)), as_tensor(a["prev_grad"], self.device))
+            if len(prev[0]) != len(prev[2]):
                 raise ProtocolError("prev_idx and prev_grad differ in length")
         grads, embs, losses = [], [], []
         start = 0
@@ -125,7 +132,7 @@ class PassiveClient:
             sl = slice(start, start + size)
             start += size
             g, e, v = L.train_batch(idx[sl], act[sl] if act is not None else None, prev if k == 0 else None,
-                                    float(a["progress"][k]))
+                                    float(a["progress"][k]), slice_augmentation(aug, sl.start, size))
             grads.append(g)
             embs.append(e)
             losses.append(v)
@@ -139,6 +146,22 @@ class PassiveClient:
         if losses:  # kept as a tensor: no device sync on the hot path
             out["loss"] = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in losses])
         return msg.reply(arrays=out)
+
+    def _augmentation(self, a: dict, prefix: str, n: int) -> dict | None:
+        """Augmentation parameters for ``n`` samples, checked: shifts within the recipe, partners in range."""
+        keys = [k for k in ("shift", "perm", "lam") if prefix + k in a]
+        if not keys:
+            return None
+        aug = {k: as_tensor(a[prefix + k], self.device) for k in keys}
+        if any(len(v) != n for v in aug.values()) or ("perm" in aug) != ("lam" in aug):
+            raise ProtocolError("augmentation parameters do not match the indices")
+        if "shift" in aug and len(aug["shift"]) and int(aug["shift"].abs().max()) > self.cfg.shift:
+            raise ProtocolError(f"shift beyond the agreed maximum of {self.cfg.shift}")
+        if "perm" in aug and len(aug["perm"]) and (int(aug["perm"].min()) < 0 or int(aug["perm"].max()) >= n):
+            raise ProtocolError("mixup partner out of range")
+        if "lam" in aug and len(aug["lam"]) and not bool(((aug["lam"] >= 0) & (aug["lam"] <= 1)).all()):
+            raise ProtocolError("mixup weights must lie in [0, 1]")
+        return aug
 
     def _evaluate(self, msg: Message) -> Message:
         validate(msg, kind=EVALUATE, run_id=self.run_id, round=msg.round, sender=self.active_name,

@@ -1,0 +1,92 @@
+"""Cross-party consistent augmentation. The active party draws the parameters (horizontal shift per sample,
+mixup partner within the batch and mixing weight); every party applies them to its own view, so a sample's
+views stay one sample. Only parameters travel, never features."""
+
+from __future__ import annotations
+
+import torch
+
+from apfed.config import TrainConfig
+
+
+def sample_augmentation(n: int, cfg: TrainConfig, gen: torch.Generator, device) -> dict[str, torch.Tensor] | None:
+    """Parameters for a minibatch of ``n`` samples, or None when the recipe has no augmentation."""
+    if cfg.mixup <= 0 and cfg.shift <= 0:
+        return None
+    aug = {}
+    if cfg.shift > 0:
+        aug["shift"] = torch.randint(-cfg.shift, cfg.shift + 1, (n,), generator=gen).to(device)
+    if cfg.mixup > 0:
+        g1 = _gamma(n, cfg.mixup, gen)
+        g2 = _gamma(n, cfg.mixup, gen)
+        lam = g1 / (g1 + g2)
+        aug["perm"] = torch.randperm(n, generator=gen).to(device)
+        aug["lam"] = lam.float().to(device)
+    return aug
+
+
+def _gamma(n: int, alpha: float, gen: torch.Generator) -> torch.Tensor:
+    """Gamma(alpha, 1) samples from a seeded generator (Marsaglia-Tsang via the generator's normals and
+    uniforms), so Beta draws are reproducible across processes."""
+    a = alpha + 1.0 if alpha < 1 else alpha
+    d = a - 1.0 / 3.0
+    c = 1.0 / (9.0 * d) ** 0.5
+    out = torch.empty(n, dtype=torch.float64)
+    filled = 0
+    while filled < n:
+        x = torch.randn(2 * n, generator=gen, dtype=torch.float64)
+        u = torch.rand(2 * n, generator=gen, dtype=torch.float64)
+        v = (1 + c * x) ** 3
+        ok = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+        take = (d * v)[ok][: n - filled]
+        out[filled : filled + len(take)] = take
+        filled += len(take)
+    if alpha < 1:
+        out = out * torch.rand(n, generator=gen, dtype=torch.float64) ** (1.0 / alpha)
+    return out
+
+
+def apply_augmentation(x: torch.Tensor, aug: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """Shift image rows horizontally (with wrap-around; digit borders are blank), then mix samples."""
+    if aug is None:
+        return x
+    if "shift" in aug and x.dim() == 4:
+        w = x.shape[-1]
+        cols = (torch.arange(w, device=x.device)[None, :] - aug["shift"][:, None]) % w
+        x = x.gather(3, cols[:, None, None, :].expand_as(x))
+    if "perm" in aug:
+        lam = aug["lam"].view(-1, *([1] * (x.dim() - 1)))
+        x = lam * x + (1 - lam) * x[aug["perm"]]
+    return x
+
+
+def join_augmentations(augs: list[dict | None], sizes: list[int]) -> dict[str, torch.Tensor] | None:
+    """Concatenate per-minibatch parameters; mixup partners become indices into the concatenation."""
+    if not augs or augs[0] is None:
+        return None
+    out = {}
+    for key in augs[0]:
+        parts, start = [], 0
+        for a, n in zip(augs, sizes, strict=True):
+            parts.append(a[key] + start if key == "perm" else a[key])
+            start += n
+        out[key] = torch.cat(parts)
+    return out
+
+
+def slice_augmentation(aug: dict | None, start: int, size: int) -> dict[str, torch.Tensor] | None:
+    """The parameters of one minibatch out of a concatenation made by ``join_augmentations``."""
+    if aug is None:
+        return None
+    return {k: (v[start : start + size] - start if k == "perm" else v[start : start + size]) for k, v in aug.items()}
+
+
+def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, aug: dict | None) -> torch.Tensor:
+    """Cross-entropy against the mixed labels of a mixup batch (plain cross-entropy otherwise)."""
+    import torch.nn.functional as F
+
+    if aug is None or "perm" not in aug:
+        return F.cross_entropy(logits, y)
+    lam = aug["lam"]
+    return (lam * F.cross_entropy(logits, y, reduction="none")
+            + (1 - lam) * F.cross_entropy(logits, y[aug["perm"]], reduction="none")).mean()
