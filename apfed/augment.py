@@ -88,5 +88,7 @@ def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, aug: dict | None)
     if aug is None or "perm" not in aug:
         return F.cross_entropy(logits, y)
     lam = aug["lam"]
-    return (lam * F.cross_entropy(logits, y, reduction="none")
-            + (1 - lam) * F.cross_entropy(logits, y[aug["perm"]], reduction="none")).mean()
+    return (
+        lam * F.cross_entropy(logits, y, reduction="none")
+        + (1 - lam) * F.cross_entropy(logits, y[aug["perm"]], reduction="none")
+    ).mean()

@@ -12,11 +12,20 @@ import typer
 
 from apfed.errors import ApfedError, ConfigError, DataError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Vertical federated learning where the active party ends up with a standalone model.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Vertical federated learning where the active party ends up with a standalone model.",
+)
 
-Dataset = Annotated[str | None, typer.Option(help="Bundled (mnist5k, handwritten, digits) or image set "
-                                             "(mnist, fashion-mnist, cifar10, cifar100; needs --data-dir).")]
+Dataset = Annotated[
+    str | None,
+    typer.Option(
+        help="Bundled (mnist5k, handwritten, digits) or image set "
+        "(mnist, fashion-mnist, cifar10, cifar100; needs --data-dir)."
+    ),
+]
 Views = Annotated[int | None, typer.Option(help="Number of horizontal strips for image sets (default 2).")]
 Active = Annotated[str | None, typer.Option(help="Active view: an index or a name such as 'fou' or 'bottom'.")]
 Data = Annotated[list[str] | None, typer.Option("--data", help="One CSV/NPZ file per party, the active party's first.")]
@@ -49,26 +58,37 @@ def _dataset(dataset, views, active, data, data_dir, id_column, label_column, de
     return ds, ds.view_index(active)
 
 
-def _config(preset, epochs, device, **kw):
-    from apfed.config import make_config
+def _config(preset: str, sets: list[str] | None, **options):
+    """Preset, then the explicit options, then ``--set KEY=VALUE`` pairs (the last word wins)."""
+    from apfed.config import make_config, parse_overrides
 
+    kw = {k: v for k, v in options.items() if v is not None}
+    kw.update(parse_overrides(sets or []))
+    device = kw.get("device", "cpu")
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return make_config(preset, epochs=epochs, device=device, **kw)
+    return make_config(preset, **kw)
 
 
 @app.command()
 def evaluate(
-    dataset: Dataset = None, views: Views = None, active: Active = None, data: Data = None, data_dir: DataDir = None,
-    id_column: IdColumn = "id", label_column: LabelColumn = "label",
-    methods: Annotated[str, typer.Option(help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, "
-                                         "centralized.")] = "local,apfed-r,apfed-c,apfed-kd,tvfl",
+    dataset: Dataset = None,
+    views: Views = None,
+    active: Active = None,
+    data: Data = None,
+    data_dir: DataDir = None,
+    id_column: IdColumn = "id",
+    label_column: LabelColumn = "label",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized.")
+    ] = "local,apfed-c,apfed-kd,tvfl",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
-    preset: Preset = "default", device: Device = "cpu",
+    preset: Preset = "default",
+    device: Device = "cpu",
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
     lam: Annotated[float | None, typer.Option(help="Weight λ of the passives' gradients.")] = None,
@@ -78,11 +98,14 @@ def evaluate(
     passive_losses: Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")] = None,
     batches_per_round: Annotated[int | None, typer.Option("--k", help="Minibatches per exchange (K).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Runs in parallel processes.")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option(min=0, help="Runs in parallel processes (0: one per core, at most 4, on the CPU; 1 on a GPU)."),
+    ] = 0,
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("results"),
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
-    from apfed.config import METHODS, parse_overrides
+    from apfed.config import METHODS
     from apfed.evaluate import evaluate as run_eval
 
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
@@ -92,22 +115,40 @@ def evaluate(
             raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(METHODS)}")
     if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
         raise ConfigError("federated methods need at least 2 views (one passive)")
-    cfg = _config(preset, epochs, device, lr=lr, batch_size=batch_size, lam=lam, temperature=temperature,
-                  kd_temperature=kd_temperature, kd_weight=kd_weight, passive_losses=passive_losses,
-                  batches_per_round=batches_per_round, **parse_overrides(set_ or []))
+    cfg = _config(
+        preset,
+        set_,
+        epochs=epochs,
+        device=device,
+        lr=lr,
+        batch_size=batch_size,
+        lam=lam,
+        temperature=temperature,
+        kd_temperature=kd_temperature,
+        kd_weight=kd_weight,
+        passive_losses=passive_losses,
+        batches_per_round=batches_per_round,
+    )
     run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs)
 
 
 @app.command()
 def train(
-    method: Annotated[str, typer.Option(help="A standalone method: local, apfed-r, apfed-c, apfed-m, apfed-kd.")]
-    = "apfed-kd",
+    method: Annotated[
+        str, typer.Option(help="A standalone method: local, apfed-r, apfed-c, apfed-m, apfed-kd.")
+    ] = "apfed-kd",
     out: Annotated[Path, typer.Option(help="Where to write the standalone model file.")] = Path("model.safetensors"),
-    dataset: Dataset = None, views: Views = None, active: Active = None, data: Data = None, data_dir: DataDir = None,
-    id_column: IdColumn = "id", label_column: LabelColumn = "label",
+    dataset: Dataset = None,
+    views: Views = None,
+    active: Active = None,
+    data: Data = None,
+    data_dir: DataDir = None,
+    id_column: IdColumn = "id",
+    label_column: LabelColumn = "label",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
-    preset: Preset = "default", device: Device = "cpu",
+    preset: Preset = "default",
+    device: Device = "cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
 ):
     """Train one method and write the active party's standalone model."""
@@ -118,17 +159,22 @@ def train(
     from apfed.runner import run
 
     if method in STANDALONE and not STANDALONE[method]:
-        raise ConfigError(f"{method} needs every party at prediction time, so it yields no standalone model; "
-                          "choose local, apfed-r, apfed-c, apfed-m or apfed-kd")
+        raise ConfigError(
+            f"{method} needs every party at prediction time, so it yields no standalone model; "
+            "choose local, apfed-r, apfed-c, apfed-m or apfed-kd"
+        )
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
-    from apfed.config import parse_overrides
-
-    cfg = _config(preset, epochs, device, method=method, seed=seed, **parse_overrides(set_ or []))
+    cfg = _config(preset, set_, epochs=epochs, device=device, method=method, seed=seed)
     console = Console(stderr=True)
     with Progress(console=console) as progress:
         task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
-        r = run(ds, a, cfg, on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}"),
-                log=lambda m: progress.console.log(m))
+        r = run(
+            ds,
+            a,
+            cfg,
+            on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}"),
+            log=lambda m: progress.console.log(m),
+        )
     r.model.save(out)
     console.print(f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}); wrote {out}")
 

@@ -8,8 +8,15 @@ from dataclasses import asdict, dataclass, fields
 from apfed.errors import ConfigError
 
 METHODS = ("local", "apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl", "centralized")
-STANDALONE = {"local": True, "apfed-r": True, "apfed-c": True, "apfed-m": True, "apfed-kd": True,
-              "tvfl": False, "centralized": False}
+STANDALONE = {
+    "local": True,
+    "apfed-r": True,
+    "apfed-c": True,
+    "apfed-m": True,
+    "apfed-kd": True,
+    "tvfl": False,
+    "centralized": False,
+}
 
 
 @dataclass
@@ -48,7 +55,10 @@ class TrainConfig:
             (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
-            (self.optimizer in ("sgd", "adam", "adamw"), f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}"),
+            (
+                self.optimizer in ("sgd", "adam", "adamw"),
+                f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}",
+            ),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
@@ -56,8 +66,14 @@ class TrainConfig:
             (self.temperature > 0 and self.kd_temperature > 0, "temperatures must be > 0"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.batches_per_round >= 1, f"batches_per_round must be >= 1, got {self.batches_per_round}"),
-            (self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda, got {self.device!r}"),
-            (all(p in ("r", "c") for p in self.passive_loss_list()), "passive_losses takes r or c per passive, e.g. r,c"),
+            (
+                self.device == "cpu" or self.device.startswith("cuda"),
+                f"device must be cpu or cuda, got {self.device!r}",
+            ),
+            (
+                all(p in ("r", "c") for p in self.passive_loss_list()),
+                "passive_losses takes r or c per passive, e.g. r,c",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -94,11 +110,28 @@ class TrainConfig:
 
 PRESETS: dict[str, dict] = {
     # The reference protocol of arXiv 2409.04111, exactly.
-    "paper": dict(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, schedule="constant",
-                  batch_size=128, epochs=300, lam=1.0, temperature=1.0),
+    "paper": dict(
+        optimizer="sgd",
+        lr=1e-3,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="constant",
+        batch_size=128,
+        epochs=300,
+        lam=1.0,
+        temperature=1.0,
+    ),
     # Fast recipe: Adam, cosine decay, 60 epochs.
-    "default": dict(optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="cosine", batch_size=128,
-                    epochs=60, lam=1.0, temperature=1.0),
+    "default": dict(
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=1e-4,
+        schedule="cosine",
+        batch_size=128,
+        epochs=60,
+        lam=1.0,
+        temperature=1.0,
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,10 +12,20 @@ from apfed.data.views import MultiViewDataset
 from apfed.report import machine, rich_table, summarize, write_report
 from apfed.runner import run
 
-DEFAULT_METHODS = ("local", "apfed-r", "apfed-c", "apfed-kd", "tvfl")
+DEFAULT_METHODS = ("local", "apfed-c", "apfed-kd", "tvfl")
 
 
-def _run_one(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> dict:
+def auto_jobs(n_runs: int, device: str) -> int:
+    """Parallel runs when none are asked for: one per core (at most 4) on the CPU, 1 on a GPU."""
+    if device != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4, n_runs))
+
+
+def _run_one(ds: MultiViewDataset, active: int, cfg: TrainConfig, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)  # workers share the cores; oversubscribed BLAS threads crawl
     return run(ds, active, cfg).to_json()
 
 
@@ -24,10 +35,13 @@ def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet:
 
     from rich.progress import Progress
 
-    with Progress(console=console, disable=quiet) as progress, \
-            ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+    with (
+        Progress(console=console, disable=quiet) as progress,
+        ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool,
+    ):
         task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
-        futures = [pool.submit(_run_one, ds, active, c) for c in configs]
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        futures = [pool.submit(_run_one, ds, active, c, threads) for c in configs]
         runs = []
         for f in futures:
             runs.append(f.result())
@@ -35,8 +49,18 @@ def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet:
     return runs
 
 
-def evaluate(ds: MultiViewDataset, active: int, methods: list[str], seeds: int, cfg: TrainConfig, out: Path | None,
-             preset: str, console=None, quiet: bool = False, jobs: int = 1) -> dict:
+def evaluate(
+    ds: MultiViewDataset,
+    active: int,
+    methods: list[str],
+    seeds: int,
+    cfg: TrainConfig,
+    out: Path | None,
+    preset: str,
+    console=None,
+    quiet: bool = False,
+    jobs: int = 1,
+) -> dict:
     """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,11 +68,20 @@ def evaluate(ds: MultiViewDataset, active: int, methods: list[str], seeds: int, 
     console = console or Console(stderr=True)
     runs = []
     t0 = time.time()
+    if jobs == 0:
+        jobs = auto_jobs(len(methods) * seeds, cfg.device)
     if jobs > 1:
         configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
         runs = _parallel(ds, active, configs, jobs, console, quiet)
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[acc]}"),
-                  TimeElapsedColumn(), console=console, disable=quiet) as progress:
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[acc]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    ) as progress:
         for method in methods if jobs == 1 else []:
             for seed in range(seeds):
                 c = replace(cfg, method=method, seed=seed)
@@ -61,12 +94,22 @@ def evaluate(ds: MultiViewDataset, active: int, methods: list[str], seeds: int, 
                 runs.append(r.to_json())
     summary = summarize(runs)
     report = {
-        "dataset": ds.name, "active_view": ds.views[active].name, "views": [v.name for v in ds.views],
-        "preset": preset, "epochs": cfg.epochs, "seeds": seeds, "device": cfg.device, "eval_last": cfg.eval_last,
-        "config": cfg.to_dict(), "machine": machine(), "seconds": time.time() - t0, "summary": summary, "runs": runs,
+        "dataset": ds.name,
+        "active_view": ds.views[active].name,
+        "views": [v.name for v in ds.views],
+        "preset": preset,
+        "epochs": cfg.epochs,
+        "seeds": seeds,
+        "device": cfg.device,
+        "eval_last": cfg.eval_last,
+        "config": cfg.to_dict(),
+        "machine": machine(),
+        "seconds": time.time() - t0,
+        "summary": summary,
+        "runs": runs,
     }
-    if not quiet:
-        console.print(rich_table(summary, f"{ds.name}, active view {ds.views[active].name}"))
+    if not quiet:  # the table is the result: stdout; progress and logs went to stderr
+        Console().print(rich_table(summary, f"{ds.name}, active view {ds.views[active].name}"))
     if out is not None:
         paths = write_report(Path(out), report)
         if not quiet:

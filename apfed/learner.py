@@ -54,9 +54,17 @@ class PassiveInfo:
 class ActiveLearner:
     """Encoder, standalone head, projection head and (tvfl, apfed-kd, centralized) a fused head."""
 
-    def __init__(self, spec: dict, cfg: TrainConfig, n_classes: int, X: torch.Tensor, y: torch.Tensor,
-                 passives: list[PassiveInfo], extra_specs: list[dict] | None = None,
-                 extra_X: list[torch.Tensor] | None = None):
+    def __init__(
+        self,
+        spec: dict,
+        cfg: TrainConfig,
+        n_classes: int,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        passives: list[PassiveInfo],
+        extra_specs: list[dict] | None = None,
+        extra_X: list[torch.Tensor] | None = None,
+    ):
         self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
         self.extra_X = extra_X or []
         extra_specs = extra_specs or []
@@ -97,8 +105,14 @@ class ActiveLearner:
         h, z = self._forward(idx, aug)
         return [h.detach() if p.loss == "r" else z.detach() if p.loss == "c" else None for p in self.passives]
 
-    def step(self, idx: torch.Tensor, grads: list[torch.Tensor | None], embs: list[torch.Tensor | None],
-             progress: float, aug: dict | None = None) -> tuple[dict, list[torch.Tensor | None]]:
+    def step(
+        self,
+        idx: torch.Tensor,
+        grads: list[torch.Tensor | None],
+        embs: list[torch.Tensor | None],
+        progress: float,
+        aug: dict | None = None,
+    ) -> tuple[dict, list[torch.Tensor | None]]:
         """Apply one minibatch: task loss(es), distillation, and λ·(passive gradients) on what was sent.
 
         ``grads[i]`` is passive i's gradient w.r.t. what it received; ``embs[i]`` its embedding (tvfl, kd).
@@ -123,8 +137,10 @@ class ActiveLearner:
         leaves = [e.detach().requires_grad_(True) if e is not None else None for e in embs]
         if self.fused:
             parts = [h.flatten(1) if self.cfg.teacher_grad or self.standalone is False else h.detach().flatten(1)]
-            parts += [self.modules[f"encoder_{i + 1}"](apply_augmentation(x[idx], aug)).flatten(1)
-                      for i, x in enumerate(self.extra_X)]
+            parts += [
+                self.modules[f"encoder_{i + 1}"](apply_augmentation(x[idx], aug)).flatten(1)
+                for i, x in enumerate(self.extra_X)
+            ]
             parts += [e.flatten(1) for e in leaves if e is not None]
             fused_hidden = self.modules["fused_head"][:3](torch.cat(parts, 1))
             fused_logits = self.modules["fused_head"][3:](fused_hidden)
@@ -154,8 +170,7 @@ class ActiveLearner:
     @torch.no_grad()
     def standalone_logits(self, idx: torch.Tensor) -> torch.Tensor:
         self.modules.eval()
-        return torch.cat([self.modules["head"](self.modules["encoder"](self.X[i]))
-                          for i in idx.split(EVAL_CHUNK)])
+        return torch.cat([self.modules["head"](self.modules["encoder"](self.X[i])) for i in idx.split(EVAL_CHUNK)])
 
     @torch.no_grad()
     def fused_logits(self, idx: torch.Tensor, embs: list[torch.Tensor]) -> torch.Tensor:
@@ -185,8 +200,16 @@ class ActiveLearner:
 class PassiveLearner:
     """A passive party's modules: decoder (APFed-R), encoder + projection (APFed-C), encoder (tvfl, kd)."""
 
-    def __init__(self, spec: dict, cfg: TrainConfig, X: torch.Tensor, loss: str | None, sends_embedding: bool,
-                 active_shape: tuple[int, ...] | None, seed: int):
+    def __init__(
+        self,
+        spec: dict,
+        cfg: TrainConfig,
+        X: torch.Tensor,
+        loss: str | None,
+        sends_embedding: bool,
+        active_shape: tuple[int, ...] | None,
+        seed: int,
+    ):
         self.cfg, self.X, self.loss, self.sends_embedding = cfg, X, loss, sends_embedding
         self.embedding_shape = encoder_output_shape(spec, cfg.embedding_dim)
         d = math.prod(self.embedding_shape)
@@ -204,9 +227,14 @@ class PassiveLearner:
         self.modules = init_modules(seed, build).to(cfg.device)
         self.opt = make_optimizer(self.modules.parameters(), cfg)
 
-    def train_batch(self, idx: torch.Tensor, received: torch.Tensor | None,
-                    prev: tuple[torch.Tensor, dict | None, torch.Tensor] | None, progress: float,
-                    aug: dict | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+    def train_batch(
+        self,
+        idx: torch.Tensor,
+        received: torch.Tensor | None,
+        prev: tuple[torch.Tensor, dict | None, torch.Tensor] | None,
+        progress: float,
+        aug: dict | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
         """One optimizer step on: the APFed loss of this minibatch (w.r.t. ``received``), plus the active's
         gradient for an embedding sent earlier (``prev`` = (row indices, augmentation, gradient)).
 

@@ -27,6 +27,8 @@ def distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     """Hinton distillation: T^2 * KL(softmax(teacher/T) || softmax(student/T)); the teacher is not updated."""
     t = temperature
     return F.kl_div(
-        F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits.detach() / t, dim=1),
-        log_target=True, reduction="batchmean",
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits.detach() / t, dim=1),
+        log_target=True,
+        reduction="batchmean",
     ) * (t * t)

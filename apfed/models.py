@@ -22,9 +22,7 @@ def make_encoder(spec: dict, embedding_dim: int, hidden_dim: int) -> nn.Module:
         c, h, w = spec["shape"]
         if h < 5 or w < 5:
             raise ValueError(f"image strips of {h}x{w} are too small for the 5x5 conv encoder")
-        return nn.Sequential(
-            nn.Conv2d(c, 32, 5, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 5, padding=1), nn.ReLU()
-        )
+        return nn.Sequential(nn.Conv2d(c, 32, 5, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 5, padding=1), nn.ReLU())
     (d,) = spec["shape"]
     return nn.Sequential(nn.Linear(d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, embedding_dim), nn.ReLU())
 
@@ -33,12 +31,17 @@ def make_decoder(active_embedding: tuple[int, ...], spec: dict, hidden_dim: int)
     """Reconstructs a passive's view from the active's embedding (APFed-R)."""
     if spec["kind"] == "image" and len(active_embedding) == 3:
         return nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 5, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(32, spec["shape"][0], 5, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 5, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, spec["shape"][0], 5, padding=1),
+            nn.ReLU(),
         )
     out = math.prod(spec["shape"])
     return nn.Sequential(
-        nn.Flatten(), nn.Linear(math.prod(active_embedding), hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out),
+        nn.Flatten(),
+        nn.Linear(math.prod(active_embedding), hidden_dim),
+        nn.ReLU(),
+        nn.Linear(hidden_dim, out),
         nn.Unflatten(1, tuple(spec["shape"])),
     )
 

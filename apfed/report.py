@@ -15,8 +15,13 @@ from apfed.config import STANDALONE
 
 def machine() -> dict:
     """A short description of where the figures were measured."""
-    d = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-         "torch": torch.__version__, "processor": platform.processor() or platform.machine()}
+    d = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }
     if torch.cuda.is_available():
         d["gpu"] = torch.cuda.get_device_name(0)
     return d
@@ -31,18 +36,31 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
         by_method.setdefault(r["method"], []).append(r)
     for m, rs in by_method.items():
         acc = [r["accuracy"] for r in rs]
-        rows[m] = {"accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
-                   "macro_f1_mean": float(np.mean([r["final"]["macro_f1"] for r in rs])),
-                   "standalone": STANDALONE[m], "seeds": len(rs), "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs]))}
-        for key, label, standalone in (("acc_fill_zero", "tvfl (passives absent: zero)", True),
-                                       ("acc_fill_mean", "tvfl (passives absent: mean)", True),
-                                       ("acc_fill_rand", "tvfl (passives absent: rand)", True),
-                                       ("acc_fused", "apfed-kd (teacher, all parties)", False)):
+        rows[m] = {
+            "accuracy_mean": float(np.mean(acc)),
+            "accuracy_std": float(np.std(acc)),
+            "macro_f1_mean": float(np.mean([r["final"]["macro_f1"] for r in rs])),
+            "standalone": STANDALONE[m],
+            "seeds": len(rs),
+            "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
+        }
+        for key, label, standalone in (
+            ("acc_fill_zero", "tvfl (passives absent: zero)", True),
+            ("acc_fill_mean", "tvfl (passives absent: mean)", True),
+            ("acc_fill_rand", "tvfl (passives absent: rand)", True),
+            ("acc_fused", "apfed-kd (teacher, all parties)", False),
+        ):
             if m == "tvfl" and key == "acc_fused" or m != "tvfl" and key != "acc_fused" or key not in rs[0]["extra"]:
                 continue
             vals = [r["extra"][key] for r in rs]
-            rows[label] = {"accuracy_mean": float(np.mean(vals)), "accuracy_std": float(np.std(vals)),
-                           "macro_f1_mean": None, "standalone": standalone, "seeds": len(rs), "derived": True}
+            rows[label] = {
+                "accuracy_mean": float(np.mean(vals)),
+                "accuracy_std": float(np.std(vals)),
+                "macro_f1_mean": None,
+                "standalone": standalone,
+                "seeds": len(rs),
+                "derived": True,
+            }
     lo, hi = rows.get("local"), rows.get("tvfl")
     for r in rows.values():
         gap = None
@@ -53,13 +71,14 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
 
 
 def markdown_table(summary: dict[str, dict]) -> str:
-    lines = ["| method | standalone | accuracy (%) | macro-F1 (%) | local→TVFL gap closed |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | standalone | accuracy (%) | macro-F1 (%) | local→TVFL gap closed |", "|---|---|---|---|---|"]
     for m, r in summary.items():
         f1 = "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}"
         gap = "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %"
-        lines.append(f"| {m} | {'yes' if r['standalone'] else 'no'} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} "
-                     f"| {f1} | {gap} |")
+        lines.append(
+            f"| {m} | {'yes' if r['standalone'] else 'no'} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} "
+            f"| {f1} | {gap} |"
+        )
     return "\n".join(lines)
 
 
@@ -70,9 +89,13 @@ def rich_table(summary: dict[str, dict], title: str):
     for col in ("method", "standalone", "accuracy (%)", "macro-F1 (%)", "gap closed"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for m, r in summary.items():
-        t.add_row(m, "yes" if r["standalone"] else "no", f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
-                  "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}",
-                  "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %")
+        t.add_row(
+            m,
+            "yes" if r["standalone"] else "no",
+            f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
+            "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}",
+            "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %",
+        )
     return t
 
 
@@ -81,11 +104,18 @@ def write_report(out: Path, report: dict) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=1))
     s = report["summary"]
-    md = [f"# apfed evaluate: {report['dataset']} (active view {report['active_view']})", "",
-          f"Preset `{report['preset']}`, {report['epochs']} epochs, seeds {report['seeds']}, device "
-          f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
-          "epochs, then mean ± std over seeds.", "", markdown_table(s), "",
-          f"Machine: {json.dumps(report['machine'])}", ""]
+    md = [
+        f"# apfed evaluate: {report['dataset']} (active view {report['active_view']})",
+        "",
+        f"Preset `{report['preset']}`, {report['epochs']} epochs, seeds {report['seeds']}, device "
+        f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
+        "epochs, then mean ± std over seeds.",
+        "",
+        markdown_table(s),
+        "",
+        f"Machine: {json.dumps(report['machine'])}",
+        "",
+    ]
     (out / "results.md").write_text("\n".join(md))
     paths = [out / "results.json", out / "results.md"]
     try:
@@ -104,8 +134,12 @@ def _plot(path: Path, report: dict) -> Path:
     s = report["summary"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
     names = list(s)
-    a.barh(names, [s[n]["accuracy_mean"] for n in names], xerr=[s[n]["accuracy_std"] for n in names],
-           color=["tab:green" if s[n]["standalone"] else "tab:gray" for n in names])
+    a.barh(
+        names,
+        [s[n]["accuracy_mean"] for n in names],
+        xerr=[s[n]["accuracy_std"] for n in names],
+        color=["tab:green" if s[n]["standalone"] else "tab:gray" for n in names],
+    )
     a.invert_yaxis()
     a.set_xlabel("test accuracy (%)")
     lo = min(s[n]["accuracy_mean"] for n in names)

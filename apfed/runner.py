@@ -37,13 +37,27 @@ class RunResult:
         return STANDALONE[self.method]
 
     def to_json(self) -> dict:
-        return {"method": self.method, "seed": self.seed, "accuracy": self.accuracy, "final": self.final,
-                "extra": self.extra, "seconds": self.seconds, "epoch_seconds": self.epoch_seconds,
-                "wire": self.wire, "history": self.history}
+        return {
+            "method": self.method,
+            "seed": self.seed,
+            "accuracy": self.accuracy,
+            "final": self.final,
+            "extra": self.extra,
+            "seconds": self.seconds,
+            "epoch_seconds": self.epoch_seconds,
+            "wire": self.wire,
+            "history": self.history,
+        }
 
 
-def build_clients(ds: MultiViewDataset, active: int, cfg: TrainConfig, serialize: bool = False,
-                  record: list | None = None, log: Callable = lambda *_: None) -> ActiveClient:
+def build_clients(
+    ds: MultiViewDataset,
+    active: int,
+    cfg: TrainConfig,
+    serialize: bool = False,
+    record: list | None = None,
+    log: Callable = lambda *_: None,
+) -> ActiveClient:
     """The active client and in-process passives for one method on one dataset."""
     active_data, passive_data = split_parties(ds, active)
     if cfg.method in ("local", "centralized"):
@@ -56,9 +70,18 @@ def build_clients(ds: MultiViewDataset, active: int, cfg: TrainConfig, serialize
     return ActiveClient(active_data, cfg, transport, names, extra_views=extra, log=log)
 
 
-def run(ds: MultiViewDataset, active: int, cfg: TrainConfig, *, on_epoch: Callable | None = None,
-        on_batch: Callable | None = None, serialize: bool = False, record: list | None = None,
-        log: Callable = lambda *_: None, provenance: dict | None = None) -> RunResult:
+def run(
+    ds: MultiViewDataset,
+    active: int,
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable | None = None,
+    on_batch: Callable | None = None,
+    serialize: bool = False,
+    record: list | None = None,
+    log: Callable = lambda *_: None,
+    provenance: dict | None = None,
+) -> RunResult:
     """Train one method with one seed; return the headline accuracy, curves and (if any) the standalone model."""
     t0 = time.perf_counter()
     client = build_clients(ds, active, cfg, serialize, record, log)
@@ -69,13 +92,27 @@ def run(ds: MultiViewDataset, active: int, cfg: TrainConfig, *, on_epoch: Callab
     final = client.final_metrics()
     model = None
     if STANDALONE[cfg.method]:
-        model = client.standalone_model({
-            "dataset": ds.name, "active_view": ds.views[active].name, "method": cfg.method, "seed": cfg.seed,
-            "test_accuracy": final["accuracy"], "run_id": client.run_id, **(provenance or {}),
-        })
+        model = client.standalone_model(
+            {
+                "dataset": ds.name,
+                "active_view": ds.views[active].name,
+                "method": cfg.method,
+                "seed": cfg.seed,
+                "test_accuracy": final["accuracy"],
+                "run_id": client.run_id,
+                **(provenance or {}),
+            }
+        )
     client.finish()
     return RunResult(
-        method=cfg.method, seed=cfg.seed, accuracy=float(np.mean([h["accuracy"] for h in last])), final=final,
-        history=history, extra=extra, seconds=time.perf_counter() - t0,
-        epoch_seconds=float(np.median([h["train_time"] for h in history])), wire=dict(client.wire), model=model,
+        method=cfg.method,
+        seed=cfg.seed,
+        accuracy=float(np.mean([h["accuracy"] for h in last])),
+        final=final,
+        history=history,
+        extra=extra,
+        seconds=time.perf_counter() - t0,
+        epoch_seconds=float(np.median([h["train_time"] for h in history])),
+        wire=dict(client.wire),
+        model=model,
     )

@@ -27,14 +27,19 @@ def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> f
     d = [int(torch.tensor(encoder_output_shape(s, cfg.embedding_dim)).prod()) for s in specs]
     enc_a, enc_p = (make_encoder(s, cfg.embedding_dim, cfg.hidden_dim).to(dev) for s in specs)
     head = make_head(d[0], cfg.head_hidden, len(ds.class_names), cfg.dropout).to(dev)
-    proj_a, proj_p = make_projection(d[0], cfg.projection_dim).to(dev), make_projection(d[1], cfg.projection_dim).to(dev)
+    proj_a, proj_p = (
+        make_projection(d[0], cfg.projection_dim).to(dev),
+        make_projection(d[1], cfg.projection_dim).to(dev),
+    )
     opt_a = make_optimizer([*enc_a.parameters(), *head.parameters(), *proj_a.parameters()], cfg)
     opt_p = make_optimizer([*enc_p.parameters(), *proj_p.parameters()], cfg)
     _sync(dev)
     t0 = time.perf_counter()
     for idx in torch.randperm(len(y), device=dev).split(cfg.batch_size):
         h = enc_a(X[0][idx])
-        loss = F.cross_entropy(head(h), y[idx]) + cfg.lam * nt_xent(proj_a(h), proj_p(enc_p(X[1][idx])), cfg.temperature)
+        loss = F.cross_entropy(head(h), y[idx]) + cfg.lam * nt_xent(
+            proj_a(h), proj_p(enc_p(X[1][idx])), cfg.temperature
+        )
         opt_a.zero_grad(set_to_none=True)
         opt_p.zero_grad(set_to_none=True)
         loss.backward()
@@ -67,5 +72,10 @@ def compare(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int = 
         protocol.append(client.history[-1]["train_time"])
         bare.append(bare_apfed_c_epoch(ds, active, cfg))
     p, b = statistics.median(protocol), statistics.median(bare)
-    return {"protocol_epoch_s": protocol, "bare_epoch_s": bare, "protocol_median_s": p, "bare_median_s": b,
-            "ratio": p / b}
+    return {
+        "protocol_epoch_s": protocol,
+        "bare_epoch_s": bare,
+        "protocol_median_s": p,
+        "bare_median_s": b,
+        "ratio": p / b,
+    }

@@ -56,7 +56,9 @@ class StandaloneModel:
         elif self.spec["kind"] == "image" and X.ndim == 3 and shape[0] == 1 and tuple(X.shape[1:]) == shape[1:]:
             X = X[:, None]
         else:
-            raise ApfedError(f"X has shape {X.shape}; this model takes (n, {self.n_features}) or (n, {', '.join(map(str, shape))})")
+            raise ApfedError(
+                f"X has shape {X.shape}; this model takes (n, {self.n_features}) or (n, {', '.join(map(str, shape))})"
+            )
         if not np.isfinite(X).all():
             raise ApfedError("X holds NaN or infinite values")
         return torch.from_numpy(self.preprocessor(X))
@@ -67,7 +69,11 @@ class StandaloneModel:
         self.net.eval()
         x = self._inputs(X)
         dev = next(self.net.parameters()).device
-        out = [torch.softmax(self.net(c.to(dev)), 1).cpu() for c in x.split(4096)] if len(x) else [torch.zeros(0, len(self.class_names))]
+        out = (
+            [torch.softmax(self.net(c.to(dev)), 1).cpu() for c in x.split(4096)]
+            if len(x)
+            else [torch.zeros(0, len(self.class_names))]
+        )
         return torch.cat(out).numpy()
 
     def predict(self, X) -> np.ndarray:
@@ -76,9 +82,14 @@ class StandaloneModel:
 
     def metadata(self) -> dict:
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "spec": self.spec,
-            "preprocessing": self.preprocessor.to_json(), "class_names": self.class_names,
-            "columns": self.columns, "view_name": self.view_name, "config": self.config,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec,
+            "preprocessing": self.preprocessor.to_json(),
+            "class_names": self.class_names,
+            "columns": self.columns,
+            "view_name": self.view_name,
+            "config": self.config,
             "provenance": self.provenance,
         }
 
@@ -117,23 +128,41 @@ class StandaloneModel:
         cfg = TrainConfig.from_dict(meta["config"])
         spec = meta["spec"]
         d = int(np.prod(encoder_output_shape(spec, cfg.embedding_dim)))
-        net = StandaloneNet(make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim),
-                            make_head(d, cfg.head_hidden, len(meta["class_names"]), cfg.dropout))
+        net = StandaloneNet(
+            make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim),
+            make_head(d, cfg.head_hidden, len(meta["class_names"]), cfg.dropout),
+        )
         try:
             net.load_state_dict(tensors)
         except RuntimeError as e:
-            raise ApfedError(f"{path}: weights do not match the stored architecture ({str(e).splitlines()[0]})") from None
-        return cls(net=net.to(device).eval(), spec=spec, preprocessor=Preprocessor.from_json(meta["preprocessing"]),
-                   class_names=meta["class_names"], columns=meta["columns"], view_name=meta["view_name"],
-                   config=meta["config"], provenance=meta["provenance"])
+            raise ApfedError(
+                f"{path}: weights do not match the stored architecture ({str(e).splitlines()[0]})"
+            ) from None
+        return cls(
+            net=net.to(device).eval(),
+            spec=spec,
+            preprocessor=Preprocessor.from_json(meta["preprocessing"]),
+            class_names=meta["class_names"],
+            columns=meta["columns"],
+            view_name=meta["view_name"],
+            config=meta["config"],
+            provenance=meta["provenance"],
+        )
 
     def export_onnx(self, path: str | Path) -> Path:
         """ONNX graph from raw features (flattened, float32) to class probabilities."""
         path = Path(path)
         wrapper = _OnnxWrapper(self).eval()
         dummy = torch.zeros(2, self.n_features)
-        torch.onnx.export(wrapper, (dummy,), str(path), input_names=["features"], output_names=["probabilities"],
-                          dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            wrapper,
+            (dummy,),
+            str(path),
+            input_names=["features"],
+            output_names=["probabilities"],
+            dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
+            dynamo=False,
+        )
         return path
 
 

@@ -32,8 +32,16 @@ ACTIVE = "active"
 class ActiveClient:
     """Coordinates one training run. ``extra_views`` gives the active party more local views (centralized)."""
 
-    def __init__(self, data: PartyData, cfg: TrainConfig, transport: Transport | None, passive_names: list[str],
-                 run_id: str | None = None, extra_views: list[View] | None = None, log: Callable = print):
+    def __init__(
+        self,
+        data: PartyData,
+        cfg: TrainConfig,
+        transport: Transport | None,
+        passive_names: list[str],
+        run_id: str | None = None,
+        extra_views: list[View] | None = None,
+        log: Callable = print,
+    ):
         if data.labels is None or data.train_ids is None:
             raise DataError("the active party needs labels and a train/test split")
         self.data, self.cfg, self.transport = data, cfg, transport
@@ -46,16 +54,24 @@ class ActiveClient:
         self.wire = {"messages": 0, "bytes": 0}
 
     # --- messaging ------------------------------------------------------------------------------------
-    def _exchange(self, kind: str, per_passive: dict[str, tuple[dict, dict]], reply_arrays: Callable[[int], dict]
-                  ) -> dict[str, Message]:
+    def _exchange(
+        self, kind: str, per_passive: dict[str, tuple[dict, dict]], reply_arrays: Callable[[int], dict]
+    ) -> dict[str, Message]:
         self.round += 1
         requests = {n: Message(kind, self.run_id, self.round, ACTIVE, n, a, c) for n, (a, c) in per_passive.items()}
         replies = self.transport.exchange(requests)
         for n in requests:
             if n not in replies:
                 raise ProtocolError(f"no reply from {n} in round {self.round}")
-            validate(replies[n], kind=REPLY, run_id=self.run_id, round=self.round, sender=n, receiver=ACTIVE,
-                     arrays=reply_arrays(self.names.index(n)))
+            validate(
+                replies[n],
+                kind=REPLY,
+                run_id=self.run_id,
+                round=self.round,
+                sender=n,
+                receiver=ACTIVE,
+                arrays=reply_arrays(self.names.index(n)),
+            )
             self.wire["messages"] += 2
             self.wire["bytes"] += requests[n].nbytes() + replies[n].nbytes()
         return replies
@@ -79,11 +95,18 @@ class ActiveClient:
             for i, n in enumerate(self.names):
                 loss = cfg.passive_loss(i) or ""
                 received = list(h_shape) if loss == "r" else [cfg.projection_dim] if loss == "c" else []
-                setup[n] = ({"ids": hashed}, {
-                    "train_config": json.dumps(cfg.to_dict()), "salt": self.run_id, "loss": loss,
-                    "sends_embedding": sends, "active_shape": list(h_shape), "received_shape": received,
-                    "seed": cfg.seed * 1000 + 17 * (i + 1),
-                })
+                setup[n] = (
+                    {"ids": hashed},
+                    {
+                        "train_config": json.dumps(cfg.to_dict()),
+                        "salt": self.run_id,
+                        "loss": loss,
+                        "sends_embedding": sends,
+                        "active_shape": list(h_shape),
+                        "received_shape": received,
+                        "seed": cfg.seed * 1000 + 17 * (i + 1),
+                    },
+                )
             self.round = -1  # setup and align are round 0
             replies = self._exchange(SETUP, setup, lambda i: {"present": ArraySpec((len(d.ids),), ("bool",))})
             for n in self.names:
@@ -91,15 +114,19 @@ class ActiveClient:
         keep = np.flatnonzero(present)
         train = np.flatnonzero(np.isin(keep, train_pos))
         test = np.flatnonzero(np.isin(keep, test_pos))
-        self.log(f"{len(keep)} of {len(d.ids)} active rows are held by every passive "
-                 f"({len(train)} train, {len(test)} test)")
+        self.log(
+            f"{len(keep)} of {len(d.ids)} active rows are held by every passive ({len(train)} train, {len(test)} test)"
+        )
         if len(train) == 0 or len(test) == 0:
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
         infos = []
         if self.names:
             self.round = -1
-            replies = self._exchange(ALIGN, {n: ({"keep": keep.astype(np.int64), "train": train.astype(np.int64)}, {})
-                                             for n in self.names}, lambda i: {})
+            replies = self._exchange(
+                ALIGN,
+                {n: ({"keep": keep.astype(np.int64), "train": train.astype(np.int64)}, {}) for n in self.names},
+                lambda i: {},
+            )
             for i, n in enumerate(self.names):
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
@@ -140,14 +167,23 @@ class ActiveClient:
         joined = join_augmentations(augs, sizes)
         requests = {}
         for i, n in enumerate(self.names):
-            arrays = {"idx": flat, "sizes": torch.tensor(sizes, dtype=torch.int64),
-                      "progress": np.asarray(progress, dtype=np.float64), **(joined or {})}
+            arrays = {
+                "idx": flat,
+                "sizes": torch.tensor(sizes, dtype=torch.int64),
+                "progress": np.asarray(progress, dtype=np.float64),
+                **(joined or {}),
+            }
             if self.infos[i].loss is not None:
                 arrays["act"] = torch.cat([s[i] for s in sent])
             if n in self.pending:
                 prev_idx, prev_aug, prev_grad = self.pending.pop(n)
-                arrays.update({"prev_idx": prev_idx, "prev_grad": prev_grad,
-                               **{f"prev_{k}": v for k, v in (prev_aug or {}).items()}})
+                arrays.update(
+                    {
+                        "prev_idx": prev_idx,
+                        "prev_grad": prev_grad,
+                        **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
+                    }
+                )
             requests[n] = (arrays, {})
         replies = self._exchange(TRAIN, requests, lambda i: self._reply_specs(i, len(flat)))
         dev = self.cfg.device
@@ -179,8 +215,9 @@ class ActiveClient:
         stats = (e.sum(0), (e * e).sum(0), len(e))
         self.emb_stats[i] = stats if s is None else (s[0] + stats[0], s[1] + stats[1], s[2] + stats[2])
 
-    def fit(self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
-            ) -> list[dict]:
+    def fit(
+        self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
+    ) -> list[dict]:
         """Train for ``cfg.epochs`` epochs; evaluate on the test rows after each epoch."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -215,16 +252,27 @@ class ActiveClient:
         if self.pending:
             requests = {}
             for n, (prev_idx, prev_aug, prev_grad) in self.pending.items():
-                requests[n] = ({"idx": torch.zeros(0, dtype=torch.int64), "sizes": torch.zeros(0, dtype=torch.int64),
-                                "progress": np.zeros(0), "prev_idx": prev_idx, "prev_grad": prev_grad,
-                                **{f"prev_{k}": v for k, v in (prev_aug or {}).items()}}, {})
+                requests[n] = (
+                    {
+                        "idx": torch.zeros(0, dtype=torch.int64),
+                        "sizes": torch.zeros(0, dtype=torch.int64),
+                        "progress": np.zeros(0),
+                        "prev_idx": prev_idx,
+                        "prev_grad": prev_grad,
+                        **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
+                    },
+                    {},
+                )
             self.pending = {}
             self._exchange(TRAIN, requests, lambda i: {"loss": ArraySpec((None,), required=False)})
 
     # --- evaluation -----------------------------------------------------------------------------------
     def passive_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        replies = self._exchange(EVALUATE, {n: ({"idx": idx}, {}) for n in self.names},
-                                 lambda i: {"emb": ArraySpec((len(idx), *self.infos[i].embedding_shape))})
+        replies = self._exchange(
+            EVALUATE,
+            {n: ({"idx": idx}, {}) for n in self.names},
+            lambda i: {"emb": ArraySpec((len(idx), *self.infos[i].embedding_shape))},
+        )
         return [as_tensor(replies[n].arrays["emb"], self.cfg.device) for n in self.names]
 
     def _fills(self, kind: str, n: int) -> list[torch.Tensor]:
@@ -280,7 +328,12 @@ class ActiveClient:
             raise DataError(f"method {self.cfg.method} needs every party at prediction time: no standalone model")
         net = self.learner.standalone_net()
         return StandaloneModel(
-            net=net, spec=self.spec, preprocessor=self.preprocessor, class_names=list(self.data.class_names),
-            columns=self.data.view.columns, view_name=self.data.view.name,
-            config=self.cfg.to_dict(), provenance=provenance,
+            net=net,
+            spec=self.spec,
+            preprocessor=self.preprocessor,
+            class_names=list(self.data.class_names),
+            columns=self.data.view.columns,
+            view_name=self.data.view.name,
+            config=self.cfg.to_dict(),
+            provenance=provenance,
         )

@@ -58,8 +58,15 @@ class PassiveClient:
             raise ProtocolError(f"request from {msg.sender}/{msg.run_id} does not belong to this run")
 
     def _setup(self, msg: Message) -> Message:
-        validate(msg, kind=SETUP, run_id=msg.run_id, round=0, sender=msg.sender, receiver=self.name,
-                 arrays={"ids": ArraySpec((None,), ("uint64",))})
+        validate(
+            msg,
+            kind=SETUP,
+            run_id=msg.run_id,
+            round=0,
+            sender=msg.sender,
+            receiver=self.name,
+            arrays={"ids": ArraySpec((None,), ("uint64",))},
+        )
         self.run_id, self.active_name = msg.run_id, msg.sender
         c = msg.config
         self.cfg = TrainConfig.from_dict(json.loads(c["train_config"]))
@@ -75,9 +82,18 @@ class PassiveClient:
 
     def _align(self, msg: Message) -> Message:
         n_offered = len(self.offered_rows)
-        validate(msg, kind=ALIGN, run_id=self.run_id, round=0, sender=self.active_name, receiver=self.name,
-                 arrays={"keep": ArraySpec((None,), ("int64",), index_bound=n_offered),
-                         "train": ArraySpec((None,), ("int64",), index_bound=n_offered)})
+        validate(
+            msg,
+            kind=ALIGN,
+            run_id=self.run_id,
+            round=0,
+            sender=self.active_name,
+            receiver=self.name,
+            arrays={
+                "keep": ArraySpec((None,), ("int64",), index_bound=n_offered),
+                "train": ArraySpec((None,), ("int64",), index_bound=n_offered),
+            },
+        )
         rows = self.offered_rows[np.asarray(msg.arrays["keep"])]
         if (rows < 0).any():
             raise ProtocolError("align asks for ids this party does not hold")
@@ -88,8 +104,9 @@ class PassiveClient:
         c = self.setup_config
         spec = {"kind": view.kind, "shape": list(view.shape)}
         active_shape = tuple(c["active_shape"]) if c.get("active_shape") else None
-        self.learner = PassiveLearner(spec, self.cfg, X, c["loss"] or None, bool(c["sends_embedding"]),
-                                      active_shape, int(c["seed"]))
+        self.learner = PassiveLearner(
+            spec, self.cfg, X, c["loss"] or None, bool(c["sends_embedding"]), active_shape, int(c["seed"])
+        )
         self.received_shape = tuple(c["received_shape"]) if c.get("received_shape") else None
         return msg.reply(config={"embedding_shape": list(self.learner.embedding_shape)})
 
@@ -109,8 +126,15 @@ class PassiveClient:
             specs[f"{prefix}shift"] = ArraySpec((None,), ("int64",), required=False)
             specs[f"{prefix}perm"] = ArraySpec((None,), ("int64",), required=False)
             specs[f"{prefix}lam"] = ArraySpec((None,), required=False)
-        validate(msg, kind=TRAIN, run_id=self.run_id, round=msg.round, sender=self.active_name,
-                 receiver=self.name, arrays={k: v for k, v in specs.items() if v is not None})
+        validate(
+            msg,
+            kind=TRAIN,
+            run_id=self.run_id,
+            round=msg.round,
+            sender=self.active_name,
+            receiver=self.name,
+            arrays={k: v for k, v in specs.items() if v is not None},
+        )
         a = msg.arrays
         sizes = [int(s) for s in np.asarray(a["sizes"])]
         idx = as_tensor(a["idx"], self.device)
@@ -131,8 +155,13 @@ class PassiveClient:
         for k, size in enumerate(sizes):
             sl = slice(start, start + size)
             start += size
-            g, e, v = L.train_batch(idx[sl], act[sl] if act is not None else None, prev if k == 0 else None,
-                                    float(a["progress"][k]), slice_augmentation(aug, sl.start, size))
+            g, e, v = L.train_batch(
+                idx[sl],
+                act[sl] if act is not None else None,
+                prev if k == 0 else None,
+                float(a["progress"][k]),
+                slice_augmentation(aug, sl.start, size),
+            )
             grads.append(g)
             embs.append(e)
             losses.append(v)
@@ -164,6 +193,13 @@ class PassiveClient:
         return aug
 
     def _evaluate(self, msg: Message) -> Message:
-        validate(msg, kind=EVALUATE, run_id=self.run_id, round=msg.round, sender=self.active_name,
-                 receiver=self.name, arrays={"idx": ArraySpec((None,), ("int64",), index_bound=self.n)})
+        validate(
+            msg,
+            kind=EVALUATE,
+            run_id=self.run_id,
+            round=msg.round,
+            sender=self.active_name,
+            receiver=self.name,
+            arrays={"idx": ArraySpec((None,), ("int64",), index_bound=self.n)},
+        )
         return msg.reply(arrays={"emb": self.learner.embed(as_tensor(msg.arrays["idx"], self.device))})

@@ -8,5 +8,14 @@ from protocols.messages import SCHEMA_VERSION, Message
 from protocols.transport import InProcessTransport, Transport
 from protocols.validation import ArraySpec, validate
 
-__all__ = ["SCHEMA_VERSION", "ArraySpec", "InProcessTransport", "Message", "ProtocolError", "Transport",
-           "decode", "encode", "validate"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ArraySpec",
+    "InProcessTransport",
+    "Message",
+    "ProtocolError",
+    "Transport",
+    "decode",
+    "encode",
+    "validate",
+]

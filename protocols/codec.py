@@ -23,13 +23,24 @@ def encode(msg: Message) -> bytes:
         if arr.dtype.name not in DTYPES:
             raise ProtocolError(f"array {name!r}: dtype {arr.dtype} cannot be sent")
         buf = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        specs.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset, "nbytes": len(buf)})
+        specs.append(
+            {"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset, "nbytes": len(buf)}
+        )
         buffers.append(buf)
         offset += len(buf)
-    header = json.dumps({
-        "schema_version": msg.schema_version, "kind": msg.kind, "run_id": msg.run_id, "round": msg.round,
-        "sender": msg.sender, "receiver": msg.receiver, "config": msg.config, "arrays": specs,
-    }, allow_nan=False).encode()
+    header = json.dumps(
+        {
+            "schema_version": msg.schema_version,
+            "kind": msg.kind,
+            "run_id": msg.run_id,
+            "round": msg.round,
+            "sender": msg.sender,
+            "receiver": msg.receiver,
+            "config": msg.config,
+            "arrays": specs,
+        },
+        allow_nan=False,
+    ).encode()
     return MAGIC + struct.pack("<I", len(header)) + header + b"".join(buffers)
 
 
@@ -55,8 +66,16 @@ def _decode(data: memoryview, max_bytes: int) -> Message:
     if not isinstance(h, dict):
         raise ProtocolError("message header is not an object")
     body = data[8 + hlen :]
-    for key, typ in (("schema_version", int), ("kind", str), ("run_id", str), ("round", int), ("sender", str),
-                     ("receiver", str), ("config", dict), ("arrays", list)):
+    for key, typ in (
+        ("schema_version", int),
+        ("kind", str),
+        ("run_id", str),
+        ("round", int),
+        ("sender", str),
+        ("receiver", str),
+        ("config", dict),
+        ("arrays", list),
+    ):
         if not isinstance(h.get(key), typ) or isinstance(h.get(key), bool) and typ is int:
             raise ProtocolError(f"message header field {key!r} missing or not a {typ.__name__}")
     if h["kind"] not in KINDS:
@@ -70,6 +89,9 @@ def _decode(data: memoryview, max_bytes: int) -> Message:
         dtype = np.dtype(s["dtype"]).newbyteorder("<")
         if any(x < 0 for x in shape) or off < 0 or off + n > len(body) or n != int(np.prod(shape)) * dtype.itemsize:
             raise ProtocolError(f"array {s['name']!r}: sizes in the header do not match the body")
-        arrays[s["name"]] = np.frombuffer(body[off : off + n], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-    return Message(h["kind"], h["run_id"], h["round"], h["sender"], h["receiver"], arrays, h["config"],
-                   h["schema_version"])
+        arrays[s["name"]] = (
+            np.frombuffer(body[off : off + n], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+        )
+    return Message(
+        h["kind"], h["run_id"], h["round"], h["sender"], h["receiver"], arrays, h["config"], h["schema_version"]
+    )

@@ -36,8 +36,17 @@ def _in_bounds(a, bound: int) -> bool:
     return bool((a.min() >= 0) & (a.max() < bound))
 
 
-def validate(msg: Message, *, kind: str | tuple[str, ...], run_id: str, round: int, sender: str,
-             receiver: str, arrays: dict[str, ArraySpec], max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+def validate(
+    msg: Message,
+    *,
+    kind: str | tuple[str, ...],
+    run_id: str,
+    round: int,
+    sender: str,
+    receiver: str,
+    arrays: dict[str, ArraySpec],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> Message:
     """Return ``msg`` if it is exactly what was asked for; raise ProtocolError naming the first problem."""
     who = f"message from {msg.sender!r}"
     if msg.schema_version != SCHEMA_VERSION:
@@ -65,7 +74,9 @@ def validate(msg: Message, *, kind: str | tuple[str, ...], run_id: str, round: i
                 raise ProtocolError(f"{who}: missing array {name!r}")
             continue
         shape = tuple(a.shape)
-        if len(shape) != len(spec.shape) or any(e is not None and e != s for e, s in zip(spec.shape, shape, strict=False)):
+        if len(shape) != len(spec.shape) or any(
+            e is not None and e != s for e, s in zip(spec.shape, shape, strict=False)
+        ):
             raise ProtocolError(f"{who}: array {name!r} has shape {shape}, expected {spec.shape}")
         if dtype_name(a) not in spec.dtypes:
             raise ProtocolError(f"{who}: array {name!r} has dtype {dtype_name(a)}, expected {'/'.join(spec.dtypes)}")

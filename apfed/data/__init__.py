@@ -6,6 +6,17 @@ from apfed.data.images import IMAGE_SETS, load_image_dir
 from apfed.data.views import MultiViewDataset, PartyData, Preprocessor, View, image_strips, split_parties
 
 __all__ = [
-    "BUNDLED", "IMAGE_SETS", "MultiViewDataset", "PartyData", "Preprocessor", "View", "align_tables",
-    "image_strips", "load_bundled", "load_image_dir", "load_party_files", "read_party_file", "split_parties",
+    "BUNDLED",
+    "IMAGE_SETS",
+    "MultiViewDataset",
+    "PartyData",
+    "Preprocessor",
+    "View",
+    "align_tables",
+    "image_strips",
+    "load_bundled",
+    "load_image_dir",
+    "load_party_files",
+    "read_party_file",
+    "split_parties",
 ]

@@ -44,8 +44,12 @@ def load_bundled(name: str, n_views: int | None = None, split_seed: int = 0) -> 
         views = image_strips(images, n_views or 2, pixel_scale)
         if name == "digits":  # 8x8 strips are too small for the reference conv nets: use MLPs on pixels
             views = [
-                View(name=v.name, kind="tabular", X=v.X.reshape(len(v.X), -1).astype(np.float32) / pixel_scale,
-                     columns=[f"{v.name}_px{j}" for j in range(int(np.prod(v.shape)))])
+                View(
+                    name=v.name,
+                    kind="tabular",
+                    X=v.X.reshape(len(v.X), -1).astype(np.float32) / pixel_scale,
+                    columns=[f"{v.name}_px{j}" for j in range(int(np.prod(v.shape)))],
+                )
                 for v in views
             ]
     train, test = stratified_split(labels, 0.2, split_seed)

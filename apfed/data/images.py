@@ -67,14 +67,17 @@ def load_image_dir(name: str, root: str | Path, n_views: int = 2) -> MultiViewDa
         raise DataError(f"image directory not found: {root}")
     if name in ("mnist", "fashion-mnist"):
         parts = [
-            (read_idx(root / f"{s}-images-idx3-ubyte"), read_idx(root / f"{s}-labels-idx1-ubyte")) for s in ("train", "t10k")
+            (read_idx(root / f"{s}-images-idx3-ubyte"), read_idx(root / f"{s}-labels-idx1-ubyte"))
+            for s in ("train", "t10k")
         ]
         classes = [str(i) for i in range(10)]
     elif name == "cifar10":
         base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
         train = [_cifar_batch(base / f"data_batch_{i}", "labels") for i in range(1, 6)]
-        parts = [(np.concatenate([a for a, _ in train]), np.concatenate([b for _, b in train])),
-                 _cifar_batch(base / "test_batch", "labels")]
+        parts = [
+            (np.concatenate([a for a, _ in train]), np.concatenate([b for _, b in train])),
+            _cifar_batch(base / "test_batch", "labels"),
+        ]
         classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     else:
         base = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root

@@ -13,7 +13,5 @@ def stratified_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) 
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any():
         raise DataError("every class needs at least 2 labelled rows for a stratified split")
-    train, test = train_test_split(
-        np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed
-    )
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
     return np.asarray(train), np.asarray(test)

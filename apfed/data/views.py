@@ -49,7 +49,9 @@ class MultiViewDataset:
             return names.index(key)
         i = int(key)
         if not 0 <= i < len(self.views):
-            raise DataError(f"view index {i} out of range: {self.name} has {len(self.views)} views (0-{len(self.views) - 1})")
+            raise DataError(
+                f"view index {i} out of range: {self.name} has {len(self.views)} views (0-{len(self.views) - 1})"
+            )
         return i
 
 

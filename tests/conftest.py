@@ -1,0 +1,47 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    """Run ``apfed ARGS`` in a subprocess; return (exit code, stdout, stderr)."""
+    p = subprocess.run(
+        [sys.executable, "-m", "apfed.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture
+def party_csvs(tmp_path):
+    """Three party files over the same 300 entities: active (with labels), two passives; shuffled rows,
+    partial overlap (some ids missing at each passive), string ids."""
+    rng = np.random.default_rng(0)
+    n = 300
+    ids = np.array([f"user-{i:04d}" for i in range(n)])
+    y = rng.integers(0, 3, n)
+    xa = rng.normal(size=(n, 4)) + y[:, None]
+    xb = rng.normal(size=(n, 3)) + y[:, None] * 2
+    xc = rng.normal(size=(n, 2))
+
+    def write(path, rows_ids, X, labels=None):
+        order = rng.permutation(len(rows_ids))
+        header = (
+            ["user_id"] + [f"{path.stem}_f{j}" for j in range(X.shape[1])] + (["label"] if labels is not None else [])
+        )
+        lines = [",".join(header)]
+        for i in order:
+            vals = [rows_ids[i]] + [f"{v:.5f}" for v in X[i]] + ([f"class_{labels[i]}"] if labels is not None else [])
+            lines.append(",".join(vals))
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    keep_b = np.ones(n, bool)
+    keep_b[:20] = False  # the passive B lacks the first 20 ids
+    keep_c = np.ones(n, bool)
+    keep_c[-10:] = False  # and C the last 10
+    a = write(tmp_path / "bank.csv", ids, xa, y)
+    b = write(tmp_path / "shop.csv", ids[keep_b], xb[keep_b])
+    c = write(tmp_path / "telco.csv", ids[keep_c], xc[keep_c])
+    return {"paths": [a, b, c], "ids": ids, "y": y, "X": [xa, xb, xc], "common": n - 30}

@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+
+from apfed.config import make_config
+from apfed.data import load_bundled, load_image_dir, load_party_files, read_party_file
+from apfed.errors import DataError
+from apfed.runner import run
+
+
+def test_mnist5k_split_is_the_reference_split():
+    ds = load_bundled("mnist5k")
+    tr, te = train_test_split(range(5000), test_size=0.2, stratify=ds.labels, random_state=0)
+    assert np.array_equal(ds.train_idx, tr) and np.array_equal(ds.test_idx, te)
+    assert ds.views[0].shape == (1, 14, 28) and ds.labels.shape == (5000,)
+    assert np.bincount(ds.labels).tolist() == [500] * 10
+
+
+def test_strips_follow_the_reference():
+    ds = load_bundled("mnist5k", 3)
+    assert [v.shape for v in ds.views] == [(1, 9, 28)] * 3  # floor(28/3) = 9 rows, the last row dropped
+    z = ds.views[1].X
+    assert z.dtype == np.uint8 and z.shape[0] == 5000
+
+
+def test_handwritten_views():
+    ds = load_bundled("handwritten")
+    assert [v.name for v in ds.views] == ["fou", "fac", "kar", "pix", "zer", "mor"]
+    assert [v.shape[0] for v in ds.views] == [76, 216, 64, 240, 47, 6]
+    assert ds.view_index("fou") == 0 and ds.view_index("3") == 3
+    with pytest.raises(DataError, match="unknown view"):
+        ds.view_index("nope")
+
+
+def test_alignment_by_id_with_shuffled_partially_overlapping_files(party_csvs):
+    logs = []
+    ds = load_party_files(party_csvs["paths"], "user_id", "label", log=logs.append)
+    assert len(ds.ids) == party_csvs["common"]
+    assert any("matched" in m for m in logs)
+    ids = list(party_csvs["ids"])
+    for v, X in zip(ds.views, party_csvs["X"], strict=True):
+        rows = [ids.index(i) for i in ds.ids]  # where each aligned id sits in the original data
+        assert np.allclose(v.X, X[rows], atol=1e-4)
+    assert ds.class_names == ["class_0", "class_1", "class_2"]
+    assert np.array_equal(
+        np.array(ds.class_names)[ds.labels], [f"class_{party_csvs['y'][ids.index(i)]}" for i in ds.ids]
+    )
+
+
+def test_training_on_party_files_aligns_inside_the_protocol(party_csvs):
+    ds = load_party_files(party_csvs["paths"], "user_id", "label", log=lambda m: None)
+    r = run(ds, 0, make_config("default", method="apfed-kd", epochs=5))
+    assert r.accuracy > 50  # 3 classes, informative features
+
+
+def test_no_shared_ids_is_a_clear_error(tmp_path):
+    (tmp_path / "a.csv").write_text("id,x,label\n1,0.5,a\n2,0.1,b\n")
+    (tmp_path / "b.csv").write_text("id,y\n3,0.5\n4,0.1\n")
+    with pytest.raises(DataError, match="no sample ID is shared"):
+        load_party_files([tmp_path / "a.csv", tmp_path / "b.csv"], "id", "label")
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("id,x\n1,0.5\n", "no label column"),
+        ("x,label\n0.5,a\n", "no ID column"),
+        ("id,x,label\n1,abc,a\n", "not numeric"),
+        ("id,x,label\n1,0.5\n", "fields"),
+        ("id,x,label\n1,0.5,a\n1,0.7,b\n", "duplicate"),
+        ("id,x,label\n", "at least one data row"),
+    ],
+)
+def test_bad_files(tmp_path, content, match):
+    f = tmp_path / "a.csv"
+    f.write_text(content)
+    with pytest.raises(DataError, match=match):
+        read_party_file(f, "id", "label")
+
+
+def test_npz_party_file(tmp_path):
+    np.savez(tmp_path / "p.npz", id=np.array(["a", "b"]), X=np.ones((2, 3), np.float32))
+    t = read_party_file(tmp_path / "p.npz", "id")
+    assert t.X.shape == (2, 3) and list(t.ids) == ["a", "b"]
+
+
+def _idx(path, arr):
+    import struct
+
+    header = b"\x00\x00\x08" + bytes([arr.ndim]) + b"".join(struct.pack(">I", s) for s in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_directory(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("t10k", 10)):
+        _idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
+        _idx(tmp_path / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    ds = load_image_dir("mnist", tmp_path, 2)
+    assert len(ds.train_idx) == 20 and len(ds.test_idx) == 10 and ds.views[0].shape == (1, 14, 28)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09")
+    with pytest.raises(DataError, match="header says"):
+        load_image_dir("mnist", tmp_path, 2)
+
+
+def test_cifar10_directory(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(
+                {b"data": rng.integers(0, 255, (4, 3072)).astype(np.uint8), b"labels": list(rng.integers(0, 10, 4))}, f
+            )
+    ds = load_image_dir("cifar10", tmp_path, 2)
+    assert ds.views[0].shape == (3, 16, 32) and len(ds.train_idx) == 20
+
+
+def test_cifar_batch_with_code_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump({b"data": Evil(), b"labels": [1]}, f)
+    with pytest.raises(DataError, match="unexpected object"):
+        load_image_dir("cifar10", tmp_path, 2)
+
+
+def test_missing_image_dir():
+    with pytest.raises(DataError, match="not found"):
+        load_image_dir("mnist", "/nonexistent/dir")

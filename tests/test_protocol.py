@@ -1,0 +1,116 @@
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols import ArraySpec, Message, ProtocolError, decode, encode, validate
+
+
+def _msg(**arrays):
+    return Message(
+        "train",
+        "run1",
+        3,
+        "active",
+        "passive1",
+        arrays or {"idx": np.arange(4, dtype=np.int64)},
+        {"loss": 0.5, "name": "x", "flags": [1, 2]},
+    )
+
+
+def test_codec_round_trip_numpy_and_torch():
+    m = _msg(idx=np.arange(5, dtype=np.int64), act=torch.randn(5, 3), mask=np.array([True, False]))
+    d = decode(encode(m))
+    assert (d.kind, d.run_id, d.round, d.sender, d.receiver, d.config) == (
+        m.kind,
+        m.run_id,
+        m.round,
+        m.sender,
+        m.receiver,
+        m.config,
+    )
+    assert np.array_equal(d.arrays["idx"], m.arrays["idx"])
+    assert np.array_equal(d.arrays["act"], m.arrays["act"].numpy())
+    assert d.arrays["mask"].dtype == np.bool_
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"APF1",
+        b"XXXX\x00\x00\x00\x00",
+        b"APF1\xff\xff\xff\xff{}",
+        b"APF1\x02\x00\x00\x00{}",
+        b"APF1\x04\x00\x00\x00null",
+    ],
+)
+def test_malformed_bytes_raise_protocol_error(data):
+    with pytest.raises(ProtocolError):
+        decode(data)
+
+
+def test_truncated_body_is_refused():
+    data = encode(_msg(act=np.ones((10, 4), np.float32)))
+    with pytest.raises(ProtocolError):
+        decode(data[:-8])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash_except_with_protocol_error(data):
+    with contextlib.suppress(ProtocolError):
+        decode(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=400), st.integers(min_value=0, max_value=255))
+def test_mutated_messages_never_crash_except_with_protocol_error(pos, byte):
+    data = bytearray(encode(_msg(act=np.ones((3, 2), np.float32))))
+    data[pos % len(data)] = byte
+    with contextlib.suppress(ProtocolError):
+        decode(bytes(data))
+
+
+SPECS = {"idx": ArraySpec((None,), ("int64",), index_bound=10), "act": ArraySpec((None, 3))}
+
+
+def _check(m, **kw):
+    args = dict(kind="train", run_id="run1", round=3, sender="active", receiver="passive1", arrays=SPECS)
+    args.update(kw)
+    return validate(m, **args)
+
+
+def test_validation_accepts_a_good_message():
+    _check(_msg(idx=np.arange(4, dtype=np.int64), act=np.zeros((4, 3), np.float32)))
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda m: setattr(m, "round", 2), "round"),
+        (lambda m: setattr(m, "run_id", "other"), "run id"),
+        (lambda m: setattr(m, "sender", "mallory"), "addressed"),
+        (lambda m: setattr(m, "kind", "evaluate"), "kind"),
+        (lambda m: setattr(m, "schema_version", 99), "schema"),
+        (lambda m: m.arrays.__setitem__("act", np.zeros((4, 5), np.float32)), "shape"),
+        (lambda m: m.arrays.__setitem__("act", np.zeros((4, 3), np.float64)), "dtype"),
+        (lambda m: m.arrays.__setitem__("act", np.full((4, 3), np.nan, np.float32)), "NaN"),
+        (lambda m: m.arrays.__setitem__("idx", np.array([0, 10], np.int64)), "indices"),
+        (lambda m: m.arrays.__setitem__("extra", np.zeros(1, np.float32)), "unexpected"),
+        (lambda m: m.arrays.pop("act"), "missing"),
+    ],
+)
+def test_validation_refuses_bad_messages(mutate, match):
+    m = _msg(idx=np.arange(4, dtype=np.int64), act=np.zeros((4, 3), np.float32))
+    mutate(m)
+    with pytest.raises(ProtocolError, match=match):
+        _check(m)
+
+
+def test_size_limit():
+    with pytest.raises(ProtocolError, match="limit"):
+        _check(_msg(idx=np.arange(4, dtype=np.int64), act=np.zeros((4, 3), np.float32)), max_bytes=10)

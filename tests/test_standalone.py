@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from apfed.config import make_config
+from apfed.data import load_bundled
+from apfed.errors import ApfedError
+from apfed.runner import run
+from apfed.standalone import StandaloneModel
+
+
+@pytest.fixture(scope="module")
+def trained():
+    ds = load_bundled("digits")
+    r = run(ds, 1, make_config("default", method="apfed-c", epochs=3))
+    return ds, r
+
+
+def test_save_load_predict_matches(tmp_path, trained):
+    ds, r = trained
+    path = r.model.save(tmp_path / "m.safetensors")
+    m = StandaloneModel.load(path)
+    X = ds.views[1].X[ds.test_idx]
+    assert np.allclose(m.predict_proba(X), r.model.predict_proba(X), atol=1e-6)
+    pred = m.predict(X)
+    assert pred.dtype.kind == "U" and set(pred) <= set(ds.class_names)
+    acc = (pred.astype(int) == ds.labels[ds.test_idx]).mean() * 100
+    assert abs(acc - r.final["accuracy"]) < 1e-9  # the file predicts exactly what training measured
+    assert m.provenance["method"] == "apfed-c" and m.columns == ds.views[1].columns
+    assert np.allclose(m.predict_proba(X).sum(1), 1, atol=1e-5)
+
+
+def test_file_is_safetensors_with_json_metadata_only(tmp_path, trained):
+    import json
+
+    from safetensors import safe_open
+
+    path = trained[1].model.save(tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["apfed"])
+        assert meta["format"] == "apfed-standalone" and "preprocessing" in meta and "class_names" in meta
+        assert all(k.startswith(("encoder.", "head.")) for k in f)  # no passive or teacher weights
+
+
+def test_onnx_parity(tmp_path, trained):
+    ort = pytest.importorskip("onnxruntime")
+    ds, r = trained
+    path = r.model.export_onnx(tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    X = ds.views[1].X[ds.test_idx].astype(np.float32)
+    (onnx_p,) = sess.run(None, {"features": X})
+    assert np.allclose(onnx_p, r.model.predict_proba(X), atol=1e-5)
+    assert (onnx_p.argmax(1) == r.model.predict_proba(X).argmax(1)).all()
+
+
+def test_onnx_parity_for_image_strips(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    ds = load_bundled("mnist5k")
+    ds.train_idx, ds.test_idx = ds.train_idx[:256], ds.test_idx[:64]  # tiny and fast
+    r = run(ds, 0, make_config("default", method="local", epochs=1))
+    X = ds.views[0].X[ds.test_idx].reshape(64, -1).astype(np.float32)
+    (onnx_p,) = ort.InferenceSession(str(r.model.export_onnx(tmp_path / "i.onnx"))).run(None, {"features": X})
+    assert np.allclose(onnx_p, r.model.predict_proba(X), atol=1e-5)
+
+
+def test_bad_inputs(tmp_path, trained):
+    m = trained[1].model
+    with pytest.raises(ApfedError, match="shape"):
+        m.predict(np.zeros((2, 5)))
+    with pytest.raises(ApfedError, match="NaN"):
+        m.predict(np.full((1, m.n_features), np.nan))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ApfedError, match="not an apfed model"):
+        StandaloneModel.load(tmp_path / "junk.safetensors")
+    with pytest.raises(ApfedError, match="not found"):
+        StandaloneModel.load(tmp_path / "missing.safetensors")
+
+
+def test_save_is_atomic_and_keeps_the_previous_file(tmp_path, trained, monkeypatch):
+    import apfed.standalone as sa
+
+    path = trained[1].model.save(tmp_path / "m.safetensors")
+    before = path.read_bytes()
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sa, "save_file", crash)
+    with pytest.raises(OSError):
+        trained[1].model.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind

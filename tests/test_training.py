@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+from apfed.config import make_config
+from apfed.data import load_bundled
+from apfed.runner import build_clients, run
+from protocols import decode
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_bundled("digits")
+
+
+@pytest.mark.parametrize("method", ["local", "apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl", "centralized"])
+def test_every_method_trains_and_beats_chance(digits, method):
+    r = run(digits, 0, make_config("default", method=method, epochs=4))
+    assert r.accuracy > 30  # 10 classes: chance is 10 %
+    assert len(r.history) == 4
+    assert (r.model is not None) == (method not in ("tvfl", "centralized"))
+
+
+def test_tvfl_reports_fills_and_kd_reports_teacher(digits):
+    r = run(digits, 0, make_config("default", method="tvfl", epochs=3))
+    assert {"acc_fused", "acc_fill_zero", "acc_fill_mean", "acc_fill_rand"} <= set(r.extra)
+    r = run(digits, 0, make_config("default", method="apfed-kd", epochs=3))
+    assert {"acc_standalone", "acc_fused"} <= set(r.extra)
+
+
+@pytest.mark.parametrize("method", ["apfed-c", "apfed-kd"])
+def test_same_seed_same_result_and_other_seed_differs(digits, method):
+    cfg = make_config("default", method=method, epochs=3, mixup=0.4)
+    a, b = run(digits, 0, cfg), run(digits, 0, cfg)
+    assert a.accuracy == b.accuracy
+    for x, y in zip(a.model.net.state_dict().values(), b.model.net.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    c = run(digits, 0, make_config("default", method=method, epochs=3, mixup=0.4, seed=1))
+    assert any(
+        not torch.equal(x, y)
+        for x, y in zip(a.model.net.state_dict().values(), c.model.net.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("method", ["apfed-r", "apfed-kd"])
+def test_serialized_transport_gives_the_same_model_as_direct(digits, method):
+    cfg = make_config("default", method=method, epochs=2, shift=1, mixup=0.3)
+    a, b = run(digits, 0, cfg), run(digits, 0, cfg, serialize=True)
+    for x, y in zip(a.model.net.state_dict().values(), b.model.net.state_dict().values(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["apfed-r", "apfed-c", "apfed-kd", "tvfl"])
+def test_no_raw_features_or_labels_in_any_message(digits, method):
+    record: list[bytes] = []
+    run(digits, 0, make_config("default", method=method, epochs=1, batch_size=64), record=record)
+    assert record
+    raw_rows = [np.ascontiguousarray(v.X.astype(np.float32)) for v in digits.views]
+    labels = digits.labels
+    for data in record:
+        m = decode(data)
+        for name, a in m.arrays.items():
+            if a.dtype.kind == "f" and a.ndim == 2:
+                for X in raw_rows:
+                    if a.shape[1] == X.shape[1]:  # same width as a feature matrix: must not be any of its rows
+                        hits = (np.abs(a[:, None, :] - X[None, :, :]).max(-1) < 1e-6).any()
+                        assert not hits, f"{name} carries raw feature rows"
+            if a.dtype.kind in "iu" and len(a) >= 16:
+                assert not np.array_equal(a, labels[: len(a)]), f"{name} carries labels"
+                assert not np.array_equal(a % 10, labels[a % len(labels)]), f"{name} carries labels"
+        assert "label" not in str(m.config).lower()
+
+
+def test_k_minibatches_per_round_trains_and_cuts_messages(digits):
+    r1 = run(digits, 0, make_config("default", method="apfed-c", epochs=2))
+    r4 = run(digits, 0, make_config("default", method="apfed-c", epochs=2, batches_per_round=4))
+    assert r4.wire["messages"] <= r1.wire["messages"] / 3
+    assert r4.accuracy > 30
+
+
+def test_passive_refuses_a_bad_request_and_active_raises(digits):
+    from protocols import ProtocolError
+
+    client = build_clients(digits, 0, make_config("default", method="apfed-c", epochs=1))
+    client.setup()
+    passive = client.transport.handlers["passive1"]
+    bad = {
+        "idx": torch.tensor([0, 10**6]),
+        "sizes": torch.tensor([2]),
+        "progress": np.zeros(1),
+        "act": torch.zeros(2, 64),
+    }
+    from protocols.messages import TRAIN, Message
+
+    reply = passive(Message(TRAIN, client.run_id, 1, "active", "passive1", bad, {}))
+    assert reply.kind == "error" and "outside" in reply.config["error"]
+    client.transport.handlers["passive1"] = lambda m: m.reply(
+        arrays={"grad": torch.full((len(m.arrays["idx"]), 64), float("nan"))}
+    )
+    with pytest.raises(ProtocolError, match="NaN"):
+        client.fit()
