@@ -16,7 +16,7 @@ from apfed.learner import PassiveLearner
 from clients.tensors import as_tensor
 from protocols.errors import ProtocolError
 from protocols.ids import hash_ids
-from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, SETUP, TRAIN, Message
+from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, HELLO, REPLY, SETUP, TRAIN, Message
 from protocols.validation import ArraySpec, validate
 
 
@@ -35,6 +35,8 @@ class PassiveClient:
 
     def handle(self, msg: Message) -> Message:
         try:
+            if msg.kind == HELLO:
+                return Message(REPLY, msg.run_id, msg.round, self.name, msg.sender, {}, {"party": self.name})
             if msg.kind == SETUP:
                 return self._setup(msg)
             self._check_session(msg)
@@ -97,9 +99,14 @@ class PassiveClient:
         rows = self.offered_rows[np.asarray(msg.arrays["keep"])]
         if (rows < 0).any():
             raise ProtocolError("align asks for ids this party does not hold")
-        self.n = len(rows)
+        self._build(rows, np.asarray(msg.arrays["train"]))
+        return msg.reply(config={"embedding_shape": list(self.learner.embedding_shape)})
+
+    def _build(self, rows: np.ndarray, train: np.ndarray) -> None:
+        """Preprocess the aligned rows (statistics from training rows only) and create the learner."""
+        self.rows, self.train_rows, self.n = rows, train, len(rows)
         view = self.data.view
-        pre = Preprocessor.fit(view, rows[np.asarray(msg.arrays["train"])])
+        pre = Preprocessor.fit(view, rows[train])
         X = torch.from_numpy(pre(view.X[rows])).to(self.device)
         c = self.setup_config
         spec = {"kind": view.kind, "shape": list(view.shape)}
@@ -108,7 +115,45 @@ class PassiveClient:
             spec, self.cfg, X, c["loss"] or None, bool(c["sends_embedding"]), active_shape, int(c["seed"])
         )
         self.received_shape = tuple(c["received_shape"]) if c.get("received_shape") else None
-        return msg.reply(config={"embedding_shape": list(self.learner.embedding_shape)})
+
+    # --- state across processes (Flower recreates the ClientApp for every message) ---------------------
+    def state_bytes(self) -> bytes:
+        """Everything needed to continue this run in another process, as ``torch.save`` bytes."""
+        import io
+
+        state = {
+            "run_id": self.run_id,
+            "active_name": self.active_name,
+            "setup_config": json.dumps(getattr(self, "setup_config", None)),
+        }
+        if self.offered_rows is not None:
+            state["offered_rows"] = torch.from_numpy(self.offered_rows)
+        if self.learner is not None:
+            state.update(
+                rows=torch.from_numpy(self.rows),
+                train_rows=torch.from_numpy(self.train_rows),
+                learner=self.learner.state(),
+            )
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        """Continue from ``state_bytes``; loads with weights_only=True, so no code is ever unpickled."""
+        import io
+
+        state = torch.load(io.BytesIO(blob), weights_only=True, map_location=self.device)
+        self.run_id, self.active_name = state["run_id"], state["active_name"]
+        setup = json.loads(state["setup_config"])
+        if setup is not None:
+            self.setup_config = setup
+            self.cfg = TrainConfig.from_dict(json.loads(setup["train_config"]))
+            self.cfg.device = self.device
+        if "offered_rows" in state:
+            self.offered_rows = state["offered_rows"].numpy()
+        if "learner" in state:
+            self._build(state["rows"].numpy(), state["train_rows"].numpy())
+            self.learner.load_state(state["learner"])
 
     def _train(self, msg: Message) -> Message:
         if self.learner is None:

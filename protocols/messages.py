@@ -11,9 +11,9 @@ import numpy as np
 SCHEMA_VERSION = 1
 
 # Requests (active -> passive) and the replies they expect.
-SETUP, ALIGN, TRAIN, EVALUATE, FINISH = "setup", "align", "train", "evaluate", "finish"
+HELLO, SETUP, ALIGN, TRAIN, EVALUATE, FINISH = "hello", "setup", "align", "train", "evaluate", "finish"
 REPLY, ERROR = "reply", "error"
-KINDS = (SETUP, ALIGN, TRAIN, EVALUATE, FINISH, REPLY, ERROR)
+KINDS = (HELLO, SETUP, ALIGN, TRAIN, EVALUATE, FINISH, REPLY, ERROR)
 
 ConfigValue = int | float | str | bool | list
 

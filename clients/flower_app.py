@@ -1,0 +1,212 @@
+"""Thin Flower apps around the two roles: the ServerApp is the active party (coordinator), each ClientApp a
+passive party on its own SuperNode. The training loop is ActiveClient.fit, unchanged; only the transport
+differs. ClientApps are recreated for every message, so a passive's state lives in ``context.state`` (with
+an in-process cache when the same worker handles consecutive messages)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from apfed.config import make_config, parse_overrides
+from apfed.data.views import MultiViewDataset, PartyData, split_parties
+from apfed.errors import ConfigError
+from clients.active import ActiveClient
+from clients.passive import PassiveClient
+from protocols.flower import FlowerTransport, discover, from_recorddict, to_recorddict
+
+
+@dataclass
+class RunSettings:
+    """The active party's run configuration (and, in simulation, the data every virtual node loads)."""
+
+    dataset: str = "mnist5k"
+    views: int = 0
+    active: str = ""
+    data: list[str] = field(default_factory=list)  # party files, the active party's first
+    data_dir: str = ""
+    id_column: str = "id"
+    label_column: str = "label"
+    method: str = "apfed-c"
+    preset: str = "default"
+    epochs: int = 0
+    seed: int = 0
+    batches_per_round: int = 1
+    device: str = "cpu"
+    sets: list[str] = field(default_factory=list)
+    model_out: str = ""
+    results_out: str = ""
+    timeout: float = 600.0
+
+    @classmethod
+    def from_run_config(cls, rc: dict) -> RunSettings:
+        """From ``[tool.flwr.app.config]`` / ``--run-config`` (keys with dashes or underscores)."""
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {}
+        for k, v in rc.items():
+            key = k.replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"unknown run-config key {k!r}")
+            kw[key] = [x for x in str(v).split(",") if x] if key in ("data", "sets") else v
+        return cls(**kw)
+
+    def config(self):
+        over = {
+            "epochs": self.epochs or None,
+            "method": self.method,
+            "seed": self.seed,
+            "device": self.device,
+            "batches_per_round": self.batches_per_round,
+            **parse_overrides(self.sets),
+        }
+        return make_config(self.preset, **over)
+
+
+def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
+    """The dataset named by the settings and the active view index (same rules as the CLI)."""
+    from apfed.data import BUNDLED, load_bundled, load_image_dir, load_party_files
+
+    if s.data:
+        ds = load_party_files(s.data, s.id_column, s.label_column, log=lambda m: None)
+    elif s.dataset in BUNDLED:
+        ds = load_bundled(s.dataset, s.views or None)
+    else:
+        ds = load_image_dir(s.dataset, s.data_dir, s.views or 2)
+    active = s.active or ("fou" if ds.name == "handwritten" else "0")
+    return ds, ds.view_index(active)
+
+
+def passive_party(s: RunSettings, index: int) -> PartyData:
+    """Passive ``index``'s own data (no labels), for simulation and demos on bundled data."""
+    ds, a = load_dataset(s)
+    _, passives = split_parties(ds, a)
+    if not 0 <= index < len(passives):
+        raise ConfigError(f"there is no passive party {index + 1}: the dataset has {len(passives)} passive views")
+    return passives[index]
+
+
+def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
+    """The active party's whole run over a Flower Grid: align, train, evaluate, write the model."""
+    ds, a = load_dataset(s)
+    cfg = s.config()
+    active_data, passives = split_parties(ds, a)
+    run_id = uuid.uuid4().hex[:12]
+    nodes = discover(grid, run_id, len(passives), timeout=s.timeout)
+    names = [f"passive{i + 1}" for i in range(len(passives))]
+    missing = [n for n in names if n not in nodes]
+    if missing:
+        raise ConfigError(f"passive parties {missing} did not connect (connected: {sorted(nodes)})")
+    client = ActiveClient(
+        active_data, cfg, FlowerTransport(grid, nodes, s.timeout), names, run_id=run_id, log=lambda m: None
+    )
+    client.setup()
+    history = client.fit(on_epoch=on_epoch)
+    preds = client.predictions()
+    result = {
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "history": history,
+        "final": client.final_metrics(),
+        "accuracy": float(np.mean([h["accuracy"] for h in history[-cfg.eval_last :]])),
+        "wire": client.wire,
+        "test_predictions": {k: v.tolist() for k, v in preds.items()},
+        "settings": asdict(s),
+    }
+    if s.model_out and client.learner.standalone:
+        client.standalone_model(
+            {"dataset": ds.name, "method": cfg.method, "seed": cfg.seed, "run_id": run_id, "transport": "flower"}
+        ).save(s.model_out)
+    client.finish()
+    if s.results_out:
+        Path(s.results_out).write_text(json.dumps(result))
+    return result
+
+
+def make_server_app(settings: RunSettings | None = None):
+    from flwr.serverapp import ServerApp
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:
+        run_active(grid, settings or RunSettings.from_run_config(dict(context.run_config)))
+
+    return app
+
+
+_CACHE: dict[int, tuple[int, PassiveClient]] = {}
+
+
+def _passive_for(context, settings: RunSettings | None) -> PassiveClient:
+    nc = dict(context.node_config)
+    if "partition-id" in nc:  # simulation: virtual node i is passive i+1 of the settings' dataset
+        index = int(nc["partition-id"])
+        name, data = f"passive{index + 1}", None
+    else:  # deployment: the node's own config names its party and data
+        name = str(nc.get("party", ""))
+        if not name.startswith("passive"):
+            raise ConfigError("node config needs party=passiveN")
+        index, data = int(name.removeprefix("passive")) - 1, None
+    meta = context.state.config_records.get("apfed_meta") if hasattr(context.state, "config_records") else None
+    version = int(meta["version"]) if meta is not None else 0
+    cached = _CACHE.get(context.node_id)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in ("party", "device")})
+    data = passive_party(s, index)
+    client = PassiveClient(name, data, str(nc.get("device", "cpu")))
+    if version:
+        client.restore(context.state.array_records["apfed_state"]["blob"].numpy().tobytes())
+    return client
+
+
+def _save(context, client: PassiveClient) -> None:
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+
+    meta = context.state.config_records.get("apfed_meta")
+    version = (int(meta["version"]) if meta is not None else 0) + 1
+    blob = np.frombuffer(client.state_bytes(), dtype=np.uint8)
+    context.state.array_records["apfed_state"] = ArrayRecord({"blob": Array(blob)})
+    context.state.config_records["apfed_meta"] = ConfigRecord({"version": version})
+    _CACHE[context.node_id] = (version, client)
+
+
+def make_client_app(settings: RunSettings | None = None):
+    from flwr.app import Message as FlowerMessage
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.train("apfed")
+    def handle(msg, context):
+        client = _passive_for(context, settings)
+        reply = client.handle(from_recorddict(msg.content))
+        _save(context, client)
+        return FlowerMessage(to_recorddict(reply), reply_to=msg)
+
+    return app
+
+
+def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> dict:
+    """Run one training with the Flower simulation engine (Ray): one virtual SuperNode per passive."""
+    import tempfile
+
+    from flwr.simulation import run_simulation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = RunSettings(**{**asdict(settings), "results_out": str(Path(tmp) / "result.json")})
+        run_simulation(
+            make_server_app(s),
+            make_client_app(s),
+            num_supernodes=n_passives,
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+            verbose_logging=verbose,
+        )
+        out = Path(s.results_out)
+        if not out.exists():
+            raise ConfigError("the simulation ended without a result; rerun with --verbose to see Flower's log")
+        return json.loads(out.read_text())

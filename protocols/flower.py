@@ -1,0 +1,112 @@
+"""Flower transport: apfed messages as Flower RecordDicts, exchanged through a ServerApp's Grid.
+
+Only this module imports flwr (lazily), so the rest of the protocol and the core run without it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from protocols.errors import ProtocolError
+from protocols.messages import HELLO, KINDS, Message, to_numpy
+
+MESSAGE_TYPE = "train.apfed"  # one ClientApp handler; the apfed kind travels in the header
+
+
+def to_recorddict(msg: Message):
+    """An apfed message as a Flower RecordDict: header and config in a ConfigRecord, arrays in an ArrayRecord."""
+    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+    header = {
+        "schema_version": msg.schema_version,
+        "kind": msg.kind,
+        "run_id": msg.run_id,
+        "round": msg.round,
+        "sender": msg.sender,
+        "receiver": msg.receiver,
+        "config": json.dumps(msg.config, allow_nan=False),
+    }
+    arrays = ArrayRecord({k: Array(np.ascontiguousarray(to_numpy(v))) for k, v in msg.arrays.items()})
+    return RecordDict({"apfed_header": ConfigRecord(header), "apfed_arrays": arrays})
+
+
+def from_recorddict(rd) -> Message:
+    """Parse a RecordDict made by ``to_recorddict``; anything else raises ProtocolError."""
+    try:
+        h = dict(rd["apfed_header"])
+        arrays = {k: v.numpy() for k, v in rd["apfed_arrays"].items()}
+        config = json.loads(h["config"])
+        msg = Message(
+            str(h["kind"]),
+            str(h["run_id"]),
+            int(h["round"]),
+            str(h["sender"]),
+            str(h["receiver"]),
+            arrays,
+            config,
+            int(h["schema_version"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProtocolError(f"malformed Flower message: {e}") from None
+    if msg.kind not in KINDS or not isinstance(config, dict):
+        raise ProtocolError(f"malformed Flower message: kind {msg.kind!r}")
+    return msg
+
+
+class FlowerTransport:
+    """Push one request per passive through the Grid, then poll for the replies (no fixed sleeps)."""
+
+    def __init__(self, grid, nodes: dict[str, int], timeout: float = 600.0, poll: float = 0.01):
+        self.grid, self.nodes, self.timeout, self.poll = grid, dict(nodes), timeout, poll
+        self.messages = 0
+
+    def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
+        from flwr.app import Message as FlowerMessage
+
+        out = [
+            FlowerMessage(to_recorddict(m), self.nodes[n], MESSAGE_TYPE, group_id=str(m.round))
+            for n, m in requests.items()
+        ]
+        ids = list(self.grid.push_messages(out))
+        by_node = {v: k for k, v in self.nodes.items()}
+        replies: dict[str, Message] = {}
+        pending, deadline = set(ids), time.monotonic() + self.timeout
+        while pending:
+            for r in self.grid.pull_messages(list(pending)):
+                pending.discard(r.metadata.reply_to_message_id)
+                name = by_node.get(r.metadata.src_node_id, f"node {r.metadata.src_node_id}")
+                if r.has_error():
+                    raise ProtocolError(f"{name} failed: {r.error.reason}")
+                replies[name] = from_recorddict(r.content)
+            if pending:
+                if time.monotonic() > deadline:
+                    raise ProtocolError(f"no reply from {len(pending)} passive(s) within {self.timeout:.0f} s")
+                time.sleep(self.poll)
+        self.messages += 2 * len(ids)
+        return replies
+
+    def close(self) -> None:
+        pass
+
+
+def discover(grid, run_id: str, expected: int, timeout: float = 120.0) -> dict[str, int]:
+    """Ask every connected node which passive party it is; wait until ``expected`` nodes are connected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) >= expected:
+            break
+        if time.monotonic() > deadline:
+            raise ProtocolError(f"only {len(node_ids)} of {expected} passive nodes connected within {timeout:.0f} s")
+        time.sleep(0.2)
+    probe = FlowerTransport(grid, {str(n): n for n in node_ids}, timeout)
+    replies = probe.exchange({str(n): Message(HELLO, run_id, 0, "active", "?") for n in node_ids})
+    nodes = {}
+    for n in node_ids:
+        party = replies[str(n)].config.get("party")
+        if not isinstance(party, str) or party in nodes:
+            raise ProtocolError(f"node {n} did not name a unique passive party (got {party!r})")
+        nodes[party] = n
+    return nodes
