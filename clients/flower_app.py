@@ -52,6 +52,7 @@ class RunSettings:
             if key not in known:
                 raise ConfigError(f"unknown run-config key {k!r}")
             kw[key] = [x for x in str(v).split(",") if x] if key in ("data", "sets") else v
+        kw = {k: v for k, v in kw.items() if v != "" or k in ("data", "sets")}
         return cls(**kw)
 
     def config(self):
@@ -210,3 +211,8 @@ def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> d
         if not out.exists():
             raise ConfigError("the simulation ended without a result; rerun with --verbose to see Flower's log")
         return json.loads(out.read_text())
+
+
+# The components named in pyproject.toml [tool.flwr.app.components], for `flwr run`.
+server_app = make_server_app()
+client_app = make_client_app()

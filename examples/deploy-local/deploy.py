@@ -1,0 +1,309 @@
+"""Loopback deployment of apfed over Flower with TLS and SuperNode authentication.
+
+Generates a CA, a server certificate and one EC key per passive; starts a SuperLink (TLS,
+--enable-supernode-auth, --disable-runtime-dependency-installation); registers and starts one SuperNode per
+passive with its own data; runs the training with `flwr run`; writes the standalone model and a result JSON;
+then stops every process it started, by PID. Every wait is bounded.
+
+Usage (from the repository root, in the project's venv):
+    python examples/deploy-local/deploy.py --out runs/deploy [--method apfed-c] [--epochs 2] [--k 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_pki(d: Path, n_nodes: int) -> dict:
+    """CA, server certificate for 127.0.0.1/localhost, and one EC P-256 key pair (OpenSSH) per node."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    d.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def pem_key(k):
+        return k.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apfed test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    srv_key = ec.generate_private_key(ec.SECP256R1())
+    srv = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(srv_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "server.pem").write_bytes(srv.public_bytes(serialization.Encoding.PEM))
+    (d / "server.key").write_bytes(pem_key(srv_key))
+    nodes = []
+    for i in range(n_nodes):
+        k = ec.generate_private_key(ec.SECP256R1())
+        priv, pub = d / f"node{i + 1}", d / f"node{i + 1}.pub"
+        priv.write_bytes(
+            k.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            )
+        )
+        pub.write_bytes(k.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+        os.chmod(priv, 0o600)
+        nodes.append((priv, pub))
+    return {"ca": d / "ca.crt", "cert": d / "server.pem", "key": d / "server.key", "nodes": nodes}
+
+
+class Processes:
+    """Start processes in their own process groups; stop them all (and their children) by PID."""
+
+    def __init__(self, logdir: Path, env: dict):
+        self.logdir, self.env, self.procs = logdir, env, []
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.logdir / f"{name}.log", "w")  # noqa: SIM115 (closed in stop)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT, start_new_session=True)
+        self.procs.append((name, p, log))
+        return p
+
+    def stop_one(self, p: subprocess.Popen, grace: float = 10.0) -> None:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(grace)
+        with contextlib.suppress(ProcessLookupError):  # children left in its group (e.g. flwr-serverapp)
+            os.killpg(p.pid, signal.SIGKILL)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop every started process, its process group and its detached helpers; wait (bounded) until gone."""
+        pids = []
+        for _, p, log in reversed(self.procs):
+            for child in detached_children(p.pid):  # e.g. the SuperLink's flower-superexec
+                pids.append(child)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+            pids.append(p.pid)
+            self.stop_one(p)
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+            time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def detached_children(pid: int) -> list[int]:
+    """Processes that Flower starts in their own session with ``--parent-pid PID`` (killpg misses them)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                args = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--parent-pid" in args and args[args.index(b"--parent-pid") + 1 : args.index(b"--parent-pid") + 2] == [
+                str(pid).encode()
+            ]:
+                found.append(int(d.name))
+    return found
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before opening port {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def flwr(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "flwr"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_link(out: Path, n_nodes: int) -> dict:
+    """PKI, Flower config and a SuperLink with TLS and SuperNode authentication on free loopback ports."""
+    out.mkdir(parents=True, exist_ok=True)
+    pki = make_pki(out / "pki", n_nodes)
+    home = out / "flwr_home"
+    home.mkdir(exist_ok=True)
+    fleet, control = free_port(), free_port()  # control: the SuperLink's HTTP API (Control and Runtime)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local-tls"\n\n[superlink.local-tls]\naddress = "127.0.0.1:{control}"\n'
+        f'root-certificates = "{pki["ca"]}"\n'
+    )
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    procs = Processes(out, env)
+    t0 = time.monotonic()
+    try:
+        link = procs.start(
+            "superlink",
+            [
+                str(BIN / "flower-superlink"),
+                "--ssl-ca-certfile",
+                str(pki["ca"]),
+                "--ssl-certfile",
+                str(pki["cert"]),
+                "--ssl-keyfile",
+                str(pki["key"]),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--fleet-api-address",
+                f"127.0.0.1:{fleet}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(control),
+            ],
+        )
+        wait_port(control, 60, link)
+        wait_port(fleet, 60, link)
+    except BaseException:
+        procs.stop()
+        raise
+    return {"pki": pki, "env": env, "procs": procs, "fleet": fleet, "control": control, "t0": t0}
+
+
+def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
+    args = [
+        str(BIN / "flower-supernode"),
+        "--superlink",
+        f"127.0.0.1:{link['fleet']}",
+        "--auth-supernode-private-key",
+        str(key),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--node-config",
+        f"party='{party}' {node_config}",
+    ]
+    return args + (["--root-certificates", str(link["pki"]["ca"])] if tls else ["--insecure"])
+
+
+def deploy(
+    out: Path,
+    method: str = "apfed-c",
+    dataset: str = "mnist5k",
+    active: str = "top",
+    epochs: int = 2,
+    k: int = 1,
+    seed: int = 0,
+    n_passives: int = 1,
+    extra_run_config: str = "",
+    register: bool = True,
+    timeout: float = 900.0,
+) -> dict:
+    """Run the whole loopback deployment; return the ServerApp's result (plus timings)."""
+    out = out.resolve()
+    link = start_link(out, n_passives)
+    pki, env, procs = link["pki"], link["env"], link["procs"]
+    t0 = link["t0"]
+    try:
+        for i, (priv, pub) in enumerate(pki["nodes"]):
+            if register:
+                r = flwr(env, "supernode", "register", str(pub), "local-tls")
+                if r.returncode != 0:
+                    raise RuntimeError(f"registering node {i + 1} failed: {r.stdout}{r.stderr}")
+            procs.start(
+                f"supernode{i + 1}",
+                supernode_args(link, priv, f"passive{i + 1}", f"dataset='{dataset}' active='{active}'"),
+            )
+        result_path, model_path = out / "result.json", out / "model.safetensors"
+        run_config = (
+            f"method='{method}' dataset='{dataset}' active='{active}' epochs={epochs} seed={seed} "
+            f"batches-per-round={k} model-out='{model_path}' results-out='{result_path}' "
+            f"{extra_run_config}"
+        )
+        t1 = time.monotonic()
+        r = flwr(env, "run", ".", "local-tls", "--stream", "--run-config", run_config, timeout=timeout)
+        (out / "flwr-run.log").write_text(r.stdout + r.stderr)
+        if not result_path.exists():
+            raise RuntimeError(f"the run produced no result (flwr run exit {r.returncode}); see {out}/flwr-run.log")
+        result = json.loads(result_path.read_text())
+        result["timing"] = {"setup_s": t1 - t0, "run_s": time.monotonic() - t1}
+        return result
+    finally:
+        procs.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/deploy"))
+    ap.add_argument("--method", default="apfed-c")
+    ap.add_argument("--dataset", default="mnist5k")
+    ap.add_argument("--active", default="top")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    r = deploy(a.out, a.method, a.dataset, a.active, a.epochs, a.k, a.seed)
+    print(
+        f"{a.method} over TLS + node auth: test accuracy {r['final']['accuracy']:.2f} %, "
+        f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
+    )
+    print(f"standalone model: {a.out / 'model.safetensors'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Real flower-superlink / flower-supernode processes on loopback, with TLS and SuperNode authentication.
+Keys and certificates are generated at test time; every wait is bounded; every process is stopped by PID."""
+
+import importlib.util
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("deploy", ROOT / "examples" / "deploy-local" / "deploy.py")
+deploy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(deploy)
+
+
+def _running(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_deployment_trains_exports_and_model_predicts_with_everything_stopped(tmp_path):
+    from apfed.data import load_bundled
+    from apfed.standalone import StandaloneModel
+
+    r = deploy.deploy(tmp_path, method="apfed-c", dataset="digits", active="0", epochs=1, k=4, timeout=600)
+    assert r["final"]["accuracy"] > 20
+    left = ""
+    for _ in range(50):  # processes killed a moment ago may take a little while to disappear
+        left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.strip()
+        if not left:
+            break
+        time.sleep(0.2)
+    assert left == "", f"processes of this deployment are still running: {left}"
+    ds = load_bundled("digits")
+    m = StandaloneModel.load(tmp_path / "model.safetensors")  # no SuperLink, no SuperNode is running now
+    pred = m.predict(ds.views[0].X[np.sort(ds.test_idx)]).astype(int)
+    assert np.array_equal(pred, np.asarray(r["test_predictions"]["standalone"]))
+
+
+def _wait_exit(p: subprocess.Popen, timeout: float) -> int | None:
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def test_unregistered_node_is_refused_and_node_without_tls_cannot_connect(tmp_path):
+    link = deploy.start_link(tmp_path, 2)
+    procs = link["procs"]
+    try:
+        key, _ = link["pki"]["nodes"][0]  # never registered
+        p = procs.start("unregistered", deploy.supernode_args(link, key, "passive1"))
+        code = _wait_exit(p, 90)
+        log = (tmp_path / "unregistered.log").read_text()
+        # Flower reports exit code 305 in its log; the process itself exits 1 after its HTTP server shuts down
+        assert code not in (None, 0) and "Exit Code: 305" in log and "Failed to activate SuperNode" in log, log[-2000:]
+        key2, pub2 = link["pki"]["nodes"][1]
+        r = deploy.flwr(link["env"], "supernode", "register", str(pub2), "local-tls")
+        assert r.returncode == 0, r.stdout + r.stderr
+        p2 = procs.start(
+            "insecure",
+            [*deploy.supernode_args(link, key2, "passive2", tls=False), "--max-retries", "2", "--max-wait-time", "20"],
+        )
+        code = _wait_exit(p2, 90)
+        log = (tmp_path / "insecure.log").read_text()
+        assert code not in (None, 0), log[-2000:]
+    finally:
+        procs.stop()
+    assert not any(_running(p.pid) for _, p, _ in procs.procs)
