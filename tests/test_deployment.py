@@ -60,13 +60,30 @@ def test_unregistered_node_is_refused_and_node_without_tls_cannot_connect(tmp_pa
         key2, pub2 = link["pki"]["nodes"][1]
         r = deploy.flwr(link["env"], "supernode", "register", str(pub2), "local-tls")
         assert r.returncode == 0, r.stdout + r.stderr
-        p2 = procs.start(
-            "insecure",
-            [*deploy.supernode_args(link, key2, "passive2", tls=False), "--max-retries", "2", "--max-wait-time", "20"],
-        )
+        # a registered key, but no TLS: Flower refuses to authenticate over plaintext (exit code 303)
+        p2 = procs.start("insecure", deploy.supernode_args(link, key2, "passive2", tls=False))
         code = _wait_exit(p2, 90)
         log = (tmp_path / "insecure.log").read_text()
-        assert code not in (None, 0), log[-2000:]
+        assert code not in (None, 0) and "Exit Code: 303" in log, log[-2000:]
+        # no TLS and no key at all: the TLS SuperLink never accepts the plaintext connection
+        fleet = f"127.0.0.1:{link['fleet']}"
+        plain = [
+            str(deploy.BIN / "flower-supernode"),
+            "--superlink",
+            fleet,
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(deploy.free_port()),
+            "--max-retries",
+            "2",
+            "--max-wait-time",
+            "20",
+        ]
+        code = _wait_exit(procs.start("plaintext", plain), 90)
+        log = (tmp_path / "plaintext.log").read_text()
+        assert code not in (None, 0) and "Exit Code" in log, log[-2000:]
     finally:
         procs.stop()
     assert not any(_running(p.pid) for _, p, _ in procs.procs)
