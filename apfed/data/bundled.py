@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -15,7 +17,14 @@ HANDWRITTEN_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
 
 
 def _npz(name: str) -> np.lib.npyio.NpzFile:
-    return np.load(resources.files("apfed.data").joinpath("bundled", f"{name}.npz").open("rb"))
+    """The bundled file, from this package or, when this copy of the code carries no data (a Flower app
+    bundle ships only code), from an installed apfed on sys.path."""
+    here = resources.files("apfed.data").joinpath("bundled", f"{name}.npz")
+    candidates = [Path(str(here))] + [Path(p) / "apfed" / "data" / "bundled" / f"{name}.npz" for p in sys.path if p]
+    for path in candidates:
+        if path.is_file():
+            return np.load(path)
+    raise DataError(f"bundled dataset file {name}.npz is missing; reinstall apfed (pip install -e .)")
 
 
 def load_bundled(name: str, n_views: int | None = None, split_seed: int = 0) -> MultiViewDataset:
