@@ -191,6 +191,7 @@ def start_link(out: Path, n_nodes: int) -> dict:
         **os.environ,
         "FLWR_HOME": str(home),
         "PYTHONPATH": str(ROOT),
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",  # start app processes sooner (default 1 s)
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     procs = Processes(out, env)
