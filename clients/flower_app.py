@@ -184,9 +184,24 @@ def make_client_app(settings: RunSettings | None = None):
 
     @app.train("apfed")
     def handle(msg, context):
+        import logging
+        import time
+
+        t0 = time.perf_counter()
         client = _passive_for(context, settings)
-        reply = client.handle(from_recorddict(msg.content))
+        t1 = time.perf_counter()
+        request = from_recorddict(msg.content)
+        reply = client.handle(request)
+        t2 = time.perf_counter()
         _save(context, client)
+        logging.getLogger("flwr").info(
+            "apfed %s %s: load %.2fs, handle %.2fs, save %.2fs",
+            client.name,
+            request.kind,
+            t1 - t0,
+            t2 - t1,
+            time.perf_counter() - t2,
+        )
         return FlowerMessage(to_recorddict(reply), reply_to=msg)
 
     return app
