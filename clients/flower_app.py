@@ -41,6 +41,7 @@ class RunSettings:
     model_out: str = ""
     results_out: str = ""
     timeout: float = 600.0
+    passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
 
     @classmethod
     def from_run_config(cls, rc: dict) -> RunSettings:
@@ -92,12 +93,21 @@ def passive_party(s: RunSettings, index: int) -> PartyData:
 
 def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     """The active party's whole run over a Flower Grid: align, train, evaluate, write the model."""
-    ds, a = load_dataset(s)
     cfg = s.config()
-    active_data, passives = split_parties(ds, a)
+    if len(s.data) == 1:  # a real deployment: the active party holds only its own file
+        from apfed.data.files import active_party_file
+
+        if s.passives < 1:
+            raise ConfigError("with only the active party's data file, set passives=N (the number of passive parties)")
+        active_data = active_party_file(s.data[0], s.id_column, s.label_column)
+        n_passives, name = s.passives, Path(s.data[0]).stem
+    else:
+        ds, a = load_dataset(s)
+        active_data, passive_data = split_parties(ds, a)
+        n_passives, name = len(passive_data), ds.name
     run_id = uuid.uuid4().hex[:12]
-    nodes = discover(grid, run_id, len(passives), timeout=s.timeout)
-    names = [f"passive{i + 1}" for i in range(len(passives))]
+    nodes = discover(grid, run_id, n_passives, timeout=s.timeout)
+    names = [f"passive{i + 1}" for i in range(n_passives)]
     missing = [n for n in names if n not in nodes]
     if missing:
         raise ConfigError(f"passive parties {missing} did not connect (connected: {sorted(nodes)})")
@@ -119,7 +129,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     }
     if s.model_out and client.learner.standalone:
         client.standalone_model(
-            {"dataset": ds.name, "method": cfg.method, "seed": cfg.seed, "run_id": run_id, "transport": "flower"}
+            {"dataset": name, "method": cfg.method, "seed": cfg.seed, "run_id": run_id, "transport": "flower"}
         ).save(s.model_out)
     client.finish()
     if s.results_out:
@@ -146,19 +156,24 @@ def _passive_for(context, settings: RunSettings | None) -> PassiveClient:
     nc = dict(context.node_config)
     if "partition-id" in nc:  # simulation: virtual node i is passive i+1 of the settings' dataset
         index = int(nc["partition-id"])
-        name, data = f"passive{index + 1}", None
+        name = f"passive{index + 1}"
     else:  # deployment: the node's own config names its party and data
         name = str(nc.get("party", ""))
         if not name.startswith("passive"):
             raise ConfigError("node config needs party=passiveN")
-        index, data = int(name.removeprefix("passive")) - 1, None
+        index = int(name.removeprefix("passive")) - 1
     meta = context.state.config_records.get("apfed_meta") if hasattr(context.state, "config_records") else None
     version = int(meta["version"]) if meta is not None else 0
     cached = _CACHE.get(context.node_id)
     if cached is not None and cached[0] == version:
         return cached[1]
-    s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in ("party", "device")})
-    data = passive_party(s, index)
+    if settings is None and "data" in nc:  # deployment with the party's own file
+        from apfed.data.files import passive_party_file
+
+        data = passive_party_file(str(nc["data"]), str(nc.get("id-column", "id")))
+    else:
+        s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in ("party", "device")})
+        data = passive_party(s, index)
     client = PassiveClient(name, data, str(nc.get("device", "cpu")))
     if version:
         client.restore(context.state.array_records["apfed_state"]["blob"].numpy().tobytes())

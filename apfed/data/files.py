@@ -102,6 +102,36 @@ def _checked(t: PartyTable) -> PartyTable:
     return t
 
 
+def passive_party_file(path: str | Path, id_column: str):
+    """A passive party's own file (no labels) as its PartyData."""
+    from apfed.data.views import PartyData
+
+    t = read_party_file(path, id_column)
+    return PartyData(view=View(name=t.path.stem, kind="tabular", X=t.X, columns=t.columns), ids=t.ids)
+
+
+def active_party_file(path: str | Path, id_column: str, label_column: str, split_seed: int = 0):
+    """The active party's own file (with labels) as its PartyData, with a seeded stratified split.
+
+    Used where the active party holds only its own file (a real deployment); rows are aligned with the
+    passives later, inside the protocol."""
+    from apfed.data.views import PartyData
+
+    t = read_party_file(path, id_column, label_column)
+    class_names, labels = np.unique(t.labels, return_inverse=True)
+    if len(class_names) < 2:
+        raise DataError(f"{t.path}: label column {label_column!r} has a single class")
+    train, test = stratified_split(labels, 0.2, split_seed)
+    return PartyData(
+        view=View(name=t.path.stem, kind="tabular", X=t.X, columns=t.columns),
+        ids=t.ids,
+        labels=labels.astype(np.int64),
+        class_names=[str(c) for c in class_names],
+        train_ids=t.ids[train],
+        test_ids=t.ids[test],
+    )
+
+
 def align_tables(tables: list[PartyTable]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Intersect ids across parties, in the first (active) party's row order.
 

@@ -254,9 +254,15 @@ def deploy(
     extra_run_config: str = "",
     register: bool = True,
     timeout: float = 900.0,
+    files: list[Path] | None = None,
+    id_column: str = "id",
+    label_column: str = "label",
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings)."""
     out = out.resolve()
+    if files:  # bring-your-own data: the active party's file first, then one file per passive
+        files = [Path(f).resolve() for f in files]
+        n_passives = len(files) - 1
     link = start_link(out, n_passives)
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
@@ -266,15 +272,19 @@ def deploy(
                 r = flwr(env, "supernode", "register", str(pub), "local-tls")
                 if r.returncode != 0:
                     raise RuntimeError(f"registering node {i + 1} failed: {r.stdout}{r.stderr}")
-            procs.start(
-                f"supernode{i + 1}",
-                supernode_args(link, priv, f"passive{i + 1}", f"dataset='{dataset}' active='{active}'"),
+            node_config = (
+                f"data='{files[i + 1]}' id-column='{id_column}'" if files else f"dataset='{dataset}' active='{active}'"
             )
+            procs.start(f"supernode{i + 1}", supernode_args(link, priv, f"passive{i + 1}", node_config))
         result_path, model_path = out / "result.json", out / "model.safetensors"
+        data_config = (
+            f"data='{files[0]}' passives={n_passives} id-column='{id_column}' label-column='{label_column}'"
+            if files
+            else f"dataset='{dataset}' active='{active}'"
+        )
         run_config = (
-            f"method='{method}' dataset='{dataset}' active='{active}' epochs={epochs} seed={seed} "
-            f"batches-per-round={k} model-out='{model_path}' results-out='{result_path}' "
-            f"{extra_run_config}"
+            f"method='{method}' {data_config} epochs={epochs} seed={seed} batches-per-round={k} "
+            f"model-out='{model_path}' results-out='{result_path}' {extra_run_config}"
         )
         t1 = time.monotonic()
         r = flwr(env, "run", ".", "local-tls", "--stream", "--run-config", run_config, timeout=timeout)
@@ -297,8 +307,22 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", type=Path, action="append", help="party files, the active party's first")
+    ap.add_argument("--id-column", default="id")
+    ap.add_argument("--label-column", default="label")
     a = ap.parse_args()
-    r = deploy(a.out, a.method, a.dataset, a.active, a.epochs, a.k, a.seed)
+    r = deploy(
+        a.out,
+        a.method,
+        a.dataset,
+        a.active,
+        a.epochs,
+        a.k,
+        a.seed,
+        files=a.data,
+        id_column=a.id_column,
+        label_column=a.label_column,
+    )
     print(
         f"{a.method} over TLS + node auth: test accuracy {r['final']['accuracy']:.2f} %, "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
