@@ -29,16 +29,7 @@ def encode(msg: Message) -> bytes:
         buffers.append(buf)
         offset += len(buf)
     header = json.dumps(
-        {
-            "schema_version": msg.schema_version,
-            "kind": msg.kind,
-            "run_id": msg.run_id,
-            "round": msg.round,
-            "sender": msg.sender,
-            "receiver": msg.receiver,
-            "config": msg.config,
-            "arrays": specs,
-        },
+        {**msg.header(), "config": msg.config, "arrays": specs},
         allow_nan=False,
     ).encode()
     return MAGIC + struct.pack("<I", len(header)) + header + b"".join(buffers)

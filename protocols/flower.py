@@ -19,15 +19,7 @@ def to_recorddict(msg: Message):
     """An apfed message as a Flower RecordDict: header and config in a ConfigRecord, arrays in an ArrayRecord."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-    header = {
-        "schema_version": msg.schema_version,
-        "kind": msg.kind,
-        "run_id": msg.run_id,
-        "round": msg.round,
-        "sender": msg.sender,
-        "receiver": msg.receiver,
-        "config": json.dumps(msg.config, allow_nan=False),
-    }
+    header = {**msg.header(), "config": json.dumps(msg.config, allow_nan=False)}
     arrays = ArrayRecord({k: Array(np.ascontiguousarray(to_numpy(v))) for k, v in msg.arrays.items()})
     return RecordDict({"apfed_header": ConfigRecord(header), "apfed_arrays": arrays})
 

@@ -36,6 +36,17 @@ class Message:
         """A reply addressed back to this message's sender, in the same run and round."""
         return Message(kind, self.run_id, self.round, self.receiver, self.sender, arrays or {}, config or {})
 
+    def header(self) -> dict:
+        """The routing fields every encoding carries: schema version, kind, run id, round, sender, receiver."""
+        return {
+            "schema_version": self.schema_version,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "round": self.round,
+            "sender": self.sender,
+            "receiver": self.receiver,
+        }
+
     def nbytes(self) -> int:
         return sum(int(np.prod(a.shape)) * _itemsize(a) for a in self.arrays.values())
 
