@@ -37,3 +37,27 @@ def test_simulation_matches_in_process(tmp_path, method, k):
     m = StandaloneModel.load(tmp_path / "m.safetensors")
     pred = m.predict(ds.views[0].X[np.sort(ds.test_idx)]).astype(int)  # the client orders test rows by position
     assert np.array_equal(pred, local["standalone"])
+
+
+def test_simulate_cli(tmp_path):
+    from conftest import run_cli
+
+    code, out, err = run_cli(
+        "simulate",
+        "--dataset",
+        "digits",
+        "--method",
+        "apfed-c",
+        "--epochs",
+        "1",
+        "--k",
+        "4",
+        "--out",
+        tmp_path / "m.safetensors",
+        timeout=600,
+    )
+    assert code == 0, err[-3000:]
+    assert "over Flower simulation, 1 passive(s): test accuracy" in out
+    assert (tmp_path / "m.safetensors").stat().st_size > 1000
+    code, _, err = run_cli("simulate", "--dataset", "digits", "--method", "local")
+    assert code == 2 and "no passive parties to simulate" in err
