@@ -10,6 +10,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from apfed.config import DEFAULT_METHODS
 from apfed.errors import ApfedError, ConfigError, DataError
 
 app = typer.Typer(
@@ -84,7 +85,7 @@ def evaluate(
     label_column: LabelColumn = "label",
     methods: Annotated[
         str, typer.Option(help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized.")
-    ] = "local,apfed-c,apfed-kd,tvfl",
+    ] = ",".join(DEFAULT_METHODS),
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
     preset: Preset = "default",

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from apfed.errors import ConfigError
 
 METHODS = ("local", "apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl", "centralized")
+DEFAULT_METHODS = ("local", "apfed-c", "apfed-kd", "tvfl")  # what `apfed evaluate` compares by default
 STANDALONE = {
     "local": True,
     "apfed-r": True,

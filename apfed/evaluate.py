@@ -12,8 +12,6 @@ from apfed.data.views import MultiViewDataset
 from apfed.report import machine, rich_table, summarize, write_report
 from apfed.runner import run
 
-DEFAULT_METHODS = ("local", "apfed-c", "apfed-kd", "tvfl")
-
 
 def auto_jobs(n_runs: int, device: str) -> int:
     """Parallel runs when none are asked for: one per core (at most 4) on the CPU, 1 on a GPU."""

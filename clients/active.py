@@ -18,6 +18,7 @@ from apfed.data.views import PartyData, Preprocessor, View
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.metrics import classification_metrics
+from apfed.models import encoder_output_shape
 from apfed.standalone import StandaloneModel
 from clients.tensors import as_tensor
 from protocols.errors import ProtocolError
@@ -85,8 +86,6 @@ class ActiveClient:
         test_pos = np.asarray([pos[s] for s in d.test_ids])
         present = np.ones(len(d.ids), dtype=bool)
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
-        from apfed.models import encoder_output_shape
-
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         sends = cfg.method in ("tvfl", "apfed-kd")
         if self.names:
