@@ -32,6 +32,9 @@ Active = Annotated[str | None, typer.Option(help="Active view: an index or a nam
 Data = Annotated[list[str] | None, typer.Option("--data", help="One CSV/NPZ file per party, the active party's first.")]
 DataDir = Annotated[Path | None, typer.Option(help="Directory holding a full image set in its standard format.")]
 IdColumn = Annotated[str, typer.Option(help="ID column of the --data files.")]
+Pipeline = Annotated[
+    bool, typer.Option(help="Queue the next round before applying this one (overlaps the parties; one round stale).")
+]
 LabelColumn = Annotated[str, typer.Option(help="Label column of the active party's --data file.")]
 Preset = Annotated[str, typer.Option(help="'default' (fast recipe) or 'paper' (reference protocol).")]
 Device = Annotated[str, typer.Option(help="cpu or cuda.")]
@@ -98,6 +101,7 @@ def evaluate(
     kd_weight: Annotated[float | None, typer.Option(help="Distillation weight (apfed-kd).")] = None,
     passive_losses: Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")] = None,
     batches_per_round: Annotated[int | None, typer.Option("--k", help="Minibatches per exchange (K).")] = None,
+    pipeline: Pipeline = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
     jobs: Annotated[
         int,
@@ -129,6 +133,7 @@ def evaluate(
         kd_weight=kd_weight,
         passive_losses=passive_losses,
         batches_per_round=batches_per_round,
+        pipeline=pipeline or None,
     )
     run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs)
 
@@ -193,6 +198,7 @@ def simulate(
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batches_per_round: Annotated[int, typer.Option("--k", min=1, help="Minibatches per exchange (K).")] = 1,
+    pipeline: Pipeline = False,
     preset: Preset = "default",
     device: Device = "cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
@@ -219,6 +225,7 @@ def simulate(
         epochs=epochs or 0,
         seed=seed,
         batches_per_round=batches_per_round,
+        pipeline=pipeline,
         device=device,
         sets=list(set_ or []),
         model_out=str(out or ""),

@@ -47,6 +47,7 @@ class TrainConfig:
     dropout: float = 0.5
     projection_dim: int = 64
     batches_per_round: int = 1  # K: minibatches carried by one exchange with the passives
+    pipeline: bool = False  # queue round r+1 before applying round r (overlaps the parties; one round stale)
     seed: int = 0
     device: str = "cpu"
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs

@@ -25,20 +25,20 @@ from apfed.models import (
     make_head,
     make_projection,
 )
+from apfed.optim import SGD, Adam, Optimizer
 
 EVAL_CHUNK = 2048
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig) -> Optimizer:
+    """The recipe's optimizer (apfed.optim: torch.optim's update rules without its 2 s dynamo import)."""
     params = list(params)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
 
 
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(opt: Optimizer, lr: float) -> None:
     for g in opt.param_groups:
         g["lr"] = lr
 

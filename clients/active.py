@@ -53,22 +53,31 @@ class ActiveClient:
         self.round = 0
         self.history: list[dict] = []
         self.wire = {"messages": 0, "bytes": 0}
+        self.exchange_s = 0.0  # time spent waiting in transport.exchange (round trips plus the passives' compute)
 
     # --- messaging ------------------------------------------------------------------------------------
-    def _exchange(
-        self, kind: str, per_passive: dict[str, tuple[dict, dict]], reply_arrays: Callable[[int], dict]
-    ) -> dict[str, Message]:
+    def _submit(self, kind: str, per_passive: dict[str, tuple[dict, dict]]) -> tuple:
+        """Queue one request per passive; returns what ``_collect`` needs to wait for and check the replies."""
         self.round += 1
         requests = {n: Message(kind, self.run_id, self.round, ACTIVE, n, a, c) for n, (a, c) in per_passive.items()}
-        replies = self.transport.exchange(requests)
+        t0 = time.perf_counter()
+        ticket = self.transport.submit(requests)
+        self.exchange_s += time.perf_counter() - t0
+        return self.round, requests, ticket
+
+    def _collect(self, sent: tuple, reply_arrays: Callable[[int], dict]) -> dict[str, Message]:
+        rnd, requests, ticket = sent
+        t0 = time.perf_counter()
+        replies = self.transport.collect(ticket)
+        self.exchange_s += time.perf_counter() - t0
         for n in requests:
             if n not in replies:
-                raise ProtocolError(f"no reply from {n} in round {self.round}")
+                raise ProtocolError(f"no reply from {n} in round {rnd}")
             validate(
                 replies[n],
                 kind=REPLY,
                 run_id=self.run_id,
-                round=self.round,
+                round=rnd,
                 sender=n,
                 receiver=ACTIVE,
                 arrays=reply_arrays(self.names.index(n)),
@@ -76,6 +85,11 @@ class ActiveClient:
             self.wire["messages"] += 2
             self.wire["bytes"] += requests[n].nbytes() + replies[n].nbytes()
         return replies
+
+    def _exchange(
+        self, kind: str, per_passive: dict[str, tuple[dict, dict]], reply_arrays: Callable[[int], dict]
+    ) -> dict[str, Message]:
+        return self._collect(self._submit(kind, per_passive), reply_arrays)
 
     # --- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -155,11 +169,13 @@ class ActiveClient:
             specs["emb"] = ArraySpec((total, *p.embedding_shape))
         return specs
 
-    def _train_round(self, batches: list[torch.Tensor], progress: list[float]) -> list[dict]:
+    def _send_round(self, batches: list[torch.Tensor], progress: list[float]) -> dict:
+        """Forward K minibatches and queue the passives' train requests (with any pending embedding gradients)."""
         L = self.learner
         augs = [sample_augmentation(len(b), self.cfg, self.aug_gen, self.cfg.device) for b in batches]
+        rnd = {"batches": batches, "progress": progress, "augs": augs, "sent": None}
         if not self.names:
-            return [L.step(idx, [], [], p, a)[0] for idx, p, a in zip(batches, progress, augs, strict=True)]
+            return rnd
         sent = [L.outgoing(idx, a) for idx, a in zip(batches, augs, strict=True)]
         flat = torch.cat(batches)
         sizes = [len(b) for b in batches]
@@ -184,7 +200,16 @@ class ActiveClient:
                     }
                 )
             requests[n] = (arrays, {})
-        replies = self._exchange(TRAIN, requests, lambda i: self._reply_specs(i, len(flat)))
+        rnd.update(flat=flat, joined=joined, sent=self._submit(TRAIN, requests))
+        return rnd
+
+    def _apply_round(self, rnd: dict) -> list[dict]:
+        """Wait for the passives' replies to a round and apply its K minibatches."""
+        L, batches, progress, augs = self.learner, rnd["batches"], rnd["progress"], rnd["augs"]
+        if rnd["sent"] is None:
+            return [L.step(idx, [], [], p, a)[0] for idx, p, a in zip(batches, progress, augs, strict=True)]
+        flat = rnd["flat"]
+        replies = self._collect(rnd["sent"], lambda i: self._reply_specs(i, len(flat)))
         dev = self.cfg.device
         got = [{k: as_tensor(v, dev) for k, v in replies[n].arrays.items()} for n in self.names]
         out, emb_grads = [], [[] for _ in self.names]
@@ -204,7 +229,7 @@ class ActiveClient:
             out.append(metrics)
         for i, n in enumerate(self.names):
             if emb_grads[i]:
-                self.pending[n] = (flat, joined, torch.cat(emb_grads[i]))
+                self.pending[n] = (flat, rnd["joined"], torch.cat(emb_grads[i]))
         return out
 
     def _track(self, i: int, emb: torch.Tensor) -> None:
@@ -214,36 +239,63 @@ class ActiveClient:
         stats = (e.sum(0), (e * e).sum(0), len(e))
         self.emb_stats[i] = stats if s is None else (s[0] + stats[0], s[1] + stats[1], s[2] + stats[2])
 
-    def fit(
-        self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
-    ) -> list[dict]:
-        """Train for ``cfg.epochs`` epochs; evaluate on the test rows after each epoch."""
+    def _rounds(self):
+        """(epoch, minibatches, progress, last round of the epoch?) for every round of the run, in order."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
-        torch.manual_seed(cfg.seed + 1)  # dropout in the active party's heads
-        n_train = len(self.train_idx)
+        n_train, k = len(self.train_idx), cfg.batches_per_round
         for epoch in range(cfg.epochs):
-            t0 = time.perf_counter()
             perm = self.train_idx[torch.randperm(n_train, generator=gen).to(self.train_idx.device)]
             batches = list(perm.split(cfg.batch_size))
             nb = len(batches)
-            metrics = []
-            for r in range(0, nb, cfg.batches_per_round):
-                chunk = batches[r : r + cfg.batches_per_round]
-                progress = [(epoch + (r + k) / nb) / cfg.epochs for k in range(len(chunk))]
-                metrics += self._train_round(chunk, progress)
-                if on_batch:
-                    for _ in chunk:
-                        on_batch()
-            train_time = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "train_time": train_time}
-            for key in metrics[0]:
-                row[key] = float(torch.stack([torch.as_tensor(m[key]) for m in metrics]).mean())
-            row.update(self.evaluate())
-            self.history.append(row)
-            if on_epoch:
-                on_epoch(row)
+            for r in range(0, nb, k):
+                chunk = batches[r : r + k]
+                progress = [(epoch + (r + j) / nb) / cfg.epochs for j in range(len(chunk))]
+                yield epoch, chunk, progress, r + k >= nb
+
+    def fit(
+        self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
+    ) -> list[dict]:
+        """Train for ``cfg.epochs`` epochs; evaluate on the test rows after each epoch.
+
+        With ``cfg.pipeline`` the next round's request is queued before the current round is applied, so the
+        passives compute while the active party steps and a SuperNode never idles between rounds; the
+        embeddings the active sends are then one round stale (K = 1 without pipelining is the exact reference).
+        """
+        cfg = self.cfg
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        torch.manual_seed(cfg.seed + 1)  # dropout in the active party's heads
+        rounds = self._rounds()
+        metrics: list[dict] = []
+        t0, x0 = time.perf_counter(), self.exchange_s
+        nxt = next(rounds, None)
+        inflight = self._send_round(nxt[1], nxt[2]) if nxt else None
+        while nxt is not None:
+            epoch, chunk, _, last = nxt
+            current = inflight
+            nxt = next(rounds, None)
+            if cfg.pipeline and nxt is not None:
+                inflight = self._send_round(nxt[1], nxt[2])
+            metrics += self._apply_round(current)
+            if on_batch:
+                for _ in chunk:
+                    on_batch()
+            if last:
+                row = {
+                    "epoch": epoch + 1,
+                    "train_time": time.perf_counter() - t0,
+                    "exchange_time": self.exchange_s - x0,
+                }
+                for key in metrics[0]:
+                    row[key] = float(torch.stack([torch.as_tensor(m[key]) for m in metrics]).mean())
+                row.update(self.evaluate())
+                self.history.append(row)
+                if on_epoch:
+                    on_epoch(row)
+                metrics = []
+                t0, x0 = time.perf_counter(), self.exchange_s
+            if not cfg.pipeline and nxt is not None:
+                inflight = self._send_round(nxt[1], nxt[2])
         self._flush()
         return self.history
 

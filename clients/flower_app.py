@@ -16,8 +16,7 @@ from apfed.config import make_config, parse_overrides
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ConfigError
 from clients.active import ActiveClient
-from clients.passive import PassiveClient
-from protocols.flower import FlowerTransport, discover, from_recorddict, to_recorddict
+from protocols.flower import FlowerTransport, discover
 
 
 @dataclass
@@ -36,6 +35,7 @@ class RunSettings:
     epochs: int = 0
     seed: int = 0
     batches_per_round: int = 1
+    pipeline: bool = False
     device: str = "cpu"
     sets: list[str] = field(default_factory=list)
     model_out: str = ""
@@ -63,6 +63,7 @@ class RunSettings:
             "seed": self.seed,
             "device": self.device,
             "batches_per_round": self.batches_per_round,
+            "pipeline": bool(self.pipeline),
             **parse_overrides(self.sets),
         }
         return make_config(self.preset, **over)
@@ -149,79 +150,6 @@ def make_server_app(settings: RunSettings | None = None):
     return app
 
 
-_CACHE: dict[int, tuple[int, PassiveClient]] = {}
-
-
-def _passive_for(context, settings: RunSettings | None) -> PassiveClient:
-    nc = dict(context.node_config)
-    if "partition-id" in nc:  # simulation: virtual node i is passive i+1 of the settings' dataset
-        index = int(nc["partition-id"])
-        name = f"passive{index + 1}"
-    else:  # deployment: the node's own config names its party and data
-        name = str(nc.get("party", ""))
-        if not name.startswith("passive"):
-            raise ConfigError("node config needs party=passiveN")
-        index = int(name.removeprefix("passive")) - 1
-    meta = context.state.config_records.get("apfed_meta") if hasattr(context.state, "config_records") else None
-    version = int(meta["version"]) if meta is not None else 0
-    cached = _CACHE.get(context.node_id)
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    if settings is None and "data" in nc:  # deployment with the party's own file
-        from apfed.data.files import passive_party_file
-
-        data = passive_party_file(str(nc["data"]), str(nc.get("id-column", "id")))
-    else:
-        s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in ("party", "device")})
-        data = passive_party(s, index)
-    client = PassiveClient(name, data, str(nc.get("device", "cpu")))
-    if version:
-        client.restore(context.state.array_records["apfed_state"]["blob"].numpy().tobytes())
-    return client
-
-
-def _save(context, client: PassiveClient) -> None:
-    from flwr.app import Array, ArrayRecord, ConfigRecord
-
-    meta = context.state.config_records.get("apfed_meta")
-    version = (int(meta["version"]) if meta is not None else 0) + 1
-    blob = np.frombuffer(client.state_bytes(), dtype=np.uint8)
-    context.state.array_records["apfed_state"] = ArrayRecord({"blob": Array(blob)})
-    context.state.config_records["apfed_meta"] = ConfigRecord({"version": version})
-    _CACHE[context.node_id] = (version, client)
-
-
-def make_client_app(settings: RunSettings | None = None):
-    from flwr.app import Message as FlowerMessage
-    from flwr.clientapp import ClientApp
-
-    app = ClientApp()
-
-    @app.train("apfed")
-    def handle(msg, context):
-        import logging
-        import time
-
-        t0 = time.perf_counter()
-        client = _passive_for(context, settings)
-        t1 = time.perf_counter()
-        request = from_recorddict(msg.content)
-        reply = client.handle(request)
-        t2 = time.perf_counter()
-        _save(context, client)
-        logging.getLogger("flwr").info(
-            "apfed %s %s: load %.2fs, handle %.2fs, save %.2fs",
-            client.name,
-            request.kind,
-            t1 - t0,
-            t2 - t1,
-            time.perf_counter() - t2,
-        )
-        return FlowerMessage(to_recorddict(reply), reply_to=msg)
-
-    return app
-
-
 def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> dict:
     """Run one training with the Flower simulation engine (Ray): one virtual SuperNode per passive."""
     import tempfile
@@ -230,6 +158,8 @@ def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> d
 
     with tempfile.TemporaryDirectory() as tmp:
         s = RunSettings(**{**asdict(settings), "results_out": str(Path(tmp) / "result.json")})
+        from clients.flower_client import make_client_app
+
         run_simulation(
             make_server_app(s),
             make_client_app(s),
@@ -243,6 +173,6 @@ def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> d
         return json.loads(out.read_text())
 
 
-# The components named in pyproject.toml [tool.flwr.app.components], for `flwr run`.
+# The ServerApp named in pyproject.toml [tool.flwr.app.components], for `flwr run` (the ClientApp lives in
+# clients.flower_client, which a SuperNode imports without torch).
 server_app = make_server_app()
-client_app = make_client_app()

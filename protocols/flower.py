@@ -48,23 +48,28 @@ def from_recorddict(rd) -> Message:
 
 
 class FlowerTransport:
-    """Push one request per passive through the Grid, then poll for the replies (no fixed sleeps)."""
+    """Push one request per passive through the Grid, then poll for the replies (no fixed sleeps).
 
-    def __init__(self, grid, nodes: dict[str, int], timeout: float = 600.0, poll: float = 0.01):
-        self.grid, self.nodes, self.timeout, self.poll = grid, dict(nodes), timeout, poll
+    The poll interval starts at ``poll`` and backs off to ``max_poll``: a tight loop of gRPC calls would take
+    CPU from the passives' compute when everything shares one host (loopback deployment, simulation)."""
+
+    def __init__(self, grid, nodes: dict[str, int], timeout: float = 600.0, poll: float = 0.005, max_poll: float = 0.2):
+        self.grid, self.nodes, self.timeout, self.poll, self.max_poll = grid, dict(nodes), timeout, poll, max_poll
         self.messages = 0
 
-    def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
+    def submit(self, requests: dict[str, Message]) -> list[str]:
         from flwr.app import Message as FlowerMessage
 
         out = [
             FlowerMessage(to_recorddict(m), self.nodes[n], MESSAGE_TYPE, group_id=str(m.round))
             for n, m in requests.items()
         ]
-        ids = list(self.grid.push_messages(out))
+        return list(self.grid.push_messages(out))
+
+    def collect(self, ids: list[str]) -> dict[str, Message]:
         by_node = {v: k for k, v in self.nodes.items()}
         replies: dict[str, Message] = {}
-        pending, deadline = set(ids), time.monotonic() + self.timeout
+        pending, deadline, wait = set(ids), time.monotonic() + self.timeout, self.poll
         while pending:
             for r in self.grid.pull_messages(list(pending)):
                 pending.discard(r.metadata.reply_to_message_id)
@@ -75,9 +80,13 @@ class FlowerTransport:
             if pending:
                 if time.monotonic() > deadline:
                     raise ProtocolError(f"no reply from {len(pending)} passive(s) within {self.timeout:.0f} s")
-                time.sleep(self.poll)
+                time.sleep(wait)
+                wait = min(wait * 1.5, self.max_poll)
         self.messages += 2 * len(ids)
         return replies
+
+    def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
+        return self.collect(self.submit(requests))
 
     def close(self) -> None:
         pass

@@ -13,7 +13,15 @@ Handler = Callable[[Message], Message]
 
 
 class Transport(Protocol):
-    """What the active party's training loop needs from a transport."""
+    """What the active party's training loop needs from a transport.
+
+    ``submit`` queues one request per passive and returns at once; ``collect`` waits for those replies. Each
+    passive handles its requests in submission order, so a caller may keep one request queued behind another
+    (pipelining). ``exchange`` is ``collect(submit(...))``."""
+
+    def submit(self, requests: dict[str, Message]) -> object: ...
+
+    def collect(self, ticket: object) -> dict[str, Message]: ...
 
     def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
         """Deliver one request per passive name and return each passive's reply."""
@@ -43,8 +51,15 @@ class InProcessTransport:
             self.record.append(data)
         return decode(data)
 
-    def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
+    def submit(self, requests: dict[str, Message]) -> dict[str, Message]:
+        # The passives live here: handling at submission keeps the same per-passive order as a real queue.
         return {name: self._wire(self.handlers[name](self._wire(req))) for name, req in requests.items()}
+
+    def collect(self, ticket: dict[str, Message]) -> dict[str, Message]:
+        return ticket
+
+    def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
+        return self.collect(self.submit(requests))
 
     def close(self) -> None:
         pass

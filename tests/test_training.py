@@ -99,3 +99,49 @@ def test_passive_refuses_a_bad_request_and_active_raises(digits):
     )
     with pytest.raises(ProtocolError, match="NaN"):
         client.fit()
+
+
+class _OrderLog:
+    """Wraps a transport and notes, per train round, when it was submitted and when its replies were collected."""
+
+    def __init__(self, inner):
+        self.inner, self.events = inner, []
+
+    def submit(self, requests):
+        msg = next(iter(requests.values()))
+        self.events.append(("submit", msg.kind, msg.round))
+        return msg.kind, msg.round, self.inner.submit(requests)
+
+    def collect(self, ticket):
+        kind, rnd, inner = ticket
+        self.events.append(("collect", kind, rnd))
+        return self.inner.collect(inner)
+
+    def exchange(self, requests):
+        return self.collect(self.submit(requests))
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_pipelining_queues_the_next_round_before_applying_this_one(digits, pipeline):
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=4, pipeline=pipeline)
+    client = build_clients(digits, 0, cfg)
+    client.setup()
+    client.transport = log = _OrderLog(client.transport)
+    client.fit()
+    train = [(e, r) for e, k, r in log.events if k == "train"]
+    rounds = sorted({r for _, r in train})
+    assert len(rounds) > 4
+    for r in rounds[:-1]:
+        queued_early = train.index(("submit", r + 1)) < train.index(("collect", r))
+        assert queued_early == pipeline, f"round {r + 1} vs round {r}"
+
+
+def test_pipelined_training_is_deterministic_and_differs_from_strict(digits):
+    cfg = make_config("default", method="apfed-c", epochs=3, batches_per_round=4, pipeline=True)
+    a, b = run(digits, 0, cfg), run(digits, 0, cfg, serialize=True)
+    assert a.accuracy > 30 and a.accuracy == b.accuracy
+    strict = run(digits, 0, make_config("default", method="apfed-c", epochs=3, batches_per_round=4))
+    assert any(
+        not torch.equal(x, y)
+        for x, y in zip(a.model.net.state_dict().values(), strict.model.net.state_dict().values(), strict=True)
+    )

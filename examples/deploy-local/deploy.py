@@ -6,7 +6,7 @@ passive with its own data; runs the training with `flwr run`; writes the standal
 then stops every process it started, by PID. Every wait is bounded.
 
 Usage (from the repository root, in the project's venv):
-    python examples/deploy-local/deploy.py --out runs/deploy [--method apfed-c] [--epochs 2] [--k 4]
+    python examples/deploy-local/deploy.py --out runs/deploy [--method apfed-c] [--epochs 2] [--k 16] [--no-pipeline]
 """
 
 from __future__ import annotations
@@ -143,7 +143,15 @@ def _running(pid: int) -> bool:
 
 
 def detached_children(pid: int) -> list[int]:
-    """Processes that Flower starts in their own session with ``--parent-pid PID`` (killpg misses them)."""
+    """Processes started in their own session with ``--parent-pid PID``, and theirs in turn (killpg misses them):
+    Flower's flower-superexec helpers and apfed's passive workers."""
+    found = [c for c in _detached(pid)]
+    for c in list(found):
+        found += detached_children(c)
+    return found
+
+
+def _detached(pid: int) -> list[int]:
     found = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -176,8 +184,11 @@ def flwr(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedP
     )
 
 
-def start_link(out: Path, n_nodes: int) -> dict:
-    """PKI, Flower config and a SuperLink with TLS and SuperNode authentication on free loopback ports."""
+def start_link(out: Path, n_nodes: int, threads: int | None = None) -> dict:
+    """PKI, Flower config and a SuperLink with TLS and SuperNode authentication on free loopback ports.
+
+    ``threads`` caps the torch threads of every process started (OMP_NUM_THREADS): parties sharing one host
+    should not oversubscribe its cores, as they would not on separate machines."""
     out.mkdir(parents=True, exist_ok=True)
     pki = make_pki(out / "pki", n_nodes)
     home = out / "flwr_home"
@@ -194,6 +205,8 @@ def start_link(out: Path, n_nodes: int) -> dict:
         "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",  # start app processes sooner (default 1 s)
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     procs = Processes(out, env)
     t0 = time.monotonic()
     try:
@@ -248,7 +261,7 @@ def deploy(
     dataset: str = "mnist5k",
     active: str = "top",
     epochs: int = 2,
-    k: int = 1,
+    k: int = 16,
     seed: int = 0,
     n_passives: int = 1,
     extra_run_config: str = "",
@@ -257,13 +270,17 @@ def deploy(
     files: list[Path] | None = None,
     id_column: str = "id",
     label_column: str = "label",
+    pipeline: bool = True,
+    threads: int | None = None,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings)."""
     out = out.resolve()
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
         n_passives = len(files) - 1
-    link = start_link(out, n_passives)
+    if threads is None:  # every party shares this host: split its cores rather than oversubscribe them
+        threads = max(1, (os.cpu_count() or 1) // (n_passives + 1))
+    link = start_link(out, n_passives, threads)
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
     try:
@@ -284,6 +301,7 @@ def deploy(
         )
         run_config = (
             f"method='{method}' {data_config} epochs={epochs} seed={seed} batches-per-round={k} "
+            f"pipeline={str(pipeline).lower()} "
             f"model-out='{model_path}' results-out='{result_path}' {extra_run_config}"
         )
         t1 = time.monotonic()
@@ -305,8 +323,15 @@ def main() -> None:
     ap.add_argument("--dataset", default="mnist5k")
     ap.add_argument("--active", default="top")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--k", type=int, default=16, help="minibatches per round (default 16, see the K sweep)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--pipeline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="queue the next round before applying this one (default on)",
+    )
+    ap.add_argument("--threads", type=int, help="torch threads per process (default: cores / parties)")
     ap.add_argument("--data", type=Path, action="append", help="party files, the active party's first")
     ap.add_argument("--id-column", default="id")
     ap.add_argument("--label-column", default="label")
@@ -322,6 +347,8 @@ def main() -> None:
         files=a.data,
         id_column=a.id_column,
         label_column=a.label_column,
+        pipeline=a.pipeline,
+        threads=a.threads,
     )
     print(
         f"{a.method} over TLS + node auth: test accuracy {r['final']['accuracy']:.2f} %, "

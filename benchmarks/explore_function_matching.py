@@ -1,0 +1,126 @@
+"""Exploration: ensembles of TVFL teachers and "function matching" (patient, consistent distillation) on mnist5k.
+
+Stage 1 trains N TVFL teachers through the real clients (in-process, cross-party shift augmentation).
+Stage 2 trains a fresh active-only student. In function matching, every minibatch is augmented (shift and
+mixup) identically for the student's active view and the teachers' views, and the student matches the teachers'
+averaged soft labels on that very input. Lines are appended to OUT/STRIP-SEED.jsonl as they finish.
+
+Usage: python benchmarks/explore_function_matching.py OUT STRIP SEED [DEVICE]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from apfed.augment import apply_augmentation, mixed_cross_entropy, sample_augmentation
+from apfed.config import lr_at, make_config
+from apfed.data.bundled import load_bundled
+from apfed.learner import make_optimizer, set_lr
+from apfed.losses import distillation
+from apfed.models import encoder_output_shape, init_modules, make_encoder, make_head
+from apfed.runner import build_clients
+
+
+def train_teacher(ds, active, cfg):
+    client = build_clients(ds, active, cfg)
+    client.setup()
+    client.fit()
+    passive = client.transport.handlers["passive1"].__self__.learner
+    return client, passive
+
+
+@torch.no_grad()
+def teacher_out(teachers, idx, aug):
+    """Mean logits of the teachers on the augmented rows ``idx`` (every party applies the same augmentation)."""
+    out = 0
+    for client, passive in teachers:
+        L = client.learner
+        L.modules.eval()
+        passive.modules.eval()
+        h = L.modules["encoder"](apply_augmentation(L.X[idx], aug)).flatten(1)
+        e = passive.modules["encoder"](apply_augmentation(passive.X[idx], aug)).flatten(1)
+        out = out + L.modules["fused_head"](torch.cat([h, e], 1))
+    return out / len(teachers)
+
+
+def student(client, teachers, cfg, T=1.0, w=1.0, ce=True, shift=0, mixup=0.0, epochs=60):
+    L, spec = client.learner, client.spec
+    d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
+    mods = init_modules(
+        cfg.seed + 99,
+        lambda: torch.nn.Sequential(
+            make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim), make_head(d, cfg.head_hidden, 10, cfg.dropout)
+        ),
+    ).to(cfg.device)
+    scfg = replace(cfg, shift=shift, mixup=mixup, epochs=epochs)
+    opt = make_optimizer(mods.parameters(), scfg)
+    gen, agen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 2)
+    torch.manual_seed(cfg.seed + 1)
+    tr, accs = client.train_idx, []
+    for epoch in range(epochs):
+        perm = tr[torch.randperm(len(tr), generator=gen).to(tr.device)]
+        batches = perm.split(cfg.batch_size)
+        for b, idx in enumerate(batches):
+            aug = sample_augmentation(len(idx), scfg, agen, cfg.device)
+            mods.train()
+            logits = mods(apply_augmentation(L.X[idx], aug))
+            loss = mixed_cross_entropy(logits, L.y[idx], aug) if ce else logits.new_zeros(())
+            if w > 0:
+                loss = loss + w * distillation(logits, teacher_out(teachers, idx, aug), T)
+            set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        mods.eval()
+        with torch.no_grad():
+            pred = mods(L.X[client.test_idx]).argmax(1).cpu().numpy()
+        accs.append(float((pred == client.y_test).mean() * 100))
+    return sum(accs[-10:]) / len(accs[-10:])
+
+
+def main() -> None:
+    out, strip, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    scale = float(os.environ.get("SCALE", 1))
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_bundled("mnist5k", 2)
+    active = {"top": 0, "bottom": 1}[strip]
+    base = make_config("default", method="tvfl", seed=seed, device=device, epochs=max(1, int(60 * scale)), shift=2)
+    sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)
+
+    def emit(**row):
+        row.update(strip=strip, seed=seed)
+        sink.write(json.dumps(row) + "\n")
+        sink.flush()
+        print(row, flush=True)
+
+    teachers = []
+    for t in range(3):
+        t0 = time.time()
+        teachers.append(train_teacher(ds, active, replace(base, seed=seed * 10 + t)))
+        emit(student=f"(teacher {t})", accuracy=teachers[-1][0].history[-1]["accuracy"], seconds=time.time() - t0)
+    client = teachers[0][0]
+    cfg = replace(base, method="local", shift=0)
+    long = max(1, int(200 * scale))
+    runs = [
+        ("local-s2-e200", teachers[:1], dict(w=0, shift=2, epochs=long)),
+        ("fm1-s2m1-e200", teachers[:1], dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
+        ("fm3-s2m1-e200", teachers, dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
+        ("ens3-kdT4-s2-e60", teachers, dict(T=4, w=1, shift=2, epochs=max(1, int(60 * scale)))),
+        ("fm3-s2m02-ce-e200", teachers, dict(T=2, ce=True, shift=2, mixup=0.2, epochs=long)),
+        ("local-s2m02-e200", teachers[:1], dict(w=0, shift=2, mixup=0.2, epochs=long)),
+    ]
+    for name, ts, kw in runs:
+        t0 = time.time()
+        emit(student=name, accuracy=student(client, ts, cfg, **kw), seconds=time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()

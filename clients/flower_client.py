@@ -1,0 +1,126 @@
+"""The passive party's Flower ClientApp.
+
+Flower runs it in a fresh process for every message, so this module imports neither torch nor the models.
+
+- Deployment (the node config names ``party=passiveN``): the ClientApp relays each request to the node's
+  long-lived passive worker (``clients.passive_worker``), which keeps torch, the data and the models loaded and
+  writes a node-local state file after every state change. ``worker=false`` in the node config instead rebuilds
+  the passive in every ClientApp from ``context.state`` (slower: torch import and state restore per message).
+- Simulation (virtual nodes with ``partition-id``): the passive is rebuilt from ``context.state``, with a cache
+  for the case where one worker process handles consecutive messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from protocols.codec import decode, encode
+from protocols.flower import from_recorddict, to_recorddict
+
+if TYPE_CHECKING:
+    from clients.flower_app import RunSettings
+    from clients.passive import PassiveClient
+
+_CACHE: dict[int, tuple[int, PassiveClient]] = {}
+
+
+def _party_index(nc: dict) -> tuple[str, int]:
+    from apfed.errors import ConfigError
+
+    if "partition-id" in nc:  # simulation: virtual node i is passive i+1 of the settings' dataset
+        index = int(nc["partition-id"])
+        return f"passive{index + 1}", index
+    name = str(nc.get("party", ""))  # deployment: the node's own config names its party and data
+    if not name.startswith("passive") or not name.removeprefix("passive").isdigit():
+        raise ConfigError("node config needs party=passiveN")
+    return name, int(name.removeprefix("passive")) - 1
+
+
+def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> PassiveClient:
+    """A fresh passive party from its node config: its own file (``data=``) or a bundled dataset's view."""
+    from clients.flower_app import RunSettings, passive_party
+    from clients.passive import PassiveClient
+
+    name, index = _party_index(nc)
+    if settings is None and "data" in nc:  # deployment with the party's own file
+        from apfed.data.files import passive_party_file
+
+        data = passive_party_file(str(nc["data"]), str(nc.get("id-column", "id")))
+    else:
+        s = settings or RunSettings.from_run_config(
+            {k: v for k, v in nc.items() if k not in ("party", "device", "worker")}
+        )
+        data = passive_party(s, index)
+    return PassiveClient(name, data, str(nc.get("device", "cpu")))
+
+
+def _passive_for(context, settings: RunSettings | None) -> PassiveClient:
+    meta = context.state.config_records.get("apfed_meta") if hasattr(context.state, "config_records") else None
+    version = int(meta["version"]) if meta is not None else 0
+    cached = _CACHE.get(context.node_id)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    client = passive_from_node_config(dict(context.node_config), settings)
+    if version:
+        client.restore(context.state.array_records["apfed_state"]["blob"].numpy().tobytes())
+    return client
+
+
+def _save(context, client: PassiveClient) -> None:
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+
+    meta = context.state.config_records.get("apfed_meta")
+    version = (int(meta["version"]) if meta is not None else 0) + 1
+    blob = np.frombuffer(client.state_bytes(), dtype=np.uint8)
+    context.state.array_records["apfed_state"] = ArrayRecord({"blob": Array(blob)})
+    context.state.config_records["apfed_meta"] = ConfigRecord({"version": version})
+    _CACHE[context.node_id] = (version, client)
+
+
+def uses_worker(nc: dict) -> bool:
+    return "partition-id" not in nc and str(nc.get("worker", "true")).lower() not in ("false", "0", "no")
+
+
+def make_client_app(settings: RunSettings | None = None):
+    from flwr.app import Message as FlowerMessage
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.train("apfed")
+    def handle(msg, context):
+        t0 = time.perf_counter()
+        request = from_recorddict(msg.content)
+        nc = dict(context.node_config)
+        if uses_worker(nc):
+            from clients.passive_worker import call
+
+            _party_index(nc)  # a clear error for a bad node config, before any worker starts
+            reply = decode(call(context.node_id, nc, encode(request), os.getppid()))
+            logging.getLogger("flwr").info("apfed %s via worker: %.2fs", request.kind, time.perf_counter() - t0)
+        else:
+            client = _passive_for(context, settings)
+            t1 = time.perf_counter()
+            reply = client.handle(request)
+            t2 = time.perf_counter()
+            _save(context, client)
+            logging.getLogger("flwr").info(
+                "apfed %s %s: load %.2fs, handle %.2fs, save %.2fs",
+                client.name,
+                request.kind,
+                t1 - t0,
+                t2 - t1,
+                time.perf_counter() - t2,
+            )
+        return FlowerMessage(to_recorddict(reply), reply_to=msg)
+
+    return app
+
+
+# The ClientApp named in pyproject.toml [tool.flwr.app.components], for `flwr run`.
+client_app = make_client_app()

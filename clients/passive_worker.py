@@ -1,0 +1,213 @@
+"""A long-lived, node-local process that serves one passive party to the SuperNode's short-lived ClientApps.
+
+Flower starts a fresh ClientApp process for every message. Importing torch there and rebuilding the passive's
+models would cost seconds per round, so in a deployment the ClientApp only relays the encoded request to this
+worker over a Unix socket in a private (0700) directory and relays the reply back; the worker keeps torch, the
+data and the models loaded. After every request that changes its state it also writes a node-local state file
+atomically, so a worker that dies or is restarted resumes where it was. It exits after FINISH, when it is idle
+for ``idle_timeout`` seconds, or when the process named by ``--parent-pid`` is gone.
+
+Wire format on the socket, both ways: 8-byte big-endian length, then one APF1-encoded message (no pickle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from protocols.codec import decode, encode
+from protocols.errors import ProtocolError
+from protocols.messages import FINISH, TRAIN
+from protocols.validation import MAX_MESSAGE_BYTES
+
+SOCKET_NAME, PID_NAME, STATE_NAME, LOG_NAME = "worker.sock", "worker.pid", "state.pt", "worker.log"
+STATEFUL = {"setup", "align", TRAIN}
+
+
+def worker_dir(node_id: int, node_config: dict) -> Path:
+    """The worker's private directory. Short, because Unix socket paths are limited to about 100 bytes."""
+    key = json.dumps({"node": node_id, "config": node_config}, sort_keys=True).encode()
+    d = Path(tempfile.gettempdir()) / f"apfed-{os.getuid()}-{hashlib.blake2b(key, digest_size=6).hexdigest()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    if d.stat().st_uid != os.getuid() or d.stat().st_mode & 0o077:
+        raise ProtocolError(f"{d} is not a private directory of this user; refusing to use it")
+    return d
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(struct.pack(">Q", len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise ProtocolError("the passive worker connection closed mid-message")
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    (n,) = struct.unpack(">Q", _recv_exact(sock, 8))
+    if n > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {n} bytes exceeds the limit")
+    return _recv_exact(sock, n)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+def call(node_id: int, node_config: dict, request: bytes, parent_pid: int, start_timeout: float = 120.0) -> bytes:
+    """Send one encoded request to this node's worker (starting it if needed); return the encoded reply.
+
+    If the worker is gone or dies during the request, a new one starts from the state file and the request is
+    sent again; the state file remembers the last request it applied, so a request is never applied twice."""
+    d = worker_dir(node_id, node_config)
+    path = d / SOCKET_NAME
+    for attempt in range(2):
+        if attempt or not path.exists():
+            _reap(d)
+            _start(d, node_config, parent_pid, start_timeout)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(path))
+                _send(s, request)
+                return _recv(s)
+        except (OSError, ProtocolError):  # refused, reset or cut short: the worker is gone or dying
+            continue
+    raise ProtocolError("the passive worker did not answer twice; see its worker.log")
+
+
+def _reap(d: Path, timeout: float = 10.0) -> None:
+    """Wait (bounded) for a dying worker to go, kill it if it lingers, and remove its socket."""
+    pid_file = d / PID_NAME
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text())
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, 9)
+    (d / SOCKET_NAME).unlink(missing_ok=True)
+
+
+def _start(d: Path, node_config: dict, parent_pid: int, timeout: float) -> None:
+    args = [sys.executable, "-m", "clients.passive_worker", "--dir", str(d), "--parent-pid", str(parent_pid)]
+    args += ["--node-config", json.dumps(node_config)]
+    with open(d / LOG_NAME, "ab") as log:
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not (d / SOCKET_NAME).exists():
+        if p.poll() is not None:
+            tail = (d / LOG_NAME).read_text(errors="replace").strip().splitlines()[-1:]
+            raise ProtocolError(f"the passive worker exited with code {p.returncode}: {' '.join(tail)}")
+        if time.monotonic() > deadline:
+            p.kill()
+            raise ProtocolError(f"the passive worker did not start within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> None:
+    """Answer requests on ``d/worker.sock`` until FINISH, idleness or the parent's exit."""
+    from clients.flower_client import passive_from_node_config
+
+    client = passive_from_node_config(node_config)
+    state = d / STATE_NAME
+    applied: tuple[tuple, bytes] | None = None  # (run id, round, kind) of the last applied request, its reply
+    if state.exists():
+        header, blob, reply_bytes = _read_state(state.read_bytes())
+        client.restore(blob)
+        applied = ((header["run_id"], header["round"], header["kind"]), reply_bytes)
+    (d / PID_NAME).write_text(str(os.getpid()))
+    path = d / SOCKET_NAME
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    os.chmod(path, 0o600)
+    server.listen(1)
+    server.settimeout(1.0)
+    last, finished = time.monotonic(), False
+    try:
+        while time.monotonic() - last < idle_timeout and _alive(parent_pid):
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(None)
+                try:
+                    msg = decode(_recv(conn))
+                except ProtocolError as e:
+                    print(f"refused a request: {e}", flush=True)
+                    continue
+                key = (msg.run_id, msg.round, msg.kind)
+                if applied is not None and applied[0] == key:  # resent after a crash: answer, do not reapply
+                    _send(conn, applied[1])
+                    continue
+                reply = encode(client.handle(msg))
+                if msg.kind in STATEFUL:
+                    tmp = state.with_suffix(".tmp")
+                    tmp.write_bytes(_write_state(key, client.state_bytes(), reply))
+                    os.replace(tmp, state)  # atomic: a crash keeps the previous state file
+                    applied = (key, reply)
+                _send(conn, reply)
+                last = time.monotonic()
+                if msg.kind == FINISH:
+                    finished = True
+                    break
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
+        (d / PID_NAME).unlink(missing_ok=True)
+    if finished:  # a clean end: nothing to resume, nothing to debug
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _write_state(key: tuple, blob: bytes, reply: bytes) -> bytes:
+    header = json.dumps({"run_id": key[0], "round": key[1], "kind": key[2]}).encode()
+    return b"".join(struct.pack(">Q", len(x)) + x for x in (header, blob, reply))
+
+
+def _read_state(data: bytes) -> tuple[dict, bytes, bytes]:
+    parts, pos = [], 0
+    for _ in range(3):
+        (n,) = struct.unpack_from(">Q", data, pos)
+        parts.append(data[pos + 8 : pos + 8 + n])
+        pos += 8 + n
+    return json.loads(parts[0]), parts[1], parts[2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="apfed passive worker (started by the ClientApp)")
+    ap.add_argument("--dir", type=Path, required=True)
+    ap.add_argument("--parent-pid", type=int, required=True)
+    ap.add_argument("--node-config", required=True)
+    ap.add_argument("--idle-timeout", type=float, default=900.0)
+    a = ap.parse_args()
+    serve(a.dir, json.loads(a.node_config), a.parent_pid, a.idle_timeout)
+
+
+if __name__ == "__main__":
+    main()
