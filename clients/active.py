@@ -22,8 +22,8 @@ from apfed.models import encoder_output_shape
 from apfed.standalone import StandaloneModel
 from clients.tensors import as_tensor
 from protocols.errors import ProtocolError
-from protocols.ids import hash_ids
 from protocols.messages import ALIGN, EVALUATE, FINISH, REPLY, SETUP, TRAIN, Message
+from protocols.psi import POINT, PsiKey, hash_to_points, match
 from protocols.transport import Transport
 from protocols.validation import ArraySpec, validate
 
@@ -102,14 +102,16 @@ class ActiveClient:
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         sends = cfg.method in ("tvfl", "apfed-kd")
+        matches: dict[str, np.ndarray] = {}
         if self.names:
-            hashed = hash_ids(d.ids, self.run_id)
+            psi = PsiKey()  # ECDH-PSI: only blinded IDs travel (protocols/psi.py)
+            blinded = psi.blind(hash_to_points(d.ids, self.run_id))
             setup = {}
             for i, n in enumerate(self.names):
                 loss = cfg.passive_loss(i) or ""
                 received = list(h_shape) if loss == "r" else [cfg.projection_dim] if loss == "c" else []
                 setup[n] = (
-                    {"ids": hashed},
+                    {"psi": blinded},
                     {
                         "train_config": json.dumps(cfg.to_dict()),
                         "salt": self.run_id,
@@ -121,10 +123,20 @@ class ActiveClient:
                     },
                 )
             self.round = -1  # setup and align are round 0
-            replies = self._exchange(SETUP, setup, lambda i: {"present": ArraySpec((len(d.ids),), ("bool",))})
+            replies = self._exchange(
+                SETUP,
+                setup,
+                lambda i: {
+                    "psi_double": ArraySpec((len(d.ids), POINT), ("uint8",), finite=False),
+                    "psi_own": ArraySpec((None, POINT), ("uint8",), finite=False),
+                },
+            )
             for n in self.names:
-                present &= np.asarray(replies[n].arrays["present"])
+                theirs = psi.blind(np.asarray(replies[n].arrays["psi_own"]))
+                matches[n] = match(np.asarray(replies[n].arrays["psi_double"]), theirs)
+                present &= matches[n] >= 0
         keep = np.flatnonzero(present)
+        self.keep = keep  # the active rows in the intersection, in the order every party now uses
         train = np.flatnonzero(np.isin(keep, train_pos))
         test = np.flatnonzero(np.isin(keep, test_pos))
         self.log(
@@ -137,7 +149,7 @@ class ActiveClient:
             self.round = -1
             replies = self._exchange(
                 ALIGN,
-                {n: ({"keep": keep.astype(np.int64), "train": train.astype(np.int64)}, {}) for n in self.names},
+                {n: ({"match": matches[n][keep], "train": train.astype(np.int64)}, {}) for n in self.names},
                 lambda i: {},
             )
             for i, n in enumerate(self.names):

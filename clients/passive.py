@@ -4,6 +4,7 @@ trains its own modules with the APFed loss. It never sees labels, the active's f
 from __future__ import annotations
 
 import json
+import secrets
 
 import numpy as np
 import torch
@@ -15,8 +16,8 @@ from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
 from clients.tensors import as_tensor
 from protocols.errors import ProtocolError
-from protocols.ids import hash_ids
 from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, HELLO, REPLY, SETUP, TRAIN, Message
+from protocols.psi import POINT, PsiKey, hash_to_points
 from protocols.validation import ArraySpec, validate
 
 
@@ -28,7 +29,7 @@ class PassiveClient:
         self.name, self.data, self.device = name, data, device
         self.active_name: str | None = None
         self.run_id: str | None = None
-        self.offered_rows: np.ndarray | None = None  # for each offered hashed id, our row (or -1)
+        self.offered_rows: np.ndarray | None = None  # our row behind each entry of the shuffled PSI list we sent
         self.learner: PassiveLearner | None = None
         self.cfg: TrainConfig | None = None
         self.n: int = 0
@@ -67,20 +68,20 @@ class PassiveClient:
             round=0,
             sender=msg.sender,
             receiver=self.name,
-            arrays={"ids": ArraySpec((None,), ("uint64",))},
+            arrays={"psi": ArraySpec((None, POINT), ("uint8",), finite=False)},
         )
         self.run_id, self.active_name = msg.run_id, msg.sender
         c = msg.config
         self.cfg = TrainConfig.from_dict(json.loads(c["train_config"]))
         self.cfg.device = self.device
         self.setup_config = c
-        own = hash_ids(self.data.ids, str(c["salt"]))
-        order = np.argsort(own)
-        offered = np.asarray(msg.arrays["ids"])
-        pos = np.clip(np.searchsorted(own, offered, sorter=order), 0, len(own) - 1)
-        rows = order[pos]
-        self.offered_rows = np.where(own[rows] == offered, rows, -1)
-        return msg.reply(arrays={"present": self.offered_rows >= 0})
+        # ECDH-PSI (protocols/psi.py): blind the active's blinded IDs in its order, and our own IDs in a secret
+        # random order, so the positions we send reveal nothing.
+        psi = PsiKey()
+        double = psi.blind(np.asarray(msg.arrays["psi"]))
+        self.offered_rows = np.random.default_rng(secrets.randbits(128)).permutation(len(self.data.ids))
+        own = psi.blind(hash_to_points(self.data.ids[self.offered_rows], str(c["salt"])))
+        return msg.reply(arrays={"psi_double": double, "psi_own": own})
 
     def _align(self, msg: Message) -> Message:
         n_offered = len(self.offered_rows)
@@ -92,14 +93,14 @@ class PassiveClient:
             sender=self.active_name,
             receiver=self.name,
             arrays={
-                "keep": ArraySpec((None,), ("int64",), index_bound=n_offered),
+                "match": ArraySpec((None,), ("int64",), index_bound=n_offered),
                 "train": ArraySpec((None,), ("int64",), index_bound=n_offered),
             },
         )
-        rows = self.offered_rows[np.asarray(msg.arrays["keep"])]
-        if (rows < 0).any():
-            raise ProtocolError("align asks for ids this party does not hold")
-        self._build(rows, np.asarray(msg.arrays["train"]))
+        chosen, train = np.asarray(msg.arrays["match"]), np.asarray(msg.arrays["train"])
+        if len(np.unique(chosen)) != len(chosen) or (len(train) and train.max() >= len(chosen)):
+            raise ProtocolError("align names a row twice or a training row outside the intersection")
+        self._build(self.offered_rows[chosen], train)
         return msg.reply(config={"embedding_shape": list(self.learner.embedding_shape)})
 
     def _build(self, rows: np.ndarray, train: np.ndarray) -> None:

@@ -1,0 +1,78 @@
+"""ECDH private set intersection: the right rows, in the active party's order, and no raw or hashed ID on the wire."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from apfed.config import make_config
+from apfed.data.files import active_party_file, passive_party_file
+from clients.active import ActiveClient
+from clients.passive import PassiveClient
+from protocols import decode
+from protocols.errors import ProtocolError
+from protocols.psi import PsiKey, hash_to_points, match
+from protocols.transport import InProcessTransport
+
+
+def test_blinding_commutes_and_matches_only_equal_ids():
+    a, b = PsiKey(), PsiKey()
+    mine = hash_to_points(["u1", "u2", "u3", "u4"], "salt")
+    theirs = hash_to_points(["u9", "u3", "u1"], "salt")
+    pos = match(b.blind(a.blind(mine)), a.blind(b.blind(theirs)))
+    assert pos.tolist() == [2, -1, 1, -1]
+    other_salt = hash_to_points(["u9", "u3", "u1"], "other")
+    assert (match(b.blind(a.blind(mine)), a.blind(b.blind(other_salt))) == -1).all()
+
+
+def test_a_low_order_point_is_refused():
+    with pytest.raises(ProtocolError, match="low-order"):
+        PsiKey().blind(np.zeros((1, 32), np.uint8))
+
+
+def _parties(party_csvs, record):
+    a, b, c = party_csvs["paths"]
+    passives = {
+        "passive1": PassiveClient("passive1", passive_party_file(b, "user_id")),
+        "passive2": PassiveClient("passive2", passive_party_file(c, "user_id")),
+    }
+    transport = InProcessTransport({n: p.handle for n, p in passives.items()}, record=record)
+    active = ActiveClient(
+        active_party_file(a, "user_id", "label"),
+        make_config("default", method="apfed-c", epochs=1),
+        transport,
+        list(passives),
+        log=lambda m: None,
+    )
+    return active, passives
+
+
+def test_intersection_is_correct_and_in_the_active_order(party_csvs):
+    active, passives = _parties(party_csvs, None)
+    active.setup()
+    kept = active.data.ids[active.keep]
+    ids = [set(map(str, p.data.ids)) for p in passives.values()]
+    assert set(kept) == set(map(str, active.data.ids)) & ids[0] & ids[1]
+    assert len(kept) == party_csvs["common"]
+    for p in passives.values():
+        assert np.array_equal(p.data.ids[p.rows], kept)  # every party's row i is the same entity
+
+
+def test_no_raw_or_hashed_id_in_any_message(party_csvs):
+    record: list[bytes] = []
+    active, _ = _parties(party_csvs, record)
+    active.setup()
+    active.fit()
+    ids = [str(i) for i in party_csvs["ids"]]
+    plain = {hashlib.sha256(i.encode()).digest() for i in ids} | {
+        hashlib.blake2b(i.encode()).digest()[:32] for i in ids
+    }
+    plain |= {row.tobytes() for row in hash_to_points(ids, active.run_id)}  # PSI's own hash, before blinding
+    assert len(record) > 4
+    for data in record:
+        for i in ids[:50]:
+            assert i.encode() not in data, "a raw ID travelled"
+        for a in decode(data).arrays.values():
+            a = np.asarray(a)
+            if a.dtype == np.uint8 and a.ndim == 2 and a.shape[1] == 32:
+                assert not any(row.tobytes() in plain for row in a), "an unblinded ID hash travelled"
