@@ -1,7 +1,7 @@
 """Flower simulation engine against in-process with 1, 2 and 4 passives, same seed, K and epochs, in one run.
 
 mnist5k cut into 2, 3 and 5 strips (1, 2, 4 passives), active strip 0, APFed-C, default preset.
-Usage: python benchmarks/simulate_vs_inprocess.py [--epochs 1] [--k 32] [--out benchmarks/results]
+Usage: python benchmarks/simulate_vs_inprocess.py [--epochs 3] [--k 16] [--no-pipeline] [--out benchmarks/results]
 """
 
 import argparse
@@ -21,18 +21,29 @@ from clients.flower_app import RunSettings, simulate
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     rows = []
     for views in (2, 3, 5):
         ds = load_bundled("mnist5k", views)
-        local = run(ds, 0, make_config("default", method="apfed-c", epochs=a.epochs, batches_per_round=a.k))
+        local = run(
+            ds,
+            0,
+            make_config("default", method="apfed-c", epochs=a.epochs, batches_per_round=a.k, pipeline=a.pipeline),
+        )
         t = time.monotonic()
         sim = simulate(
             RunSettings(
-                dataset="mnist5k", views=views, active="0", method="apfed-c", epochs=a.epochs, batches_per_round=a.k
+                dataset="mnist5k",
+                views=views,
+                active="0",
+                method="apfed-c",
+                epochs=a.epochs,
+                batches_per_round=a.k,
+                pipeline=a.pipeline,
             ),
             views - 1,
         )
@@ -59,16 +70,19 @@ def main() -> None:
         "method": "apfed-c",
         "epochs": a.epochs,
         "k": a.k,
+        "pipeline": a.pipeline,
         "rows": rows,
         "machine": machine(),
-        "command": f"python benchmarks/simulate_vs_inprocess.py --epochs {a.epochs} --k {a.k}",
+        "command": f"python benchmarks/simulate_vs_inprocess.py --epochs {a.epochs} --k {a.k}"
+        + ("" if a.pipeline else " --no-pipeline"),
     }
     prefix = Path(a.out) / f"{datetime.date.today()}-simulate-vs-inprocess-cpu"
     prefix.with_suffix(".json").write_text(json.dumps(rep, indent=1))
     md = [
         "# Flower simulation engine vs in-process",
         "",
-        f"mnist5k strips, active strip 0, APFed-C, default preset, {a.epochs} epoch(s), K = {a.k}, same seed. "
+        f"mnist5k strips, active strip 0, APFed-C, default preset, {a.epochs} epoch(s), K = {a.k}"
+        f"{' pipelined' if a.pipeline else ''}, same seed. "
         "Epoch time is measured inside the training loop; the simulation's total also counts Ray's start.",
         "",
         "| passives | accuracy in-process | accuracy simulation | epoch in-process (s) | epoch simulation (s) | ratio "

@@ -42,6 +42,7 @@ class RunSettings:
     results_out: str = ""
     timeout: float = 600.0
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
+    simulation: bool = False  # set by simulate(): virtual nodes may run two messages at once
 
     @classmethod
     def from_run_config(cls, rc: dict) -> RunSettings:
@@ -113,7 +114,12 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     if missing:
         raise ConfigError(f"passive parties {missing} did not connect (connected: {sorted(nodes)})")
     client = ActiveClient(
-        active_data, cfg, FlowerTransport(grid, nodes, s.timeout), names, run_id=run_id, log=lambda m: None
+        active_data,
+        cfg,
+        FlowerTransport(grid, nodes, s.timeout, queue_per_node=not s.simulation),
+        names,
+        run_id=run_id,
+        log=lambda m: None,
     )
     client.setup()
     history = client.fit(on_epoch=on_epoch)
@@ -157,7 +163,7 @@ def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> d
     from flwr.simulation import run_simulation
 
     with tempfile.TemporaryDirectory() as tmp:
-        s = RunSettings(**{**asdict(settings), "results_out": str(Path(tmp) / "result.json")})
+        s = RunSettings(**{**asdict(settings), "results_out": str(Path(tmp) / "result.json"), "simulation": True})
         from clients.flower_client import make_client_app
 
         run_simulation(

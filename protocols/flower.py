@@ -51,13 +51,28 @@ class FlowerTransport:
     """Push one request per passive through the Grid, then poll for the replies (no fixed sleeps).
 
     The poll interval starts at ``poll`` and backs off to ``max_poll``: a tight loop of gRPC calls would take
-    CPU from the passives' compute when everything shares one host (loopback deployment, simulation)."""
+    CPU from the passives' compute when everything shares one host (loopback deployment, simulation).
 
-    def __init__(self, grid, nodes: dict[str, int], timeout: float = 600.0, poll: float = 0.005, max_poll: float = 0.2):
+    ``queue_per_node``: a SuperNode handles its messages one at a time, in order, so a deployment may queue a
+    node's next request before the previous reply (pipelining). The simulation engine may run two messages for
+    one node at once on different actors, so there (False) a request submitted while another is unanswered is
+    held back and pushed when it is collected: the same order, without the overlap."""
+
+    def __init__(
+        self,
+        grid,
+        nodes: dict[str, int],
+        timeout: float = 600.0,
+        poll: float = 0.005,
+        max_poll: float = 0.2,
+        queue_per_node: bool = True,
+    ):
         self.grid, self.nodes, self.timeout, self.poll, self.max_poll = grid, dict(nodes), timeout, poll, max_poll
+        self.queue_per_node = queue_per_node
+        self.unanswered = 0
         self.messages = 0
 
-    def submit(self, requests: dict[str, Message]) -> list[str]:
+    def _push(self, requests: dict[str, Message]) -> list[str]:
         from flwr.app import Message as FlowerMessage
 
         out = [
@@ -66,7 +81,19 @@ class FlowerTransport:
         ]
         return list(self.grid.push_messages(out))
 
-    def collect(self, ids: list[str]) -> dict[str, Message]:
+    def submit(self, requests: dict[str, Message]) -> list[str] | dict[str, Message]:
+        held = self.unanswered > 0 and not self.queue_per_node
+        self.unanswered += 1  # submitted and not yet collected, pushed or held
+        return requests if held else self._push(requests)  # a held ticket is pushed by its collect
+
+    def collect(self, ticket: list[str] | dict[str, Message]) -> dict[str, Message]:
+        ids = self._push(ticket) if isinstance(ticket, dict) else ticket
+        try:
+            return self._pull(ids)
+        finally:
+            self.unanswered -= 1
+
+    def _pull(self, ids: list[str]) -> dict[str, Message]:
         by_node = {v: k for k, v in self.nodes.items()}
         replies: dict[str, Message] = {}
         pending, deadline, wait = set(ids), time.monotonic() + self.timeout, self.poll
