@@ -256,6 +256,12 @@ class ActiveClient:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
         n_train, k = len(self.train_idx), cfg.batches_per_round
+        nb = -(-n_train // cfg.batch_size)
+        if cfg.pipeline and k > max(1, nb // 2):
+            # a pipelined round sends embeddings one round stale: a whole epoch stale breaks training (K sweep)
+            k = max(1, nb // 2)
+            self.log(f"pipelining: {cfg.batches_per_round} minibatches per round is over half an epoch; using {k}")
+        self.k_used = k
         for epoch in range(cfg.epochs):
             perm = self.train_idx[torch.randperm(n_train, generator=gen).to(self.train_idx.device)]
             batches = list(perm.split(cfg.batch_size))

@@ -6,6 +6,7 @@ an in-process cache when the same worker handles consecutive messages)."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,7 +120,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         FlowerTransport(grid, nodes, s.timeout, queue_per_node=not s.simulation),
         names,
         run_id=run_id,
-        log=lambda m: None,
+        log=lambda m: logging.getLogger("flwr").info("apfed: %s", m),
     )
     client.setup()
     history = client.fit(on_epoch=on_epoch)
@@ -131,6 +132,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         "final": client.final_metrics(),
         "accuracy": float(np.mean([h["accuracy"] for h in history[-cfg.eval_last :]])),
         "wire": client.wire,
+        "batches_per_round_used": client.k_used,
         "test_predictions": {k: v.tolist() for k, v in preds.items()},
         "settings": asdict(s),
     }

@@ -145,3 +145,14 @@ def test_pipelined_training_is_deterministic_and_differs_from_strict(digits):
         not torch.equal(x, y)
         for x, y in zip(a.model.net.state_dict().values(), strict.model.net.state_dict().values(), strict=True)
     )
+
+
+def test_pipelining_caps_k_at_half_an_epoch_and_says_so(digits):
+    logs = []
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=100, pipeline=True)
+    client = build_clients(digits, 0, cfg, log=logs.append)
+    client.setup()
+    client.fit()
+    n_batches = -(-len(client.train_idx) // cfg.batch_size)
+    assert client.k_used == n_batches // 2
+    assert any("over half an epoch" in m for m in logs)
