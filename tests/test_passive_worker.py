@@ -1,4 +1,4 @@
-"""The node-local passive worker answers exactly as an in-process passive, survives being killed (it resumes from
+"""The node-local passive worker trains exactly as an in-process passive, survives being killed (it resumes from
 its atomically written state file, and answers a resent request without applying it twice) and exits after the
 run's finish message."""
 
@@ -11,9 +11,11 @@ import numpy as np
 
 from apfed.config import make_config
 from apfed.data import load_bundled
-from apfed.runner import run
+from apfed.data.views import split_parties
+from apfed.runner import build_clients
 from clients import passive_worker
-from protocols import decode
+from clients.active import ActiveClient
+from protocols import decode, encode
 
 
 def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
@@ -25,35 +27,63 @@ def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_worker_replays_an_in_process_run_and_resumes_after_a_kill():
-    record: list[bytes] = []
+class WorkerTransport:
+    """Sends every request through the worker, as the ClientApp does; kills the worker once after a reply."""
+
+    def __init__(self, node: int, node_config: dict, kill_at: int):
+        self.node, self.nc, self.kill_at, self.trains, self.killed, self.pids = node, node_config, kill_at, 0, None, []
+
+    def _call(self, msg):
+        d = passive_worker.worker_dir(self.node, self.nc)
+        reply = decode(passive_worker.call(self.node, self.nc, encode(msg), os.getpid()))
+        pid_file = d / passive_worker.PID_NAME
+        if pid_file.exists():
+            self.pids.append(int(pid_file.read_text()))
+        if msg.kind == "train":
+            self.trains += 1
+            if self.trains == self.kill_at:
+                self.killed = self.pids[-1]
+                os.kill(self.killed, signal.SIGKILL)
+                assert _wait_gone(self.killed)
+                # the reply was "lost": the active resends; a fresh worker answers it again without reapplying it
+                again = decode(passive_worker.call(self.node, self.nc, encode(msg), os.getpid()))
+                for k in reply.arrays:
+                    assert np.array_equal(np.asarray(again.arrays[k]), np.asarray(reply.arrays[k]))
+        return reply
+
+    def submit(self, requests):
+        return {n: self._call(m) for n, m in requests.items()}
+
+    def collect(self, ticket):
+        return ticket
+
+    def exchange(self, requests):
+        return self.collect(self.submit(requests))
+
+
+def test_worker_trains_like_an_in_process_passive_and_resumes_after_a_kill():
+    ds = load_bundled("digits")
     cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=4)
-    run(load_bundled("digits"), 0, cfg, record=record)
-    pairs = list(zip(record[0::2], record[1::2], strict=True))  # one passive: request, reply, request, ...
+    local = build_clients(ds, 0, cfg)
+    local.setup()
+    local.fit()
     node_config = {"party": "passive1", "dataset": "digits", "active": "0"}
     node = uuid.uuid4().int % 2**62  # a fresh node id: a private worker directory of its own
     d = passive_worker.worker_dir(node, node_config)
     assert (d.stat().st_mode & 0o777) == 0o700
-    killed = pid = None
+    transport = WorkerTransport(node, node_config, kill_at=3)
+    active, _ = split_parties(ds, 0)
+    client = ActiveClient(active, cfg, transport, ["passive1"], log=lambda m: None)
     try:
-        for i, (request, expected) in enumerate(pairs):
-            if (d / passive_worker.PID_NAME).exists():
-                pid = int((d / passive_worker.PID_NAME).read_text())
-            got, want = decode(passive_worker.call(node, node_config, request, os.getpid())), decode(expected)
-            assert (got.kind, got.round, sorted(got.arrays)) == (want.kind, want.round, sorted(want.arrays))
-            for k in want.arrays:
-                np.testing.assert_allclose(np.asarray(got.arrays[k]), np.asarray(want.arrays[k]), rtol=1e-5, atol=1e-6)
-            if killed is None and want.kind == "reply" and i == len(pairs) // 2:
-                killed = int((d / passive_worker.PID_NAME).read_text())
-                os.kill(killed, signal.SIGKILL)  # the next request starts a fresh worker from the state file
-                # the active party resends the request whose reply it lost: answered again, not applied twice
-                again = decode(passive_worker.call(node, node_config, request, os.getpid()))
-                for k in got.arrays:
-                    assert np.array_equal(np.asarray(again.arrays[k]), np.asarray(got.arrays[k]))
-        assert killed is not None and pid is not None and pid != killed
-        assert _wait_gone(pid), "the worker must exit after finish"
+        client.setup()
+        client.fit()
+        for got, want in zip(client.learner.modules.parameters(), local.learner.modules.parameters(), strict=True):
+            assert np.allclose(got.detach().numpy(), want.detach().numpy(), atol=1e-5)
+        assert transport.killed is not None
+        client.finish()
+        assert _wait_gone(transport.pids[-1]), "the worker must exit after finish"
         assert not d.exists(), "a clean finish removes the worker's directory"
     finally:
-        pid_file = d / passive_worker.PID_NAME
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        for pid in set(transport.pids):
+            if passive_worker._alive(pid):
+                os.kill(pid, signal.SIGKILL)
