@@ -93,7 +93,7 @@ class ActiveClient:
 
     # --- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Align rows with the passives by hashed ID, build the models and tell each passive its role."""
+        """Align rows with the passives by ECDH private set intersection, build the models, assign the roles."""
         cfg, d = self.cfg, self.data
         pos = {s: i for i, s in enumerate(d.ids)}
         train_pos = np.asarray([pos[s] for s in d.train_ids])
