@@ -27,6 +27,16 @@ def machine() -> dict:
     return d
 
 
+def write_benchmark(prefix: Path, report: dict, md: list[str]) -> None:
+    """A benchmark's ``PREFIX.json`` (the report, with the machine) and ``PREFIX.md`` (``md`` plus a closing line
+    naming the machine and the command in ``report["command"]``); prints the markdown."""
+    report.setdefault("machine", machine())
+    prefix.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    text = "\n".join([*md, "", f"Machine: {json.dumps(report['machine'])}. Reproduce: `{report['command']}`.", ""])
+    prefix.with_suffix(".md").write_text(text)
+    print(text)
+
+
 def summarize(runs: list[dict]) -> dict[str, dict]:
     """Per method (and per derived model: tvfl fills, kd teacher): accuracy mean ± std, macro-F1, standalone,
     and the fraction of the local → all-parties-TVFL gap closed."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from apfed.config import make_config
 from apfed.data import load_bundled
-from apfed.report import machine
+from apfed.report import write_benchmark
 from apfed.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,13 +100,11 @@ def main() -> None:
         "epochs": a.epochs,
         "seed": a.seed,
         "variants": results,
-        "machine": machine(),
         "command": "python benchmarks/deploy_vs_inprocess.py --epochs "
         + str(a.epochs)
         + "".join(f" --variant {v}" for v in variants),
     }
     prefix = Path(a.out) / f"{datetime.date.today()}-deploy-vs-inprocess-cpu"
-    prefix.with_suffix(".json").write_text(json.dumps(rep, indent=1))
     md = [
         "# Loopback deployment vs in-process",
         "",
@@ -135,12 +133,8 @@ def main() -> None:
         "(deployment − in-process): "
         + ", ".join(f"K={r['k']}{' pipelined' if r['pipeline'] else ''}: {r['accuracy_delta']:+.2f}" for r in results)
         + " (goal within ±0.5).",
-        "",
-        f"Machine: {json.dumps(rep['machine'])}. Reproduce: `{rep['command']}`.",
-        "",
     ]
-    prefix.with_suffix(".md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_benchmark(prefix, rep, md)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,12 @@ Usage: python benchmarks/psi_timing.py [--sizes 10000 100000 1000000]
 
 import argparse
 import datetime
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from apfed.report import machine
+from apfed.report import write_benchmark
 from protocols.psi import PsiKey, hash_to_points, match
 
 
@@ -57,11 +56,9 @@ def main() -> None:
     rep = {
         "benchmark": "ECDH-PSI timing",
         "rows": rows,
-        "machine": machine(),
         "command": "python benchmarks/psi_timing.py",
     }
     prefix = Path(a.out) / f"{datetime.date.today()}-psi-timing-cpu"
-    prefix.with_suffix(".json").write_text(json.dumps(rep, indent=1))
     md = [
         "# ECDH-PSI alignment time (X25519, one core per party)",
         "",
@@ -76,9 +73,7 @@ def main() -> None:
         f"{r['mb_active_to_passive']:.1f} | {r['mb_passive_to_active']:.1f} |"
         for r in rows
     ]
-    md += ["", f"Machine: {json.dumps(rep['machine'])}. Reproduce: `{rep['command']}`.", ""]
-    prefix.with_suffix(".md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_benchmark(prefix, rep, md)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Usage: python benchmarks/simulate_vs_inprocess.py [--epochs 3] [--k 16] [--no-pi
 
 import argparse
 import datetime
-import json
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from apfed.config import make_config
 from apfed.data import load_bundled
-from apfed.report import machine
+from apfed.report import write_benchmark
 from apfed.runner import run
 from clients.flower_app import RunSettings, simulate
 
@@ -72,12 +71,10 @@ def main() -> None:
         "k": a.k,
         "pipeline": a.pipeline,
         "rows": rows,
-        "machine": machine(),
         "command": f"python benchmarks/simulate_vs_inprocess.py --epochs {a.epochs} --k {a.k}"
         + ("" if a.pipeline else " --no-pipeline"),
     }
     prefix = Path(a.out) / f"{datetime.date.today()}-simulate-vs-inprocess-cpu"
-    prefix.with_suffix(".json").write_text(json.dumps(rep, indent=1))
     md = [
         "# Flower simulation engine vs in-process",
         "",
@@ -95,9 +92,7 @@ def main() -> None:
             f"{r['inprocess_epoch_s']:.2f} | {r['simulation_epoch_s']:.2f} | {r['ratio']:.2f} | "
             f"{r['simulation_total_s']:.0f} | {r['messages_per_epoch']:.0f} | {r['mb_per_epoch']:.2f} |"
         )
-    md += ["", f"Machine: {json.dumps(rep['machine'])}. Reproduce: `{rep['command']}`.", ""]
-    prefix.with_suffix(".md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_benchmark(prefix, rep, md)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ are reported. Usage: python benchmarks/speed.py [--device cpu|cuda] [--repeats N
 
 import argparse
 import datetime
-import json
 import platform
 from pathlib import Path
 
 from apfed.config import make_config
 from apfed.data import load_bundled
-from apfed.report import machine
+from apfed.report import machine, write_benchmark
 from apfed.speed import compare
 
 
@@ -38,7 +37,6 @@ def main() -> None:
         **res,
         "command": f"python benchmarks/speed.py --device {a.device} --repeats {a.repeats}",
     }
-    prefix.with_suffix(".json").write_text(json.dumps(rep, indent=1))
     md = [
         "# In-process epoch time vs bare compute",
         "",
@@ -52,12 +50,8 @@ def main() -> None:
         f"| {', '.join(f'{x:.2f}' for x in res['bare_epoch_s'])} |",
         "",
         f"Ratio (median / median): **{res['ratio']:.3f}** (goal ≤ 1.15).",
-        "",
-        f"Machine: {json.dumps(rep['machine'])}. Reproduce: `{rep['command']}`.",
-        "",
     ]
-    prefix.with_suffix(".md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_benchmark(prefix, rep, md)
 
 
 if __name__ == "__main__":

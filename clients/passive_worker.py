@@ -28,11 +28,11 @@ from pathlib import Path
 
 from protocols.codec import decode, encode
 from protocols.errors import ProtocolError
-from protocols.messages import FINISH, TRAIN
+from protocols.messages import ALIGN, FINISH, SETUP, TRAIN
 from protocols.validation import MAX_MESSAGE_BYTES
 
 SOCKET_NAME, PID_NAME, STATE_NAME, LOG_NAME = "worker.sock", "worker.pid", "state.pt", "worker.log"
-STATEFUL = {"setup", "align", TRAIN}
+STATEFUL = {SETUP, ALIGN, TRAIN}  # requests that change the passive's state (and are saved before the reply)
 
 
 def worker_dir(node_id: int, node_config: dict) -> Path:
