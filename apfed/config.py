@@ -48,6 +48,8 @@ class TrainConfig:
     projection_dim: int = 64
     batches_per_round: int = 1  # K: minibatches carried by one exchange with the passives
     pipeline: bool = False  # queue round r+1 before applying round r (overlaps the parties; one round stale)
+    dp_clip: float = 0.0  # > 0: clip each sample's sent embedding to this L2 norm (gradients: dp_clip / batch_size)
+    dp_noise: float = 0.0  # Gaussian noise multiplier: std = dp_noise x the clip bound (needs dp_clip)
     seed: int = 0
     device: str = "cpu"
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
@@ -68,6 +70,8 @@ class TrainConfig:
             (self.temperature > 0 and self.kd_temperature > 0, "temperatures must be > 0"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.batches_per_round >= 1, f"batches_per_round must be >= 1, got {self.batches_per_round}"),
+            (self.dp_clip >= 0 and self.dp_noise >= 0, "dp_clip and dp_noise must be >= 0"),
+            (self.dp_noise == 0 or self.dp_clip > 0, "dp_noise needs a clip bound: set dp_clip > 0 as well"),
             (
                 self.device == "cpu" or self.device.startswith("cuda"),
                 f"device must be cpu or cuda, got {self.device!r}",

@@ -8,14 +8,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from apfed.config import STANDALONE, TrainConfig
 from apfed.data.views import MultiViewDataset, split_parties
 from apfed.standalone import StandaloneModel
-from clients.active import ActiveClient
+from clients.active import ACTIVE, ActiveClient
 from clients.passive import PassiveClient
+from protocols.sealing import PartyKey, Sealing
 from protocols.transport import InProcessTransport
 
 
@@ -31,6 +33,7 @@ class RunResult:
     epoch_seconds: float = 0.0
     wire: dict = field(default_factory=dict)
     model: StandaloneModel | None = None
+    faults: list[dict] = field(default_factory=list)  # passive contributions skipped (deadline, bad message)
 
     @property
     def standalone(self) -> bool:
@@ -46,8 +49,29 @@ class RunResult:
             "seconds": self.seconds,
             "epoch_seconds": self.epoch_seconds,
             "wire": self.wire,
+            "faults": self.faults,
             "history": self.history,
         }
+
+
+@dataclass
+class Safety:
+    """Run options outside the ML recipe: encryption, the bad-message policy, the per-round deadline."""
+
+    encrypt: bool = False
+    on_bad_message: str = "fail"
+    round_timeout: float | None = None
+    checkpoint_dir: str | None = None  # active.ckpt plus one node-local directory per passive
+    checkpoint_every: int = 0  # rounds between checkpoints (0: none)
+    resume: bool = False  # continue from checkpoint_dir instead of starting afresh
+
+
+def in_process_sealing(names: list[str]) -> tuple[Sealing, dict[str, Sealing]]:
+    """Fresh long-term keys for the active party and each passive, each pinning the other's fingerprint."""
+    active_key = PartyKey()
+    keys = {n: PartyKey() for n in names}
+    passives = {n: Sealing(keys[n], {ACTIVE: active_key.fingerprint}) for n in names}
+    return Sealing(active_key, {n: k.fingerprint for n, k in keys.items()}), passives
 
 
 def build_clients(
@@ -57,17 +81,37 @@ def build_clients(
     serialize: bool = False,
     record: list | None = None,
     log: Callable = lambda *_: None,
+    safety: Safety | None = None,
 ) -> ActiveClient:
     """The active client and in-process passives for one method on one dataset."""
+    safety = safety or Safety()
     active_data, passive_data = split_parties(ds, active)
     if cfg.method in ("local", "centralized"):
         passive_data_used, extra = [], ([p.view for p in passive_data] if cfg.method == "centralized" else [])
     else:
         passive_data_used, extra = passive_data, []
     names = [f"passive{i + 1}" for i in range(len(passive_data_used))]
-    passives = {n: PassiveClient(n, p, cfg.device) for n, p in zip(names, passive_data_used, strict=True)}
-    transport = InProcessTransport({n: p.handle for n, p in passives.items()}, serialize=serialize, record=record)
-    return ActiveClient(active_data, cfg, transport, names, extra_views=extra, log=log)
+    active_sealing, sealings = in_process_sealing(names) if safety.encrypt else (None, {})
+    ckdir = Path(safety.checkpoint_dir) if safety.checkpoint_dir else None
+    passives = {
+        n: PassiveClient(n, p, cfg.device, sealings.get(n), ckdir / n if ckdir else None)
+        for n, p in zip(names, passive_data_used, strict=True)
+    }
+    transport = InProcessTransport(
+        {n: p.handle for n, p in passives.items()}, serialize, record, round_timeout=safety.round_timeout
+    )
+    return ActiveClient(
+        active_data,
+        cfg,
+        transport,
+        names,
+        extra_views=extra,
+        log=log,
+        sealing=active_sealing,
+        on_bad_message=safety.on_bad_message,
+        checkpoint=str(ckdir / "active.ckpt") if ckdir else None,
+        checkpoint_every=safety.checkpoint_every,
+    )
 
 
 def run(
@@ -81,11 +125,15 @@ def run(
     record: list | None = None,
     log: Callable = lambda *_: None,
     provenance: dict | None = None,
+    safety: Safety | None = None,
 ) -> RunResult:
     """Train one method with one seed; return the headline accuracy, curves and (if any) the standalone model."""
     t0 = time.perf_counter()
-    client = build_clients(ds, active, cfg, serialize, record, log)
-    client.setup()
+    client = build_clients(ds, active, cfg, serialize, record, log, safety)
+    if safety is not None and safety.resume:
+        client.resume()
+    else:
+        client.setup()
     history = client.fit(on_epoch=on_epoch, on_batch=on_batch)
     last = history[-cfg.eval_last :]
     extra = {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("acc_")}
@@ -115,4 +163,5 @@ def run(
         epoch_seconds=float(np.median([h["train_time"] for h in history])),
         wire=dict(client.wire),
         model=model,
+        faults=list(client.faults),
     )

@@ -4,6 +4,7 @@ standalone model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -13,25 +14,34 @@ import numpy as np
 import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
+from apfed.checkpoint import load_checkpoint, save_checkpoint
 from apfed.config import TrainConfig
 from apfed.data.views import PartyData, Preprocessor, View
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.metrics import classification_metrics
 from apfed.models import encoder_output_shape
+from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
 from clients.tensors import as_tensor
 from protocols.errors import ProtocolError
-from protocols.messages import ALIGN, EVALUATE, FINISH, REPLY, SETUP, TRAIN, Message
+from protocols.messages import ALIGN, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
 from protocols.psi import POINT, PsiKey, hash_to_points, match
+from protocols.sealing import Channel, Handshake, Sealing
 from protocols.transport import Transport
 from protocols.validation import ArraySpec, validate
 
 ACTIVE = "active"
+BAD_MESSAGE_POLICIES = ("skip", "fail")
 
 
 class ActiveClient:
-    """Coordinates one training run. ``extra_views`` gives the active party more local views (centralized)."""
+    """Coordinates one training run. ``extra_views`` gives the active party more local views (centralized).
+
+    ``sealing`` turns on end-to-end encryption with every passive (a HELLO key agreement before setup).
+    ``on_bad_message``: what a training round does with a passive whose reply is missing (deadline missed),
+    fails validation or decryption: ``skip`` trains the round without that passive (and counts it in
+    ``faults``), ``fail`` stops the run with the error. Setup, alignment and evaluation always fail."""
 
     def __init__(
         self,
@@ -42,9 +52,22 @@ class ActiveClient:
         run_id: str | None = None,
         extra_views: list[View] | None = None,
         log: Callable = print,
+        sealing: Sealing | None = None,
+        on_bad_message: str = "fail",
+        checkpoint: str | None = None,
+        checkpoint_every: int = 0,
     ):
         if data.labels is None or data.train_ids is None:
             raise DataError("the active party needs labels and a train/test split")
+        if on_bad_message not in BAD_MESSAGE_POLICIES:
+            raise DataError(f"on_bad_message must be skip or fail, got {on_bad_message!r}")
+        self.sealing, self.on_bad_message = sealing, on_bad_message
+        self.channels: dict[str, Channel] = {}
+        self.faults: list[dict] = []  # every skipped contribution: round, passive, reason
+        if checkpoint_every < 0 or (checkpoint_every and not checkpoint):
+            raise DataError("checkpoint_every needs a checkpoint path and must be >= 0")
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.resumed: dict | None = None
         self.data, self.cfg, self.transport = data, cfg, transport
         self.names = list(passive_names)
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -60,31 +83,51 @@ class ActiveClient:
         """Queue one request per passive; returns what ``_collect`` needs to wait for and check the replies."""
         self.round += 1
         requests = {n: Message(kind, self.run_id, self.round, ACTIVE, n, a, c) for n, (a, c) in per_passive.items()}
+        wire = {n: self.channels[n].seal(m) if n in self.channels else m for n, m in requests.items()}
         t0 = time.perf_counter()
-        ticket = self.transport.submit(requests)
+        ticket = self.transport.submit(wire)
         self.exchange_s += time.perf_counter() - t0
-        return self.round, requests, ticket
+        return self.round, wire, ticket
 
     def _collect(self, sent: tuple, reply_arrays: Callable[[int], dict]) -> dict[str, Message]:
         rnd, requests, ticket = sent
         t0 = time.perf_counter()
         replies = self.transport.collect(ticket)
         self.exchange_s += time.perf_counter() - t0
+        good = {}
         for n in requests:
-            if n not in replies:
-                raise ProtocolError(f"no reply from {n} in round {rnd}")
-            validate(
-                replies[n],
-                kind=REPLY,
-                run_id=self.run_id,
-                round=rnd,
-                sender=n,
-                receiver=ACTIVE,
-                arrays=reply_arrays(self.names.index(n)),
-            )
+            try:
+                if n not in replies:
+                    raise ProtocolError(f"no reply from {n} in round {rnd} (deadline missed)")
+                reply = self.channels[n].open(replies[n]) if n in self.channels else replies[n]
+                good[n] = validate(
+                    reply,
+                    kind=REPLY,
+                    run_id=self.run_id,
+                    round=rnd,
+                    sender=n,
+                    receiver=ACTIVE,
+                    arrays=reply_arrays(self.names.index(n)),
+                )
+            except ProtocolError as e:
+                if self.on_bad_message == "fail" or requests[n].kind != TRAIN:
+                    raise
+                self.faults.append({"round": rnd, "passive": n, "error": str(e)})
+                self.log(f"round {rnd}: training without {n}: {e}")
+                continue
             self.wire["messages"] += 2
             self.wire["bytes"] += requests[n].nbytes() + replies[n].nbytes()
-        return replies
+        return good
+
+    def _handshake(self) -> None:
+        """HELLO key agreement with every passive (pinned fingerprints); later messages are sealed."""
+        shakes = {n: Handshake(self.sealing) for n in self.names}
+        self.round = -1
+        replies = self._exchange(HELLO, {n: ({}, shakes[n].offer()) for n in self.names}, lambda i: {})
+        for n in self.names:
+            self.channels[n] = shakes[n].finish(
+                replies[n].config, peer=n, run_id=self.run_id, active=ACTIVE, passive=n, own=ACTIVE
+            )
 
     def _exchange(
         self, kind: str, per_passive: dict[str, tuple[dict, dict]], reply_arrays: Callable[[int], dict]
@@ -103,6 +146,8 @@ class ActiveClient:
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         sends = cfg.method in ("tvfl", "apfed-kd")
         matches: dict[str, np.ndarray] = {}
+        if self.names and self.sealing is not None:
+            self._handshake()
         if self.names:
             psi = PsiKey()  # ECDH-PSI: only blinded IDs travel (protocols/psi.py)
             blinded = psi.blind(hash_to_points(d.ids, self.run_id))
@@ -136,7 +181,6 @@ class ActiveClient:
                 matches[n] = match(np.asarray(replies[n].arrays["psi_double"]), theirs)
                 present &= matches[n] >= 0
         keep = np.flatnonzero(present)
-        self.keep = keep  # the active rows in the intersection, in the order every party now uses
         train = np.flatnonzero(np.isin(keep, train_pos))
         test = np.flatnonzero(np.isin(keep, test_pos))
         self.log(
@@ -155,6 +199,14 @@ class ActiveClient:
             for i, n in enumerate(self.names):
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
+        self._build(keep, train, test, infos)
+
+    def _build(self, keep: np.ndarray, train: np.ndarray, test: np.ndarray, infos: list[PassiveInfo]) -> None:
+        """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters."""
+        cfg, d = self.cfg, self.data
+        spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
+        h_shape = encoder_output_shape(spec, cfg.embedding_dim)
+        self.keep, self.split = keep, (train, test)  # the intersection, in the order every party now uses
         self.preprocessor = Preprocessor.fit(d.view, keep[train])
         dev = cfg.device
         X = torch.from_numpy(self.preprocessor(d.view.X[keep])).to(dev)
@@ -170,6 +222,8 @@ class ActiveClient:
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
         self.emb_stats = [None] * len(self.names)
+        self.dp = Privatizer(cfg, cfg.seed * 1000 + 3)
+        self.rounds_sent = 0
 
     # --- training -------------------------------------------------------------------------------------
     def _reply_specs(self, i: int, total: int) -> dict:
@@ -185,7 +239,9 @@ class ActiveClient:
         """Forward K minibatches and queue the passives' train requests (with any pending embedding gradients)."""
         L = self.learner
         augs = [sample_augmentation(len(b), self.cfg, self.aug_gen, self.cfg.device) for b in batches]
-        rnd = {"batches": batches, "progress": progress, "augs": augs, "sent": None}
+        self.rounds_sent += 1
+        ckpt = bool(self.checkpoint_every) and self.rounds_sent % self.checkpoint_every == 0
+        rnd = {"batches": batches, "progress": progress, "augs": augs, "sent": None, "checkpoint": ckpt}
         if not self.names:
             return rnd
         sent = [L.outgoing(idx, a) for idx, a in zip(batches, augs, strict=True)]
@@ -201,7 +257,7 @@ class ActiveClient:
                 **(joined or {}),
             }
             if self.infos[i].loss is not None:
-                arrays["act"] = torch.cat([s[i] for s in sent])
+                arrays["act"] = self.dp.embedding(torch.cat([s[i] for s in sent]))
             if n in self.pending:
                 prev_idx, prev_aug, prev_grad = self.pending.pop(n)
                 arrays.update(
@@ -211,7 +267,7 @@ class ActiveClient:
                         **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
                     }
                 )
-            requests[n] = (arrays, {})
+            requests[n] = (arrays, {"checkpoint": True} if ckpt else {})
         rnd.update(flat=flat, joined=joined, sent=self._submit(TRAIN, requests))
         return rnd
 
@@ -223,26 +279,36 @@ class ActiveClient:
         flat = rnd["flat"]
         replies = self._collect(rnd["sent"], lambda i: self._reply_specs(i, len(flat)))
         dev = self.cfg.device
-        got = [{k: as_tensor(v, dev) for k, v in replies[n].arrays.items()} for n in self.names]
+        # a passive skipped this round (no or bad reply) contributes nothing; a teacher sees zeros in its place
+        got = [
+            {k: as_tensor(v, dev) for k, v in replies[n].arrays.items()} if n in replies else None for n in self.names
+        ]
         out, emb_grads = [], [[] for _ in self.names]
         start = 0
         for idx, p, aug in zip(batches, progress, augs, strict=True):
             sl = slice(start, start + len(idx))
             start += len(idx)
-            grads = [g["grad"][sl] if "grad" in g else None for g in got]
-            embs = [g["emb"][sl] if "emb" in g else None for g in got]
+            grads = [g["grad"][sl] if g and "grad" in g else None for g in got]
+            embs = [
+                g["emb"][sl] if g and "emb" in g else None if info.embedding_shape is None else self._zeros(idx, info)
+                for g, info in zip(got, self.infos, strict=True)
+            ]
             metrics, eg = L.step(idx, grads, embs, p, aug)
             for i, e in enumerate(eg):
-                if e is not None:
+                if e is not None and got[i] is not None:
                     emb_grads[i].append(e)
                     self._track(i, embs[i])
-            if got and "loss" in got[0]:
-                metrics["passive_loss"] = torch.stack([g["loss"].mean() for g in got if "loss" in g]).mean()
+            losses = [g["loss"].mean() for g in got if g and "loss" in g]
+            if losses:
+                metrics["passive_loss"] = torch.stack(losses).mean()
             out.append(metrics)
         for i, n in enumerate(self.names):
             if emb_grads[i]:
                 self.pending[n] = (flat, rnd["joined"], torch.cat(emb_grads[i]))
         return out
+
+    def _zeros(self, idx: torch.Tensor, info: PassiveInfo) -> torch.Tensor:
+        return torch.zeros((len(idx), *info.embedding_shape), device=self.cfg.device)
 
     def _track(self, i: int, emb: torch.Tensor) -> None:
         """Running sums of passive embeddings, for the mean/random fills of absent passives (tvfl)."""
@@ -285,6 +351,11 @@ class ActiveClient:
         torch.manual_seed(cfg.seed + 1)  # dropout in the active party's heads
         rounds = self._rounds()
         metrics: list[dict] = []
+        if self.resumed is not None:  # replay the round schedule up to the checkpoint, restore the RNGs
+            for _ in range(self.resumed["rounds_sent"]):
+                next(rounds)
+            metrics = self._restore_rngs_and_metrics(self.resumed)
+            self.resumed = None
         t0, x0 = time.perf_counter(), self.exchange_s
         nxt = next(rounds, None)
         inflight = self._send_round(nxt[1], nxt[2]) if nxt else None
@@ -292,7 +363,9 @@ class ActiveClient:
             epoch, chunk, _, last = nxt
             current = inflight
             nxt = next(rounds, None)
-            if cfg.pipeline and nxt is not None:
+            # a checkpoint round is drained first: no later round may reach the passives before the save
+            early = cfg.pipeline and nxt is not None and not current["checkpoint"]
+            if early:
                 inflight = self._send_round(nxt[1], nxt[2])
             metrics += self._apply_round(current)
             if on_batch:
@@ -304,15 +377,17 @@ class ActiveClient:
                     "train_time": time.perf_counter() - t0,
                     "exchange_time": self.exchange_s - x0,
                 }
-                for key in metrics[0]:
-                    row[key] = float(torch.stack([torch.as_tensor(m[key]) for m in metrics]).mean())
+                for key in dict.fromkeys(k for m in metrics for k in m):  # a skipped passive leaves a key out
+                    row[key] = float(torch.stack([torch.as_tensor(m[key]) for m in metrics if key in m]).mean())
                 row.update(self.evaluate())
                 self.history.append(row)
                 if on_epoch:
                     on_epoch(row)
                 metrics = []
                 t0, x0 = time.perf_counter(), self.exchange_s
-            if not cfg.pipeline and nxt is not None:
+            if current["checkpoint"]:
+                self._save_checkpoint(metrics, current["sent"][0] if current["sent"] else 0)
+            if not early and nxt is not None:
                 inflight = self._send_round(nxt[1], nxt[2])
         self._flush()
         return self.history
@@ -334,6 +409,75 @@ class ActiveClient:
                 )
             self.pending = {}
             self._exchange(TRAIN, requests, lambda i: {"loss": ArraySpec((None,), required=False)})
+
+    # --- checkpoints --------------------------------------------------------------------------------
+    def _identity(self) -> dict:
+        """What a checkpoint must match to be resumed: the recipe (device aside) and the active party's rows."""
+        cfg = {k: v for k, v in self.cfg.to_dict().items() if k != "device"}
+        digest = hashlib.sha256("\n".join(map(str, self.data.ids)).encode()).hexdigest()
+        return {"config": json.dumps(cfg, sort_keys=True), "ids": digest, "passives": json.dumps(self.names)}
+
+    def _save_checkpoint(self, metrics: list[dict], passive_round: int) -> None:
+        """Everything the active party needs to continue after this round, written atomically.
+        ``passive_round``: the message round after which the passives saved their own checkpoints."""
+        state = {
+            **self._identity(),
+            "run_id": self.run_id,
+            "round": self.round,
+            "passive_round": passive_round,
+            "rounds_sent": self.rounds_sent,
+            "keep": torch.from_numpy(self.keep),
+            "train": torch.from_numpy(self.split[0]),
+            "test": torch.from_numpy(self.split[1]),
+            "infos": json.dumps([[p.loss, list(p.embedding_shape) if p.embedding_shape else None] for p in self.infos]),
+            "learner": self.learner.state(),
+            "pending": {n: [v[0], v[1] or {}, v[2]] for n, v in self.pending.items()},
+            "emb_stats": [list(s) if s is not None else None for s in self.emb_stats],
+            "history": json.dumps(self.history),
+            "wire": json.dumps(self.wire),
+            "faults": json.dumps(self.faults),
+            "metrics": metrics,
+            "aug_rng": self.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.cfg.device.startswith("cuda") else [],
+            "dp_rng": self.dp.gen.get_state() if self.dp.gen is not None else torch.zeros(0, dtype=torch.uint8),
+        }
+        save_checkpoint(self.checkpoint, state)
+
+    def resume(self) -> None:
+        """Continue an interrupted run from the checkpoint (instead of ``setup``): each passive rolls back to
+        its own node-local checkpoint of the same round, so the run ends exactly as an uninterrupted one."""
+        ck = load_checkpoint(self.checkpoint, self.cfg.device)
+        mine = self._identity()
+        for key, what in (("config", "training configuration"), ("ids", "active party's data"), ("passives", "")):
+            if ck.get(key) != mine[key]:
+                raise DataError(f"{self.checkpoint} was written for another {what or 'set of passives'}; cannot resume")
+        self.run_id = ck["run_id"]
+        if self.names and self.sealing is not None:
+            self._handshake()
+        if self.names:
+            self.round = -1
+            self._exchange(RESUME, {n: ({}, {"resume_round": int(ck["passive_round"])}) for n in self.names}, lambda i: {})
+        infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
+        self._build(ck["keep"].numpy(), ck["train"].numpy(), ck["test"].numpy(), infos)
+        self.learner.load_state(ck["learner"])
+        self.round, self.rounds_sent = int(ck["round"]), 0
+        self.pending = {n: (v[0], v[1] or None, v[2]) for n, v in ck["pending"].items()}
+        self.emb_stats = [tuple(s) if s is not None else None for s in ck["emb_stats"]]
+        self.history, self.wire = json.loads(ck["history"]), json.loads(ck["wire"])
+        self.faults = json.loads(ck["faults"])
+        self.resumed = ck
+        self.log(f"resumed run {self.run_id} after round {self.round} ({len(self.history)} epochs done)")
+
+    def _restore_rngs_and_metrics(self, ck: dict) -> list[dict]:
+        self.rounds_sent = int(ck["rounds_sent"])
+        self.aug_gen.set_state(ck["aug_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        if ck["cuda_rng"]:
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        if self.dp.gen is not None:
+            self.dp.gen.set_state(ck["dp_rng"])
+        return list(ck["metrics"])
 
     # --- evaluation -----------------------------------------------------------------------------------
     def passive_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:

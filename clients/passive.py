@@ -5,28 +5,46 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from apfed.augment import slice_augmentation
+from apfed.checkpoint import save_atomic
 from apfed.config import TrainConfig
 from apfed.data.views import PartyData, Preprocessor
 from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
+from apfed.privacy import Privatizer
 from clients.tensors import as_tensor
 from protocols.errors import ProtocolError
-from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, HELLO, REPLY, SETUP, TRAIN, Message
+from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
 from protocols.psi import POINT, PsiKey, hash_to_points
+from protocols.sealing import Channel, Handshake, Sealing
 from protocols.validation import ArraySpec, validate
 
 
 class PassiveClient:
     """Answers setup, align, train, evaluate and finish requests. ``handle`` never raises: a problem is
-    returned as an error message, so the active party can decide what to do."""
+    returned as an error message, so the active party can decide what to do.
 
-    def __init__(self, name: str, data: PartyData, device: str = "cpu"):
-        self.name, self.data, self.device = name, data, device
+    With ``sealing`` every request after the HELLO key agreement must be sealed (protocols/sealing.py), and
+    every reply is. Rounds must increase within a session, so a replayed old request is refused."""
+
+    def __init__(
+        self,
+        name: str,
+        data: PartyData,
+        device: str = "cpu",
+        sealing: Sealing | None = None,
+        checkpoint_dir: str | Path | None = None,
+    ):
+        self.name, self.data, self.device, self.sealing = name, data, device, sealing
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.channel: Channel | None = None
+        self.last_round = 0
+        self.fresh = True  # a resume is accepted only as the first request of a session
         self.active_name: str | None = None
         self.run_id: str | None = None
         self.offered_rows: np.ndarray | None = None  # our row behind each entry of the shuffled PSI list we sent
@@ -35,16 +53,57 @@ class PassiveClient:
         self.n: int = 0
 
     def handle(self, msg: Message) -> Message:
+        if msg.kind == HELLO:
+            return self._hello(msg)
+        if self.sealing is None:
+            return self._handle(msg)
+        if self.channel is None:
+            return msg.reply(ERROR, config={"error": f"{self.name}: encryption is on and no key agreement was made"})
         try:
-            if msg.kind == HELLO:
-                return Message(REPLY, msg.run_id, msg.round, self.name, msg.sender, {}, {"party": self.name})
+            inner = self.channel.open(msg)
+        except ProtocolError as e:
+            return self.channel.seal(msg.reply(ERROR, config={"error": f"{self.name}: {e}"}))
+        return self.channel.seal(self._handle(inner))
+
+    def _hello(self, msg: Message) -> Message:
+        """Name this party; with encryption requested, answer the key agreement (pinned fingerprints)."""
+        config: dict = {"party": self.name}
+        try:
+            if "seal_key" in msg.config:
+                if self.sealing is None:
+                    raise ProtocolError("the active party asks for encryption, but this party has no key configured")
+                hs = Handshake(self.sealing)
+                channel = hs.finish(
+                    msg.config, peer=msg.sender, run_id=msg.run_id, active=msg.sender, passive=self.name, own=self.name
+                )
+                self.channel, self.run_id, self.active_name, self.last_round = channel, None, None, 0
+                config.update(hs.offer())
+        except ProtocolError as e:
+            return msg.reply(ERROR, config={"error": f"{self.name}: {e}"})
+        self.fresh = True
+        return Message(REPLY, msg.run_id, msg.round, self.name, msg.sender, {}, config)
+
+    def _handle(self, msg: Message) -> Message:
+        fresh, self.fresh = self.fresh, False
+        try:
             if msg.kind == SETUP:
                 return self._setup(msg)
+            if msg.kind == RESUME:
+                return self._resume(msg, fresh)
             self._check_session(msg)
+            if msg.kind != ALIGN:
+                if msg.round <= self.last_round:
+                    raise ProtocolError(
+                        f"round {msg.round} is not after the last round {self.last_round} (replayed or out of order)"
+                    )
+                self.last_round = msg.round
             if msg.kind == ALIGN:
                 return self._align(msg)
             if msg.kind == TRAIN:
-                return self._train(msg)
+                reply = self._train(msg)
+                if msg.config.get("checkpoint") is True:
+                    self._save_checkpoint(msg.round)
+                return reply
             if msg.kind == EVALUATE:
                 return self._evaluate(msg)
             if msg.kind == FINISH:
@@ -53,6 +112,38 @@ class PassiveClient:
             raise ProtocolError(f"unexpected request kind {msg.kind!r}")
         except (ProtocolError, ApfedError, ValueError) as e:
             return msg.reply(ERROR, config={"error": f"{self.name}: {e}"})
+
+    # --- node-local checkpoints, for resuming an interrupted run ------------------------------------------
+    def _checkpoint_path(self, run_id: str, round: int) -> Path:
+        if self.checkpoint_dir is None:
+            raise ProtocolError("checkpoints were asked for, but this party has no checkpoint directory")
+        if not run_id.isalnum():
+            raise ProtocolError(f"run id {run_id!r} is not alphanumeric")
+        return self.checkpoint_dir / f"{run_id}-{round:09d}.pt"
+
+    def _save_checkpoint(self, round: int) -> None:
+        """This party's state after ``round``; the last three are kept (the active may resume an older one)."""
+        path = self._checkpoint_path(self.run_id, round)
+        save_atomic(path, self.state_bytes())
+        for old in sorted(self.checkpoint_dir.glob(f"{self.run_id}-*.pt"))[:-3]:
+            old.unlink(missing_ok=True)
+
+    def _resume(self, msg: Message, fresh: bool) -> Message:
+        if not fresh:
+            raise ProtocolError("resume is accepted only as the first request after connecting")
+        validate(msg, kind=RESUME, run_id=msg.run_id, round=0, sender=msg.sender, receiver=self.name, arrays={})
+        r = msg.config.get("resume_round")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise ProtocolError(f"resume needs a positive resume_round, got {r!r}")
+        path = self._checkpoint_path(msg.run_id, r)
+        if not path.exists():
+            raise ProtocolError(f"no checkpoint of run {msg.run_id} at round {r} in {self.checkpoint_dir}")
+        channel = self.channel
+        self.restore(path.read_bytes())
+        self.channel = channel  # the new session's keys, not the ones saved with the checkpoint
+        if self.run_id != msg.run_id or self.active_name != msg.sender:
+            raise ProtocolError(f"the checkpoint at round {r} belongs to another run")
+        return msg.reply()
 
     def _check_session(self, msg: Message) -> None:
         if self.run_id is None:
@@ -70,7 +161,7 @@ class PassiveClient:
             receiver=self.name,
             arrays={"psi": ArraySpec((None, POINT), ("uint8",), finite=False)},
         )
-        self.run_id, self.active_name = msg.run_id, msg.sender
+        self.run_id, self.active_name, self.last_round = msg.run_id, msg.sender, 0
         c = msg.config
         self.cfg = TrainConfig.from_dict(json.loads(c["train_config"]))
         self.cfg.device = self.device
@@ -116,6 +207,7 @@ class PassiveClient:
             spec, self.cfg, X, c["loss"] or None, bool(c["sends_embedding"]), active_shape, int(c["seed"])
         )
         self.received_shape = tuple(c["received_shape"]) if c.get("received_shape") else None
+        self.dp = Privatizer(self.cfg, int(c["seed"]) + 5)
 
     # --- state across processes (Flower recreates the ClientApp for every message) ---------------------
     def state_bytes(self) -> bytes:
@@ -125,6 +217,8 @@ class PassiveClient:
         state = {
             "run_id": self.run_id,
             "active_name": self.active_name,
+            "last_round": self.last_round,
+            "channel": json.dumps(self.channel.state() if self.channel else None),
             "setup_config": json.dumps(getattr(self, "setup_config", None)),
         }
         if self.offered_rows is not None:
@@ -134,6 +228,7 @@ class PassiveClient:
                 rows=torch.from_numpy(self.rows),
                 train_rows=torch.from_numpy(self.train_rows),
                 learner=self.learner.state(),
+                dp_rng=self.dp.gen.get_state() if self.dp.gen is not None else torch.zeros(0, dtype=torch.uint8),
             )
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -145,6 +240,9 @@ class PassiveClient:
 
         state = torch.load(io.BytesIO(blob), weights_only=True, map_location=self.device)
         self.run_id, self.active_name = state["run_id"], state["active_name"]
+        self.last_round = int(state.get("last_round", 0))
+        channel = json.loads(state.get("channel", "null"))
+        self.channel = Channel.from_state(channel) if channel else None
         setup = json.loads(state["setup_config"])
         if setup is not None:
             self.setup_config = setup
@@ -155,6 +253,8 @@ class PassiveClient:
         if "learner" in state:
             self._build(state["rows"].numpy(), state["train_rows"].numpy())
             self.learner.load_state(state["learner"])
+            if self.dp.gen is not None:
+                self.dp.gen.set_state(state["dp_rng"])
 
     def _train(self, msg: Message) -> Message:
         if self.learner is None:
@@ -215,9 +315,9 @@ class PassiveClient:
             L.train_batch(idx[:0], None, prev, 1.0)
         out = {}
         if grads and grads[0] is not None:
-            out["grad"] = torch.cat(grads)
+            out["grad"] = self.dp.gradient(torch.cat(grads))
         if embs and embs[0] is not None:
-            out["emb"] = torch.cat(embs)
+            out["emb"] = self.dp.embedding(torch.cat(embs))
         if losses:  # kept as a tensor: no device sync on the hot path
             out["loss"] = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in losses])
         return msg.reply(arrays=out)
@@ -248,4 +348,5 @@ class PassiveClient:
             receiver=self.name,
             arrays={"idx": ArraySpec((None,), ("int64",), index_bound=self.n)},
         )
-        return msg.reply(arrays={"emb": self.learner.embed(as_tensor(msg.arrays["idx"], self.device))})
+        emb = self.learner.embed(as_tensor(msg.arrays["idx"], self.device))
+        return msg.reply(arrays={"emb": self.dp.embedding(emb)})

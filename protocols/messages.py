@@ -12,8 +12,9 @@ SCHEMA_VERSION = 1
 
 # Requests (active -> passive) and the replies they expect.
 HELLO, SETUP, ALIGN, TRAIN, EVALUATE, FINISH = "hello", "setup", "align", "train", "evaluate", "finish"
+RESUME = "resume"  # roll back to the passive's own checkpoint of a round, to continue an interrupted run
 REPLY, ERROR = "reply", "error"
-KINDS = (HELLO, SETUP, ALIGN, TRAIN, EVALUATE, FINISH, REPLY, ERROR)
+KINDS = (HELLO, SETUP, ALIGN, TRAIN, EVALUATE, FINISH, RESUME, REPLY, ERROR)
 
 ConfigValue = int | float | str | bool | list
 

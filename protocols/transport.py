@@ -3,6 +3,7 @@ the passive handlers directly; it can also push every message through the byte c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,12 +33,22 @@ class Transport(Protocol):
 
 class InProcessTransport:
     """Passives live in this process. ``serialize=True`` sends every message through the codec, and
-    ``record`` (a list) receives the encoded bytes of every message in both directions."""
+    ``record`` (a list) receives the encoded bytes of every message in both directions.
 
-    def __init__(self, handlers: dict[str, Handler], serialize: bool = False, record: list | None = None):
+    ``round_timeout`` (seconds): a reply that took longer is dropped, as a deadline missed over a network would
+    be (the passive has still handled the request). A handler that returns None sends no reply."""
+
+    def __init__(
+        self,
+        handlers: dict[str, Handler],
+        serialize: bool = False,
+        record: list | None = None,
+        round_timeout: float | None = None,
+    ):
         self.handlers = handlers
         self.serialize = serialize or record is not None
         self.record = record
+        self.round_timeout = round_timeout
         self.messages = 0
         self.bytes = 0
 
@@ -53,7 +64,14 @@ class InProcessTransport:
 
     def submit(self, requests: dict[str, Message]) -> dict[str, Message]:
         # The passives live here: handling at submission keeps the same per-passive order as a real queue.
-        return {name: self._wire(self.handlers[name](self._wire(req))) for name, req in requests.items()}
+        replies = {}
+        for name, req in requests.items():
+            t0 = time.perf_counter()
+            reply = self.handlers[name](self._wire(req))
+            late = self.round_timeout is not None and time.perf_counter() - t0 > self.round_timeout
+            if reply is not None and not late:
+                replies[name] = self._wire(reply)
+        return replies
 
     def collect(self, ticket: dict[str, Message]) -> dict[str, Message]:
         return ticket

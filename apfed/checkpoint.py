@@ -1,0 +1,46 @@
+"""Atomic checkpoint files: written to a temporary file, flushed to disk, then renamed over the old one, so
+a crash mid-write always leaves the last good checkpoint. Loaded with ``weights_only=True``: tensors and
+plain containers only, never arbitrary code."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from apfed.errors import DataError
+
+
+def save_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    save_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> dict:
+    """A checkpoint written by ``save_checkpoint``; one clear error when it is missing or unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read the checkpoint {path}: {e.strerror or e}") from None
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location=device)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise DataError(f"{path} is not a readable apfed checkpoint ({type(e).__name__})") from None
