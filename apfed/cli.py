@@ -38,6 +38,27 @@ Pipeline = Annotated[
 LabelColumn = Annotated[str, typer.Option(help="Label column of the active party's --data file.")]
 Preset = Annotated[str, typer.Option(help="'default' (fast recipe) or 'paper' (reference protocol).")]
 Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+Encrypt = Annotated[
+    bool, typer.Option(help="Seal every payload end to end (X25519 + HKDF + AES-256-GCM; keys made per run here).")
+]
+OnBadMessage = Annotated[
+    str, typer.Option(help="A passive's bad or missing reply in a training round: skip it, or fail the run.")
+]
+RoundTimeout = Annotated[
+    float | None, typer.Option(min=0, help="Seconds a passive has to answer a round; a late one is skipped.")
+]
+DpClip = Annotated[float | None, typer.Option(min=0, help="DP: clip each sent embedding to this L2 norm.")]
+DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise std as a multiple of --dp-clip.")]
+
+
+def _safety(encrypt: bool, on_bad_message: str, round_timeout: float | None, **checkpoints):
+    from apfed.runner import Safety
+
+    if on_bad_message not in ("skip", "fail"):
+        raise ConfigError(f"--on-bad-message takes skip or fail, got {on_bad_message!r}")
+    if round_timeout is not None and on_bad_message == "fail":
+        on_bad_message = "skip"  # a deadline exists to go on without the late party
+    return Safety(encrypt, on_bad_message, round_timeout, **checkpoints)
 
 
 def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten"):
@@ -102,6 +123,10 @@ def evaluate(
     passive_losses: Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")] = None,
     batches_per_round: Annotated[int | None, typer.Option("--k", help="Minibatches per exchange (K).")] = None,
     pipeline: Pipeline = False,
+    dp_clip: DpClip = None,
+    dp_noise: DpNoise = None,
+    encrypt: Encrypt = False,
+    on_bad_message: OnBadMessage = "fail",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
     jobs: Annotated[
         int,
@@ -134,8 +159,10 @@ def evaluate(
         passive_losses=passive_losses,
         batches_per_round=batches_per_round,
         pipeline=pipeline or None,
+        dp_clip=dp_clip,
+        dp_noise=dp_noise,
     )
-    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs)
+    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=_safety(encrypt, on_bad_message, None))
 
 
 @app.command()
@@ -155,6 +182,18 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
     preset: Preset = "default",
     device: Device = "cpu",
+    batches_per_round: Annotated[int | None, typer.Option("--k", min=1, help="Minibatches per exchange (K).")] = None,
+    pipeline: Pipeline = False,
+    dp_clip: DpClip = None,
+    dp_noise: DpNoise = None,
+    encrypt: Encrypt = False,
+    on_bad_message: OnBadMessage = "fail",
+    round_timeout: RoundTimeout = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Write checkpoints here (the active's and each passive's own).")
+    ] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=0, help="Rounds between checkpoints (0: none).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run checkpointed in --checkpoint-dir.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
 ):
     """Train one method and write the active party's standalone model."""
@@ -170,7 +209,30 @@ def train(
             "choose local, apfed-r, apfed-c, apfed-m or apfed-kd"
         )
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
-    cfg = _config(preset, set_, epochs=epochs, device=device, method=method, seed=seed)
+    cfg = _config(
+        preset,
+        set_,
+        epochs=epochs,
+        device=device,
+        method=method,
+        seed=seed,
+        batches_per_round=batches_per_round,
+        pipeline=pipeline or None,
+        dp_clip=dp_clip,
+        dp_noise=dp_noise,
+    )
+    if (checkpoint_every or resume) and checkpoint_dir is None:
+        raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir")
+    if resume and not (checkpoint_dir / "active.ckpt").exists():
+        raise DataError(f"nothing to resume: {checkpoint_dir / 'active.ckpt'} does not exist")
+    safety = _safety(
+        encrypt,
+        on_bad_message,
+        round_timeout,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
     console = Console(stderr=True)
     with Progress(console=console) as progress:
         task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
@@ -180,8 +242,11 @@ def train(
             cfg,
             on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}"),
             log=lambda m: progress.console.log(m),
+            safety=safety,
         )
     r.model.save(out)
+    if r.faults:
+        console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
     console.print(f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}); wrote {out}")
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.report import machine, rich_table, summarize, write_report
-from apfed.runner import run
+from apfed.runner import Safety, run
 
 
 def auto_jobs(n_runs: int, device: str) -> int:
@@ -20,14 +20,14 @@ def auto_jobs(n_runs: int, device: str) -> int:
     return max(1, min(os.cpu_count() or 1, 4, n_runs))
 
 
-def _run_one(ds: MultiViewDataset, active: int, cfg: TrainConfig, threads: int) -> dict:
+def _run_one(ds: MultiViewDataset, active: int, cfg: TrainConfig, threads: int, safety: Safety | None) -> dict:
     import torch
 
     torch.set_num_threads(threads)  # workers share the cores; oversubscribed BLAS threads crawl
-    return run(ds, active, cfg).to_json()
+    return run(ds, active, cfg, safety=safety).to_json()
 
 
-def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet: bool) -> list[dict]:
+def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet: bool, safety=None) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -39,7 +39,7 @@ def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet:
     ):
         task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        futures = [pool.submit(_run_one, ds, active, c, threads) for c in configs]
+        futures = [pool.submit(_run_one, ds, active, c, threads, safety) for c in configs]
         runs = []
         for f in futures:
             runs.append(f.result())
@@ -58,6 +58,7 @@ def evaluate(
     console=None,
     quiet: bool = False,
     jobs: int = 1,
+    safety: Safety | None = None,
 ) -> dict:
     """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report."""
     from rich.console import Console
@@ -70,7 +71,7 @@ def evaluate(
         jobs = auto_jobs(len(methods) * seeds, cfg.device)
     if jobs > 1:
         configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
-        runs = _parallel(ds, active, configs, jobs, console, quiet)
+        runs = _parallel(ds, active, configs, jobs, console, quiet, safety)
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -88,7 +89,14 @@ def evaluate(
                 def on_epoch(row, task=task):
                     progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
 
-                r = run(ds, active, c, on_epoch=on_epoch, log=lambda m: progress.console.log(m) if not quiet else None)
+                r = run(
+                    ds,
+                    active,
+                    c,
+                    on_epoch=on_epoch,
+                    log=lambda m: progress.console.log(m) if not quiet else None,
+                    safety=safety,
+                )
                 runs.append(r.to_json())
     summary = summarize(runs)
     report = {
@@ -101,6 +109,7 @@ def evaluate(
         "device": cfg.device,
         "eval_last": cfg.eval_last,
         "config": cfg.to_dict(),
+        "safety": asdict(safety) if safety else None,
         "machine": machine(),
         "seconds": time.time() - t0,
         "summary": summary,

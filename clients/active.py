@@ -98,7 +98,8 @@ class ActiveClient:
         for n in requests:
             try:
                 if n not in replies:
-                    raise ProtocolError(f"no reply from {n} in round {rnd} (deadline missed)")
+                    why = getattr(self.transport, "errors", {}).pop(n, None) or "deadline missed"
+                    raise ProtocolError(f"no reply from {n} in round {rnd} ({why})")
                 reply = self.channels[n].open(replies[n]) if n in self.channels else replies[n]
                 good[n] = validate(
                     reply,
@@ -457,7 +458,8 @@ class ActiveClient:
             self._handshake()
         if self.names:
             self.round = -1
-            self._exchange(RESUME, {n: ({}, {"resume_round": int(ck["passive_round"])}) for n in self.names}, lambda i: {})
+            back_to = {"resume_round": int(ck["passive_round"])}
+            self._exchange(RESUME, {n: ({}, back_to) for n in self.names}, lambda i: {})
         infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
         self._build(ck["keep"].numpy(), ck["train"].numpy(), ck["test"].numpy(), infos)
         self.learner.load_state(ck["learner"])
@@ -532,8 +534,13 @@ class ActiveClient:
         return classification_metrics(self.y_test, main)
 
     def finish(self) -> None:
+        """Tell the passives the run is over. Best effort: the model is already trained, so a passive that
+        is gone only costs a log line (its worker also stops by itself when idle)."""
         if self.names:
-            self._exchange(FINISH, {n: ({}, {}) for n in self.names}, lambda i: {})
+            try:
+                self._exchange(FINISH, {n: ({}, {}) for n in self.names}, lambda i: {})
+            except ProtocolError as e:
+                self.log(f"finish: {e}")
 
     def standalone_model(self, provenance: dict) -> StandaloneModel:
         """The active party's complete model, ready to save, load and predict with no passive."""

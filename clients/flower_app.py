@@ -44,6 +44,13 @@ class RunSettings:
     timeout: float = 600.0
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
     simulation: bool = False  # set by simulate(): virtual nodes may run two messages at once
+    seal_key: str = ""  # encryption on: the active party's X25519 key file ...
+    pins: list[str] = field(default_factory=list)  # ... and "passiveN=sha256:..." for every passive
+    on_bad_message: str = "fail"  # skip | fail
+    round_timeout: float = 0.0  # > 0: seconds a passive has for a training round before it is skipped
+    checkpoint_dir: str = ""
+    checkpoint_every: int = 0
+    resume: bool = False
 
     @classmethod
     def from_run_config(cls, rc: dict) -> RunSettings:
@@ -54,8 +61,8 @@ class RunSettings:
             key = k.replace("-", "_")
             if key not in known:
                 raise ConfigError(f"unknown run-config key {k!r}")
-            kw[key] = [x for x in str(v).split(",") if x] if key in ("data", "sets") else v
-        kw = {k: v for k, v in kw.items() if v != "" or k in ("data", "sets")}
+            kw[key] = [x for x in str(v).split(",") if x] if key in ("data", "sets", "pins") else v
+        kw = {k: v for k, v in kw.items() if v != "" or k in ("data", "sets", "pins")}
         return cls(**kw)
 
     def config(self):
@@ -94,6 +101,26 @@ def passive_party(s: RunSettings, index: int) -> PartyData:
     return passives[index]
 
 
+def active_sealing(s: RunSettings, names: list[str]):
+    """The active party's encryption settings from ``seal-key`` and ``pins`` (None when encryption is off)."""
+    if not s.seal_key:
+        if s.pins:
+            raise ConfigError("pins are set but seal-key is not: give the active party's key to turn encryption on")
+        return None
+    from protocols.sealing import PartyKey, Sealing, check_fingerprint
+
+    pins = {}
+    for p in s.pins:
+        name, sep, fp = p.partition("=")
+        if not sep:
+            raise ConfigError(f"pins take passiveN=sha256:<hex>, got {p!r}")
+        pins[name.strip()] = check_fingerprint(fp, f"pin of {name.strip()}")
+    missing = [n for n in names if n not in pins]
+    if missing:
+        raise ConfigError(f"encryption is on but no fingerprint is pinned for {', '.join(missing)}")
+    return Sealing(PartyKey.load(s.seal_key), pins)
+
+
 def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     """The active party's whole run over a Flower Grid: align, train, evaluate, write the model."""
     cfg = s.config()
@@ -114,15 +141,24 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     missing = [n for n in names if n not in nodes]
     if missing:
         raise ConfigError(f"passive parties {missing} did not connect (connected: {sorted(nodes)})")
+    if s.checkpoint_every and not s.checkpoint_dir or s.resume and not s.checkpoint_dir:
+        raise ConfigError("checkpoint-every and resume need checkpoint-dir")
     client = ActiveClient(
         active_data,
         cfg,
-        FlowerTransport(grid, nodes, s.timeout, queue_per_node=not s.simulation),
+        FlowerTransport(grid, nodes, s.timeout, queue_per_node=not s.simulation, round_timeout=s.round_timeout or None),
         names,
         run_id=run_id,
         log=lambda m: logging.getLogger("flwr").info("apfed: %s", m),
+        sealing=active_sealing(s, names),
+        on_bad_message="skip" if s.round_timeout else s.on_bad_message,
+        checkpoint=str(Path(s.checkpoint_dir) / "active.ckpt") if s.checkpoint_dir else None,
+        checkpoint_every=s.checkpoint_every,
     )
-    client.setup()
+    if s.resume:
+        client.resume()
+    else:
+        client.setup()
     history = client.fit(on_epoch=on_epoch)
     preds = client.predictions()
     result = {
@@ -133,6 +169,8 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         "accuracy": float(np.mean([h["accuracy"] for h in history[-cfg.eval_last :]])),
         "wire": client.wire,
         "batches_per_round_used": client.k_used,
+        "faults": client.faults,
+        "encrypted": bool(client.channels),
         "test_predictions": {k: v.tolist() for k, v in preds.items()},
         "settings": asdict(s),
     }

@@ -52,11 +52,30 @@ def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> P
 
         data = passive_party_file(str(nc["data"]), str(nc.get("id-column", "id")))
     else:
-        s = settings or RunSettings.from_run_config(
-            {k: v for k, v in nc.items() if k not in ("party", "device", "worker")}
-        )
+        s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in NODE_KEYS})
         data = passive_party(s, index)
-    return PassiveClient(name, data, str(nc.get("device", "cpu")))
+    return PassiveClient(
+        name, data, str(nc.get("device", "cpu")), _sealing(nc), str(nc.get("checkpoint-dir", "")) or None
+    )
+
+
+NODE_KEYS = ("party", "device", "worker", "seal-key", "active-fingerprint", "checkpoint-dir")
+
+
+def _sealing(nc: dict):
+    """Encryption settings from the node config: this party's key file and the pinned active fingerprint."""
+    from apfed.errors import ConfigError
+
+    if not nc.get("seal-key"):
+        if nc.get("active-fingerprint"):
+            raise ConfigError("active-fingerprint is set but seal-key is not: give this party's key")
+        return None
+    from protocols.sealing import PartyKey, Sealing, check_fingerprint
+
+    if not nc.get("active-fingerprint"):
+        raise ConfigError("seal-key is set: pin the active party's key with active-fingerprint=sha256:<hex>")
+    pin = check_fingerprint(str(nc["active-fingerprint"]), "active-fingerprint")
+    return Sealing(PartyKey.load(str(nc["seal-key"])), {"active": pin})
 
 
 def _passive_for(context, settings: RunSettings | None) -> PassiveClient:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from protocols.errors import ProtocolError
-from protocols.messages import HELLO, KINDS, Message, to_numpy
+from protocols.messages import HELLO, KINDS, TRAIN, Message, to_numpy
 
 MESSAGE_TYPE = "train.apfed"  # one ClientApp handler; the apfed kind travels in the header
 
@@ -66,9 +66,12 @@ class FlowerTransport:
         poll: float = 0.005,
         max_poll: float = 0.2,
         queue_per_node: bool = True,
+        round_timeout: float | None = None,
     ):
         self.grid, self.nodes, self.timeout, self.poll, self.max_poll = grid, dict(nodes), timeout, poll, max_poll
         self.queue_per_node = queue_per_node
+        self.round_timeout = round_timeout
+        self.errors: dict[str, str] = {}  # why a node left out of a tolerant exchange failed, by node name
         self.unanswered = 0
         self.messages = 0
 
@@ -81,31 +84,42 @@ class FlowerTransport:
         ]
         return list(self.grid.push_messages(out))
 
-    def submit(self, requests: dict[str, Message]) -> list[str] | dict[str, Message]:
+    def submit(self, requests: dict[str, Message]) -> tuple:
         held = self.unanswered > 0 and not self.queue_per_node
         self.unanswered += 1  # submitted and not yet collected, pushed or held
-        return requests if held else self._push(requests)  # a held ticket is pushed by its collect
+        # training rounds have the round deadline (a late passive is left out); everything else the long one
+        tolerant = self.round_timeout is not None and all(m.kind == TRAIN for m in requests.values())
+        return (requests if held else self._push(requests)), tolerant, time.monotonic()
 
-    def collect(self, ticket: list[str] | dict[str, Message]) -> dict[str, Message]:
-        ids = self._push(ticket) if isinstance(ticket, dict) else ticket
+    def collect(self, ticket: tuple) -> dict[str, Message]:
+        sent, tolerant, t_submit = ticket
+        ids = self._push(sent) if isinstance(sent, dict) else sent
         try:
-            return self._pull(ids)
+            return self._pull(ids, tolerant, time.monotonic() if isinstance(sent, dict) else t_submit)
         finally:
             self.unanswered -= 1
 
-    def _pull(self, ids: list[str]) -> dict[str, Message]:
+    def _pull(self, ids: list[str], tolerant: bool = False, t_submit: float | None = None) -> dict[str, Message]:
+        """The replies to ``ids``. ``tolerant``: a node's error reply, or no reply within the round deadline
+        (counted from submission), leaves that node out instead of failing the exchange."""
         by_node = {v: k for k, v in self.nodes.items()}
         replies: dict[str, Message] = {}
-        pending, deadline, wait = set(ids), time.monotonic() + self.timeout, self.poll
+        limit = self.round_timeout if tolerant else self.timeout
+        pending, deadline, wait = set(ids), (t_submit or time.monotonic()) + limit, self.poll
         while pending:
             for r in self.grid.pull_messages(list(pending)):
                 pending.discard(r.metadata.reply_to_message_id)
                 name = by_node.get(r.metadata.src_node_id, f"node {r.metadata.src_node_id}")
                 if r.has_error():
+                    if tolerant:
+                        self.errors[name] = r.error.reason
+                        continue
                     raise ProtocolError(f"{name} failed: {r.error.reason}")
                 replies[name] = from_recorddict(r.content)
             if pending:
                 if time.monotonic() > deadline:
+                    if tolerant:
+                        break
                     raise ProtocolError(f"no reply from {len(pending)} passive(s) within {self.timeout:.0f} s")
                 time.sleep(wait)
                 wait = min(wait * 1.5, self.max_poll)

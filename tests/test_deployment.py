@@ -2,6 +2,7 @@
 Keys and certificates are generated at test time; every wait is bounded; every process is stopped by PID."""
 
 import importlib.util
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -21,12 +22,54 @@ def _running(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def test_deployment_trains_exports_and_model_predicts_with_everything_stopped(tmp_path):
-    from apfed.data import load_bundled
-    from apfed.standalone import StandaloneModel
+def _snapshot_database(db: Path, into: list):
+    """Copy the SuperLink's database file while the run goes: what an operator reading it would see."""
 
-    r = deploy.deploy(tmp_path, method="apfed-c", dataset="digits", active="0", epochs=1, k=4, timeout=600)
-    assert r["final"]["accuracy"] > 20
+    def during(link, done):
+        while not done.wait(0.3):
+            if db.exists():
+                into.append(db.read_bytes())
+
+    return during
+
+
+def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_stopped(tmp_path):
+    from apfed.config import make_config
+    from apfed.data import load_bundled
+    from apfed.runner import run
+    from apfed.standalone import StandaloneModel
+    from protocols import decode
+
+    snapshots = []
+    db = tmp_path / "superlink.db"
+    r = deploy.deploy(
+        tmp_path,
+        method="apfed-c",
+        dataset="digits",
+        active="0",
+        epochs=1,
+        k=4,
+        timeout=600,
+        encrypt=True,
+        database=db,
+        during=_snapshot_database(db, snapshots),
+    )
+    assert r["encrypted"] and r["final"]["accuracy"] > 20
+    # the same training as in-process without encryption (sealing changes nothing but the bytes on the wire);
+    # its recorded plaintext is what must not appear in the SuperLink's database
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=4, pipeline=True)
+    record = []
+    local = run(load_bundled("digits"), 0, cfg, record=record)
+    assert r["final"]["accuracy"] == local.final["accuracy"]
+    needles = [json.dumps(cfg.to_dict()).encode()]  # the training config the active party sends at setup
+    for data in record:
+        msg = decode(data)
+        needles += [a.tobytes()[:32] for a in msg.arrays.values() if a.dtype == np.float32 and a.size >= 8]
+    assert len(needles) >= 6  # the config, and the embeddings and gradients of every round
+    stored = b"".join(snapshots)
+    run_id = StandaloneModel.load(tmp_path / "model.safetensors").provenance["run_id"]
+    assert run_id.encode() in stored  # the snapshots did catch this run's messages in the database
+    assert not [n for n in needles if n in stored]
     left = ""
     for _ in range(50):  # processes killed a moment ago may take a little while to disappear
         left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.strip()
@@ -102,3 +145,50 @@ def test_deployment_with_each_party_holding_only_its_own_file(tmp_path, party_cs
     assert 50 <= n_test <= 60  # 20 % of the 270 ids that all three parties hold (the split is on the active's 300)
     m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
     assert list(m.classes_) == ["class_0", "class_1", "class_2"] and m.columns[0] == "bank_f0"
+
+
+def _log_count(path: Path, needle: str) -> int:
+    return path.read_text(errors="replace").count(needle) if path.exists() else 0
+
+
+def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path):
+    """SIGKILL one of two SuperNodes after a few rounds and restart it: the active party trains on without it
+    (round deadline), re-admits it when it answers again, and ends within a point of the uninterrupted run
+    (the in-process run, which a deployment reproduces exactly: see the encrypted deployment test)."""
+    from apfed.config import make_config
+    from apfed.data import load_bundled
+    from apfed.runner import run
+
+    epochs, k = 4, 2
+    state = {}
+
+    def fault(link, done):
+        log = tmp_path / "supernode2.log"
+        deadline = time.monotonic() + 300
+        while _log_count(log, "apfed train via worker") < 4 and time.monotonic() < deadline and not done.is_set():
+            time.sleep(0.2)
+        state["attempts"] = deploy.kill_and_restart_supernode(link, 1, down_s=2.0)
+
+    hit = deploy.deploy(
+        tmp_path,
+        method="apfed-c",
+        dataset="digits",
+        views=3,
+        active="0",
+        epochs=epochs,
+        k=k,
+        n_passives=2,
+        timeout=900,
+        extra_run_config="round-timeout=15.0 on-bad-message='skip'",
+        during=fault,
+    )
+    assert state.get("attempts"), "the SuperNode was not restarted"
+    down = sorted(f["round"] for f in hit["faults"] if f["passive"] == "passive2")
+    assert down, "the killed passive was never skipped"
+    restarted = sorted(tmp_path.glob("supernode2-restart*.log"))[-1]
+    assert _log_count(restarted, "apfed train via worker") > 0  # the restarted node served requests
+    train_rounds = epochs * 6  # digits: 1437 training rows = 12 minibatches per epoch, K = 2
+    assert down[-1] < train_rounds, "passive2 was never re-admitted"  # train rounds are 1..train_rounds
+    cfg = make_config("default", method="apfed-c", epochs=epochs, batches_per_round=k, pipeline=True)
+    whole = run(load_bundled("digits", 3), 0, cfg)
+    assert abs(hit["final"]["accuracy"] - whole.final["accuracy"]) <= 1.0 + 1e-9, (hit["final"], whole.final)

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def flwr(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedP
     )
 
 
-def start_link(out: Path, n_nodes: int, threads: int | None = None) -> dict:
+def start_link(out: Path, n_nodes: int, threads: int | None = None, database: Path | None = None) -> dict:
     """PKI, Flower config and a SuperLink with TLS and SuperNode authentication on free loopback ports.
 
     ``threads`` caps the torch threads of every process started (OMP_NUM_THREADS): parties sharing one host
@@ -228,6 +229,7 @@ def start_link(out: Path, n_nodes: int, threads: int | None = None) -> dict:
                 "127.0.0.1",
                 "--port",
                 str(control),
+                *(["--database", str(database)] if database else []),
             ],
         )
         wait_port(control, 60, link)
@@ -236,6 +238,32 @@ def start_link(out: Path, n_nodes: int, threads: int | None = None) -> dict:
         procs.stop()
         raise
     return {"pki": pki, "env": env, "procs": procs, "fleet": fleet, "control": control, "t0": t0}
+
+
+def kill_and_restart_supernode(link: dict, index: int, down_s: float, give_up_s: float = 180.0) -> int:
+    """Fault injection: SIGKILL passive ``index``'s SuperNode (its whole process group), keep it down for
+    ``down_s`` seconds, then start it again with the same key and node config. The SuperLink refuses to
+    re-activate a node it still believes online (until two heartbeats, about 60 s, are missed), so the restart
+    is retried until one stays up; returns the number of attempts."""
+    procs = link["procs"]
+    name = f"supernode{index + 1}"
+    p = next(p for n, p, _ in reversed(procs.procs) if n == name)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait(30)
+    time.sleep(down_s)
+    key, party, node_config = link["nodes"][index]
+    deadline = time.monotonic() + give_up_s
+    for attempt in range(1, 1000):
+        q = procs.start(f"{name}-restart{attempt}", supernode_args(link, key, party, node_config))
+        try:
+            q.wait(10)  # refused activation exits within seconds
+        except subprocess.TimeoutExpired:
+            return attempt
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} could not rejoin within {give_up_s:.0f} s")
+        time.sleep(3)
+    raise RuntimeError(f"{name} could not rejoin")
 
 
 def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
@@ -272,17 +300,43 @@ def deploy(
     label_column: str = "label",
     pipeline: bool = True,
     threads: int | None = None,
+    encrypt: bool = False,
+    node_extra: dict[int, str] | None = None,
+    during=None,
+    database: Path | None = None,
+    views: int = 0,
 ) -> dict:
-    """Run the whole loopback deployment; return the ServerApp's result (plus timings)."""
+    """Run the whole loopback deployment; return the ServerApp's result (plus timings).
+
+    ``encrypt``: every party gets an X25519 key (``apfed keygen``); the passives pin the active's fingerprint in
+    their node config, the active pins theirs in the run config. ``node_extra``: more node config per passive
+    index. ``during(link, done)`` runs in a thread while ``flwr run`` is going (fault injection); ``done`` is a
+    threading.Event set when the run has ended."""
     out = out.resolve()
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
         n_passives = len(files) - 1
     if threads is None:  # every party shares this host: split its cores rather than oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // (n_passives + 1))
-    link = start_link(out, n_passives, threads)
+    link = start_link(out, n_passives, threads, database)
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
+    seal_run_config, seal_node_config = "", {}
+    if encrypt:
+        from protocols.sealing import PartyKey
+
+        keys = out / "seal-keys"
+        keys.mkdir(exist_ok=True)
+        active_key = PartyKey()
+        active_key.save(keys / "active.pem")
+        pins = []
+        for i in range(n_passives):
+            passive_key = PartyKey()
+            passive_key.save(keys / f"passive{i + 1}.pem")
+            pins.append(f"passive{i + 1}={passive_key.fingerprint}")
+            key_file = keys / f"passive{i + 1}.pem"
+            seal_node_config[i] = f"seal-key='{key_file}' active-fingerprint='{active_key.fingerprint}'"
+        seal_run_config = f"seal-key='{keys / 'active.pem'}' pins='{','.join(pins)}'"
     try:
         for i, (priv, pub) in enumerate(pki["nodes"]):
             if register:
@@ -290,22 +344,33 @@ def deploy(
                 if r.returncode != 0:
                     raise RuntimeError(f"registering node {i + 1} failed: {r.stdout}{r.stderr}")
             node_config = (
-                f"data='{files[i + 1]}' id-column='{id_column}'" if files else f"dataset='{dataset}' active='{active}'"
+                f"data='{files[i + 1]}' id-column='{id_column}'"
+                if files
+                else f"dataset='{dataset}' active='{active}' views={views}"
             )
+            node_config += f" {seal_node_config.get(i, '')} {(node_extra or {}).get(i, '')}"
+            link.setdefault("nodes", {})[i] = (priv, f"passive{i + 1}", node_config)  # to restart one later
             procs.start(f"supernode{i + 1}", supernode_args(link, priv, f"passive{i + 1}", node_config))
         result_path, model_path = out / "result.json", out / "model.safetensors"
         data_config = (
             f"data='{files[0]}' passives={n_passives} id-column='{id_column}' label-column='{label_column}'"
             if files
-            else f"dataset='{dataset}' active='{active}'"
+            else f"dataset='{dataset}' active='{active}' views={views}"
         )
         run_config = (
             f"method='{method}' {data_config} epochs={epochs} seed={seed} batches-per-round={k} "
             f"pipeline={str(pipeline).lower()} "
-            f"model-out='{model_path}' results-out='{result_path}' {extra_run_config}"
+            f"model-out='{model_path}' results-out='{result_path}' {seal_run_config} {extra_run_config}"
         )
         t1 = time.monotonic()
+        injector, done = None, threading.Event()
+        if during is not None:
+            injector = threading.Thread(target=during, args=(link, done), daemon=True)
+            injector.start()
         r = flwr(env, "run", ".", "local-tls", "--stream", "--run-config", run_config, timeout=timeout)
+        done.set()
+        if injector is not None:
+            injector.join(timeout=60)
         (out / "flwr-run.log").write_text(r.stdout + r.stderr)
         if not result_path.exists():
             raise RuntimeError(f"the run produced no result (flwr run exit {r.returncode}); see {out}/flwr-run.log")
@@ -335,7 +400,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, action="append", help="party files, the active party's first")
     ap.add_argument("--id-column", default="id")
     ap.add_argument("--label-column", default="label")
+    ap.add_argument("--encrypt", action="store_true", help="seal every payload end to end (keys made here)")
+    ap.add_argument("--round-timeout", type=float, help="seconds a passive has per round before it is skipped")
+    ap.add_argument("--on-bad-message", choices=("skip", "fail"), default="fail")
     a = ap.parse_args()
+    extra = f"on-bad-message='{a.on_bad_message}'"
+    if a.round_timeout:
+        extra += f" round-timeout={a.round_timeout}"
     r = deploy(
         a.out,
         a.method,
@@ -349,9 +420,12 @@ def main() -> None:
         label_column=a.label_column,
         pipeline=a.pipeline,
         threads=a.threads,
+        encrypt=a.encrypt,
+        extra_run_config=extra,
     )
     print(
-        f"{a.method} over TLS + node auth: test accuracy {r['final']['accuracy']:.2f} %, "
+        f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: "
+        f"test accuracy {r['final']['accuracy']:.2f} %, "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
     )
     print(f"standalone model: {a.out / 'model.safetensors'}")

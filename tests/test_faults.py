@@ -1,0 +1,228 @@
+"""Fault tolerance in-process: checkpoints and deterministic resume, passives that miss a deadline or send a
+bad reply (skip or fail), and a crash while a checkpoint is written."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apfed.checkpoint import load_checkpoint
+from apfed.config import make_config
+from apfed.data import load_bundled
+from apfed.errors import DataError
+from apfed.runner import Safety, build_clients, run
+from protocols import decode, encode
+from protocols.errors import ProtocolError
+from protocols.messages import ERROR, TRAIN, Message
+
+
+@pytest.fixture(scope="module")
+def digits3():
+    return load_bundled("digits", 3)
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(n_batches):
+    seen = [0]
+
+    def on_batch():
+        seen[0] += 1
+        if seen[0] == n_batches:
+            raise Crash
+
+    return on_batch
+
+
+def _weights(result):
+    return {k: v.clone() for k, v in result.model.net.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "method,pipeline,encrypt,dp",
+    [("apfed-kd", False, False, 0.0), ("apfed-c", True, True, 0.5), ("apfed-m", False, False, 0.0)],
+)
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, digits3, method, pipeline, encrypt, dp):
+    cfg = make_config(
+        "default", method=method, epochs=3, batches_per_round=2, pipeline=pipeline, seed=3, dp_clip=1.0 if dp else 0.0
+    )
+    cfg = dataclasses.replace(cfg, dp_noise=dp)
+    whole = run(digits3, 0, cfg, safety=Safety(encrypt=encrypt, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=3))
+    crashed = Safety(encrypt=encrypt, checkpoint_dir=str(tmp_path / "b"), checkpoint_every=3)
+    with pytest.raises(Crash):
+        run(digits3, 0, cfg, on_batch=_crash_after(19), safety=crashed)
+    # a new process's parties: fresh clients, new keys, the same checkpoint directory
+    resumed = run(digits3, 0, cfg, safety=dataclasses.replace(crashed, resume=True))
+    assert [h["accuracy"] for h in resumed.history] == [h["accuracy"] for h in whole.history]
+    a, b = _weights(whole), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_without_pipelining_checkpoints_do_not_change_training(tmp_path, digits3):
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=1)
+    plain = run(digits3, 0, cfg)
+    ckpt = run(digits3, 0, cfg, safety=Safety(checkpoint_dir=str(tmp_path), checkpoint_every=2))
+    assert [h["accuracy"] for h in ckpt.history] == [h["accuracy"] for h in plain.history]
+
+
+def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, digits3, monkeypatch):
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=0)
+    safety = Safety(checkpoint_dir=str(tmp_path), checkpoint_every=4)
+    with pytest.raises(Crash):
+        run(digits3, 0, cfg, on_batch=_crash_after(10), safety=safety)
+    good = load_checkpoint(tmp_path / "active.ckpt")
+
+    import apfed.checkpoint as ck
+
+    real_replace = ck.os.replace
+
+    def dies_before_rename(src, dst):  # the process dies after writing the temporary file, before the rename
+        raise Crash
+
+    monkeypatch.setattr(ck.os, "replace", dies_before_rename)
+    with pytest.raises(Crash):
+        run(digits3, 0, cfg, safety=safety)
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    after = load_checkpoint(tmp_path / "active.ckpt")
+    assert after["rounds_sent"] == good["rounds_sent"] and after["run_id"] == good["run_id"]
+    assert not list(tmp_path.glob(".active.ckpt.tmp*"))  # no stray temporary file either
+    resumed = run(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True))
+    assert len(resumed.history) == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_recipe_or_a_damaged_file(tmp_path, digits3):
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=4, seed=0)
+    safety = Safety(checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    with pytest.raises(Crash):
+        run(digits3, 0, cfg, on_batch=_crash_after(9), safety=safety)
+    with pytest.raises(DataError, match="another training configuration"):
+        run(digits3, 0, dataclasses.replace(cfg, lr=0.5), safety=dataclasses.replace(safety, resume=True))
+    (tmp_path / "active.ckpt").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable apfed checkpoint"):
+        run(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True))
+
+
+def _with_faulty_passive(client, name, fault):
+    """Wrap one passive's handler: ``fault(msg, reply)`` returns the reply to deliver (or None for no reply)."""
+    handler = client.transport.handlers[name]
+
+    def faulty(msg):
+        return fault(msg, handler(msg))
+
+    client.transport.handlers[name] = faulty
+
+
+def _train(client):
+    client.setup()
+    client.fit()
+    return client
+
+
+def test_a_slow_passive_is_dropped_from_late_rounds_and_readmitted(digits3):
+    import time
+
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=0)
+    client = build_clients(digits3, 0, cfg, safety=Safety(on_bad_message="skip", round_timeout=0.5))
+    slow_rounds = set(range(5, 12))
+
+    def slow(msg, reply):
+        if msg.kind == TRAIN and msg.round in slow_rounds:
+            time.sleep(0.6)
+        return reply
+
+    _with_faulty_passive(client, "passive2", slow)
+    _train(client)
+    dropped = {(f["round"], f["passive"]) for f in client.faults}
+    assert dropped == {(r, "passive2") for r in slow_rounds}
+    assert all("deadline" in f["error"] for f in client.faults)
+    assert client.history[-1]["accuracy"] > 30  # trained on; 10 classes
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    ["nan gradient", "wrong shape", "extra array", "wrong round", "error reply"],
+)
+def test_a_bad_reply_never_reaches_the_optimizer(digits3, corruption):
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=4, seed=0)
+    bad_round = 2  # rounds 1-3 train (3 rounds of 4 minibatches)
+
+    def corrupt(msg, reply):
+        if msg.kind != TRAIN or msg.round != bad_round:
+            return reply
+        g = reply.arrays["grad"]
+        if corruption == "nan gradient":
+            g = g.clone()
+            g[0, 0] = float("nan")
+            return dataclasses.replace(reply, arrays={**reply.arrays, "grad": g})
+        if corruption == "wrong shape":
+            return dataclasses.replace(reply, arrays={**reply.arrays, "grad": g[:-1]})
+        if corruption == "extra array":
+            return dataclasses.replace(reply, arrays={**reply.arrays, "features": np.zeros((3, 3), np.float32)})
+        if corruption == "wrong round":
+            return dataclasses.replace(reply, round=bad_round - 1)
+        return Message(ERROR, reply.run_id, reply.round, reply.sender, reply.receiver, {}, {"error": "disk full"})
+
+    # fail: the run stops with the error, before any optimizer step of that round
+    failing = build_clients(digits3, 0, cfg)
+    _with_faulty_passive(failing, "passive1", corrupt)
+    steps = []
+    failing.setup()
+    real_step = failing.learner.step
+    failing.learner.step = lambda *a, **k: (steps.append(a[1]), real_step(*a, **k))[1]
+    with pytest.raises(ProtocolError):
+        failing.fit()
+    assert all(all(g is None or torch.isfinite(g).all() for g in grads) for grads in steps)
+
+    # skip: that round trains without passive1, the fault is counted, the run completes
+    skipping = build_clients(digits3, 0, cfg, safety=Safety(on_bad_message="skip"))
+    _with_faulty_passive(skipping, "passive1", corrupt)
+    skipping.setup()
+    real_step = skipping.learner.step
+    grads_seen = []
+    skipping.learner.step = lambda *a, **k: (grads_seen.append(a[1]), real_step(*a, **k))[1]
+    skipping.fit()
+    assert [(f["round"], f["passive"]) for f in skipping.faults] == [(bad_round, "passive1")]
+    assert any(g[0] is None and g[1] is not None for g in grads_seen)  # passive2 still contributed
+    assert all(g is None or torch.isfinite(g).all() for grads in grads_seen for g in grads)
+
+
+_SESSION = {}
+
+
+def _train_request():
+    """A passive after setup, and one valid encoded TRAIN request for it (built once)."""
+    if not _SESSION:
+        cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=2, seed=0)
+        client = build_clients(load_bundled("digits", 2), 0, cfg)
+        sent = []
+        handler = client.transport.handlers["passive1"]
+        client.transport.handlers["passive1"] = lambda m: (sent.append(encode(m)), handler(m))[1]
+        client.setup()
+        client.fit()
+        passive = handler.__self__
+        request = next(d for d in sent if decode(d).kind == TRAIN)
+        _SESSION.update(passive=passive, request=request, state=passive.state_bytes())
+    return _SESSION["passive"], _SESSION["request"], _SESSION["state"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=1 << 20), st.integers(min_value=1, max_value=255))
+def test_a_mutated_request_gets_an_answer_never_an_exception(pos, flip):
+    passive, request, state = _train_request()
+    passive.restore(state)
+    passive.last_round = 0
+    data = bytearray(request)
+    data[pos % len(data)] ^= flip
+    try:
+        msg = decode(bytes(data))
+    except ProtocolError:
+        return
+    reply = passive.handle(msg)  # must not raise: a problem comes back as an error message
+    assert reply.kind in ("reply", "error")
+    if reply.kind == "reply":  # anything accepted was still valid: finite, right shapes
+        assert all(np.isfinite(np.asarray(a)).all() for a in reply.arrays.values())
