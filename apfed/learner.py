@@ -26,6 +26,7 @@ from apfed.models import (
     make_projection,
 )
 from apfed.optim import SGD, Adam, Optimizer
+from apfed.privacy import clip_rows
 
 EVAL_CHUNK = 2048
 
@@ -158,6 +159,8 @@ class ActiveLearner:
         for p, g in zip(self.passives, grads, strict=True):
             if g is not None and self.cfg.lam > 0:
                 sent = h if p.loss == "r" else z
+                if self.cfg.dp_clip > 0:  # the gradient is w.r.t. the clipped value that was sent
+                    sent = clip_rows(sent, self.cfg.dp_clip)
                 loss = loss + self.cfg.lam * (sent * g).sum()
         set_lr(self.opt, lr_at(self.cfg, progress))
         self.opt.zero_grad(set_to_none=True)
@@ -246,7 +249,10 @@ class PassiveLearner:
         a = None
         if prev is not None:
             prev_idx, prev_aug, prev_grad = prev
-            total = (self.modules["encoder"](apply_augmentation(self.X[prev_idx], prev_aug)) * prev_grad).sum()
+            emb = self.modules["encoder"](apply_augmentation(self.X[prev_idx], prev_aug))
+            if self.cfg.dp_clip > 0:  # the active's gradient is w.r.t. the clipped embedding that was sent
+                emb = clip_rows(emb, self.cfg.dp_clip)
+            total = (emb * prev_grad).sum()
         if received is not None and self.loss is not None and len(idx):
             a = received.detach().requires_grad_(True)
             x = apply_augmentation(self.X[idx], aug)

@@ -9,6 +9,14 @@ import torch
 from apfed.config import TrainConfig
 
 
+def clip_rows(t: torch.Tensor, bound: float) -> torch.Tensor:
+    """Scale each sample (row) of ``t`` down to L2 norm ``bound`` at most; differentiable, so a party can
+    back-propagate a received gradient through the clipping it applied before sending."""
+    flat = t.flatten(1)
+    scale = (bound / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+    return (flat * scale).reshape(t.shape)
+
+
 class Privatizer:
     """Clips and noises one party's outgoing embeddings (bound ``dp_clip``) and gradients (bound
     ``dp_clip / batch_size``: the losses are batch means, so per-sample gradients are that much smaller)."""
@@ -30,9 +38,7 @@ class Privatizer:
     def _apply(self, t: torch.Tensor, bound: float) -> torch.Tensor:
         if not self.active or t.numel() == 0:
             return t
-        flat = t.detach().flatten(1)
-        scale = (bound / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
-        flat = flat * scale
+        flat = clip_rows(t.detach(), bound).flatten(1)
         if self.noise > 0:
             flat = flat + self.noise * bound * torch.randn(flat.shape, generator=self.gen, device=flat.device)
         return flat.reshape(t.shape)
