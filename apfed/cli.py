@@ -12,6 +12,7 @@ import typer
 
 from apfed.config import DEFAULT_METHODS
 from apfed.errors import ApfedError, ConfigError, DataError
+from protocols.errors import ProtocolError
 
 app = typer.Typer(
     add_completion=False,
@@ -378,10 +379,61 @@ def export(
     typer.echo(f"wrote {onnx}", err=True)
 
 
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+):
+    """Make a party's X25519 key for --encrypt / seal-key; print the fingerprint its peers pin."""
+    from protocols.sealing import PartyKey
+
+    if out.exists() and not force:
+        raise ConfigError(f"{out} already exists; refusing to overwrite a key (use --force)")
+    if not out.parent.is_dir():
+        raise DataError(f"directory {out.parent} does not exist")
+    key = PartyKey()
+    key.save(out)
+    typer.echo(key.fingerprint)
+    typer.echo(f"wrote {out}; give the fingerprint above to the other parties to pin", err=True)
+
+
+@app.command()
+def preflight(
+    seal_key: Annotated[Path | None, typer.Option(help="This party's X25519 key (apfed keygen).")] = None,
+    pin: Annotated[list[str] | None, typer.Option(help="A pinned fingerprint, NAME=sha256:... (repeatable).")] = None,
+    cert: Annotated[list[Path] | None, typer.Option(help="A PEM certificate (CA or server; repeatable).")] = None,
+    key: Annotated[list[Path] | None, typer.Option(help="A TLS or SuperNode private key (repeatable).")] = None,
+    port: Annotated[list[int] | None, typer.Option(help="A port this party will listen on (repeatable).")] = None,
+    host: Annotated[str, typer.Option(help="The address those ports bind to.")] = "127.0.0.1",
+):
+    """Check keys, certificates, pins and ports before starting a SuperLink or SuperNode."""
+    from apfed.preflight import check_certificate, check_port_free, check_private_key
+    from protocols.errors import ProtocolError
+    from protocols.sealing import PartyKey, check_fingerprint
+
+    try:
+        if seal_key is not None:
+            typer.echo(f"seal key {seal_key}: {PartyKey.load(seal_key).fingerprint}")
+        for p in pin or []:
+            name, sep, fp = p.partition("=")
+            if not sep:
+                raise ConfigError(f"--pin takes NAME=sha256:<hex>, got {p!r}")
+            check_fingerprint(fp, f"pin of {name}")
+        for c in cert or []:
+            check_certificate(c)
+        for k in key or []:
+            check_private_key(k)
+        for p in port or []:
+            check_port_free(p, host)
+    except ProtocolError as e:
+        raise ConfigError(str(e)) from None
+    typer.echo("preflight: everything checked is usable")
+
+
 def main() -> None:
     try:
         app()
-    except ApfedError as e:
+    except (ApfedError, ProtocolError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

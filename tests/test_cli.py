@@ -1,7 +1,12 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_evaluate_smoke_writes_reports(tmp_path):
@@ -78,6 +83,14 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["evaluate", "--data", "/nonexistent.csv"], "not found"),
         (["train", "--method", "tvfl"], "no standalone model"),
         (["predict", "--model", "/nonexistent.safetensors", "--input", "x.csv"], "not found"),
+        (["evaluate", "--dataset", "digits", "--on-bad-message", "maybe"], "skip or fail"),
+        (["evaluate", "--dataset", "digits", "--dp-noise", "1"], "needs a clip bound"),
+        (["train", "--dataset", "digits", "--resume"], "need --checkpoint-dir"),
+        (["train", "--dataset", "digits", "--resume", "--checkpoint-dir", "/nonexistent"], "nothing to resume"),
+        (["preflight", "--seal-key", "/nonexistent.pem"], "cannot read the encryption key"),
+        (["preflight", "--pin", "passive1=sha256:abc"], "not a key fingerprint"),
+        (["preflight", "--cert", "/nonexistent.pem"], "cannot read the certificate"),
+        (["preflight", "--key", "/nonexistent"], "cannot read the private key"),
     ],
 )
 def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
@@ -97,3 +110,80 @@ def test_bad_csv_and_model_file_errors(tmp_path):
     junk.write_bytes(b"\x00" * 20)
     code, _, err = run_cli("predict", "--model", junk, "--input", bad)
     assert code == 2 and "not an apfed model" in err
+
+
+def _certificate(path, days_valid: int):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=30))
+        .not_valid_after(now + datetime.timedelta(days=days_valid))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _one_error_line(code, err, match):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
+
+
+def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
+    import socket
+
+    code, out, err = run_cli("keygen", tmp_path / "party.pem")
+    assert code == 0 and out.strip().startswith("sha256:") and (tmp_path / "party.pem").stat().st_mode & 0o777 == 0o600
+    _one_error_line(*run_cli("keygen", tmp_path / "party.pem")[::2], "refusing to overwrite")
+    (tmp_path / "junk.pem").write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    _one_error_line(*run_cli("preflight", "--seal-key", tmp_path / "junk.pem")[::2], "not an unencrypted PEM")
+    _one_error_line(*run_cli("preflight", "--key", tmp_path / "junk.pem")[::2], "not an unencrypted PEM or OpenSSH")
+    expired = _certificate(tmp_path / "old.pem", days_valid=-1)
+    _one_error_line(*run_cli("preflight", "--cert", expired)[::2], "expired on")
+    good = _certificate(tmp_path / "good.pem", days_valid=30)
+    code, out, err = run_cli("preflight", "--cert", good, "--seal-key", tmp_path / "party.pem")
+    assert code == 0 and "usable" in out, err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        _one_error_line(*run_cli("preflight", "--port", port)[::2], "already in use")
+        # the loopback deployment refuses a busy port before starting anything
+        p = subprocess.run(
+            [
+                sys.executable,
+                ROOT / "examples/deploy-local/deploy.py",
+                "--out",
+                tmp_path / "dep",
+                "--fleet-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        _one_error_line(p.returncode, p.stderr, "already in use")
+    # and an expired certificate among the organisations' own PKI
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _certificate(pki / "ca.crt", days_valid=-2)
+    p = subprocess.run(
+        [sys.executable, ROOT / "examples/deploy-local/deploy.py", "--out", tmp_path / "dep2", "--pki", pki],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    _one_error_line(p.returncode, p.stderr, "expired on")

@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))  # run from a checkout: apfed and protocols import from it
+
+from apfed.errors import ApfedError  # noqa: E402
 
 
 def free_port() -> int:
@@ -185,16 +188,42 @@ def flwr(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedP
     )
 
 
-def start_link(out: Path, n_nodes: int, threads: int | None = None, database: Path | None = None) -> dict:
+def existing_pki(d: Path, n_nodes: int) -> dict:
+    """Certificates and node keys the organisations already have (same file names as make_pki), checked."""
+    from apfed.preflight import check_certificate, check_private_key
+
+    pki = {"ca": d / "ca.crt", "cert": d / "server.pem", "key": d / "server.key"}
+    pki["nodes"] = [(d / f"node{i + 1}", d / f"node{i + 1}.pub") for i in range(n_nodes)]
+    check_certificate(pki["ca"])
+    check_certificate(pki["cert"])
+    for k in [pki["key"], *(priv for priv, _ in pki["nodes"])]:
+        check_private_key(k)
+    return pki
+
+
+def start_link(
+    out: Path,
+    n_nodes: int,
+    threads: int | None = None,
+    database: Path | None = None,
+    ports: tuple[int | None, int | None] = (None, None),
+    pki_dir: Path | None = None,
+) -> dict:
     """PKI, Flower config and a SuperLink with TLS and SuperNode authentication on free loopback ports.
 
     ``threads`` caps the torch threads of every process started (OMP_NUM_THREADS): parties sharing one host
     should not oversubscribe its cores, as they would not on separate machines."""
+    from apfed.preflight import check_port_free
+
+    for port in ports:
+        if port:
+            check_port_free(port)
     out.mkdir(parents=True, exist_ok=True)
-    pki = make_pki(out / "pki", n_nodes)
+    pki = existing_pki(pki_dir, n_nodes) if pki_dir else make_pki(out / "pki", n_nodes)
     home = out / "flwr_home"
     home.mkdir(exist_ok=True)
-    fleet, control = free_port(), free_port()  # control: the SuperLink's HTTP API (Control and Runtime)
+    # control: the SuperLink's HTTP API (Control and Runtime)
+    fleet, control = ports[0] or free_port(), ports[1] or free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "local-tls"\n\n[superlink.local-tls]\naddress = "127.0.0.1:{control}"\n'
         f'root-certificates = "{pki["ca"]}"\n'
@@ -305,6 +334,8 @@ def deploy(
     during=None,
     database: Path | None = None,
     views: int = 0,
+    ports: tuple[int | None, int | None] = (None, None),
+    pki_dir: Path | None = None,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -318,7 +349,7 @@ def deploy(
         n_passives = len(files) - 1
     if threads is None:  # every party shares this host: split its cores rather than oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // (n_passives + 1))
-    link = start_link(out, n_passives, threads, database)
+    link = start_link(out, n_passives, threads, database, ports, pki_dir)
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
     seal_run_config, seal_node_config = "", {}
@@ -403,11 +434,28 @@ def main() -> None:
     ap.add_argument("--encrypt", action="store_true", help="seal every payload end to end (keys made here)")
     ap.add_argument("--round-timeout", type=float, help="seconds a passive has per round before it is skipped")
     ap.add_argument("--on-bad-message", choices=("skip", "fail"), default="fail")
+    ap.add_argument("--fleet-port", type=int, help="the SuperLink's Fleet API port (default: a free one)")
+    ap.add_argument("--control-port", type=int, help="the SuperLink's Control API port (default: a free one)")
+    ap.add_argument("--pki", type=Path, help="existing ca.crt, server.pem, server.key and nodeN keys to use")
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
     if a.round_timeout:
         extra += f" round-timeout={a.round_timeout}"
-    r = deploy(
+    try:
+        r = run_from_args(a, extra)
+    except ApfedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(
+        f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: "
+        f"test accuracy {r['final']['accuracy']:.2f} %, "
+        f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
+    )
+    print(f"standalone model: {a.out / 'model.safetensors'}")
+
+
+def run_from_args(a, extra: str) -> dict:
+    return deploy(
         a.out,
         a.method,
         a.dataset,
@@ -422,13 +470,9 @@ def main() -> None:
         threads=a.threads,
         encrypt=a.encrypt,
         extra_run_config=extra,
+        ports=(a.fleet_port, a.control_port),
+        pki_dir=a.pki,
     )
-    print(
-        f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: "
-        f"test accuracy {r['final']['accuracy']:.2f} %, "
-        f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
-    )
-    print(f"standalone model: {a.out / 'model.safetensors'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""Checks a party runs before it starts a deployment: its keys and certificates are readable and valid now,
+and the ports it will listen on are free. Each problem is one clear ApfedError."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from pathlib import Path
+
+from apfed.errors import ConfigError
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse a port another process already listens on (or that cannot be bound here)."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is not a valid TCP port")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"port {port} on {host} is already in use ({e.strerror}); choose another") from None
+
+
+def check_certificate(path: str | Path, now: datetime.datetime | None = None) -> None:
+    """A PEM X.509 certificate that can be read and is valid at ``now`` (default: the current time)."""
+    from cryptography import x509
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the certificate {path}: {e.strerror or e}") from None
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise ConfigError(f"{path} is not a PEM certificate") from None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if cert.not_valid_after_utc < now:
+        raise ConfigError(f"the certificate {path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; renew it")
+    if cert.not_valid_before_utc > now:
+        raise ConfigError(f"the certificate {path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+
+
+def check_private_key(path: str | Path) -> None:
+    """A readable, unencrypted PEM or OpenSSH private key (TLS server key or SuperNode key)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the private key {path}: {e.strerror or e}") from None
+    loaders = (serialization.load_pem_private_key, serialization.load_ssh_private_key)
+    for load in loaders:
+        try:
+            load(data, password=None)
+            return
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+    raise ConfigError(f"{path} is not an unencrypted PEM or OpenSSH private key")
