@@ -380,6 +380,35 @@ def export(
 
 
 @app.command()
+def bench(
+    device: Device = "cpu",
+    repeats: Annotated[int, typer.Option(min=1, help="Interleaved epochs per timing (medians are reported).")] = 3,
+    quick: Annotated[bool, typer.Option(help="A small grid (a smoke run, not a report to quote).")] = False,
+    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("benchmarks/results"),
+):
+    """Measure epoch time against bare compute, wire cost, scaling and inference; write a report and plots."""
+    import datetime
+    import json
+
+    from apfed.bench import markdown, run_bench, write_plots
+    from apfed.report import machine
+
+    _config("default", None, device=device)  # a clear error when CUDA is asked for and missing
+    out.mkdir(parents=True, exist_ok=True)
+    report = run_bench(device, repeats, quick)
+    m = machine()
+    report["machine"] = m
+    tag = "gpu" if device.startswith("cuda") else f"cpu{m['cpus']}"
+    prefix = out / f"{datetime.date.today()}-bench-{tag}{'-quick' if quick else ''}"
+    prefix.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    md = [*markdown(report), "", f"Machine: {json.dumps(m)}. Reproduce: `apfed bench --device {device}`.", ""]
+    prefix.with_suffix(".md").write_text("\n".join(md))
+    plots = write_plots(report, prefix)
+    typer.echo("\n".join(md))
+    typer.echo(f"wrote {prefix}.json, {prefix}.md" + "".join(f", {p}" for p in plots), err=True)
+
+
+@app.command()
 def keygen(
     out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,

@@ -16,35 +16,34 @@ from apfed.models import encoder_output_shape, make_encoder, make_head, make_pro
 
 
 def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> float:
-    """Seconds for one epoch of APFed-C's modules (both encoders, task head, both projection heads, optimizer
-    steps) in one process and one graph, with no protocol at all."""
+    """Seconds for one epoch of APFed-C's modules (every party's encoder, the task head, every projection head,
+    the optimizer steps) in one process and one graph, with no protocol at all."""
     dev = cfg.device
     tr = ds.train_idx
-    views = [ds.views[active], next(v for i, v in enumerate(ds.views) if i != active)]
+    views = [ds.views[active]] + [v for i, v in enumerate(ds.views) if i != active]
     X = [torch.from_numpy(Preprocessor.fit(v, tr)(v.X[tr])).to(dev) for v in views]
     y = torch.from_numpy(ds.labels[tr]).to(dev)
     specs = [{"kind": v.kind, "shape": list(v.shape)} for v in views]
     d = [int(torch.tensor(encoder_output_shape(s, cfg.embedding_dim)).prod()) for s in specs]
-    enc_a, enc_p = (make_encoder(s, cfg.embedding_dim, cfg.hidden_dim).to(dev) for s in specs)
+    encoders = [make_encoder(s, cfg.embedding_dim, cfg.hidden_dim).to(dev) for s in specs]
     head = make_head(d[0], cfg.head_hidden, len(ds.class_names), cfg.dropout).to(dev)
-    proj_a, proj_p = (
-        make_projection(d[0], cfg.projection_dim).to(dev),
-        make_projection(d[1], cfg.projection_dim).to(dev),
-    )
-    opt_a = make_optimizer([*enc_a.parameters(), *head.parameters(), *proj_a.parameters()], cfg)
-    opt_p = make_optimizer([*enc_p.parameters(), *proj_p.parameters()], cfg)
+    projections = [make_projection(di, cfg.projection_dim).to(dev) for di in d]  # the active's is shared
+    opts = [make_optimizer([*encoders[0].parameters(), *head.parameters(), *projections[0].parameters()], cfg)]
+    passive_modules = zip(encoders[1:], projections[1:], strict=True)
+    opts += [make_optimizer([*e.parameters(), *p.parameters()], cfg) for e, p in passive_modules]
     _sync(dev)
     t0 = time.perf_counter()
     for idx in torch.randperm(len(y), device=dev).split(cfg.batch_size):
-        h = enc_a(X[0][idx])
-        loss = F.cross_entropy(head(h), y[idx]) + cfg.lam * nt_xent(
-            proj_a(h), proj_p(enc_p(X[1][idx])), cfg.temperature
-        )
-        opt_a.zero_grad(set_to_none=True)
-        opt_p.zero_grad(set_to_none=True)
+        h = encoders[0](X[0][idx])
+        z = projections[0](h)
+        loss = F.cross_entropy(head(h), y[idx])
+        for e, p, x in zip(encoders[1:], projections[1:], X[1:], strict=True):
+            loss = loss + cfg.lam * nt_xent(z, p(e(x[idx])), cfg.temperature)
+        for o in opts:
+            o.zero_grad(set_to_none=True)
         loss.backward()
-        opt_a.step()
-        opt_p.step()
+        for o in opts:
+            o.step()
     _sync(dev)
     return time.perf_counter() - t0
 

@@ -377,9 +377,10 @@ def deployment() -> dict:
             db, snaps = d / "superlink.db", []
 
             def during(link, done, db=db, snaps=snaps):
-                while not done.wait(0.3):
-                    if db.exists():
-                        snaps.append(db.read_bytes())
+                while not done.wait(0.1):  # the database and its -wal file
+                    for f in db.parent.glob(db.name + "*"):
+                        with contextlib.suppress(OSError):
+                            snaps.append(f.read_bytes())
 
             r = deploy.deploy(
                 d,

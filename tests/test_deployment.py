@@ -1,6 +1,7 @@
 """Real flower-superlink / flower-supernode processes on loopback, with TLS and SuperNode authentication.
 Keys and certificates are generated at test time; every wait is bounded; every process is stopped by PID."""
 
+import contextlib
 import importlib.util
 import json
 import subprocess
@@ -26,9 +27,10 @@ def _snapshot_database(db: Path, into: list):
     """Copy the SuperLink's database file while the run goes: what an operator reading it would see."""
 
     def during(link, done):
-        while not done.wait(0.3):
-            if db.exists():
-                into.append(db.read_bytes())
+        while not done.wait(0.1):  # SQLite keeps recent writes in its -wal file: read every file of the database
+            for f in db.parent.glob(db.name + "*"):
+                with contextlib.suppress(OSError):
+                    into.append(f.read_bytes())
 
     return during
 

@@ -1,0 +1,273 @@
+"""``apfed bench``: the framework's own performance figures, measured in one command.
+
+Sections (each a list of rows in the report):
+- ``epoch``: in-process APFed-C epoch time against the bare forward/backward compute of the same modules
+  (mnist5k 2 views with the paper networks and preset; handwritten with all 6 views);
+- ``wire``: messages, bytes and rounds per epoch per passive, for each method and K (handwritten);
+- ``scaling``: epoch time, bytes per epoch and peak memory against passives, samples and embedding width, on a
+  synthetic multi-view set with a known signal (each point in a fresh process, so its peak memory is its own);
+- ``inference``: standalone throughput at batch 1, 64 and 4096, p50/p99 latency at batch 1, for PyTorch and,
+  when installed, ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from apfed.config import make_config
+from apfed.data.splits import stratified_split
+from apfed.data.views import MultiViewDataset, View
+
+
+def synthetic(n: int, passives: int, dim: int = 32, classes: int = 10, seed: int = 0) -> MultiViewDataset:
+    """``passives + 1`` tabular views of ``dim`` features. Every view holds a noisy linear image of the class
+    (so each party alone is informative, and together they are more so)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    centers = rng.normal(size=(classes, 8))
+    views = []
+    for v in range(passives + 1):
+        mix = rng.normal(size=(8, dim)) / np.sqrt(8)
+        X = (centers[y] @ mix + 1.5 * rng.normal(size=(n, dim))).astype(np.float32)
+        views.append(View(f"v{v}", "tabular", X, [f"v{v}_{j}" for j in range(dim)]))
+    train, test = stratified_split(y, 0.2, seed)
+    ids = np.array([f"s{i}" for i in range(n)])
+    return MultiViewDataset("synthetic", views, y, ids, [str(c) for c in range(classes)], train, test)
+
+
+def epoch_rows(device: str, repeats: int) -> list[dict]:
+    """Protocol epoch against bare compute, interleaved, medians: mnist5k (paper) and handwritten (default)."""
+    from apfed.data import load_bundled
+    from apfed.speed import compare
+
+    rows = []
+    for name, preset in (("mnist5k", "paper"), ("handwritten", "default")):
+        ds = load_bundled(name)
+        active = 0 if name == "mnist5k" else ds.view_index("fou")
+        r = compare(ds, active, make_config(preset, method="apfed-c", device=device), repeats=repeats)
+        rows.append(
+            {
+                "dataset": name,
+                "views": len(ds.views),
+                "preset": preset,
+                "device": device,
+                "protocol_s": r["protocol_median_s"],
+                "bare_s": r["bare_median_s"],
+                "ratio": r["ratio"],
+            }
+        )
+    return rows
+
+
+def wire_rows(methods: list[str], ks: list[int]) -> list[dict]:
+    """Per method and K, one epoch on handwritten (5 passives): what crosses the wire per passive."""
+    from apfed.data import load_bundled
+    from apfed.runner import build_clients
+
+    ds = load_bundled("handwritten")
+    active = ds.view_index("fou")
+    rows = []
+    for method in methods:
+        for k in ks:
+            cfg = make_config("default", method=method, epochs=1, batches_per_round=k)
+            client = build_clients(ds, active, cfg)
+            client.setup()
+            before = dict(client.wire)
+            client.evaluate = lambda: {"accuracy": 0.0}  # the training epoch only
+            rounds0 = client.round
+            client.fit()
+            n = len(client.names)
+            rows.append(
+                {
+                    "method": method,
+                    "k": k,
+                    "passives": n,
+                    "messages_per_passive": (client.wire["messages"] - before["messages"]) / n,
+                    "mb_per_passive": (client.wire["bytes"] - before["bytes"]) / n / 1e6,
+                    "rounds": client.round - rounds0,
+                }
+            )
+    return rows
+
+
+def _scaling_point(kw: dict, q) -> None:
+    import torch
+
+    from apfed.runner import build_clients
+
+    torch.set_num_threads(kw.pop("threads"))
+    ds = synthetic(kw["n"], kw["passives"], kw["dim"])
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=kw["k"], embedding_dim=kw["width"])
+    client = build_clients(ds, 0, cfg)
+    client.setup()
+    client.evaluate = lambda: {"accuracy": 0.0}
+    before = client.wire["bytes"]
+    t0 = time.perf_counter()
+    client.fit()
+    seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    q.put({"epoch_s": seconds, "mb_per_epoch": (client.wire["bytes"] - before) / 1e6, "peak_rss_mb": peak_mb})
+
+
+def scaling_rows(threads: int) -> list[dict]:
+    """Epoch time, bytes and peak memory (each point in a fresh process) against passives, samples, width."""
+    base = {"n": 5000, "passives": 1, "dim": 32, "width": 128, "k": 16}
+    points = [("passives", p, {"passives": p}) for p in (1, 2, 4, 8)]
+    points += [("samples", n, {"n": n}) for n in (5000, 50000)]
+    points += [("width", w, {"width": w}) for w in (32, 128, 512, 1024)]
+    ctx = mp.get_context("spawn")
+    rows = []
+    for axis, value, change in points:
+        kw = {**base, **change, "threads": threads}
+        q = ctx.Queue()
+        p = ctx.Process(target=_scaling_point, args=(dict(kw), q))
+        p.start()
+        out = q.get(timeout=1800)
+        p.join()
+        rows.append({"axis": axis, "value": value, **{k: kw[k] for k in base}, **out})
+    return rows
+
+
+def inference_rows(repeats: int = 200) -> list[dict]:
+    """Throughput and batch-1 latency of a standalone model (handwritten fou, 1 epoch): PyTorch and ONNX."""
+    import torch
+
+    from apfed.data import load_bundled
+    from apfed.runner import run
+
+    ds = load_bundled("handwritten")
+    active = ds.view_index("fou")
+    model = run(ds, active, make_config("default", method="apfed-c", epochs=1)).model
+    X = ds.views[active].X.astype(np.float32)
+    engines = {"pytorch": model.predict_proba}
+    try:
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory() as d:
+            path = model.export_onnx(Path(d) / "m.onnx")
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        engines["onnxruntime"] = lambda x: sess.run(None, {name: x.astype(np.float32)})[0]
+    except ImportError:
+        pass
+    rows = []
+    torch.set_grad_enabled(False)
+    for engine, fn in engines.items():
+        for batch in (1, 64, 4096):
+            xb = np.resize(X, (batch, X.shape[1])).astype(np.float32)
+            fn(xb)  # warm-up
+            n = max(5, repeats if batch < 4096 else repeats // 20)
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn(xb)
+                times.append(time.perf_counter() - t0)
+            row = {"engine": engine, "batch": batch, "samples_per_s": batch / statistics.median(times)}
+            if batch == 1:
+                row["p50_ms"] = 1000 * float(np.percentile(times, 50))
+                row["p99_ms"] = 1000 * float(np.percentile(times, 99))
+            rows.append(row)
+    return rows
+
+
+def run_bench(device: str = "cpu", repeats: int = 3, quick: bool = False) -> dict:
+    """Every section; ``quick`` trims the grids (for tests and smoke runs)."""
+    import os
+
+    threads = max(1, os.cpu_count() or 1)
+    methods = ["apfed-c", "tvfl"] if quick else ["local", "apfed-r", "apfed-c", "apfed-kd", "tvfl"]
+    ks = [1, 16] if quick else [1, 4, 16]
+    report = {"device": device}
+    report["epoch"] = [] if quick else epoch_rows(device, repeats)
+    report["wire"] = wire_rows(methods, ks)
+    report["scaling"] = [] if quick else scaling_rows(threads)
+    report["inference"] = inference_rows(20 if quick else 200)
+    return report
+
+
+def markdown(report: dict) -> list[str]:
+    md = ["# apfed bench", ""]
+    if report["epoch"]:
+        md += [
+            "## In-process epoch against bare compute (APFed-C)",
+            "",
+            "| dataset | views | preset | device | protocol epoch (s) | bare epoch (s) | ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['dataset']} | {r['views']} | {r['preset']} | {r['device']} | {r['protocol_s']:.2f} | "
+            f"{r['bare_s']:.2f} | {r['ratio']:.2f} |"
+            for r in report["epoch"]
+        ]
+        md.append("")
+    md += [
+        "## Wire cost per epoch and passive (handwritten, 5 passives)",
+        "",
+        "| method | K | messages | MB | rounds |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['method']} | {r['k']} | {r['messages_per_passive']:.0f} | {r['mb_per_passive']:.3f} | {r['rounds']} |"
+        for r in report["wire"]
+    ]
+    md.append("")
+    if report["scaling"]:
+        md += [
+            "## Scaling (synthetic, APFed-C, K = 16, one epoch, each point in a fresh process)",
+            "",
+            "| axis | value | epoch (s) | MB per epoch | peak RSS (MB) |",
+            "|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['axis']} | {r['value']} | {r['epoch_s']:.2f} | {r['mb_per_epoch']:.1f} | {r['peak_rss_mb']:.0f} |"
+            for r in report["scaling"]
+        ]
+        md.append("")
+    md += [
+        "## Standalone inference (handwritten, fou view)",
+        "",
+        "| engine | batch | samples/s | p50 (ms) | p99 (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['engine']} | {r['batch']} | {r['samples_per_s']:.0f} | "
+        f"{r.get('p50_ms', float('nan')):.3f} | {r.get('p99_ms', float('nan')):.3f} |"
+        for r in report["inference"]
+    ]
+    return md
+
+
+def write_plots(report: dict, prefix: Path) -> list[Path]:
+    """PNG plots of the scaling section (time, bytes, peak memory against each axis)."""
+    if not report["scaling"]:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = ["passives", "samples", "width"]
+    fig, grid = plt.subplots(3, 3, figsize=(12, 9))
+    for col, axis in enumerate(axes):
+        rows = [r for r in report["scaling"] if r["axis"] == axis]
+        x = [r["value"] for r in rows]
+        for row_i, (key, label) in enumerate(
+            [("epoch_s", "epoch (s)"), ("mb_per_epoch", "MB per epoch"), ("peak_rss_mb", "peak RSS (MB)")]
+        ):
+            ax = grid[row_i][col]
+            ax.plot(x, [r[key] for r in rows], "o-")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(axis)
+            ax.set_ylabel(label)
+    fig.tight_layout()
+    path = prefix.with_name(prefix.name + "-scaling.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]

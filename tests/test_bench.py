@@ -1,0 +1,29 @@
+"""`apfed bench` (quick grid): the sections are filled with sane figures, and the synthetic set has its signal."""
+
+import numpy as np
+
+from apfed.bench import run_bench, synthetic
+
+
+def test_synthetic_views_each_carry_the_class_signal():
+    ds = synthetic(2000, passives=3, dim=16)
+    assert len(ds.views) == 4 and all(v.X.shape == (2000, 16) for v in ds.views)
+    assert len(set(ds.train_idx) & set(ds.test_idx)) == 0
+    for v in ds.views:  # nearest class mean on each view alone is far above chance (10 %)
+        means = np.stack([v.X[ds.train_idx][ds.labels[ds.train_idx] == c].mean(0) for c in range(10)])
+        pred = ((v.X[ds.test_idx][:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+        assert (pred == ds.labels[ds.test_idx]).mean() > 0.3
+
+
+def test_quick_bench_reports_wire_cost_and_inference():
+    r = run_bench(quick=True)
+    wire = {(w["method"], w["k"]): w for w in r["wire"]}
+    assert wire[("apfed-c", 16)]["messages_per_passive"] < wire[("apfed-c", 1)]["messages_per_passive"]
+    assert wire[("apfed-c", 16)]["rounds"] * 16 >= wire[("apfed-c", 1)]["rounds"]
+    # tvfl sends embeddings back, apfed-c gradients of the same batch: both move data every round
+    assert all(w["mb_per_passive"] > 0 for w in r["wire"])
+    engines = {i["engine"] for i in r["inference"]}
+    assert "pytorch" in engines
+    assert all(i["samples_per_s"] > 0 for i in r["inference"])
+    one = [i for i in r["inference"] if i["batch"] == 1]
+    assert all(0 < i["p50_ms"] <= i["p99_ms"] for i in one)
