@@ -182,7 +182,7 @@ def run_bench(device: str = "cpu", repeats: int = 3, quick: bool = False) -> dic
     import os
 
     threads = max(1, os.cpu_count() or 1)
-    methods = ["apfed-c", "tvfl"] if quick else ["local", "apfed-r", "apfed-c", "apfed-kd", "tvfl"]
+    methods = ["apfed-c", "tvfl"] if quick else ["apfed-r", "apfed-c", "apfed-kd", "tvfl"]  # local sends nothing
     ks = [1, 16] if quick else [1, 4, 16]
     report = {"device": device}
     report["epoch"] = [] if quick else epoch_rows(device, repeats)
