@@ -137,7 +137,6 @@ def scaling_rows(threads: int) -> list[dict]:
 
 def inference_rows(repeats: int = 200) -> list[dict]:
     """Throughput and batch-1 latency of a standalone model (handwritten fou, 1 epoch): PyTorch and ONNX."""
-    import torch
 
     from apfed.data import load_bundled
     from apfed.runner import run
@@ -146,7 +145,8 @@ def inference_rows(repeats: int = 200) -> list[dict]:
     active = ds.view_index("fou")
     model = run(ds, active, make_config("default", method="apfed-c", epochs=1)).model
     X = ds.views[active].X.astype(np.float32)
-    engines = {"pytorch": model.predict_proba}
+
+    engines = {"pytorch": model.predict_proba}  # no_grad inside; the process's autograd setting is untouched
     try:
         import onnxruntime as ort
 
@@ -158,7 +158,6 @@ def inference_rows(repeats: int = 200) -> list[dict]:
     except ImportError:
         pass
     rows = []
-    torch.set_grad_enabled(False)
     for engine, fn in engines.items():
         for batch in (1, 64, 4096):
             xb = np.resize(X, (batch, X.shape[1])).astype(np.float32)

@@ -27,3 +27,9 @@ def test_quick_bench_reports_wire_cost_and_inference():
     assert all(i["samples_per_s"] > 0 for i in r["inference"])
     one = [i for i in r["inference"] if i["batch"] == 1]
     assert all(0 < i["p50_ms"] <= i["p99_ms"] for i in one)
+
+
+def test_the_bench_leaves_autograd_on():
+    import torch
+
+    assert torch.is_grad_enabled()  # the quick bench above ran in this process
