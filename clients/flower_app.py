@@ -141,7 +141,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     missing = [n for n in names if n not in nodes]
     if missing:
         raise ConfigError(f"passive parties {missing} did not connect (connected: {sorted(nodes)})")
-    if s.checkpoint_every and not s.checkpoint_dir or s.resume and not s.checkpoint_dir:
+    if (s.checkpoint_every or s.resume) and not s.checkpoint_dir:
         raise ConfigError("checkpoint-every and resume need checkpoint-dir")
     client = ActiveClient(
         active_data,

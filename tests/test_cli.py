@@ -148,7 +148,8 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
     code, out, err = run_cli("keygen", tmp_path / "party.pem")
     assert code == 0 and out.strip().startswith("sha256:") and (tmp_path / "party.pem").stat().st_mode & 0o777 == 0o600
     _one_error_line(*run_cli("keygen", tmp_path / "party.pem")[::2], "refusing to overwrite")
-    (tmp_path / "junk.pem").write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    pem = (tmp_path / "party.pem").read_text().splitlines()  # the key made above, with its body cut short
+    (tmp_path / "junk.pem").write_text("\n".join([pem[0], pem[1][:10], pem[-1]]) + "\n")
     _one_error_line(*run_cli("preflight", "--seal-key", tmp_path / "junk.pem")[::2], "not an unencrypted PEM")
     _one_error_line(*run_cli("preflight", "--key", tmp_path / "junk.pem")[::2], "not an unencrypted PEM or OpenSSH")
     expired = _certificate(tmp_path / "old.pem", days_valid=-1)
