@@ -52,6 +52,8 @@ class TrainConfig:
     dp_noise: float = 0.0  # Gaussian noise multiplier: std = dp_noise x the clip bound (needs dp_clip)
     seed: int = 0
     device: str = "cpu"
+    cuda_graphs: bool = True  # on a GPU, replay each role's training step as a CUDA graph (apfed.graphs)
+    tf32: bool = False  # on a GPU, TF32 matrix multiplies (faster; ~10-bit mantissa products)
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
 
     def validate(self) -> TrainConfig:

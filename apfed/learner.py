@@ -15,6 +15,7 @@ from torch import nn
 
 from apfed.augment import apply_augmentation, mixed_cross_entropy
 from apfed.config import TrainConfig, lr_at
+from apfed.graphs import StepGraphs, configure_cuda, enabled
 from apfed.losses import distillation, nt_xent, reconstruction
 from apfed.models import (
     StandaloneNet,
@@ -42,6 +43,13 @@ def make_optimizer(params, cfg: TrainConfig) -> Optimizer:
 def set_lr(opt: Optimizer, lr: float) -> None:
     for g in opt.param_groups:
         g["lr"] = lr
+
+
+def train_mode(modules: nn.Module, every: list[nn.Module]) -> None:
+    """``modules.train()``, skipped when ``every`` one of its submodules is already in training mode (train()
+    walks the tree and sets every flag again: a cost on every step of a GPU run)."""
+    if not all(m.training for m in every):
+        modules.train()
 
 
 @dataclass
@@ -88,10 +96,17 @@ class ActiveLearner:
                 m[f"encoder_{i + 1}"] = make_encoder(s, cfg.embedding_dim, cfg.hidden_dim)
             return m
 
+        configure_cuda(cfg.device, cfg.tf32)
         self.modules = init_modules(cfg.seed, build).to(cfg.device)
+        self._every = list(self.modules.modules())
         self.opt = make_optimizer(self.modules.parameters(), cfg)
         self._cache: tuple | None = None
         self._version = 0
+        self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
+
+    def _graphable(self, aug: dict | None) -> bool:
+        # a fused head takes the passives' embeddings and returns their gradients: kept eager
+        return self.graphs is not None and aug is None and not self.fused
 
     # --- training -------------------------------------------------------------------------------------
     def _forward(self, idx: torch.Tensor, aug: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -102,8 +117,13 @@ class ActiveLearner:
 
     def outgoing(self, idx: torch.Tensor, aug: dict | None = None) -> list[torch.Tensor | None]:
         """Forward one minibatch; return what each passive receives: h_A (APFed-R), z_A (APFed-C) or nothing."""
-        self.modules.train()
-        h, z = self._forward(idx, aug)
+        train_mode(self.modules, self._every)
+        if self._graphable(aug):  # the captured step recomputes the forward pass
+            with torch.no_grad():
+                h = self.modules["encoder"](self.X[idx])
+                z = self.modules["projection"](h) if "projection" in self.modules else None
+        else:
+            h, z = self._forward(idx, aug)
         return [h.detach() if p.loss == "r" else z.detach() if p.loss == "c" else None for p in self.passives]
 
     def step(
@@ -119,13 +139,54 @@ class ActiveLearner:
         ``grads[i]`` is passive i's gradient w.r.t. what it received; ``embs[i]`` its embedding (tvfl, kd).
         Returns metrics and, per passive, the gradient w.r.t. its embedding.
         """
-        self.modules.train()
+        train_mode(self.modules, self._every)
+        if self._graphable(aug):
+            set_lr(self.opt, lr_at(self.cfg, progress))
+            key = (len(idx), tuple(g is not None for g in grads))
+            inputs = {"idx": idx, **{f"g{i}": g for i, g in enumerate(grads) if g is not None}}
+            metrics = self.graphs(key, inputs)
+            self._version += 1
+            return metrics, [None for _ in embs]
         c = self._cache
         if c is not None and c[1] == self._version and c[0] is idx:
             h, z = c[2], c[3]
         else:  # K > 1: the graph is stale after earlier updates in this round, so recompute it
             h, z = self._forward(idx, aug)
         self._cache = None
+        leaves = [e.detach().requires_grad_(True) if e is not None else None for e in embs]
+        loss, metrics = self._objective(idx, h, z, grads, leaves, aug)
+        set_lr(self.opt, lr_at(self.cfg, progress))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self._version += 1
+        return metrics, [e.grad if e is not None else None for e in leaves]
+
+    def _graph_step(self, t: dict[str, torch.Tensor], captured: bool) -> dict[str, torch.Tensor]:
+        """One standalone step (forward recomputed, no augmentation, no fused head), for apfed.graphs."""
+        idx = t["idx"]
+        h, z = self._forward(idx, None)
+        self._cache = None
+        grads = [t.get(f"g{i}") for i in range(len(self.passives))]
+        loss, metrics = self._objective(idx, h, z, grads, [], None)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if captured:
+            self.opt.step_captured()
+        else:
+            self.opt.step()
+        return metrics
+
+    def _objective(
+        self,
+        idx: torch.Tensor,
+        h: torch.Tensor,
+        z: torch.Tensor | None,
+        grads: list[torch.Tensor | None],
+        leaves: list[torch.Tensor | None],
+        aug: dict | None,
+    ) -> tuple[torch.Tensor, dict]:
+        """The active party's loss for one minibatch, and its metrics (detached tensors)."""
         y = self.y[idx]
         loss = h.new_zeros(())
         metrics = {}
@@ -135,7 +196,6 @@ class ActiveLearner:
             task = mixed_cross_entropy(logits, y, aug)
             loss = loss + task
             metrics["task_loss"] = task.detach()
-        leaves = [e.detach().requires_grad_(True) if e is not None else None for e in embs]
         if self.fused:
             parts = [h.flatten(1) if self.cfg.teacher_grad or self.standalone is False else h.detach().flatten(1)]
             parts += [
@@ -162,12 +222,7 @@ class ActiveLearner:
                 if self.cfg.dp_clip > 0:  # the gradient is w.r.t. the clipped value that was sent
                     sent = clip_rows(sent, self.cfg.dp_clip)
                 loss = loss + self.cfg.lam * (sent * g).sum()
-        set_lr(self.opt, lr_at(self.cfg, progress))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self._version += 1
-        return metrics, [e.grad if e is not None else None for e in leaves]
+        return loss, metrics
 
     # --- evaluation -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -198,6 +253,8 @@ class ActiveLearner:
         self.modules.load_state_dict(state["modules"])
         self.opt.load_state_dict(state["optimizer"])
         self._version = state["version"]
+        if self.graphs is not None:
+            self.graphs.reset()
 
 
 class PassiveLearner:
@@ -227,8 +284,29 @@ class PassiveLearner:
                 m["projection"] = make_projection(d, cfg.projection_dim)
             return m
 
+        configure_cuda(cfg.device, cfg.tf32)
         self.modules = init_modules(seed, build).to(cfg.device)
+        self._every = list(self.modules.modules())
         self.opt = make_optimizer(self.modules.parameters(), cfg)
+        self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
+
+    def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of this view from the active's h_A, or NT-Xent between z_A and this view's z_P."""
+        if self.loss == "r":
+            return reconstruction(self.modules["decoder"](a), x)
+        return nt_xent(a, self.modules["projection"](self.modules["encoder"](x)), self.cfg.temperature)
+
+    def _graph_step(self, t: dict[str, torch.Tensor], captured: bool) -> dict[str, torch.Tensor]:
+        a = t["a"]
+        a.grad = None
+        apfed = self._apfed_loss(a, self.X[t["idx"]])
+        self.opt.zero_grad(set_to_none=True)
+        apfed.backward()
+        if captured:
+            self.opt.step_captured()
+        else:
+            self.opt.step()
+        return {"grad": a.grad, "loss": apfed.detach()}
 
     def train_batch(
         self,
@@ -243,7 +321,12 @@ class PassiveLearner:
 
         Returns the gradient w.r.t. ``received``, this minibatch's embedding (if it sends one) and the loss.
         """
-        self.modules.train()
+        train_mode(self.modules, self._every)
+        graphable = self.graphs is not None and prev is None and aug is None and not self.sends_embedding
+        if graphable and received is not None and self.loss is not None and len(idx):
+            set_lr(self.opt, lr_at(self.cfg, progress))
+            out = self.graphs((len(idx),), {"idx": idx, "a": received.detach().requires_grad_(True)})
+            return out["grad"], None, out["loss"]
         total = None
         value = 0.0
         a = None
@@ -255,12 +338,7 @@ class PassiveLearner:
             total = (emb * prev_grad).sum()
         if received is not None and self.loss is not None and len(idx):
             a = received.detach().requires_grad_(True)
-            x = apply_augmentation(self.X[idx], aug)
-            if self.loss == "r":
-                apfed = reconstruction(self.modules["decoder"](a), x)
-            else:
-                z_p = self.modules["projection"](self.modules["encoder"](x))
-                apfed = nt_xent(a, z_p, self.cfg.temperature)
+            apfed = self._apfed_loss(a, apply_augmentation(self.X[idx], aug))
             value = apfed.detach()
             total = apfed if total is None else total + apfed
         if total is not None:
@@ -285,3 +363,5 @@ class PassiveLearner:
     def load_state(self, state: dict) -> None:
         self.modules.load_state_dict(state["modules"])
         self.opt.load_state_dict(state["optimizer"])
+        if self.graphs is not None:
+            self.graphs.reset()

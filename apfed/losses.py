@@ -15,7 +15,7 @@ def nt_xent(z_a: torch.Tensor, z_p: torch.Tensor, temperature: float = 1.0) -> t
     z = F.normalize(torch.cat([z_a, z_p]), dim=1)
     sim = z @ z.t() / temperature
     sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    target = torch.cat([torch.arange(b, 2 * b, device=z.device), torch.arange(0, b, device=z.device)])
     return F.cross_entropy(sim, target)
 
 

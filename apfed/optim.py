@@ -4,6 +4,10 @@ Why not ``torch.optim``: constructing or stepping one of its optimizers imports 
 this class of machine). A Flower ClientApp is a fresh process for every message, so that import would be paid on
 every round of a deployment. These optimizers import nothing beyond torch, and their state is a dict of tensors
 that loads with ``torch.load(weights_only=True)``.
+
+``step_captured`` is the same update in a form that a CUDA graph can capture (apfed.graphs): every parameter
+has a gradient, every buffer exists, and the learning rate and bias corrections are device tensors that
+``before_replay`` fills (a kernel each, no host sync) before each replay.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class Optimizer:
         self.param_groups = [{"lr": lr, "weight_decay": weight_decay}]
         self.counts = [0] * len(self.params)  # steps taken per parameter (as torch.optim counts them)
         self.buffers: dict[str, list[torch.Tensor | None]] = {}
+        self._scalars: torch.Tensor | None = None  # device copies of the step's scalars, for step_captured
 
     @property
     def lr(self) -> float:
@@ -47,6 +52,30 @@ class Optimizer:
                 self._update(i, p, p.grad)
 
     def _update(self, i: int, p: torch.Tensor, g: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    # --- CUDA-graph capture ---------------------------------------------------------------------------
+    def capturable(self) -> bool:
+        """True once every parameter has taken the same number (>= 1) of steps: its buffers all exist."""
+        return bool(self.counts) and self.counts[0] >= 1 and len(set(self.counts)) == 1
+
+    def scalars(self) -> torch.Tensor:
+        if self._scalars is None:
+            self._scalars = torch.zeros(3, device=self.params[0].device)
+        return self._scalars
+
+    def before_replay(self) -> None:
+        """Count one more step and write this step's scalars to the device (the graph reads them)."""
+        self.counts = [c + 1 for c in self.counts]
+        s = self.scalars()
+        for i, v in enumerate(self._step_scalars(self.counts[0])):
+            s[i].fill_(v)
+
+    def _step_scalars(self, t: int) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step_captured(self) -> None:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -76,19 +105,47 @@ class SGD(Optimizer):
         super().__init__(params, lr, weight_decay)
         self.momentum = momentum
 
-    def _update(self, i, p, g):
+    @torch.no_grad()
+    def step(self) -> None:
+        # foreach ops: a few kernels for all parameters (on the CPU they loop, with the same arithmetic)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        for i in live:
+            self.counts[i] += 1
+        ps = [self.params[i] for i in live]
+        gs = [p.grad for p in ps]
         wd = self.param_groups[0]["weight_decay"]
         if wd:
-            g = g.add(p, alpha=wd)
+            gs = torch._foreach_add(gs, ps, alpha=wd)
         if self.momentum:
-            fresh = self.counts[i] == 1
-            buf = self._buffer("momentum", i, p)
-            if fresh:
-                buf.copy_(g)
-            else:
-                buf.mul_(self.momentum).add_(g)
-            g = buf
-        p.add_(g, alpha=-self.lr)
+            bufs = self.buffers.setdefault("momentum", [None] * len(self.params))
+            old = [j for j, i in enumerate(live) if self.counts[i] > 1]
+            if old:
+                olds = [bufs[live[j]] for j in old]
+                torch._foreach_mul_(olds, self.momentum)
+                torch._foreach_add_(olds, [gs[j] for j in old])
+            for j, i in enumerate(live):
+                if self.counts[i] == 1:
+                    bufs[i] = torch.clone(gs[j]).detach()
+            gs = [bufs[i] for i in live]
+        torch._foreach_add_(ps, gs, alpha=-self.lr)
+
+    def _step_scalars(self, t: int) -> tuple[float, ...]:
+        return (-self.lr,)
+
+    @torch.no_grad()
+    def step_captured(self) -> None:
+        gs = [p.grad for p in self.params]
+        wd = self.param_groups[0]["weight_decay"]
+        if wd:
+            gs = torch._foreach_add(gs, self.params, alpha=wd)
+        if self.momentum:
+            bufs = self.buffers["momentum"]
+            torch._foreach_mul_(bufs, self.momentum)
+            torch._foreach_add_(bufs, gs)
+            gs = bufs
+        torch._foreach_add_(self.params, torch._foreach_mul(gs, self.scalars()[0]))
 
 
 class Adam(Optimizer):
@@ -122,3 +179,29 @@ class Adam(Optimizer):
         bc2 = 1 - b2**t
         denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
         p.addcdiv_(m, denom, value=-self.lr / bc1)
+
+    def _step_scalars(self, t: int) -> tuple[float, ...]:
+        b1, b2 = self.betas
+        wd = self.param_groups[0]["weight_decay"]
+        return (-self.lr / (1 - b1**t), 1 / math.sqrt(1 - b2**t), 1 - self.lr * wd)
+
+    @torch.no_grad()
+    def step_captured(self) -> None:
+        ps, gs = self.params, [p.grad for p in self.params]
+        s = self.scalars()
+        wd = self.param_groups[0]["weight_decay"]
+        b1, b2 = self.betas
+        if wd and self.decoupled:
+            torch._foreach_mul_(ps, s[2])
+        elif wd:
+            gs = torch._foreach_add(gs, ps, alpha=wd)
+        m, v = self.buffers["exp_avg"], self.buffers["exp_avg_sq"]
+        torch._foreach_lerp_(m, gs, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, gs, gs, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_mul_(denom, s[1])
+        torch._foreach_add_(denom, self.eps)
+        upd = torch._foreach_div(m, denom)
+        torch._foreach_mul_(upd, s[0])
+        torch._foreach_add_(ps, upd)

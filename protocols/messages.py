@@ -3,6 +3,7 @@ in-process transport may carry framework tensors unchanged (anything with shape,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ class Message:
         }
 
     def nbytes(self) -> int:
-        return sum(int(np.prod(a.shape)) * _itemsize(a) for a in self.arrays.values())
+        return sum(math.prod(a.shape) * _itemsize(a) for a in self.arrays.values())
 
 
 def _itemsize(a) -> int:

@@ -24,16 +24,33 @@ class ArraySpec:
     required: bool = True
 
 
-def _all_finite(a) -> bool:
+def _finite_check(a):
+    """True/False for numpy arrays; a 0-dim bool tensor (not yet read back) for framework tensors."""
     if isinstance(a, np.ndarray):
         return bool(np.isfinite(a).all())
-    return bool(a.isfinite().all())
-
-
-def _in_bounds(a, bound: int) -> bool:
-    if a.shape[0] == 0 if len(a.shape) else False:
+    if a.numel() == 0:
         return True
-    return bool((a.min() >= 0) & (a.max() < bound))
+    return a.abs().amax() < float("inf")  # NaN propagates through amax and fails the comparison
+
+
+def _bounds_check(a, bound: int):
+    if len(a.shape) and a.shape[0] == 0:
+        return True
+    if isinstance(a, np.ndarray):
+        return bool((a.min() >= 0) & (a.max() < bound))
+    lo, hi = a.aminmax()
+    return (lo >= 0) & (hi < bound)
+
+
+def _all_true(checks: list) -> list[bool]:
+    """Read every pending device check back with one host sync (a sync per check stalls a GPU each time)."""
+    pending = [c for c in checks if not isinstance(c, bool)]
+    if not pending:
+        return checks
+    import torch
+
+    values = iter(torch.stack([c.to(pending[0].device) for c in pending]).tolist())
+    return [c if isinstance(c, bool) else next(values) for c in checks]
 
 
 def validate(
@@ -67,6 +84,7 @@ def validate(
         raise ProtocolError(f"{who}: unexpected arrays {sorted(extra)}")
     if msg.nbytes() > max_bytes:
         raise ProtocolError(f"{who}: {msg.nbytes()} bytes exceeds the limit of {max_bytes}")
+    checks: list[tuple] = []  # value checks, read back together at the end
     for name, spec in arrays.items():
         a = msg.arrays.get(name)
         if a is None:
@@ -80,8 +98,12 @@ def validate(
             raise ProtocolError(f"{who}: array {name!r} has shape {shape}, expected {spec.shape}")
         if dtype_name(a) not in spec.dtypes:
             raise ProtocolError(f"{who}: array {name!r} has dtype {dtype_name(a)}, expected {'/'.join(spec.dtypes)}")
-        if spec.finite and dtype_name(a).startswith(("float", "bfloat")) and not _all_finite(a):
-            raise ProtocolError(f"{who}: array {name!r} holds NaN or infinite values")
-        if spec.index_bound is not None and not _in_bounds(a, spec.index_bound):
-            raise ProtocolError(f"{who}: array {name!r} holds sample indices outside [0, {spec.index_bound})")
+        if spec.finite and dtype_name(a).startswith(("float", "bfloat")):
+            checks.append((_finite_check(a), f"{who}: array {name!r} holds NaN or infinite values"))
+        if spec.index_bound is not None:
+            why = f"{who}: array {name!r} holds sample indices outside [0, {spec.index_bound})"
+            checks.append((_bounds_check(a, spec.index_bound), why))
+    for ok, (_, why) in zip(_all_true([c for c, _ in checks]), checks, strict=True):
+        if not ok:
+            raise ProtocolError(why)
     return msg
