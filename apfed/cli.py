@@ -384,24 +384,33 @@ def bench(
     device: Device = "cpu",
     repeats: Annotated[int, typer.Option(min=1, help="Interleaved epochs per timing (medians are reported).")] = 3,
     quick: Annotated[bool, typer.Option(help="A small grid (a smoke run, not a report to quote).")] = False,
+    only: Annotated[
+        str, typer.Option(help="Comma-separated sections to run: epoch, wire, scaling, inference.")
+    ] = "epoch,wire,scaling,inference",
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("benchmarks/results"),
 ):
     """Measure epoch time against bare compute, wire cost, scaling and inference; write a report and plots."""
     import datetime
     import json
 
-    from apfed.bench import markdown, run_bench, write_plots
+    from apfed.bench import SECTIONS, markdown, run_bench, write_plots
     from apfed.report import machine
 
     _config("default", None, device=device)  # a clear error when CUDA is asked for and missing
+    sections = tuple(x.strip() for x in only.split(",") if x.strip())
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown or not sections:
+        raise ConfigError(f"unknown --only section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     out.mkdir(parents=True, exist_ok=True)
-    report = run_bench(device, repeats, quick)
+    report = run_bench(device, repeats, quick, sections)
     m = machine()
     report["machine"] = m
     tag = "gpu" if device.startswith("cuda") else f"cpu{m['cpus']}"
-    prefix = out / f"{datetime.date.today()}-bench-{tag}{'-quick' if quick else ''}"
+    part = "" if set(sections) == set(SECTIONS) else "-" + "-".join(sections)
+    only_arg = f" --only {','.join(sections)}" if part else ""
+    prefix = out / f"{datetime.date.today()}-bench-{tag}{part}{'-quick' if quick else ''}"
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    md = [*markdown(report), "", f"Machine: {json.dumps(m)}. Reproduce: `apfed bench --device {device}`.", ""]
+    md = [*markdown(report), "", f"Machine: {json.dumps(m)}. Reproduce: `apfed bench --device {device}{only_arg}`.", ""]
     prefix.with_suffix(".md").write_text("\n".join(md))
     plots = write_plots(report, prefix)
     typer.echo("\n".join(md))

@@ -10,14 +10,18 @@ import torch.nn.functional as F
 
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset, Preprocessor
+from apfed.graphs import WARMUP, StepGraphs
 from apfed.learner import make_optimizer
 from apfed.losses import nt_xent
 from apfed.models import encoder_output_shape, make_encoder, make_head, make_projection
 
 
-def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> float:
+def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig, graph: bool = False) -> float:
     """Seconds for one epoch of APFed-C's modules (every party's encoder, the task head, every projection head,
-    the optimizer steps) in one process and one graph, with no protocol at all."""
+    the optimizer steps) in one process and one autograd graph, with no protocol at all.
+
+    ``graph`` (CUDA only): the whole step of every party captured as one CUDA graph (apfed.graphs), the floor
+    of what the GPU can do with these modules; the last, shorter minibatch runs eagerly."""
     dev = cfg.device
     tr = ds.train_idx
     views = [ds.views[active]] + [v for i, v in enumerate(ds.views) if i != active]
@@ -31,9 +35,9 @@ def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> f
     opts = [make_optimizer([*encoders[0].parameters(), *head.parameters(), *projections[0].parameters()], cfg)]
     passive_modules = zip(encoders[1:], projections[1:], strict=True)
     opts += [make_optimizer([*e.parameters(), *p.parameters()], cfg) for e, p in passive_modules]
-    _sync(dev)
-    t0 = time.perf_counter()
-    for idx in torch.randperm(len(y), device=dev).split(cfg.batch_size):
+
+    def step(t: dict[str, torch.Tensor], captured: bool = False) -> dict[str, torch.Tensor]:
+        idx = t["idx"]
         h = encoders[0](X[0][idx])
         z = projections[0](h)
         loss = F.cross_entropy(head(h), y[idx])
@@ -43,7 +47,21 @@ def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> f
             o.zero_grad(set_to_none=True)
         loss.backward()
         for o in opts:
-            o.step()
+            o.step_captured() if captured else o.step()
+        return {"loss": loss.detach()}
+
+    run = StepGraphs(step, opts) if graph and dev.startswith("cuda") else None
+    if run is not None:  # warm up and capture outside the timed epoch
+        warm = torch.arange(cfg.batch_size, device=dev)
+        for _ in range(WARMUP + 1):
+            run(len(warm), {"idx": warm})
+    _sync(dev)
+    t0 = time.perf_counter()
+    for idx in torch.randperm(len(y), device=dev).split(cfg.batch_size):
+        if run is not None and len(idx) == cfg.batch_size:
+            run(len(idx), {"idx": idx})
+        else:
+            step({"idx": idx})
     _sync(dev)
     return time.perf_counter() - t0
 
@@ -61,8 +79,11 @@ def compare(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int = 
     client = build_clients(ds, active, cfg)
     client.setup()
     client.evaluate = lambda: {"accuracy": 0.0}  # time training only
-    protocol, bare = [], []
+    gpu = cfg.device.startswith("cuda")
+    protocol, bare, bare_graph = [], [], []
     bare_apfed_c_epoch(ds, active, cfg)  # warm-up
+    if gpu:
+        client.fit()  # warm-up: CUDA-graph capture
     for _ in range(repeats):
         _sync(cfg.device)
         client.history.clear()
@@ -70,11 +91,17 @@ def compare(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int = 
         _sync(cfg.device)
         protocol.append(client.history[-1]["train_time"])
         bare.append(bare_apfed_c_epoch(ds, active, cfg))
+        if gpu:
+            bare_graph.append(bare_apfed_c_epoch(ds, active, cfg, graph=True))
     p, b = statistics.median(protocol), statistics.median(bare)
-    return {
+    out = {
         "protocol_epoch_s": protocol,
         "bare_epoch_s": bare,
         "protocol_median_s": p,
         "bare_median_s": b,
         "ratio": p / b,
     }
+    if gpu:
+        bg = statistics.median(bare_graph)
+        out.update(bare_graph_epoch_s=bare_graph, bare_graph_median_s=bg, ratio_to_graph=p / bg)
+    return out
