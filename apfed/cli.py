@@ -36,6 +36,9 @@ IdColumn = Annotated[str, typer.Option(help="ID column of the --data files.")]
 Pipeline = Annotated[
     bool, typer.Option(help="Queue the next round before applying this one (overlaps the parties; one round stale).")
 ]
+Payload = Annotated[
+    str | None, typer.Option(help="Dtype of embeddings and gradients on the wire: float32 or float16 (half the bytes).")
+]
 LabelColumn = Annotated[str, typer.Option(help="Label column of the active party's --data file.")]
 Preset = Annotated[str, typer.Option(help="'default' (fast recipe) or 'paper' (reference protocol).")]
 Device = Annotated[str, typer.Option(help="cpu or cuda.")]
@@ -124,6 +127,7 @@ def evaluate(
     passive_losses: Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")] = None,
     batches_per_round: Annotated[int | None, typer.Option("--k", help="Minibatches per exchange (K).")] = None,
     pipeline: Pipeline = False,
+    payload: Payload = None,
     dp_clip: DpClip = None,
     dp_noise: DpNoise = None,
     encrypt: Encrypt = False,
@@ -160,6 +164,7 @@ def evaluate(
         passive_losses=passive_losses,
         batches_per_round=batches_per_round,
         pipeline=pipeline or None,
+        payload=payload,
         dp_clip=dp_clip,
         dp_noise=dp_noise,
     )
@@ -185,6 +190,7 @@ def train(
     device: Device = "cpu",
     batches_per_round: Annotated[int | None, typer.Option("--k", min=1, help="Minibatches per exchange (K).")] = None,
     pipeline: Pipeline = False,
+    payload: Payload = None,
     dp_clip: DpClip = None,
     dp_noise: DpNoise = None,
     encrypt: Encrypt = False,
@@ -219,6 +225,7 @@ def train(
         seed=seed,
         batches_per_round=batches_per_round,
         pipeline=pipeline or None,
+        payload=payload,
         dp_clip=dp_clip,
         dp_noise=dp_noise,
     )

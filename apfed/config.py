@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     cuda_graphs: bool = True  # on a GPU, replay each role's training step as a CUDA graph (apfed.graphs)
+    payload: str = "float32"  # float32 | float16: the dtype of embeddings and gradients on the wire
     tf32: bool = False  # on a GPU, TF32 matrix multiplies (faster; ~10-bit mantissa products)
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
 
@@ -73,6 +74,7 @@ class TrainConfig:
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.batches_per_round >= 1, f"batches_per_round must be >= 1, got {self.batches_per_round}"),
             (self.dp_clip >= 0 and self.dp_noise >= 0, "dp_clip and dp_noise must be >= 0"),
+            (self.payload in ("float32", "float16"), f"payload must be float32 or float16, got {self.payload!r}"),
             (self.dp_noise == 0 or self.dp_clip > 0, "dp_noise needs a clip bound: set dp_clip > 0 as well"),
             (
                 self.device == "cpu" or self.device.startswith("cuda"),

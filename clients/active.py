@@ -23,7 +23,7 @@ from apfed.metrics import classification_metrics
 from apfed.models import encoder_output_shape
 from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
-from clients.tensors import as_tensor
+from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
 from protocols.psi import POINT, PsiKey, hash_to_points, match
@@ -231,9 +231,9 @@ class ActiveClient:
         p = self.infos[i]
         specs = {"loss": ArraySpec((None,), required=False)}
         if p.loss is not None:
-            specs["grad"] = ArraySpec((total, *self.sent_shapes[i]))
+            specs["grad"] = ArraySpec((total, *self.sent_shapes[i]), (self.cfg.payload,))
         if p.embedding_shape is not None:
-            specs["emb"] = ArraySpec((total, *p.embedding_shape))
+            specs["emb"] = ArraySpec((total, *p.embedding_shape), (self.cfg.payload,))
         return specs
 
     def _send_round(self, batches: list[torch.Tensor], progress: list[float]) -> dict:
@@ -258,13 +258,13 @@ class ActiveClient:
                 **(joined or {}),
             }
             if self.infos[i].loss is not None:
-                arrays["act"] = self.dp.embedding(torch.cat([s[i] for s in sent]))
+                arrays["act"] = to_wire(self.dp.embedding(torch.cat([s[i] for s in sent])), self.cfg.payload)
             if n in self.pending:
                 prev_idx, prev_aug, prev_grad = self.pending.pop(n)
                 arrays.update(
                     {
                         "prev_idx": prev_idx,
-                        "prev_grad": prev_grad,
+                        "prev_grad": to_wire(prev_grad, self.cfg.payload),
                         **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
                     }
                 )
@@ -282,7 +282,8 @@ class ActiveClient:
         dev = self.cfg.device
         # a passive skipped this round (no or bad reply) contributes nothing; a teacher sees zeros in its place
         got = [
-            {k: as_tensor(v, dev) for k, v in replies[n].arrays.items()} if n in replies else None for n in self.names
+            {k: from_wire(as_tensor(v, dev)) for k, v in replies[n].arrays.items()} if n in replies else None
+            for n in self.names
         ]
         out, emb_grads = [], [[] for _ in self.names]
         start = 0
@@ -403,7 +404,7 @@ class ActiveClient:
                         "sizes": torch.zeros(0, dtype=torch.int64),
                         "progress": np.zeros(0),
                         "prev_idx": prev_idx,
-                        "prev_grad": prev_grad,
+                        "prev_grad": to_wire(prev_grad, self.cfg.payload),
                         **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
                     },
                     {},
@@ -486,9 +487,9 @@ class ActiveClient:
         replies = self._exchange(
             EVALUATE,
             {n: ({"idx": idx}, {}) for n in self.names},
-            lambda i: {"emb": ArraySpec((len(idx), *self.infos[i].embedding_shape))},
+            lambda i: {"emb": ArraySpec((len(idx), *self.infos[i].embedding_shape), (self.cfg.payload,))},
         )
-        return [as_tensor(replies[n].arrays["emb"], self.cfg.device) for n in self.names]
+        return [from_wire(as_tensor(replies[n].arrays["emb"], self.cfg.device)) for n in self.names]
 
     def _fills(self, kind: str, n: int) -> list[torch.Tensor]:
         out = []

@@ -17,7 +17,7 @@ from apfed.data.views import PartyData, Preprocessor
 from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
 from apfed.privacy import Privatizer
-from clients.tensors import as_tensor
+from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
 from protocols.psi import POINT, PsiKey, hash_to_points
@@ -260,13 +260,14 @@ class PassiveClient:
         if self.learner is None:
             raise ProtocolError("train request before align")
         L = self.learner
+        wire = (self.cfg.payload,)
         specs = {
             "idx": ArraySpec((None,), ("int64",), index_bound=self.n),
             "sizes": ArraySpec((None,), ("int64",)),
             "progress": ArraySpec((None,), ("float64",)),
-            "act": ArraySpec((None, *self.received_shape), required=False) if self.received_shape else None,
+            "act": ArraySpec((None, *self.received_shape), wire, required=False) if self.received_shape else None,
             "prev_idx": ArraySpec((None,), ("int64",), index_bound=self.n, required=False),
-            "prev_grad": ArraySpec((None, *L.embedding_shape), required=False),
+            "prev_grad": ArraySpec((None, *L.embedding_shape), wire, required=False),
         }
         for prefix in ("", "prev_"):  # augmentation parameters
             specs[f"{prefix}shift"] = ArraySpec((None,), ("int64",), required=False)
@@ -286,14 +287,15 @@ class PassiveClient:
         idx = as_tensor(a["idx"], self.device)
         if sum(sizes) != len(idx) or len(a["progress"]) != len(sizes) or any(s < 1 for s in sizes):
             raise ProtocolError("batch sizes do not add up to the number of indices")
-        act = as_tensor(a["act"], self.device) if "act" in a else None
+        act = from_wire(as_tensor(a["act"], self.device)) if "act" in a else None
         if L.loss is not None and sizes and (act is None or len(act) != len(idx)):
             raise ProtocolError("the active embeddings are missing or do not match the indices")
         aug = self._augmentation(a, "", len(idx))
         prev = None
         if "prev_idx" in a:
             prev_idx = as_tensor(a["prev_idx"], self.device)
-            prev = (prev_idx, self._augmentation(a, "prev_", len(prev_idx)), as_tensor(a["prev_grad"], self.device))
+            prev_grad = from_wire(as_tensor(a["prev_grad"], self.device))
+            prev = (prev_idx, self._augmentation(a, "prev_", len(prev_idx)), prev_grad)
             if len(prev[0]) != len(prev[2]):
                 raise ProtocolError("prev_idx and prev_grad differ in length")
         grads, embs, losses = [], [], []
@@ -315,9 +317,9 @@ class PassiveClient:
             L.train_batch(idx[:0], None, prev, 1.0)
         out = {}
         if grads and grads[0] is not None:
-            out["grad"] = self.dp.gradient(torch.cat(grads))
+            out["grad"] = to_wire(self.dp.gradient(torch.cat(grads)), self.cfg.payload)
         if embs and embs[0] is not None:
-            out["emb"] = self.dp.embedding(torch.cat(embs))
+            out["emb"] = to_wire(self.dp.embedding(torch.cat(embs)), self.cfg.payload)
         if losses:  # kept as a tensor: no device sync on the hot path
             out["loss"] = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in losses])
         return msg.reply(arrays=out)
@@ -349,4 +351,4 @@ class PassiveClient:
             arrays={"idx": ArraySpec((None,), ("int64",), index_bound=self.n)},
         )
         emb = self.learner.embed(as_tensor(msg.arrays["idx"], self.device))
-        return msg.reply(arrays={"emb": self.dp.embedding(emb)})
+        return msg.reply(arrays={"emb": to_wire(self.dp.embedding(emb), self.cfg.payload)})

@@ -10,3 +10,14 @@ def as_tensor(a, device: str | torch.device) -> torch.Tensor:
     if isinstance(a, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
     return a.to(device)
+
+
+def to_wire(t: torch.Tensor, payload: str) -> torch.Tensor:
+    """An embedding or gradient as it is sent: float32, or float16 (``payload``; half the bytes). A value
+    beyond float16's range becomes infinite and the receiver refuses the message."""
+    return t.to(torch.float16) if payload == "float16" else t
+
+
+def from_wire(t: torch.Tensor) -> torch.Tensor:
+    """A received embedding or gradient, back in float32 for the receiver's compute."""
+    return t.float() if t.dtype == torch.float16 else t

@@ -156,3 +156,26 @@ def test_pipelining_caps_k_at_half_an_epoch_and_says_so(digits):
     n_batches = -(-len(client.train_idx) // cfg.batch_size)
     assert client.k_used == n_batches // 2
     assert any("over half an epoch" in m for m in logs)
+
+
+@pytest.mark.parametrize("method", ["apfed-c", "apfed-kd"])
+def test_float16_payload_halves_embedding_and_gradient_bytes(digits, method):
+    full, half = [], []
+    a = run(digits, 0, make_config("default", method=method, epochs=2), record=full)
+    b = run(digits, 0, make_config("default", method=method, epochs=2, payload="float16"), record=half)
+    assert b.accuracy > 30
+    assert abs(a.accuracy - b.accuracy) < 10
+
+    def payload_dtypes(record):
+        out = {}
+        for data in record:
+            for name, arr in decode(data).arrays.items():
+                if name in ("act", "grad", "emb", "prev_grad"):
+                    out.setdefault(name, set()).add(str(arr.dtype))
+        return out
+
+    assert set(payload_dtypes(full)) == set(payload_dtypes(half)) and payload_dtypes(full)
+    assert all(d == {"float32"} for d in payload_dtypes(full).values())
+    assert all(d == {"float16"} for d in payload_dtypes(half).values())
+    # only those arrays shrink: the wire total drops by their half
+    assert b.wire["bytes"] < 0.75 * a.wire["bytes"]
