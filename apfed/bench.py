@@ -6,6 +6,8 @@ Sections (each a list of rows in the report):
 - ``wire``: messages, bytes and rounds per epoch per passive, for each method and K (handwritten);
 - ``scaling``: epoch time, bytes per epoch and peak memory against passives, samples and embedding width, on a
   synthetic multi-view set with a known signal (each point in a fresh process, so its peak memory is its own);
+- ``flower``: epoch time of the Flower simulation engine and of the loopback deployment (TLS and payload
+  encryption each off and on) against in-process, same recipe and seed, in the same run (mnist5k, 1 passive);
 - ``inference``: standalone throughput at batch 1, 64 and 4096, p50/p99 latency at batch 1, for PyTorch and,
   when installed, ONNX Runtime.
 """
@@ -102,27 +104,39 @@ def wire_rows(methods: list[str], ks: list[int]) -> list[dict]:
 def _scaling_point(kw: dict, q) -> None:
     import torch
 
+    from apfed.data.streamed import streamed_synthetic
     from apfed.runner import build_clients
 
     torch.set_num_threads(kw.pop("threads"))
-    ds = synthetic(kw["n"], kw["passives"], kw["dim"])
+    make = streamed_synthetic if kw["streamed"] else synthetic
+    ds = make(kw["n"], kw["passives"], kw["dim"])
     cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=kw["k"], embedding_dim=kw["width"])
     client = build_clients(ds, 0, cfg)
     client.setup()
+    setup_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     client.evaluate = lambda: {"accuracy": 0.0}
     before = client.wire["bytes"]
     t0 = time.perf_counter()
     client.fit()
     seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    q.put({"epoch_s": seconds, "mb_per_epoch": (client.wire["bytes"] - before) / 1e6, "peak_rss_mb": peak_mb})
+    q.put(
+        {
+            "epoch_s": seconds,
+            "mb_per_epoch": (client.wire["bytes"] - before) / 1e6,
+            "peak_rss_mb": peak_mb,
+            "setup_peak_rss_mb": setup_peak_mb,
+        }
+    )
 
 
 def scaling_rows(threads: int) -> list[dict]:
-    """Epoch time, bytes and peak memory (each point in a fresh process) against passives, samples, width."""
-    base = {"n": 5000, "passives": 1, "dim": 32, "width": 128, "k": 16}
+    """Epoch time, bytes and peak memory (each point in a fresh process) against passives, samples, width, on
+    the streamed synthetic set (rows generated per minibatch); 500k samples also held in memory, for contrast."""
+    base = {"n": 5000, "passives": 1, "dim": 32, "width": 128, "k": 16, "streamed": True}
     points = [("passives", p, {"passives": p}) for p in (1, 2, 4, 8)]
-    points += [("samples", n, {"n": n}) for n in (5000, 50000)]
+    points += [("samples", n, {"n": n}) for n in (5000, 50000, 500000)]
+    points += [("samples, in memory", 500000, {"n": 500000, "streamed": False})]
     points += [("width", w, {"width": w}) for w in (32, 128, 512, 1024)]
     ctx = mp.get_context("spawn")
     rows = []
@@ -131,9 +145,67 @@ def scaling_rows(threads: int) -> list[dict]:
         q = ctx.Queue()
         p = ctx.Process(target=_scaling_point, args=(dict(kw), q))
         p.start()
-        out = q.get(timeout=1800)
+        out = q.get(timeout=3600)
         p.join()
         rows.append({"axis": axis, "value": value, **{k: kw[k] for k in base}, **out})
+    return rows
+
+
+def _load_deploy():
+    import importlib.util
+
+    from apfed.errors import ConfigError
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "deploy-local" / "deploy.py"
+    if not path.exists():
+        raise ConfigError(f"the flower section needs a source checkout: {path} not found")
+    spec = importlib.util.spec_from_file_location("apfed_deploy_local", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _flower_row(transport: str, accuracy: float, history: list[dict], wire: dict, epochs: int) -> dict:
+    times = [h["train_time"] for h in history]
+    return {
+        "transport": transport,
+        "accuracy": accuracy,
+        "epoch_s": statistics.median(times[1:] if len(times) > 1 else times),  # skip the start-up epoch
+        "epochs_s": times,
+        "mb_per_epoch": wire["bytes"] / epochs / 1e6,
+        "messages_per_epoch": wire["messages"] / epochs,
+    }
+
+
+def flower_rows(epochs: int = 3, k: int = 16) -> list[dict]:
+    """In-process (plain and sealed), Flower simulation, and the loopback deployment with TLS and payload
+    encryption off and on: APFed-C on mnist5k 2 views, K minibatches per round, pipelined, one seed."""
+    from apfed.data import load_bundled
+    from apfed.runner import Safety, run
+    from clients.flower_app import RunSettings, simulate
+
+    deploy = _load_deploy()
+    ds = load_bundled("mnist5k")
+    cfg = make_config("default", method="apfed-c", epochs=epochs, batches_per_round=k, pipeline=True)
+    rows = []
+    for name, safety in (("in-process", None), ("in-process, encrypted", Safety(encrypt=True))):
+        r = run(ds, 0, cfg, safety=safety)
+        rows.append(_flower_row(name, r.final["accuracy"], r.history, r.wire, epochs))
+    settings = RunSettings(
+        dataset="mnist5k", views=2, active="0", method="apfed-c", epochs=epochs, batches_per_round=k, pipeline=True
+    )
+    sim = simulate(settings, 1)
+    rows.append(_flower_row("Flower simulation", sim["final"]["accuracy"], sim["history"], sim["wire"], epochs))
+    for tls, enc in ((False, False), (True, False), (True, True)):
+        with tempfile.TemporaryDirectory() as tmp:
+            dep = deploy.deploy(
+                Path(tmp), "apfed-c", "mnist5k", "top", epochs, k, 0, timeout=3600, pipeline=True, tls=tls, encrypt=enc
+            )
+        name = f"deployment, TLS {'on' if tls else 'off'}, encryption {'on' if enc else 'off'}"
+        rows.append(_flower_row(name, dep["final"]["accuracy"], dep["history"], dep["wire"], epochs))
+    base = rows[0]["epoch_s"]
+    for r in rows:
+        r["ratio"] = r["epoch_s"] / base
     return rows
 
 
@@ -178,7 +250,7 @@ def inference_rows(repeats: int = 200) -> list[dict]:
     return rows
 
 
-SECTIONS = ("epoch", "wire", "scaling", "inference")
+SECTIONS = ("epoch", "wire", "scaling", "flower", "inference")
 
 
 def run_bench(device: str = "cpu", repeats: int = 3, quick: bool = False, only: tuple[str, ...] = SECTIONS) -> dict:
@@ -192,6 +264,7 @@ def run_bench(device: str = "cpu", repeats: int = 3, quick: bool = False, only: 
     report["epoch"] = epoch_rows(device, repeats) if "epoch" in only and not quick else []
     report["wire"] = wire_rows(methods, ks) if "wire" in only else []
     report["scaling"] = scaling_rows(threads) if "scaling" in only and not quick else []
+    report["flower"] = flower_rows() if "flower" in only and not quick else []
     report["inference"] = inference_rows(20 if quick else 200) if "inference" in only else []
     return report
 
@@ -236,14 +309,39 @@ def markdown(report: dict) -> list[str]:
         md += [
             "## Scaling (synthetic, APFed-C, K = 16, one epoch, each point in a fresh process)",
             "",
-            "| axis | value | epoch (s) | MB per epoch | peak RSS (MB) |",
-            "|---|---|---|---|---|",
+            "| axis | value | epoch (s) | MB per epoch | peak RSS after setup (MB) | peak RSS after the epoch (MB) |",
+            "|---|---|---|---|---|---|",
         ]
         md += [
-            f"| {r['axis']} | {r['value']} | {r['epoch_s']:.2f} | {r['mb_per_epoch']:.1f} | {r['peak_rss_mb']:.0f} |"
+            f"| {r['axis']} | {r['value']} | {r['epoch_s']:.2f} | {r['mb_per_epoch']:.1f} | "
+            f"{r.get('setup_peak_rss_mb', float('nan')):.0f} | {r['peak_rss_mb']:.0f} |"
             for r in report["scaling"]
         ]
-        md.append("")
+        md += [
+            "",
+            "Rows are generated per minibatch from their index (apfed.data.streamed) except on the 'in memory' row."
+            " Setup includes the ECDH PSI over every sample id, whose state is O(samples) (tens of bytes each).",
+            "",
+        ]
+    if report.get("flower"):
+        md += [
+            "## Flower simulation and loopback deployment against in-process (APFed-C, mnist5k, K = 16, pipelined)",
+            "",
+            "| transport | accuracy | epoch (s) | ratio to in-process | MB per epoch | messages per epoch |",
+            "|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['transport']} | {r['accuracy']:.2f} | {r['epoch_s']:.2f} | {r['ratio']:.2f} | "
+            f"{r['mb_per_epoch']:.2f} | {r['messages_per_epoch']:.0f} |"
+            for r in report["flower"]
+        ]
+        md += [
+            "",
+            "Epoch: median over the epochs after the first (start-up). The deployment runs every party as its own"
+            " processes on this host (SuperLink, a SuperNode per passive, the ServerApp and ClientApps), sharing its"
+            " cores; TLS on means TLS plus SuperNode authentication.",
+            "",
+        ]
     if report["inference"]:
         md += [
             "## Standalone inference (handwritten, fou view)",

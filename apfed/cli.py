@@ -392,8 +392,8 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Interleaved epochs per timing (medians are reported).")] = 3,
     quick: Annotated[bool, typer.Option(help="A small grid (a smoke run, not a report to quote).")] = False,
     only: Annotated[
-        str, typer.Option(help="Comma-separated sections to run: epoch, wire, scaling, inference.")
-    ] = "epoch,wire,scaling,inference",
+        str, typer.Option(help="Comma-separated sections to run: epoch, wire, scaling, flower, inference.")
+    ] = "epoch,wire,scaling,flower,inference",
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("benchmarks/results"),
 ):
     """Measure epoch time against bare compute, wire cost, scaling and inference; write a report and plots."""

@@ -16,6 +16,7 @@ import torch
 from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import load_checkpoint, save_checkpoint
 from apfed.config import TrainConfig
+from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
@@ -210,9 +211,9 @@ class ActiveClient:
         self.keep, self.split = keep, (train, test)  # the intersection, in the order every party now uses
         self.preprocessor = Preprocessor.fit(d.view, keep[train])
         dev = cfg.device
-        X = torch.from_numpy(self.preprocessor(d.view.X[keep])).to(dev)
+        X = device_rows(d.view, keep, self.preprocessor, dev)
         y = torch.from_numpy(d.labels[keep]).to(dev)
-        extra_X = [torch.from_numpy(Preprocessor.fit(v, keep[train])(v.X[keep])).to(dev) for v in self.extra_views]
+        extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
         self.learner = ActiveLearner(spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X)
         self.spec, self.infos = spec, infos

@@ -13,6 +13,7 @@ import torch
 from apfed.augment import slice_augmentation
 from apfed.checkpoint import save_atomic
 from apfed.config import TrainConfig
+from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor
 from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
@@ -199,7 +200,7 @@ class PassiveClient:
         self.rows, self.train_rows, self.n = rows, train, len(rows)
         view = self.data.view
         pre = Preprocessor.fit(view, rows[train])
-        X = torch.from_numpy(pre(view.X[rows])).to(self.device)
+        X = device_rows(view, rows, pre, self.device)
         c = self.setup_config
         spec = {"kind": view.kind, "shape": list(view.shape)}
         active_shape = tuple(c["active_shape"]) if c.get("active_shape") else None

@@ -13,7 +13,8 @@ from apfed.errors import DataError
 class View:
     """One party's features for every sample, in the dataset's row order.
 
-    ``X`` is ``(N, C, H, W)`` for an image view and ``(N, D)`` for a tabular view, unpreprocessed.
+    ``X`` is ``(N, C, H, W)`` for an image view and ``(N, D)`` for a tabular view, unpreprocessed; a tabular
+    view may also be streamed (``apfed.data.streamed.StreamedRows``: rows computed when indexed).
     """
 
     name: str
@@ -117,10 +118,13 @@ class Preprocessor:
     def fit(cls, view: View, rows: np.ndarray) -> Preprocessor:
         if view.kind == "image":
             return cls(kind="image", scale=1.0 / view.pixel_scale)
-        x = view.X[rows].astype(np.float64)
-        std = x.std(axis=0)
+        if hasattr(view.X, "moments"):  # a streamed view: statistics accumulated chunk by chunk
+            mean, std = view.X.moments(rows)
+        else:
+            x = view.X[rows].astype(np.float64)
+            mean, std = x.mean(axis=0), x.std(axis=0)
         std[std < 1e-8] = 1.0
-        return cls(kind="tabular", mean=x.mean(axis=0).astype(np.float32), std=std.astype(np.float32))
+        return cls(kind="tabular", mean=mean.astype(np.float32), std=std.astype(np.float32))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "image":

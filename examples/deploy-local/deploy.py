@@ -208,8 +208,10 @@ def start_link(
     database: Path | None = None,
     ports: tuple[int | None, int | None] = (None, None),
     pki_dir: Path | None = None,
+    tls: bool = True,
 ) -> dict:
     """PKI, Flower config and a SuperLink with TLS and SuperNode authentication on free loopback ports.
+    ``tls=False`` (benchmarks only): plain gRPC and no node authentication, to measure what TLS costs.
 
     ``threads`` caps the torch threads of every process started (OMP_NUM_THREADS): parties sharing one host
     should not oversubscribe its cores, as they would not on separate machines."""
@@ -224,9 +226,9 @@ def start_link(
     home.mkdir(exist_ok=True)
     # control: the SuperLink's HTTP API (Control and Runtime)
     fleet, control = ports[0] or free_port(), ports[1] or free_port()
+    trust = f'root-certificates = "{pki["ca"]}"' if tls else "insecure = true"
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local-tls"\n\n[superlink.local-tls]\naddress = "127.0.0.1:{control}"\n'
-        f'root-certificates = "{pki["ca"]}"\n'
+        f'[superlink]\ndefault = "local-tls"\n\n[superlink.local-tls]\naddress = "127.0.0.1:{control}"\n{trust}\n'
     )
     env = {
         **os.environ,
@@ -244,13 +246,19 @@ def start_link(
             "superlink",
             [
                 str(BIN / "flower-superlink"),
-                "--ssl-ca-certfile",
-                str(pki["ca"]),
-                "--ssl-certfile",
-                str(pki["cert"]),
-                "--ssl-keyfile",
-                str(pki["key"]),
-                "--enable-supernode-auth",
+                *(
+                    [
+                        "--ssl-ca-certfile",
+                        str(pki["ca"]),
+                        "--ssl-certfile",
+                        str(pki["cert"]),
+                        "--ssl-keyfile",
+                        str(pki["key"]),
+                        "--enable-supernode-auth",
+                    ]
+                    if tls
+                    else ["--insecure"]
+                ),
                 "--disable-runtime-dependency-installation",
                 "--fleet-api-address",
                 f"127.0.0.1:{fleet}",
@@ -266,7 +274,7 @@ def start_link(
     except BaseException:
         procs.stop()
         raise
-    return {"pki": pki, "env": env, "procs": procs, "fleet": fleet, "control": control, "t0": t0}
+    return {"pki": pki, "env": env, "procs": procs, "fleet": fleet, "control": control, "t0": t0, "tls": tls}
 
 
 def kill_and_restart_supernode(link: dict, index: int, down_s: float, give_up_s: float = 180.0) -> int:
@@ -296,12 +304,12 @@ def kill_and_restart_supernode(link: dict, index: int, down_s: float, give_up_s:
 
 
 def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
+    tls = tls and link.get("tls", True)
     args = [
         str(BIN / "flower-supernode"),
         "--superlink",
         f"127.0.0.1:{link['fleet']}",
-        "--auth-supernode-private-key",
-        str(key),
+        *(["--auth-supernode-private-key", str(key)] if link.get("tls", True) else []),
         "--host",
         "127.0.0.1",
         "--port",
@@ -336,6 +344,7 @@ def deploy(
     views: int = 0,
     ports: tuple[int | None, int | None] = (None, None),
     pki_dir: Path | None = None,
+    tls: bool = True,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -349,7 +358,7 @@ def deploy(
         n_passives = len(files) - 1
     if threads is None:  # every party shares this host: split its cores rather than oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // (n_passives + 1))
-    link = start_link(out, n_passives, threads, database, ports, pki_dir)
+    link = start_link(out, n_passives, threads, database, ports, pki_dir, tls)
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
     seal_run_config, seal_node_config = "", {}
@@ -370,7 +379,7 @@ def deploy(
         seal_run_config = f"seal-key='{keys / 'active.pem'}' pins='{','.join(pins)}'"
     try:
         for i, (priv, pub) in enumerate(pki["nodes"]):
-            if register:
+            if register and tls:
                 r = flwr(env, "supernode", "register", str(pub), "local-tls")
                 if r.returncode != 0:
                     raise RuntimeError(f"registering node {i + 1} failed: {r.stdout}{r.stderr}")
