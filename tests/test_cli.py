@@ -91,6 +91,8 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["preflight", "--pin", "passive1=sha256:abc"], "not a key fingerprint"),
         (["preflight", "--cert", "/nonexistent.pem"], "cannot read the certificate"),
         (["preflight", "--key", "/nonexistent"], "cannot read the private key"),
+        (["evaluate", "--dataset", "digits", "--payload", "int8"], "payload must be float32 or float16"),
+        (["bench", "--only", "speed"], "unknown --only section"),
     ],
 )
 def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
