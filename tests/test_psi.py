@@ -11,7 +11,7 @@ from clients.active import ActiveClient
 from clients.passive import PassiveClient
 from protocols import decode
 from protocols.errors import ProtocolError
-from protocols.psi import PsiKey, hash_to_points, match
+from protocols.psi import POINT, PsiKey, hash_to_points, match
 from protocols.transport import InProcessTransport
 
 
@@ -76,3 +76,15 @@ def test_no_raw_or_hashed_id_in_any_message(party_csvs):
             a = np.asarray(a)
             if a.dtype == np.uint8 and a.ndim == 2 and a.shape[1] == 32:
                 assert not any(row.tobytes() in plain for row in a), "an unblinded ID hash travelled"
+
+
+def test_match_finds_every_equal_value_and_only_those():
+    rng = np.random.default_rng(0)
+    theirs = rng.integers(0, 256, (500, POINT), dtype=np.uint8)
+    mine = np.concatenate([theirs[rng.permutation(500)[:300]], rng.integers(0, 256, (200, POINT), dtype=np.uint8)])
+    mine = mine[rng.permutation(len(mine))]
+    reference = {row.tobytes(): j for j, row in enumerate(theirs)}
+    expected = [reference.get(row.tobytes(), -1) for row in mine]
+    np.testing.assert_array_equal(match(mine, theirs), expected)
+    assert (match(mine, theirs) >= 0).sum() == 300
+    assert (match(mine, theirs[:0]) == -1).all()

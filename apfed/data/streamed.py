@@ -19,7 +19,7 @@ import torch
 from apfed.data.splits import stratified_split
 from apfed.data.views import MultiViewDataset, View
 
-CHUNK = 65536
+CHUNK = 8192  # rows generated at once outside training (statistics, labels): bounds the transient memory
 _P = 2**31 - 1  # Park-Miller modulus: products of two residues fit in int64
 
 
@@ -121,7 +121,7 @@ def streamed_synthetic(n: int, passives: int, dim: int = 32, classes: int = 10, 
         [labels_of(torch.arange(s, min(n, s + CHUNK)), classes, seed).numpy() for s in range(0, n, CHUNK)]
     )
     train, test = stratified_split(y, 0.2, seed)
-    ids = np.char.add("s", np.arange(n).astype(str))
+    ids = np.char.add("s", np.arange(n).astype(f"U{len(str(max(n - 1, 0)))}"))
     return MultiViewDataset("synthetic-streamed", views, y, ids, [str(c) for c in range(classes)], train, test)
 
 
