@@ -260,13 +260,14 @@ class ActiveClient:
         sizes = [len(b) for b in batches]
         joined = join_augmentations(augs, sizes)
         requests = {}
+        common = {
+            "idx": flat,
+            "sizes": torch.tensor(sizes, dtype=torch.int64),
+            "progress": np.asarray(progress, dtype=np.float64),
+            **(joined or {}),
+        }
         for i, n in enumerate(self.names):
-            arrays = {
-                "idx": flat,
-                "sizes": torch.tensor(sizes, dtype=torch.int64),
-                "progress": np.asarray(progress, dtype=np.float64),
-                **(joined or {}),
-            }
+            arrays = dict(common)
             if self.infos[i].loss is not None:
                 arrays["act"] = to_wire(self.dp.embedding(torch.cat([s[i] for s in sent])), self.cfg.payload)
             if n in self.pending:

@@ -261,19 +261,6 @@ class PassiveClient:
         if self.learner is None:
             raise ProtocolError("train request before align")
         L = self.learner
-        wire = (self.cfg.payload,)
-        specs = {
-            "idx": ArraySpec((None,), ("int64",), index_bound=self.n),
-            "sizes": ArraySpec((None,), ("int64",)),
-            "progress": ArraySpec((None,), ("float64",)),
-            "act": ArraySpec((None, *self.received_shape), wire, required=False) if self.received_shape else None,
-            "prev_idx": ArraySpec((None,), ("int64",), index_bound=self.n, required=False),
-            "prev_grad": ArraySpec((None, *L.embedding_shape), wire, required=False),
-        }
-        for prefix in ("", "prev_"):  # augmentation parameters
-            specs[f"{prefix}shift"] = ArraySpec((None,), ("int64",), required=False)
-            specs[f"{prefix}perm"] = ArraySpec((None,), ("int64",), required=False)
-            specs[f"{prefix}lam"] = ArraySpec((None,), required=False)
         validate(
             msg,
             kind=TRAIN,
@@ -281,7 +268,7 @@ class PassiveClient:
             round=msg.round,
             sender=self.active_name,
             receiver=self.name,
-            arrays={k: v for k, v in specs.items() if v is not None},
+            arrays=self._train_specs(),
         )
         a = msg.arrays
         sizes = [int(s) for s in np.asarray(a["sizes"])]
@@ -324,6 +311,27 @@ class PassiveClient:
         if losses:  # kept as a tensor: no device sync on the hot path
             out["loss"] = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in losses])
         return msg.reply(arrays=out)
+
+    def _train_specs(self) -> dict[str, ArraySpec]:
+        """What a train request may carry (fixed once the learner is built; made once, used every round)."""
+        key = (self.n, self.received_shape, self.learner.embedding_shape, self.cfg.payload)
+        if getattr(self, "_specs_key", None) != key:
+            wire = (self.cfg.payload,)
+            specs = {
+                "idx": ArraySpec((None,), ("int64",), index_bound=self.n),
+                "sizes": ArraySpec((None,), ("int64",)),
+                "progress": ArraySpec((None,), ("float64",)),
+                "prev_idx": ArraySpec((None,), ("int64",), index_bound=self.n, required=False),
+                "prev_grad": ArraySpec((None, *self.learner.embedding_shape), wire, required=False),
+            }
+            if self.received_shape:
+                specs["act"] = ArraySpec((None, *self.received_shape), wire, required=False)
+            for prefix in ("", "prev_"):  # augmentation parameters
+                specs[f"{prefix}shift"] = ArraySpec((None,), ("int64",), required=False)
+                specs[f"{prefix}perm"] = ArraySpec((None,), ("int64",), required=False)
+                specs[f"{prefix}lam"] = ArraySpec((None,), required=False)
+            self._specs_key, self._specs = key, specs
+        return self._specs
 
     def _augmentation(self, a: dict, prefix: str, n: int) -> dict | None:
         """Augmentation parameters for ``n`` samples, checked: shifts within the recipe, partners in range."""

@@ -1,0 +1,90 @@
+"""Where an in-process APFed-C epoch goes, against the bare compute of the same modules: time inside the
+learners (the active party's outgoing/step, every passive's train_batch) and time in the protocol around them
+(messages, validation, routing). Usage: python benchmarks/epoch_breakdown.py [--dataset handwritten] [--repeats 7]"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import apfed.learner as learner
+from apfed.config import make_config
+from apfed.data.bundled import load_bundled
+from apfed.report import write_benchmark
+from apfed.runner import build_clients
+from apfed.speed import bare_apfed_c_epoch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="handwritten")
+    ap.add_argument("--repeats", type=int, default=7)
+    a = ap.parse_args()
+    ds = load_bundled(a.dataset)
+    active = ds.view_index("fou") if a.dataset == "handwritten" else 0
+    preset = "default" if a.dataset == "handwritten" else "paper"
+    cfg = make_config(preset, method="apfed-c", epochs=1)
+    client = build_clients(ds, active, cfg)
+    client.setup()
+    client.evaluate = lambda: {"accuracy": 0.0}
+    spent = {"active": 0.0, "passive": 0.0}
+
+    def timed(cls, name: str, key: str) -> None:
+        f = getattr(cls, name)
+
+        def g(*args, **kw):
+            t = time.perf_counter()
+            out = f(*args, **kw)
+            spent[key] += time.perf_counter() - t
+            return out
+
+        setattr(cls, name, g)
+
+    timed(learner.ActiveLearner, "outgoing", "active")
+    timed(learner.ActiveLearner, "step", "active")
+    timed(learner.PassiveLearner, "train_batch", "passive")
+    runs, bare = [], []
+    for _ in range(a.repeats):  # interleaved: noise hits both alike
+        client.history.clear()
+        spent.update(active=0.0, passive=0.0)
+        t = time.perf_counter()
+        client.fit()
+        runs.append({"epoch_s": time.perf_counter() - t, **spent})
+        bare.append(bare_apfed_c_epoch(ds, active, cfg))
+    mid = sorted(runs, key=lambda r: r["epoch_s"])[len(runs) // 2]
+    b = statistics.median(bare)
+    learners = mid["active"] + mid["passive"]
+    row = {
+        "dataset": a.dataset,
+        "views": len(ds.views),
+        "epoch_s": mid["epoch_s"],
+        "active_learner_s": mid["active"],
+        "passive_learners_s": mid["passive"],
+        "protocol_s": mid["epoch_s"] - learners,
+        "bare_s": b,
+        "ratio": mid["epoch_s"] / b,
+        "learners_ratio": learners / b,
+    }
+    md = [
+        f"# Epoch breakdown: in-process APFed-C on {a.dataset} ({len(ds.views)} views, K = 1), median of {a.repeats}",
+        "",
+        "| epoch (s) | active learner (s) | passive learners (s) | protocol around them (s) | bare (s) "
+        "| epoch / bare | learners / bare |",
+        "|---|---|---|---|---|---|---|",
+        f"| {row['epoch_s']:.3f} | {row['active_learner_s']:.3f} | {row['passive_learners_s']:.3f} | "
+        f"{row['protocol_s']:.3f} | {row['bare_s']:.3f} | {row['ratio']:.2f} | {row['learners_ratio']:.2f} |",
+        "",
+        "Learners: the same modules as the bare loop, but one forward/backward/optimizer call per party and"
+        " minibatch (the split itself) instead of one joint backward; protocol: building, routing and validating"
+        " the messages.",
+    ]
+    out = Path(f"benchmarks/results/{date.today()}-epoch-breakdown-{a.dataset}-cpu")
+    cmd = f"python benchmarks/epoch_breakdown.py --dataset {a.dataset} --repeats {a.repeats}"
+    write_benchmark(out, {"benchmark": "epoch breakdown", "row": row, "runs": runs, "bare": bare, "command": cmd}, md)
+
+
+if __name__ == "__main__":
+    main()
