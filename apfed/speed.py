@@ -16,12 +16,17 @@ from apfed.losses import nt_xent
 from apfed.models import encoder_output_shape, make_encoder, make_head, make_projection
 
 
-def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig, graph: bool = False) -> float:
+def bare_apfed_c_epoch(
+    ds: MultiViewDataset, active: int, cfg: TrainConfig, graph: bool = False, split: bool = False
+) -> float:
     """Seconds for one epoch of APFed-C's modules (every party's encoder, the task head, every projection head,
     the optimizer steps) in one process and one autograd graph, with no protocol at all.
 
     ``graph`` (CUDA only): the whole step of every party captured as one CUDA graph (apfed.graphs), the floor
-    of what the GPU can do with these modules; the last, shorter minibatch runs eagerly."""
+    of what the GPU can do with these modules; the last, shorter minibatch runs eagerly.
+    ``split``: still no protocol, but one forward/backward/optimizer call per party, as the parties of a
+    vertical split must (each passive back-propagates its NT-Xent alone, the active then applies the
+    passives' gradients): the floor of any VFL implementation of these modules."""
     dev = cfg.device
     tr = ds.train_idx
     views = [ds.views[active]] + [v for i, v in enumerate(ds.views) if i != active]
@@ -50,7 +55,28 @@ def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig, grap
             o.step_captured() if captured else o.step()
         return {"loss": loss.detach()}
 
-    run = StepGraphs(step, opts) if graph and dev.startswith("cuda") else None
+    def split_step(t: dict[str, torch.Tensor]) -> None:
+        idx = t["idx"]
+        with torch.no_grad():
+            z = projections[0](encoders[0](X[0][idx]))
+        grads = []
+        for e, p, x, o in zip(encoders[1:], projections[1:], X[1:], opts[1:], strict=True):
+            a = z.detach().requires_grad_(True)
+            loss = nt_xent(a, p(e(x[idx])), cfg.temperature)
+            o.zero_grad(set_to_none=True)
+            loss.backward()
+            o.step()
+            grads.append(a.grad)
+        h = encoders[0](X[0][idx])
+        z = projections[0](h)
+        loss = F.cross_entropy(head(h), y[idx])
+        for g in grads:
+            loss = loss + cfg.lam * (z * g).sum()
+        opts[0].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[0].step()
+
+    run = StepGraphs(step, opts) if graph and dev.startswith("cuda") and not split else None
     if run is not None:  # warm up and capture outside the timed epoch
         warm = torch.arange(cfg.batch_size, device=dev)
         for _ in range(WARMUP + 1):
@@ -60,6 +86,8 @@ def bare_apfed_c_epoch(ds: MultiViewDataset, active: int, cfg: TrainConfig, grap
     for idx in torch.randperm(len(y), device=dev).split(cfg.batch_size):
         if run is not None and len(idx) == cfg.batch_size:
             run(len(idx), {"idx": idx})
+        elif split:
+            split_step({"idx": idx})
         else:
             step({"idx": idx})
     _sync(dev)

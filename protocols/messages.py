@@ -60,9 +60,16 @@ def _itemsize(a) -> int:
     return int(size)
 
 
+_DTYPE_NAMES: dict = {}
+
+
 def dtype_name(a) -> str:
     """'float32', 'int64', ... for numpy arrays and torch tensors alike."""
-    return str(a.dtype).replace("torch.", "")
+    d = a.dtype
+    name = _DTYPE_NAMES.get(d)
+    if name is None:  # str() of a torch dtype is slow enough to matter per array per message
+        name = _DTYPE_NAMES[d] = str(d).replace("torch.", "")
+    return name
 
 
 def to_numpy(a) -> np.ndarray:
