@@ -4,8 +4,9 @@ Sections (each a list of rows in the report):
 - ``epoch``: in-process APFed-C epoch time against the bare forward/backward compute of the same modules
   (mnist5k 2 views with the paper networks and preset; handwritten with all 6 views);
 - ``wire``: messages, bytes and rounds per epoch per passive, for each method and K (handwritten);
-- ``scaling``: epoch time, bytes per epoch and peak memory against passives, samples and embedding width, on a
-  synthetic multi-view set with a known signal (each point in a fresh process, so its peak memory is its own);
+- ``scaling``: epoch time, bytes per epoch and peak memory against passives, samples (5k to 500k) and embedding
+  width, on a streamed synthetic multi-view set with a known signal (500k also held in memory, for contrast; each
+  point in a fresh process, so its peak memory is its own);
 - ``flower``: epoch time of the Flower simulation engine and of the loopback deployment (TLS and payload
   encryption each off and on) against in-process, same recipe and seed, in the same run (mnist5k, 1 passive);
 - ``inference``: standalone throughput at batch 1, 64 and 4096, p50/p99 latency at batch 1, for PyTorch and,
@@ -44,6 +45,9 @@ def synthetic(n: int, passives: int, dim: int = 32, classes: int = 10, seed: int
     return MultiViewDataset("synthetic", views, y, ids, [str(c) for c in range(classes)], train, test)
 
 
+GRAPH_FIELDS = (("bare_graph_s", "bare_graph_median_s"), ("ratio_to_graph", "ratio_to_graph"))
+
+
 def epoch_rows(device: str, repeats: int) -> list[dict]:
     """Protocol epoch against bare compute, interleaved, medians: mnist5k (paper) and handwritten (default)."""
     from apfed.data import load_bundled
@@ -63,8 +67,7 @@ def epoch_rows(device: str, repeats: int) -> list[dict]:
                 "protocol_s": r["protocol_median_s"],
                 "bare_s": r["bare_median_s"],
                 "ratio": r["ratio"],
-                **({"bare_graph_s": r["bare_graph_median_s"]} if "bare_graph_median_s" in r else {}),
-                **({"ratio_to_graph": r["ratio_to_graph"]} if "ratio_to_graph" in r else {}),
+                **{ours: r[theirs] for ours, theirs in GRAPH_FIELDS if theirs in r},  # GPU only
             }
         )
     return rows
@@ -151,7 +154,8 @@ def scaling_rows(threads: int) -> list[dict]:
     return rows
 
 
-def _load_deploy():
+def load_deploy():
+    """The loopback deployment helper, examples/deploy-local/deploy.py (a source checkout only)."""
     import importlib.util
 
     from apfed.errors import ConfigError
@@ -184,7 +188,7 @@ def flower_rows(epochs: int = 3, k: int = 16) -> list[dict]:
     from apfed.runner import Safety, run
     from clients.flower_app import RunSettings, simulate
 
-    deploy = _load_deploy()
+    deploy = load_deploy()
     ds = load_bundled("mnist5k")
     cfg = make_config("default", method="apfed-c", epochs=epochs, batches_per_round=k, pipeline=True)
     rows = []

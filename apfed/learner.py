@@ -45,6 +45,16 @@ def set_lr(opt: Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
+def update(opt: Optimizer, loss: torch.Tensor, captured: bool = False) -> None:
+    """One optimizer update from ``loss``; ``captured``: the form a CUDA graph records (apfed.graphs)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if captured:
+        opt.step_captured()
+    else:
+        opt.step()
+
+
 def train_mode(modules: nn.Module, every: list[nn.Module]) -> None:
     """``modules.train()``, skipped when ``every`` one of its submodules is already in training mode (train()
     walks the tree and sets every flag again: a cost on every step of a GPU run)."""
@@ -156,9 +166,7 @@ class ActiveLearner:
         leaves = [e.detach().requires_grad_(True) if e is not None else None for e in embs]
         loss, metrics = self._objective(idx, h, z, grads, leaves, aug)
         set_lr(self.opt, lr_at(self.cfg, progress))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        update(self.opt, loss)
         self._version += 1
         return metrics, [e.grad if e is not None else None for e in leaves]
 
@@ -169,12 +177,7 @@ class ActiveLearner:
         self._cache = None
         grads = [t.get(f"g{i}") for i in range(len(self.passives))]
         loss, metrics = self._objective(idx, h, z, grads, [], None)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if captured:
-            self.opt.step_captured()
-        else:
-            self.opt.step()
+        update(self.opt, loss, captured)
         return metrics
 
     def _objective(
@@ -300,12 +303,7 @@ class PassiveLearner:
         a = t["a"]
         a.grad = None
         apfed = self._apfed_loss(a, self.X[t["idx"]])
-        self.opt.zero_grad(set_to_none=True)
-        apfed.backward()
-        if captured:
-            self.opt.step_captured()
-        else:
-            self.opt.step()
+        update(self.opt, apfed, captured)
         return {"grad": a.grad, "loss": apfed.detach()}
 
     def train_batch(
@@ -343,9 +341,7 @@ class PassiveLearner:
             total = apfed if total is None else total + apfed
         if total is not None:
             set_lr(self.opt, lr_at(self.cfg, progress))
-            self.opt.zero_grad(set_to_none=True)
-            total.backward()
-            self.opt.step()
+            update(self.opt, total)
         emb = None
         if self.sends_embedding and len(idx):
             with torch.no_grad():

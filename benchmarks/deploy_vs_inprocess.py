@@ -11,7 +11,6 @@ Usage: python benchmarks/deploy_vs_inprocess.py [--epochs 5] [--variant K:pipeli
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import tempfile
@@ -19,19 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from apfed.bench import load_deploy
 from apfed.config import make_config
 from apfed.data import load_bundled
 from apfed.report import write_benchmark
 from apfed.runner import run
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_deploy():
-    spec = importlib.util.spec_from_file_location("deploy", ROOT / "examples" / "deploy-local" / "deploy.py")
-    deploy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(deploy)
-    return deploy
 
 
 def row(transport: str, acc: float, hist: list[dict], wire: dict, epochs: int) -> dict:

@@ -37,27 +37,32 @@ def main() -> None:
     print(f"eager: {e:.4f} s/epoch, accuracy after 5 epochs {client.history[-1]['accuracy']:.2f}", flush=True)
     saved = validation._all_true
     validation._all_true = lambda checks: [True for _ in checks]
-    n, _ = epochs(cfg)
-    validation._all_true = saved
+    try:
+        n, _ = epochs(cfg)
+    finally:
+        validation._all_true = saved
     print(f"graphs, value checks not read back: {n:.4f} s/epoch", flush=True)
     b = statistics.median(bare_apfed_c_epoch(load_bundled("mnist5k", 2), 0, cfg) for _ in range(5))
     print(f"bare eager: {b:.4f} s/epoch", flush=True)
-    # replay cost per role
     L = client.learner
     idx = client.train_idx[:128]
     g0 = torch.zeros(128, 64, device="cuda")
-    cases = (("active step", lambda: L.step(idx, [g0], [None], 0.5)), ("active outgoing", lambda: L.outgoing(idx)))
-    for name, fn in cases:
-        for _ in range(5):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(200):
-            fn()
-        t1 = time.perf_counter()
-        torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        print(f"{name}: {(t1 - t0) / 200 * 1e6:.0f} us CPU per call, {(t2 - t0) / 200 * 1e6:.0f} us per call incl. GPU")
+    per_call("active step", lambda: L.step(idx, [g0], [None], 0.5))
+    per_call("active outgoing", lambda: L.outgoing(idx))
+
+
+def per_call(name: str, fn, n: int = 200) -> None:
+    """CPU time per call (launches) and time per call including the GPU work, after a warm-up."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    print(f"{name}: {(t1 - t0) / n * 1e6:.0f} us CPU per call, {(t2 - t0) / n * 1e6:.0f} us incl. GPU", flush=True)
 
 
 def micro() -> None:
@@ -68,25 +73,11 @@ def micro() -> None:
     _, client = epochs(cfg, 2)
     L = client.learner
     idx = client.train_idx[:128]
-    print("train_idx device", client.train_idx.device, "entries", list(L.graphs.entries), flush=True)
     g0 = torch.zeros(128, 64, device="cuda")
-    for _ in range(5):
-        L.step(idx, [g0], [None], 0.5)
-    torch.cuda.synchronize()
+    per_call("step", lambda: L.step(idx, [g0], [None], 0.5), 100)
     e = L.graphs.entries[(128, (True,))]
-    for name, fn in (
-        ("replay", e.graph.replay),
-        ("before_replay", L.opt.before_replay),
-        ("step", lambda: L.step(idx, [g0], [None], 0.5)),
-    ):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(100):
-            fn()
-        t1 = time.perf_counter()
-        torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        print(f"{name}: {(t1 - t0) * 1e4:.0f} us CPU per call, {(t2 - t0) * 1e4:.0f} us incl. GPU", flush=True)
+    per_call("replay", e.graph.replay, 100)
+    per_call("before_replay", L.opt.before_replay, 100)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(20):
             L.step(idx, [g0], [None], 0.5)

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from apfed.bench import load_deploy
 from apfed.config import make_config
 from apfed.data import load_bundled
 from apfed.report import write_benchmark
@@ -34,7 +34,6 @@ from protocols.errors import ProtocolError
 from protocols.messages import ERROR, TRAIN, Message
 from protocols.sealing import SEALED, Handshake, PartyKey, Sealing
 
-ROOT = Path(__file__).resolve().parents[1]
 ROWS: list[dict] = []
 
 
@@ -363,7 +362,7 @@ def overhead_in_process() -> dict:
 
 
 def deployment() -> dict:
-    deploy = _deploy_module()
+    deploy = load_deploy()
     out: dict = {}
     ds_cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=16, pipeline=True)
     record: list = []
@@ -416,16 +415,9 @@ def deployment() -> dict:
     return out
 
 
-def _deploy_module():
-    spec = importlib.util.spec_from_file_location("deploy", ROOT / "examples" / "deploy-local" / "deploy.py")
-    deploy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(deploy)
-    return deploy
-
-
 def supernode_killed() -> None:
     """SIGKILL one of two SuperNodes after 4 train requests, restart it (same key): the run goes on."""
-    deploy = _deploy_module()
+    deploy = load_deploy()
     epochs, k = 4, 2
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

@@ -209,6 +209,25 @@ class PassiveClient:
         )
         self.received_shape = tuple(c["received_shape"]) if c.get("received_shape") else None
         self.dp = Privatizer(self.cfg, int(c["seed"]) + 5)
+        self.train_specs = self._train_specs()
+
+    def _train_specs(self) -> dict[str, ArraySpec]:
+        """What a train request may carry: fixed once the learner is built."""
+        wire = (self.cfg.payload,)
+        specs = {
+            "idx": ArraySpec((None,), ("int64",), index_bound=self.n),
+            "sizes": ArraySpec((None,), ("int64",)),
+            "progress": ArraySpec((None,), ("float64",)),
+            "prev_idx": ArraySpec((None,), ("int64",), index_bound=self.n, required=False),
+            "prev_grad": ArraySpec((None, *self.learner.embedding_shape), wire, required=False),
+        }
+        if self.received_shape:
+            specs["act"] = ArraySpec((None, *self.received_shape), wire, required=False)
+        for prefix in ("", "prev_"):  # augmentation parameters
+            specs[f"{prefix}shift"] = ArraySpec((None,), ("int64",), required=False)
+            specs[f"{prefix}perm"] = ArraySpec((None,), ("int64",), required=False)
+            specs[f"{prefix}lam"] = ArraySpec((None,), required=False)
+        return specs
 
     # --- state across processes (Flower recreates the ClientApp for every message) ---------------------
     def state_bytes(self) -> bytes:
@@ -268,7 +287,7 @@ class PassiveClient:
             round=msg.round,
             sender=self.active_name,
             receiver=self.name,
-            arrays=self._train_specs(),
+            arrays=self.train_specs,
         )
         a = msg.arrays
         sizes = [int(s) for s in np.asarray(a["sizes"])]
@@ -311,27 +330,6 @@ class PassiveClient:
         if losses:  # kept as a tensor: no device sync on the hot path
             out["loss"] = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in losses])
         return msg.reply(arrays=out)
-
-    def _train_specs(self) -> dict[str, ArraySpec]:
-        """What a train request may carry (fixed once the learner is built; made once, used every round)."""
-        key = (self.n, self.received_shape, self.learner.embedding_shape, self.cfg.payload)
-        if getattr(self, "_specs_key", None) != key:
-            wire = (self.cfg.payload,)
-            specs = {
-                "idx": ArraySpec((None,), ("int64",), index_bound=self.n),
-                "sizes": ArraySpec((None,), ("int64",)),
-                "progress": ArraySpec((None,), ("float64",)),
-                "prev_idx": ArraySpec((None,), ("int64",), index_bound=self.n, required=False),
-                "prev_grad": ArraySpec((None, *self.learner.embedding_shape), wire, required=False),
-            }
-            if self.received_shape:
-                specs["act"] = ArraySpec((None, *self.received_shape), wire, required=False)
-            for prefix in ("", "prev_"):  # augmentation parameters
-                specs[f"{prefix}shift"] = ArraySpec((None,), ("int64",), required=False)
-                specs[f"{prefix}perm"] = ArraySpec((None,), ("int64",), required=False)
-                specs[f"{prefix}lam"] = ArraySpec((None,), required=False)
-            self._specs_key, self._specs = key, specs
-        return self._specs
 
     def _augmentation(self, a: dict, prefix: str, n: int) -> dict | None:
         """Augmentation parameters for ``n`` samples, checked: shifts within the recipe, partners in range."""
