@@ -1,9 +1,13 @@
-"""Classification metrics: accuracy plus macro and weighted precision, recall and F1 (in %)."""
+"""Classification metrics: accuracy plus macro and weighted precision, recall and F1 (in %); running means of
+per-minibatch training metrics."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.metrics import precision_recall_fscore_support
+
+FOLD_EVERY = 256  # per-minibatch values held before they are folded into a sum
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -12,3 +16,52 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
     return {k: float(v) for k, v in out.items()}
+
+
+class RunningMeans:
+    """Per-key means of per-minibatch values (0-dim tensors or floats) over an epoch, in O(1) memory: values
+    are buffered and folded into float64 sums every ``FOLD_EVERY`` minibatches (one kernel per fold, no host
+    sync per minibatch on a GPU). Keys keep their first-seen order; a key missing from a minibatch (a passive
+    that skipped a round) is averaged over the minibatches that have it."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.buffered: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            buf = self.buffered.setdefault(key, [])
+            buf.append(torch.as_tensor(value).detach())
+            if len(buf) >= FOLD_EVERY:
+                self._fold(key)
+
+    def _fold(self, key: str) -> None:
+        buf = self.buffered.pop(key, [])
+        if not buf:
+            return
+        total = torch.stack([b.to(buf[0].device) for b in buf]).double().sum()
+        self.sums[key] = total if key not in self.sums else self.sums[key].to(total.device) + total
+        self.counts[key] = self.counts.get(key, 0) + len(buf)
+
+    def means(self) -> dict[str, float]:
+        for key in list(self.buffered):
+            self._fold(key)
+        return {key: float(s) / self.counts[key] for key, s in self.sums.items()}
+
+    def state(self) -> dict:
+        """Tensors only (a checkpoint loads with ``weights_only=True``)."""
+        for key in list(self.buffered):
+            self._fold(key)
+        return {"sums": dict(self.sums), "counts": {k: torch.tensor(c) for k, c in self.counts.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict | list) -> RunningMeans:
+        out = cls()
+        if isinstance(state, list):  # checkpoints before running means: the per-minibatch dicts
+            for m in state:
+                out.add(m)
+            return out
+        out.sums = dict(state["sums"])
+        out.counts = {k: int(c) for k, c in state["counts"].items()}
+        return out

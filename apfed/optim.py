@@ -44,14 +44,8 @@ class Optimizer:
             buf[i] = torch.zeros_like(like, memory_format=torch.preserve_format)
         return buf[i]
 
-    @torch.no_grad()
     def step(self) -> None:
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self.counts[i] += 1
-                self._update(i, p, p.grad)
-
-    def _update(self, i: int, p: torch.Tensor, g: torch.Tensor) -> None:
+        """One update of every parameter that has a gradient."""
         raise NotImplementedError
 
     # --- CUDA-graph capture ---------------------------------------------------------------------------
@@ -163,22 +157,36 @@ class Adam(Optimizer):
         super().__init__(params, lr, weight_decay)
         self.betas, self.eps, self.decoupled = betas, eps, decoupled
 
-    def _update(self, i, p, g):
+    @torch.no_grad()
+    def step(self) -> None:
+        # foreach ops, as torch.optim's foreach Adam: ~8 calls per step instead of ~8 per parameter (on the
+        # CPU the per-call overhead of tiny tabular models is most of an optimizer step)
+        by_count: dict[int, list[int]] = {}
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.counts[i] += 1
+                by_count.setdefault(self.counts[i], []).append(i)
+        for t, live in by_count.items():  # one group unless parameters joined at different steps
+            self._foreach_update(live, t)
+
+    def _foreach_update(self, live: list[int], t: int) -> None:
+        ps = [self.params[i] for i in live]
+        gs = [p.grad for p in ps]
         wd = self.param_groups[0]["weight_decay"]
         b1, b2 = self.betas
         if wd and self.decoupled:
-            p.mul_(1 - self.lr * wd)
+            torch._foreach_mul_(ps, 1 - self.lr * wd)
         elif wd:
-            g = g.add(p, alpha=wd)
-        m = self._buffer("exp_avg", i, p)
-        v = self._buffer("exp_avg_sq", i, p)
-        m.lerp_(g, 1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        t = self.counts[i]
-        bc1 = 1 - b1**t
-        bc2 = 1 - b2**t
-        denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
-        p.addcdiv_(m, denom, value=-self.lr / bc1)
+            gs = torch._foreach_add(gs, ps, alpha=wd)
+        m = [self._buffer("exp_avg", i, self.params[i]) for i in live]
+        v = [self._buffer("exp_avg_sq", i, self.params[i]) for i in live]
+        torch._foreach_lerp_(m, gs, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, gs, gs, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, math.sqrt(1 - b2**t))
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(ps, m, denom, value=-self.lr / (1 - b1**t))
 
     def _step_scalars(self, t: int) -> tuple[float, ...]:
         b1, b2 = self.betas

@@ -20,7 +20,8 @@ from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
-from apfed.metrics import classification_metrics
+from apfed.memory import release_freed_memory
+from apfed.metrics import RunningMeans, classification_metrics
 from apfed.models import encoder_output_shape
 from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
@@ -211,6 +212,7 @@ class ActiveClient:
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
         self._build(keep, train, test, infos)
+        release_freed_memory()  # the PSI's transient arrays: O(samples), not needed again
 
     def _build(self, keep: np.ndarray, train: np.ndarray, test: np.ndarray, infos: list[PassiveInfo]) -> None:
         """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters."""
@@ -363,7 +365,7 @@ class ActiveClient:
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
         torch.manual_seed(cfg.seed + 1)  # dropout in the active party's heads
         rounds = self._rounds()
-        metrics: list[dict] = []
+        metrics = RunningMeans()
         if self.resumed is not None:  # replay the round schedule up to the checkpoint, restore the RNGs
             for _ in range(self.resumed["rounds_sent"]):
                 next(rounds)
@@ -380,7 +382,8 @@ class ActiveClient:
             early = cfg.pipeline and nxt is not None and not current["checkpoint"]
             if early:
                 inflight = self._send_round(nxt[1], nxt[2])
-            metrics += self._apply_round(current)
+            for m in self._apply_round(current):
+                metrics.add(m)
             if on_batch:
                 for _ in chunk:
                     on_batch()
@@ -390,13 +393,12 @@ class ActiveClient:
                     "train_time": time.perf_counter() - t0,
                     "exchange_time": self.exchange_s - x0,
                 }
-                for key in dict.fromkeys(k for m in metrics for k in m):  # a skipped passive leaves a key out
-                    row[key] = float(torch.stack([torch.as_tensor(m[key]) for m in metrics if key in m]).mean())
+                row.update(metrics.means())
                 row.update(self.evaluate())
                 self.history.append(row)
                 if on_epoch:
                     on_epoch(row)
-                metrics = []
+                metrics = RunningMeans()
                 t0, x0 = time.perf_counter(), self.exchange_s
             if current["checkpoint"]:
                 self._save_checkpoint(metrics, current["sent"][0] if current["sent"] else 0)
@@ -430,7 +432,7 @@ class ActiveClient:
         digest = hashlib.sha256("\n".join(map(str, self.data.ids)).encode()).hexdigest()
         return {"config": json.dumps(cfg, sort_keys=True), "ids": digest, "passives": json.dumps(self.names)}
 
-    def _save_checkpoint(self, metrics: list[dict], passive_round: int) -> None:
+    def _save_checkpoint(self, metrics: RunningMeans, passive_round: int) -> None:
         """Everything the active party needs to continue after this round, written atomically.
         ``passive_round``: the message round after which the passives saved their own checkpoints."""
         state = {
@@ -449,7 +451,7 @@ class ActiveClient:
             "history": json.dumps(self.history),
             "wire": json.dumps(self.wire),
             "faults": json.dumps(self.faults),
-            "metrics": metrics,
+            "metrics": metrics.state(),
             "aug_rng": self.aug_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.cfg.device.startswith("cuda") else [],
@@ -483,7 +485,7 @@ class ActiveClient:
         self.resumed = ck
         self.log(f"resumed run {self.run_id} after round {self.round} ({len(self.history)} epochs done)")
 
-    def _restore_rngs_and_metrics(self, ck: dict) -> list[dict]:
+    def _restore_rngs_and_metrics(self, ck: dict) -> RunningMeans:
         self.rounds_sent = int(ck["rounds_sent"])
         self.aug_gen.set_state(ck["aug_rng"])
         torch.set_rng_state(ck["torch_rng"])
@@ -491,7 +493,7 @@ class ActiveClient:
             torch.cuda.set_rng_state_all(ck["cuda_rng"])
         if self.dp.gen is not None:
             self.dp.gen.set_state(ck["dp_rng"])
-        return list(ck["metrics"])
+        return RunningMeans.from_state(ck["metrics"])
 
     # --- evaluation -----------------------------------------------------------------------------------
     def passive_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:

@@ -17,6 +17,7 @@ from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor
 from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
+from apfed.memory import release_freed_memory
 from apfed.privacy import Privatizer
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
@@ -193,6 +194,7 @@ class PassiveClient:
         if len(np.unique(chosen)) != len(chosen) or (len(train) and train.max() >= len(chosen)):
             raise ProtocolError("align names a row twice or a training row outside the intersection")
         self._build(self.offered_rows[chosen], train)
+        release_freed_memory()  # the PSI's transient arrays: O(samples), not needed again
         return msg.reply(config={"embedding_shape": list(self.learner.embedding_shape)})
 
     def _build(self, rows: np.ndarray, train: np.ndarray) -> None:

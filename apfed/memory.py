@@ -1,0 +1,63 @@
+"""Process memory: peak resident set size, and giving freed heap back to the operating system.
+
+``ru_maxrss`` is the wrong gauge for a child process on Linux: a spawned child inherits the parent's high-water
+mark across ``execve``, so every child reports at least what its parent held. ``/proc/self/status``'s VmHWM
+belongs to the current address space only, and writing 5 to ``/proc/self/clear_refs`` resets it, so one phase
+of a run (training, after the set-up) can be measured on its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import resource
+import sys
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB) since it started or since ``reset_peak_rss``."""
+    hwm = _status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, Linux KiB
+
+
+def rss_mb() -> float | None:
+    """Current resident memory (MB), where /proc exists."""
+    return _status_mb("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Restart the peak at the current resident size (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_freed_memory() -> None:
+    """Hand heap pages freed by a large transient step (the PSI over every sample id) back to the OS. glibc
+    keeps them otherwise, and the process then holds its set-up peak for the whole run. No-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        pass

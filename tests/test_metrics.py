@@ -1,0 +1,51 @@
+"""Running epoch means and the memory gauges the scaling bench reads."""
+
+import numpy as np
+import pytest
+import torch
+
+from apfed.memory import peak_rss_mb, release_freed_memory, reset_peak_rss, rss_mb
+from apfed.metrics import FOLD_EVERY, RunningMeans
+
+
+def test_running_means_equal_the_plain_means_in_bounded_memory():
+    gen = torch.Generator().manual_seed(0)
+    n = 3 * FOLD_EVERY + 17
+    losses = torch.rand(n, generator=gen)
+    means = RunningMeans()
+    for i in range(n):
+        m = {"loss": losses[i], "accuracy": float(i % 2)}
+        if i % 3 == 0:  # a passive that skipped a round leaves its key out
+            m["passive_loss"] = losses[i] * 2
+        means.add(m)
+        assert all(len(b) < FOLD_EVERY for b in means.buffered.values())
+    out = means.means()
+    assert list(out) == ["loss", "accuracy", "passive_loss"]
+    assert out["loss"] == pytest.approx(losses.double().mean().item(), rel=1e-12)
+    assert out["accuracy"] == pytest.approx(np.mean([i % 2 for i in range(n)]))
+    assert out["passive_loss"] == pytest.approx((losses[::3].double() * 2).mean().item(), rel=1e-6)
+
+
+def test_running_means_survive_a_checkpoint_round_trip_and_read_old_checkpoints():
+    means = RunningMeans()
+    for v in (1.0, 2.0, 4.0):
+        means.add({"loss": torch.tensor(v)})
+    state = means.state()
+    assert all(isinstance(t, torch.Tensor) for part in state.values() for t in part.values())
+    back = RunningMeans.from_state(state)
+    back.add({"loss": torch.tensor(5.0)})
+    assert back.means() == {"loss": 3.0}
+    old = RunningMeans.from_state([{"loss": torch.tensor(1.0)}, {"loss": torch.tensor(3.0), "acc": 1.0}])
+    assert old.means() == {"loss": 2.0, "acc": 1.0}
+
+
+def test_the_peak_rss_can_be_reset_to_measure_one_phase():
+    if not reset_peak_rss():
+        pytest.skip("no /proc/self/clear_refs here")
+    block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+    high = peak_rss_mb()
+    assert high >= rss_mb() > 0
+    del block
+    release_freed_memory()
+    assert reset_peak_rss()
+    assert peak_rss_mb() < high - 32  # the 64 MB block is no longer in the new phase's peak
