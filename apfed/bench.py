@@ -269,7 +269,8 @@ def run_bench(device: str = "cpu", repeats: int = 3, quick: bool = False, only: 
     report["epoch"] = epoch_rows(device, repeats) if "epoch" in only and not quick else []
     report["wire"] = wire_rows(methods, ks) if "wire" in only else []
     report["scaling"] = scaling_rows(threads) if "scaling" in only and not quick else []
-    report["flower"] = flower_rows() if "flower" in only and not quick else []
+    # the first epoch is start-up: repeats + 1 epochs leave `repeats` timed ones (at least 2)
+    report["flower"] = flower_rows(epochs=max(3, repeats + 1)) if "flower" in only and not quick else []
     report["inference"] = inference_rows(20 if quick else 200) if "inference" in only else []
     return report
 

@@ -389,7 +389,9 @@ def export(
 @app.command()
 def bench(
     device: Device = "cpu",
-    repeats: Annotated[int, typer.Option(min=1, help="Interleaved epochs per timing (medians are reported).")] = 3,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed epochs per figure (medians); Flower adds a start-up epoch.")
+    ] = 3,
     quick: Annotated[bool, typer.Option(help="A small grid (a smoke run, not a report to quote).")] = False,
     only: Annotated[
         str, typer.Option(help="Comma-separated sections to run: epoch, wire, scaling, flower, inference.")

@@ -6,6 +6,8 @@ mixup) identically for the student's active view and the teachers' views, and th
 averaged soft labels on that very input. Lines are appended to OUT/STRIP-SEED.jsonl as they finish.
 
 Usage: python benchmarks/explore_function_matching.py OUT STRIP SEED [DEVICE]
+Environment: LONG_EPOCHS (the patient students' epochs, default 200), ONLY (comma-separated student names
+without their epoch suffix, e.g. ONLY=fm3-s2m1,local-s2m02).
 """
 
 from __future__ import annotations
@@ -101,23 +103,28 @@ def main() -> None:
         sink.flush()
         print(row, flush=True)
 
+    only = [o for o in os.environ.get("ONLY", "").split(",") if o]  # name prefixes, e.g. ONLY=fm3-s2m1,local-s2m02
+    no_teacher = bool(only) and all(o.startswith("local") for o in only)  # 1 epoch: the client's data only
     teachers = []
-    for t in range(3):
+    for t in range(1 if no_teacher else 3):
         t0 = time.time()
-        teachers.append(train_teacher(ds, active, replace(base, seed=seed * 10 + t)))
+        tcfg = replace(base, seed=seed * 10 + t, epochs=1 if no_teacher else base.epochs)
+        teachers.append(train_teacher(ds, active, tcfg))
         emit(student=f"(teacher {t})", accuracy=teachers[-1][0].history[-1]["accuracy"], seconds=time.time() - t0)
     client = teachers[0][0]
     cfg = replace(base, method="local", shift=0)
-    long = max(1, int(200 * scale))
+    long = int(os.environ.get("LONG_EPOCHS", max(1, int(200 * scale))))  # the patient students' epochs
     runs = [
-        ("local-s2-e200", teachers[:1], dict(w=0, shift=2, epochs=long)),
-        ("fm1-s2m1-e200", teachers[:1], dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
-        ("fm3-s2m1-e200", teachers, dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
+        (f"local-s2-e{long}", teachers[:1], dict(w=0, shift=2, epochs=long)),
+        (f"fm1-s2m1-e{long}", teachers[:1], dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
+        (f"fm3-s2m1-e{long}", teachers, dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
         ("ens3-kdT4-s2-e60", teachers, dict(T=4, w=1, shift=2, epochs=max(1, int(60 * scale)))),
-        ("fm3-s2m02-ce-e200", teachers, dict(T=2, ce=True, shift=2, mixup=0.2, epochs=long)),
-        ("local-s2m02-e200", teachers[:1], dict(w=0, shift=2, mixup=0.2, epochs=long)),
+        (f"fm3-s2m02-ce-e{long}", teachers, dict(T=2, ce=True, shift=2, mixup=0.2, epochs=long)),
+        (f"local-s2m02-e{long}", teachers[:1], dict(w=0, shift=2, mixup=0.2, epochs=long)),
     ]
     for name, ts, kw in runs:
+        if only and not any(name.startswith(o + "-e") for o in only):
+            continue
         t0 = time.time()
         emit(student=name, accuracy=student(client, ts, cfg, **kw), seconds=time.time() - t0)
 
