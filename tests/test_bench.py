@@ -33,3 +33,21 @@ def test_the_bench_leaves_autograd_on():
     import torch
 
     assert torch.is_grad_enabled()  # the quick bench above ran in this process
+
+
+def test_the_sealing_clock_times_encrypted_runs_only_and_restores_the_channel():
+    from apfed.bench import _sealing_clock
+    from apfed.config import make_config
+    from apfed.data import load_bundled
+    from apfed.runner import Safety, run
+    from protocols.sealing import Channel
+
+    seal, open_ = Channel.seal, Channel.open
+    ds = load_bundled("digits", 2)
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=4)
+    with _sealing_clock() as plain:
+        run(ds, 0, cfg)
+    with _sealing_clock() as sealed:
+        run(ds, 0, cfg, safety=Safety(encrypt=True))
+    assert plain["s"] == 0.0 and sealed["s"] > 0.0
+    assert Channel.seal is seal and Channel.open is open_

@@ -3,8 +3,8 @@
 Memory stays bounded in the number of samples: a view is a ``StreamedRows`` (the generator's parameters, O(1)),
 preprocessing statistics are accumulated chunk by chunk, and a learner reads minibatches through
 ``DeviceRows``, which generates and normalises just the rows it is given, on the learner's device. What stays
-O(samples) is small and inherent: labels, sample ids and the alignment (about a hundred bytes per sample, both
-parties together), plus the PSI's arrays during set-up (a few hundred bytes per sample, freed after alignment).
+O(samples) is small and inherent: labels, sample ids and the alignment (about 170 bytes per sample, both
+parties together), plus the PSI's arrays during set-up (under 200 bytes per sample more, freed after alignment).
 
 The signal is known: every view is a noisy linear image of a class centre, ``x = centre[y] @ mix_v + 1.5·ε``,
 so each party alone is informative and together they are more so (as ``apfed.bench.synthetic``).
