@@ -31,6 +31,7 @@ class RunningMeans:
 
     def add(self, metrics: dict) -> None:
         for key, value in metrics.items():
+            self.counts.setdefault(key, 0)  # first-seen order, whichever key folds first
             buf = self.buffered.setdefault(key, [])
             buf.append(torch.as_tensor(value).detach())
             if len(buf) >= FOLD_EVERY:
@@ -42,17 +43,19 @@ class RunningMeans:
             return
         total = torch.stack([b.to(buf[0].device) for b in buf]).double().sum()
         self.sums[key] = total if key not in self.sums else self.sums[key].to(total.device) + total
-        self.counts[key] = self.counts.get(key, 0) + len(buf)
+        self.counts[key] += len(buf)
 
-    def means(self) -> dict[str, float]:
+    def _fold_all(self) -> None:
         for key in list(self.buffered):
             self._fold(key)
-        return {key: float(s) / self.counts[key] for key, s in self.sums.items()}
+
+    def means(self) -> dict[str, float]:
+        self._fold_all()
+        return {key: float(self.sums[key]) / n for key, n in self.counts.items() if n}
 
     def state(self) -> dict:
         """Tensors only (a checkpoint loads with ``weights_only=True``)."""
-        for key in list(self.buffered):
-            self._fold(key)
+        self._fold_all()
         return {"sums": dict(self.sums), "counts": {k: torch.tensor(c) for k, c in self.counts.items()}}
 
     @classmethod
