@@ -151,6 +151,10 @@ class ActiveClient:
     # --- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
         """Align rows with the passives by ECDH private set intersection, build the models, assign the roles."""
+        self._setup()
+        release_freed_memory()  # the PSI's transient arrays (O(samples)), now that _setup's locals are gone
+
+    def _setup(self) -> None:
         cfg, d = self.cfg, self.data
         train_pos, test_pos = positions(d.ids, d.train_ids), positions(d.ids, d.test_ids)
         present = np.ones(len(d.ids), dtype=bool)
@@ -212,7 +216,6 @@ class ActiveClient:
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
         self._build(keep, train, test, infos)
-        release_freed_memory()  # the PSI's transient arrays: O(samples), not needed again
 
     def _build(self, keep: np.ndarray, train: np.ndarray, test: np.ndarray, infos: list[PassiveInfo]) -> None:
         """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters."""
