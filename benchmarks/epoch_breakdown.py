@@ -47,14 +47,21 @@ def main() -> None:
     timed(learner.ActiveLearner, "step", "active")
     timed(learner.PassiveLearner, "train_batch", "passive")
     runs, bare, split = [], [], []
-    for _ in range(a.repeats):  # interleaved: noise hits both alike
+
+    def protocol_epoch() -> None:
         client.history.clear()
         spent.update(active=0.0, passive=0.0)
         t = time.perf_counter()
         client.fit()
         runs.append({"epoch_s": time.perf_counter() - t, **spent})
+
+    def bare_epochs() -> None:
         bare.append(bare_apfed_c_epoch(ds, active, cfg))
         split.append(bare_apfed_c_epoch(ds, active, cfg, split=True))
+
+    for i in range(a.repeats):  # interleaved, in alternating order: noise hits both alike
+        for f in (protocol_epoch, bare_epochs) if i % 2 == 0 else (bare_epochs, protocol_epoch):
+            f()
     mid = sorted(runs, key=lambda r: r["epoch_s"])[len(runs) // 2]
     b, sp = statistics.median(bare), statistics.median(split)
     learners = mid["active"] + mid["passive"]
