@@ -1,4 +1,4 @@
-"""Running epoch means and the memory gauges the scaling bench reads."""
+"""Running epoch means, the memory gauges the scaling bench reads, and when set-up memory is handed back."""
 
 import numpy as np
 import pytest
@@ -49,3 +49,30 @@ def test_the_peak_rss_can_be_reset_to_measure_one_phase():
     release_freed_memory()
     assert reset_peak_rss()
     assert peak_rss_mb() < high - 32  # the 64 MB block is no longer in the new phase's peak
+
+
+def test_the_active_party_trims_the_heap_only_once_every_psi_array_is_freed(monkeypatch):
+    """malloc_trim can only hand back what is already freed: when the active party trims after set-up, no
+    array the PSI allocated (hashed, blinded, double-blinded points of every id) may still be alive."""
+    import tracemalloc
+
+    import clients.active as active_module
+    from apfed.config import make_config
+    from apfed.data.streamed import streamed_synthetic
+    from apfed.runner import build_clients
+
+    alive_at_trim = []
+
+    def trim() -> None:
+        snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, "*protocols/psi.py")])
+        alive_at_trim.append(sum(s.size for s in snap.statistics("filename")))
+
+    monkeypatch.setattr(active_module, "release_freed_memory", trim)
+    client = build_clients(streamed_synthetic(4000, 1), 0, make_config("default", method="apfed-c", epochs=1))
+    tracemalloc.start()
+    try:
+        client.setup()
+    finally:
+        tracemalloc.stop()
+    assert len(alive_at_trim) == 1
+    assert alive_at_trim[0] < 4000 * 32 // 4  # a whole array of points would be 128 kB; none is left
