@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +95,14 @@ def bare_apfed_c_epoch(
     return time.perf_counter() - t0
 
 
+def alternate(repeats: int, first: Callable[[], None], second: Callable[[], None]) -> None:
+    """Run ``first`` and ``second`` ``repeats`` times each, swapping their order every time: noise hits both
+    alike, and on a shared host the second of a back-to-back pair tends to run slower."""
+    for i in range(repeats):
+        for f in (first, second) if i % 2 == 0 else (second, first):
+            f()
+
+
 def _sync(dev: str) -> None:
     if dev.startswith("cuda"):
         torch.cuda.synchronize()
@@ -125,9 +134,7 @@ def compare(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int = 
         if gpu:
             bare_graph.append(bare_apfed_c_epoch(ds, active, cfg, graph=True))
 
-    for i in range(repeats):  # the order alternates: on a shared host the second of a pair tends to run slower
-        for f in (protocol_epoch, bare_epochs) if i % 2 == 0 else (bare_epochs, protocol_epoch):
-            f()
+    alternate(repeats, protocol_epoch, bare_epochs)
     p, b = statistics.median(protocol), statistics.median(bare)
     out = {
         "protocol_epoch_s": protocol,

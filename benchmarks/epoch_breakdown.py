@@ -15,7 +15,7 @@ from apfed.config import make_config
 from apfed.data.bundled import load_bundled
 from apfed.report import write_benchmark
 from apfed.runner import build_clients
-from apfed.speed import bare_apfed_c_epoch
+from apfed.speed import alternate, bare_apfed_c_epoch
 
 
 def main() -> None:
@@ -59,9 +59,7 @@ def main() -> None:
         bare.append(bare_apfed_c_epoch(ds, active, cfg))
         split.append(bare_apfed_c_epoch(ds, active, cfg, split=True))
 
-    for i in range(a.repeats):  # interleaved, in alternating order: noise hits both alike
-        for f in (protocol_epoch, bare_epochs) if i % 2 == 0 else (bare_epochs, protocol_epoch):
-            f()
+    alternate(a.repeats, protocol_epoch, bare_epochs)
     mid = sorted(runs, key=lambda r: r["epoch_s"])[len(runs) // 2]
     b, sp = statistics.median(bare), statistics.median(split)
     learners = mid["active"] + mid["passive"]
