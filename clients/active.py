@@ -48,6 +48,15 @@ def positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return found
 
 
+def ids_digest(ids: np.ndarray, chunk: int = 65536) -> str:
+    """SHA-256 of the ids joined by newlines, hashed a chunk at a time: a checkpoint names the rows it was
+    trained on without one Python string per id alive at once."""
+    h = hashlib.sha256()
+    for start in range(0, len(ids), chunk):
+        h.update((("\n" if start else "") + "\n".join(map(str, ids[start : start + chunk]))).encode())
+    return h.hexdigest()
+
+
 class ActiveClient:
     """Coordinates one training run. ``extra_views`` gives the active party more local views (centralized).
 
@@ -81,6 +90,7 @@ class ActiveClient:
             raise DataError("checkpoint_every needs a checkpoint path and must be >= 0")
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.resumed: dict | None = None
+        self._ids_digest: str | None = None  # of data.ids, computed at the first checkpoint
         self.data, self.cfg, self.transport = data, cfg, transport
         self.names = list(passive_names)
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -432,8 +442,9 @@ class ActiveClient:
     def _identity(self) -> dict:
         """What a checkpoint must match to be resumed: the recipe (device aside) and the active party's rows."""
         cfg = {k: v for k, v in self.cfg.to_dict().items() if k != "device"}
-        digest = hashlib.sha256("\n".join(map(str, self.data.ids)).encode()).hexdigest()
-        return {"config": json.dumps(cfg, sort_keys=True), "ids": digest, "passives": json.dumps(self.names)}
+        if self._ids_digest is None:
+            self._ids_digest = ids_digest(self.data.ids)
+        return {"config": json.dumps(cfg, sort_keys=True), "ids": self._ids_digest, "passives": json.dumps(self.names)}
 
     def _save_checkpoint(self, metrics: RunningMeans, passive_round: int) -> None:
         """Everything the active party needs to continue after this round, written atomically.

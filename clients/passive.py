@@ -177,6 +177,8 @@ class PassiveClient:
         return msg.reply(arrays={"psi_double": double, "psi_own": own})
 
     def _align(self, msg: Message) -> Message:
+        if self.offered_rows is None:
+            raise ProtocolError("align without a set-up, or a second align in this run")
         n_offered = len(self.offered_rows)
         validate(
             msg,
@@ -193,15 +195,18 @@ class PassiveClient:
         chosen, train = np.asarray(msg.arrays["match"]), np.asarray(msg.arrays["train"])
         if len(np.unique(chosen)) != len(chosen) or (len(train) and train.max() >= len(chosen)):
             raise ProtocolError("align names a row twice or a training row outside the intersection")
-        self._build(self.offered_rows[chosen], train)
+        rows = self.offered_rows[chosen]
+        # keep only the aligned rows and the training statistics: the shuffled PSI order and the training
+        # positions are O(samples) and not needed again
+        self.offered_rows = None
+        self._build(rows, Preprocessor.fit(self.data.view, rows[train]))
         release_freed_memory()  # the PSI's transient arrays: O(samples), not needed again
         return msg.reply(config={"embedding_shape": list(self.learner.embedding_shape)})
 
-    def _build(self, rows: np.ndarray, train: np.ndarray) -> None:
-        """Preprocess the aligned rows (statistics from training rows only) and create the learner."""
-        self.rows, self.train_rows, self.n = rows, train, len(rows)
+    def _build(self, rows: np.ndarray, pre: Preprocessor) -> None:
+        """Preprocess the aligned rows (``pre``: statistics of the training rows only) and create the learner."""
+        self.rows, self.preprocessor, self.n = rows, pre, len(rows)
         view = self.data.view
-        pre = Preprocessor.fit(view, rows[train])
         X = device_rows(view, rows, pre, self.device)
         c = self.setup_config
         spec = {"kind": view.kind, "shape": list(view.shape)}
@@ -248,7 +253,7 @@ class PassiveClient:
         if self.learner is not None:
             state.update(
                 rows=torch.from_numpy(self.rows),
-                train_rows=torch.from_numpy(self.train_rows),
+                preprocessor=json.dumps(self.preprocessor.to_json()),
                 learner=self.learner.state(),
                 dp_rng=self.dp.gen.get_state() if self.dp.gen is not None else torch.zeros(0, dtype=torch.uint8),
             )
@@ -273,7 +278,12 @@ class PassiveClient:
         if "offered_rows" in state:
             self.offered_rows = state["offered_rows"].numpy()
         if "learner" in state:
-            self._build(state["rows"].numpy(), state["train_rows"].numpy())
+            rows = state["rows"].numpy()
+            if "preprocessor" in state:
+                pre = Preprocessor.from_json(json.loads(state["preprocessor"]))
+            else:  # state written before 2026-12-01: the training positions instead of their statistics
+                pre = Preprocessor.fit(self.data.view, rows[state["train_rows"].numpy()])
+            self._build(rows, pre)
             self.learner.load_state(state["learner"])
             if self.dp.gen is not None:
                 self.dp.gen.set_state(state["dp_rng"])

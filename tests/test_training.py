@@ -101,6 +101,25 @@ def test_passive_refuses_a_bad_request_and_active_raises(digits):
         client.fit()
 
 
+def test_the_passive_keeps_only_the_aligned_rows_and_refuses_a_second_align(digits):
+    from protocols.messages import ALIGN
+
+    cfg = make_config("default", method="apfed-c", epochs=1)
+    client = build_clients(digits, 0, cfg)
+    sent = []
+    passive = client.transport.handlers["passive1"]
+    client.transport.handlers["passive1"] = lambda m: (sent.append(m), passive(m))[1]
+    client.setup()
+    party = passive.__self__
+    assert party.offered_rows is None  # the shuffled PSI order is O(samples) and is not needed after align
+    assert len(party.rows) == client.n
+    (align,) = [m for m in sent if m.kind == ALIGN]
+    reply = passive(align)  # replayed: it would rebuild the passive's model mid-run
+    assert reply.kind == "error" and "second align" in reply.config["error"]
+    client.fit()  # the passive trained on, unharmed
+    assert client.history[-1]["acc_standalone"] > 20
+
+
 class _OrderLog:
     """Wraps a transport and notes, per train round, when it was submitted and when its replies were collected."""
 
