@@ -489,7 +489,8 @@ class ActiveClient:
             back_to = {"resume_round": int(ck["passive_round"])}
             self._exchange(RESUME, {n: ({}, back_to) for n in self.names}, lambda i: {})
         infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
-        self._build(ck["keep"].numpy(), ck["train"].numpy(), ck["test"].numpy(), infos)
+        rows = [ck[k].cpu().numpy() for k in ("keep", "train", "test")]  # loaded onto the run's device
+        self._build(*rows, infos)
         self.learner.load_state(ck["learner"])
         self.round, self.rounds_sent = int(ck["round"]), 0
         self.pending = {n: (v[0], v[1] or None, v[2]) for n, v in ck["pending"].items()}
@@ -501,12 +502,12 @@ class ActiveClient:
 
     def _restore_rngs_and_metrics(self, ck: dict) -> RunningMeans:
         self.rounds_sent = int(ck["rounds_sent"])
-        self.aug_gen.set_state(ck["aug_rng"])
-        torch.set_rng_state(ck["torch_rng"])
+        self.aug_gen.set_state(ck["aug_rng"].cpu())  # RNG states are host byte tensors
+        torch.set_rng_state(ck["torch_rng"].cpu())
         if ck["cuda_rng"]:
-            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
         if self.dp.gen is not None:
-            self.dp.gen.set_state(ck["dp_rng"])
+            self.dp.gen.set_state(ck["dp_rng"].cpu())
         return RunningMeans.from_state(ck["metrics"])
 
     # --- evaluation -----------------------------------------------------------------------------------

@@ -276,17 +276,17 @@ class PassiveClient:
             self.cfg = TrainConfig.from_dict(json.loads(setup["train_config"]))
             self.cfg.device = self.device
         if "offered_rows" in state:
-            self.offered_rows = state["offered_rows"].numpy()
+            self.offered_rows = state["offered_rows"].cpu().numpy()  # loaded onto the device
         if "learner" in state:
-            rows = state["rows"].numpy()
+            rows = state["rows"].cpu().numpy()
             if "preprocessor" in state:
                 pre = Preprocessor.from_json(json.loads(state["preprocessor"]))
             else:  # state written before 2026-12-01: the training positions instead of their statistics
-                pre = Preprocessor.fit(self.data.view, rows[state["train_rows"].numpy()])
+                pre = Preprocessor.fit(self.data.view, rows[state["train_rows"].cpu().numpy()])
             self._build(rows, pre)
             self.learner.load_state(state["learner"])
             if self.dp.gen is not None:
-                self.dp.gen.set_state(state["dp_rng"])
+                self.dp.gen.set_state(state["dp_rng"].cpu())
 
     def _train(self, msg: Message) -> Message:
         if self.learner is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("flwr")
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,31 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
     m = StandaloneModel.load(tmp_path / "model.safetensors")  # no SuperLink, no SuperNode is running now
     pred = m.predict(ds.views[0].X[np.sort(ds.test_idx)]).astype(int)
     assert np.array_equal(pred, np.asarray(r["test_predictions"]["standalone"]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_deployment_trains_like_the_in_process_cuda_run(tmp_path):
+    # every party on the GPU: Flower recreates the ClientApp for every message, so the passive restores its
+    # state (row positions, RNG) onto the device each time
+    from apfed.config import make_config
+    from apfed.data import load_bundled
+    from apfed.runner import run
+
+    r = deploy.deploy(
+        tmp_path,
+        method="apfed-kd",
+        dataset="digits",
+        active="0",
+        epochs=2,
+        k=4,
+        timeout=400,
+        encrypt=True,
+        extra_run_config="device='cuda'",
+        node_extra={0: "device='cuda'"},
+    )
+    cfg = make_config("default", method="apfed-kd", epochs=2, batches_per_round=4, pipeline=True, device="cuda")
+    local = run(load_bundled("digits"), 0, cfg)
+    assert abs(r["final"]["accuracy"] - local.final["accuracy"]) < 3.0
 
 
 def _wait_exit(p: subprocess.Popen, timeout: float) -> int | None:
