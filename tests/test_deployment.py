@@ -87,9 +87,10 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_a_cuda_deployment_trains_like_the_in_process_cuda_run(tmp_path):
-    # every party on the GPU: Flower recreates the ClientApp for every message, so the passive restores its
-    # state (row positions, RNG) onto the device each time
+@pytest.mark.parametrize("passive_device", ["cuda", "cpu"])
+def test_a_cuda_deployment_trains_like_the_in_process_cuda_run(tmp_path, passive_device):
+    # the active party on the GPU, the passive on the GPU or on the CPU (each party picks its own device). Flower
+    # recreates the ClientApp for every message, so the passive restores its state onto its device each time.
     from apfed.config import make_config
     from apfed.data import load_bundled
     from apfed.runner import run
@@ -104,7 +105,7 @@ def test_a_cuda_deployment_trains_like_the_in_process_cuda_run(tmp_path):
         timeout=400,
         encrypt=True,
         extra_run_config="device='cuda'",
-        node_extra={0: "device='cuda'"},
+        node_extra={0: f"device='{passive_device}'"},
     )
     cfg = make_config("default", method="apfed-kd", epochs=2, batches_per_round=4, pipeline=True, device="cuda")
     local = run(load_bundled("digits"), 0, cfg)
