@@ -28,7 +28,7 @@ from apfed.standalone import StandaloneModel
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
-from protocols.psi import POINT, PsiKey, hash_to_points, match
+from protocols.psi import POINT, PsiKey, blind_ids, match
 from protocols.sealing import Channel, Handshake, Sealing
 from protocols.transport import Transport
 from protocols.validation import ArraySpec, validate
@@ -176,7 +176,7 @@ class ActiveClient:
             self._handshake()
         if self.names:
             psi = PsiKey()  # ECDH-PSI: only blinded IDs travel (protocols/psi.py)
-            blinded = psi.blind(hash_to_points(d.ids, self.run_id))
+            blinded = blind_ids(psi, d.ids, self.run_id)
             setup = {}
             for i, n in enumerate(self.names):
                 loss = cfg.passive_loss(i) or ""
@@ -202,9 +202,16 @@ class ActiveClient:
                     "psi_own": ArraySpec((None, POINT), ("uint8",), finite=False),
                 },
             )
+            # the PSI's arrays are 32 bytes per id each: let every one go as soon as it has served, so the set-up
+            # peak holds as few of them at once as the matching needs
+            del blinded, setup
             for n in self.names:
-                theirs = psi.blind(np.asarray(replies[n].arrays["psi_own"]))
-                matches[n] = match(np.asarray(replies[n].arrays["psi_double"]), theirs)
+                reply = replies.pop(n)
+                theirs = psi.blind(np.asarray(reply.arrays["psi_own"]))
+                double = np.asarray(reply.arrays["psi_double"])
+                del reply
+                matches[n] = match(double, theirs)
+                del double, theirs
                 present &= matches[n] >= 0
         keep = np.flatnonzero(present)
         train = np.flatnonzero(np.isin(keep, train_pos))

@@ -22,7 +22,7 @@ from apfed.privacy import Privatizer
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
-from protocols.psi import POINT, PsiKey, hash_to_points
+from protocols.psi import POINT, PsiKey, blind_ids
 from protocols.sealing import Channel, Handshake, Sealing
 from protocols.validation import ArraySpec, validate
 
@@ -173,7 +173,7 @@ class PassiveClient:
         psi = PsiKey()
         double = psi.blind(np.asarray(msg.arrays["psi"]))
         self.offered_rows = np.random.default_rng(secrets.randbits(128)).permutation(len(self.data.ids))
-        own = psi.blind(hash_to_points(self.data.ids[self.offered_rows], str(c["salt"])))
+        own = blind_ids(psi, self.data.ids, str(c["salt"]), order=self.offered_rows)
         return msg.reply(arrays={"psi_double": double, "psi_own": own})
 
     def _align(self, msg: Message) -> Message:

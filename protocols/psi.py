@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from protocols.errors import ProtocolError
 
 POINT = 32  # bytes of one blinded value
+CHUNK = 65536  # values compared at once in match()
 
 
 def hash_to_points(ids, salt: str) -> np.ndarray:
@@ -56,6 +57,17 @@ class PsiKey:
         return out
 
 
+def blind_ids(key: PsiKey, ids: np.ndarray, salt: str, order: np.ndarray | None = None, chunk: int = CHUNK):
+    """``key.blind(hash_to_points(ids[order], salt))``, a chunk at a time: the plain hashes (32 bytes per id) and
+    the reordered ids never exist whole."""
+    n = len(ids) if order is None else len(order)
+    out = np.empty((n, POINT), dtype=np.uint8)
+    for s in range(0, n, chunk):
+        part = ids[s : s + chunk] if order is None else ids[order[s : s + chunk]]
+        out[s : s + chunk] = key.blind(hash_to_points(part, salt))
+    return out
+
+
 def match(mine_double: np.ndarray, theirs_double: np.ndarray) -> np.ndarray:
     """For each of my doubly blinded values, the position of the equal value in theirs, or -1.
 
@@ -69,4 +81,7 @@ def match(mine_double: np.ndarray, theirs_double: np.ndarray) -> np.ndarray:
     order = np.argsort(theirs, kind="stable")
     ranked = theirs[order]
     at = np.minimum(np.searchsorted(ranked, mine), len(ranked) - 1)
-    return np.where(ranked[at] == mine, order[at], -1).astype(np.int64)
+    found = np.empty(len(mine), dtype=bool)
+    for s in range(0, len(mine), CHUNK):  # compare a chunk at a time: ranked[at] whole is 32 bytes per value
+        found[s : s + CHUNK] = ranked[at[s : s + CHUNK]] == mine[s : s + CHUNK]
+    return np.where(found, order[at], -1).astype(np.int64, copy=False)

@@ -11,7 +11,7 @@ from clients.active import ActiveClient
 from clients.passive import PassiveClient
 from protocols import decode
 from protocols.errors import ProtocolError
-from protocols.psi import POINT, PsiKey, hash_to_points, match
+from protocols.psi import POINT, PsiKey, blind_ids, hash_to_points, match
 from protocols.transport import InProcessTransport
 
 
@@ -23,6 +23,26 @@ def test_blinding_commutes_and_matches_only_equal_ids():
     assert pos.tolist() == [2, -1, 1, -1]
     other_salt = hash_to_points(["u9", "u3", "u1"], "other")
     assert (match(b.blind(a.blind(mine)), a.blind(b.blind(other_salt))) == -1).all()
+
+
+def test_blinding_ids_a_chunk_at_a_time_equals_blinding_them_whole():
+    key, ids = PsiKey(), np.array([f"id{i}" for i in range(11)])
+    order = np.random.default_rng(0).permutation(len(ids))
+    whole = key.blind(hash_to_points(ids[order], "salt"))
+    assert np.array_equal(blind_ids(key, ids, "salt", order=order, chunk=4), whole)
+    assert np.array_equal(blind_ids(key, ids, "salt", chunk=3), key.blind(hash_to_points(ids, "salt")))
+    assert blind_ids(key, ids[:0], "salt").shape == (0, POINT)
+
+
+def test_match_compares_a_chunk_at_a_time(monkeypatch):
+    import protocols.psi as psi
+
+    monkeypatch.setattr(psi, "CHUNK", 3)  # several chunks, the last one short
+    a, b = PsiKey(), PsiKey()
+    mine = hash_to_points([f"u{i}" for i in range(10)], "s")
+    theirs = hash_to_points([f"u{i}" for i in (7, 99, 2, 0, 98, 9)], "s")
+    pos = match(b.blind(a.blind(mine)), a.blind(b.blind(theirs)))
+    assert pos.tolist() == [3, -1, 2, -1, -1, -1, -1, 0, -1, 5]
 
 
 def test_a_low_order_point_is_refused():
