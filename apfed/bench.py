@@ -362,7 +362,7 @@ def markdown(report: dict) -> list[str]:
             "Rows are generated per minibatch from their index (apfed.data.streamed) except on the 'in memory' row."
             " Peak RSS is the process's own high-water mark (VmHWM; both parties share the process), reset after the"
             " setup, so the last column is the training epoch alone. The setup holds the ECDH PSI over every sample"
-            " id, O(samples) by nature (a few hundred bytes per sample, freed once the rows are aligned); what stays"
+            " id, O(samples) by nature (about 100 bytes per sample, freed once the rows are aligned); what stays"
             " held is the per-sample bookkeeping (ids, labels, split, alignment: int64 arrays), under 100 bytes per"
             " sample.",
             "",

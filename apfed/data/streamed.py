@@ -4,7 +4,7 @@ Memory stays bounded in the number of samples: a view is a ``StreamedRows`` (the
 preprocessing statistics are accumulated chunk by chunk, and a learner reads minibatches through
 ``DeviceRows``, which generates and normalises just the rows it is given, on the learner's device. What stays
 O(samples) is small and inherent: labels, sample ids, the split and the alignment (about 73 bytes per sample, both
-parties together), plus the PSI's arrays during set-up (about 200 bytes per sample more, freed after alignment).
+parties together), plus the PSI's arrays during set-up (about 100 bytes per sample more, freed after alignment).
 
 The signal is known: every view is a noisy linear image of a class centre, ``x = centre[y] @ mix_v + 1.5·ε``,
 so each party alone is informative and together they are more so (as ``apfed.bench.synthetic``).
