@@ -57,7 +57,9 @@ class PsiKey:
         return out
 
 
-def blind_ids(key: PsiKey, ids: np.ndarray, salt: str, order: np.ndarray | None = None, chunk: int = CHUNK):
+def blind_ids(
+    key: PsiKey, ids: np.ndarray, salt: str, order: np.ndarray | None = None, chunk: int = CHUNK
+) -> np.ndarray:
     """``key.blind(hash_to_points(ids[order], salt))``, a chunk at a time: the plain hashes (32 bytes per id) and
     the reordered ids never exist whole."""
     n = len(ids) if order is None else len(order)

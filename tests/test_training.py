@@ -120,6 +120,26 @@ def test_the_passive_keeps_only_the_aligned_rows_and_refuses_a_second_align(digi
     assert client.history[-1]["acc_standalone"] > 20
 
 
+def test_a_passive_restores_state_saved_with_training_positions_by_the_previous_version(digits):
+    import io
+
+    from clients.passive import PassiveClient
+
+    client = build_clients(digits, 0, make_config("default", method="apfed-c", epochs=1))
+    client.setup()
+    party = client.transport.handlers["passive1"].__self__
+    state = torch.load(io.BytesIO(party.state_bytes()), weights_only=True)
+    del state["preprocessor"]  # the earlier format: the training positions, not their statistics
+    state["train_rows"] = torch.from_numpy(client.split[0])
+    old = io.BytesIO()
+    torch.save(state, old)
+    restored = PassiveClient("passive1", party.data)
+    restored.restore(old.getvalue())
+    assert np.array_equal(restored.rows, party.rows)
+    assert np.allclose(restored.preprocessor.mean, party.preprocessor.mean)
+    assert np.allclose(restored.preprocessor.std, party.preprocessor.std)
+
+
 class _OrderLog:
     """Wraps a transport and notes, per train round, when it was submitted and when its replies were collected."""
 
