@@ -115,8 +115,7 @@ class ActiveLearner:
         self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
 
     def _graphable(self, aug: dict | None) -> bool:
-        # a fused head takes the passives' embeddings and returns their gradients: kept eager
-        return self.graphs is not None and aug is None and not self.fused
+        return self.graphs is not None and aug is None
 
     # --- training -------------------------------------------------------------------------------------
     def _forward(self, idx: torch.Tensor, aug: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -152,11 +151,15 @@ class ActiveLearner:
         train_mode(self.modules, self._every)
         if self._graphable(aug):
             set_lr(self.opt, lr_at(self.cfg, progress))
-            key = (len(idx), tuple(g is not None for g in grads))
-            inputs = {"idx": idx, **{f"g{i}": g for i, g in enumerate(grads) if g is not None}}
+            key = (len(idx), tuple(g is not None for g in grads), tuple(e is not None for e in embs))
+            inputs = {
+                "idx": idx,
+                **{f"g{i}": g for i, g in enumerate(grads) if g is not None},
+                **{f"e{i}": e.detach().requires_grad_(True) for i, e in enumerate(embs) if e is not None},
+            }
             metrics = self.graphs(key, inputs)
             self._version += 1
-            return metrics, [None for _ in embs]
+            return metrics, [metrics.pop(f"e{i}_grad", None) for i in range(len(embs))]
         c = self._cache
         if c is not None and c[1] == self._version and c[0] is idx:
             h, z = c[2], c[3]
@@ -171,14 +174,19 @@ class ActiveLearner:
         return metrics, [e.grad if e is not None else None for e in leaves]
 
     def _graph_step(self, t: dict[str, torch.Tensor], captured: bool) -> dict[str, torch.Tensor]:
-        """One standalone step (forward recomputed, no augmentation, no fused head), for apfed.graphs."""
+        """One step (forward recomputed, no augmentation), for apfed.graphs; the passives' embeddings (tvfl,
+        apfed-kd) come in as leaves and their gradients go out as ``e{i}_grad``."""
         idx = t["idx"]
         h, z = self._forward(idx, None)
         self._cache = None
         grads = [t.get(f"g{i}") for i in range(len(self.passives))]
-        loss, metrics = self._objective(idx, h, z, grads, [], None)
+        leaves = [t.get(f"e{i}") for i in range(len(self.passives))]
+        for e in leaves:
+            if e is not None:
+                e.grad = None
+        loss, metrics = self._objective(idx, h, z, grads, leaves, None)
         update(self.opt, loss, captured)
-        return metrics
+        return {**metrics, **{f"e{i}_grad": e.grad for i, e in enumerate(leaves) if e is not None}}
 
     def _objective(
         self,
@@ -292,6 +300,7 @@ class PassiveLearner:
         self._every = list(self.modules.modules())
         self.opt = make_optimizer(self.modules.parameters(), cfg)
         self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
+        self._sent: tuple | None = None  # (rows, augmentation, embedding with its graph) of the last sent embedding
 
     def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of this view from the active's h_A, or NT-Xent between z_A and this view's z_P."""
@@ -300,11 +309,30 @@ class PassiveLearner:
         return nt_xent(a, self.modules["projection"](self.modules["encoder"](x)), self.cfg.temperature)
 
     def _graph_step(self, t: dict[str, torch.Tensor], captured: bool) -> dict[str, torch.Tensor]:
-        a = t["a"]
-        a.grad = None
-        apfed = self._apfed_loss(a, self.X[t["idx"]])
-        update(self.opt, apfed, captured)
-        return {"grad": a.grad, "loss": apfed.detach()}
+        """``train_batch`` with no augmentation and at least one loss, for apfed.graphs: the gradient of an earlier
+        embedding (``prev_idx``, ``prev_grad``), the APFed loss on ``a``, one update, then this batch's embedding."""
+        out, total = {}, None
+        if "prev_idx" in t:
+            total = (self._embedding_sent(t["prev_idx"], None) * t["prev_grad"]).sum()
+        if "a" in t:
+            a = t["a"]
+            a.grad = None
+            apfed = self._apfed_loss(a, self.X[t["idx"]])
+            total = apfed if total is None else total + apfed
+            out["loss"] = apfed.detach()
+        update(self.opt, total, captured)
+        if "a" in t:
+            out["grad"] = t["a"].grad
+        if self.sends_embedding:
+            with torch.no_grad():
+                out["emb"] = self.modules["encoder"](self.X[t["idx"]])
+        return out
+
+    def _embedding_sent(self, idx: torch.Tensor, aug: dict | None, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """This party's embedding of ``idx`` as it was sent, with its graph: the active's gradient is w.r.t. the
+        clipped embedding under DP. ``raw``: the encoder's output for these rows, if already at hand."""
+        emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug)) if raw is None else raw
+        return clip_rows(emb, self.cfg.dp_clip) if self.cfg.dp_clip > 0 else emb
 
     def train_batch(
         self,
@@ -320,21 +348,25 @@ class PassiveLearner:
         Returns the gradient w.r.t. ``received``, this minibatch's embedding (if it sends one) and the loss.
         """
         train_mode(self.modules, self._every)
-        graphable = self.graphs is not None and prev is None and aug is None and not self.sends_embedding
-        if graphable and received is not None and self.loss is not None and len(idx):
+        trains = received is not None and self.loss is not None
+        unaugmented = aug is None and (prev is None or prev[1] is None)
+        if self.graphs is not None and len(idx) and unaugmented and (trains or prev is not None):
             set_lr(self.opt, lr_at(self.cfg, progress))
-            out = self.graphs((len(idx),), {"idx": idx, "a": received.detach().requires_grad_(True)})
-            return out["grad"], None, out["loss"]
+            inputs = {"idx": idx}
+            if trains:
+                inputs["a"] = received.detach().requires_grad_(True)
+            if prev is not None:
+                inputs.update(prev_idx=prev[0], prev_grad=prev[2])
+            out = self.graphs((len(idx), len(prev[0]) if prev else 0, trains), inputs)
+            self._sent = None
+            return out.get("grad"), out.get("emb"), out.get("loss", 0.0)
         total = None
         value = 0.0
         a = None
         if prev is not None:
             prev_idx, prev_aug, prev_grad = prev
-            emb = self.modules["encoder"](apply_augmentation(self.X[prev_idx], prev_aug))
-            if self.cfg.dp_clip > 0:  # the active's gradient is w.r.t. the clipped embedding that was sent
-                emb = clip_rows(emb, self.cfg.dp_clip)
-            total = (emb * prev_grad).sum()
-        if received is not None and self.loss is not None and len(idx):
+            total = (self._embedding_sent(prev_idx, prev_aug, self._reuse(prev_idx, prev_aug)) * prev_grad).sum()
+        if trains and len(idx):
             a = received.detach().requires_grad_(True)
             apfed = self._apfed_loss(a, apply_augmentation(self.X[idx], aug))
             value = apfed.detach()
@@ -342,11 +374,29 @@ class PassiveLearner:
         if total is not None:
             set_lr(self.opt, lr_at(self.cfg, progress))
             update(self.opt, total)
+        self._sent = None
         emb = None
         if self.sends_embedding and len(idx):
-            with torch.no_grad():
-                emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
+            # kept with its graph: when the active's gradient for these rows comes back before any other update
+            # (K = 1, not pipelined) the encoder need not run again
+            emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
+            self._sent = (idx, aug, emb)
+            emb = emb.detach()
         return (a.grad if a is not None else None), emb, value
+
+    def _reuse(self, idx: torch.Tensor, aug: dict | None) -> torch.Tensor | None:
+        """The last sent embedding, graph attached, if it was for exactly these rows and augmentation (no update
+        has happened since: every update clears it). Compared on the CPU only: on a GPU the comparison would
+        wait for the device, which costs more than running the encoder again."""
+        sent, self._sent = self._sent, None
+        if sent is None or idx.device.type != "cpu":
+            return None
+        rows, sent_aug, emb = sent
+        if not _same(rows, idx) or (aug is None) != (sent_aug is None):
+            return None
+        if aug is not None and (aug.keys() != sent_aug.keys() or not all(_same(aug[k], sent_aug[k]) for k in aug)):
+            return None
+        return emb
 
     @torch.no_grad()
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
@@ -361,3 +411,8 @@ class PassiveLearner:
         self.opt.load_state_dict(state["optimizer"])
         if self.graphs is not None:
             self.graphs.reset()
+        self._sent = None
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b))

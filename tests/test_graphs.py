@@ -19,11 +19,24 @@ def _run(method: str, graphs: bool, preset: str):
     return client
 
 
-@pytest.mark.parametrize("method,preset", [("apfed-c", "paper"), ("apfed-r", "default"), ("local", "default")])
+@pytest.mark.parametrize(
+    "method,preset",
+    [
+        ("apfed-c", "paper"),
+        ("apfed-r", "default"),
+        ("local", "default"),
+        ("tvfl", "default"),
+        ("apfed-kd", "default"),
+        ("centralized", "default"),
+    ],
+)
 def test_graph_replay_trains_like_eager_steps(method, preset):
     eager, graphed = _run(method, False, preset), _run(method, True, preset)
     assert eager.learner.graphs is None
     assert graphed.learner.graphs.replays > 0  # the active's step was captured and replayed
+    for name in graphed.names:  # so was every passive's (tvfl, apfed-kd: with the embedding it sends)
+        assert graphed.transport.handlers[name].__self__.learner.graphs.replays > 0
+    loss = "task_loss" if "task_loss" in eager.history[0] else "fused_loss"
     for e, g in zip(eager.history, graphed.history, strict=True):
         assert abs(e["accuracy"] - g["accuracy"]) < 2.0
-        assert abs(e["task_loss"] - g["task_loss"]) < 0.05 * abs(e["task_loss"]) + 1e-3
+        assert abs(e[loss] - g[loss]) < 0.05 * abs(e[loss]) + 1e-3

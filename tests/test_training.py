@@ -218,3 +218,48 @@ def test_float16_payload_halves_embedding_and_gradient_bytes(digits, method):
     assert all(d == {"float16"} for d in payload_dtypes(half).values())
     # only those arrays shrink: the wire total drops by their half
     assert b.wire["bytes"] < 0.75 * a.wire["bytes"]
+
+
+def _passive_learners(client):
+    return [client.transport.handlers[n].__self__.learner for n in client.names]
+
+
+@pytest.mark.parametrize("method", ["tvfl", "apfed-kd"])
+def test_a_passive_reuses_the_embedding_it_sent_and_ends_with_the_same_model(digits, method, monkeypatch):
+    """K = 1: the active's gradient comes back for the rows just sent, before any update, so the passive's
+    encoder runs once per minibatch for tvfl (the graph of the sent embedding is reused), and the model is
+    bit for bit the one that recomputing gives."""
+    from apfed.learner import PassiveLearner
+
+    def train_forwards(cfg, reuse: bool):
+        if not reuse:
+            monkeypatch.setattr(PassiveLearner, "_reuse", lambda *a: None)
+        client = build_clients(digits, 0, cfg)
+        client.setup()
+        client.evaluate = lambda: {"accuracy": 0.0}
+        enc = _passive_learners(client)[0].modules["encoder"]
+        calls = []
+        enc.register_forward_hook(lambda m, i, o: calls.append(len(i[0])) if m.training else None)
+        client.fit()
+        monkeypatch.undo()
+        return sum(calls), client.learner.modules.state_dict(), _passive_learners(client)[0].modules.state_dict()
+
+    cfg = make_config("default", method=method, epochs=2)
+    rows, active, passive = train_forwards(cfg, reuse=True)
+    rows_again, active_again, passive_again = train_forwards(cfg, reuse=False)
+    n_train = 2 * _train_rows(digits, cfg)  # rows over the 2 epochs
+    # per epoch: the sent embedding (reused for the gradient), plus the NT-Xent's forward for apfed-kd; without
+    # reuse every gradient needs one more pass, except the last one, which the final flush applies
+    per_row = 1 if method == "tvfl" else 2
+    assert rows == per_row * n_train
+    assert rows_again == rows + n_train
+    for x, y in zip(
+        [*active.values(), *passive.values()], [*active_again.values(), *passive_again.values()], strict=True
+    ):
+        assert torch.equal(x, y)
+
+
+def _train_rows(ds, cfg) -> int:
+    client = build_clients(ds, 0, cfg)
+    client.setup()
+    return len(client.train_idx)
