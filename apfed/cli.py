@@ -390,7 +390,11 @@ def export(
 def bench(
     device: Device = "cpu",
     repeats: Annotated[
-        int, typer.Option(min=1, help="Timed epochs per figure (medians); Flower adds a start-up epoch.")
+        int,
+        typer.Option(
+            min=1,
+            help="Timed epochs per figure (medians; 5x for handwritten's short epochs); Flower adds a start-up epoch.",
+        ),
     ] = 3,
     quick: Annotated[bool, typer.Option(help="A small grid (a smoke run, not a report to quote).")] = False,
     only: Annotated[

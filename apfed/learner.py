@@ -128,6 +128,8 @@ class ActiveLearner:
         """Forward one minibatch; return what each passive receives: h_A (APFed-R), z_A (APFed-C) or nothing."""
         train_mode(self.modules, self._every)
         if self._graphable(aug):  # the captured step recomputes the forward pass
+            if all(p.loss is None for p in self.passives):  # tvfl: the passives get nothing
+                return [None for _ in self.passives]
             with torch.no_grad():
                 h = self.modules["encoder"](self.X[idx])
                 z = self.modules["projection"](h) if "projection" in self.modules else None

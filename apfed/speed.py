@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -12,8 +13,8 @@ import torch.nn.functional as F
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset, Preprocessor
 from apfed.graphs import WARMUP, StepGraphs
-from apfed.learner import make_optimizer
-from apfed.losses import nt_xent
+from apfed.learner import ActiveLearner, PassiveLearner, make_optimizer, train_mode
+from apfed.losses import nt_xent, reconstruction
 from apfed.models import encoder_output_shape, make_encoder, make_head, make_projection
 
 
@@ -95,6 +96,98 @@ def bare_apfed_c_epoch(
     return time.perf_counter() - t0
 
 
+def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
+    """Fresh copies of a set-up in-process run's learners (the same modules, data and optimizer settings, no
+    CUDA graphs), for ``bare_joint_epoch``; the run's own modules are left untouched."""
+    # the in-process transport's handlers are the passives' bound ``handle`` methods
+    passives = [client.transport.handlers[n].__self__.learner for n in client.names]
+    out = []
+    for learner in (client.learner, *passives):
+        c = copy.copy(learner)
+        c.modules = copy.deepcopy(learner.modules)
+        c._every = list(c.modules.modules())
+        c.opt = make_optimizer(c.modules.parameters(), learner.cfg)
+        c.graphs = None
+        out.append(c)
+    return out[0], out[1:]
+
+
+def bare_joint_epoch(active: ActiveLearner, passives: list[PassiveLearner], train_idx: torch.Tensor) -> float:
+    """Seconds for one epoch of any method's modules as one model: every party's forward, one joint backward,
+    every party's optimizer step, no protocol. Each passive's encoder runs once per minibatch (the protocol
+    may run it more: an embedding for the teacher, the NT-Xent, the teacher's gradient), so this is the floor.
+    The passives' APFed losses join the active's objective with weight λ, as the reference's joint loss."""
+    cfg = active.cfg
+    opts = [active.opt, *(p.opt for p in passives)]
+
+    def step(idx: torch.Tensor) -> None:
+        for learner in (active, *passives):
+            train_mode(learner.modules, learner._every)
+        h, z = active._forward(idx, None)
+        active._cache = None
+        encoded = [p.modules["encoder"](p.X[idx]) if "encoder" in p.modules else None for p in passives]
+        embs = [e if p.sends_embedding else None for p, e in zip(passives, encoded, strict=True)]
+        loss, _ = active._objective(idx, h, z, [None] * len(passives), embs, None)
+        for p, e in zip(passives, encoded, strict=True):
+            if p.loss == "c":
+                loss = loss + cfg.lam * nt_xent(z, p.modules["projection"](e), cfg.temperature)
+            elif p.loss == "r":
+                loss = loss + cfg.lam * reconstruction(p.modules["decoder"](h), p.X[idx])
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        for o in opts:
+            o.step()
+
+    dev = cfg.device
+    _sync(dev)
+    t0 = time.perf_counter()
+    for idx in train_idx[torch.randperm(len(train_idx), device=train_idx.device)].split(cfg.batch_size):
+        step(idx)
+    _sync(dev)
+    return time.perf_counter() - t0
+
+
+def compare_methods(ds: MultiViewDataset, active: int, cfg: TrainConfig, methods: list[str], repeats: int) -> list:
+    """For each method: protocol epochs interleaved with ``bare_joint_epoch`` epochs; medians and ratio."""
+    return [
+        _compare_method(ds, active, TrainConfig(**{**cfg.to_dict(), "method": m, "epochs": 1}), repeats)
+        for m in methods
+    ]
+
+
+def _compare_method(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int) -> dict:
+    client, protocol_epoch, protocol = _timed_client(ds, active, cfg)
+    A, Ps = joint_copies(client)
+    bare: list[float] = []
+    bare_joint_epoch(A, Ps, client.train_idx)  # warm-up
+    alternate(repeats, protocol_epoch, lambda: bare.append(bare_joint_epoch(A, Ps, client.train_idx)))
+    p, b = statistics.median(protocol), statistics.median(bare)
+    return {"method": cfg.method, "protocol_s": p, "bare_s": b, "ratio": p / b, "passives": len(Ps)}
+
+
+def _timed_client(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> tuple:
+    """A set-up in-process run (training only, warmed up on a GPU), a function that times one more of its
+    epochs, and the list that collects those times."""
+    from apfed.runner import build_clients
+
+    client = build_clients(ds, active, cfg)
+    client.setup()
+    client.evaluate = lambda: {"accuracy": 0.0}  # time training only
+    if cfg.device.startswith("cuda"):
+        client.fit()  # warm-up: CUDA-graph capture
+    times: list[float] = []
+
+    def epoch() -> None:
+        _sync(cfg.device)
+        client.history.clear()
+        client.fit()
+        _sync(cfg.device)
+        times.append(client.history[-1]["train_time"])
+
+    return client, epoch, times
+
+
 def alternate(repeats: int, first: Callable[[], None], second: Callable[[], None]) -> None:
     """Run ``first`` and ``second`` ``repeats`` times each, swapping their order every time: noise hits both
     alike, and on a shared host the second of a back-to-back pair tends to run slower."""
@@ -110,24 +203,11 @@ def _sync(dev: str) -> None:
 
 def compare(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int = 5) -> dict:
     """Interleave protocol epochs and bare epochs (noise hits both alike); report medians and their ratio."""
-    from apfed.runner import build_clients
-
     cfg = TrainConfig(**{**cfg.to_dict(), "method": "apfed-c", "epochs": 1})
-    client = build_clients(ds, active, cfg)
-    client.setup()
-    client.evaluate = lambda: {"accuracy": 0.0}  # time training only
     gpu = cfg.device.startswith("cuda")
-    protocol, bare, bare_graph = [], [], []
     bare_apfed_c_epoch(ds, active, cfg)  # warm-up
-    if gpu:
-        client.fit()  # warm-up: CUDA-graph capture
-
-    def protocol_epoch() -> None:
-        _sync(cfg.device)
-        client.history.clear()
-        client.fit()
-        _sync(cfg.device)
-        protocol.append(client.history[-1]["train_time"])
+    _, protocol_epoch, protocol = _timed_client(ds, active, cfg)
+    bare, bare_graph = [], []
 
     def bare_epochs() -> None:
         bare.append(bare_apfed_c_epoch(ds, active, cfg))

@@ -1,6 +1,7 @@
 """`apfed bench` (quick grid): the sections are filled with sane figures, and the synthetic set has its signal."""
 
 import numpy as np
+import pytest
 
 from apfed.bench import run_bench, synthetic
 
@@ -51,3 +52,40 @@ def test_the_sealing_clock_times_encrypted_runs_only_and_restores_the_channel():
         run(ds, 0, cfg, safety=Safety(encrypt=True))
     assert plain["s"] == 0.0 and sealed["s"] > 0.0
     assert Channel.seal is seal and Channel.open is open_
+
+
+@pytest.mark.parametrize("method", ["local", "apfed-r", "apfed-c", "apfed-kd", "tvfl", "centralized"])
+def test_the_joint_bare_trains_every_module_of_the_method_on_copies(method):
+    """The bare side of the per-method epoch comparison: every parameter of every party moves (no module is
+    left out of the floor), and the protocol run's own modules do not."""
+    import torch
+
+    from apfed.config import make_config
+    from apfed.data import load_bundled
+    from apfed.runner import build_clients
+    from apfed.speed import bare_joint_epoch, joint_copies
+
+    client = build_clients(load_bundled("digits", 2), 0, make_config("default", method=method, epochs=1))
+    client.setup()
+    passives = [client.transport.handlers[n].__self__.learner for n in client.names]
+    before = [{k: v.clone() for k, v in m.modules.state_dict().items()} for m in (client.learner, *passives)]
+    active, copies = joint_copies(client)
+    assert len(copies) == len(passives) == (0 if method in ("local", "centralized") else 1)
+    start = [{k: v.clone() for k, v in m.modules.named_parameters()} for m in (active, *copies)]
+    assert bare_joint_epoch(active, copies, client.train_idx) > 0
+    for m, s in zip((active, *copies), start, strict=True):
+        for k, p in m.modules.named_parameters():
+            assert not torch.equal(p, s[k]), k
+    for m, b in zip((client.learner, *passives), before, strict=True):
+        assert all(torch.equal(v, b[k]) for k, v in m.modules.state_dict().items())
+
+
+def test_compare_methods_reports_each_method_against_its_own_floor():
+    from apfed.config import make_config
+    from apfed.data import load_bundled
+    from apfed.speed import compare_methods
+
+    rows = compare_methods(load_bundled("digits", 2), 0, make_config("default"), ["local", "apfed-kd"], repeats=1)
+    assert [(r["method"], r["passives"]) for r in rows] == [("local", 0), ("apfed-kd", 1)]
+    for r in rows:
+        assert r["protocol_s"] > 0 and r["bare_s"] > 0 and r["ratio"] == r["protocol_s"] / r["bare_s"]

@@ -91,6 +91,7 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
 def test_a_cuda_deployment_trains_like_the_in_process_cuda_run(tmp_path, passive_device):
     # the active party on the GPU, the passive on the GPU or on the CPU (each party picks its own device). Flower
     # recreates the ClientApp for every message, so the passive restores its state onto its device each time.
+    # 6 epochs: after 2 (about 40 %) a passive on the CPU, whose rounding differs, once ended 3 points away.
     from apfed.config import make_config
     from apfed.data import load_bundled
     from apfed.runner import run
@@ -100,14 +101,14 @@ def test_a_cuda_deployment_trains_like_the_in_process_cuda_run(tmp_path, passive
         method="apfed-kd",
         dataset="digits",
         active="0",
-        epochs=2,
+        epochs=6,
         k=4,
         timeout=400,
         encrypt=True,
         extra_run_config="device='cuda'",
         node_extra={0: f"device='{passive_device}'"},
     )
-    cfg = make_config("default", method="apfed-kd", epochs=2, batches_per_round=4, pipeline=True, device="cuda")
+    cfg = make_config("default", method="apfed-kd", epochs=6, batches_per_round=4, pipeline=True, device="cuda")
     local = run(load_bundled("digits"), 0, cfg)
     assert abs(r["final"]["accuracy"] - local.final["accuracy"]) < 3.0
 
