@@ -317,7 +317,8 @@ def run_bench(device: str = "cpu", repeats: int = 3, quick: bool = False, only: 
     import os
 
     threads = max(1, os.cpu_count() or 1)
-    methods = ["apfed-c", "tvfl"] if quick else ["apfed-r", "apfed-c", "apfed-kd", "tvfl"]  # local sends nothing
+    # local and centralized send nothing
+    methods = ["apfed-c", "tvfl"] if quick else ["apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl"]
     ks = [1, 16] if quick else [1, 4, 16]
     report = {"device": device}
     report["epoch"] = epoch_rows(device, repeats) if "epoch" in only and not quick else []
@@ -453,18 +454,44 @@ def markdown(report: dict) -> list[str]:
 
 
 def write_plots(report: dict, prefix: Path) -> list[Path]:
-    """PNG plots of the scaling section (time, bytes, peak memory against each axis)."""
-    if not report["scaling"]:
+    """PNG plots: every method's epoch against its bare compute, and the scaling section (time, bytes, peak
+    memory against each axis)."""
+    if not report["scaling"] and not report.get("epoch_methods"):
         return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    paths = []
+    if report.get("epoch_methods"):
+        paths.append(_plot_method_epochs(plt, report["epoch_methods"], prefix.with_name(prefix.name + "-epoch.png")))
+    if report["scaling"]:
+        paths.append(_plot_scaling(plt, report["scaling"], prefix.with_name(prefix.name + "-scaling.png")))
+    return paths
+
+
+def _plot_method_epochs(plt, rows: list[dict], path: Path) -> Path:
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, grid = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, name in zip(grid[0], datasets, strict=True):
+        mine = [r for r in rows if r["dataset"] == name]
+        ax.bar([r["method"] for r in mine], [r["ratio"] for r in mine])
+        ax.axhline(1.15, color="red", linestyle="--", label="goal: 1.15")
+        ax.set_title(f"{name} ({mine[0]['device']}): in-process epoch / bare")
+        ax.tick_params(axis="x", rotation=45)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_scaling(plt, scaling: list[dict], path: Path) -> Path:
     axes = ["passives", "samples", "width"]
     fig, grid = plt.subplots(3, 3, figsize=(12, 9))
     for col, axis in enumerate(axes):
-        rows = [r for r in report["scaling"] if r["axis"] == axis]
+        rows = [r for r in scaling if r["axis"] == axis]
         x = [r["value"] for r in rows]
         for row_i, (key, label) in enumerate(
             [("epoch_s", "epoch (s)"), ("mb_per_epoch", "MB per epoch"), ("peak_rss_mb", "training peak RSS (MB)")]
@@ -475,7 +502,6 @@ def write_plots(report: dict, prefix: Path) -> list[Path]:
             ax.set_xlabel(axis)
             ax.set_ylabel(label)
     fig.tight_layout()
-    path = prefix.with_name(prefix.name + "-scaling.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return [path]
+    return path

@@ -89,3 +89,22 @@ def test_compare_methods_reports_each_method_against_its_own_floor():
     assert [(r["method"], r["passives"]) for r in rows] == [("local", 0), ("apfed-kd", 1)]
     for r in rows:
         assert r["protocol_s"] > 0 and r["bare_s"] > 0 and r["ratio"] == r["protocol_s"] / r["bare_s"]
+
+
+def test_plots_of_the_method_epochs_and_of_the_scaling_are_written(tmp_path):
+    from apfed.bench import write_plots
+
+    epochs = [
+        {"dataset": d, "device": "cpu", "method": m, "ratio": r}
+        for d in ("mnist5k", "handwritten")
+        for m, r in (("local", 1.0), ("apfed-c", 1.2))
+    ]
+    scaling = [
+        {"axis": a, "value": v, "epoch_s": 0.1 * v, "mb_per_epoch": v, "peak_rss_mb": 300 + v}
+        for a in ("passives", "samples", "width")
+        for v in (1, 2, 4)
+    ]
+    assert write_plots({"scaling": [], "epoch_methods": []}, tmp_path / "r") == []
+    paths = write_plots({"scaling": scaling, "epoch_methods": epochs}, tmp_path / "r")
+    assert [p.name for p in paths] == ["r-epoch.png", "r-scaling.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
