@@ -358,12 +358,16 @@ def markdown(report: dict) -> list[str]:
         md += [
             "## In-process epoch against bare compute, every method",
             "",
-            "| dataset | views | preset | device | method | passives | protocol epoch (s) | bare epoch (s) | ratio |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| dataset | views | preset | device | method | passives | protocol epoch (s) | learners alone (s) "
+            "| bare epoch (s) | ratio | learners alone / bare |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         md += [
             f"| {r['dataset']} | {r['views']} | {r['preset']} | {r['device']} | {r['method']} | {r['passives']} | "
-            f"{r['protocol_s']:.3f} | {r['bare_s']:.3f} | {r['ratio']:.2f} |"
+            f"{r['protocol_s']:.3f} | "
+            + (f"{r['learners_s']:.3f} | " if "learners_s" in r else "– | ")
+            + f"{r['bare_s']:.3f} | {r['ratio']:.2f} | "
+            + (f"{r['learners_ratio']:.2f} |" if "learners_ratio" in r else "– |")
             for r in report["epoch_methods"]
         ]
         md += [
@@ -372,7 +376,9 @@ def markdown(report: dict) -> list[str]:
             " trained as one model: one forward per party, one joint backward, every party's optimizer step, eager,"
             " no protocol. A vertical split cannot reach it: each passive back-propagates alone, and a passive that"
             " both trains an APFed loss and sends its embedding to a teacher (apfed-kd) runs its encoder twice per"
-            " minibatch, once before its update and once after. local and centralized send no messages.",
+            " minibatch, once before its update and once after. local and centralized send no messages. Learners"
+            " alone: the same parties' learner calls (outgoing, train_batch, step) made directly, K = 1, with no"
+            " message, codec, validation or transport: the protocol epoch minus the protocol.",
             "",
         ]
     if report["wire"]:

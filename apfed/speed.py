@@ -112,6 +112,31 @@ def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
     return out[0], out[1:]
 
 
+def learners_epoch(active: ActiveLearner, passives: list[PassiveLearner], train_idx: torch.Tensor) -> float:
+    """Seconds for one epoch of the learners alone, K = 1: the active's ``outgoing`` and ``step`` and every
+    passive's ``train_batch``, called directly, with no message, codec, validation or transport in between (the
+    protocol epoch minus the protocol). On a GPU the copies capture their own CUDA graphs, as the run's do."""
+    for learner in (active, *passives):
+        if learner.cfg.device.startswith("cuda") and learner.cfg.cuda_graphs and learner.graphs is None:
+            learner.graphs = StepGraphs(learner._graph_step, [learner.opt])
+    dev = active.cfg.device
+    pending: list = [None] * len(passives)
+    _sync(dev)
+    t0 = time.perf_counter()
+    batches = train_idx[torch.randperm(len(train_idx), device=train_idx.device)].split(active.cfg.batch_size)
+    for b, idx in enumerate(batches):
+        progress = b / len(batches)
+        sent = active.outgoing(idx)
+        replies = [p.train_batch(idx, s, pend, progress) for p, s, pend in zip(passives, sent, pending, strict=True)]
+        _, emb_grads = active.step(idx, [r[0] for r in replies], [r[1] for r in replies], progress)
+        pending = [(idx, None, g) if g is not None else None for g in emb_grads]
+    for p, pend in zip(passives, pending, strict=True):
+        if pend is not None:  # the final flush
+            p.train_batch(idx[:0], None, pend, 1.0)
+    _sync(dev)
+    return time.perf_counter() - t0
+
+
 def bare_joint_epoch(active: ActiveLearner, passives: list[PassiveLearner], train_idx: torch.Tensor) -> float:
     """Seconds for one epoch of any method's modules as one model: every party's forward, one joint backward,
     every party's optimizer step, no protocol. Each passive's encoder runs once per minibatch (the protocol
@@ -159,11 +184,27 @@ def compare_methods(ds: MultiViewDataset, active: int, cfg: TrainConfig, methods
 def _compare_method(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int) -> dict:
     client, protocol_epoch, protocol = _timed_client(ds, active, cfg)
     A, Ps = joint_copies(client)
+    LA, LPs = joint_copies(client)
     bare: list[float] = []
+    alone: list[float] = []
     bare_joint_epoch(A, Ps, client.train_idx)  # warm-up
-    alternate(repeats, protocol_epoch, lambda: bare.append(bare_joint_epoch(A, Ps, client.train_idx)))
-    p, b = statistics.median(protocol), statistics.median(bare)
-    return {"method": cfg.method, "protocol_s": p, "bare_s": b, "ratio": p / b, "passives": len(Ps)}
+    learners_epoch(LA, LPs, client.train_idx)  # warm-up (on a GPU: graph capture)
+
+    def floors() -> None:
+        bare.append(bare_joint_epoch(A, Ps, client.train_idx))
+        alone.append(learners_epoch(LA, LPs, client.train_idx))
+
+    alternate(repeats, protocol_epoch, floors)
+    p, b, a = statistics.median(protocol), statistics.median(bare), statistics.median(alone)
+    return {
+        "method": cfg.method,
+        "protocol_s": p,
+        "learners_s": a,
+        "bare_s": b,
+        "ratio": p / b,
+        "learners_ratio": a / b,
+        "passives": len(Ps),
+    }
 
 
 def _timed_client(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> tuple:
