@@ -408,6 +408,8 @@ class ActiveClient:
                 for _ in chunk:
                     on_batch()
             if last:
+                if cfg.device.startswith("cuda"):  # the epoch's time includes its queued GPU work
+                    torch.cuda.synchronize(cfg.device)
                 row = {
                     "epoch": epoch + 1,
                     "train_time": time.perf_counter() - t0,
