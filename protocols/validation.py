@@ -24,19 +24,19 @@ class ArraySpec:
     required: bool = True
 
 
-def _host_view(a) -> np.ndarray | None:
+def _host_view(a, dtype: str) -> np.ndarray | None:
     """A zero-copy numpy view of a numpy array or CPU tensor (numpy checks are several times faster on small
     arrays than torch's); None for device tensors and dtypes numpy lacks (bfloat16)."""
     if isinstance(a, np.ndarray):
         return a
-    if a.device.type != "cpu" or str(a.dtype) == "torch.bfloat16":
+    if dtype == "bfloat16" or a.device.type != "cpu":
         return None
     return a.detach().numpy()
 
 
-def _finite_check(a):
+def _finite_check(a, dtype: str):
     """True/False for host arrays; a 0-dim bool tensor (not yet read back) for device tensors."""
-    h = _host_view(a)
+    h = _host_view(a, dtype)
     if h is not None:
         return bool(np.isfinite(h).all())
     if a.numel() == 0:
@@ -44,10 +44,10 @@ def _finite_check(a):
     return a.abs().amax() < float("inf")  # NaN propagates through amax and fails the comparison
 
 
-def _bounds_check(a, bound: int):
+def _bounds_check(a, bound: int, dtype: str):
     if len(a.shape) and a.shape[0] == 0:
         return True
-    h = _host_view(a)
+    h = _host_view(a, dtype)
     if h is not None:
         return bool((h.min() >= 0) & (h.max() < bound))
     lo, hi = a.aminmax()
@@ -108,14 +108,20 @@ def validate(
             e is not None and e != s for e, s in zip(spec.shape, shape, strict=False)
         ):
             raise ProtocolError(f"{who}: array {name!r} has shape {shape}, expected {spec.shape}")
-        if dtype_name(a) not in spec.dtypes:
-            raise ProtocolError(f"{who}: array {name!r} has dtype {dtype_name(a)}, expected {'/'.join(spec.dtypes)}")
-        if spec.finite and dtype_name(a).startswith(("float", "bfloat")):
-            checks.append((_finite_check(a), f"{who}: array {name!r} holds NaN or infinite values"))
+        dtype = dtype_name(a)
+        if dtype not in spec.dtypes:
+            raise ProtocolError(f"{who}: array {name!r} has dtype {dtype}, expected {'/'.join(spec.dtypes)}")
+        if spec.finite and dtype.startswith(("float", "bfloat")):
+            checks.append((_finite_check(a, dtype), name, "holds NaN or infinite values"))
         if spec.index_bound is not None:
-            why = f"{who}: array {name!r} holds sample indices outside [0, {spec.index_bound})"
-            checks.append((_bounds_check(a, spec.index_bound), why))
-    for ok, (_, why) in zip(_all_true([c for c, _ in checks]), checks, strict=True):
+            checks.append(
+                (
+                    _bounds_check(a, spec.index_bound, dtype),
+                    name,
+                    f"holds sample indices outside [0, {spec.index_bound})",
+                )
+            )
+    for ok, (_, name, why) in zip(_all_true([c for c, _, _ in checks]), checks, strict=True):
         if not ok:
-            raise ProtocolError(why)
+            raise ProtocolError(f"{who}: array {name!r} {why}")
     return msg
