@@ -378,20 +378,23 @@ class PassiveLearner:
             update(self.opt, total)
         self._sent = None
         emb = None
-        if self.sends_embedding and len(idx):
+        if self.sends_embedding and len(idx) and idx.device.type == "cpu":
             # kept with its graph: when the active's gradient for these rows comes back before any other update
-            # (K = 1, not pipelined) the encoder need not run again
+            # (K = 1, not pipelined) the encoder need not run again. Not on a GPU, where checking that the rows
+            # are the same would wait for the device, which costs more than running the encoder again.
             emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
             self._sent = (idx, aug, emb)
             emb = emb.detach()
+        elif self.sends_embedding and len(idx):
+            with torch.no_grad():
+                emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
         return (a.grad if a is not None else None), emb, value
 
     def _reuse(self, idx: torch.Tensor, aug: dict | None) -> torch.Tensor | None:
         """The last sent embedding, graph attached, if it was for exactly these rows and augmentation (no update
-        has happened since: every update clears it). Compared on the CPU only: on a GPU the comparison would
-        wait for the device, which costs more than running the encoder again."""
+        has happened since: every update clears it)."""
         sent, self._sent = self._sent, None
-        if sent is None or idx.device.type != "cpu":
+        if sent is None:
             return None
         rows, sent_aug, emb = sent
         if not _same(rows, idx) or (aug is None) != (sent_aug is None):

@@ -98,7 +98,7 @@ def bare_apfed_c_epoch(
 
 def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
     """Fresh copies of a set-up in-process run's learners (the same modules, data and optimizer settings, no
-    CUDA graphs), for ``bare_joint_epoch``; the run's own modules are left untouched."""
+    CUDA graphs yet), for ``bare_joint_epoch`` and ``learners_epoch``; the run's own modules are left untouched."""
     # the in-process transport's handlers are the passives' bound ``handle`` methods
     passives = [client.transport.handlers[n].__self__.learner for n in client.names]
     out = []
