@@ -270,8 +270,30 @@ class ActiveLearner:
             self.graphs.reset()
 
 
+@dataclass
+class _Pending:
+    """A minibatch whose update waits for the active's gradient of the embedding sent for it. Its APFed loss is
+    kept as the gradient w.r.t. this party's projection ``gz`` (APFed-C: the NT-Xent is not run backwards
+    twice) or as its input ``a`` (APFed-R); ``h``, ``z`` and ``loss`` are graphs, None when recomputed."""
+
+    idx: torch.Tensor
+    aug: dict | None
+    a: torch.Tensor | None = None
+    gz: torch.Tensor | None = None
+    h: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+
+
 class PassiveLearner:
-    """A passive party's modules: decoder (APFed-R), encoder + projection (APFed-C), encoder (tvfl, kd)."""
+    """A passive party's modules: decoder (APFed-R), encoder + projection (APFed-C), encoder (tvfl, kd).
+
+    A passive that sends embeddings (tvfl, apfed-kd) with K = 1 and no pipelining *defers* each minibatch's
+    update: it runs its encoder once, answers with the APFed loss's gradient and the embedding, and applies the
+    APFed loss together with the active's gradient of that embedding, which the next request carries. This is
+    exactly one step of the joint model (every loss of the minibatch at the same parameters) and costs one encoder
+    forward and one backward. Otherwise (K > 1, pipelining) each minibatch is applied at once, and the gradient of
+    an earlier embedding is applied to the encoder recomputed for its rows."""
 
     def __init__(
         self,
@@ -285,6 +307,7 @@ class PassiveLearner:
     ):
         self.cfg, self.X, self.loss, self.sends_embedding = cfg, X, loss, sends_embedding
         self.embedding_shape = encoder_output_shape(spec, cfg.embedding_dim)
+        self.defers = sends_embedding and cfg.batches_per_round == 1 and not cfg.pipeline
         d = math.prod(self.embedding_shape)
 
         def build() -> nn.ModuleDict:
@@ -302,20 +325,30 @@ class PassiveLearner:
         self._every = list(self.modules.modules())
         self.opt = make_optimizer(self.modules.parameters(), cfg)
         self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
-        self._sent: tuple | None = None  # (rows, augmentation, embedding with its graph) of the last sent embedding
+        self._pending: _Pending | None = None
 
-    def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction of this view from the active's h_A, or NT-Xent between z_A and this view's z_P."""
+    def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruction of this view from the active's h_A, or NT-Xent between z_A and this view's z_P
+        (``h``: this view's encoder output for ``x``, if already at hand)."""
         if self.loss == "r":
             return reconstruction(self.modules["decoder"](a), x)
-        return nt_xent(a, self.modules["projection"](self.modules["encoder"](x)), self.cfg.temperature)
+        h = self.modules["encoder"](x) if h is None else h
+        return nt_xent(a, self.modules["projection"](h), self.cfg.temperature)
+
+    def _clip(self, emb: torch.Tensor) -> torch.Tensor:
+        """The embedding as it was sent: the active's gradient is w.r.t. the clipped embedding under DP."""
+        return clip_rows(emb, self.cfg.dp_clip) if self.cfg.dp_clip > 0 else emb
 
     def _graph_step(self, t: dict[str, torch.Tensor], captured: bool) -> dict[str, torch.Tensor]:
-        """``train_batch`` with no augmentation and at least one loss, for apfed.graphs: the gradient of an earlier
-        embedding (``prev_idx``, ``prev_grad``), the APFed loss on ``a``, one update, then this batch's embedding."""
+        """``train_batch`` with no augmentation, for apfed.graphs. Deferred (``pend_idx``): the pending minibatch's
+        APFed loss and embedding gradient, one update, then this minibatch's embedding and APFed gradient.
+        Otherwise: the gradient of an earlier embedding (``prev_idx``, ``prev_grad``), the APFed loss on ``a``,
+        one update, then this minibatch's embedding."""
+        if "pend_idx" in t:
+            return self._deferred_graph_step(t, captured)
         out, total = {}, None
         if "prev_idx" in t:
-            total = (self._embedding_sent(t["prev_idx"], None) * t["prev_grad"]).sum()
+            total = (self._clip(self.modules["encoder"](self.X[t["prev_idx"]])) * t["prev_grad"]).sum()
         if "a" in t:
             a = t["a"]
             a.grad = None
@@ -330,11 +363,42 @@ class PassiveLearner:
                 out["emb"] = self.modules["encoder"](self.X[t["idx"]])
         return out
 
-    def _embedding_sent(self, idx: torch.Tensor, aug: dict | None, raw: torch.Tensor | None = None) -> torch.Tensor:
-        """This party's embedding of ``idx`` as it was sent, with its graph: the active's gradient is w.r.t. the
-        clipped embedding under DP. ``raw``: the encoder's output for these rows, if already at hand."""
-        emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug)) if raw is None else raw
-        return clip_rows(emb, self.cfg.dp_clip) if self.cfg.dp_clip > 0 else emb
+    def _deferred_graph_step(self, t: dict[str, torch.Tensor], captured: bool) -> dict[str, torch.Tensor]:
+        x = self.X[t["pend_idx"]]
+        h = self.modules["encoder"](x)
+        total = self._pending_loss(h, x, t.get("pend_a"), t.get("pend_gz"))
+        if "prev_grad" in t:
+            term = (self._clip(h) * t["prev_grad"]).sum()
+            total = term if total is None else total + term
+        update(self.opt, total, captured)
+        out = {}
+        if "idx" in t:
+            x = self.X[t["idx"]]
+            with torch.no_grad():
+                out["emb"] = h = self.modules["encoder"](x)
+            if "a" in t:
+                out["grad"], out["gz"], _, out["loss"] = self._answer(t["a"], x, h)
+        return out
+
+    def _answer(self, a: torch.Tensor, x: torch.Tensor, h: torch.Tensor) -> tuple:
+        """The APFed loss of a deferred minibatch: (gradient w.r.t. ``a``, gradient w.r.t. this party's projection
+        ``z`` (APFed-C), ``z`` or the loss with its graph (APFed-R), the loss's value)."""
+        if self.loss == "c":
+            z = self.modules["projection"](h)
+            loss = nt_xent(a, z, self.cfg.temperature)
+            grad, gz = torch.autograd.grad(loss, [a, z])
+            return grad, gz, z, loss.detach()
+        loss = self._apfed_loss(a, x)
+        (grad,) = torch.autograd.grad(loss, a, retain_graph=True)
+        return grad, None, loss, loss.detach()
+
+    def _pending_loss(
+        self, h: torch.Tensor, x: torch.Tensor, a: torch.Tensor | None, gz: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The deferred APFed loss, rebuilt from the encoder output ``h`` of its rows."""
+        if gz is not None:
+            return (self.modules["projection"](h) * gz).sum()
+        return self._apfed_loss(a, x) if a is not None else None
 
     def train_batch(
         self,
@@ -344,31 +408,33 @@ class PassiveLearner:
         progress: float,
         aug: dict | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
-        """One optimizer step on: the APFed loss of this minibatch (w.r.t. ``received``), plus the active's
-        gradient for an embedding sent earlier (``prev`` = (row indices, augmentation, gradient)).
+        """One minibatch: the APFed loss of ``idx`` (w.r.t. ``received``), plus the active's gradient for an
+        embedding sent earlier (``prev`` = (row indices, augmentation, gradient)).
 
         Returns the gradient w.r.t. ``received``, this minibatch's embedding (if it sends one) and the loss.
         """
         train_mode(self.modules, self._every)
-        trains = received is not None and self.loss is not None
+        if received is None or self.loss is None or not len(idx):
+            received = None
+        if self.defers:
+            return self._train_deferred(idx, received, prev, progress, aug)
         unaugmented = aug is None and (prev is None or prev[1] is None)
-        if self.graphs is not None and len(idx) and unaugmented and (trains or prev is not None):
+        if self.graphs is not None and len(idx) and unaugmented and (received is not None or prev is not None):
             set_lr(self.opt, lr_at(self.cfg, progress))
             inputs = {"idx": idx}
-            if trains:
+            if received is not None:
                 inputs["a"] = received.detach().requires_grad_(True)
             if prev is not None:
                 inputs.update(prev_idx=prev[0], prev_grad=prev[2])
-            out = self.graphs((len(idx), len(prev[0]) if prev else 0, trains), inputs)
-            self._sent = None
+            out = self.graphs((len(idx), len(prev[0]) if prev else 0, received is not None), inputs)
             return out.get("grad"), out.get("emb"), out.get("loss", 0.0)
         total = None
         value = 0.0
         a = None
         if prev is not None:
             prev_idx, prev_aug, prev_grad = prev
-            total = (self._embedding_sent(prev_idx, prev_aug, self._reuse(prev_idx, prev_aug)) * prev_grad).sum()
-        if trains and len(idx):
+            total = (self._embedding_sent(prev_idx, prev_aug) * prev_grad).sum()
+        if received is not None:
             a = received.detach().requires_grad_(True)
             apfed = self._apfed_loss(a, apply_augmentation(self.X[idx], aug))
             value = apfed.detach()
@@ -376,32 +442,79 @@ class PassiveLearner:
         if total is not None:
             set_lr(self.opt, lr_at(self.cfg, progress))
             update(self.opt, total)
-        self._sent = None
         emb = None
-        if self.sends_embedding and len(idx) and idx.device.type == "cpu":
-            # kept with its graph: when the active's gradient for these rows comes back before any other update
-            # (K = 1, not pipelined) the encoder need not run again. Not on a GPU, where checking that the rows
-            # are the same would wait for the device, which costs more than running the encoder again.
-            emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
-            self._sent = (idx, aug, emb)
-            emb = emb.detach()
-        elif self.sends_embedding and len(idx):
+        if self.sends_embedding and len(idx):
             with torch.no_grad():
                 emb = self.modules["encoder"](apply_augmentation(self.X[idx], aug))
         return (a.grad if a is not None else None), emb, value
 
-    def _reuse(self, idx: torch.Tensor, aug: dict | None) -> torch.Tensor | None:
-        """The last sent embedding, graph attached, if it was for exactly these rows and augmentation (no update
-        has happened since: every update clears it)."""
-        sent, self._sent = self._sent, None
-        if sent is None:
-            return None
-        rows, sent_aug, emb = sent
-        if not _same(rows, idx) or (aug is None) != (sent_aug is None):
-            return None
-        if aug is not None and (aug.keys() != sent_aug.keys() or not all(_same(aug[k], sent_aug[k]) for k in aug)):
-            return None
-        return emb
+    def _embedding_sent(self, idx: torch.Tensor, aug: dict | None) -> torch.Tensor:
+        """This party's embedding of ``idx`` as it was sent, recomputed with its graph."""
+        return self._clip(self.modules["encoder"](apply_augmentation(self.X[idx], aug)))
+
+    def _train_deferred(
+        self,
+        idx: torch.Tensor,
+        received: torch.Tensor | None,
+        prev: tuple[torch.Tensor, dict | None, torch.Tensor] | None,
+        progress: float,
+        aug: dict | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+        p, self._pending = self._pending, None
+        matched = p is not None and prev is not None and _same(prev[0], p.idx) and _same_aug(prev[1], p.aug)
+        graphable = aug is None and p is not None and p.aug is None and (prev is None or matched)
+        if self.graphs is not None and graphable and (p.a is not None or p.gz is not None or matched):
+            set_lr(self.opt, lr_at(self.cfg, progress))
+            inputs = {"pend_idx": p.idx}
+            if p.gz is not None:
+                inputs["pend_gz"] = p.gz
+            elif p.a is not None:
+                inputs["pend_a"] = p.a
+            if matched:
+                inputs["prev_grad"] = prev[2]
+            if len(idx):
+                inputs["idx"] = idx
+            if received is not None:
+                inputs["a"] = received.detach().requires_grad_(True)
+            key = ("deferred", len(p.idx), p.gz is not None, p.a is not None, matched, len(idx), received is not None)
+            out = self.graphs(key, inputs)
+            if len(idx):
+                a = received.detach() if received is not None and self.loss == "r" else None
+                self._pending = _Pending(idx, None, a=a, gz=out.get("gz"))
+            return out.get("grad"), out.get("emb"), out.get("loss", 0.0)
+        total = None
+        if p is not None:
+            if p.h is None:  # restored from a checkpoint, or computed inside a CUDA graph
+                x = apply_augmentation(self.X[p.idx], p.aug)
+                p.h = self.modules["encoder"](x)
+                total = self._pending_loss(p.h, x, p.a, p.gz)
+            elif p.gz is not None:
+                total = (p.z * p.gz).sum()
+            else:
+                total = p.loss
+            if matched:
+                term = (self._clip(p.h) * prev[2]).sum()
+                total = term if total is None else total + term
+        if prev is not None and not matched:  # not the pending rows (no reply was expected): recompute them
+            term = (self._embedding_sent(prev[0], prev[1]) * prev[2]).sum()
+            total = term if total is None else total + term
+        if total is not None:
+            set_lr(self.opt, lr_at(self.cfg, progress))
+            update(self.opt, total)
+        if not len(idx):
+            return None, None, 0.0
+        x = apply_augmentation(self.X[idx], aug)
+        h = self.modules["encoder"](x)
+        pending = _Pending(idx, aug, h=h)
+        grad, value = None, 0.0
+        if received is not None:
+            grad, pending.gz, kept, value = self._answer(received.detach().requires_grad_(True), x, h)
+            if self.loss == "c":
+                pending.z = kept
+            else:
+                pending.a, pending.loss = received.detach(), kept
+        self._pending = pending
+        return grad, h.detach(), value
 
     @torch.no_grad()
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
@@ -409,15 +522,38 @@ class PassiveLearner:
         return torch.cat([self.modules["encoder"](self.X[i]) for i in idx.split(EVAL_CHUNK)])
 
     def state(self) -> dict:
-        return {"modules": self.modules.state_dict(), "optimizer": self.opt.state_dict()}
+        state = {"modules": self.modules.state_dict(), "optimizer": self.opt.state_dict()}
+        p = self._pending
+        if p is not None:  # an exact resume applies it after the restore
+            state["pending"] = {"idx": p.idx, **{k: v for k, v in (("a", p.a), ("gz", p.gz)) if v is not None}}
+            state["pending"].update({f"aug_{k}": v for k, v in (p.aug or {}).items()})
+        return state
 
     def load_state(self, state: dict) -> None:
         self.modules.load_state_dict(state["modules"])
         self.opt.load_state_dict(state["optimizer"])
         if self.graphs is not None:
             self.graphs.reset()
-        self._sent = None
+        self._pending = None
+        if "pending" in state:
+            p = state["pending"]
+            aug = {k[4:]: v for k, v in p.items() if k.startswith("aug_")} or None
+            self._pending = _Pending(p["idx"], aug, a=p.get("a"), gz=p.get("gz"))
+
+
+def _same_aug(a: dict | None, b: dict | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b))
+    """Equal tensors; two live tensors over the same memory with the same layout are equal without reading them
+    (on a GPU, reading them would wait for the device)."""
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
+        return True
+    return torch.equal(a, b)

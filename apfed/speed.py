@@ -112,10 +112,13 @@ def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
     return out[0], out[1:]
 
 
-def learners_epoch(active: ActiveLearner, passives: list[PassiveLearner], train_idx: torch.Tensor) -> float:
+def learners_epoch(
+    active: ActiveLearner, passives: list[PassiveLearner], train_idx: torch.Tensor, batches: list | None = None
+) -> float:
     """Seconds for one epoch of the learners alone, K = 1: the active's ``outgoing`` and ``step`` and every
     passive's ``train_batch``, called directly, with no message, codec, validation or transport in between (the
-    protocol epoch minus the protocol). On a GPU the copies capture their own CUDA graphs, as the run's do."""
+    protocol epoch minus the protocol). On a GPU the copies capture their own CUDA graphs, as the run's do.
+    ``batches``: these minibatches of row indices instead of a random permutation of ``train_idx``."""
     for learner in (active, *passives):
         if learner.cfg.device.startswith("cuda") and learner.cfg.cuda_graphs and learner.graphs is None:
             learner.graphs = StepGraphs(learner._graph_step, [learner.opt])
@@ -123,7 +126,7 @@ def learners_epoch(active: ActiveLearner, passives: list[PassiveLearner], train_
     pending: list = [None] * len(passives)
     _sync(dev)
     t0 = time.perf_counter()
-    batches = train_idx[torch.randperm(len(train_idx), device=train_idx.device)].split(active.cfg.batch_size)
+    batches = batches or _shuffled_batches(train_idx, active.cfg.batch_size)
     for b, idx in enumerate(batches):
         progress = b / len(batches)
         sent = active.outgoing(idx)
@@ -137,11 +140,14 @@ def learners_epoch(active: ActiveLearner, passives: list[PassiveLearner], train_
     return time.perf_counter() - t0
 
 
-def bare_joint_epoch(active: ActiveLearner, passives: list[PassiveLearner], train_idx: torch.Tensor) -> float:
+def bare_joint_epoch(
+    active: ActiveLearner, passives: list[PassiveLearner], train_idx: torch.Tensor, batches: list | None = None
+) -> float:
     """Seconds for one epoch of any method's modules as one model: every party's forward, one joint backward,
     every party's optimizer step, no protocol. Each passive's encoder runs once per minibatch (the protocol
     may run it more: an embedding for the teacher, the NT-Xent, the teacher's gradient), so this is the floor.
-    The passives' APFed losses join the active's objective with weight λ, as the reference's joint loss."""
+    The passives' APFed losses join the active's objective with weight λ, as the reference's joint loss.
+    ``batches``: these minibatches of row indices instead of a random permutation of ``train_idx``."""
     cfg = active.cfg
     opts = [active.opt, *(p.opt for p in passives)]
 
@@ -167,10 +173,14 @@ def bare_joint_epoch(active: ActiveLearner, passives: list[PassiveLearner], trai
     dev = cfg.device
     _sync(dev)
     t0 = time.perf_counter()
-    for idx in train_idx[torch.randperm(len(train_idx), device=train_idx.device)].split(cfg.batch_size):
+    for idx in batches or _shuffled_batches(train_idx, cfg.batch_size):
         step(idx)
     _sync(dev)
     return time.perf_counter() - t0
+
+
+def _shuffled_batches(train_idx: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return list(train_idx[torch.randperm(len(train_idx), device=train_idx.device)].split(batch_size))
 
 
 def compare_methods(ds: MultiViewDataset, active: int, cfg: TrainConfig, methods: list[str], repeats: int) -> list:

@@ -94,8 +94,9 @@ def validate(
     extra = set(msg.arrays) - set(arrays)
     if extra:
         raise ProtocolError(f"{who}: unexpected arrays {sorted(extra)}")
-    if msg.nbytes() > max_bytes:
-        raise ProtocolError(f"{who}: {msg.nbytes()} bytes exceeds the limit of {max_bytes}")
+    nbytes = msg.nbytes()
+    if nbytes > max_bytes:
+        raise ProtocolError(f"{who}: {nbytes} bytes exceeds the limit of {max_bytes}")
     checks: list[tuple] = []  # value checks, read back together at the end
     for name, spec in arrays.items():
         a = msg.arrays.get(name)

@@ -44,12 +44,19 @@ def _weights(result):
 
 
 @pytest.mark.parametrize(
-    "method,pipeline,encrypt,dp",
-    [("apfed-kd", False, False, 0.0), ("apfed-c", True, True, 0.5), ("apfed-m", False, False, 0.0)],
+    "method,k,pipeline,encrypt,dp",
+    [
+        ("apfed-kd", 2, False, False, 0.0),
+        ("apfed-c", 2, True, True, 0.5),
+        ("apfed-m", 2, False, False, 0.0),
+        # K = 1: the passives' deferred minibatch (learner.py) is part of their checkpoint
+        ("apfed-kd", 1, False, False, 0.0),
+        ("apfed-kd", 1, False, True, 0.5),
+    ],
 )
-def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, digits3, method, pipeline, encrypt, dp):
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, digits3, method, k, pipeline, encrypt, dp):
     cfg = make_config(
-        "default", method=method, epochs=3, batches_per_round=2, pipeline=pipeline, seed=3, dp_clip=1.0 if dp else 0.0
+        "default", method=method, epochs=3, batches_per_round=k, pipeline=pipeline, seed=3, dp_clip=1.0 if dp else 0.0
     )
     cfg = dataclasses.replace(cfg, dp_noise=dp)
     whole = run(digits3, 0, cfg, safety=Safety(encrypt=encrypt, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=3))
