@@ -336,11 +336,12 @@ class PassiveClient:
             L.train_batch(idx[:0], None, prev, 1.0)
         out = {}
         if grads and grads[0] is not None:
-            out["grad"] = to_wire(self.dp.gradient(torch.cat(grads)), self.cfg.payload)
+            out["grad"] = to_wire(self.dp.gradient(_joined(grads)), self.cfg.payload)
         if embs and embs[0] is not None:
-            out["emb"] = to_wire(self.dp.embedding(torch.cat(embs)), self.cfg.payload)
+            out["emb"] = to_wire(self.dp.embedding(_joined(embs)), self.cfg.payload)
         if losses:  # kept as a tensor: no device sync on the hot path
-            out["loss"] = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in losses])
+            dev = self.device
+            out["loss"] = _joined([torch.as_tensor(v, dtype=torch.float32, device=dev).reshape(1) for v in losses])
         return msg.reply(arrays=out)
 
     def _augmentation(self, a: dict, prefix: str, n: int) -> dict | None:
@@ -371,3 +372,8 @@ class PassiveClient:
         )
         emb = self.learner.embed(as_tensor(msg.arrays["idx"], self.device))
         return msg.reply(arrays={"emb": to_wire(self.dp.embedding(emb), self.cfg.payload)})
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts)``, without the copy when there is one part (K = 1)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

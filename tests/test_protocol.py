@@ -88,6 +88,13 @@ def test_validation_accepts_a_good_message():
     _check(_msg(idx=np.arange(4, dtype=np.int64), act=np.zeros((4, 3), np.float32)))
 
 
+def _one_value(v: float) -> np.ndarray:
+    """Finite values of both signs, and ``v`` in one place."""
+    a = np.linspace(-3e38, 3e38, 12, dtype=np.float32).reshape(4, 3)
+    a[2, 1] = v
+    return a
+
+
 @pytest.mark.parametrize(
     "mutate, match",
     [
@@ -99,6 +106,10 @@ def test_validation_accepts_a_good_message():
         (lambda m: m.arrays.__setitem__("act", np.zeros((4, 5), np.float32)), "shape"),
         (lambda m: m.arrays.__setitem__("act", np.zeros((4, 3), np.float64)), "dtype"),
         (lambda m: m.arrays.__setitem__("act", np.full((4, 3), np.nan, np.float32)), "NaN"),
+        (lambda m: m.arrays.__setitem__("act", _one_value(np.nan)), "NaN"),
+        (lambda m: m.arrays.__setitem__("act", _one_value(np.inf)), "infinite"),
+        (lambda m: m.arrays.__setitem__("act", _one_value(-np.inf)), "infinite"),
+        (lambda m: m.arrays.__setitem__("act", torch.from_numpy(_one_value(np.nan))), "NaN"),
         (lambda m: m.arrays.__setitem__("idx", np.array([0, 10], np.int64)), "indices"),
         (lambda m: m.arrays.__setitem__("extra", np.zeros(1, np.float32)), "unexpected"),
         (lambda m: m.arrays.pop("act"), "missing"),
