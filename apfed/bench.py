@@ -374,9 +374,9 @@ def markdown(report: dict) -> list[str]:
             "",
             "Bare: each method's own modules (every party's encoder, heads, projections, decoders, the teacher)"
             " trained as one model: one forward per party, one joint backward, every party's optimizer step, eager,"
-            " no protocol. A vertical split cannot reach it: each passive back-propagates alone, and a passive that"
-            " both trains an APFed loss and sends its embedding to a teacher (apfed-kd) runs its encoder twice per"
-            " minibatch, once before its update and once after. local and centralized send no messages. Learners"
+            " no protocol. With K = 1 the split trains exactly this model (tests/test_exactness.py), but it cannot"
+            " run it as fast: each passive back-propagates alone and steps its own optimizer, and the active waits"
+            " for its replies. local and centralized send no messages. Learners"
             " alone: the same parties' learner calls (outgoing, train_batch, step) made directly, K = 1, with no"
             " message, codec, validation or transport: the protocol epoch minus the protocol.",
             "",
