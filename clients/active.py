@@ -31,7 +31,7 @@ from protocols.messages import ALIGN, EVALUATE, FINISH, HELLO, REPLY, RESUME, SE
 from protocols.psi import POINT, PsiKey, blind_ids, match
 from protocols.sealing import Channel, Handshake, Sealing
 from protocols.transport import Transport
-from protocols.validation import ArraySpec, validate
+from protocols.validation import ArraySpec, first_failures, validate
 
 ACTIVE = "active"
 BAD_MESSAGE_POLICIES = ("skip", "fail")
@@ -117,13 +117,14 @@ class ActiveClient:
         t0 = time.perf_counter()
         replies = self.transport.collect(ticket)
         self.exchange_s += time.perf_counter() - t0
-        good = {}
+        good, deferred = {}, {}
         for n in requests:
             try:
                 if n not in replies:
                     why = getattr(self.transport, "errors", {}).pop(n, None) or "deadline missed"
                     raise ProtocolError(f"no reply from {n} in round {rnd} ({why})")
                 reply = self.channels[n].open(replies[n]) if n in self.channels else replies[n]
+                deferred[n] = []
                 good[n] = validate(
                     reply,
                     kind=REPLY,
@@ -132,16 +133,26 @@ class ActiveClient:
                     sender=n,
                     receiver=ACTIVE,
                     arrays=reply_arrays(self.names.index(n)),
+                    deferred=deferred[n],
                 )
             except ProtocolError as e:
-                if self.on_bad_message == "fail" or requests[n].kind != TRAIN:
-                    raise
-                self.faults.append({"round": rnd, "passive": n, "error": str(e)})
-                self.log(f"round {rnd}: training without {n}: {e}")
-                continue
+                deferred.pop(n, None)
+                self._bad_reply(requests[n], rnd, e)
+        # the replies' value checks on the device, read back together: one host sync per round, not per passive
+        for n, why in first_failures(deferred).items():
+            del good[n]
+            self._bad_reply(requests[n], rnd, ProtocolError(why))
+        for n in good:
             self.wire["messages"] += 2
             self.wire["bytes"] += requests[n].nbytes() + replies[n].nbytes()
         return good
+
+    def _bad_reply(self, request: Message, rnd: int, e: ProtocolError) -> None:
+        """A passive's reply is missing or invalid: stop (``fail``, or outside training) or train without it."""
+        if self.on_bad_message == "fail" or request.kind != TRAIN:
+            raise e
+        self.faults.append({"round": rnd, "passive": request.receiver, "error": str(e)})
+        self.log(f"round {rnd}: training without {request.receiver}: {e}")
 
     def _handshake(self) -> None:
         """HELLO key agreement with every passive (pinned fingerprints); later messages are sealed."""
@@ -249,8 +260,11 @@ class ActiveClient:
         self.learner = ActiveLearner(spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X)
         self.spec, self.infos = spec, infos
         self.sent_shapes = [tuple(h_shape) if p.loss == "r" else (cfg.projection_dim,) for p in infos]
-        self.train_idx = torch.from_numpy(train).to(dev)
-        self.test_idx = torch.from_numpy(test).to(dev)
+        # row positions: on the device for the learner, on the host for the messages (a passive checks them there,
+        # with no device sync, and a network sends host arrays anyway)
+        self.train_rows, self.test_rows = torch.from_numpy(train), torch.from_numpy(test)
+        self.train_idx = self.train_rows.to(dev)
+        self.test_idx = self.test_rows.to(dev)
         self.y_test = d.labels[keep][test]
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
@@ -268,8 +282,9 @@ class ActiveClient:
             specs["emb"] = ArraySpec((total, *p.embedding_shape), (self.cfg.payload,))
         return specs
 
-    def _send_round(self, batches: list[torch.Tensor], progress: list[float]) -> dict:
-        """Forward K minibatches and queue the passives' train requests (with any pending embedding gradients)."""
+    def _send_round(self, batches: list[torch.Tensor], rows: list[torch.Tensor], progress: list[float]) -> dict:
+        """Forward K minibatches and queue the passives' train requests (with any pending embedding gradients).
+        ``rows``: the same minibatches' row positions on the host, for the messages."""
         L = self.learner
         augs = [sample_augmentation(len(b), self.cfg, self.aug_gen, self.cfg.device) for b in batches]
         self.rounds_sent += 1
@@ -279,11 +294,12 @@ class ActiveClient:
             return rnd
         sent = [L.outgoing(idx, a) for idx, a in zip(batches, augs, strict=True)]
         flat = torch.cat(batches)
+        flat_rows = rows[0] if len(rows) == 1 else torch.cat(rows)
         sizes = [len(b) for b in batches]
         joined = join_augmentations(augs, sizes)
         requests = {}
         common = {
-            "idx": flat,
+            "idx": flat_rows,
             "sizes": torch.tensor(sizes, dtype=torch.int64),
             "progress": np.asarray(progress, dtype=np.float64),
             **(joined or {}),
@@ -302,7 +318,7 @@ class ActiveClient:
                     }
                 )
             requests[n] = (arrays, {"checkpoint": True} if ckpt else {})
-        rnd.update(flat=flat, joined=joined, sent=self._submit(TRAIN, requests))
+        rnd.update(flat=flat, rows=flat_rows, joined=joined, sent=self._submit(TRAIN, requests))
         return rnd
 
     def _apply_round(self, rnd: dict) -> list[dict]:
@@ -339,7 +355,7 @@ class ActiveClient:
             out.append(metrics)
         for i, n in enumerate(self.names):
             if emb_grads[i]:
-                self.pending[n] = (flat, rnd["joined"], torch.cat(emb_grads[i]))
+                self.pending[n] = (rnd["rows"], rnd["joined"], torch.cat(emb_grads[i]))
         return out
 
     def _zeros(self, idx: torch.Tensor, info: PassiveInfo) -> torch.Tensor:
@@ -353,10 +369,11 @@ class ActiveClient:
         self.emb_stats[i] = stats if s is None else (s[0] + stats[0], s[1] + stats[1], s[2] + stats[2])
 
     def _rounds(self):
-        """(epoch, minibatches, progress, last round of the epoch?) for every round of the run, in order."""
+        """(epoch, minibatches, their rows on the host, progress, last round of the epoch?) for every round of the
+        run, in order."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
-        n_train, k = len(self.train_idx), cfg.batches_per_round
+        n_train, k = len(self.train_rows), cfg.batches_per_round
         nb = -(-n_train // cfg.batch_size)
         if cfg.pipeline and k > max(1, nb // 2):
             # a pipelined round sends embeddings one round stale: a whole epoch stale breaks training (K sweep)
@@ -364,13 +381,14 @@ class ActiveClient:
             self.log(f"pipelining: {cfg.batches_per_round} minibatches per round is over half an epoch; using {k}")
         self.k_used = k
         for epoch in range(cfg.epochs):
-            perm = self.train_idx[torch.randperm(n_train, generator=gen).to(self.train_idx.device)]
-            batches = list(perm.split(cfg.batch_size))
+            rows = self.train_rows[torch.randperm(n_train, generator=gen)]
+            on_device = rows.to(self.train_idx.device, non_blocking=True)  # from pageable memory: safe
+            batches, host = list(on_device.split(cfg.batch_size)), list(rows.split(cfg.batch_size))
             nb = len(batches)
             for r in range(0, nb, k):
                 chunk = batches[r : r + k]
                 progress = [(epoch + (r + j) / nb) / cfg.epochs for j in range(len(chunk))]
-                yield epoch, chunk, progress, r + k >= nb
+                yield epoch, chunk, host[r : r + k], progress, r + k >= nb
 
     def fit(
         self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
@@ -393,15 +411,15 @@ class ActiveClient:
             self.resumed = None
         t0, x0 = time.perf_counter(), self.exchange_s
         nxt = next(rounds, None)
-        inflight = self._send_round(nxt[1], nxt[2]) if nxt else None
+        inflight = self._send_round(*nxt[1:4]) if nxt else None
         while nxt is not None:
-            epoch, chunk, _, last = nxt
+            epoch, chunk, _, _, last = nxt
             current = inflight
             nxt = next(rounds, None)
             # a checkpoint round is drained first: no later round may reach the passives before the save
             early = cfg.pipeline and nxt is not None and not current["checkpoint"]
             if early:
-                inflight = self._send_round(nxt[1], nxt[2])
+                inflight = self._send_round(*nxt[1:4])
             for m in self._apply_round(current):
                 metrics.add(m)
             if on_batch:
@@ -425,7 +443,7 @@ class ActiveClient:
             if current["checkpoint"]:
                 self._save_checkpoint(metrics, current["sent"][0] if current["sent"] else 0)
             if not early and nxt is not None:
-                inflight = self._send_round(nxt[1], nxt[2])
+                inflight = self._send_round(*nxt[1:4])
         self._flush()
         return self.history
 
@@ -502,7 +520,7 @@ class ActiveClient:
         self._build(*rows, infos)
         self.learner.load_state(ck["learner"])
         self.round, self.rounds_sent = int(ck["round"]), 0
-        self.pending = {n: (v[0], v[1] or None, v[2]) for n, v in ck["pending"].items()}
+        self.pending = {n: (v[0].cpu(), v[1] or None, v[2]) for n, v in ck["pending"].items()}
         self.emb_stats = [tuple(s) if s is not None else None for s in ck["emb_stats"]]
         self.history, self.wire = json.loads(ck["history"]), json.loads(ck["wire"])
         self.faults = json.loads(ck["faults"])
@@ -551,7 +569,7 @@ class ActiveClient:
         if L.standalone:
             out["standalone"] = L.standalone_logits(idx).argmax(1).cpu().numpy()
         if L.fused:
-            embs = self.passive_embeddings(idx) if self.names else []
+            embs = self.passive_embeddings(self.test_rows) if self.names else []
             out["fused"] = L.fused_logits(idx, embs).argmax(1).cpu().numpy()
             if self.names and self.cfg.method == "tvfl":
                 for kind in ("zero", "mean", "rand"):

@@ -51,6 +51,7 @@ class PassiveClient:
         self.run_id: str | None = None
         self.offered_rows: np.ndarray | None = None  # our row behind each entry of the shuffled PSI list we sent
         self.learner: PassiveLearner | None = None
+        self._last_idx: tuple | None = None  # the last train request's rows: (as received, on the device)
         self.cfg: TrainConfig | None = None
         self.n: int = 0
 
@@ -311,8 +312,12 @@ class PassiveClient:
             raise ProtocolError("the active embeddings are missing or do not match the indices")
         aug = self._augmentation(a, "", len(idx))
         prev = None
+        last, self._last_idx = self._last_idx, (a["idx"], idx)
         if "prev_idx" in a:
-            prev_idx = as_tensor(a["prev_idx"], self.device)
+            # the rows of the last request come back with their gradient: hand the learner the very tensor it got
+            # then, so it knows them without comparing them on the device
+            same = last is not None and _host_equal(a["prev_idx"], last[0])
+            prev_idx = last[1] if same else as_tensor(a["prev_idx"], self.device)
             prev_grad = from_wire(as_tensor(a["prev_grad"], self.device))
             prev = (prev_idx, self._augmentation(a, "prev_", len(prev_idx)), prev_grad)
             if len(prev[0]) != len(prev[2]):
@@ -377,3 +382,12 @@ class PassiveClient:
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(parts)``, without the copy when there is one part (K = 1)."""
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _on_host(a) -> bool:
+    return isinstance(a, np.ndarray) or a.device.type == "cpu"
+
+
+def _host_equal(a, b) -> bool:
+    """Equal row arrays, compared only when both are on the host (a device comparison would wait for the GPU)."""
+    return a is b or (_on_host(a) and _on_host(b) and bool(np.array_equal(np.asarray(a), np.asarray(b))))

@@ -7,9 +7,11 @@ import torch
 
 
 def as_tensor(a, device: str | torch.device) -> torch.Tensor:
+    """A received array as a tensor on ``device``. A host-to-GPU copy does not wait for the GPU: the source is
+    pageable memory, which CUDA stages before the call returns (a GPU-to-host copy stays blocking)."""
     if isinstance(a, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
-    return a.to(device)
+        a = torch.from_numpy(np.ascontiguousarray(a))
+    return a.to(device, non_blocking=a.device.type == "cpu")
 
 
 def to_wire(t: torch.Tensor, payload: str) -> torch.Tensor:

@@ -44,7 +44,9 @@ def _finite_check(a, dtype: str):
         return bool(h.min() > -np.inf) and bool(h.max() < np.inf)
     if a.numel() == 0:
         return True
-    return a.abs().amax() < float("inf")  # NaN propagates through amax and fails the comparison
+    import torch
+
+    return torch.isfinite(a).all()
 
 
 def _bounds_check(a, bound: int, dtype: str):
@@ -57,15 +59,25 @@ def _bounds_check(a, bound: int, dtype: str):
     return (lo >= 0) & (hi < bound)
 
 
-def _all_true(checks: list) -> list[bool]:
-    """Read every pending device check back with one host sync (a sync per check stalls a GPU each time)."""
-    pending = [c for c in checks if not isinstance(c, bool)]
-    if not pending:
-        return checks
+def _read_back(checks: list) -> list[bool]:
+    """Every device check's value, read back with one host sync (a sync per check stalls a GPU each time)."""
+    if len(checks) == 1:
+        return [bool(checks[0].item())]
     import torch
 
-    values = iter(torch.stack([c.to(pending[0].device) for c in pending]).tolist())
-    return [c if isinstance(c, bool) else next(values) for c in checks]
+    return torch.stack([c.to(checks[0].device) for c in checks]).tolist()
+
+
+def first_failures(deferred: dict[str, list[tuple]]) -> dict[str, str]:
+    """Read the device checks that ``validate(..., deferred=...)`` left for several messages back with one host
+    sync; return each failing message's first problem, by the key it was filed under."""
+    flat = [(key, check, why) for key, checks in deferred.items() for check, why in checks]
+    failures: dict[str, str] = {}
+    if flat:
+        for (key, _, why), ok in zip(flat, _read_back([c for _, c, _ in flat]), strict=True):
+            if not ok:
+                failures.setdefault(key, why)
+    return failures
 
 
 def validate(
@@ -78,8 +90,12 @@ def validate(
     receiver: str,
     arrays: dict[str, ArraySpec],
     max_bytes: int = MAX_MESSAGE_BYTES,
+    deferred: list | None = None,
 ) -> Message:
-    """Return ``msg`` if it is exactly what was asked for; raise ProtocolError naming the first problem."""
+    """Return ``msg`` if it is exactly what was asked for; raise ProtocolError naming the first problem.
+
+    Value checks of device tensors need a host sync: with ``deferred`` (a list) they are appended to it as
+    (pending check, problem) instead, for ``first_failures`` to read back with other messages' checks."""
     who = f"message from {msg.sender!r}"
     if msg.schema_version != SCHEMA_VERSION:
         raise ProtocolError(f"{who}: schema version {msg.schema_version}, expected {SCHEMA_VERSION}")
@@ -125,7 +141,17 @@ def validate(
                     f"holds sample indices outside [0, {spec.index_bound})",
                 )
             )
-    for ok, (_, name, why) in zip(_all_true([c for c, _, _ in checks]), checks, strict=True):
-        if not ok:
-            raise ProtocolError(f"{who}: array {name!r} {why}")
+    on_device = []
+    for ok, name, why in checks:
+        if isinstance(ok, bool):
+            if not ok:
+                raise ProtocolError(f"{who}: array {name!r} {why}")
+        else:
+            on_device.append((ok, f"{who}: array {name!r} {why}"))
+    if deferred is not None:
+        deferred.extend(on_device)
+    elif on_device:
+        for ok, (_, why) in zip(_read_back([c for c, _ in on_device]), on_device, strict=True):
+            if not ok:
+                raise ProtocolError(why)
     return msg

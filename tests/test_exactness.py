@@ -26,7 +26,7 @@ def test_one_protocol_step_equals_the_joint_computation(method):
     a0, p0 = copy.deepcopy(active.modules), copy.deepcopy(passive.modules)
     idx = client.train_idx[:32]
     client.aug_gen = torch.Generator().manual_seed(0)
-    client._apply_round(client._send_round([idx], [0.0]))
+    client._apply_round(client._send_round([idx], [idx.cpu()], [0.0]))
 
     # the same step, by hand, in one graph
     xa, xp, y = active.X[idx], passive.X[idx], active.y[idx]

@@ -122,6 +122,29 @@ def test_validation_refuses_bad_messages(mutate, match):
         _check(m)
 
 
+def test_deferred_value_checks_are_read_back_together_and_name_each_failing_message():
+    """Checks that need the device (here a bfloat16 tensor, which numpy cannot view) wait in ``deferred``; one
+    read-back then names the first problem of each failing message and passes the good ones."""
+    from protocols.validation import first_failures
+
+    specs = {"idx": SPECS["idx"], "act": ArraySpec((None, 3), ("bfloat16",))}
+    good = torch.zeros((4, 3), dtype=torch.bfloat16)
+    bad = good.clone()
+    bad[1, 2] = float("nan")
+    deferred = {"p1": [], "p2": []}
+    for name, act in (("p1", good), ("p2", bad)):
+        m = _msg(idx=np.arange(4, dtype=np.int64), act=act)
+        assert _check(m, arrays=specs, deferred=deferred[name]) is m  # nothing read back yet
+    assert [len(v) for v in deferred.values()] == [1, 1]
+    failures = first_failures(deferred)
+    assert list(failures) == ["p2"] and "NaN" in failures["p2"]
+    with pytest.raises(ProtocolError, match="NaN"):  # without ``deferred`` the same check raises at once
+        _check(_msg(idx=np.arange(4, dtype=np.int64), act=bad), arrays=specs)
+    # a host check still raises at once, deferred or not
+    with pytest.raises(ProtocolError, match="indices"):
+        _check(_msg(idx=np.array([0, 10], np.int64), act=good[:2]), arrays=specs, deferred=[])
+
+
 def test_size_limit():
     with pytest.raises(ProtocolError, match="limit"):
         _check(_msg(idx=np.arange(4, dtype=np.int64), act=np.zeros((4, 3), np.float32)), max_bytes=10)
