@@ -327,13 +327,11 @@ class PassiveLearner:
         self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
         self._pending: _Pending | None = None
 
-    def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        """Reconstruction of this view from the active's h_A, or NT-Xent between z_A and this view's z_P
-        (``h``: this view's encoder output for ``x``, if already at hand)."""
+    def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of this view from the active's h_A, or NT-Xent between z_A and this view's z_P."""
         if self.loss == "r":
             return reconstruction(self.modules["decoder"](a), x)
-        h = self.modules["encoder"](x) if h is None else h
-        return nt_xent(a, self.modules["projection"](h), self.cfg.temperature)
+        return nt_xent(a, self.modules["projection"](self.modules["encoder"](x)), self.cfg.temperature)
 
     def _clip(self, emb: torch.Tensor) -> torch.Tensor:
         """The embedding as it was sent: the active's gradient is w.r.t. the clipped embedding under DP."""
@@ -348,7 +346,7 @@ class PassiveLearner:
             return self._deferred_graph_step(t, captured)
         out, total = {}, None
         if "prev_idx" in t:
-            total = (self._clip(self.modules["encoder"](self.X[t["prev_idx"]])) * t["prev_grad"]).sum()
+            total = (self._embedding_sent(t["prev_idx"], None) * t["prev_grad"]).sum()
         if "a" in t:
             a = t["a"]
             a.grad = None

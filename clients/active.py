@@ -382,7 +382,7 @@ class ActiveClient:
         self.k_used = k
         for epoch in range(cfg.epochs):
             rows = self.train_rows[torch.randperm(n_train, generator=gen)]
-            on_device = rows.to(self.train_idx.device, non_blocking=True)  # from pageable memory: safe
+            on_device = as_tensor(rows, self.train_idx.device)
             batches, host = list(on_device.split(cfg.batch_size)), list(rows.split(cfg.batch_size))
             nb = len(batches)
             for r in range(0, nb, k):

@@ -150,8 +150,6 @@ def validate(
             on_device.append((ok, f"{who}: array {name!r} {why}"))
     if deferred is not None:
         deferred.extend(on_device)
-    elif on_device:
-        for ok, (_, why) in zip(_read_back([c for c, _ in on_device]), on_device, strict=True):
-            if not ok:
-                raise ProtocolError(why)
+    elif failed := first_failures({"": on_device}):
+        raise ProtocolError(failed[""])
     return msg
