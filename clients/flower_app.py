@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -196,6 +198,12 @@ def make_server_app(settings: RunSettings | None = None):
     return app
 
 
+def gpu_share(device: str, n_passives: int) -> float:
+    """Each virtual SuperNode's share of the GPU on a CUDA run (Ray hides the GPU from actors that reserve none);
+    the shares of all passives fit on one GPU."""
+    return math.floor(10_000 / n_passives) / 10_000 if device.startswith("cuda") else 0.0
+
+
 def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> dict:
     """Run one training with the Flower simulation engine (Ray): one virtual SuperNode per passive."""
     import tempfile
@@ -206,11 +214,13 @@ def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> d
         s = RunSettings(**{**asdict(settings), "results_out": str(Path(tmp) / "result.json"), "simulation": True})
         from clients.flower_client import make_client_app
 
+        # Ray's notice about a future default of its GPU hiding: simulate sets every actor's GPU share itself
+        warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
         run_simulation(
             make_server_app(s),
             make_client_app(s),
             num_supernodes=n_passives,
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)}},
             verbose_logging=verbose,
         )
         out = Path(s.results_out)

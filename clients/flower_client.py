@@ -54,9 +54,9 @@ def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> P
     else:
         s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in NODE_KEYS})
         data = passive_party(s, index)
-    return PassiveClient(
-        name, data, str(nc.get("device", "cpu")), _sealing(nc), str(nc.get("checkpoint-dir", "")) or None
-    )
+    # a deployed node names its own device; a simulated one runs on the run's device (simulate reserves a GPU share)
+    device = str(nc.get("device") or (settings.device if settings is not None and "partition-id" in nc else "cpu"))
+    return PassiveClient(name, data, device, _sealing(nc), str(nc.get("checkpoint-dir", "")) or None)
 
 
 NODE_KEYS = ("party", "device", "worker", "seal-key", "active-fingerprint", "checkpoint-dir")
@@ -110,6 +110,8 @@ def make_client_app(settings: RunSettings | None = None):
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
+    # a SuperNode logs every message; in simulation that floods the console, so it is debug (`--verbose`) there
+    level = logging.INFO if settings is None else logging.DEBUG
 
     @app.train("apfed")
     def handle(msg, context):
@@ -128,7 +130,8 @@ def make_client_app(settings: RunSettings | None = None):
             reply = client.handle(request)
             t2 = time.perf_counter()
             _save(context, client)
-            logging.getLogger("flwr").info(
+            logging.getLogger("flwr").log(
+                level,
                 "apfed %s %s: load %.2fs, handle %.2fs, save %.2fs",
                 client.name,
                 request.kind,

@@ -62,3 +62,35 @@ def test_simulate_cli(tmp_path):
     assert (tmp_path / "m.safetensors").stat().st_size > 1000
     code, _, err = run_cli("simulate", "--dataset", "digits", "--method", "local")
     assert code == 2 and "no passive parties to simulate" in err
+
+
+def test_a_simulated_passive_runs_on_the_runs_device_and_a_deployed_one_on_its_own():
+    from clients.flower_app import RunSettings, gpu_share
+    from clients.flower_client import passive_from_node_config
+
+    s = RunSettings(dataset="digits", method="apfed-c", device="cuda")
+    assert passive_from_node_config({"partition-id": 0, "num-partitions": 1}, s).device == "cuda"
+    assert passive_from_node_config({"party": "passive1", "dataset": "digits"}).device == "cpu"
+    assert passive_from_node_config({"party": "passive1", "dataset": "digits", "device": "cuda:1"}).device == "cuda:1"
+    # Ray hides the GPU from an actor that reserves none: on CUDA every virtual node reserves a share, all on one GPU
+    assert gpu_share("cpu", 3) == 0.0
+    assert gpu_share("cuda", 3) > 0 and 3 * gpu_share("cuda", 3) <= 1.0
+    assert gpu_share("cuda:0", 1) == 1.0
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["apfed-kd", "tvfl"])
+def test_a_cuda_simulation_trains_the_in_process_model(tmp_path, method):
+    from clients.flower_app import RunSettings, simulate
+
+    s = RunSettings(dataset="digits", method=method, epochs=2, seed=1, device="cuda")
+    sim = simulate(s, 1)
+    client = build_clients(
+        load_bundled("digits"), 0, make_config("default", method=method, epochs=2, seed=1, device="cuda")
+    )
+    client.setup()
+    client.fit()
+    local = client.predictions()
+    for k in local:
+        agree = np.mean(np.asarray(sim["test_predictions"][k]) == local[k])
+        assert agree >= 0.99, (k, agree)
