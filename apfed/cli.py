@@ -93,13 +93,16 @@ def _config(preset: str, sets: list[str] | None, **options):
 
     kw = {k: v for k, v in options.items() if v is not None}
     kw.update(parse_overrides(sets or []))
-    device = kw.get("device", "cpu")
+    _check_device(kw.get("device", "cpu"))
+    return make_config(preset, **kw)
+
+
+def _check_device(device: str) -> None:
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return make_config(preset, **kw)
 
 
 @app.command()
@@ -303,7 +306,7 @@ def simulate(
         sets=list(set_ or []),
         model_out=str(out or ""),
     )
-    s.config()  # validate before starting Flower
+    _check_device(s.config().device)  # validate before starting Flower
     r = run_sim(s, len(ds.views) - 1, verbose=verbose)
     typer.echo(
         f"{method} over Flower simulation, {len(ds.views) - 1} passive(s): test accuracy "

@@ -103,6 +103,21 @@ def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
     assert "Traceback" not in err
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate", "--dataset", "digits", "--device", "cuda"],
+        ["simulate", "--dataset", "digits", "--set", "device=cuda"],
+        ["train", "--dataset", "digits", "--method", "apfed-kd", "--device", "cuda"],
+    ],
+)
+def test_cuda_without_a_gpu_is_one_clear_line(args):
+    code, _, err = run_cli(*args)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code != 0 and len(lines) == 1 and "no CUDA GPU is available" in lines[0], err
+
+
 def test_bad_csv_and_model_file_errors(tmp_path):
     bad = tmp_path / "a.csv"
     bad.write_text("id,x\n1,2\n")
