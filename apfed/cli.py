@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -97,6 +98,25 @@ def _config(preset: str, sets: list[str] | None, **options):
     return make_config(preset, **kw)
 
 
+def _output_dir(path: Path) -> Path:
+    """Create an output directory before any long work: a bad path fails at once, and nothing computed is lost."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output directory {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"cannot write to the output directory {path}")
+    return path
+
+
+def _output_file(path: Path) -> Path:
+    """As ``_output_dir``, for a file to be written later."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a file name")
+    _output_dir(path.parent)
+    return path
+
+
 def _check_device(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -171,7 +191,8 @@ def evaluate(
         dp_clip=dp_clip,
         dp_noise=dp_noise,
     )
-    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=_safety(encrypt, on_bad_message, None))
+    safety = _safety(encrypt, on_bad_message, None)
+    run_eval(ds, a, chosen, seeds, cfg, _output_dir(out), preset, jobs=jobs, safety=safety)
 
 
 @app.command()
@@ -232,6 +253,7 @@ def train(
         dp_clip=dp_clip,
         dp_noise=dp_noise,
     )
+    _output_file(out)
     if (checkpoint_every or resume) and checkpoint_dir is None:
         raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir")
     if resume and not (checkpoint_dir / "active.ckpt").exists():
@@ -307,6 +329,8 @@ def simulate(
         model_out=str(out or ""),
     )
     _check_device(s.config().device)  # validate before starting Flower
+    if out:
+        _output_file(out)
     r = run_sim(s, len(ds.views) - 1, verbose=verbose)
     typer.echo(
         f"{method} over Flower simulation, {len(ds.views) - 1} passive(s): test accuracy "
@@ -362,6 +386,7 @@ def predict(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
+    _output_file(output)
     ids, X = _read_input(input, m, id_column)
     proba = m.predict_proba(X)
     pred = m.classes_[proba.argmax(1)]
@@ -382,6 +407,7 @@ def export(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
+    _output_file(onnx)
     try:
         m.export_onnx(onnx)
     except ImportError as e:
@@ -417,7 +443,7 @@ def bench(
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown or not sections:
         raise ConfigError(f"unknown --only section(s) {unknown}; choose from {', '.join(SECTIONS)}")
-    out.mkdir(parents=True, exist_ok=True)
+    _output_dir(out)
     report = run_bench(device, repeats, quick, sections)
     m = machine()
     report["machine"] = m
@@ -493,6 +519,9 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # a file or socket the user named that the system refused
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

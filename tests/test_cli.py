@@ -63,6 +63,14 @@ def test_train_predict_export(tmp_path, party_csvs):
     assert code == 0, err
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines[0].startswith("user_id,prediction,p_class_0") and len(lines) == 301
+    # an output that cannot be written is one clear line, before any work
+    for args in (
+        ["export", "--model", model, "--onnx", model / "m.onnx"],
+        ["predict", "--model", model, "--input", a, "--id-column", "user_id", "--output", tmp_path],
+    ):
+        code, _, err = run_cli(*args)
+        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        assert code != 0 and len(lines) == 1 and lines[0].startswith("error:"), err
     code, _, err = run_cli("export", "--model", model, "--onnx", tmp_path / "m.onnx")
     assert code == 0, err and (tmp_path / "m.onnx").exists()
 
@@ -93,6 +101,10 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["preflight", "--key", "/nonexistent"], "cannot read the private key"),
         (["evaluate", "--dataset", "digits", "--payload", "int8"], "payload must be float32 or float16"),
         (["bench", "--only", "speed"], "unknown --only section"),
+        (["evaluate", "--dataset", "digits", "--out", "/dev/null/r"], "cannot create the output directory"),
+        (["train", "--dataset", "digits", "--out", "/dev/null/m.safetensors"], "cannot create the output directory"),
+        (["simulate", "--dataset", "digits", "--out", "/dev/null/m.safetensors"], "cannot create the output directory"),
+        (["bench", "--only", "epoch", "--out", "/dev/null/b"], "cannot create the output directory"),
     ],
 )
 def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
