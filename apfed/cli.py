@@ -331,7 +331,17 @@ def simulate(
     _check_device(s.config().device)  # validate before starting Flower
     if out:
         _output_file(out)
-    r = run_sim(s, len(ds.views) - 1, verbose=verbose)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"{method} over Flower simulation", total=s.config().epochs)
+        r = run_sim(
+            s,
+            len(ds.views) - 1,
+            verbose=verbose,
+            on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}"),
+        )
     typer.echo(
         f"{method} over Flower simulation, {len(ds.views) - 1} passive(s): test accuracy "
         f"{r['final']['accuracy']:.2f} % (last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}), "

@@ -10,6 +10,7 @@ import logging
 import math
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -186,14 +187,14 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     return result
 
 
-def make_server_app(settings: RunSettings | None = None):
+def make_server_app(settings: RunSettings | None = None, on_epoch: Callable[[dict], None] | None = None):
     from flwr.serverapp import ServerApp
 
     app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:
-        run_active(grid, settings or RunSettings.from_run_config(dict(context.run_config)))
+        run_active(grid, settings or RunSettings.from_run_config(dict(context.run_config)), on_epoch)
 
     return app
 
@@ -204,8 +205,11 @@ def gpu_share(device: str, n_passives: int) -> float:
     return math.floor(10_000 / n_passives) / 10_000 if device.startswith("cuda") else 0.0
 
 
-def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> dict:
-    """Run one training with the Flower simulation engine (Ray): one virtual SuperNode per passive."""
+def simulate(
+    settings: RunSettings, n_passives: int, verbose: bool = False, on_epoch: Callable[[dict], None] | None = None
+) -> dict:
+    """Run one training with the Flower simulation engine (Ray): one virtual SuperNode per passive. ``on_epoch``
+    receives each epoch's metrics (the ServerApp runs in this process)."""
     import tempfile
 
     from flwr.simulation import run_simulation
@@ -217,7 +221,7 @@ def simulate(settings: RunSettings, n_passives: int, verbose: bool = False) -> d
         # Ray's notice about a future default of its GPU hiding: simulate sets every actor's GPU share itself
         warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
         run_simulation(
-            make_server_app(s),
+            make_server_app(s, on_epoch),
             make_client_app(s),
             num_supernodes=n_passives,
             backend_config={"client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)}},
