@@ -1,4 +1,9 @@
-"""Byte codec for messages: a JSON header and raw little-endian array buffers. No pickle, ever."""
+"""Byte codec for messages: a JSON header and raw little-endian array buffers. No pickle, ever.
+
+The encoding is canonical: ``decode`` accepts only the exact bytes ``encode`` would write for the message it
+returns (the header as ``encode`` dumps it, the arrays back to back in header order, nothing after them). So no
+two byte strings carry the same message, and a changed byte can never pass unnoticed as, say, JSON whitespace.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +33,12 @@ def encode(msg: Message) -> bytes:
         )
         buffers.append(buf)
         offset += len(buf)
-    header = json.dumps(
-        {**msg.header(), "config": msg.config, "arrays": specs},
-        allow_nan=False,
-    ).encode()
+    header = _dump_header({**msg.header(), "config": msg.config, "arrays": specs})
     return MAGIC + struct.pack("<I", len(header)) + header + b"".join(buffers)
+
+
+def _dump_header(h: dict) -> bytes:
+    return json.dumps(h, allow_nan=False).encode()
 
 
 def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
@@ -53,9 +59,12 @@ def _decode(data: memoryview, max_bytes: int) -> Message:
     (hlen,) = struct.unpack("<I", data[4:8])
     if 8 + hlen > len(data):
         raise ProtocolError("truncated message header")
-    h = json.loads(bytes(data[8 : 8 + hlen]).decode())
+    raw = bytes(data[8 : 8 + hlen])
+    h = json.loads(raw.decode())
     if not isinstance(h, dict):
         raise ProtocolError("message header is not an object")
+    if _dump_header(h) != raw:
+        raise ProtocolError("message header is not in canonical form (altered, or not written by this codec)")
     body = data[8 + hlen :]
     for key, typ in (
         ("schema_version", int),
@@ -71,18 +80,23 @@ def _decode(data: memoryview, max_bytes: int) -> Message:
             raise ProtocolError(f"message header field {key!r} missing or not a {typ.__name__}")
     if h["kind"] not in KINDS:
         raise ProtocolError(f"unknown message kind {h['kind']!r}")
-    arrays = {}
+    arrays, end = {}, 0
     for s in h["arrays"]:
         if not isinstance(s, dict) or s.get("dtype") not in DTYPES or not isinstance(s.get("name"), str):
             raise ProtocolError("bad array descriptor in message header")
+        if s["name"] in arrays:
+            raise ProtocolError(f"array {s['name']!r} named twice in the message header")
         shape = tuple(int(x) for x in s["shape"])
         off, n = int(s["offset"]), int(s["nbytes"])
         dtype = np.dtype(s["dtype"]).newbyteorder("<")
-        if any(x < 0 for x in shape) or off < 0 or off + n > len(body) or n != int(np.prod(shape)) * dtype.itemsize:
+        if any(x < 0 for x in shape) or off != end or off + n > len(body) or n != int(np.prod(shape)) * dtype.itemsize:
             raise ProtocolError(f"array {s['name']!r}: sizes in the header do not match the body")
+        end = off + n
         arrays[s["name"]] = (
             np.frombuffer(body[off : off + n], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
         )
+    if end != len(body):
+        raise ProtocolError(f"{len(body) - end} bytes after the last array")
     return Message(
         h["kind"], h["run_id"], h["round"], h["sender"], h["receiver"], arrays, h["config"], h["schema_version"]
     )

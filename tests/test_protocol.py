@@ -59,6 +59,47 @@ def test_truncated_body_is_refused():
         decode(data[:-8])
 
 
+def _reframed(header: dict, body: bytes) -> bytes:
+    import json
+    import struct
+
+    raw = json.dumps(header).encode()
+    return b"APF1" + struct.pack("<I", len(raw)) + raw + body
+
+
+def _parts(m: Message) -> tuple[dict, bytes]:
+    import json
+    import struct
+
+    data = encode(m)
+    (hlen,) = struct.unpack("<I", data[4:8])
+    return json.loads(data[8 : 8 + hlen]), data[8 + hlen :]
+
+
+def test_the_encoding_is_canonical_so_no_other_bytes_decode():
+    m = _msg(a=np.arange(3, dtype=np.int64), b=np.ones(2, np.float32))
+    header, body = _parts(m)
+    assert decode(_reframed(header, body)).arrays["b"].tolist() == [1.0, 1.0]  # the helper itself is faithful
+    data = encode(m)
+    hlen = int.from_bytes(data[4:8], "little")
+    spaced = data[8 : 8 + hlen].replace(b", ", b",\t")
+    respaced = b"APF1" + len(spaced).to_bytes(4, "little") + spaced + data[8 + hlen :]
+    bad = {
+        "whitespace": respaced,
+        "trailing bytes": data + b"\x00",
+        "a gap before an array": _reframed(
+            {**header, "arrays": [header["arrays"][0], {**header["arrays"][1], "offset": 25}]}, body + b"\x00"
+        ),
+        "an array named twice": _reframed(
+            {**header, "arrays": [header["arrays"][0], {**header["arrays"][0], "offset": 24}]}, body[:24] * 2
+        ),
+    }
+    for why, raw in bad.items():
+        with pytest.raises(ProtocolError):
+            decode(raw)
+            pytest.fail(why)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_never_crash_except_with_protocol_error(data):

@@ -162,4 +162,20 @@ def test_mutated_sealed_messages_are_refused_only_with_protocol_error(pos, flip)
     raise AssertionError(f"a mutated message opened: {opened.header()}")
 
 
+def test_every_single_byte_change_of_a_sealed_message_is_refused():
+    ac, pc = _PAIR
+    data = encode(ac.seal(_msg()))
+    opened = []
+    for pos in range(len(data)):
+        for flip in range(1, 256):
+            mutated = bytearray(data)
+            mutated[pos] ^= flip
+            try:
+                pc.open(decode(bytes(mutated)))
+                opened.append((pos, flip))
+            except ProtocolError:
+                pass
+    assert not opened, opened[:5]
+
+
 _PAIR = _pair()
