@@ -12,6 +12,7 @@ signature; the learners choose which steps qualify (no augmentation, no per-step
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -71,8 +72,17 @@ class StepGraphs:
             o.scalars()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = self.fn(e.inputs, True)
+        # Only this thread's CUDA calls can spoil the capture: another thread of the process (a Flower or Ray
+        # thread, or a finished run's objects freed there) may call CUDA meanwhile. Nor may a garbage collection
+        # here free a finished run's graphs mid-capture (torch.cuda.graph collects once before capturing).
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                out = self.fn(e.inputs, True)
+        finally:
+            if gc_was_on:
+                gc.enable()
         e.outputs = {k: v for k, v in out.items() if v is not None}
         e.graph = graph
         self.pool = graph.pool()
