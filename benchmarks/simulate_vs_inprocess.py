@@ -1,7 +1,8 @@
 """Flower simulation engine against in-process with 1, 2 and 4 passives, same seed, K and epochs, in one run.
 
 mnist5k cut into 2, 3 and 5 strips (1, 2, 4 passives), active strip 0, APFed-C, default preset.
-Usage: python benchmarks/simulate_vs_inprocess.py [--epochs 3] [--k 16] [--no-pipeline] [--out benchmarks/results]
+Usage: python benchmarks/simulate_vs_inprocess.py [--epochs 3] [--k 16] [--no-pipeline] [--device cpu|cuda]
+[--out benchmarks/results]
 """
 
 import argparse
@@ -23,6 +24,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     rows = []
@@ -31,7 +33,14 @@ def main() -> None:
         local = run(
             ds,
             0,
-            make_config("default", method="apfed-c", epochs=a.epochs, batches_per_round=a.k, pipeline=a.pipeline),
+            make_config(
+                "default",
+                method="apfed-c",
+                epochs=a.epochs,
+                batches_per_round=a.k,
+                pipeline=a.pipeline,
+                device=a.device,
+            ),
         )
         t = time.monotonic()
         sim = simulate(
@@ -43,6 +52,7 @@ def main() -> None:
                 epochs=a.epochs,
                 batches_per_round=a.k,
                 pipeline=a.pipeline,
+                device=a.device,
             ),
             views - 1,
         )
@@ -70,16 +80,20 @@ def main() -> None:
         "epochs": a.epochs,
         "k": a.k,
         "pipeline": a.pipeline,
+        "device": a.device,
         "rows": rows,
         "command": f"python benchmarks/simulate_vs_inprocess.py --epochs {a.epochs} --k {a.k}"
-        + ("" if a.pipeline else " --no-pipeline"),
+        + ("" if a.pipeline else " --no-pipeline")
+        + ("" if a.device == "cpu" else f" --device {a.device}"),
     }
-    prefix = Path(a.out) / f"{datetime.date.today()}-simulate-vs-inprocess-cpu"
+    tag = "cpu" if a.device == "cpu" else "gpu"
+    k_tag = "" if (a.k, a.pipeline) == (16, True) else f"-k{a.k}{'' if a.pipeline else '-unpipelined'}"
+    prefix = Path(a.out) / f"{datetime.date.today()}-simulate-vs-inprocess-{tag}{k_tag}"
     md = [
         "# Flower simulation engine vs in-process",
         "",
         f"mnist5k strips, active strip 0, APFed-C, default preset, {a.epochs} epoch(s), K = {a.k}"
-        f"{' pipelined' if a.pipeline else ''}, same seed. "
+        f"{' pipelined' if a.pipeline else ''}, same seed, device {a.device}. "
         "Epoch time is measured inside the training loop; the simulation's total also counts Ray's start.",
         "",
         "| passives | accuracy in-process | accuracy simulation | epoch in-process (s) | epoch simulation (s) | ratio "
