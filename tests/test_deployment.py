@@ -222,3 +222,37 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     cfg = make_config("default", method="apfed-c", epochs=epochs, batches_per_round=k, pipeline=True)
     whole = run(load_bundled("digits", 3), 0, cfg)
     assert abs(hit["final"]["accuracy"] - whole.final["accuracy"]) <= 1.0 + 1e-9, (hit["final"], whole.final)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--out", "/dev/null/x"], "cannot create the output directory"),
+        (["--method", "local"], "no passive parties to deploy"),
+        (["--data", "/nonexistent.csv", "--data", "/nonexistent2.csv"], "not found"),
+        (["--data", "ACTIVE"], "at least two"),
+        (["--data", "ACTIVE", "--data", "RAGGED"], "fields, the header has"),
+    ],
+)
+def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_path, party_csvs, args, match):
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("user_id,a,b\n1,2\n")
+    names = {"ACTIVE": str(party_csvs["paths"][0]), "RAGGED": str(ragged)}
+    args = [names.get(a, a) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
+    r = subprocess.run(
+        [
+            deploy.sys.executable,
+            str(ROOT / "examples" / "deploy-local" / "deploy.py"),
+            *out,
+            *args,
+            "--id-column",
+            "user_id",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], r.stderr
+    assert not (tmp_path / "run" / "superlink.log").exists()  # nothing was started

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: apfed and protocols import from it
 
-from apfed.errors import ApfedError  # noqa: E402
+from apfed.errors import ApfedError, ConfigError  # noqa: E402
 
 
 def free_port() -> int:
@@ -320,6 +320,24 @@ def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls
     return args + (["--root-certificates", str(link["pki"]["ca"])] if tls else ["--insecure"])
 
 
+def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str) -> None:
+    """Everything a user gives that can be wrong, checked before any process starts (one clear error each)."""
+    from apfed.data.files import active_party_file, passive_party_file
+
+    if method in ("local", "centralized"):
+        raise ConfigError(f"{method} has no passive parties to deploy; use 'apfed train' or 'apfed evaluate'")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output directory {out}: {e.strerror or e}") from None
+    if files:
+        if len(files) < 2:
+            raise ConfigError("--data takes the active party's file, then one file per passive (at least two)")
+        active_party_file(files[0], id_column, label_column)
+        for f in files[1:]:
+            passive_party_file(f, id_column)
+
+
 def deploy(
     out: Path,
     method: str = "apfed-c",
@@ -353,6 +371,7 @@ def deploy(
     index. ``during(link, done)`` runs in a thread while ``flwr run`` is going (fault injection); ``done`` is a
     threading.Event set when the run has ended."""
     out = out.resolve()
+    check_inputs(out, method, files, id_column, label_column)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
         n_passives = len(files) - 1
@@ -455,6 +474,9 @@ def main() -> None:
     except ApfedError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a file or port the system refused
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(
         f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: "
         f"test accuracy {r['final']['accuracy']:.2f} %, "
