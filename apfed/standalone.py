@@ -56,9 +56,8 @@ class StandaloneModel:
         elif self.spec["kind"] == "image" and X.ndim == 3 and shape[0] == 1 and tuple(X.shape[1:]) == shape[1:]:
             X = X[:, None]
         else:
-            raise ApfedError(
-                f"X has shape {X.shape}; this model takes (n, {self.n_features}) or (n, {', '.join(map(str, shape))})"
-            )
+            forms = dict.fromkeys([f"(n, {self.n_features})", f"(n, {', '.join(map(str, shape))})"])
+            raise ApfedError(f"X has shape {X.shape}; this model takes {' or '.join(forms)}")
         if not np.isfinite(X).all():
             raise ApfedError("X holds NaN or infinite values")
         return torch.from_numpy(self.preprocessor(X))
