@@ -25,22 +25,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from explore_function_matching import student, train_teacher  # same directory: run as a script
 
-from apfed.augment import apply_augmentation, sample_augmentation
 from apfed.config import lr_at, make_config
 from apfed.data.bundled import load_bundled
 from apfed.learner import make_optimizer, set_lr
 from apfed.losses import nt_xent
-from apfed.models import encoder_output_shape, init_modules, make_encoder, make_head, make_projection
-from apfed.runner import build_clients
-
-
-def train_teacher(ds, active, cfg):
-    client = build_clients(ds, active, cfg)
-    client.setup()
-    client.fit()
-    passive = client.transport.handlers["passive1"].__self__.learner
-    return client, passive
+from apfed.models import encoder_output_shape, init_modules, make_encoder, make_projection
 
 
 def _spec(X: torch.Tensor) -> dict:
@@ -107,41 +98,6 @@ def marginal_targets(client, passive, critics, folds, tau, beta, topk):
     return q_t, q_y
 
 
-def student(client, cfg, targets=None, w=1.0, shift=0, epochs=60):
-    L, spec = client.learner, client.spec
-    d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
-    mods = init_modules(
-        cfg.seed + 99,
-        lambda: torch.nn.Sequential(
-            make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim), make_head(d, cfg.head_hidden, 10, cfg.dropout)
-        ),
-    ).to(cfg.device)
-    scfg = replace(cfg, shift=shift, epochs=epochs)
-    opt = make_optimizer(mods.parameters(), scfg)
-    gen, agen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 2)
-    torch.manual_seed(cfg.seed + 1)
-    tr, accs = client.train_idx, []
-    for epoch in range(epochs):
-        batches = tr[torch.randperm(len(tr), generator=gen).to(tr.device)].split(cfg.batch_size)
-        for b, idx in enumerate(batches):
-            aug = sample_augmentation(len(idx), scfg, agen, cfg.device)
-            mods.train()
-            logits = mods(apply_augmentation(L.X[idx], aug))
-            loss = F.cross_entropy(logits, L.y[idx])
-            if targets is not None and w > 0:
-                q = targets[idx]
-                loss = loss + w * (q * (torch.log(q.clamp_min(1e-8)) - F.log_softmax(logits, 1))).sum(1).mean()
-            set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        mods.eval()
-        with torch.no_grad():
-            pred = mods(L.X[client.test_idx]).argmax(1).cpu().numpy()
-        accs.append(float((pred == client.y_test).mean() * 100))
-    return sum(accs[-10:]) / len(accs[-10:])
-
-
 def main() -> None:
     out, strip, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
@@ -169,7 +125,7 @@ def main() -> None:
     critics = [train_critic(L.X, passive.X, folds[1 - f], base, seed * 10 + f, tau, epochs) for f in (0, 1)]
     emit(student="(critics)", accuracy=0.0, seconds=time.time() - t0)
     cfg = replace(base, method="local", shift=0)
-    runs = [("local", None, {})]
+    runs = [("local", [], {"w": 0.0})]
     for beta in (1.0, 3.0):
         q_t, q_y = marginal_targets(client, passive, critics, folds, tau, beta, topk=64)
         agree = float((q_t[tr].argmax(1) == L.y[tr]).float().mean() * 100)
@@ -178,10 +134,12 @@ def main() -> None:
             accuracy=agree,
             entropy=float(-(q_t[tr] * q_t[tr].clamp_min(1e-8).log()).sum(1).mean()),
         )
-        runs += [(f"marg-teacher-b{beta}", q_t, {}), (f"marg-labels-b{beta}", q_y, {})]
-    for name, q, kw in runs:
+        for name, q in ((f"marg-teacher-b{beta}", q_t), (f"marg-labels-b{beta}", q_y)):
+            # KL(q || student) as a distillation at T = 1 from the logits log q
+            runs.append((name, lambda idx, aug, q=q: q[idx].clamp_min(1e-8).log(), {}))
+    for name, soft, kw in runs:
         t0 = time.time()
-        emit(student=name, accuracy=student(client, cfg, q, epochs=epochs, **kw), seconds=time.time() - t0)
+        emit(student=name, accuracy=student(client, soft, cfg, epochs=epochs, **kw), seconds=time.time() - t0)
 
 
 if __name__ == "__main__":
