@@ -348,10 +348,11 @@ class ActiveClient:
             for i, e in enumerate(eg):
                 if e is not None and got[i] is not None:
                     emb_grads[i].append(e)
-                    self._track(i, embs[i])
-            losses = [g["loss"].mean() for g in got if g and "loss" in g]
-            if losses:
-                metrics["passive_loss"] = torch.stack(losses).mean()
+                    if self.cfg.method == "tvfl":  # only tvfl fills absent passives
+                        self._track(i, embs[i])
+            losses = [g["loss"] for g in got if g and "loss" in g]
+            if losses:  # every reply has one loss per minibatch of the round
+                metrics["passive_loss"] = torch.cat(losses).mean()
             out.append(metrics)
         for i, n in enumerate(self.names):
             if emb_grads[i]:
@@ -362,11 +363,16 @@ class ActiveClient:
         return torch.zeros((len(idx), *info.embedding_shape), device=self.cfg.device)
 
     def _track(self, i: int, emb: torch.Tensor) -> None:
-        """Running sums of passive embeddings, for the mean/random fills of absent passives (tvfl)."""
-        e = emb.flatten(1).double()
+        """Running float64 sums of passive i's embeddings and of their squares, for the mean/random fills of
+        absent passives (tvfl), accumulated in place: few kernel launches per minibatch."""
+        e = emb.flatten(1)
+        if self.emb_stats[i] is None:
+            zero = torch.zeros(e.shape[1], dtype=torch.float64, device=e.device)
+            self.emb_stats[i] = [zero, zero.clone(), 0]
         s = self.emb_stats[i]
-        stats = (e.sum(0), (e * e).sum(0), len(e))
-        self.emb_stats[i] = stats if s is None else (s[0] + stats[0], s[1] + stats[1], s[2] + stats[2])
+        s[0].add_(e.sum(0, dtype=torch.float64))
+        s[1].add_(e.square().sum(0, dtype=torch.float64))
+        s[2] += len(e)
 
     def _rounds(self):
         """(epoch, minibatches, their rows on the host, progress, last round of the epoch?) for every round of the
@@ -521,7 +527,7 @@ class ActiveClient:
         self.learner.load_state(ck["learner"])
         self.round, self.rounds_sent = int(ck["round"]), 0
         self.pending = {n: (v[0].cpu(), v[1] or None, v[2]) for n, v in ck["pending"].items()}
-        self.emb_stats = [tuple(s) if s is not None else None for s in ck["emb_stats"]]
+        self.emb_stats = [list(s) if s is not None else None for s in ck["emb_stats"]]
         self.history, self.wire = json.loads(ck["history"]), json.loads(ck["wire"])
         self.faults = json.loads(ck["faults"])
         self.resumed = ck

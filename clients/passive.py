@@ -344,7 +344,7 @@ class PassiveClient:
             out["grad"] = to_wire(self.dp.gradient(_joined(grads)), self.cfg.payload)
         if embs and embs[0] is not None:
             out["emb"] = to_wire(self.dp.embedding(_joined(embs)), self.cfg.payload)
-        if losses:  # kept as a tensor: no device sync on the hot path
+        if losses and L.loss is not None:  # kept as a tensor: no device sync on the hot path
             dev = self.device
             out["loss"] = _joined([torch.as_tensor(v, dtype=torch.float32, device=dev).reshape(1) for v in losses])
         return msg.reply(arrays=out)

@@ -3,7 +3,6 @@ in-process transport may carry framework tensors unchanged (anything with shape,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,14 +49,8 @@ class Message:
         }
 
     def nbytes(self) -> int:
-        return sum(math.prod(a.shape) * _itemsize(a) for a in self.arrays.values())
-
-
-def _itemsize(a) -> int:
-    size = getattr(a, "itemsize", None)
-    if size is None:  # torch tensors
-        size = a.element_size()
-    return int(size)
+        """The arrays' payload size (numpy arrays and torch tensors both have ``nbytes``: elements × item size)."""
+        return sum(a.nbytes for a in self.arrays.values())
 
 
 _DTYPE_NAMES: dict = {}

@@ -3,6 +3,7 @@ array names, shapes, dtypes, finite values, index bounds and size limits."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ def _host_view(a, dtype: str) -> np.ndarray | None:
 
 
 def _finite_check(a, dtype: str):
-    """True/False for host arrays; a 0-dim bool tensor (not yet read back) for device tensors."""
+    """True/False for host arrays; for device tensors a pending check (see ``_read_back``), not yet read back."""
     h = _host_view(a, dtype)
     if h is not None:
         if h.size == 0:
@@ -46,7 +47,18 @@ def _finite_check(a, dtype: str):
         return True
     import torch
 
-    return torch.isfinite(a).all()
+    if a.dtype == torch.float64:  # a float64 sum of huge finite float64 values could overflow
+        return _pending(torch.isfinite(a).all())
+    # One reduction kernel (torch.isfinite alone launches four): a NaN or an infinity makes the sum NaN or
+    # infinite, and finite float32/float16/bfloat16 values cannot overflow a float64 sum.
+    return a.sum(dtype=torch.float64)
+
+
+def _pending(ok):
+    """A device bool as a pending check: a float64 scalar that is finite exactly when ``ok`` holds."""
+    import torch
+
+    return torch.where(ok, 0.0, float("nan")).to(torch.float64)
 
 
 def _bounds_check(a, bound: int, dtype: str):
@@ -56,16 +68,17 @@ def _bounds_check(a, bound: int, dtype: str):
     if h is not None:
         return bool((h.min() >= 0) & (h.max() < bound))
     lo, hi = a.aminmax()
-    return (lo >= 0) & (hi < bound)
+    return _pending((lo >= 0) & (hi < bound))
 
 
 def _read_back(checks: list) -> list[bool]:
-    """Every device check's value, read back with one host sync (a sync per check stalls a GPU each time)."""
+    """Every pending device check (a float64 scalar, finite when the check passes) read back with one host sync (a
+    sync per check stalls a GPU each time)."""
     if len(checks) == 1:
-        return [bool(checks[0].item())]
+        return [math.isfinite(checks[0].item())]
     import torch
 
-    return torch.stack([c.to(checks[0].device) for c in checks]).tolist()
+    return [math.isfinite(v) for v in torch.stack([c.to(checks[0].device) for c in checks]).tolist()]
 
 
 def first_failures(deferred: dict[str, list[tuple]]) -> dict[str, str]:

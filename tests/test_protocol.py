@@ -186,6 +186,29 @@ def test_deferred_value_checks_are_read_back_together_and_name_each_failing_mess
         _check(_msg(idx=np.array([0, 10], np.int64), act=good[:2]), arrays=specs, deferred=[])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_device_value_checks_find_every_non_finite_value_and_pass_huge_finite_ones(monkeypatch, dtype):
+    """The device form of the value checks (one reduction per array, read back later), forced onto CPU tensors:
+    NaN, +inf, -inf and +inf with -inf are refused; the largest finite values of the dtype, summed over many
+    rows, still pass; an index out of bounds is refused."""
+    import protocols.validation as validation
+
+    host_view = validation._host_view
+    monkeypatch.setattr(validation, "_host_view", lambda a, d: None if isinstance(a, torch.Tensor) else host_view(a, d))
+    specs = {"idx": SPECS["idx"], "act": ArraySpec((None, 3), ("float16", "bfloat16", "float32", "float64"))}
+    huge = torch.full((4096, 3), torch.finfo(dtype).max, dtype=dtype)
+    huge[::2] *= -1 if dtype == torch.float64 else 1  # float64 sums of +max alone would overflow
+    idx = np.arange(4, dtype=np.int64)
+    assert _check(_msg(idx=np.arange(4096, dtype=np.int64) % 10, act=huge), arrays=specs) is not None
+    for bad in (float("nan"), float("inf"), float("-inf"), (float("inf"), float("-inf"))):
+        act = torch.ones((4, 3), dtype=dtype)
+        act[0, 0], act[3, 2] = bad if isinstance(bad, tuple) else (bad, 1.0)
+        with pytest.raises(ProtocolError, match="NaN or infinite"):
+            _check(_msg(idx=idx, act=act), arrays=specs)
+    with pytest.raises(ProtocolError, match="outside"):
+        _check(_msg(idx=torch.tensor([0, 10]), act=torch.ones((2, 3), dtype=dtype)), arrays=specs)
+
+
 def test_size_limit():
     with pytest.raises(ProtocolError, match="limit"):
         _check(_msg(idx=np.arange(4, dtype=np.int64), act=np.zeros((4, 3), np.float32)), max_bytes=10)
