@@ -84,7 +84,9 @@ def main() -> None:
         "benchmark": "GPU paper preset",
         "epochs": a.epochs,
         "rows": rows,
-        "command": f"python benchmarks/gpu_paper_preset.py --seeds {a.seeds} --epochs {a.epochs}",
+        "command": f"python benchmarks/gpu_paper_preset.py --seeds {a.seeds} --epochs {a.epochs}"
+        + (f" --variants '{a.variants}'" if a.variants != ",".join(VARIANTS) else "")
+        + (f" --methods {a.methods}" if a.methods != "apfed-c,local" else ""),
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
