@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from apfed.data.views import CONV_MIN_ROWS
+
 
 def encoder_output_shape(spec: dict, cfg_embedding_dim: int) -> tuple[int, ...]:
     """Shape of one sample's embedding for a view spec ``{"kind", "shape"}``."""
@@ -20,7 +22,7 @@ def make_encoder(spec: dict, embedding_dim: int, hidden_dim: int) -> nn.Module:
     """Reference conv encoder for image strips, MLP for tabular views."""
     if spec["kind"] == "image":
         c, h, w = spec["shape"]
-        if h < 5 or w < 5:
+        if h < CONV_MIN_ROWS or w < CONV_MIN_ROWS:
             raise ValueError(f"image strips of {h}x{w} are too small for the 5x5 conv encoder")
         return nn.Sequential(nn.Conv2d(c, 32, 5, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 5, padding=1), nn.ReLU())
     (d,) = spec["shape"]

@@ -82,6 +82,7 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["evaluate", "--dataset", "digits", "--methods", "magic"], "unknown method"),
         (["evaluate", "--dataset", "digits", "--active", "7"], "out of range"),
         (["evaluate", "--dataset", "handwritten", "--views", "3"], "6 natural views"),
+        (["evaluate", "--dataset", "mnist5k", "--views", "6"], "between 1 and 5 for images of height 28 (strips"),
         (["evaluate", "--dataset", "mnist"], "--data-dir"),
         (["evaluate", "--dataset", "mnist", "--data-dir", "/nonexistent"], "not found"),
         (["evaluate", "--preset", "turbo"], "unknown preset"),

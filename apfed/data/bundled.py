@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from apfed.data.splits import stratified_split
-from apfed.data.views import MultiViewDataset, View, image_strips
+from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, image_strips
 from apfed.errors import DataError
 
 BUNDLED = ("mnist5k", "handwritten", "digits")
@@ -50,7 +50,8 @@ def load_bundled(name: str, n_views: int | None = None, split_seed: int = 0) -> 
             d = load_digits()
             images, labels = d.images.astype(np.uint8), d.target.astype(np.int64)
         pixel_scale = 255.0 if name == "mnist5k" else 16.0
-        views = image_strips(images, n_views or 2, pixel_scale)
+        conv = name == "mnist5k"
+        views = image_strips(images, n_views or 2, pixel_scale, min_rows=CONV_MIN_ROWS if conv else 1)
         if name == "digits":  # 8x8 strips are too small for the reference conv nets: use MLPs on pixels
             views = [
                 View(

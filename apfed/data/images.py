@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apfed.data.views import MultiViewDataset, image_strips
+from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, image_strips
 from apfed.errors import DataError
 
 IMAGE_SETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
@@ -88,7 +88,7 @@ def load_image_dir(name: str, root: str | Path, n_views: int = 2) -> MultiViewDa
     n_train = len(parts[0][0])
     return MultiViewDataset(
         name=name,
-        views=image_strips(images, n_views, 255.0),
+        views=image_strips(images, n_views, 255.0, min_rows=CONV_MIN_ROWS),
         labels=labels,
         ids=np.arange(len(labels)).astype(str),
         class_names=classes,

@@ -8,6 +8,8 @@ import numpy as np
 
 from apfed.errors import DataError
 
+CONV_MIN_ROWS = 5  # the fewest rows (and columns) of an image strip for the reference conv encoder (5x5, padding 1)
+
 
 @dataclass
 class View:
@@ -82,16 +84,21 @@ def split_parties(ds: MultiViewDataset, active: int) -> tuple[PartyData, list[Pa
     return active_party, passives
 
 
-def image_strips(images: np.ndarray, n_views: int, pixel_scale: float, prefix: str = "strip") -> list[View]:
+def image_strips(
+    images: np.ndarray, n_views: int, pixel_scale: float, prefix: str = "strip", min_rows: int = 1
+) -> list[View]:
     """Cut ``(N, C, H, W)`` or ``(N, H, W)`` images into ``n_views`` horizontal strips of ``floor(H/n)`` rows.
 
-    Leftover bottom rows are dropped, as in the APFed reference code.
+    Leftover bottom rows are dropped, as in the APFed reference code. ``min_rows``: the fewest rows a strip may
+    have (the reference conv encoder needs 5).
     """
     if images.ndim == 3:
         images = images[:, None]
     h = images.shape[2]
-    if not 1 <= n_views <= h:
-        raise DataError(f"--views must be between 1 and {h} for images of height {h}, got {n_views}")
+    most = h // min_rows
+    if not 1 <= n_views <= most:
+        why = f" (strips of at least {min_rows} rows, for the 5x5 conv encoder)" if min_rows > 1 else ""
+        raise DataError(f"--views must be between 1 and {most} for images of height {h}{why}, got {n_views}")
     step = h // n_views
     names = {2: ["top", "bottom"], 3: ["top", "middle", "bottom"]}.get(n_views)
     return [
