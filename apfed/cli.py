@@ -355,11 +355,16 @@ def _read_input(path: Path, model, id_column: str | None) -> tuple[np.ndarray | 
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     if path.suffix.lower() == ".npz":
-        z = np.load(path, allow_pickle=False)
+        from apfed.data.files import open_npz
+
+        z = open_npz(path)
         if "X" not in z.files:
             raise DataError(f"{path}: an NPZ input needs a feature array named 'X'")
         ids = np.asarray(z[id_column]).astype(str) if id_column and id_column in z.files else None
-        return ids, np.asarray(z["X"], dtype=np.float32)
+        try:
+            return ids, np.asarray(z["X"], dtype=np.float32)
+        except (ValueError, TypeError):
+            raise DataError(f"{path}: the feature array 'X' must be numeric") from None
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
     if len(rows) < 2:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -63,10 +64,14 @@ def test_train_predict_export(tmp_path, party_csvs):
     assert code == 0, err
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines[0].startswith("user_id,prediction,p_class_0") and len(lines) == 301
-    # an output that cannot be written is one clear line, before any work
+    # an output that cannot be written, or an input that is not what its name says, is one clear line
+    np.save((tmp_path / "npy.npz").open("wb"), np.zeros((2, 3)))
+    np.savez(tmp_path / "text.npz", X=np.array([["a", "b"]]))
     for args in (
         ["export", "--model", model, "--onnx", model / "m.onnx"],
         ["predict", "--model", model, "--input", a, "--id-column", "user_id", "--output", tmp_path],
+        ["predict", "--model", model, "--input", tmp_path / "npy.npz", "--output", tmp_path / "q.csv"],
+        ["predict", "--model", model, "--input", tmp_path / "text.npz", "--output", tmp_path / "q.csv"],
     ):
         code, _, err = run_cli(*args)
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]

@@ -84,6 +84,18 @@ def test_npz_party_file(tmp_path):
     assert t.X.shape == (2, 3) and list(t.ids) == ["a", "b"]
 
 
+def test_a_party_file_named_npz_that_is_not_an_npz_archive_is_a_clear_error(tmp_path):
+    """np.load would return a .npy file's array (whose lack of ``files`` was a traceback) or try to unpickle."""
+    npy, text, cut = tmp_path / "npy.npz", tmp_path / "text.npz", tmp_path / "cut.npz"
+    np.save(npy.open("wb"), np.zeros((2, 3)))
+    text.write_text("id,x\n1,2\n")
+    np.savez(cut, id=np.array(["a", "b"]), X=np.ones((2, 3), np.float32))
+    cut.write_bytes(cut.read_bytes()[:40])
+    for path, match in ((npy, "not an NPZ archive"), (text, "not an NPZ archive"), (cut, "not a readable NPZ")):
+        with pytest.raises(DataError, match=match):
+            read_party_file(path, "id")
+
+
 def _idx(path, arr):
     import struct
 

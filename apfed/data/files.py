@@ -73,11 +73,19 @@ def _numeric(values) -> bool:
         return False
 
 
-def _read_npz(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+def open_npz(path: Path):
+    """An NPZ archive's arrays (``np.lib.npyio.NpzFile``), never unpickling; DataError for anything else."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # np.load would also take a .npy array or try to unpickle
+            raise DataError(f"{path}: not an NPZ archive (np.savez/np.savez_compressed writes one)")
     try:
-        z = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises several types for a corrupt archive
         raise DataError(f"{path}: not a readable NPZ file ({e})") from None
+
+
+def _read_npz(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+    z = open_npz(path)
     if id_column not in z.files:
         raise DataError(f"{path}: no ID array {id_column!r} (arrays: {', '.join(z.files)}); set --id-column")
     if "X" not in z.files:
