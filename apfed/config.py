@@ -69,8 +69,22 @@ class TrainConfig:
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (
+                self.kd_weight >= 0 and self.feature_weight >= 0,
+                f"kd_weight and feature_weight must be >= 0, got {self.kd_weight} and {self.feature_weight}",
+            ),
+            *[
+                (getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
+                for k in ("embedding_dim", "hidden_dim", "head_hidden", "projection_dim", "eval_last")
+            ],
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.mixup >= 0 and self.shift >= 0, "mixup and shift must be >= 0"),
-            (self.temperature > 0 and self.kd_temperature > 0, "temperatures must be > 0"),
+            (
+                0 < self.temperature < math.inf and 0 < self.kd_temperature < math.inf,
+                "temperatures must be positive numbers",
+            ),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.batches_per_round >= 1, f"batches_per_round must be >= 1, got {self.batches_per_round}"),
             (self.dp_clip >= 0 and self.dp_noise >= 0, "dp_clip and dp_noise must be >= 0"),
