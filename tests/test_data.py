@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
@@ -140,6 +142,44 @@ def test_cifar_batch_with_code_is_refused(tmp_path):
             pickle.dump({b"data": Evil(), b"labels": [1]}, f)
     with pytest.raises(DataError, match="unexpected object"):
         load_image_dir("cifar10", tmp_path, 2)
+
+
+def _cifar_dir(tmp_path, batch):
+    import pickle
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(tmp_path / name, "wb") as f:
+            f.write(batch if isinstance(batch, bytes) else pickle.dumps(batch))
+
+
+@pytest.mark.parametrize(
+    "batch, match",
+    [
+        ([1, 2], "not a dict"),
+        ({b"data": np.zeros((4, 3072), np.uint8)}, "needs 'data' and 'labels'"),
+        ({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}, "rows of 3 x 32 x 32"),
+        ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0] * 3}, "4 images but 3 labels"),
+        # GLOBAL numpy._core.multiarray.empty, (2,), REDUCE: a numpy function, not a class a batch uses
+        (b"\x80\x02cnumpy._core.multiarray\nempty\nK\x02\x85R.", "unexpected object numpy._core.multiarray.empty"),
+        (b"garbage", "not a CIFAR python batch"),
+    ],
+)
+def test_a_malformed_cifar_batch_is_a_clear_error(tmp_path, batch, match):
+    _cifar_dir(tmp_path, batch)
+    with pytest.raises(DataError, match=re.escape(match)):
+        load_image_dir("cifar10", tmp_path, 2)
+
+
+def test_mnist_images_and_labels_must_match(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("t10k", 10)):
+        _idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
+        _idx(tmp_path / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n - 1))
+    with pytest.raises(DataError, match="20 images but 19 labels"):
+        load_image_dir("mnist", tmp_path, 2)
+    _idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 255, (20, 784)))
+    with pytest.raises(DataError, match="expected .n, rows, cols. images"):
+        load_image_dir("mnist", tmp_path, 2)
 
 
 def test_missing_image_dir():

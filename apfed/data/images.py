@@ -35,15 +35,18 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(shape)
 
 
+_CIFAR_CLASSES = {  # what a CIFAR python batch (a dict of numpy arrays and lists) may load, nothing more
+    (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
 def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"missing CIFAR batch {path}")
 
-    class _NoCode(pickle.Unpickler):  # CIFAR batches are plain dicts of arrays: refuse anything else
+    class _NoCode(pickle.Unpickler):  # refuse every class and function a plain batch does not use
         def find_class(self, module, name):
-            if module.startswith("numpy") and name in ("ndarray", "dtype", "_reconstruct"):
-                return super().find_class(module, name)
-            if module == "numpy._core.multiarray" or module == "numpy.core.multiarray":
+            if (module, name) in _CIFAR_CLASSES:
                 return super().find_class(module, name)
             raise DataError(f"{path.name}: unexpected object {module}.{name} in a CIFAR batch")
 
@@ -54,8 +57,31 @@ def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
             raise
         except Exception as e:
             raise DataError(f"{path.name}: not a CIFAR python batch ({e})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path.name}: not a CIFAR python batch (a {type(d).__name__}, not a dict)")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    return np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[label_key], np.int64)
+    if "data" not in d or label_key not in d:
+        raise DataError(f"{path.name}: a CIFAR batch needs 'data' and {label_key!r} (has {', '.join(map(str, d))})")
+    try:
+        images = np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(d[label_key], np.int64).reshape(-1)
+    except (ValueError, TypeError):
+        raise DataError(f"{path.name}: 'data' must hold rows of 3 x 32 x 32 bytes and {label_key!r} integers") from None
+    return images, _same_count(path, images, labels)
+
+
+def _same_count(path: Path, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    if len(images) != len(labels):
+        raise DataError(f"{path.name}: {len(images)} images but {len(labels)} labels")
+    return labels
+
+
+def _idx_pair(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(root / f"{split}-images-idx3-ubyte")
+    labels = read_idx(root / f"{split}-labels-idx1-ubyte")
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{split}-images/-labels in {root}: expected (n, rows, cols) images and (n,) labels")
+    return images, _same_count(root / f"{split}-labels-idx1-ubyte", images, labels.astype(np.int64))
 
 
 def load_image_dir(name: str, root: str | Path, n_views: int = 2) -> MultiViewDataset:
@@ -66,10 +92,7 @@ def load_image_dir(name: str, root: str | Path, n_views: int = 2) -> MultiViewDa
     if not root.is_dir():
         raise DataError(f"image directory not found: {root}")
     if name in ("mnist", "fashion-mnist"):
-        parts = [
-            (read_idx(root / f"{s}-images-idx3-ubyte"), read_idx(root / f"{s}-labels-idx1-ubyte"))
-            for s in ("train", "t10k")
-        ]
+        parts = [_idx_pair(root, s) for s in ("train", "t10k")]
         classes = [str(i) for i in range(10)]
     elif name == "cifar10":
         base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
