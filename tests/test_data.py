@@ -71,6 +71,7 @@ def test_no_shared_ids_is_a_clear_error(tmp_path):
         ("id,x,label\n1,0.5\n", "fields"),
         ("id,x,label\n1,0.5,a\n1,0.7,b\n", "duplicate"),
         ("id,x,label\n", "at least one data row"),
+        ("id,x,label\n1,0.5,a\n2,0.7, \n3,0.1,NaN\n", r"2 rows have no label \(IDs 2, 3\)"),
     ],
 )
 def test_bad_files(tmp_path, content, match):

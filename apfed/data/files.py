@@ -107,6 +107,15 @@ def _checked(t: PartyTable) -> PartyTable:
         raise DataError(f"{t.path}: the ID column has duplicate values")
     if not np.isfinite(t.X).all():
         raise DataError(f"{t.path}: features hold NaN or infinite values")
+    if t.labels is not None:
+        text = np.char.lower(np.char.strip(t.labels.astype(str)))
+        missing = np.flatnonzero((text == "") | (text == "nan"))
+        if len(missing):
+            first = ", ".join(map(str, t.ids[missing[:3]]))
+            raise DataError(
+                f"{t.path}: {len(missing)} rows have no label (IDs {first}{', ...' if len(missing) > 3 else ''});"
+                " fill them or leave those rows out"
+            )
     return t
 
 
