@@ -351,7 +351,8 @@ def simulate(
         typer.echo(f"wrote {out}", err=True)
 
 
-def _read_input(path: Path, model, id_column: str | None) -> tuple[np.ndarray | None, np.ndarray]:
+def _read_input(path: Path, model, id_column: str, required: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
+    """The IDs (None when the input has no ``id_column``; an error if ``required``) and the feature rows."""
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     if path.suffix.lower() == ".npz":
@@ -360,7 +361,9 @@ def _read_input(path: Path, model, id_column: str | None) -> tuple[np.ndarray | 
         z = open_npz(path)
         if "X" not in z.files:
             raise DataError(f"{path}: an NPZ input needs a feature array named 'X'")
-        ids = np.asarray(z[id_column]).astype(str) if id_column and id_column in z.files else None
+        if required and id_column not in z.files:
+            raise DataError(f"{path}: no ID array {id_column!r} (arrays: {', '.join(z.files)})")
+        ids = np.asarray(z[id_column]).astype(str) if id_column in z.files else None
         try:
             return ids, np.asarray(z["X"], dtype=np.float32)
         except (ValueError, TypeError):
@@ -371,7 +374,10 @@ def _read_input(path: Path, model, id_column: str | None) -> tuple[np.ndarray | 
         raise DataError(f"{path}: needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
     ids = None
-    if id_column and id_column in header:
+    if required and id_column not in header:
+        more = ", ..." if len(header) > 8 else ""
+        raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}{more})")
+    if id_column in header:
         j = header.index(id_column)
         ids = np.asarray([r[j] for r in rows[1:]])
     cols = model.columns
@@ -395,14 +401,18 @@ def predict(
     model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
     input: Annotated[Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X').")],
     output: Annotated[Path, typer.Option(help="Where to write the predictions CSV.")] = Path("predictions.csv"),
-    id_column: Annotated[str | None, typer.Option(help="ID column to carry into the output.")] = "id",
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="ID column to carry into the output (default: 'id' when the input has one)."),
+    ] = None,
 ):
     """Predict from the active party's data alone: no passive party, no Flower, no network."""
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
     _output_file(output)
-    ids, X = _read_input(input, m, id_column)
+    ids, X = _read_input(input, m, id_column or "id", required=id_column is not None)
+    id_column = id_column or "id"
     proba = m.predict_proba(X)
     pred = m.classes_[proba.argmax(1)]
     with output.open("w", newline="") as f:

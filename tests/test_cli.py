@@ -72,6 +72,7 @@ def test_train_predict_export(tmp_path, party_csvs):
         ["predict", "--model", model, "--input", a, "--id-column", "user_id", "--output", tmp_path],
         ["predict", "--model", model, "--input", tmp_path / "npy.npz", "--output", tmp_path / "q.csv"],
         ["predict", "--model", model, "--input", tmp_path / "text.npz", "--output", tmp_path / "q.csv"],
+        ["predict", "--model", model, "--input", a, "--id-column", "nope", "--output", tmp_path / "q.csv"],
     ):
         code, _, err = run_cli(*args)
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
