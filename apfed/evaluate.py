@@ -69,6 +69,7 @@ def evaluate(
     t0 = time.time()
     if jobs == 0:
         jobs = auto_jobs(len(methods) * seeds, cfg.device)
+    jobs = min(jobs, len(methods) * seeds)  # no idle workers (each would also split the cores' threads)
     if jobs > 1:
         configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
         runs = _parallel(ds, active, configs, jobs, console, quiet, safety)
