@@ -514,16 +514,12 @@ def preflight(
     """Check keys, certificates, pins and ports before starting a SuperLink or SuperNode."""
     from apfed.preflight import check_certificate, check_port_free, check_private_key
     from protocols.errors import ProtocolError
-    from protocols.sealing import PartyKey, check_fingerprint
+    from protocols.sealing import PartyKey, parse_pins
 
     try:
         if seal_key is not None:
             typer.echo(f"seal key {seal_key}: {PartyKey.load(seal_key).fingerprint}")
-        for p in pin or []:
-            name, sep, fp = p.partition("=")
-            if not sep:
-                raise ConfigError(f"--pin takes NAME=sha256:<hex>, got {p!r}")
-            check_fingerprint(fp, f"pin of {name}")
+        parse_pins(pin or [])
         for c in cert or []:
             check_certificate(c)
         for k in key or []:

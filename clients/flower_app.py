@@ -110,17 +110,15 @@ def active_sealing(s: RunSettings, names: list[str]):
         if s.pins:
             raise ConfigError("pins are set but seal-key is not: give the active party's key to turn encryption on")
         return None
-    from protocols.sealing import PartyKey, Sealing, check_fingerprint
+    from protocols.sealing import PartyKey, Sealing, parse_pins
 
-    pins = {}
-    for p in s.pins:
-        name, sep, fp = p.partition("=")
-        if not sep:
-            raise ConfigError(f"pins take passiveN=sha256:<hex>, got {p!r}")
-        pins[name.strip()] = check_fingerprint(fp, f"pin of {name.strip()}")
+    pins = parse_pins(s.pins, "pins")
     missing = [n for n in names if n not in pins]
     if missing:
         raise ConfigError(f"encryption is on but no fingerprint is pinned for {', '.join(missing)}")
+    unknown = sorted(set(pins) - set(names))
+    if unknown:
+        raise ConfigError(f"pins name parties this run does not have: {', '.join(unknown)} (it has {', '.join(names)})")
     return Sealing(PartyKey.load(s.seal_key), pins)
 
 

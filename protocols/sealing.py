@@ -88,6 +88,22 @@ def check_fingerprint(value: str, what: str) -> str:
     return "sha256:" + hexpart
 
 
+def parse_pins(pins: list[str], option: str = "--pin") -> dict[str, str]:
+    """``NAME=sha256:<hex>`` pins as {name: fingerprint}; a malformed pin, or a name pinned to two different
+    fingerprints (an operator's slip that must not resolve silently to one of them), is an error."""
+    out: dict[str, str] = {}
+    for p in pins:
+        name, sep, fp = p.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ProtocolError(f"{option} takes NAME=sha256:<hex>, got {p!r}")
+        fp = check_fingerprint(fp, f"pin of {name}")
+        if out.get(name, fp) != fp:
+            raise ProtocolError(f"{name} is pinned twice, to different fingerprints")
+        out[name] = fp
+    return out
+
+
 @dataclass
 class Sealing:
     """One party's encryption settings: its own key and the fingerprints it pins, by party name."""

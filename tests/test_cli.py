@@ -107,6 +107,7 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["train", "--dataset", "digits", "--resume", "--checkpoint-dir", "/nonexistent"], "nothing to resume"),
         (["preflight", "--seal-key", "/nonexistent.pem"], "cannot read the encryption key"),
         (["preflight", "--pin", "passive1=sha256:abc"], "not a key fingerprint"),
+        (["preflight", "--pin", f"p=sha256:{'a' * 64}", "--pin", f"p=sha256:{'b' * 64}"], "pinned twice"),
         (["preflight", "--cert", "/nonexistent.pem"], "cannot read the certificate"),
         (["preflight", "--key", "/nonexistent"], "cannot read the private key"),
         (["evaluate", "--dataset", "digits", "--payload", "int8"], "payload must be float32 or float16"),

@@ -108,6 +108,31 @@ def test_key_files_round_trip_and_bad_files_give_one_clear_error(tmp_path):
         PartyKey.load(tmp_path / "ec.pem")
 
 
+def test_pins_are_parsed_strictly_and_the_active_refuses_unknown_or_conflicting_ones(tmp_path):
+    """A name pinned to two fingerprints, or a pin for a party the run does not have (a typo), is an error
+    instead of the last pin silently winning or the pin being ignored."""
+    from apfed.errors import ConfigError
+    from clients.flower_app import RunSettings, active_sealing
+    from protocols.sealing import parse_pins
+
+    a, b = PartyKey().fingerprint, PartyKey().fingerprint
+    assert parse_pins([f"passive1={a}", f" passive1 ={a.upper().replace('SHA256', 'sha256')}"]) == {"passive1": a}
+    for pins, match in (
+        ([f"passive1={a}", f"passive1={b}"], "pinned twice"),
+        ([f"{a}"], "takes NAME=sha256"),
+        ([f"={a}"], "takes NAME=sha256"),
+        (["passive1=sha256:abc"], "not a key fingerprint"),
+    ):
+        with pytest.raises(ProtocolError, match=match):
+            parse_pins(pins)
+    PartyKey().save(tmp_path / "active.pem")
+    settings = RunSettings(dataset="digits", seal_key=str(tmp_path / "active.pem"), pins=[f"passive1={a}"])
+    assert active_sealing(settings, ["passive1"]).pins == {"passive1": a}
+    for pins, match in (([f"pasive1={a}", f"passive1={a}"], "does not have: pasive1"), ([], "no fingerprint")):
+        with pytest.raises(ConfigError, match=match):
+            active_sealing(dataclasses.replace(settings, pins=pins), ["passive1"])
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_bundled("digits", 2)
