@@ -411,8 +411,8 @@ def predict(
 
     m = StandaloneModel.load(model)
     _output_file(output)
-    ids, X = _read_input(input, m, id_column or "id", required=id_column is not None)
-    id_column = id_column or "id"
+    required, id_column = id_column is not None, id_column or "id"
+    ids, X = _read_input(input, m, id_column, required)
     proba = m.predict_proba(X)
     pred = m.classes_[proba.argmax(1)]
     with output.open("w", newline="") as f:

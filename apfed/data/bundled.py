@@ -50,8 +50,7 @@ def load_bundled(name: str, n_views: int | None = None, split_seed: int = 0) -> 
             d = load_digits()
             images, labels = d.images.astype(np.uint8), d.target.astype(np.int64)
         pixel_scale = 255.0 if name == "mnist5k" else 16.0
-        conv = name == "mnist5k"
-        views = image_strips(images, n_views or 2, pixel_scale, min_rows=CONV_MIN_ROWS if conv else 1)
+        views = image_strips(images, n_views or 2, pixel_scale, min_rows=CONV_MIN_ROWS if name == "mnist5k" else 1)
         if name == "digits":  # 8x8 strips are too small for the reference conv nets: use MLPs on pixels
             views = [
                 View(
