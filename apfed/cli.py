@@ -11,7 +11,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from apfed.config import DEFAULT_METHODS
+from apfed.catalog import BUNDLED, IMAGE_SETS
+from apfed.config import DEFAULT_METHODS, METHODS
 from apfed.errors import ApfedError, ConfigError, DataError
 from protocols.errors import ProtocolError
 
@@ -56,33 +57,42 @@ DpClip = Annotated[float | None, typer.Option(min=0, help="DP: clip each sent em
 DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise std as a multiple of --dp-clip.")]
 
 
-def _safety(encrypt: bool, on_bad_message: str, round_timeout: float | None, **checkpoints):
-    from apfed.runner import Safety
-
+def _check_policy(on_bad_message: str) -> None:
     if on_bad_message not in ("skip", "fail"):
         raise ConfigError(f"--on-bad-message takes skip or fail, got {on_bad_message!r}")
+
+
+def _safety(encrypt: bool, on_bad_message: str, round_timeout: float | None, **checkpoints):
+    _check_policy(on_bad_message)
+    from apfed.runner import Safety
+
     if round_timeout is not None and on_bad_message == "fail":
         on_bad_message = "skip"  # a deadline exists to go on without the late party
     return Safety(encrypt, on_bad_message, round_timeout, **checkpoints)
 
 
-def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten"):
-    from apfed.data import BUNDLED, IMAGE_SETS, load_bundled, load_image_dir, load_party_files
-
+def _check_data_options(dataset, views, data, data_dir, default="handwritten") -> None:
+    """The data options' mistakes that show without any data: found in a blink, before torch is imported."""
     if data:
         if dataset or views:
             raise ConfigError("give either --data files or --dataset, not both")
+        return
+    name = dataset or default
+    if name not in BUNDLED + IMAGE_SETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(BUNDLED + IMAGE_SETS)} or give --data")
+    if name in IMAGE_SETS and data_dir is None:
+        raise DataError(f"{name} is not bundled: give --data-dir with its files (apfed never downloads data)")
+
+
+def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten"):
+    _check_data_options(dataset, views, data, data_dir, default)
+    from apfed.data import load_bundled, load_image_dir, load_party_files
+
+    if data:
         ds = load_party_files(data, id_column, label_column, log=lambda m: typer.echo(m, err=True))
     else:
         name = dataset or default
-        if name in IMAGE_SETS:
-            if data_dir is None:
-                raise DataError(f"{name} is not bundled: give --data-dir with its files (apfed never downloads data)")
-            ds = load_image_dir(name, data_dir, views or 2)
-        elif name in BUNDLED:
-            ds = load_bundled(name, views)
-        else:
-            raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(BUNDLED + IMAGE_SETS)} or give --data")
+        ds = load_image_dir(name, data_dir, views or 2) if name in IMAGE_SETS else load_bundled(name, views)
     if active is None:
         active = "fou" if ds.name == "handwritten" else "0"
     return ds, ds.view_index(active)
@@ -163,16 +173,10 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("results"),
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
-    from apfed.config import METHODS
-    from apfed.evaluate import evaluate as run_eval
-
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     for m in chosen:
         if m not in METHODS:
             raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(METHODS)}")
-    if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
-        raise ConfigError("federated methods need at least 2 views (one passive)")
     cfg = _config(
         preset,
         set_,
@@ -191,8 +195,16 @@ def evaluate(
         dp_clip=dp_clip,
         dp_noise=dp_noise,
     )
+    _check_policy(on_bad_message)
+    _check_data_options(dataset, views, data, data_dir)
+    _output_dir(out)
+    from apfed.evaluate import evaluate as run_eval
+
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
+    if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
+        raise ConfigError("federated methods need at least 2 views (one passive)")
     safety = _safety(encrypt, on_bad_message, None)
-    run_eval(ds, a, chosen, seeds, cfg, _output_dir(out), preset, jobs=jobs, safety=safety)
+    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety)
 
 
 @app.command()
@@ -228,18 +240,13 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
 ):
     """Train one method and write the active party's standalone model."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from apfed.config import STANDALONE
-    from apfed.runner import run
 
     if method in STANDALONE and not STANDALONE[method]:
         raise ConfigError(
             f"{method} needs every party at prediction time, so it yields no standalone model; "
             "choose local, apfed-r, apfed-c, apfed-m or apfed-kd"
         )
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
     cfg = _config(
         preset,
         set_,
@@ -253,11 +260,19 @@ def train(
         dp_clip=dp_clip,
         dp_noise=dp_noise,
     )
-    _output_file(out)
     if (checkpoint_every or resume) and checkpoint_dir is None:
         raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir")
     if resume and not (checkpoint_dir / "active.ckpt").exists():
         raise DataError(f"nothing to resume: {checkpoint_dir / 'active.ckpt'} does not exist")
+    _check_policy(on_bad_message)
+    _check_data_options(dataset, views, data, data_dir)
+    _output_file(out)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from apfed.runner import run
+
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
     safety = _safety(
         encrypt,
         on_bad_message,
@@ -304,11 +319,14 @@ def simulate(
     verbose: Annotated[bool, typer.Option(help="Show Flower's own log.")] = False,
 ):
     """Multi-process local simulation with the Flower simulation engine: one virtual SuperNode per passive."""
+    if method in ("local", "centralized"):
+        raise ConfigError(f"{method} has no passive parties to simulate; use 'apfed evaluate'")
+    _check_data_options(dataset, views, data, data_dir, default="mnist5k")
+    if out:
+        _output_file(out)
     from clients.flower_app import RunSettings
     from clients.flower_app import simulate as run_sim
 
-    if method in ("local", "centralized"):
-        raise ConfigError(f"{method} has no passive parties to simulate; use 'apfed evaluate'")
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="mnist5k")
     s = RunSettings(
         dataset=dataset or "mnist5k",
@@ -329,8 +347,6 @@ def simulate(
         model_out=str(out or ""),
     )
     _check_device(s.config().device)  # validate before starting Flower
-    if out:
-        _output_file(out)
     from rich.console import Console
     from rich.progress import Progress
 

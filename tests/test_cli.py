@@ -126,6 +126,30 @@ def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--dataset", "nope"],
+        ["evaluate", "--dataset", "digits", "--methods", "magic"],
+        ["evaluate", "--dataset", "digits", "--set", "momentum=1"],
+        ["evaluate", "--dataset", "digits", "--on-bad-message", "maybe"],
+        ["evaluate", "--dataset", "digits", "--out", "/dev/null/r"],
+        ["train", "--method", "tvfl"],
+        ["train", "--dataset", "digits", "--resume"],
+        ["simulate", "--dataset", "mnist"],
+    ],
+)
+def test_option_mistakes_are_reported_before_torch_is_imported(args):
+    """A typo costs a fraction of a second, not the seconds that importing torch takes."""
+    probe = (
+        "import sys\nfrom apfed.cli import main\nsys.argv = ['apfed', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
+    )
+    p = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+    assert p.stdout.split() == ["2", "False"], (p.stdout, p.stderr)
+    assert p.stderr.startswith("error:")
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
 @pytest.mark.parametrize(
     "args",

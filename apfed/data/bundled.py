@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from apfed.catalog import BUNDLED
 from apfed.data.splits import stratified_split
 from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, image_strips
 from apfed.errors import DataError
 
-BUNDLED = ("mnist5k", "handwritten", "digits")
 HANDWRITTEN_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
 
 

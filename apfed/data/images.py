@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from apfed.catalog import IMAGE_SETS
 from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, image_strips
 from apfed.errors import DataError
-
-IMAGE_SETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
 
 
 def _open(path: Path):
