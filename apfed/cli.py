@@ -23,6 +23,37 @@ app = typer.Typer(
     help="Vertical federated learning where the active party ends up with a standalone model.",
 )
 
+
+def _show_version(value: bool) -> None:
+    """``--version``: what two organizations compare before a deployment (read without importing torch)."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from apfed import __version__
+    from protocols.messages import SCHEMA_VERSION
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    typer.echo(
+        f"apfed {__version__} (message schema {SCHEMA_VERSION}; torch {installed('torch')}, flwr {installed('flwr')})"
+    )
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the versions and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
 Dataset = Annotated[
     str | None,
     typer.Option(

@@ -126,6 +126,20 @@ def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
     assert "Traceback" not in err
 
 
+def test_version_names_apfed_the_message_schema_torch_and_flower():
+    from importlib.metadata import version
+
+    import apfed
+    from protocols.messages import SCHEMA_VERSION
+
+    code, out, err = run_cli("--version")
+    assert code == 0, err
+    assert apfed.__version__ == version("apfed")  # the package and its distribution agree
+    assert out.strip() == (
+        f"apfed {version('apfed')} (message schema {SCHEMA_VERSION}; torch {version('torch')}, flwr {version('flwr')})"
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [
