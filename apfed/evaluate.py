@@ -27,23 +27,35 @@ def _run_one(ds: MultiViewDataset, active: int, cfg: TrainConfig, threads: int, 
     return run(ds, active, cfg, safety=safety).to_json()
 
 
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them (no traceback from every worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet: bool, safety=None) -> list[dict]:
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     from rich.progress import Progress
 
-    with (
-        Progress(console=console, disable=quiet) as progress,
-        ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool,
-    ):
-        task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        futures = [pool.submit(_run_one, ds, active, c, threads, safety) for c in configs]
-        runs = []
-        for f in futures:
-            runs.append(f.result())
-            progress.update(task, advance=1)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = mp.get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
+    try:
+        with Progress(console=console, disable=quiet) as progress:
+            task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
+            pending = [pool.apply_async(_run_one, (ds, active, c, threads, safety)) for c in configs]
+            runs = []
+            for r in pending:
+                runs.append(r.get())
+                progress.update(task, advance=1)
+        pool.close()
+    except BaseException:
+        # Ctrl-C or a failed run: stop the workers now; waiting would finish every queued run first
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     return runs
 
 

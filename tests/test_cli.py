@@ -1,6 +1,10 @@
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +270,45 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
         timeout=120,
     )
     _one_error_line(p.returncode, p.stderr, "expired on")
+
+
+def _running_in_session(sid: int) -> list[str]:
+    """Processes of session ``sid`` that are still running (zombies excluded), by command line."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                alive.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:100])
+    return alive
+
+
+def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during `evaluate --jobs 2` stops the
+    workers and exits with 130 at once: it does not first finish the runs already started or queued (each takes
+    minutes here), and no worker prints a traceback."""
+    args = ["evaluate", "--dataset", "digits", "--methods", "apfed-c", "--seeds", "4", "--epochs", "1000"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", *args, "--jobs", "2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, even under nohup
+    )
+    try:
+        time.sleep(12)  # the workers are training by now
+        assert p.poll() is None, p.communicate()[1]
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        deadline = time.monotonic() + 10  # multiprocessing's resource tracker exits once the main process has
+        while (left := _running_in_session(p.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(30)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert not (tmp_path / "results.json").exists()
+    assert left == [], left
