@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -234,6 +235,8 @@ def evaluate(
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
     if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
         raise ConfigError("federated methods need at least 2 views (one passive)")
+    for m in chosen:
+        replace(cfg, method=m).check_passives(len(ds.views) - 1)
     safety = _safety(encrypt, on_bad_message, None)
     run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety)
 
@@ -304,6 +307,7 @@ def train(
     from apfed.runner import run
 
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
+    cfg.check_passives(len(ds.views) - 1)
     safety = _safety(
         encrypt,
         on_bad_message,
@@ -378,6 +382,7 @@ def simulate(
         model_out=str(out or ""),
     )
     _check_device(s.config().device)  # validate before starting Flower
+    s.config().check_passives(len(ds.views) - 1)
     from rich.console import Console
     from rich.progress import Progress
 

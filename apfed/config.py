@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from apfed.errors import ConfigError
 
 METHODS = ("local", "apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl", "centralized")
+USES_PASSIVE_LOSSES = ("apfed-m", "apfed-kd")  # methods that read passive_losses
 DEFAULT_METHODS = ("local", "apfed-c", "apfed-kd", "tvfl")  # what `apfed evaluate` compares by default
 STANDALONE = {
     "local": True,
@@ -107,6 +108,15 @@ class TrainConfig:
     def passive_loss_list(self) -> list[str]:
         return [p.strip().lower() for p in self.passive_losses.split(",") if p.strip()]
 
+    def check_passives(self, n: int) -> None:
+        """``passive_losses`` names at most one loss per passive of a run with ``n`` passives (apfed-m, apfed-kd)."""
+        chosen = self.passive_loss_list()
+        if self.method in USES_PASSIVE_LOSSES and len(chosen) > n:
+            raise ConfigError(
+                f"passive_losses names {len(chosen)} losses ({self.passive_losses}) but the run has {n} passive(s); "
+                "give one r or c per passive, in order"
+            )
+
     def passive_loss(self, i: int) -> str | None:
         """The APFed loss passive ``i`` trains with: "r", "c", or None (local, tvfl, centralized)."""
         chosen = self.passive_loss_list()
@@ -114,7 +124,7 @@ class TrainConfig:
             return "r"
         if self.method == "apfed-c":
             return "c"
-        if self.method in ("apfed-m", "apfed-kd"):
+        if self.method in USES_PASSIVE_LOSSES:
             if i < len(chosen):
                 return chosen[i]
             return ("r", "c")[i % 2] if self.method == "apfed-m" else "c"

@@ -177,6 +177,7 @@ class ActiveClient:
 
     def _setup(self) -> None:
         cfg, d = self.cfg, self.data
+        cfg.check_passives(len(self.names))
         train_pos, test_pos = positions(d.ids, d.train_ids), positions(d.ids, d.test_ids)
         present = np.ones(len(d.ids), dtype=bool)
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}

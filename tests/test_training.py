@@ -4,6 +4,7 @@ import torch
 
 from apfed.config import make_config
 from apfed.data import load_bundled
+from apfed.errors import ConfigError
 from apfed.runner import build_clients, run
 from protocols import decode
 
@@ -251,3 +252,14 @@ def _train_rows(ds, cfg) -> int:
     client = build_clients(ds, 0, cfg)
     client.setup()
     return len(client.train_idx)
+
+
+@pytest.mark.parametrize("method", ["apfed-m", "apfed-kd"])
+def test_more_passive_losses_than_passives_is_refused_before_training(digits, method):
+    """The active party refuses a run config naming a loss for a passive it does not have (a deployment
+    reaches this check without the CLI's)."""
+    client = build_clients(digits, 0, make_config("default", method=method, passive_losses="r,c"))
+    with pytest.raises(ConfigError, match="names 2 losses .* has 1 passive"):
+        client.setup()
+    assert client.round == 0  # nothing was sent
+    run(digits, 0, make_config("default", method=method, passive_losses="r", epochs=1))  # one per passive is fine
