@@ -83,19 +83,23 @@ OnBadMessage = Annotated[
     str, typer.Option(help="A passive's bad or missing reply in a training round: skip it, or fail the run.")
 ]
 RoundTimeout = Annotated[
-    float | None, typer.Option(min=0, help="Seconds a passive has to answer a round; a late one is skipped.")
+    float | None, typer.Option(help="Seconds a passive has to answer a round (> 0); a late one is skipped.")
 ]
 DpClip = Annotated[float | None, typer.Option(min=0, help="DP: clip each sent embedding to this L2 norm.")]
 DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise std as a multiple of --dp-clip.")]
 
 
-def _check_policy(on_bad_message: str) -> None:
+def _check_policy(on_bad_message: str, round_timeout: float | None = None) -> None:
     if on_bad_message not in ("skip", "fail"):
         raise ConfigError(f"--on-bad-message takes skip or fail, got {on_bad_message!r}")
+    if round_timeout is not None and not round_timeout > 0:  # 0 s would drop every reply, set-up's included
+        raise ConfigError(
+            f"--round-timeout must be a positive number of seconds (leave it out for no deadline), got {round_timeout}"
+        )
 
 
 def _safety(encrypt: bool, on_bad_message: str, round_timeout: float | None, **checkpoints):
-    _check_policy(on_bad_message)
+    _check_policy(on_bad_message, round_timeout)
     from apfed.runner import Safety
 
     if round_timeout is not None and on_bad_message == "fail":
@@ -298,7 +302,7 @@ def train(
         raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir")
     if resume and not (checkpoint_dir / "active.ckpt").exists():
         raise DataError(f"nothing to resume: {checkpoint_dir / 'active.ckpt'} does not exist")
-    _check_policy(on_bad_message)
+    _check_policy(on_bad_message, round_timeout)
     _check_data_options(dataset, views, data, data_dir)
     _output_file(out)
     from rich.console import Console

@@ -108,6 +108,7 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["evaluate", "--dataset", "digits", "--on-bad-message", "maybe"], "skip or fail"),
         (["evaluate", "--dataset", "digits", "--dp-noise", "1"], "needs a clip bound"),
         (["train", "--dataset", "digits", "--resume"], "need --checkpoint-dir"),
+        (["train", "--dataset", "digits", "--round-timeout", "0"], "--round-timeout must be a positive number"),
         (["train", "--dataset", "digits", "--resume", "--checkpoint-dir", "/nonexistent"], "nothing to resume"),
         (["preflight", "--seal-key", "/nonexistent.pem"], "cannot read the encryption key"),
         (["preflight", "--pin", "passive1=sha256:abc"], "not a key fingerprint"),

@@ -96,3 +96,13 @@ def test_a_cuda_simulation_trains_the_in_process_model(tmp_path, method):
     for k in local:
         agree = np.mean(np.asarray(sim["test_predictions"][k]) == local[k])
         assert agree >= 0.99, (k, agree)
+
+
+@pytest.mark.parametrize("timeout", [-1.0, float("nan")])
+def test_a_negative_round_timeout_in_the_run_config_is_refused_before_anything_runs(timeout):
+    from apfed.errors import ConfigError
+    from clients.flower_app import RunSettings, run_active
+
+    s = RunSettings.from_run_config({"dataset": "digits", "method": "apfed-c", "round-timeout": timeout})
+    with pytest.raises(ConfigError, match="round-timeout must be >= 0"):
+        run_active(None, s)  # refused before the Grid is touched
