@@ -424,18 +424,16 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             return ids, np.asarray(z["X"], dtype=np.float32)
         except (ValueError, TypeError):
             raise DataError(f"{path}: the feature array 'X' must be numeric") from None
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise DataError(f"{path}: needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
+    from apfed.data.files import read_csv_rows
+
+    header, rows = read_csv_rows(path)
     ids = None
     if required and id_column not in header:
         more = ", ..." if len(header) > 8 else ""
         raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}{more})")
     if id_column in header:
         j = header.index(id_column)
-        ids = np.asarray([r[j] for r in rows[1:]])
+        ids = np.asarray([r[j] for r in rows])
     cols = model.columns
     if cols and all(c in header for c in cols):
         take = [header.index(c) for c in cols]
@@ -446,7 +444,7 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             hint = f" (missing columns: {', '.join(missing)})" if missing else ""
             raise DataError(f"{path}: {len(take)} feature columns, the model expects {model.n_features}{hint}")
     try:
-        X = np.asarray([[r[j] for j in take] for r in rows[1:]], dtype=np.float32)
+        X = np.asarray([[r[j] for j in take] for r in rows], dtype=np.float32)
     except (ValueError, IndexError):
         raise DataError(f"{path}: feature values must be numeric and every row complete") from None
     return ids, X

@@ -71,12 +71,16 @@ def test_train_predict_export(tmp_path, party_csvs):
     # an output that cannot be written, or an input that is not what its name says, is one clear line
     np.save((tmp_path / "npy.npz").open("wb"), np.zeros((2, 3)))
     np.savez(tmp_path / "text.npz", X=np.array([["a", "b"]]))
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)))  # was a UnicodeDecodeError traceback
+    (tmp_path / "twice.csv").write_text("user_id,f0,f0\nu1,0.1,0.2\n")
     for args in (
         ["export", "--model", model, "--onnx", model / "m.onnx"],
         ["predict", "--model", model, "--input", a, "--id-column", "user_id", "--output", tmp_path],
         ["predict", "--model", model, "--input", tmp_path / "npy.npz", "--output", tmp_path / "q.csv"],
         ["predict", "--model", model, "--input", tmp_path / "text.npz", "--output", tmp_path / "q.csv"],
         ["predict", "--model", model, "--input", a, "--id-column", "nope", "--output", tmp_path / "q.csv"],
+        ["predict", "--model", model, "--input", tmp_path / "binary.csv", "--output", tmp_path / "q.csv"],
+        ["predict", "--model", model, "--input", tmp_path / "twice.csv", "--output", tmp_path / "q.csv"],
     ):
         code, _, err = run_cli(*args)
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]

@@ -72,11 +72,17 @@ def test_no_shared_ids_is_a_clear_error(tmp_path):
         ("id,x,label\n1,0.5,a\n1,0.7,b\n", "duplicate"),
         ("id,x,label\n", "at least one data row"),
         ("id,x,label\n1,0.5,a\n2,0.7, \n3,0.1,NaN\n", r"2 rows have no label \(IDs 2, 3\)"),
+        ("id,x,x,label\n1,0.5,0.9,a\n", "column names used more than once: 'x'"),  # was read as two copies of x
+        ("id,x,label,label\n1,0.5,a,b\n", "more than once: 'label'"),
+        (b"id,x,label\n\xa1\xff,0.5,a\n", "not a readable CSV file"),
     ],
 )
 def test_bad_files(tmp_path, content, match):
     f = tmp_path / "a.csv"
-    f.write_text(content)
+    if isinstance(content, bytes):
+        f.write_bytes(content)
+    else:
+        f.write_text(content)
     with pytest.raises(DataError, match=match):
         read_party_file(f, "id", "label")
 

@@ -34,7 +34,8 @@ def read_party_file(path: str | Path, id_column: str, label_column: str | None =
     return _read_csv(path, id_column, label_column)
 
 
-def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+def read_csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A CSV file's header (names stripped, each at most once) and its data rows; DataError for anything else."""
     try:
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
@@ -43,15 +44,23 @@ def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTabl
     if len(rows) < 2:
         raise DataError(f"{path}: needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:  # a second column of the same name would be read as a copy of the first
+        raise DataError(f"{path}: column names used more than once: {', '.join(repr(h) for h in twice)}")
+    return header, rows[1:]
+
+
+def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+    header, data = read_csv_rows(path)
     if id_column not in header:
         raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}…); set --id-column")
     if label_column is not None and label_column not in header:
         raise DataError(f"{path}: no label column {label_column!r}; set --label-column")
     width = len(header)
-    for n, r in enumerate(rows[1:], start=2):
+    for n, r in enumerate(data, start=2):
         if len(r) != width:
             raise DataError(f"{path}: line {n} has {len(r)} fields, the header has {width}")
-    cols = list(zip(*rows[1:], strict=True))
+    cols = list(zip(*data, strict=True))
     ids = np.asarray(cols[header.index(id_column)], dtype=str)
     labels = np.asarray(cols[header.index(label_column)], dtype=str) if label_column else None
     feature_names = [h for h in header if h not in (id_column, label_column)]
