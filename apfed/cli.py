@@ -385,13 +385,14 @@ def simulate(
         sets=list(set_ or []),
         model_out=str(out or ""),
     )
-    _check_device(s.config().device)  # validate before starting Flower
-    s.config().check_passives(len(ds.views) - 1)
+    cfg = s.config()  # validated here, before Flower starts
+    _check_device(cfg.device)
+    cfg.check_passives(len(ds.views) - 1)
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True)) as progress:
-        task = progress.add_task(f"{method} over Flower simulation", total=s.config().epochs)
+        task = progress.add_task(f"{method} over Flower simulation", total=cfg.epochs)
         r = run_sim(
             s,
             len(ds.views) - 1,
