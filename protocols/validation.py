@@ -30,19 +30,26 @@ def _host_view(a, dtype: str) -> np.ndarray | None:
     arrays than torch's); None for device tensors and dtypes numpy lacks (bfloat16)."""
     if isinstance(a, np.ndarray):
         return a
-    if dtype == "bfloat16" or a.device.type != "cpu":
+    if dtype == "bfloat16" or not a.is_cpu:
         return None
     return a.detach().numpy()
+
+
+def _host_finite(h: np.ndarray) -> bool:
+    """Every value of a float array is finite. One BLAS pass first: a NaN or an infinity makes the sum of squares
+    NaN or infinite; only when it is not finite (or for float16, which BLAS lacks) are the values read again
+    exactly, since huge finite values (beyond about 1e19 in float32) also overflow the squares."""
+    if h.dtype != np.float16 and math.isfinite(np.vdot(h, h)):
+        return True
+    # two reductions, no temporary array: min and max propagate NaN, and every comparison with NaN is False
+    return bool(h.min() > -np.inf) and bool(h.max() < np.inf)
 
 
 def _finite_check(a, dtype: str):
     """True/False for host arrays; for device tensors a pending check (see ``_read_back``), not yet read back."""
     h = _host_view(a, dtype)
     if h is not None:
-        if h.size == 0:
-            return True
-        # two reductions, no temporary array: min and max propagate NaN, and every comparison with NaN is False
-        return bool(h.min() > -np.inf) and bool(h.max() < np.inf)
+        return h.size == 0 or _host_finite(h)
     if a.numel() == 0:
         return True
     import torch
@@ -66,6 +73,8 @@ def _bounds_check(a, bound: int, dtype: str):
         return True
     h = _host_view(a, dtype)
     if h is not None:
+        if h.dtype.kind == "i":  # one reduction: a negative value read as unsigned is beyond any bound
+            return bool(h.view(h.dtype.str.replace("i", "u")).max() < bound)
         return bool((h.min() >= 0) & (h.max() < bound))
     lo, hi = a.aminmax()
     return _pending((lo >= 0) & (hi < bound))
@@ -123,13 +132,13 @@ def validate(
         raise ProtocolError(f"{who}: round {msg.round}, expected {round}")
     if msg.sender != sender or msg.receiver != receiver:
         raise ProtocolError(f"message addressed {msg.sender}->{msg.receiver}, expected {sender}->{receiver}")
-    extra = set(msg.arrays) - set(arrays)
+    extra = msg.arrays.keys() - arrays.keys()
     if extra:
         raise ProtocolError(f"{who}: unexpected arrays {sorted(extra)}")
     nbytes = msg.nbytes()
     if nbytes > max_bytes:
         raise ProtocolError(f"{who}: {nbytes} bytes exceeds the limit of {max_bytes}")
-    checks: list[tuple] = []  # value checks, read back together at the end
+    checks: list[tuple] = []  # value checks (result, array name, spec), read back together at the end
     for name, spec in arrays.items():
         a = msg.arrays.get(name)
         if a is None:
@@ -137,30 +146,26 @@ def validate(
                 raise ProtocolError(f"{who}: missing array {name!r}")
             continue
         shape = tuple(a.shape)
-        if len(shape) != len(spec.shape) or any(
-            e is not None and e != s for e, s in zip(spec.shape, shape, strict=False)
-        ):
+        if len(shape) != len(spec.shape):
             raise ProtocolError(f"{who}: array {name!r} has shape {shape}, expected {spec.shape}")
+        for e, s in zip(spec.shape, shape, strict=True):
+            if e is not None and e != s:
+                raise ProtocolError(f"{who}: array {name!r} has shape {shape}, expected {spec.shape}")
         dtype = dtype_name(a)
         if dtype not in spec.dtypes:
             raise ProtocolError(f"{who}: array {name!r} has dtype {dtype}, expected {'/'.join(spec.dtypes)}")
         if spec.finite and dtype.startswith(("float", "bfloat")):
-            checks.append((_finite_check(a, dtype), name, "holds NaN or infinite values"))
+            checks.append((_finite_check(a, dtype), name, None))
         if spec.index_bound is not None:
-            checks.append(
-                (
-                    _bounds_check(a, spec.index_bound, dtype),
-                    name,
-                    f"holds sample indices outside [0, {spec.index_bound})",
-                )
-            )
+            checks.append((_bounds_check(a, spec.index_bound, dtype), name, spec.index_bound))
     on_device = []
-    for ok, name, why in checks:
-        if isinstance(ok, bool):
-            if not ok:
-                raise ProtocolError(f"{who}: array {name!r} {why}")
-        else:
-            on_device.append((ok, f"{who}: array {name!r} {why}"))
+    for ok, name, bound in checks:
+        if ok is True:
+            continue
+        why = "holds NaN or infinite values" if bound is None else f"holds sample indices outside [0, {bound})"
+        if ok is False:
+            raise ProtocolError(f"{who}: array {name!r} {why}")
+        on_device.append((ok, f"{who}: array {name!r} {why}"))
     if deferred is not None:
         deferred.extend(on_device)
     elif failed := first_failures({"": on_device}):

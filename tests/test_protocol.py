@@ -209,6 +209,33 @@ def test_device_value_checks_find_every_non_finite_value_and_pass_huge_finite_on
         _check(_msg(idx=torch.tensor([0, 10]), act=torch.ones((2, 3), dtype=dtype)), arrays=specs)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 33, 4099])
+def test_host_value_checks_find_every_non_finite_value_and_pass_huge_finite_ones(dtype, n):
+    """The host form of the value checks (a sum of squares first, the exact reading when it overflows): NaN, +inf
+    and -inf anywhere, SIMD tails included, are refused as numpy arrays and as CPU tensors; the largest finite
+    values pass; a negative index (read as unsigned) or one at the bound is refused."""
+    specs = {"idx": SPECS["idx"], "act": ArraySpec((None, 1), ("float16", "float32", "float64"))}
+    idx = np.arange(n, dtype=np.int64) % 10
+    huge = np.full((n, 1), np.finfo(dtype).max, dtype=dtype)
+    huge[::2] *= -1
+    for ok in (huge, np.zeros((n, 1), dtype), torch.from_numpy(huge)):
+        assert _check(_msg(idx=idx, act=ok), arrays=specs) is not None
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in {0, n // 2, n - 1}:
+            for big in (False, True):  # small values: the sum of squares sees it; huge ones: the exact reading
+                act = (huge if big else np.ones((n, 1), dtype)).copy()
+                act[pos, 0] = bad
+                for a in (act, torch.from_numpy(act)):
+                    with pytest.raises(ProtocolError, match="NaN or infinite"):
+                        _check(_msg(idx=idx, act=a), arrays=specs)
+    act = np.ones((2, 1), dtype)
+    for bad_idx in ([0, -1], [-(2**63), 0], [0, 10]):
+        for i in (np.array(bad_idx, np.int64), torch.tensor(bad_idx)):
+            with pytest.raises(ProtocolError, match="outside"):
+                _check(_msg(idx=i, act=act), arrays=specs)
+
+
 def test_size_limit():
     with pytest.raises(ProtocolError, match="limit"):
         _check(_msg(idx=np.arange(4, dtype=np.int64), act=np.zeros((4, 3), np.float32)), max_bytes=10)
