@@ -22,7 +22,7 @@ from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.memory import release_freed_memory
 from apfed.metrics import RunningMeans, classification_metrics
-from apfed.models import encoder_output_shape
+from apfed.models import encoder_output_shape, seed_rng
 from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
 from clients.tensors import as_tensor, from_wire, to_wire
@@ -408,7 +408,7 @@ class ActiveClient:
         """
         cfg = self.cfg
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
-        torch.manual_seed(cfg.seed + 1)  # dropout in the active party's heads
+        seed_rng(cfg.seed + 1, cfg.device)  # dropout in the active party's heads
         rounds = self._rounds()
         metrics = RunningMeans()
         if self.resumed is not None:  # replay the round schedule up to the checkpoint, restore the RNGs
