@@ -425,16 +425,12 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             return ids, np.asarray(z["X"], dtype=np.float32)
         except (ValueError, TypeError):
             raise DataError(f"{path}: the feature array 'X' must be numeric") from None
-    from apfed.data.files import read_csv_rows
+    from apfed.data.files import read_csv_columns, read_csv_header
 
-    header, rows = read_csv_rows(path)
-    ids = None
+    header = read_csv_header(path)
     if required and id_column not in header:
         more = ", ..." if len(header) > 8 else ""
         raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}{more})")
-    if id_column in header:
-        j = header.index(id_column)
-        ids = np.asarray([r[j] for r in rows])
     cols = model.columns
     if cols and all(c in header for c in cols):
         take = [header.index(c) for c in cols]
@@ -444,10 +440,9 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             missing = [c for c in (cols or []) if c not in header][:5]
             hint = f" (missing columns: {', '.join(missing)})" if missing else ""
             raise DataError(f"{path}: {len(take)} feature columns, the model expects {model.n_features}{hint}")
-    try:
-        X = np.asarray([[r[j] for j in take] for r in rows], dtype=np.float32)
-    except (ValueError, IndexError):
-        raise DataError(f"{path}: feature values must be numeric and every row complete") from None
+    text = [header.index(id_column)] if id_column in header else []
+    strings, X = read_csv_columns(path, len(header), text, take)
+    ids = strings[0] if text else None
     return ids, X
 
 

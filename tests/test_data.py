@@ -1,3 +1,4 @@
+import io
 import re
 
 import numpy as np
@@ -83,6 +84,48 @@ def test_bad_files(tmp_path, content, match):
         f.write_bytes(content)
     else:
         f.write_text(content)
+    with pytest.raises(DataError, match=match):
+        read_party_file(f, "id", "label")
+
+
+def test_csv_party_files_read_as_the_csv_module_reads_them(tmp_path):
+    """The features come from numpy's parser, the IDs and labels from the csv module: both agree with a plain
+    csv-module reading on quoting, doubled quotes, a line break inside a quoted ID, CRLF endings, a byte-order
+    mark, an ID starting with '#', spaces around numbers and exponents."""
+    import csv
+
+    text = (
+        "\ufeffid,x,label,y\r\n"
+        '"a,1",1.5,cat,-2\r\n'
+        '#b, 2.5 ,"dog ""big""",3e-2\r\n'
+        '"c\nd","4",cat,+.5\r\n'
+        "e,1E3,bird,7.\r\n"
+    )
+    f = tmp_path / "a.csv"
+    f.write_bytes(text.encode("utf-8"))
+    t = read_party_file(f, "id", "label")
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+    assert t.columns == ["x", "y"]
+    assert list(t.ids) == [r[0] for r in rows[1:]] == ["a,1", "#b", "c\nd", "e"]
+    assert list(t.labels) == [r[2] for r in rows[1:]]
+    assert t.X.dtype == np.float32
+    assert np.array_equal(t.X, np.array([[float(r[1]), float(r[3])] for r in rows[1:]], np.float32))
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("id,x,label\n1,0.5,a\n\n2,0.7,b\n", "line 3 has 0 fields"),  # numpy alone would skip the blank line
+        ("id,x,label\n1,0.5,a\n2,0.7,b,c\n", "line 3 has 4 fields"),  # ... and ignore the extra field
+        ("id,x,label\n1,0.5,a\n2,zz,b\n", r"column 'x' is not numeric \(line 3: 'zz'\)"),
+        ("id,x,label\n1,0.5,a\n2,,b\n", r"column 'x' is not numeric \(line 3: ''\)"),
+        ("id,x,label\n1,1_000,a\n", "feature columns cannot be read"),  # Python's float() would take it
+        ('id,"x\ny",label\n1,0.5,a\n', "line break"),
+    ],
+)
+def test_csv_rows_that_are_not_a_table_of_numbers_are_refused(tmp_path, content, match):
+    f = tmp_path / "a.csv"
+    f.write_text(content)
     with pytest.raises(DataError, match=match):
         read_party_file(f, "id", "label")
 
