@@ -187,6 +187,10 @@ class ActiveClient:
         if self.names and self.sealing is not None:
             self._handshake()
         if self.names:
+            self.log(
+                f"aligning {len(d.ids)} IDs with {len(self.names)} passive(s) by private set intersection"
+                " (ECDH: about 0.1 ms per ID on each side)"
+            )
             psi = PsiKey()  # ECDH-PSI: only blinded IDs travel (protocols/psi.py)
             blinded = blind_ids(psi, d.ids, self.run_id)
             setup = {}
