@@ -165,6 +165,26 @@ def test_a_slow_passive_is_dropped_from_late_rounds_and_readmitted(digits3):
     assert client.history[-1]["accuracy"] > 30  # trained on; 10 classes
 
 
+def test_the_round_deadline_applies_to_training_rounds_only(digits3):
+    """Set-up aligns every ID by PSI (seconds per 10,000 IDs) and evaluation embeds the test rows: a deadline meant
+    for a training round must not fail them, in-process as over Flower. Before, a set-up slower than
+    ``--round-timeout`` ended the run with 'no reply from passive1 in round 0 (deadline missed)'."""
+    import time
+
+    cfg = make_config("default", method="apfed-kd", epochs=1, batches_per_round=4, seed=0)
+    client = build_clients(digits3, 0, cfg, safety=Safety(on_bad_message="skip", round_timeout=0.2))
+
+    def slow_outside_training(msg, reply):
+        if msg.kind != TRAIN:
+            time.sleep(0.3)
+        return reply
+
+    _with_faulty_passive(client, "passive2", slow_outside_training)
+    _train(client)
+    assert client.faults == []
+    assert client.history[-1]["accuracy"] > 30
+
+
 @pytest.mark.parametrize(
     "corruption",
     ["nan gradient", "wrong shape", "extra array", "wrong round", "error reply"],
