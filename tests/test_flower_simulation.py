@@ -106,3 +106,18 @@ def test_a_negative_round_timeout_in_the_run_config_is_refused_before_anything_r
     s = RunSettings.from_run_config({"dataset": "digits", "method": "apfed-c", "round-timeout": timeout})
     with pytest.raises(ConfigError, match="round-timeout must be >= 0"):
         run_active(None, s)  # refused before the Grid is touched
+
+
+def test_a_reply_missing_past_the_timeout_names_the_run_config_key():
+    """A grid that never answers: outside training rounds (set-up's PSI over every ID, evaluation) the wait ends
+    after ``timeout`` with an error that names the run config key to raise."""
+    from protocols.errors import ProtocolError
+    from protocols.flower import FlowerTransport
+
+    class SilentGrid:
+        def pull_messages(self, ids):
+            return []
+
+    t = FlowerTransport(SilentGrid(), {"passive1": 1}, timeout=0.05, round_timeout=0.01)
+    with pytest.raises(ProtocolError, match=r"within 0 s \(the run config's 'timeout'"):
+        t._pull(["message1"])  # pushing needs a running ServerApp; the wait is what is checked
