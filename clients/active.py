@@ -28,7 +28,7 @@ from apfed.standalone import StandaloneModel
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
-from protocols.psi import POINT, PsiKey, blind_ids, match
+from protocols.psi import POINT, PsiKey, blind_ids, match, psi_workers
 from protocols.sealing import Channel, Handshake, Sealing
 from protocols.transport import Transport
 from protocols.validation import ArraySpec, first_failures, validate
@@ -189,46 +189,47 @@ class ActiveClient:
         if self.names:
             self.log(
                 f"aligning {len(d.ids)} IDs with {len(self.names)} passive(s) by private set intersection"
-                " (ECDH: about 0.1 ms per ID on each side)"
+                " (ECDH: about 0.1 ms per ID on each side with one core; lists of 20,000 IDs or more are blinded"
+                f" by {psi_workers()} process(es) here, APFED_PSI_WORKERS)"
             )
-            psi = PsiKey()  # ECDH-PSI: only blinded IDs travel (protocols/psi.py)
-            blinded = blind_ids(psi, d.ids, self.run_id)
-            setup = {}
-            for i, n in enumerate(self.names):
-                loss = cfg.passive_loss(i) or ""
-                received = list(h_shape) if loss == "r" else [cfg.projection_dim] if loss == "c" else []
-                setup[n] = (
-                    {"psi": blinded},
-                    {
-                        "train_config": json.dumps(cfg.to_dict()),
-                        "salt": self.run_id,
-                        "loss": loss,
-                        "sends_embedding": sends,
-                        "active_shape": list(h_shape),
-                        "received_shape": received,
-                        "seed": cfg.seed * 1000 + 17 * (i + 1),
+            with PsiKey() as psi:  # ECDH-PSI: only blinded IDs travel (protocols/psi.py)
+                blinded = blind_ids(psi, d.ids, self.run_id)
+                setup = {}
+                for i, n in enumerate(self.names):
+                    loss = cfg.passive_loss(i) or ""
+                    received = list(h_shape) if loss == "r" else [cfg.projection_dim] if loss == "c" else []
+                    setup[n] = (
+                        {"psi": blinded},
+                        {
+                            "train_config": json.dumps(cfg.to_dict()),
+                            "salt": self.run_id,
+                            "loss": loss,
+                            "sends_embedding": sends,
+                            "active_shape": list(h_shape),
+                            "received_shape": received,
+                            "seed": cfg.seed * 1000 + 17 * (i + 1),
+                        },
+                    )
+                self.round = -1  # setup and align are round 0
+                replies = self._exchange(
+                    SETUP,
+                    setup,
+                    lambda i: {
+                        "psi_double": ArraySpec((len(d.ids), POINT), ("uint8",), finite=False),
+                        "psi_own": ArraySpec((None, POINT), ("uint8",), finite=False),
                     },
                 )
-            self.round = -1  # setup and align are round 0
-            replies = self._exchange(
-                SETUP,
-                setup,
-                lambda i: {
-                    "psi_double": ArraySpec((len(d.ids), POINT), ("uint8",), finite=False),
-                    "psi_own": ArraySpec((None, POINT), ("uint8",), finite=False),
-                },
-            )
-            # the PSI's arrays are 32 bytes per id each: let every one go as soon as it has served, so the set-up
-            # peak holds as few of them at once as the matching needs
-            del blinded, setup
-            for n in self.names:
-                reply = replies.pop(n)
-                theirs = psi.blind(np.asarray(reply.arrays["psi_own"]))
-                double = np.asarray(reply.arrays["psi_double"])
-                del reply
-                matches[n] = match(double, theirs)
-                del double, theirs
-                present &= matches[n] >= 0
+                # the PSI's arrays are 32 bytes per id each: let every one go as soon as it has served, so the set-up
+                # peak holds as few of them at once as the matching needs
+                del blinded, setup
+                for n in self.names:
+                    reply = replies.pop(n)
+                    theirs = psi.blind(np.asarray(reply.arrays["psi_own"]))
+                    double = np.asarray(reply.arrays["psi_double"])
+                    del reply
+                    matches[n] = match(double, theirs)
+                    del double, theirs
+                    present &= matches[n] >= 0
         keep = np.flatnonzero(present)
         train = np.flatnonzero(np.isin(keep, train_pos))
         test = np.flatnonzero(np.isin(keep, test_pos))

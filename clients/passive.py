@@ -171,10 +171,10 @@ class PassiveClient:
         self.setup_config = c
         # ECDH-PSI (protocols/psi.py): blind the active's blinded IDs in its order, and our own IDs in a secret
         # random order, so the positions we send reveal nothing.
-        psi = PsiKey()
-        double = psi.blind(np.asarray(msg.arrays["psi"]))
-        self.offered_rows = np.random.default_rng(secrets.randbits(128)).permutation(len(self.data.ids))
-        own = blind_ids(psi, self.data.ids, str(c["salt"]), order=self.offered_rows)
+        with PsiKey() as psi:
+            double = psi.blind(np.asarray(msg.arrays["psi"]))
+            self.offered_rows = np.random.default_rng(secrets.randbits(128)).permutation(len(self.data.ids))
+            own = blind_ids(psi, self.data.ids, str(c["salt"]), order=self.offered_rows)
         return msg.reply(arrays={"psi_double": double, "psi_own": own})
 
     def _align(self, msg: Message) -> Message:

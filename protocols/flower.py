@@ -122,7 +122,7 @@ class FlowerTransport:
                         break
                     raise ProtocolError(
                         f"no reply from {len(pending)} passive(s) within {self.timeout:.0f} s (the run config's"
-                        " 'timeout'; set-up aligns every ID by PSI, about 0.1 ms per ID on each side)"
+                        " 'timeout'; set-up aligns every ID by PSI, about 0.1 ms per ID on each side and core)"
                     )
                 time.sleep(wait)
                 wait = min(wait * 1.5, self.max_poll)

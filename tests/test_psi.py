@@ -108,3 +108,55 @@ def test_match_finds_every_equal_value_and_only_those():
     np.testing.assert_array_equal(match(mine, theirs), expected)
     assert (match(mine, theirs) >= 0).sum() == 300
     assert (match(mine, theirs[:0]) == -1).all()
+
+
+def test_a_pool_of_blinding_processes_gives_what_one_process_gives(monkeypatch):
+    """Above ``PARALLEL_MIN`` points the scalar multiplications run in worker processes: the same values in the
+    same order (split unevenly, across ``blind_ids``'s chunks), a low-order point refused as in one process, and
+    the pool gone after ``close``."""
+    import protocols.psi as psi
+
+    monkeypatch.setattr(psi, "PARALLEL_MIN", 5)
+    ids = np.array([f"id{i}" for i in range(103)])
+    order = np.random.default_rng(0).permutation(len(ids))
+    with PsiKey(workers=2) as key:
+        single = psi._blind(key._key, hash_to_points(ids[order], "salt"))
+        assert np.array_equal(key.blind(hash_to_points(ids[order], "salt")), single)
+        assert key._pool is not None  # the work went to the pool
+        assert np.array_equal(blind_ids(key, ids, "salt", order=order, chunk=40), single)
+        low_order = np.zeros((7, POINT), np.uint8)  # u = 0 is a low-order point
+        with pytest.raises(ProtocolError, match="low-order"):
+            key.blind(low_order)
+        pool = key._pool
+    assert key._pool is None
+    with pytest.raises(ValueError):  # closed
+        pool.map(abs, [1])
+
+
+def test_the_number_of_blinding_processes(monkeypatch):
+    """One per core by default, ``APFED_PSI_WORKERS`` when set (a bad value is one clear error), and one inside a
+    daemonic process, which may not start any."""
+    import multiprocessing as mp
+
+    import protocols.psi as psi
+
+    monkeypatch.delenv(psi.WORKERS_ENV, raising=False)
+    assert psi.psi_workers() == max(1, min(__import__("os").cpu_count(), 16))
+    monkeypatch.setenv(psi.WORKERS_ENV, "3")
+    assert psi.psi_workers() == 3 and PsiKey().workers == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv(psi.WORKERS_ENV, bad)
+        with pytest.raises(ProtocolError, match="APFED_PSI_WORKERS must be a positive whole number"):
+            psi.psi_workers()
+    monkeypatch.setenv(psi.WORKERS_ENV, "3")
+    q = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_report_workers, args=(q,), daemon=True)
+    p.start()
+    assert q.get(timeout=60) == 1
+    p.join(timeout=60)
+
+
+def _report_workers(q) -> None:
+    from protocols.psi import psi_workers
+
+    q.put(psi_workers())
