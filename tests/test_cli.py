@@ -280,6 +280,16 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
     _one_error_line(p.returncode, p.stderr, "expired on")
 
 
+def _spawned_in_session(sid: int) -> int:
+    """How many processes of session ``sid`` are multiprocessing's spawned children (a pool's workers)."""
+    found = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            found += int(fields[3]) == sid and b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+    return found
+
+
 def _running_in_session(sid: int) -> list[str]:
     """Processes of session ``sid`` that are still running (zombies excluded), by command line."""
     alive = []
@@ -319,4 +329,47 @@ def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path)
     assert p.returncode == 130, err
     assert "Traceback" not in err, err
     assert not (tmp_path / "results.json").exists()
+    assert left == [], left
+
+
+def test_ctrl_c_during_the_psi_stops_its_blinding_processes(tmp_path):
+    """Ctrl-C while the parties blind 60,000 IDs with their pools of processes: exit 130 at once, no traceback from
+    the blinding processes, no model written, and none of them left running."""
+    rng = np.random.default_rng(0)
+    n = 60_000
+    ids = np.array([f"u{i}" for i in range(n)])
+    for name, cols in (("a.csv", "x0,x1,label"), ("b.csv", "y0,y1")):
+        width = len(cols.split(",")) - (1 if "label" in cols else 0)
+        body = np.column_stack([ids, *(rng.standard_normal((width, n)).round(3).astype(str))])
+        if "label" in cols:
+            body = np.column_stack([body, (np.arange(n) % 3).astype(str)])
+        np.savetxt(tmp_path / name, body, fmt="%s", delimiter=",", header="id," + cols, comments="")
+    args = ["train", "--data", tmp_path / "a.csv", "--data", tmp_path / "b.csv", "--method", "apfed-c"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", *args, "--epochs", "1", "--out", tmp_path / "m.safetensors"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "APFED_PSI_WORKERS": "2"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, even under nohup
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _spawned_in_session(p.pid) < 2:  # a pool is blinding
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        deadline = time.monotonic() + 10  # multiprocessing's resource tracker exits once the main process has
+        while (left := _running_in_session(p.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(30)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert not (tmp_path / "m.safetensors").exists()
     assert left == [], left
