@@ -94,7 +94,15 @@ class PsiKey:
             )
             self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_start_worker, initargs=(raw,))
         parts = np.array_split(points, self.workers * 4)  # several per process: an even finish
-        done = self._pool.map(_blind_in_worker, [p.tobytes() for p in parts])
+        pending = self._pool.map_async(_blind_in_worker, [p.tobytes() for p in parts])
+        while True:
+            # short waits: a Ctrl-C that the kernel hands to one of the pool's helper threads cannot interrupt a
+            # blocking wait of the main thread, which alone runs Python's handler; waking up lets it run
+            try:
+                done = pending.get(timeout=0.2)
+                break
+            except mp.TimeoutError:
+                continue
         return np.frombuffer(b"".join(done), np.uint8).reshape(points.shape).copy()
 
 
