@@ -92,7 +92,7 @@ DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise s
 def _check_policy(on_bad_message: str, round_timeout: float | None = None) -> None:
     if on_bad_message not in ("skip", "fail"):
         raise ConfigError(f"--on-bad-message takes skip or fail, got {on_bad_message!r}")
-    if round_timeout is not None and not round_timeout > 0:  # 0 s would drop every reply, set-up's included
+    if round_timeout is not None and not round_timeout > 0:  # 0 s would drop every training reply
         raise ConfigError(
             f"--round-timeout must be a positive number of seconds (leave it out for no deadline), got {round_timeout}"
         )
@@ -441,7 +441,7 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             hint = f" (missing columns: {', '.join(missing)})" if missing else ""
             raise DataError(f"{path}: {len(take)} feature columns, the model expects {model.n_features}{hint}")
     text = [header.index(id_column)] if id_column in header else []
-    strings, X = read_csv_columns(path, len(header), text, take)
+    strings, X = read_csv_columns(path, header, text, take)
     ids = strings[0] if text else None
     return ids, X
 

@@ -125,7 +125,7 @@ def active_sealing(s: RunSettings, names: list[str]):
 def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     """The active party's whole run over a Flower Grid: align, train, evaluate, write the model."""
     cfg = s.config()
-    if not s.round_timeout >= 0:  # a negative deadline would drop every reply
+    if not s.round_timeout >= 0:  # a negative deadline would drop every training reply
         raise ConfigError(f"round-timeout must be >= 0 seconds (0: no deadline), got {s.round_timeout}")
     if len(s.data) == 1:  # a real deployment: the active party holds only its own file
         from apfed.data.files import active_party_file

@@ -138,7 +138,7 @@ def validate(
     nbytes = msg.nbytes()
     if nbytes > max_bytes:
         raise ProtocolError(f"{who}: {nbytes} bytes exceeds the limit of {max_bytes}")
-    checks: list[tuple] = []  # value checks (result, array name, spec), read back together at the end
+    checks: list[tuple] = []  # value checks (result, array name, index bound or None), read back together
     for name, spec in arrays.items():
         a = msg.arrays.get(name)
         if a is None:

@@ -280,43 +280,39 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
     _one_error_line(p.returncode, p.stderr, "expired on")
 
 
-def _spawned_in_session(sid: int) -> int:
-    """How many processes of session ``sid`` are multiprocessing's spawned children (a pool's workers)."""
-    found = 0
+def _session(sid: int) -> list[tuple[str, str]]:
+    """(state, command line) of every process of session ``sid``."""
+    out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            found += int(fields[3]) == sid and b"spawn_main" in (stat.parent / "cmdline").read_bytes()
-    return found
+            if int(fields[3]) == sid:
+                out.append((fields[0], (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+    return out
 
 
 def _running_in_session(sid: int) -> list[str]:
     """Processes of session ``sid`` that are still running (zombies excluded), by command line."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                alive.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:100])
-    return alive
+    return [cmd[:100] for state, cmd in _session(sid) if state != "Z"]
 
 
-def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path):
-    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during `evaluate --jobs 2` stops the
-    workers and exits with 130 at once: it does not first finish the runs already started or queued (each takes
-    minutes here), and no worker prints a traceback."""
-    args = ["evaluate", "--dataset", "digits", "--methods", "apfed-c", "--seeds", "4", "--epochs", "1000"]
+def _ctrl_c(args: list, ready, env: dict | None = None) -> tuple[int, str, list[str]]:
+    """Run the CLI in a session of its own; once ``ready(pid)`` holds, send SIGINT to its whole process group, as a
+    terminal does. Returns the exit code, stderr, and what of the session still runs (waiting up to 10 s)."""
     p = subprocess.Popen(
-        [sys.executable, "-m", "apfed.cli", *args, "--jobs", "2", "--out", str(tmp_path)],
+        [sys.executable, "-m", "apfed.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, even under nohup
     )
     try:
-        time.sleep(12)  # the workers are training by now
-        assert p.poll() is None, p.communicate()[1]
+        deadline = time.monotonic() + 120
+        while not ready(p.pid):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
+            time.sleep(0.1)
         os.killpg(p.pid, signal.SIGINT)
         _, err = p.communicate(timeout=60)
         deadline = time.monotonic() + 10  # multiprocessing's resource tracker exits once the main process has
@@ -326,7 +322,21 @@ def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait(30)
-    assert p.returncode == 130, err
+    return p.returncode, err, left
+
+
+def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during `evaluate --jobs 2` stops the
+    workers and exits with 130 at once: it does not first finish the runs already started or queued (each takes
+    minutes here), and no worker prints a traceback."""
+    args = ["evaluate", "--dataset", "digits", "--methods", "apfed-c", "--seeds", "4", "--epochs", "1000"]
+    started = time.monotonic()
+
+    def training(pid: int) -> bool:
+        return time.monotonic() - started > 12  # the workers are training by then
+
+    code, err, left = _ctrl_c([*args, "--jobs", "2", "--out", str(tmp_path)], training)
+    assert code == 130, err
     assert "Traceback" not in err, err
     assert not (tmp_path / "results.json").exists()
     assert left == [], left
@@ -335,41 +345,25 @@ def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path)
 def test_ctrl_c_during_the_psi_stops_its_blinding_processes(tmp_path):
     """Ctrl-C while the parties blind 60,000 IDs with their pools of processes: exit 130 at once, no traceback from
     the blinding processes, no model written, and none of them left running."""
-    rng = np.random.default_rng(0)
     n = 60_000
     ids = np.array([f"u{i}" for i in range(n)])
-    for name, cols in (("a.csv", "x0,x1,label"), ("b.csv", "y0,y1")):
-        width = len(cols.split(",")) - (1 if "label" in cols else 0)
-        body = np.column_stack([ids, *(rng.standard_normal((width, n)).round(3).astype(str))])
-        if "label" in cols:
-            body = np.column_stack([body, (np.arange(n) % 3).astype(str)])
-        np.savetxt(tmp_path / name, body, fmt="%s", delimiter=",", header="id," + cols, comments="")
+    x = np.random.default_rng(0).standard_normal((n, 4)).round(3).astype(str)
+    for name, header, body in (
+        ("a.csv", "id,x0,x1,label", [ids, x[:, :2], (np.arange(n) % 3).astype(str)]),
+        ("b.csv", "id,y0,y1", [ids, x[:, 2:]]),
+    ):
+        np.savetxt(tmp_path / name, np.column_stack(body), fmt="%s", delimiter=",", header=header, comments="")
     args = ["train", "--data", tmp_path / "a.csv", "--data", tmp_path / "b.csv", "--method", "apfed-c"]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "apfed.cli", *args, "--epochs", "1", "--out", tmp_path / "m.safetensors"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "APFED_PSI_WORKERS": "2"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, even under nohup
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while _spawned_in_session(p.pid) < 2:  # a pool is blinding
-            assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
-            time.sleep(0.1)
-        time.sleep(0.5)
-        os.killpg(p.pid, signal.SIGINT)
-        _, err = p.communicate(timeout=30)
-        deadline = time.monotonic() + 10  # multiprocessing's resource tracker exits once the main process has
-        while (left := _running_in_session(p.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(30)
-    assert p.returncode == 130, err
+    args += ["--epochs", "1", "--out", tmp_path / "m.safetensors"]
+    blinding: list[float] = []  # when two of multiprocessing's spawned children (a pool) were first seen
+
+    def ready(pid: int) -> bool:
+        if not blinding and sum("spawn_main" in cmd for _, cmd in _session(pid)) >= 2:
+            blinding.append(time.monotonic())
+        return bool(blinding) and time.monotonic() - blinding[0] > 0.5
+
+    code, err, left = _ctrl_c(args, ready, env={**os.environ, "APFED_PSI_WORKERS": "2"})
+    assert code == 130, err
     assert "Traceback" not in err, err
     assert not (tmp_path / "m.safetensors").exists()
     assert left == [], left

@@ -54,17 +54,17 @@ def read_csv_header(path: Path) -> list[str]:
 
 
 def read_csv_columns(
-    path: Path, width: int, text: list[int], features: list[int]
+    path: Path, header: list[str], text: list[int], features: list[int]
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """The ``text`` columns of a CSV file (as strings) and its ``features`` columns (float32, rows × features).
 
     Two passes, neither of which holds the file's fields as Python strings: the csv module checks that every row
-    has ``width`` fields and keeps the text columns; numpy's C parser reads the features straight into float32.
-    A 200,000 × 52 file (87 MB) reads in 4.2 s with a 184 MB process peak, where holding every field as text took
-    9.6 s and 966 MB (benchmarks/csv_read_timing.py).
+    has a field per ``header`` name (from ``read_csv_header``) and keeps the text columns; numpy's C parser reads
+    the features straight into float32. A 200,000 × 52 file (87 MB) reads in 4.2 s with a 184 MB process peak,
+    where holding every field as text took 9.6 s and 966 MB (benchmarks/csv_read_timing.py).
     """
     kept: list[list[str]] = [[] for _ in text]
-    n = 0
+    width, n = len(header), 0
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -96,18 +96,18 @@ def read_csv_columns(
             encoding="utf-8-sig",
         )
     except ValueError as e:
-        why = _first_non_numeric(path, features) or f"{path}: the feature columns cannot be read ({e})"
+        why = _first_non_numeric(path, header, features) or f"{path}: the feature columns cannot be read ({e})"
         raise DataError(why) from None
     if len(X) != n:  # both passes read the same rows, or the file is refused
         raise DataError(f"{path}: {n} rows but {len(X)} rows of features; check the file's quoting")
     return strings, X
 
 
-def _first_non_numeric(path: Path, features: list[int]) -> str | None:
+def _first_non_numeric(path: Path, header: list[str], features: list[int]) -> str | None:
     """The first feature value that is not a number, as an error line (read again row by row: the error path)."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = [h.strip() for h in next(reader)]
+        next(reader)
         for row in reader:
             for j in features:
                 try:
@@ -127,7 +127,7 @@ def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTabl
     if not feature_names:
         raise DataError(f"{path}: no feature columns besides the ID and label columns")
     text = [header.index(id_column)] + ([header.index(label_column)] if label_column else [])
-    strings, X = read_csv_columns(path, len(header), text, [header.index(c) for c in feature_names])
+    strings, X = read_csv_columns(path, header, text, [header.index(c) for c in feature_names])
     labels = strings[1] if label_column else None
     return _checked(PartyTable(path, strings[0], X, feature_names, labels))
 
