@@ -14,17 +14,32 @@ from apfed.config import STANDALONE
 
 
 def machine() -> dict:
-    """A short description of where the figures were measured."""
+    """A short description of where the figures were measured. The CPU's model and the vector instructions torch
+    uses on it are part of it: CPU results are bit-for-bit repeatable on one machine, but kernels for other vector
+    units round differently, so another host's last digits may differ."""
     d = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model() or platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if torch.cuda.is_available():
         d["gpu"] = torch.cuda.get_device_name(0)
     return d
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), or None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
 
 
 def write_benchmark(prefix: Path, report: dict, md: list[str]) -> None:

@@ -38,6 +38,8 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert (tmp_path / "r" / "results.md").read_text().count("|") > 10
     assert (tmp_path / "r" / "results.png").stat().st_size > 1000
     assert "apfed-c" in out  # the table
+    # where it ran: CPU results repeat bit for bit on one machine, not across vector units
+    assert rep["machine"]["processor"] and isinstance(rep["machine"]["cpu_capability"], str)
 
 
 def test_train_predict_export(tmp_path, party_csvs):
