@@ -19,6 +19,22 @@ def test_mnist5k_split_is_the_reference_split():
     assert np.bincount(ds.labels).tolist() == [500] * 10
 
 
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_too_few_rows_for_a_stratified_split_is_a_clear_error_and_the_named_count_suffices(classes):
+    """sklearn refuses a split whose test or training part cannot hold every class (a traceback before); the
+    error names the fewest rows that work, and that many rows split with every class on both sides."""
+    from apfed.data.splits import stratified_split
+
+    with pytest.raises(DataError, match=r"too few .*at least (\d+) rows") as e:
+        stratified_split(np.arange(2 * classes) % classes)
+    need = int(re.search(r"at least (\d+) rows", str(e.value)).group(1))
+    with pytest.raises(DataError, match="too few"):
+        stratified_split(np.arange(need - 1) % classes)
+    y = np.arange(need) % classes
+    tr, te = stratified_split(y)
+    assert set(y[tr]) == set(y[te]) == set(range(classes))
+
+
 def test_strips_follow_the_reference():
     ds = load_bundled("mnist5k", 3)
     assert [v.shape for v in ds.views] == [(1, 9, 28)] * 3  # floor(28/3) = 9 rows, the last row dropped

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.model_selection import train_test_split
 
@@ -10,8 +12,29 @@ from apfed.errors import DataError
 
 def stratified_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a stratified split, exactly ``train_test_split(range(N), stratify=y, random_state=seed)``."""
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size}")
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any():
         raise DataError("every class needs at least 2 labelled rows for a stratified split")
+    n, classes = len(labels), int((counts > 0).sum())
+    if min(_test_rows(n, test_size), n - _test_rows(n, test_size)) < classes:  # train_test_split's own condition
+        raise DataError(
+            f"{n} labelled rows are too few for a stratified {test_size:.0%} test split of {classes} classes: the test"
+            f" and the training rows need at least one row of every class (at least {_rows_needed(classes, test_size)}"
+            " rows)"
+        )
     train, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
     return np.asarray(train), np.asarray(test)
+
+
+def _test_rows(n: int, test_size: float) -> int:
+    return math.ceil(test_size * n)  # as train_test_split rounds a fraction
+
+
+def _rows_needed(classes: int, test_size: float) -> int:
+    """The fewest rows whose split has at least ``classes`` test and ``classes`` training rows."""
+    n = 2 * classes
+    while min(_test_rows(n, test_size), n - _test_rows(n, test_size)) < classes:
+        n += 1
+    return n
