@@ -79,6 +79,20 @@ def test_no_shared_ids_is_a_clear_error(tmp_path):
         load_party_files([tmp_path / "a.csv", tmp_path / "b.csv"], "id", "label")
 
 
+def test_a_label_column_that_is_the_id_column_or_sits_in_a_passive_file_is_a_clear_error(tmp_path):
+    """A passive's column named like the labels would train on them (TVFL then near 100 %, meaningless)."""
+    rows = "".join(f"{i},{i * 0.1},{'ab'[i % 2]}\n" for i in range(20))
+    (tmp_path / "a.csv").write_text("id,x,label\n" + rows)
+    (tmp_path / "b.csv").write_text("id,y,label\n" + "".join(f"{i},{i * 0.3},{i % 2}\n" for i in range(20)))
+    (tmp_path / "c.csv").write_text("id,y\n" + "".join(f"{i},{i * 0.3}\n" for i in range(20)))
+    with pytest.raises(DataError, match="b.csv: a passive party's file has the label column 'label'"):
+        load_party_files([tmp_path / "a.csv", tmp_path / "b.csv"], "id", "label", log=lambda m: None)
+    with pytest.raises(DataError, match="the ID column and the label column are both 'id'"):
+        load_party_files([tmp_path / "a.csv", tmp_path / "c.csv"], "id", "id", log=lambda m: None)
+    ds = load_party_files([tmp_path / "a.csv", tmp_path / "c.csv"], "id", "label", log=lambda m: None)
+    assert ds.views[1].columns == ["y"] and len(ds.ids) == 20
+
+
 @pytest.mark.parametrize(
     "content, match",
     [

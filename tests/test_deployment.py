@@ -232,6 +232,7 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
         (["--data", "/nonexistent.csv", "--data", "/nonexistent2.csv"], "not found"),
         (["--data", "ACTIVE"], "at least two"),
         (["--data", "ACTIVE", "--data", "RAGGED"], "fields, the header has"),
+        (["--data", "ACTIVE", "--data", "ACTIVE"], "a passive party's file has the label column 'label'"),
     ],
 )
 def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_path, party_csvs, args, match):

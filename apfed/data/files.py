@@ -30,9 +30,16 @@ def read_party_file(path: str | Path, id_column: str, label_column: str | None =
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    if label_column is not None:
+        _distinct_columns(id_column, label_column)
     if path.suffix.lower() == ".npz":
         return _read_npz(path, id_column, label_column)
     return _read_csv(path, id_column, label_column)
+
+
+def _distinct_columns(id_column: str, label_column: str) -> None:
+    if label_column == id_column:
+        raise DataError(f"the ID column and the label column are both {id_column!r}; name two different columns")
 
 
 def read_csv_header(path: Path) -> list[str]:
@@ -178,6 +185,17 @@ def _checked(t: PartyTable) -> PartyTable:
     return t
 
 
+def refuse_passive_labels(path: str | Path, label_column: str) -> None:
+    """DataError when a passive party's CSV file has the label column (read from its header, before its values): it
+    would train on the labels as a feature, and TVFL's accuracy would mean nothing."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() != ".npz" and label_column in read_csv_header(path):
+        raise DataError(
+            f"{path}: a passive party's file has the label column {label_column!r}; passive parties hold no labels"
+            " (drop or rename that column)"
+        )
+
+
 def passive_party_file(path: str | Path, id_column: str):
     """A passive party's own file (no labels) as its PartyData."""
     from apfed.data.views import PartyData
@@ -231,6 +249,9 @@ def load_party_files(
     """Load one file per party (active first), align rows by ID and split the intersection."""
     if len(paths) < 1:
         raise DataError("give at least one --data file (the active party's, with labels)")
+    _distinct_columns(id_column, label_column)
+    for p in paths[1:]:
+        refuse_passive_labels(p, label_column)
     tables = [read_party_file(p, id_column, label_column if i == 0 else None) for i, p in enumerate(paths)]
     common, rows = align_tables(tables)
     for t in tables:
