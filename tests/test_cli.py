@@ -1,4 +1,5 @@
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -70,6 +71,27 @@ def test_train_predict_export(tmp_path, party_csvs):
     assert code == 0, err
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines[0].startswith("user_id,prediction,p_class_0") and len(lines) == 301
+    # features are taken by name in any order; with no training name in the header, every non-ID column in order
+    # (with a warning); with some training names missing, never guessed
+    rows = list(csv.reader(Path(a).read_text().splitlines()))
+    feats = [j for j, h in enumerate(rows[0]) if h.startswith(Path(a).stem)]
+    variants = {
+        "reordered": [[r[0], r[-1], *(r[j] for j in reversed(feats))] for r in rows],
+        "renamed": [rows[0][:1] + [f"v{j}" for j in feats]] + [[r[0], *(r[j] for j in feats)] for r in rows[1:]],
+        "partial": [[r[0], *(r[j] for j in feats[1:])] for r in rows],
+    }
+    for name, table in variants.items():
+        with (tmp_path / f"{name}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows(table)
+    for name in ("reordered", "renamed"):
+        out = tmp_path / f"p_{name}.csv"
+        code, _, err = run_cli(
+            "predict", "--model", model, "--input", tmp_path / f"{name}.csv", "--id-column", "user_id", "--output", out
+        )
+        assert code == 0 and ("warning" in err) == (name == "renamed"), err
+        assert out.read_text() == (tmp_path / "p.csv").read_text()
+    code, _, err = run_cli("predict", "--model", model, "--input", tmp_path / "partial.csv", "--output", out)
+    assert code == 2 and f"missing feature columns the model was trained on: {rows[0][feats[0]]}" in err, err
     # an output that cannot be written, or an input that is not what its name says, is one clear line
     np.save((tmp_path / "npy.npz").open("wb"), np.zeros((2, 3)))
     np.savez(tmp_path / "text.npz", X=np.array([["a", "b"]]))
