@@ -52,9 +52,23 @@ def teacher_out(teachers, idx, aug):
     return out / len(teachers)
 
 
-def student(client, teachers, cfg, T=1.0, w=1.0, ce=True, shift=0, mixup=0.0, epochs=60):
+def student(
+    client,
+    teachers,
+    cfg,
+    T=1.0,
+    w=1.0,
+    ce=True,
+    shift=0,
+    mixup=0.0,
+    epochs=60,
+    sample=sample_augmentation,
+    augment=apply_augmentation,
+):
     """A fresh active-only network; returns its mean test accuracy over the last 10 epochs. ``teachers``: the
-    (client, passive) pairs whose mean logits it distils, or a function (rows, augmentation) -> target logits."""
+    (client, passive) pairs whose mean logits it distils, or a function (rows, augmentation) -> target logits.
+    ``sample(n, cfg, generator, device)`` draws a minibatch's augmentation, ``augment(x, aug)`` applies it to the
+    student's (active) rows."""
     soft = teachers if callable(teachers) else lambda idx, aug: teacher_out(teachers, idx, aug)
     L, spec = client.learner, client.spec
     d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
@@ -73,9 +87,9 @@ def student(client, teachers, cfg, T=1.0, w=1.0, ce=True, shift=0, mixup=0.0, ep
         perm = tr[torch.randperm(len(tr), generator=gen).to(tr.device)]
         batches = perm.split(cfg.batch_size)
         for b, idx in enumerate(batches):
-            aug = sample_augmentation(len(idx), scfg, agen, cfg.device)
+            aug = sample(len(idx), scfg, agen, cfg.device)
             mods.train()
-            logits = mods(apply_augmentation(L.X[idx], aug))
+            logits = mods(augment(L.X[idx], aug))
             loss = mixed_cross_entropy(logits, L.y[idx], aug) if ce else logits.new_zeros(())
             if w > 0:
                 loss = loss + w * distillation(logits, soft(idx, aug), T)
