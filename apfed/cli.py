@@ -155,10 +155,15 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
-def _output_file(path: Path) -> Path:
-    """As ``_output_dir``, for a file to be written later."""
+def _output_file(path: Path, keep: dict[str, list[Path] | Path | None] | None = None) -> Path:
+    """As ``_output_dir``, for a file to be written later. ``keep``: files the command reads (by what they are),
+    which the output must not overwrite."""
     if path.is_dir():
         raise ConfigError(f"{path} is a directory; give a file name")
+    for what, paths in (keep or {}).items():
+        for p in paths if isinstance(paths, list) else [paths]:
+            if p is not None and path.exists() and Path(p).exists() and os.path.samefile(path, p):
+                raise ConfigError(f"{path} is the {what}; refusing to overwrite it (give another output path)")
     _output_dir(path.parent)
     return path
 
@@ -304,7 +309,7 @@ def train(
         raise DataError(f"nothing to resume: {checkpoint_dir / 'active.ckpt'} does not exist")
     _check_policy(on_bad_message, round_timeout)
     _check_data_options(dataset, views, data, data_dir)
-    _output_file(out)
+    _output_file(out, {"input data": data})
     from rich.console import Console
     from rich.progress import Progress
 
@@ -362,7 +367,7 @@ def simulate(
         raise ConfigError(f"{method} has no passive parties to simulate; use 'apfed evaluate'")
     _check_data_options(dataset, views, data, data_dir, default="mnist5k")
     if out:
-        _output_file(out)
+        _output_file(out, {"input data": data})
     from clients.flower_app import RunSettings
     from clients.flower_app import simulate as run_sim
 
@@ -469,7 +474,7 @@ def predict(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
-    _output_file(output)
+    _output_file(output, {"input file": input, "model file": model})
     required, id_column = id_column is not None, id_column or "id"
     ids, X = _read_input(input, m, id_column, required)
     proba = m.predict_proba(X)
@@ -491,7 +496,7 @@ def export(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
-    _output_file(onnx)
+    _output_file(onnx, {"model file": model})
     try:
         m.export_onnx(onnx)
     except ImportError as e:

@@ -109,6 +109,22 @@ def test_train_predict_export(tmp_path, party_csvs):
         code, _, err = run_cli(*args)
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
         assert code != 0 and len(lines) == 1 and lines[0].startswith("error:"), err
+    # an output path that is one of the command's own inputs is refused, and the input is left as it was
+    copy = tmp_path / "input-copy.csv"
+    copy.write_bytes(Path(a).read_bytes())
+    kept = {copy: copy.read_bytes(), model: model.read_bytes()}
+    for args, what in (
+        (["predict", "--model", model, "--input", copy, "--output", tmp_path / "." / copy.name], "the input file"),
+        (["predict", "--model", model, "--input", copy, "--output", model], "the model file"),
+        (["export", "--model", model, "--onnx", model], "the model file"),
+        (
+            ["train", "--method", "apfed-c", "--data", a, "--data", copy, "--id-column", "user_id", "--out", copy],
+            "the input data",
+        ),
+    ):
+        code, _, err = run_cli(*args)
+        assert code == 2 and f"is {what}" in err and "refusing to overwrite" in err, err
+    assert all(p.read_bytes() == b for p, b in kept.items())
     code, _, err = run_cli("export", "--model", model, "--onnx", tmp_path / "m.onnx")
     assert code == 0, err and (tmp_path / "m.onnx").exists()
 
