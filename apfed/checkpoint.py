@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,19 +15,26 @@ import torch
 from apfed.errors import DataError
 
 
-def save_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (same directory, fsync, rename)."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to. On a clean exit it is flushed to disk and renamed over
+    ``path``; on an error (or Ctrl-C) it is removed and ``path`` keeps what it held."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (same directory, fsync, rename)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -479,7 +479,9 @@ def predict(
     ids, X = _read_input(input, m, id_column, required)
     proba = m.predict_proba(X)
     pred = m.classes_[proba.argmax(1)]
-    with output.open("w", newline="") as f:
+    from apfed.checkpoint import atomic_file
+
+    with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
         w = csv.writer(f)
         w.writerow(([id_column] if ids is not None else []) + ["prediction"] + [f"p_{c}" for c in m.class_names])
         for i in range(len(pred)):

@@ -4,8 +4,6 @@ schema, preprocessing, class names, provenance). Loading never unpickles anythin
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from apfed.checkpoint import atomic_file
 from apfed.config import TrainConfig
 from apfed.data.views import Preprocessor
 from apfed.errors import ApfedError
@@ -95,16 +94,9 @@ class StandaloneModel:
     def save(self, path: str | Path) -> Path:
         """Write the model file atomically: a crash never leaves a half-written file at ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"apfed": json.dumps(self.metadata())})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"apfed": json.dumps(self.metadata())})
         return path
 
     @classmethod
@@ -153,15 +145,16 @@ class StandaloneModel:
         path = Path(path)
         wrapper = _OnnxWrapper(self).eval()
         dummy = torch.zeros(2, self.n_features)
-        torch.onnx.export(
-            wrapper,
-            (dummy,),
-            str(path),
-            input_names=["features"],
-            output_names=["probabilities"],
-            dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
-            dynamo=False,
-        )
+        with atomic_file(path) as tmp:  # an export that fails leaves an earlier file at ``path`` as it was
+            torch.onnx.export(
+                wrapper,
+                (dummy,),
+                str(tmp),
+                input_names=["features"],
+                output_names=["probabilities"],
+                dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
+                dynamo=False,
+            )
         return path
 
 

@@ -145,16 +145,36 @@ def _train(client):
     return client
 
 
-def test_a_slow_passive_is_dropped_from_late_rounds_and_readmitted(digits3):
-    import time
+class _SlowClock:
+    """The in-process transport's clock, plus the seconds a faulty handler says it took: deadlines are tested
+    without sleeping, so a loaded host cannot make an on-time round late."""
 
+    def __init__(self):
+        import time
+
+        self.real, self.extra = time.perf_counter, 0.0
+
+    def perf_counter(self) -> float:
+        return self.real() + self.extra
+
+
+def _slow_clock(monkeypatch) -> _SlowClock:
+    import protocols.transport
+
+    clock = _SlowClock()
+    monkeypatch.setattr(protocols.transport, "time", clock)
+    return clock
+
+
+def test_a_slow_passive_is_dropped_from_late_rounds_and_readmitted(digits3, monkeypatch):
+    clock = _slow_clock(monkeypatch)
     cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=0)
-    client = build_clients(digits3, 0, cfg, safety=Safety(on_bad_message="skip", round_timeout=0.5))
+    client = build_clients(digits3, 0, cfg, safety=Safety(on_bad_message="skip", round_timeout=60.0))
     slow_rounds = set(range(5, 12))
 
     def slow(msg, reply):
         if msg.kind == TRAIN and msg.round in slow_rounds:
-            time.sleep(0.6)
+            clock.extra += 3600.0  # an hour late
         return reply
 
     _with_faulty_passive(client, "passive2", slow)
@@ -165,18 +185,17 @@ def test_a_slow_passive_is_dropped_from_late_rounds_and_readmitted(digits3):
     assert client.history[-1]["accuracy"] > 30  # trained on; 10 classes
 
 
-def test_the_round_deadline_applies_to_training_rounds_only(digits3):
+def test_the_round_deadline_applies_to_training_rounds_only(digits3, monkeypatch):
     """Set-up aligns every ID by PSI (seconds per 10,000 IDs) and evaluation embeds the test rows: a deadline meant
     for a training round must not fail them, in-process as over Flower. Before, a set-up slower than
     ``--round-timeout`` ended the run with 'no reply from passive1 in round 0 (deadline missed)'."""
-    import time
-
+    clock = _slow_clock(monkeypatch)
     cfg = make_config("default", method="apfed-kd", epochs=1, batches_per_round=4, seed=0)
-    client = build_clients(digits3, 0, cfg, safety=Safety(on_bad_message="skip", round_timeout=0.2))
+    client = build_clients(digits3, 0, cfg, safety=Safety(on_bad_message="skip", round_timeout=60.0))
 
     def slow_outside_training(msg, reply):
         if msg.kind != TRAIN:
-            time.sleep(0.3)
+            clock.extra += 3600.0
         return reply
 
     _with_faulty_passive(client, "passive2", slow_outside_training)

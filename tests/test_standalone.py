@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from apfed.config import make_config
 from apfed.data import load_bundled
@@ -89,3 +92,20 @@ def test_save_is_atomic_and_keeps_the_previous_file(tmp_path, trained, monkeypat
         trained[1].model.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+
+
+def test_onnx_export_is_atomic_and_keeps_the_previous_file(tmp_path, trained, monkeypatch):
+    """An export that fails half-way (here: part of a file written, then an error) leaves the earlier ONNX file."""
+    pytest.importorskip("onnx")
+    path = trained[1].model.export_onnx(tmp_path / "m.onnx")
+    before = path.read_bytes()
+
+    def half_then_crash(model, args, f, **kw):
+        Path(f).write_bytes(before[: len(before) // 2])
+        raise RuntimeError("export failed")
+
+    monkeypatch.setattr(torch.onnx, "export", half_then_crash)
+    with pytest.raises(RuntimeError):
+        trained[1].model.export_onnx(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp file left behind
