@@ -310,6 +310,8 @@ def train(
     _check_policy(on_bad_message, round_timeout)
     _check_data_options(dataset, views, data, data_dir)
     _output_file(out, {"input data": data})
+    if checkpoint_dir is not None:
+        _output_dir(checkpoint_dir)
     from rich.console import Console
     from rich.progress import Progress
 

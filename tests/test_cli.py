@@ -166,6 +166,10 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["bench", "--only", "speed"], "unknown --only section"),
         (["evaluate", "--dataset", "digits", "--out", "/dev/null/r"], "cannot create the output directory"),
         (["train", "--dataset", "digits", "--out", "/dev/null/m.safetensors"], "cannot create the output directory"),
+        (
+            ["train", "--dataset", "digits", "--checkpoint-dir", "/dev/null", "--checkpoint-every", "1"],
+            "cannot create the output directory /dev/null",
+        ),
         (["simulate", "--dataset", "digits", "--out", "/dev/null/m.safetensors"], "cannot create the output directory"),
         (["bench", "--only", "epoch", "--out", "/dev/null/b"], "cannot create the output directory"),
     ],
