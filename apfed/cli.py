@@ -155,13 +155,13 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
-def _output_file(path: Path, keep: dict[str, list[Path] | Path | None] | None = None) -> Path:
+def _output_file(path: Path, keep: dict[str, list[str] | Path | None] | None = None) -> Path:
     """As ``_output_dir``, for a file to be written later. ``keep``: files the command reads (by what they are),
     which the output must not overwrite."""
     if path.is_dir():
         raise ConfigError(f"{path} is a directory; give a file name")
     for what, paths in (keep or {}).items():
-        for p in paths if isinstance(paths, list) else [paths]:
+        for p in paths if isinstance(paths, list) else [paths]:  # --data gives a list, the other options a path
             if p is not None and path.exists() and Path(p).exists() and os.path.samefile(path, p):
                 raise ConfigError(f"{path} is the {what}; refusing to overwrite it (give another output path)")
     _output_dir(path.parent)

@@ -15,7 +15,6 @@ Environment: LONG_EPOCHS, TEACHER_EPOCHS (default 60), ONLY (comma-separated stu
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -24,14 +23,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from explore_function_matching import jsonl_emitter, student, train_teacher  # same directory: run as a script
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from explore_function_matching import student, train_teacher  # noqa: E402
-
-from apfed.augment import sample_augmentation  # noqa: E402
-from apfed.config import make_config  # noqa: E402
-from apfed.data.bundled import load_bundled  # noqa: E402
+from apfed.augment import sample_augmentation
+from apfed.config import make_config
+from apfed.data.bundled import load_bundled
 
 HEIGHT = 28  # the whole image's rows; strip i of 2 starts at row 14 * i
 
@@ -73,13 +69,7 @@ def main() -> None:
     active = {"top": 0, "bottom": 1}[strip]
     rows = [0, 14]
     base = make_config("default", method="tvfl", seed=seed, device=device, shift=2)
-    sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)
-
-    def emit(**row):
-        row.update(strip=strip, seed=seed)
-        sink.write(json.dumps(row) + "\n")
-        sink.flush()
-        print(row, flush=True)
+    emit = jsonl_emitter(out, strip, seed)
 
     only = [o for o in os.environ.get("ONLY", "").split(",") if o]
     no_teacher = bool(only) and all(o.startswith("local") for o in only)

@@ -30,6 +30,19 @@ from apfed.models import encoder_output_shape, init_modules, make_encoder, make_
 from apfed.runner import build_clients
 
 
+def jsonl_emitter(out: Path, strip: str, seed: int):
+    """``emit(**row)``: append the row, tagged with the strip and seed, to OUT/STRIP-SEED.jsonl and print it."""
+    sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)
+
+    def emit(**row) -> None:
+        row.update(strip=strip, seed=seed)
+        sink.write(json.dumps(row) + "\n")
+        sink.flush()
+        print(row, flush=True)
+
+    return emit
+
+
 def train_teacher(ds, active, cfg):
     client = build_clients(ds, active, cfg)
     client.setup()
@@ -112,13 +125,7 @@ def main() -> None:
     ds = load_bundled("mnist5k", 2)
     active = {"top": 0, "bottom": 1}[strip]
     base = make_config("default", method="tvfl", seed=seed, device=device, epochs=max(1, int(60 * scale)), shift=2)
-    sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)
-
-    def emit(**row):
-        row.update(strip=strip, seed=seed)
-        sink.write(json.dumps(row) + "\n")
-        sink.flush()
-        print(row, flush=True)
+    emit = jsonl_emitter(out, strip, seed)
 
     only = [o for o in os.environ.get("ONLY", "").split(",") if o]  # name prefixes, e.g. ONLY=fm3-s2m1,local-s2m02
     no_teacher = bool(only) and all(o.startswith("local") for o in only)  # 1 epoch: the client's data only

@@ -16,7 +16,6 @@ Usage: python benchmarks/explore_marginal_teacher.py OUT STRIP SEED [DEVICE]. Li
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import student, train_teacher  # same directory: run as a script
+from explore_function_matching import jsonl_emitter, student, train_teacher  # same directory: run as a script
 
 from apfed.config import lr_at, make_config
 from apfed.data.bundled import load_bundled
@@ -106,13 +105,7 @@ def main() -> None:
     ds = load_bundled("mnist5k", 2)
     active = {"top": 0, "bottom": 1}[strip]
     base = make_config("default", method="tvfl", seed=seed, device=device, epochs=epochs, shift=2)
-    sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)
-
-    def emit(**row):
-        row.update(strip=strip, seed=seed)
-        sink.write(json.dumps(row) + "\n")
-        sink.flush()
-        print(row, flush=True)
+    emit = jsonl_emitter(out, strip, seed)
 
     t0 = time.time()
     client, passive = train_teacher(ds, active, base)

@@ -9,7 +9,6 @@ Usage: python benchmarks/explore_offline_kd.py OUT STRIP SEED [DEVICE]
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from explore_function_matching import jsonl_emitter  # same directory: run as a script
 
 from apfed.augment import apply_augmentation, sample_augmentation
 from apfed.config import lr_at, make_config
@@ -91,13 +91,7 @@ def main() -> None:
     ds = load_bundled("mnist5k", 2)
     active = {"top": 0, "bottom": 1}[strip]
     base = make_config("default", method="tvfl", seed=seed, device=device, epochs=int(os.environ.get("EPOCHS", 60)))
-    sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)
-
-    def emit(**row):
-        row.update(strip=strip, seed=seed)
-        sink.write(json.dumps(row) + "\n")
-        sink.flush()
-        print(row, flush=True)
+    emit = jsonl_emitter(out, strip, seed)
 
     students = [
         ("local", dict(T=1, w=0)),
