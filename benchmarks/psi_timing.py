@@ -4,9 +4,9 @@ Measures the protocol's compute (hashing to the curve, blinding, matching) for t
 party, in one process on this machine. Wire: 32 bytes per active ID to the passive, 32 bytes per active ID plus
 32 per passive ID back (plus the alignment positions, 8 bytes per shared row). Writes
 benchmarks/results/<date>-psi-timing-cpu.{json,md}.
-Each size runs with one process per party and with a pool of blinding processes per party (``psi_workers()``:
-one per core, or APFED_PSI_WORKERS), the pool's start included.
-Usage: python benchmarks/psi_timing.py [--sizes 10000 100000 1000000]
+Each size runs with one process per party and with blinding processes per party (``psi_workers()``: one per
+core, or APFED_PSI_WORKERS), their start included.
+Usage: python benchmarks/psi_timing.py [--sizes 10000 100000 1000000] [--label WORD]
 """
 
 import argparse
@@ -51,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--label", default="", help="a word added to the report's name (another run the same day)")
     a = ap.parse_args()
     rows = []
     for n in a.sizes:
@@ -60,15 +61,18 @@ def main() -> None:
     rep = {
         "benchmark": "ECDH-PSI timing",
         "rows": rows,
-        "command": "python benchmarks/psi_timing.py",
+        "command": "python benchmarks/psi_timing.py --sizes "
+        + " ".join(map(str, a.sizes))
+        + (f" --label {a.label}" if a.label else ""),
     }
-    prefix = Path(a.out) / f"{datetime.date.today()}-psi-timing-cpu"
+    prefix = Path(a.out) / f"{datetime.date.today()}-psi-timing{'-' + a.label if a.label else ''}-cpu"
     md = [
         "# ECDH-PSI alignment time (X25519)",
         "",
         "N IDs per party, half shared. Active: hash + blind its IDs, then blind the passive's list and match. "
         "Passive: blind the active's list and its own (shuffled). Compute only, both parties in one process, one "
-        "after the other. Processes: the pool that blinds lists of 20,000 points or more, its start included.",
+        "after the other. Processes: the blinding processes that serve lists of 20,000 points or more (one pipe "
+        "each, driven by the party's main thread), their start included.",
         "",
         "| IDs per party | processes per party | intersection | active (s) | passive (s) | MB active → passive |"
         " MB passive → active |",
