@@ -71,7 +71,9 @@ class PassiveInfo:
 
 
 class ActiveLearner:
-    """Encoder, standalone head, projection head and (tvfl, apfed-kd, centralized) a fused head."""
+    """Encoder, standalone head, projection head and (tvfl, apfed-kd, centralized) a fused head.
+
+    ``y``: class indices of any integer dtype (the active party holds them as int16); a minibatch's are widened."""
 
     def __init__(
         self,
@@ -200,7 +202,7 @@ class ActiveLearner:
         aug: dict | None,
     ) -> tuple[torch.Tensor, dict]:
         """The active party's loss for one minibatch, and its metrics (detached tensors)."""
-        y = self.y[idx]
+        y = self.y[idx].long()  # labels are held narrow (apfed.data.views.compact_labels)
         loss = h.new_zeros(())
         metrics = {}
         if self.standalone:

@@ -33,7 +33,7 @@ def bare_apfed_c_epoch(
     tr = ds.train_idx
     views = [ds.views[active]] + [v for i, v in enumerate(ds.views) if i != active]
     X = [torch.from_numpy(Preprocessor.fit(v, tr)(v.X[tr])).to(dev) for v in views]
-    y = torch.from_numpy(ds.labels[tr]).to(dev)
+    y = torch.from_numpy(ds.labels[tr]).long().to(dev)
     specs = [{"kind": v.kind, "shape": list(v.shape)} for v in views]
     d = [int(torch.tensor(encoder_output_shape(s, cfg.embedding_dim)).prod()) for s in specs]
     encoders = [make_encoder(s, cfg.embedding_dim, cfg.hidden_dim).to(dev) for s in specs]

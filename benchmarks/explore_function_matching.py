@@ -103,7 +103,7 @@ def student(
             aug = sample(len(idx), scfg, agen, cfg.device)
             mods.train()
             logits = mods(augment(L.X[idx], aug))
-            loss = mixed_cross_entropy(logits, L.y[idx], aug) if ce else logits.new_zeros(())
+            loss = mixed_cross_entropy(logits, L.y[idx].long(), aug) if ce else logits.new_zeros(())
             if w > 0:
                 loss = loss + w * distillation(logits, soft(idx, aug), T)
             set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))

@@ -84,7 +84,7 @@ def marginal_targets(client, passive, critics, folds, tau, beta, topk):
         val, pos = s.topk(topk, dim=1)
         w = torch.softmax(val / beta, dim=1)  # (n_fold, topk)
         j = fold[pos]  # global rows of the chosen passive strips
-        onehot = F.one_hot(L.y[j], n_cls).float()
+        onehot = F.one_hot(L.y[j].long(), n_cls).float()
         q_y[fold] = (w[..., None] * onehot).sum(1)
         hA = L.modules["encoder"](L.X[fold]).flatten(1)
         for c in range(0, len(fold), 64):

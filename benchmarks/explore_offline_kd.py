@@ -70,7 +70,7 @@ def student(client, t_logits, cfg, T, w, ce=True, shift=0):
         for b, idx in enumerate(batches):
             aug = sample_augmentation(len(idx), acfg, agen, cfg.device)
             logits = mods(apply_augmentation(L.X[idx], aug))
-            loss = F.cross_entropy(logits, L.y[idx]) if ce else logits.new_zeros(())
+            loss = F.cross_entropy(logits, L.y[idx].long()) if ce else logits.new_zeros(())
             if w > 0:
                 loss = loss + w * distillation(logits, t_logits[idx], T)
             set_lr(opt, lr_at(cfg, (epoch + b / len(batches)) / cfg.epochs))

@@ -17,7 +17,7 @@ from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import load_checkpoint, save_checkpoint
 from apfed.config import TrainConfig
 from apfed.data.streamed import device_rows
-from apfed.data.views import PartyData, Preprocessor, View
+from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.memory import release_freed_memory
@@ -35,17 +35,6 @@ from protocols.validation import ArraySpec, first_failures, validate
 
 ACTIVE = "active"
 BAD_MESSAGE_POLICIES = ("skip", "fail")
-
-
-def positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Where each of ``wanted`` sits in ``ids`` (by sorting: no Python object per id, which for a million ids
-    cost hundreds of MB)."""
-    order = np.argsort(ids, kind="stable")
-    at = np.minimum(np.searchsorted(ids, wanted, sorter=order), len(ids) - 1)
-    found = order[at]
-    if len(wanted) and not (ids[found] == wanted).all():
-        raise DataError("a train or test id is not among the active party's ids")
-    return found
 
 
 def ids_digest(ids: np.ndarray, chunk: int = 65536) -> str:
@@ -79,7 +68,7 @@ class ActiveClient:
         checkpoint: str | None = None,
         checkpoint_every: int = 0,
     ):
-        if data.labels is None or data.train_ids is None:
+        if data.labels is None or data.train_rows is None or data.test_rows is None:
             raise DataError("the active party needs labels and a train/test split")
         if on_bad_message not in BAD_MESSAGE_POLICIES:
             raise DataError(f"on_bad_message must be skip or fail, got {on_bad_message!r}")
@@ -178,7 +167,7 @@ class ActiveClient:
     def _setup(self) -> None:
         cfg, d = self.cfg, self.data
         cfg.check_passives(len(self.names))
-        train_pos, test_pos = positions(d.ids, d.train_ids), positions(d.ids, d.test_ids)
+        train_pos, test_pos = d.train_rows, d.test_rows
         present = np.ones(len(d.ids), dtype=bool)
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
@@ -230,9 +219,9 @@ class ActiveClient:
                     matches[n] = match(double, theirs)
                     del double, theirs
                     present &= matches[n] >= 0
-        keep = np.flatnonzero(present)
-        train = np.flatnonzero(np.isin(keep, train_pos))
-        test = np.flatnonzero(np.isin(keep, test_pos))
+        keep = compact_index(np.flatnonzero(present), len(present))
+        train = compact_index(np.flatnonzero(np.isin(keep, train_pos)), len(keep))
+        test = compact_index(np.flatnonzero(np.isin(keep, test_pos)), len(keep))
         self.log(
             f"{len(keep)} of {len(d.ids)} active rows are held by every passive ({len(train)} train, {len(test)} test)"
         )
@@ -256,11 +245,18 @@ class ActiveClient:
         cfg, d = self.cfg, self.data
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
-        self.keep, self.split = keep, (train, test)  # the intersection, in the order every party now uses
+        # the intersection, in the order every party now uses; 4-byte positions and 2-byte labels where they fit
+        # (a resumed checkpoint may hold int64): this bookkeeping is the run's only O(samples) state
+        keep, train, test = (
+            compact_index(keep, len(d.ids)),
+            compact_index(train, len(keep)),
+            compact_index(test, len(keep)),
+        )
+        self.keep, self.split = keep, (train, test)
         self.preprocessor = Preprocessor.fit(d.view, keep[train])
         dev = cfg.device
         X = device_rows(d.view, keep, self.preprocessor, dev)
-        y = torch.from_numpy(d.labels[keep]).to(dev)
+        y = torch.from_numpy(compact_labels(d.labels[keep])).to(dev)
         extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
         self.learner = ActiveLearner(spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X)
@@ -271,7 +267,7 @@ class ActiveClient:
         self.train_rows, self.test_rows = torch.from_numpy(train), torch.from_numpy(test)
         self.train_idx = self.train_rows.to(dev)
         self.test_idx = self.test_rows.to(dev)
-        self.y_test = d.labels[keep][test]
+        self.y_test = compact_labels(d.labels[keep[test]])
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
         self.emb_stats = [None] * len(self.names)
@@ -300,7 +296,7 @@ class ActiveClient:
             return rnd
         sent = [L.outgoing(idx, a) for idx, a in zip(batches, augs, strict=True)]
         flat = torch.cat(batches)
-        flat_rows = rows[0] if len(rows) == 1 else torch.cat(rows)
+        flat_rows = (rows[0] if len(rows) == 1 else torch.cat(rows)).long()  # the wire's positions are int64
         sizes = [len(b) for b in batches]
         joined = join_augmentations(augs, sizes)
         requests = {}
@@ -393,14 +389,14 @@ class ActiveClient:
             self.log(f"pipelining: {cfg.batches_per_round} minibatches per round is over half an epoch; using {k}")
         self.k_used = k
         for epoch in range(cfg.epochs):
-            rows = self.train_rows[torch.randperm(n_train, generator=gen)]
+            rows = self.train_rows[torch.randperm(n_train, generator=gen, dtype=self.train_rows.dtype)]
             on_device = as_tensor(rows, self.train_idx.device)
-            batches, host = list(on_device.split(cfg.batch_size)), list(rows.split(cfg.batch_size))
-            nb = len(batches)
-            for r in range(0, nb, k):
-                chunk = batches[r : r + k]
+            bs = cfg.batch_size
+            for r in range(0, nb, k):  # the minibatches cut a round at a time: no tensor per minibatch of the epoch
+                span = slice(r * bs, (r + k) * bs)
+                chunk, host = list(on_device[span].split(bs)), list(rows[span].split(bs))
                 progress = [(epoch + (r + j) / nb) / cfg.epochs for j in range(len(chunk))]
-                yield epoch, chunk, host[r : r + k], progress, r + k >= nb
+                yield epoch, chunk, host, progress, r + k >= nb
 
     def fit(
         self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
@@ -553,7 +549,7 @@ class ActiveClient:
     def passive_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:
         replies = self._exchange(
             EVALUATE,
-            {n: ({"idx": idx}, {}) for n in self.names},
+            {n: ({"idx": idx.long()}, {}) for n in self.names},
             lambda i: {"emb": ArraySpec((len(idx), *self.infos[i].embedding_shape), (self.cfg.payload,))},
         )
         return [from_wire(as_tensor(replies[n].arrays["emb"], self.cfg.device)) for n in self.names]

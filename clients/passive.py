@@ -14,7 +14,7 @@ from apfed.augment import slice_augmentation
 from apfed.checkpoint import save_atomic
 from apfed.config import TrainConfig
 from apfed.data.streamed import device_rows
-from apfed.data.views import PartyData, Preprocessor
+from apfed.data.views import PartyData, Preprocessor, compact_index
 from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
 from apfed.memory import release_freed_memory
@@ -206,6 +206,7 @@ class PassiveClient:
 
     def _build(self, rows: np.ndarray, pre: Preprocessor) -> None:
         """Preprocess the aligned rows (``pre``: statistics of the training rows only) and create the learner."""
+        rows = compact_index(rows, len(self.data.ids))  # this party's only O(samples) state: 4 bytes a row
         self.rows, self.preprocessor, self.n = rows, pre, len(rows)
         view = self.data.view
         X = device_rows(view, rows, pre, self.device)

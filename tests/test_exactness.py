@@ -29,7 +29,7 @@ def test_one_protocol_step_equals_the_joint_computation(method):
     client._apply_round(client._send_round([idx], [idx.cpu()], [0.0]))
 
     # the same step, by hand, in one graph
-    xa, xp, y = active.X[idx], passive.X[idx], active.y[idx]
+    xa, xp, y = active.X[idx], passive.X[idx], active.y[idx].long()
     h = a0["encoder"](xa)
     task = F.cross_entropy(a0["head"](h), y)
     if method == "apfed-c":

@@ -221,8 +221,8 @@ def active_party_file(path: str | Path, id_column: str, label_column: str, split
         ids=t.ids,
         labels=labels.astype(np.int64),
         class_names=[str(c) for c in class_names],
-        train_ids=t.ids[train],
-        test_ids=t.ids[test],
+        train_rows=train,
+        test_rows=test,
     )
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from apfed.data.views import compact_index
 from apfed.errors import DataError
 
 
@@ -25,7 +26,7 @@ def stratified_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) 
             " rows)"
         )
     train, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
-    return np.asarray(train), np.asarray(test)
+    return compact_index(train, n), compact_index(test, n)
 
 
 def _test_rows(n: int, test_size: float) -> int:

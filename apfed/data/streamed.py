@@ -3,8 +3,9 @@
 Memory stays bounded in the number of samples: a view is a ``StreamedRows`` (the generator's parameters, O(1)),
 preprocessing statistics are accumulated chunk by chunk, and a learner reads minibatches through
 ``DeviceRows``, which generates and normalises just the rows it is given, on the learner's device. What stays
-O(samples) is small and inherent: labels, sample ids, the split and the alignment (about 73 bytes per sample, both
-parties together), plus the PSI's arrays during set-up (about 100 bytes per sample more, freed after alignment).
+O(samples) is small and inherent: labels, sample ids, the split and the alignment (int16 labels and int32 positions,
+see ``apfed.data.views.compact_index``), plus the PSI's arrays during set-up (about 100 bytes per sample more, freed
+after alignment).
 
 The signal is known: every view is a noisy linear image of a class centre, ``x = centre[y] @ mix_v + 1.5·ε``,
 so each party alone is informative and together they are more so (as ``apfed.bench.synthetic``).
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from apfed.data.splits import stratified_split
-from apfed.data.views import MultiViewDataset, View
+from apfed.data.views import MultiViewDataset, View, compact_labels
 
 CHUNK = 8192  # rows generated at once outside training (statistics, labels): bounds the transient memory
 _P = 2**31 - 1  # Park-Miller modulus: products of two residues fit in int64
@@ -93,7 +94,7 @@ class DeviceRows:
 
     def __init__(self, source: StreamedRows, aligned: np.ndarray, mean: np.ndarray, std: np.ndarray, device: str):
         self.source = source
-        self.aligned = torch.as_tensor(aligned, dtype=torch.int64, device=device)
+        self.aligned = torch.as_tensor(aligned, device=device)  # int32 or int64 positions, widened per minibatch
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=device)
         self.shape = (len(aligned), source.dim)
@@ -102,7 +103,7 @@ class DeviceRows:
         return self.shape[0]
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        return (self.source.rows(self.aligned[idx]) - self.mean) / self.std
+        return (self.source.rows(self.aligned[idx].long()) - self.mean) / self.std
 
 
 def streamed_synthetic(n: int, passives: int, dim: int = 32, classes: int = 10, seed: int = 0) -> MultiViewDataset:
@@ -119,7 +120,10 @@ def streamed_synthetic(n: int, passives: int, dim: int = 32, classes: int = 10, 
         for v in range(passives + 1)
     ]
     y = np.concatenate(
-        [labels_of(torch.arange(s, min(n, s + CHUNK)), classes, seed).numpy() for s in range(0, n, CHUNK)]
+        [
+            compact_labels(labels_of(torch.arange(s, min(n, s + CHUNK)), classes, seed).numpy())
+            for s in range(0, n, CHUNK)
+        ]
     )
     train, test = stratified_split(y, 0.2, seed)
     ids = np.arange(n, dtype=np.int64)  # numeric ids: 8 bytes each (a string id costs 4 per character)
