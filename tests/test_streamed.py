@@ -9,7 +9,7 @@ import torch
 from apfed.config import make_config
 from apfed.data import streamed
 from apfed.data.streamed import DeviceRows, streamed_synthetic
-from apfed.data.views import Preprocessor, View
+from apfed.data.views import Preprocessor, View, compact_index, compact_labels
 from apfed.runner import build_clients, run
 
 
@@ -49,3 +49,21 @@ def test_training_reads_streamed_rows_and_matches_the_materialised_view():
     torch.testing.assert_close(client.learner.X[idx], dense_client.learner.X[idx], rtol=1e-4, atol=1e-4)
     a, b = run(ds, 0, cfg), run(dense, 0, cfg)
     assert a.accuracy > 50 and abs(a.accuracy - b.accuracy) < 3
+
+
+def test_what_a_run_holds_per_sample_is_narrow():
+    """After set-up the O(samples) state is 4-byte positions and 2-byte labels on both sides (all int64 before:
+    about 73 bytes a sample at 500k); minibatches are widened where used, so an epoch still trains."""
+    ds = streamed_synthetic(3000, 1)
+    assert ds.labels.dtype == np.int16 and ds.train_idx.dtype == ds.test_idx.dtype == np.int32
+    client = build_clients(ds, 0, make_config("default", method="apfed-c", epochs=2))
+    client.setup()
+    passive = client.transport.handlers["passive1"].__self__
+    assert client.keep.dtype == np.int32 and all(s.dtype == np.int32 for s in client.split)
+    assert client.learner.y.dtype == torch.int16 and client.learner.X.aligned.dtype == torch.int32
+    assert passive.rows.dtype == np.int32 and passive.learner.X.aligned.dtype == torch.int32
+    history = client.fit()
+    assert len(history) == 2 and history[-1]["accuracy"] > 50
+    assert compact_index(np.array([0, 5]), 2**31).dtype == np.int64  # more rows than int32 holds
+    assert compact_labels(np.array([0, 40000])).dtype == np.int32
+    assert compact_labels(np.array([], dtype=np.int64)).dtype == np.int16
