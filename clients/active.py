@@ -168,6 +168,9 @@ class ActiveClient:
         cfg, d = self.cfg, self.data
         cfg.check_passives(len(self.names))
         train_pos, test_pos = d.train_rows, d.test_rows
+        for what, rows in (("training", train_pos), ("test", test_pos)):
+            if len(rows) and (rows.min() < 0 or rows.max() >= len(d.ids)):
+                raise DataError(f"the active party's {what} rows are not positions among its {len(d.ids)} rows")
         present = np.ones(len(d.ids), dtype=bool)
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)

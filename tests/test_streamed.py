@@ -4,12 +4,14 @@ minibatches through DeviceRows instead of a resident copy of the view."""
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from apfed.config import make_config
 from apfed.data import streamed
 from apfed.data.streamed import DeviceRows, streamed_synthetic
 from apfed.data.views import Preprocessor, View, compact_index, compact_labels
+from apfed.errors import DataError
 from apfed.runner import build_clients, run
 
 
@@ -67,3 +69,10 @@ def test_what_a_run_holds_per_sample_is_narrow():
     assert compact_index(np.array([0, 5]), 2**31).dtype == np.int64  # more rows than int32 holds
     assert compact_labels(np.array([0, 40000])).dtype == np.int32
     assert compact_labels(np.array([], dtype=np.int64)).dtype == np.int16
+
+
+def test_a_split_outside_the_active_party_s_rows_is_a_clear_error():
+    ds = streamed_synthetic(200, 1)
+    bad = dataclasses.replace(ds, test_idx=np.append(ds.test_idx, 200))
+    with pytest.raises(DataError, match="test rows are not positions among its 200 rows"):
+        build_clients(bad, 0, make_config("default", method="apfed-c", epochs=1)).setup()
