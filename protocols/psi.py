@@ -121,29 +121,37 @@ class _Blinders:
         bounds = np.linspace(0, len(points), len(self.conns) * 4 + 1).astype(int)  # several per process: even finish
         todo = [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a][::-1]
         busy: dict = {}  # connection -> (start, stop) it is blinding
-        failure = None
+        failures: list[str] = []
+        stopped = "a blinding process stopped unexpectedly"
+
+        def give(conn) -> None:
+            if todo and not failures:
+                span = todo.pop()
+                try:
+                    conn.send_bytes(points[span[0] : span[1]].reshape(-1))  # 1-D: the pipe counts bytes
+                except OSError:  # its end of the pipe is gone
+                    failures.append(stopped)
+                    return
+                busy[conn] = span
+
         for conn in self.conns:
-            if todo:
-                busy[conn] = todo.pop()
-                conn.send_bytes(points[slice(*busy[conn])].reshape(-1))
+            give(conn)
         while busy:
             # short waits: a Ctrl-C is handled by the main thread only between waits
             for conn in mp_connection.wait(list(busy), timeout=0.2):
                 start, stop = busy.pop(conn)
                 try:
                     status = conn.recv_bytes()
-                    if status == b"ok":
-                        conn.recv_bytes_into(out[start:stop].reshape(-1))  # a view: 1-D, as the pipe counts bytes
-                    else:
-                        failure = failure or status.decode()
+                    if status != b"ok":
+                        failures.append(status.decode())
+                        continue
+                    conn.recv_bytes_into(out[start:stop].reshape(-1))  # a view of the output, 1-D
                 except (EOFError, OSError):
-                    failure = failure or "a blinding process stopped unexpectedly"
+                    failures.append(stopped)
                     continue
-                if todo and failure is None:
-                    busy[conn] = todo.pop()
-                    conn.send_bytes(points[slice(*busy[conn])].reshape(-1))
-        if failure is not None:
-            raise ProtocolError(failure)
+                give(conn)
+        if failures:
+            raise ProtocolError(failures[0])
         return out
 
     def close(self, failed: bool = False) -> None:

@@ -138,6 +138,22 @@ def test_a_pool_of_blinding_processes_gives_what_one_process_gives(monkeypatch):
     assert not any(p.is_alive() for p in procs)  # stopped, and joined
 
 
+def test_a_blinding_process_that_dies_is_a_clear_protocol_error(monkeypatch):
+    import protocols.psi as psi
+
+    monkeypatch.setattr(psi, "PARALLEL_MIN", 5)
+    points = hash_to_points([f"id{i}" for i in range(40)], "salt")
+    with PsiKey(workers=2) as key:
+        key.blind(points)
+        dead = key._pool.procs[0]
+        dead.kill()
+        dead.join(timeout=10)
+        with pytest.raises(ProtocolError, match="a blinding process stopped unexpectedly"):
+            key.blind(points)
+        procs = list(key._pool.procs)
+    assert not any(p.is_alive() for p in procs)
+
+
 def test_the_number_of_blinding_processes(monkeypatch):
     """One per core by default, ``APFED_PSI_WORKERS`` when set (a bad value is one clear error), and one inside a
     daemonic process, which may not start any."""
