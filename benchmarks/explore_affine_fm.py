@@ -16,18 +16,20 @@ Environment: LONG_EPOCHS, TEACHER_EPOCHS (default 60), ONLY (comma-separated stu
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, student, train_teacher  # same directory: run as a script
+from explore_function_matching import (  # same directory: run as a script
+    jsonl_emitter,
+    script_args,
+    student,
+    train_teacher,
+)
 
 from apfed.augment import sample_augmentation
 from apfed.config import make_config
-from apfed.data.bundled import load_bundled
 
 HEIGHT = 28  # the whole image's rows; strip i of 2 starts at row 14 * i
 
@@ -62,11 +64,7 @@ def affine_strip(x: torch.Tensor, aug: dict[str, torch.Tensor], row0: int) -> to
 
 
 def main() -> None:
-    out, strip, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
-    out.mkdir(parents=True, exist_ok=True)
-    ds = load_bundled("mnist5k", 2)
-    active = {"top": 0, "bottom": 1}[strip]
+    out, strip, seed, device, ds, active = script_args()
     rows = [0, 14]
     base = make_config("default", method="tvfl", seed=seed, device=device, shift=2)
     emit = jsonl_emitter(out, strip, seed)

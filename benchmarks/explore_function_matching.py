@@ -30,6 +30,15 @@ from apfed.models import encoder_output_shape, init_modules, make_encoder, make_
 from apfed.runner import build_clients
 
 
+def script_args():
+    """``OUT STRIP SEED [DEVICE]`` from the command line, as every exploration script takes them: (out directory,
+    created; strip; seed; device; mnist5k in 2 views; the active view's index)."""
+    out, strip, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    out.mkdir(parents=True, exist_ok=True)
+    return out, strip, seed, device, load_bundled("mnist5k", 2), {"top": 0, "bottom": 1}[strip]
+
+
 def jsonl_emitter(out: Path, strip: str, seed: int):
     """``emit(**row)``: append the row, tagged with the strip and seed, to OUT/STRIP-SEED.jsonl and print it."""
     sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)
@@ -118,12 +127,8 @@ def student(
 
 
 def main() -> None:
-    out, strip, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    out, strip, seed, device, ds, active = script_args()
     scale = float(os.environ.get("SCALE", 1))
-    out.mkdir(parents=True, exist_ok=True)
-    ds = load_bundled("mnist5k", 2)
-    active = {"top": 0, "bottom": 1}[strip]
     base = make_config("default", method="tvfl", seed=seed, device=device, epochs=max(1, int(60 * scale)), shift=2)
     emit = jsonl_emitter(out, strip, seed)
 

@@ -17,17 +17,19 @@ Usage: python benchmarks/explore_marginal_teacher.py OUT STRIP SEED [DEVICE]. Li
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, student, train_teacher  # same directory: run as a script
+from explore_function_matching import (  # same directory: run as a script
+    jsonl_emitter,
+    script_args,
+    student,
+    train_teacher,
+)
 
 from apfed.config import lr_at, make_config
-from apfed.data.bundled import load_bundled
 from apfed.learner import make_optimizer, set_lr
 from apfed.losses import nt_xent
 from apfed.models import encoder_output_shape, init_modules, make_encoder, make_projection
@@ -98,12 +100,8 @@ def marginal_targets(client, passive, critics, folds, tau, beta, topk):
 
 
 def main() -> None:
-    out, strip, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    out, strip, seed, device, ds, active = script_args()
     epochs = int(os.environ.get("EPOCHS", 60))
-    out.mkdir(parents=True, exist_ok=True)
-    ds = load_bundled("mnist5k", 2)
-    active = {"top": 0, "bottom": 1}[strip]
     base = make_config("default", method="tvfl", seed=seed, device=device, epochs=epochs, shift=2)
     emit = jsonl_emitter(out, strip, seed)
 

@@ -10,18 +10,15 @@ Usage: python benchmarks/explore_offline_kd.py OUT STRIP SEED [DEVICE]
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter  # same directory: run as a script
+from explore_function_matching import jsonl_emitter, script_args  # same directory: run as a script
 
 from apfed.augment import apply_augmentation, sample_augmentation
 from apfed.config import lr_at, make_config
-from apfed.data.bundled import load_bundled
 from apfed.learner import make_optimizer, set_lr
 from apfed.losses import distillation
 from apfed.models import encoder_output_shape, init_modules, make_encoder, make_head
@@ -85,11 +82,7 @@ def student(client, t_logits, cfg, T, w, ce=True, shift=0):
 
 
 def main() -> None:
-    out, strip, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
-    out.mkdir(parents=True, exist_ok=True)
-    ds = load_bundled("mnist5k", 2)
-    active = {"top": 0, "bottom": 1}[strip]
+    out, strip, seed, device, ds, active = script_args()
     base = make_config("default", method="tvfl", seed=seed, device=device, epochs=int(os.environ.get("EPOCHS", 60)))
     emit = jsonl_emitter(out, strip, seed)
 

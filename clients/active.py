@@ -222,9 +222,9 @@ class ActiveClient:
                     matches[n] = match(double, theirs)
                     del double, theirs
                     present &= matches[n] >= 0
-        keep = compact_index(np.flatnonzero(present), len(present))
-        train = compact_index(np.flatnonzero(np.isin(keep, train_pos)), len(keep))
-        test = compact_index(np.flatnonzero(np.isin(keep, test_pos)), len(keep))
+        keep = np.flatnonzero(present)
+        train = np.flatnonzero(np.isin(keep, train_pos))
+        test = np.flatnonzero(np.isin(keep, test_pos))
         self.log(
             f"{len(keep)} of {len(d.ids)} active rows are held by every passive ({len(train)} train, {len(test)} test)"
         )
@@ -249,7 +249,7 @@ class ActiveClient:
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         # the intersection, in the order every party now uses; 4-byte positions and 2-byte labels where they fit
-        # (a resumed checkpoint may hold int64): this bookkeeping is the run's only O(samples) state
+        # (set-up and older checkpoints give int64): this bookkeeping is the run's only O(samples) state
         keep, train, test = (
             compact_index(keep, len(d.ids)),
             compact_index(train, len(keep)),
