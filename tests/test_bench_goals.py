@@ -1,0 +1,99 @@
+"""The bench report judges its own goals: met or missed, by how much, and why, from the report's figures."""
+
+import numpy as np
+import torch
+
+from apfed.bench import markdown
+from apfed.bench_goals import goals, per_sample_arrays_bytes
+
+
+def _epoch(dataset, ratio):
+    return {
+        "dataset": dataset,
+        "views": 2,
+        "preset": "p",
+        "device": "cpu",
+        "protocol_s": ratio,
+        "bare_s": 1.0,
+        "ratio": ratio,
+    }
+
+
+def _scaling(axis, value, mb, peak, held, book=None):
+    r = {
+        "axis": axis,
+        "value": value,
+        "n": value if axis == "samples" else 5000,
+        "epoch_s": 1.0,
+        "mb_per_epoch": mb,
+        "peak_rss_mb": peak,
+        "rss_after_setup_mb": held,
+        "setup_peak_rss_mb": held,
+    }
+    if book is not None:
+        r["bookkeeping_bytes"] = book
+    return r
+
+
+def _report(**sections):
+    return {"epoch": [], "epoch_methods": [], "wire": [], "scaling": [], "flower": [], "inference": [], **sections}
+
+
+def test_an_epoch_ratio_over_the_goal_is_missed_and_split_into_the_learners_and_the_protocol():
+    method = {"dataset": "handwritten", "device": "cpu", "method": "apfed-c", "ratio": 1.30, "learners_ratio": 1.12}
+    g = goals(_report(epoch=[_epoch("mnist5k", 0.97), _epoch("handwritten", 1.30)], epoch_methods=[method]))
+    assert [(x["where"], x["met"]) for x in g] == [("mnist5k, cpu", True), ("handwritten, cpu", False)]
+    assert g[0]["why"] == ""
+    assert "missed by 0.15" in g[1]["why"] and "costs +12%" in g[1]["why"] and "protocol +18%" in g[1]["why"]
+
+
+def test_deployment_and_encryption_goals_come_from_the_flower_rows():
+    rows = [
+        {"transport": "in-process", "ratio": 1.0},
+        {"transport": "in-process, encrypted", "ratio": 1.1, "sealing_share": 0.001},
+        {"transport": "deployment, TLS off, encryption off", "ratio": 1.6},
+        {"transport": "deployment, TLS on, encryption on", "ratio": 2.4},
+    ]
+    deploy, seal = goals(_report(flower=rows))
+    assert not deploy["met"] and "missed by 0.40" in deploy["why"] and "TLS on" in deploy["why"]
+    assert seal["met"] and seal["measured"] == "0.10%"
+    rows[-1]["ratio"] = 1.9
+    assert goals(_report(flower=rows))[0]["met"]
+
+
+def test_wire_bytes_must_be_proportional_and_streamed_memory_flat():
+    passives = [_scaling("passives", p, 2.0 * p, 340, 320) for p in (1, 2, 4, 8)]
+    samples = [
+        _scaling("samples", 5000, 2.1, 339, 321, book=142_000),
+        _scaling("samples", 500000, 210.0, 367, 340, book=14_200_000),
+    ]
+    g = {x["goal"]: x for x in goals(_report(scaling=passives + samples))}
+    assert g["wire bytes linear in passives"]["met"] and g["wire bytes linear in samples"]["met"]
+    mem = g["training peak memory flat in samples (streamed)"]
+    assert not mem["met"] and "+8.3%" in mem["measured"]
+    assert "grows 38 bytes per sample" in mem["why"] and "are 28:" in mem["why"]
+    passives[-1]["mb_per_epoch"] = 30.0  # 8 passives sending twice as much each: not linear
+    samples[-1]["peak_rss_mb"] = 341  # +0.6 %: flat
+    g = {x["goal"]: x for x in goals(_report(scaling=passives + samples))}
+    assert not g["wire bytes linear in passives"]["met"]
+    assert g["training peak memory flat in samples (streamed)"]["met"]
+
+
+def test_the_markdown_opens_with_the_goals():
+    md = "\n".join(markdown(_report(epoch=[_epoch("handwritten", 1.3)])))
+    assert md.index("## Goals") < md.index("## In-process epoch")
+    assert "| **no** |" in md and "0 of 1 goals met" in md
+
+
+def test_per_sample_arrays_are_counted_once_however_many_parties_hold_them():
+    class Holder:
+        pass
+
+    ids = np.arange(1000, dtype=np.int64)
+    a, b = Holder(), Holder()
+    a.ids, a.pair = ids, (np.arange(1000, dtype=np.int32), np.zeros(5))
+    b.ids_view = ids[10:]  # a view of the same buffer
+    b.shared = torch.from_numpy(ids)  # the same buffer again
+    b.rows = torch.zeros(1000, dtype=torch.int32)
+    b.matrix = np.zeros((1000, 3))  # features, not bookkeeping
+    assert per_sample_arrays_bytes(1000, a, b) == 8000 + 4000 + 4000
