@@ -12,6 +12,9 @@ DEPLOY_RATIO = 2.0  # deployment epoch at the default K / in-process epoch
 SEALING_SHARE = 0.05  # payload encryption's share of the epoch
 LINEAR_TOLERANCE = 0.05  # bytes per passive (or per sample) may vary this much across the grid
 FLAT_TOLERANCE = 0.02  # "flat": the training peak grows at most this much from the fewest to the most samples
+PAPER_SPEEDUP = 5.0  # the paper preset's run against the reference's, on one H200
+PAPER_ACCURACY = 1.0  # points from the reference's accuracy
+REFERENCE_PAPER = {"seconds": 99.0, "accuracy": 91.51}  # REFERENCE.md §2: APFed-C, 300 epochs, one H200
 
 
 def _goal(goal: str, where: str, target: str, measured: str, met: bool, why: str = "") -> dict:
@@ -126,9 +129,39 @@ def scaling_goals(report: dict) -> list[dict]:
     return out
 
 
+def paper_goals(report: dict) -> list[dict]:
+    """The paper preset's 300 epochs at least 5x faster than the reference's 99 s, accuracy within 1 point."""
+    rows = [r for r in report.get("paper", []) if r["epochs"] == 300]
+    if not rows:
+        return []
+    seconds = statistics.median(r["seconds"] for r in rows)
+    accuracy = statistics.mean(r["accuracy"] for r in rows)
+    speedup = REFERENCE_PAPER["seconds"] / seconds
+    where = f"mnist5k, 300 epochs, {len(rows)} seed(s), {report.get('device', '?')}"
+    gap = accuracy - REFERENCE_PAPER["accuracy"]
+    return [
+        _goal(
+            "paper preset: speed-up over the reference's 99 s",
+            where,
+            f">= {PAPER_SPEEDUP:.0f}x",
+            f"{speedup:.2f}x (median run {seconds:.1f} s)",
+            speedup >= PAPER_SPEEDUP,
+            "" if speedup >= PAPER_SPEEDUP else f"missed by {PAPER_SPEEDUP - speedup:.2f}x",
+        ),
+        _goal(
+            "paper preset: accuracy against the reference's 91.51",
+            where,
+            f"within ±{PAPER_ACCURACY:.0f} point",
+            f"{accuracy:.2f} ({gap:+.2f})",
+            abs(gap) <= PAPER_ACCURACY,
+            "" if abs(gap) <= PAPER_ACCURACY else f"missed by {abs(gap) - PAPER_ACCURACY:.2f} points",
+        ),
+    ]
+
+
 def goals(report: dict) -> list[dict]:
     """Every goal this report has figures for."""
-    return [*epoch_goals(report), *flower_goals(report), *scaling_goals(report)]
+    return [*epoch_goals(report), *flower_goals(report), *scaling_goals(report), *paper_goals(report)]
 
 
 def goals_markdown(rows: list[dict]) -> list[str]:

@@ -520,16 +520,16 @@ def bench(
     ] = 3,
     quick: Annotated[bool, typer.Option(help="A small grid (a smoke run, not a report to quote).")] = False,
     only: Annotated[
-        str, typer.Option(help="Comma-separated sections to run: epoch, wire, scaling, flower, inference.")
+        str,
+        typer.Option(
+            help="Comma-separated sections to run: epoch, wire, scaling, flower, inference, and paper (the paper"
+            " preset's 300 epochs, 3 seeds: for a GPU; not run unless named)."
+        ),
     ] = "epoch,wire,scaling,flower,inference",
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("benchmarks/results"),
 ):
     """Measure epoch time against bare compute, wire cost, scaling and inference; write a report and plots."""
-    import datetime
-    import json
-
-    from apfed.bench import SECTIONS, markdown, run_bench, write_plots
-    from apfed.report import machine
+    from apfed.bench import SECTIONS, run_bench, write_report
 
     _config("default", None, device=device)  # a clear error when CUDA is asked for and missing
     sections = tuple(x.strip() for x in only.split(",") if x.strip())
@@ -537,19 +537,9 @@ def bench(
     if unknown or not sections:
         raise ConfigError(f"unknown --only section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     _output_dir(out)
-    report = run_bench(device, repeats, quick, sections)
-    m = machine()
-    report["machine"] = m
-    tag = "gpu" if device.startswith("cuda") else f"cpu{m['cpus']}"
-    part = "" if set(sections) == set(SECTIONS) else "-" + "-".join(sections)
-    only_arg = f" --only {','.join(sections)}" if part else ""
-    prefix = out / f"{datetime.date.today()}-bench-{tag}{part}{'-quick' if quick else ''}"
-    prefix.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    md = [*markdown(report), "", f"Machine: {json.dumps(m)}. Reproduce: `apfed bench --device {device}{only_arg}`.", ""]
-    prefix.with_suffix(".md").write_text("\n".join(md))
-    plots = write_plots(report, prefix)
+    md, written = write_report(run_bench(device, repeats, quick, sections), out, sections, quick)
     typer.echo("\n".join(md))
-    typer.echo(f"wrote {prefix}.json, {prefix}.md" + "".join(f", {p}" for p in plots), err=True)
+    typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 
 @app.command()

@@ -97,3 +97,30 @@ def test_per_sample_arrays_are_counted_once_however_many_parties_hold_them():
     b.rows = torch.zeros(1000, dtype=torch.int32)
     b.matrix = np.zeros((1000, 3))  # features, not bookkeeping
     assert per_sample_arrays_bytes(1000, a, b) == 8000 + 4000 + 4000
+
+
+def test_the_paper_preset_is_judged_on_300_epoch_runs_only():
+    fast = [{"seed": s, "epochs": 300, "accuracy": 91.6, "seconds": 17.0 + s} for s in range(3)]
+    speed, acc = goals(_report(paper=fast, device="cuda"))
+    assert speed["met"] and speed["measured"].startswith("5.50x") and acc["met"] and "(+0.09)" in acc["measured"]
+    slow = [{**r, "seconds": 25.0, "accuracy": 89.9} for r in fast]
+    speed, acc = goals(_report(paper=slow, device="cuda"))
+    assert not speed["met"] and "missed by 1.04x" in speed["why"]
+    assert not acc["met"] and "missed by 0.61 points" in acc["why"]
+    assert goals(_report(paper=[{**r, "epochs": 5} for r in fast])) == []
+
+
+def test_the_report_files_carry_the_goals_and_the_machine(tmp_path):
+    import json
+
+    from apfed.bench import write_report
+
+    report = _report(epoch=[_epoch("handwritten", 1.3)], device="cpu")
+    md, written = write_report(report, tmp_path, ("epoch",))
+    names = [p.name for p in written]
+    assert names[0].endswith("-bench-cpu" + str(report["machine"]["cpus"]) + "-epoch.json")
+    assert names[1] == names[0][:-5] + ".md" and all(p.exists() for p in written)
+    saved = json.loads(written[0].read_text())["goals"]
+    assert [(g["where"], g["met"]) for g in saved] == [("handwritten, cpu", False)]
+    text = written[1].read_text()
+    assert "## Goals" in text and "Reproduce: `apfed bench --device cpu --only epoch`" in text and '"cpus"' in text
