@@ -71,8 +71,8 @@ def main() -> None:
         "",
         "N IDs per party, half shared. Active: hash + blind its IDs, then blind the passive's list and match. "
         "Passive: blind the active's list and its own (shuffled). Compute only, both parties in one process, one "
-        "after the other. Processes: the blinding processes that serve lists of 20,000 points or more (one pipe "
-        "each, driven by the party's main thread), their start included.",
+        "after the other. Processes: the blinding processes that serve lists of 20,000 points or more (plain "
+        "`python -c` processes, one socket each, driven by the party's main thread), their start included.",
         "",
         "| IDs per party | processes per party | intersection | active (s) | passive (s) | MB active → passive |"
         " MB passive → active |",

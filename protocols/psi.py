@@ -21,6 +21,10 @@ import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
 import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +36,7 @@ POINT = 32  # bytes of one blinded value
 CHUNK = 65536  # values compared at once in match()
 PARALLEL_MIN = 20_000  # points worth a pool of blinding processes (starting one takes about 0.5 s)
 WORKERS_ENV = "APFED_PSI_WORKERS"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # the folder that holds the protocols package
 
 
 def hash_to_points(ids, salt: str) -> np.ndarray:
@@ -44,8 +49,8 @@ def hash_to_points(ids, salt: str) -> np.ndarray:
 
 
 def psi_workers() -> int:
-    """Processes that blind at once: ``APFED_PSI_WORKERS``, else one per core (at most 16); 1 in a daemonic process,
-    which may not start any (a worker of ``apfed evaluate --jobs``)."""
+    """Processes that blind at once: ``APFED_PSI_WORKERS``, else one per core (at most 16); 1 in a daemonic process
+    (a worker of ``apfed evaluate --jobs``, which already runs a job per core)."""
     if mp.current_process().daemon:
         return 1
     raw = os.environ.get(WORKERS_ENV, "")
@@ -59,7 +64,7 @@ def psi_workers() -> int:
 class PsiKey:
     """One party's secret scalar for one run. X25519 costs about 50 µs per point on one core and holds the GIL, so
     with ``workers`` > 1 a list of at least ``PARALLEL_MIN`` points is blinded by that many processes (started on
-    first use, given the scalar over a pipe; the party's own machine, the party's own user). Use it as a context
+    first use, given the scalar over a socket; the party's own machine, the party's own user). Use it as a context
     manager, or ``close()`` it, to stop them."""
 
     def __init__(self, workers: int | None = None) -> None:
@@ -89,29 +94,41 @@ class PsiKey:
             raw = self._key.private_bytes(
                 serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
             )
-            self._pool = _Blinders(self.workers, raw)
+            try:
+                self._pool = _Blinders(self.workers, raw)
+            except OSError:  # no interpreter to start (an embedded Python): blind in this process
+                self.workers = 1
+                return _blind(self._key, points)
         return self._pool.blind(points)
 
 
 class _Blinders:
-    """Blinding processes, one pipe each, driven from the calling thread alone.
+    """Blinding processes, one socket each, driven from the calling thread alone.
 
-    Not a ``multiprocessing.Pool``: its helper threads pickle and unpickle every chunk, so the chunks pass through
-    those threads' own malloc arenas, and glibc never hands back the top of a thread's arena (``malloc_trim``
-    trims only the main one): with a pool, 500,000 ids left about 45 MB resident for the whole run. Here each
-    result is read straight into the output array."""
+    Each is a fresh ``python -c`` that imports this module and nothing of the caller's: ``multiprocessing``'s
+    spawn would re-run the caller's main script in every worker, so a script without an
+    ``if __name__ == "__main__":`` guard failed on any id list of ``PARALLEL_MIN`` or more. The scalar travels over
+    the socket, never on a command line. Not a ``multiprocessing.Pool`` either: its helper threads pickle and
+    unpickle every chunk, so the chunks pass through those threads' own malloc arenas, and glibc never hands back
+    the top of a thread's arena (``malloc_trim`` trims only the main one): with a pool, 500,000 ids left about
+    45 MB resident for the whole run. Here each result is read straight into the output array."""
 
     def __init__(self, workers: int, raw_key: bytes) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns, self.procs = [], []
+        self.conns: list[mp_connection.Connection] = []
+        self.procs: list[subprocess.Popen] = []
+        # the workers import this very copy of the package, whatever the caller did to sys.path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         try:
             for _ in range(workers):
-                ours, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(theirs, raw_key), daemon=True)
-                proc.start()
-                theirs.close()
-                self.conns.append(ours)
-                self.procs.append(proc)
+                ours, theirs = socket.socketpair()
+                try:
+                    fd = theirs.fileno()
+                    command = [sys.executable, "-c", f"from protocols.psi import _worker_main; _worker_main({fd})"]
+                    self.procs.append(subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env))
+                finally:
+                    theirs.close()  # the worker holds its end: when it exits, ours reads the end of the stream
+                self.conns.append(mp_connection.Connection(ours.detach()))
+                self.conns[-1].send_bytes(raw_key)
         except BaseException:
             self.close(failed=True)
             raise
@@ -128,8 +145,8 @@ class _Blinders:
             if todo and not failures:
                 span = todo.pop()
                 try:
-                    conn.send_bytes(points[span[0] : span[1]].reshape(-1))  # 1-D: the pipe counts bytes
-                except OSError:  # its end of the pipe is gone
+                    conn.send_bytes(points[span[0] : span[1]].reshape(-1))  # 1-D: the socket counts bytes
+                except OSError:  # its end of the socket is gone
                     failures.append(stopped)
                     return
                 busy[conn] = span
@@ -156,14 +173,15 @@ class _Blinders:
 
     def close(self, failed: bool = False) -> None:
         for conn in self.conns:
-            conn.close()  # a worker waiting for work sees the end of its pipe and exits
+            conn.close()  # a worker waiting for work sees the end of its stream and exits
         for proc in self.procs:
             if failed:
                 proc.terminate()
-            proc.join(timeout=10)
-            if proc.is_alive():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.join()
+                proc.wait()
         self.conns, self.procs = [], []
 
 
@@ -178,11 +196,15 @@ def _blind(key: X25519PrivateKey, points: np.ndarray) -> np.ndarray:
     return out
 
 
-def _worker_main(conn, raw_key: bytes) -> None:
-    """A blinding process: it holds the party's scalar, leaves Ctrl-C to the party's main process, and answers
-    each chunk with ``ok`` and the blinded chunk, or with the error's message."""
+def _worker_main(fd: int) -> None:
+    """A blinding process: it reads the party's scalar from its socket, leaves Ctrl-C to the party's main process,
+    and answers each chunk with ``ok`` and the blinded chunk, or with the error's message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    key = X25519PrivateKey.from_private_bytes(raw_key)
+    conn = mp_connection.Connection(fd)
+    try:
+        key = X25519PrivateKey.from_private_bytes(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
     while True:
         try:
             data = conn.recv_bytes()

@@ -133,9 +133,9 @@ def test_a_pool_of_blinding_processes_gives_what_one_process_gives(monkeypatch):
             key.blind(low_order)
         assert np.array_equal(key.blind(hash_to_points(ids[order], "salt")), single)
         procs = list(key._pool.procs)
-        assert len(procs) == 2 and all(p.is_alive() for p in procs)
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
     assert key._pool is None
-    assert not any(p.is_alive() for p in procs)  # stopped, and joined
+    assert all(p.returncode == 0 for p in procs)  # stopped at the end of their stream, and waited for
 
 
 def test_a_blinding_process_that_dies_is_a_clear_protocol_error(monkeypatch):
@@ -147,16 +147,16 @@ def test_a_blinding_process_that_dies_is_a_clear_protocol_error(monkeypatch):
         key.blind(points)
         dead = key._pool.procs[0]
         dead.kill()
-        dead.join(timeout=10)
+        dead.wait(timeout=10)
         with pytest.raises(ProtocolError, match="a blinding process stopped unexpectedly"):
             key.blind(points)
         procs = list(key._pool.procs)
-    assert not any(p.is_alive() for p in procs)
+    assert all(p.poll() is not None for p in procs)
 
 
 def test_the_number_of_blinding_processes(monkeypatch):
     """One per core by default, ``APFED_PSI_WORKERS`` when set (a bad value is one clear error), and one inside a
-    daemonic process, which may not start any."""
+    daemonic process (a worker of ``apfed evaluate --jobs``)."""
     import multiprocessing as mp
 
     import protocols.psi as psi
@@ -181,3 +181,48 @@ def _report_workers(q) -> None:
     from protocols.psi import psi_workers
 
     q.put(psi_workers())
+
+
+SCRIPT_WITHOUT_MAIN_GUARD = """
+import numpy as np
+import protocols.psi as psi
+from protocols.psi import PsiKey, hash_to_points
+
+points = hash_to_points([f"id{i}" for i in range(psi.PARALLEL_MIN + 7)], "salt")
+with PsiKey(workers=2) as key:
+    pooled = key.blind(points)
+    assert key._pool is not None
+    assert np.array_equal(pooled, psi._blind(key._key, points))
+print("blinded", len(pooled))
+"""
+
+
+def test_a_script_without_a_main_guard_can_blind_with_processes(tmp_path):
+    """The blinding processes import nothing of the caller's: with multiprocessing's spawn each worker re-ran the
+    caller's script, so a plain script (no ``if __name__ == "__main__":``) failed on any list of ``PARALLEL_MIN``
+    ids or more."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain.py"
+    script.write_text(SCRIPT_WITHOUT_MAIN_GUARD)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"blinded {psi_min() + 7}"
+
+
+def psi_min() -> int:
+    import protocols.psi as psi
+
+    return psi.PARALLEL_MIN
+
+
+def test_blinding_falls_back_to_this_process_when_no_worker_can_start(monkeypatch):
+    import protocols.psi as psi
+
+    monkeypatch.setattr(psi, "PARALLEL_MIN", 5)
+    monkeypatch.setattr(psi.sys, "executable", "/nonexistent/python")
+    points = hash_to_points([f"id{i}" for i in range(40)], "salt")
+    with PsiKey(workers=2) as key:
+        assert np.array_equal(key.blind(points), psi._blind(key._key, points))
+        assert key._pool is None and key.workers == 1
