@@ -50,8 +50,9 @@ def hash_to_points(ids, salt: str) -> np.ndarray:
 
 def psi_workers() -> int:
     """Processes that blind at once: ``APFED_PSI_WORKERS``, else one per core (at most 16); 1 in a daemonic process
-    (a worker of ``apfed evaluate --jobs``, which already runs a job per core)."""
-    if mp.current_process().daemon:
+    (a worker of ``apfed evaluate --jobs``, which already runs a job per core) and where a child cannot inherit the
+    socket it is given (not POSIX)."""
+    if mp.current_process().daemon or os.name != "posix":
         return 1
     raw = os.environ.get(WORKERS_ENV, "")
     if raw:
