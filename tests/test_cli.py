@@ -399,10 +399,10 @@ def test_ctrl_c_during_the_psi_stops_its_blinding_processes(tmp_path):
         np.savetxt(tmp_path / name, np.column_stack(body), fmt="%s", delimiter=",", header=header, comments="")
     args = ["train", "--data", tmp_path / "a.csv", "--data", tmp_path / "b.csv", "--method", "apfed-c"]
     args += ["--epochs", "1", "--out", tmp_path / "m.safetensors"]
-    blinding: list[float] = []  # when two of multiprocessing's spawned children (a pool) were first seen
+    blinding: list[float] = []  # when two blinding processes (protocols.psi._worker_main) were first seen
 
     def ready(pid: int) -> bool:
-        if not blinding and sum("spawn_main" in cmd for _, cmd in _session(pid)) >= 2:
+        if not blinding and sum("_worker_main" in cmd for _, cmd in _session(pid)) >= 2:
             blinding.append(time.monotonic())
         return bool(blinding) and time.monotonic() - blinding[0] > 0.5
 
