@@ -32,6 +32,7 @@ from apfed.bench_goals import goals, goals_markdown, per_sample_arrays_bytes
 from apfed.config import make_config
 from apfed.data.splits import stratified_split
 from apfed.data.views import MultiViewDataset, View
+from apfed.spawning import without_main_script
 
 
 def synthetic(n: int, passives: int, dim: int = 32, classes: int = 10, seed: int = 0) -> MultiViewDataset:
@@ -190,7 +191,8 @@ def scaling_rows(threads: int) -> list[dict]:
         kw = {**base, **change, "threads": threads}
         q = ctx.Queue()
         p = ctx.Process(target=_scaling_point, args=(dict(kw), q))
-        p.start()
+        with without_main_script():
+            p.start()
         out = q.get(timeout=3600)
         p.join()
         rows.append({"axis": axis, "value": value, **{k: kw[k] for k in base}, **out})

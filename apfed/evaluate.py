@@ -11,6 +11,7 @@ from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.report import machine, rich_table, summarize, write_report
 from apfed.runner import Safety, run
+from apfed.spawning import without_main_script
 
 
 def auto_jobs(n_runs: int, device: str) -> int:
@@ -40,7 +41,8 @@ def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet:
     from rich.progress import Progress
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = mp.get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
+    with without_main_script():  # a caller's script without a main guard must not run again in each worker
+        pool = mp.get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
     try:
         with Progress(console=console, disable=quiet) as progress:
             task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
