@@ -525,7 +525,7 @@ def write_report(
     device = report["device"]
     tag = "gpu" if device.startswith("cuda") else f"cpu{m['cpus']}"
     part = "" if set(sections) == set(DEFAULT_SECTIONS) else "-" + "-".join(sections)
-    only_arg = f" --only {','.join(sections)}" if part else ""
+    only_arg = (f" --only {','.join(sections)}" if part else "") + (" --quick" if quick else "")
     prefix = out / f"{datetime.date.today()}-bench-{tag}{part}{'-quick' if quick else ''}"
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=1))
     md = [*markdown(report), "", f"Machine: {json.dumps(m)}. Reproduce: `apfed bench --device {device}{only_arg}`.", ""]

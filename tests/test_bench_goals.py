@@ -124,3 +124,6 @@ def test_the_report_files_carry_the_goals_and_the_machine(tmp_path):
     assert [(g["where"], g["met"]) for g in saved] == [("handwritten, cpu", False)]
     text = written[1].read_text()
     assert "## Goals" in text and "Reproduce: `apfed bench --device cpu --only epoch`" in text and '"cpus"' in text
+    _, written = write_report(_report(device="cpu"), tmp_path, ("wire",), quick=True)
+    assert written[1].name.endswith("-wire-quick.md")
+    assert "Reproduce: `apfed bench --device cpu --only wire --quick`" in written[1].read_text()
