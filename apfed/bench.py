@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apfed.bench_goals import goals, goals_markdown, per_sample_arrays_bytes
+from apfed.bench_goals import goals, goals_markdown
 from apfed.config import make_config
 from apfed.data.splits import stratified_split
 from apfed.data.views import MultiViewDataset, View
@@ -136,7 +136,7 @@ def _scaling_point(kw: dict, q) -> None:
     import torch
 
     from apfed.data.streamed import streamed_synthetic
-    from apfed.memory import peak_rss_mb, reset_peak_rss, rss_mb
+    from apfed.memory import peak_rss_mb, per_sample_arrays_bytes, reset_peak_rss, rss_mb
     from apfed.runner import build_clients
 
     torch.set_num_threads(kw.pop("threads"))
@@ -168,7 +168,9 @@ def _scaling_point(kw: dict, q) -> None:
 def _holders(ds: MultiViewDataset, client) -> list:
     """The objects of an in-process run that may hold per-sample arrays: the dataset, each party, its data, its
     learner and the learner's rows."""
-    parties = [client, *(client.transport.handlers[n].__self__ for n in client.names)]
+    from apfed.runner import in_process_passives
+
+    parties = [client, *in_process_passives(client)]
     out: list = [ds]
     for p in parties:
         out += [p, p.data, p.learner]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import statistics
 
-import numpy as np
-
 EPOCH_RATIO = 1.15  # in-process epoch / bare compute of the same modules
 DEPLOY_RATIO = 2.0  # deployment epoch at the default K / in-process epoch
 SEALING_SHARE = 0.05  # payload encryption's share of the epoch
@@ -122,7 +120,10 @@ def scaling_goals(report: dict) -> list[dict]:
                     f", of which the run's per-sample arrays (ids, labels, split, alignment positions; counted in the"
                     f" same process) are {arrays:.0f}: rows are aligned by id, so each party keeps a position per row"
                 )
-            why += f"; the training epoch adds {epoch:.0f} bytes per sample more (its shuffled order of rows)"
+            why += (
+                f"; the training epoch adds {epoch:.0f} bytes per sample more (among it the epoch's shuffled order:"
+                " int32 positions and their permutation, 8 bytes per training row)"
+            )
         target = f"<= {FLAT_TOLERANCE:+.0%}"
         name = "training peak memory flat in samples (streamed)"
         out.append(_goal(name, "synthetic, APFed-C", target, measured, met, why))
@@ -174,22 +175,3 @@ def goals_markdown(rows: list[dict]) -> list[str]:
         md.append(f"| {g['goal']} | {g['where']} | {g['target']} | {g['measured']} | {met} | {g['why'] or '–'} |")
     md += ["", f"{sum(g['met'] for g in rows)} of {len(rows)} goals met in this run.", ""]
     return md
-
-
-def per_sample_arrays_bytes(n: int, *holders) -> int:
-    """Bytes of the one-dimensional arrays (numpy or torch) with at least ``n // 10`` entries found among the
-    attributes of ``holders``, each buffer counted once: the per-sample bookkeeping a run keeps."""
-    import torch
-
-    seen: dict[int, int] = {}
-    for holder in holders:
-        for value in vars(holder).values():
-            values = value if isinstance(value, tuple) else (value,)
-            for v in values:
-                if isinstance(v, np.ndarray) and v.ndim == 1 and len(v) >= n // 10:
-                    base = v.base if isinstance(v.base, np.ndarray) else v
-                    seen[base.__array_interface__["data"][0]] = base.nbytes
-                elif isinstance(v, torch.Tensor) and v.dim() == 1 and len(v) >= n // 10:
-                    storage = v.untyped_storage()
-                    seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())

@@ -61,3 +61,23 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):  # musl and others have no malloc_trim
         pass
+
+
+def per_sample_arrays_bytes(n: int, *holders) -> int:
+    """Bytes of the one-dimensional arrays (numpy or torch) with at least ``n // 10`` entries found among the
+    attributes of ``holders``, each buffer counted once: the per-sample bookkeeping a run keeps."""
+    import numpy as np
+    import torch
+
+    seen: dict[int, int] = {}
+    for holder in holders:
+        for value in vars(holder).values():
+            values = value if isinstance(value, tuple) else (value,)
+            for v in values:
+                if isinstance(v, np.ndarray) and v.ndim == 1 and len(v) >= n // 10:
+                    base = v.base if isinstance(v.base, np.ndarray) else v
+                    seen[base.__array_interface__["data"][0]] = base.nbytes
+                elif isinstance(v, torch.Tensor) and v.dim() == 1 and len(v) >= n // 10:
+                    storage = v.untyped_storage()
+                    seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())

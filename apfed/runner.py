@@ -74,6 +74,12 @@ def in_process_sealing(names: list[str]) -> tuple[Sealing, dict[str, Sealing]]:
     return Sealing(active_key, {n: k.fingerprint for n, k in keys.items()}), passives
 
 
+def in_process_passives(client: ActiveClient) -> list[PassiveClient]:
+    """The passive parties of a run built by ``build_clients``, in the active party's order (the in-process
+    transport's handlers are their bound ``handle`` methods)."""
+    return [client.transport.handlers[n].__self__ for n in client.names]
+
+
 def build_clients(
     ds: MultiViewDataset,
     active: int,

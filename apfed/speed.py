@@ -99,8 +99,9 @@ def bare_apfed_c_epoch(
 def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
     """Fresh copies of a set-up in-process run's learners (the same modules, data and optimizer settings, no
     CUDA graphs yet), for ``bare_joint_epoch`` and ``learners_epoch``; the run's own modules are left untouched."""
-    # the in-process transport's handlers are the passives' bound ``handle`` methods
-    passives = [client.transport.handlers[n].__self__.learner for n in client.names]
+    from apfed.runner import in_process_passives
+
+    passives = [p.learner for p in in_process_passives(client)]
     out = []
     for learner in (client.learner, *passives):
         c = copy.copy(learner)

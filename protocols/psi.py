@@ -34,7 +34,7 @@ from protocols.errors import ProtocolError
 
 POINT = 32  # bytes of one blinded value
 CHUNK = 65536  # values compared at once in match()
-PARALLEL_MIN = 20_000  # points worth a pool of blinding processes (starting one takes about 0.5 s)
+PARALLEL_MIN = 20_000  # points worth blinding processes (starting one takes about 0.3 s)
 WORKERS_ENV = "APFED_PSI_WORKERS"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # the folder that holds the protocols package
 
@@ -122,12 +122,15 @@ class _Blinders:
         try:
             for _ in range(workers):
                 ours, theirs = socket.socketpair()
-                try:
+                with theirs:  # the worker holds its end: when it exits, ours reads the end of the stream
                     fd = theirs.fileno()
                     command = [sys.executable, "-c", f"from protocols.psi import _worker_main; _worker_main({fd})"]
-                    self.procs.append(subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env))
-                finally:
-                    theirs.close()  # the worker holds its end: when it exits, ours reads the end of the stream
+                    try:
+                        proc = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env)
+                    except BaseException:
+                        ours.close()
+                        raise
+                self.procs.append(proc)
                 self.conns.append(mp_connection.Connection(ours.detach()))
                 self.conns[-1].send_bytes(raw_key)
         except BaseException:

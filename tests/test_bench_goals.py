@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from apfed.bench import markdown
-from apfed.bench_goals import goals, per_sample_arrays_bytes
+from apfed.bench_goals import goals
+from apfed.memory import per_sample_arrays_bytes
 
 
 def _epoch(dataset, ratio):
