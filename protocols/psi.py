@@ -103,6 +103,13 @@ class PsiKey:
         return self._pool.blind(points)
 
 
+# Ctrl-C is ignored before anything is imported: the party's main process handles it and closes the sockets
+_WORKER_CODE = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "from protocols.psi import _worker_main; _worker_main({fd})"
+)
+
+
 class _Blinders:
     """Blinding processes, one socket each, driven from the calling thread alone.
 
@@ -124,7 +131,7 @@ class _Blinders:
                 ours, theirs = socket.socketpair()
                 with theirs:  # the worker holds its end: when it exits, ours reads the end of the stream
                     fd = theirs.fileno()
-                    command = [sys.executable, "-c", f"from protocols.psi import _worker_main; _worker_main({fd})"]
+                    command = [sys.executable, "-c", _WORKER_CODE.format(fd=fd)]
                     try:
                         proc = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env)
                     except BaseException:
@@ -201,8 +208,8 @@ def _blind(key: X25519PrivateKey, points: np.ndarray) -> np.ndarray:
 
 
 def _worker_main(fd: int) -> None:
-    """A blinding process: it reads the party's scalar from its socket, leaves Ctrl-C to the party's main process,
-    and answers each chunk with ``ok`` and the blinded chunk, or with the error's message."""
+    """A blinding process: it reads the party's scalar from its socket and answers each chunk with ``ok`` and the
+    blinded chunk, or with the error's message. It exits quietly once the party's end of the socket is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = mp_connection.Connection(fd)
     try:
@@ -216,11 +223,14 @@ def _worker_main(fd: int) -> None:
             return
         try:
             result = _blind(key, np.frombuffer(data, np.uint8).reshape(-1, POINT))
+            answer = [b"ok", result.reshape(-1)]
         except ProtocolError as e:
-            conn.send_bytes(str(e).encode())
-            continue
-        conn.send_bytes(b"ok")
-        conn.send_bytes(result.reshape(-1))
+            answer = [str(e).encode()]
+        try:
+            for part in answer:
+                conn.send_bytes(part)
+        except OSError:  # the party stopped (a Ctrl-C) while this chunk was blinded: nobody is left to answer
+            return
 
 
 def blind_ids(

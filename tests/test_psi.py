@@ -1,6 +1,7 @@
 """ECDH private set intersection: the right rows, in the active party's order, and no raw or hashed ID on the wire."""
 
 import hashlib
+import os
 import threading
 
 import numpy as np
@@ -226,3 +227,33 @@ def test_blinding_falls_back_to_this_process_when_no_worker_can_start(monkeypatc
     with PsiKey(workers=2) as key:
         assert np.array_equal(key.blind(points), psi._blind(key._key, points))
         assert key._pool is None and key.workers == 1
+
+
+def test_a_blinding_process_exits_quietly_when_the_party_stops_mid_chunk():
+    """A Ctrl-C stops the party, which closes its sockets while a worker is still blinding a chunk: the worker's
+    answer then has nowhere to go. It used to die on that with a BrokenPipeError traceback on the user's
+    terminal; it must exit with 0 and print nothing."""
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing import connection as mp_connection
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    import protocols.psi as psi
+
+    ours, theirs = socket.socketpair()
+    fd = theirs.fileno()
+    env = {**os.environ, "PYTHONPATH": psi._PACKAGE_ROOT}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", psi._WORKER_CODE.format(fd=fd)], pass_fds=(fd,), stderr=subprocess.PIPE, env=env
+    )
+    theirs.close()
+    conn = mp_connection.Connection(ours.detach())
+    conn.send_bytes(X25519PrivateKey.generate().private_bytes_raw())
+    points = hash_to_points([f"id{i}" for i in range(3000)], "salt")  # a few tenths of a second of blinding
+    conn.send_bytes(points.reshape(-1))
+    conn.close()  # the party is gone before the answer
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert err == b"", err.decode()
