@@ -326,13 +326,31 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
 
 def _session(sid: int) -> list[tuple[str, str]]:
     """(state, command line) of every process of session ``sid``."""
+    return [(state, cmd) for _, state, cmd in _session_processes(sid)]
+
+
+def _session_processes(sid: int) -> list[tuple[Path, str, str]]:
+    """(/proc directory, state, command line) of every process of session ``sid``."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[3]) == sid:
-                out.append((fields[0], (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+                cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                out.append((stat.parent, fields[0], cmd))
     return out
+
+
+def _ignoring_ctrl_c(sid: int, marker: str) -> int:
+    """How many processes of session ``sid`` with ``marker`` in their command line ignore SIGINT: such a worker
+    has finished starting (its own ``signal.signal`` call, or apfed's pool initializer, has run)."""
+    count = 0
+    for proc, _, cmd in _session_processes(sid):
+        if marker in cmd:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ignored = int((proc / "status").read_text().split("SigIgn:")[1].split()[0], 16)
+                count += bool(ignored & (1 << (signal.SIGINT - 1)))
+    return count
 
 
 def _running_in_session(sid: int) -> list[str]:
@@ -355,7 +373,10 @@ def _ctrl_c(args: list, ready, env: dict | None = None) -> tuple[int, str, list[
     try:
         deadline = time.monotonic() + 120
         while not ready(p.pid):
-            assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
+            assert p.poll() is None, p.communicate()[1]
+            if time.monotonic() > deadline:
+                os.killpg(p.pid, signal.SIGKILL)
+                pytest.fail(f"not ready to interrupt after 120 s: {p.communicate()[1][-2000:]}")
             time.sleep(0.1)
         os.killpg(p.pid, signal.SIGINT)
         _, err = p.communicate(timeout=60)
@@ -374,10 +395,12 @@ def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path)
     workers and exits with 130 at once: it does not first finish the runs already started or queued (each takes
     minutes here), and no worker prints a traceback."""
     args = ["evaluate", "--dataset", "digits", "--methods", "apfed-c", "--seeds", "4", "--epochs", "1000"]
-    started = time.monotonic()
+    started: list[float] = []  # when both pool workers were first seen ready (SIGINT ignored by the initializer)
 
     def training(pid: int) -> bool:
-        return time.monotonic() - started > 12  # the workers are training by then
+        if not started and _ignoring_ctrl_c(pid, "spawn_main") >= 2:
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 3  # the workers are training by then
 
     code, err, left = _ctrl_c([*args, "--jobs", "2", "--out", str(tmp_path)], training)
     assert code == 130, err
@@ -399,10 +422,10 @@ def test_ctrl_c_during_the_psi_stops_its_blinding_processes(tmp_path):
         np.savetxt(tmp_path / name, np.column_stack(body), fmt="%s", delimiter=",", header=header, comments="")
     args = ["train", "--data", tmp_path / "a.csv", "--data", tmp_path / "b.csv", "--method", "apfed-c"]
     args += ["--epochs", "1", "--out", tmp_path / "m.safetensors"]
-    blinding: list[float] = []  # when two blinding processes (protocols.psi._worker_main) were first seen
+    blinding: list[float] = []  # when two blinding processes (protocols.psi._worker_main) were first seen ready
 
     def ready(pid: int) -> bool:
-        if not blinding and sum("_worker_main" in cmd for _, cmd in _session(pid)) >= 2:
+        if not blinding and _ignoring_ctrl_c(pid, "_worker_main") >= 2:
             blinding.append(time.monotonic())
         return bool(blinding) and time.monotonic() - blinding[0] > 0.5
 
