@@ -20,7 +20,6 @@ import hashlib
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -209,8 +208,8 @@ def _blind(key: X25519PrivateKey, points: np.ndarray) -> np.ndarray:
 
 def _worker_main(fd: int) -> None:
     """A blinding process: it reads the party's scalar from its socket and answers each chunk with ``ok`` and the
-    blinded chunk, or with the error's message. It exits quietly once the party's end of the socket is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    blinded chunk, or with the error's message. It exits quietly once the party's end of the socket is gone. Its
+    launcher (``_WORKER_CODE``) has already set Ctrl-C to be ignored."""
     conn = mp_connection.Connection(fd)
     try:
         key = X25519PrivateKey.from_private_bytes(conn.recv_bytes())

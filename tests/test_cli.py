@@ -342,8 +342,8 @@ def _session_processes(sid: int) -> list[tuple[Path, str, str]]:
 
 
 def _ignoring_ctrl_c(sid: int, marker: str) -> int:
-    """How many processes of session ``sid`` with ``marker`` in their command line ignore SIGINT: such a worker
-    has finished starting (its own ``signal.signal`` call, or apfed's pool initializer, has run)."""
+    """How many processes of session ``sid`` with ``marker`` in their command line ignore SIGINT: a Ctrl-C can no
+    longer interrupt such a worker mid-start (the PSI worker's launcher, or apfed's pool initializer, has run)."""
     count = 0
     for proc, _, cmd in _session_processes(sid):
         if marker in cmd:
