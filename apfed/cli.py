@@ -12,7 +12,6 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from apfed.catalog import BUNDLED, IMAGE_SETS
 from apfed.config import DEFAULT_METHODS, METHODS
 from apfed.errors import ApfedError, ConfigError, DataError
 from protocols.errors import ProtocolError
@@ -109,29 +108,26 @@ def _safety(encrypt: bool, on_bad_message: str, round_timeout: float | None, **c
 
 def _check_data_options(dataset, views, data, data_dir, default="handwritten") -> None:
     """The data options' mistakes that show without any data: found in a blink, before torch is imported."""
-    if data:
-        if dataset or views:
-            raise ConfigError("give either --data files or --dataset, not both")
-        return
-    name = dataset or default
-    if name not in BUNDLED + IMAGE_SETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(BUNDLED + IMAGE_SETS)} or give --data")
-    if name in IMAGE_SETS and data_dir is None:
-        raise DataError(f"{name} is not bundled: give --data-dir with its files (apfed never downloads data)")
+    from apfed.api import check_data_options
+
+    check_data_options(dataset, views, data, data_dir, default)
 
 
 def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten"):
-    _check_data_options(dataset, views, data, data_dir, default)
-    from apfed.data import load_bundled, load_image_dir, load_party_files
+    from apfed.api import load_dataset
 
-    if data:
-        ds = load_party_files(data, id_column, label_column, log=lambda m: typer.echo(m, err=True))
-    else:
-        name = dataset or default
-        ds = load_image_dir(name, data_dir, views or 2) if name in IMAGE_SETS else load_bundled(name, views)
-    if active is None:
-        active = "fou" if ds.name == "handwritten" else "0"
-    return ds, ds.view_index(active)
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    return load_dataset(
+        dataset,
+        views=views,
+        active=active,
+        data=data,
+        data_dir=data_dir,
+        id_column=id_column,
+        label_column=label_column,
+        log=log,
+        default=default,
+    )
 
 
 def _config(preset: str, sets: list[str] | None, **options):
@@ -370,44 +366,49 @@ def simulate(
     _check_data_options(dataset, views, data, data_dir, default="mnist5k")
     if out:
         _output_file(out, {"input data": data})
-    from clients.flower_app import RunSettings
-    from clients.flower_app import simulate as run_sim
-
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="mnist5k")
-    s = RunSettings(
-        dataset=dataset or "mnist5k",
-        views=views or 0,
-        active=ds.views[a].name if not data else str(a),
-        data=[str(d) for d in data or []],
-        data_dir=str(data_dir or ""),
-        id_column=id_column,
-        label_column=label_column,
-        method=method,
-        preset=preset,
-        epochs=epochs or 0,
-        seed=seed,
-        batches_per_round=batches_per_round,
-        pipeline=pipeline,
-        device=device,
-        sets=list(set_ or []),
-        model_out=str(out or ""),
-    )
-    cfg = s.config()  # validated here, before Flower starts
-    _check_device(cfg.device)
-    cfg.check_passives(len(ds.views) - 1)
     from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(console=Console(stderr=True)) as progress:
-        task = progress.add_task(f"{method} over Flower simulation", total=cfg.epochs)
+    from apfed.api import simulate as run_sim
+
+    progress = Progress(console=Console(stderr=True))
+    task = progress.add_task(f"{method} over Flower simulation", start=False)
+
+    def on_start(epochs: int) -> None:  # the data and settings are checked: the bar shows from here
+        progress.update(task, total=epochs)
+        progress.start()
+        progress.start_task(task)
+
+    def on_epoch(row: dict) -> None:
+        progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}")
+
+    try:
         r = run_sim(
-            s,
-            len(ds.views) - 1,
+            method,
+            dataset=dataset,
+            views=views,
+            active=active,
+            data=data,
+            data_dir=data_dir,
+            id_column=id_column,
+            label_column=label_column,
+            preset=preset,
+            seed=seed,
+            epochs=epochs,
+            batches_per_round=batches_per_round,
+            pipeline=pipeline,
+            device=device,
+            sets=set_ or [],
+            model_out=out,
             verbose=verbose,
-            on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}"),
+            on_start=on_start,
+            on_epoch=on_epoch,
         )
+    finally:
+        progress.stop()
+    n_passives = r["passives"]
     typer.echo(
-        f"{method} over Flower simulation, {len(ds.views) - 1} passive(s): test accuracy "
+        f"{method} over Flower simulation, {n_passives} passive(s): test accuracy "
         f"{r['final']['accuracy']:.2f} % (last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}), "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB"
     )

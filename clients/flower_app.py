@@ -83,16 +83,19 @@ class RunSettings:
 
 def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
     """The dataset named by the settings and the active view index (same rules as the CLI)."""
-    from apfed.data import BUNDLED, load_bundled, load_image_dir, load_party_files
+    from apfed.api import load_dataset as load
 
-    if s.data:
-        ds = load_party_files(s.data, s.id_column, s.label_column, log=lambda m: None)
-    elif s.dataset in BUNDLED:
-        ds = load_bundled(s.dataset, s.views or None)
-    else:
-        ds = load_image_dir(s.dataset, s.data_dir, s.views or 2)
-    active = s.active or ("fou" if ds.name == "handwritten" else "0")
-    return ds, ds.view_index(active)
+    return load(
+        None if s.data else s.dataset,
+        views=s.views or None,
+        active=s.active or None,
+        data=s.data,
+        data_dir=s.data_dir or None,
+        id_column=s.id_column,
+        label_column=s.label_column,
+        log=lambda *_: None,
+        default="mnist5k",
+    )
 
 
 def passive_party(s: RunSettings, index: int) -> PartyData:

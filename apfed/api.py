@@ -1,0 +1,228 @@
+"""The Python API: load a multi-view dataset, train one method, compare methods. The ``apfed`` CLI is built on it.
+
+>>> import apfed
+>>> ds, active = apfed.load_dataset("handwritten", active="fou")
+>>> result = apfed.train(ds, active, "apfed-kd", epochs=20)
+>>> result.accuracy, result.model.predict(ds.views[active].X[:5])
+
+Everything runs in this process over the in-process transport (the same ActiveClient and PassiveClient that
+Flower runs use). Errors a caller can cause raise ``apfed.ApfedError`` (``ConfigError``, ``DataError``) with one
+clear line. Imports are deferred to the calls, so ``import apfed`` stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from apfed.catalog import BUNDLED, IMAGE_SETS
+from apfed.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from apfed.config import TrainConfig
+    from apfed.data.views import MultiViewDataset
+    from apfed.runner import RunResult, Safety
+
+
+def check_data_options(dataset, views, data, data_dir, default: str = "handwritten") -> None:
+    """The data options' mistakes that show without reading any data (found before torch is imported)."""
+    if data:
+        if dataset or views:
+            raise ConfigError("give either --data files or --dataset, not both")
+        return
+    name = dataset or default
+    if name not in BUNDLED + IMAGE_SETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(BUNDLED + IMAGE_SETS)} or give --data")
+    if name in IMAGE_SETS and data_dir is None:
+        raise DataError(f"{name} is not bundled: give --data-dir with its files (apfed never downloads data)")
+
+
+def load_dataset(
+    dataset: str | None = None,
+    *,
+    views: int | None = None,
+    active: str | int | None = None,
+    data: Sequence[str | Path] | None = None,
+    data_dir: str | Path | None = None,
+    id_column: str = "id",
+    label_column: str = "label",
+    log: Callable[[str], object] = print,
+    default: str = "handwritten",
+) -> tuple[MultiViewDataset, int]:
+    """A dataset and the index of the active party's view.
+
+    One of: ``dataset`` a bundled set (``mnist5k``, ``handwritten``, ``digits``; ``views`` strips for image sets),
+    ``dataset`` a full image set (``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``) read from ``data_dir``,
+    or ``data``: one CSV/NPZ file per party, the active party's (with ``label_column``) first, aligned by
+    ``id_column`` (``log`` receives how many rows matched). ``active``: a view index or name (default: ``fou`` on
+    handwritten, else view 0)."""
+    data = [str(p) for p in data or []]
+    check_data_options(dataset, views, data, data_dir, default)
+    from apfed.data import load_bundled, load_image_dir, load_party_files
+
+    if data:
+        ds = load_party_files(data, id_column, label_column, log=log)
+    else:
+        name = dataset or default
+        ds = load_image_dir(name, data_dir, views or 2) if name in IMAGE_SETS else load_bundled(name, views)
+    if active is None:
+        active = "fou" if ds.name == "handwritten" else "0"
+    return ds, ds.view_index(str(active) if isinstance(active, int) else active)
+
+
+def _config(preset: str = "default", **settings) -> TrainConfig:
+    """A training configuration: ``preset`` (``default`` or ``paper``), then ``settings`` (any ``TrainConfig``
+    field, e.g. ``epochs=20, kd_temperature=4``; None values keep the preset's)."""
+    from apfed.config import TrainConfig, make_config
+
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; the fields are those of apfed.config.TrainConfig")
+    return make_config(preset, **settings)
+
+
+def _checked(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> None:
+    from apfed.config import METHODS
+
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
+    if not 0 <= active < len(ds.views):
+        raise ConfigError(f"active view {active} out of range: {ds.name} has {len(ds.views)} views")
+    if len(ds.views) < 2 and cfg.method != "local":
+        raise ConfigError(f"{cfg.method} needs at least 2 views (one passive); {ds.name} has 1")
+    cfg.check_passives(len(ds.views) - 1)
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+
+
+def train(
+    ds: MultiViewDataset,
+    active: int,
+    method: str = "apfed-kd",
+    *,
+    preset: str = "default",
+    safety: Safety | None = None,
+    on_epoch: Callable[[dict], object] | None = None,
+    log: Callable[[str], object] = lambda *_: None,
+    **settings,
+) -> RunResult:
+    """Train one method with the passives in this process; return a ``RunResult``: ``accuracy`` (the mean over
+    the last ``eval_last`` epochs), ``final`` metrics, per-epoch ``history``, ``wire`` counts and, for a
+    standalone method, ``model`` (an ``apfed.standalone.StandaloneModel``: ``predict``, ``save``).
+
+    ``settings``: ``seed``, ``epochs``, ``device`` and any other ``TrainConfig`` field. ``safety``
+    (``apfed.runner.Safety``): encryption, the bad-message policy, checkpoints. ``on_epoch`` receives each epoch's
+    metrics."""
+    from apfed.runner import run
+
+    cfg = _config(preset, method=method, **settings)
+    _checked(ds, active, cfg)
+    return run(ds, active, cfg, on_epoch=on_epoch, log=log, safety=safety)
+
+
+def compare(
+    ds: MultiViewDataset,
+    active: int,
+    methods: Sequence[str] | None = None,
+    *,
+    seeds: int = 3,
+    preset: str = "default",
+    out: str | Path | None = None,
+    jobs: int = 1,
+    quiet: bool = True,
+    safety: Safety | None = None,
+    **settings,
+) -> dict:
+    """Train every method with seeds ``0..seeds-1``, as ``apfed evaluate`` does; return its report (``summary``:
+    per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``standalone``, ``gap_closed``; ``runs``:
+    every run). With ``out`` it also writes ``results.json``, ``results.md`` and ``results.png`` there. ``jobs``:
+    runs at a time in worker processes (0: one per core, at most 4)."""
+    from apfed.config import DEFAULT_METHODS
+    from apfed.evaluate import evaluate
+
+    if seeds < 1:
+        raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    chosen = list(methods or DEFAULT_METHODS)
+    cfg = _config(preset, **settings)
+    for m in chosen:
+        _checked(ds, active, replace(cfg, method=m))
+    return evaluate(
+        ds, active, chosen, seeds, cfg, Path(out) if out else None, preset, quiet=quiet, jobs=jobs, safety=safety
+    )
+
+
+def simulate(
+    method: str = "apfed-c",
+    *,
+    dataset: str | None = None,
+    views: int | None = None,
+    active: str | int | None = None,
+    data: Sequence[str | Path] | None = None,
+    data_dir: str | Path | None = None,
+    id_column: str = "id",
+    label_column: str = "label",
+    preset: str = "default",
+    seed: int = 0,
+    epochs: int | None = None,
+    batches_per_round: int = 1,
+    pipeline: bool = False,
+    device: str = "cpu",
+    sets: Sequence[str] = (),
+    model_out: str | Path | None = None,
+    verbose: bool = False,
+    on_start: Callable[[int], object] | None = None,
+    on_epoch: Callable[[dict], object] | None = None,
+) -> dict:
+    """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
+    ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
+    data itself, so it is named (``dataset``/``data``...) rather than passed. Returns the run's summary
+    (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
+    ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
+    the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics."""
+    if method in ("local", "centralized"):
+        raise ConfigError(f"{method} has no passive parties to simulate; use train() or compare()")
+    data = [str(p) for p in data or []]
+    ds, a = load_dataset(
+        dataset,
+        views=views,
+        active=active,
+        data=data,
+        data_dir=data_dir,
+        id_column=id_column,
+        label_column=label_column,
+        log=lambda *_: None,
+        default="mnist5k",
+    )
+    from clients.flower_app import RunSettings
+    from clients.flower_app import simulate as run_simulation
+
+    s = RunSettings(
+        dataset=dataset or "mnist5k",
+        views=views or 0,
+        active=ds.views[a].name if not data else str(a),
+        data=data,
+        data_dir=str(data_dir or ""),
+        id_column=id_column,
+        label_column=label_column,
+        method=method,
+        preset=preset,
+        epochs=epochs or 0,
+        seed=seed,
+        batches_per_round=batches_per_round,
+        pipeline=pipeline,
+        device=device,
+        sets=list(sets),
+        model_out=str(model_out or ""),
+    )
+    cfg = s.config()
+    _checked(ds, a, cfg)  # before Flower starts
+    if on_start is not None:
+        on_start(cfg.epochs)
+    result = run_simulation(s, len(ds.views) - 1, verbose=verbose, on_epoch=on_epoch)
+    return {**result, "passives": len(ds.views) - 1}

@@ -1,0 +1,92 @@
+"""The Python API (apfed.api): the same data rules, checks and runs as the CLI, with errors as exceptions."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import apfed
+from apfed.errors import ConfigError, DataError
+
+
+def test_import_apfed_stays_light_and_exposes_the_api():
+    code = (
+        "import sys, apfed; assert 'torch' not in sys.modules, 'import apfed imported torch';"
+        "apfed.train; assert 'torch' not in sys.modules; print(sorted(apfed.__all__))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    for name in ("load_dataset", "train", "compare", "simulate", "StandaloneModel"):
+        assert name in p.stdout
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        apfed.nope  # noqa: B018
+
+
+def test_load_dataset_follows_the_cli_rules(party_csvs):
+    ds, a = apfed.load_dataset()
+    assert ds.name == "handwritten" and ds.views[a].name == "fou"
+    ds, a = apfed.load_dataset("digits", active=1)
+    assert ds.name == "digits" and a == 1
+    logged = []
+    ds, a = apfed.load_dataset(data=party_csvs["paths"], id_column="user_id", log=logged.append)
+    assert a == 0 and len(ds.views) == 3 and len(ds.labels) == party_csvs["common"]
+    assert len(logged) == 3 and all(f"{party_csvs['common']} matched" in m for m in logged)
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        apfed.load_dataset("nope")
+    with pytest.raises(ConfigError, match="either --data files or --dataset"):
+        apfed.load_dataset("digits", data=party_csvs["paths"])
+    with pytest.raises(DataError, match="not bundled: give --data-dir"):
+        apfed.load_dataset("cifar10")
+    with pytest.raises(DataError, match="unknown view 'nope'"):
+        apfed.load_dataset("handwritten", active="nope")
+
+
+def test_train_returns_a_standalone_model_that_scores_as_the_run_did():
+    ds, a = apfed.load_dataset("digits")
+    epochs = []
+    r = apfed.train(ds, a, "apfed-c", epochs=2, seed=1, on_epoch=epochs.append)
+    assert r.method == "apfed-c" and r.seed == 1 and len(r.history) == 2 and len(epochs) == 2
+    assert r.wire["messages"] > 0
+    X_test = ds.views[a].X[ds.test_idx]  # the active view's raw features, nothing else
+    truth = np.asarray(ds.class_names)[ds.labels[ds.test_idx]]
+    assert 100 * np.mean(r.model.predict(X_test) == truth) == pytest.approx(r.final["accuracy"])
+    again = apfed.train(ds, a, "apfed-c", epochs=2, seed=1)
+    assert again.accuracy == r.accuracy  # same seed, same run
+    assert apfed.train(ds, a, "tvfl", epochs=1).model is None  # needs every party: no standalone model
+
+
+def test_train_refuses_what_cannot_run(party_csvs):
+    ds, a = apfed.load_dataset("digits")
+    with pytest.raises(ConfigError, match="unknown setting\\(s\\) epochz"):
+        apfed.train(ds, a, "apfed-c", epochz=2)
+    with pytest.raises(ConfigError, match="method must be one of"):
+        apfed.train(ds, a, "nope")
+    with pytest.raises(ConfigError, match="has 1 passive"):
+        apfed.train(ds, a, "apfed-m", passive_losses="r,c")
+    with pytest.raises(ConfigError, match="out of range"):
+        apfed.train(ds, 5, "local")
+    alone, a = apfed.load_dataset(data=party_csvs["paths"][:1], id_column="user_id", log=lambda *_: None)
+    with pytest.raises(ConfigError, match="apfed-c needs at least 2 views"):
+        apfed.train(alone, a, "apfed-c", epochs=1)
+    assert apfed.train(alone, a, "local", epochs=1).model is not None
+
+
+def test_compare_writes_the_evaluate_report(tmp_path):
+    ds, a = apfed.load_dataset("digits")
+    rep = apfed.compare(ds, a, ["local", "tvfl"], seeds=2, epochs=1, out=tmp_path / "cmp")
+    s = rep["summary"]
+    assert s["local"]["seeds"] == 2 and s["local"]["standalone"] and not s["tvfl"]["standalone"]
+    assert s["tvfl"]["gap_closed"] == pytest.approx(1.0)
+    saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert saved["summary"]["local"]["accuracy_mean"] == pytest.approx(s["local"]["accuracy_mean"])
+    with pytest.raises(ConfigError, match="seeds must be at least 1"):
+        apfed.compare(ds, a, ["local"], seeds=0)
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        apfed.compare(ds, a, ["local", "nope"], seeds=1)
+
+
+def test_simulate_refuses_methods_without_passives():
+    with pytest.raises(ConfigError, match="no passive parties to simulate"):
+        apfed.simulate("local", dataset="digits")

@@ -1,0 +1,50 @@
+"""The runnable examples still run: each in a subprocess with a bounded wait, a few epochs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd: list, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHON": sys.executable}
+    return subprocess.run(list(map(str, cmd)), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_csv_parties_aligns_three_labs_and_predicts_new_rows_from_the_active_party_alone(tmp_path):
+    out = tmp_path / "labs"
+    p = _run(["bash", ROOT / "examples/csv-parties/run.sh", out, "2"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    # rows matched by ID across shuffled files with their own gaps: 1,800 - 90 - 90 forms are held by all three
+    assert "lab_a.csv: 1800 rows, 1620 matched by 'form_id'" in p.stderr
+    assert "lab_c.csv: 1760 rows, 1620 matched by 'form_id'" in p.stderr
+    report = json.loads((out / "evaluate/results.json").read_text())
+    assert {"local", "apfed-c", "apfed-kd", "tvfl"} <= set(report["summary"])
+    with (out / "new_forms_predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (out / "new_forms.csv").open() as f:
+        asked = [r["form_id"] for r in csv.DictReader(f)]
+    assert [r["form_id"] for r in rows] == asked and len(asked) == 200
+    assert {r["prediction"] for r in rows} <= {str(d) for d in range(10)}
+    assert (out / "lab_a_model.onnx").stat().st_size > 1000
+    assert "standalone predictions for 200 new forms:" in p.stdout
+    # the passive labs' files never carry the labels
+    for lab in ("lab_b", "lab_c"):
+        assert "digit" not in (out / f"{lab}.csv").open().readline()
+
+
+def test_local_simulation_example_reloads_its_model_and_matches_flower(tmp_path):
+    out = tmp_path / "sim"
+    cmd = [sys.executable, ROOT / "examples/local-simulation/run.py", "--dataset", "digits", "--epochs", "2"]
+    p = _run([*cmd, "--flower", "--out", out], cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["dataset"] == "digits" and s["epochs"] == 2
+    assert s["standalone_reloaded_accuracy"] == s["apfed-kd"]["test_accuracy"]  # from the active view alone
+    assert s["flower_simulation"]["same_as_in_process"], s
+    assert (out / "model.safetensors").stat().st_size > 1000

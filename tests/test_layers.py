@@ -1,0 +1,46 @@
+"""The layering of docs/architecture.md, read from the source: the ML core knows no network, the protocol knows
+no models. Every import counts, those inside functions too."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP = {"api", "runner", "evaluate", "report", "speed", "bench", "bench_goals", "cli"}  # apfed's top layer
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def _offending(paths: list[Path], banned: tuple[str, ...]) -> dict[str, list[str]]:
+    found = {}
+    for p in paths:
+        bad = sorted(n for n in _imports(p) if n.split(".")[0] in banned)
+        if bad:
+            found[str(p.relative_to(ROOT))] = bad
+    return found
+
+
+def test_the_ml_core_imports_no_protocol_role_or_network():
+    core = [p for p in (ROOT / "apfed").rglob("*.py") if not (p.parent.name == "apfed" and p.stem in TOP)]
+    assert len(core) > 15  # the scan sees the core: data, models, losses, learner, standalone, ...
+    assert _offending(core, ("clients", "protocols", "flwr", "grpc", "ray")) == {}
+
+
+def test_the_protocol_imports_no_model_or_role():
+    protocol = list((ROOT / "protocols").glob("*.py"))
+    assert _offending(protocol, ("apfed", "clients")) == {}
+    # torch only as an array library: validation reads tensors, nothing builds or trains a module
+    assert not any(n.startswith("torch.nn") or n == "torch.optim" for p in protocol for n in _imports(p))
+
+
+def test_the_scan_would_see_a_forbidden_import(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("def f():\n    from clients.active import ActiveClient\n    import protocols.codec\n")
+    assert _imports(bad) == {"clients.active", "protocols.codec"}
