@@ -208,6 +208,11 @@ def gpu_share(device: str, n_passives: int) -> float:
     return math.floor(10_000 / n_passives) / 10_000 if device.startswith("cuda") else 0.0
 
 
+class _NoDeprecationNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("DEPRECATED FEATURE")
+
+
 def simulate(
     settings: RunSettings, n_passives: int, verbose: bool = False, on_epoch: Callable[[dict], None] | None = None
 ) -> dict:
@@ -223,13 +228,20 @@ def simulate(
 
         # Ray's notice about a future default of its GPU hiding: simulate sets every actor's GPU share itself
         warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
-        run_simulation(
-            make_server_app(s, on_epoch),
-            make_client_app(s),
-            num_supernodes=n_passives,
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)}},
-            verbose_logging=verbose,
-        )
+        flower_log = logging.getLogger("flwr")
+        quiet = _NoDeprecationNotice()
+        if not verbose:  # Flower deprecates calling run_simulation: our call, nothing the user can act on
+            flower_log.addFilter(quiet)
+        try:
+            run_simulation(
+                make_server_app(s, on_epoch),
+                make_client_app(s),
+                num_supernodes=n_passives,
+                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)}},
+                verbose_logging=verbose,
+            )
+        finally:
+            flower_log.removeFilter(quiet)
         out = Path(s.results_out)
         if not out.exists():
             raise ConfigError("the simulation ended without a result; rerun with --verbose to see Flower's log")
