@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from apfed.catalog import BUNDLED, IMAGE_SETS
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+NAMES = ", ".join(BUNDLED + IMAGE_SETS)
 
 
 def _run(cmd: list, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -48,3 +51,7 @@ def test_local_simulation_example_reloads_its_model_and_matches_flower(tmp_path)
     assert s["standalone_reloaded_accuracy"] == s["apfed-kd"]["test_accuracy"]  # from the active view alone
     assert s["flower_simulation"]["same_as_in_process"], s
     assert (out / "model.safetensors").stat().st_size > 1000
+    p = _run([*cmd[:2], "--dataset", "nope"], cwd=tmp_path)  # a user's mistake: one line, exit 2
+    assert (
+        p.returncode == 2 and p.stderr.strip() == f"error: unknown dataset 'nope'; choose one of {NAMES} or give --data"
+    )

@@ -1,6 +1,7 @@
 """A local simulation through apfed's Python API: what the passives add, and a model that needs none of them.
 
-    python examples/local-simulation/run.py [--dataset handwritten] [--epochs 60] [--seed 0] [--flower] [--out DIR]
+    python examples/local-simulation/run.py [--dataset handwritten] [--epochs 60] [--seed 0] [--device cpu|cuda]
+                                            [--flower] [--out DIR]
 
 1. Trains ``local`` (the active party alone) and ``apfed-kd`` (with the passives' help) in this process, over
    the in-process transport.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--active", default=None, help="the active party's view (default: fou on handwritten, else 0)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--flower", action="store_true", help="also train over the Flower simulation engine")
     ap.add_argument("--out", type=Path, default=Path("results/local-simulation"))
     args = ap.parse_args()
@@ -40,9 +43,10 @@ def main() -> None:
     print(f"{ds.name}: {len(ds.labels)} samples, {len(ds.views)} views; the active party holds {view.name!r}")
 
     summary: dict = {"dataset": ds.name, "active_view": view.name, "epochs": args.epochs, "seed": args.seed}
+    summary["device"] = args.device
     for method in ("local", "apfed-kd"):
         t0 = time.perf_counter()
-        r = apfed.train(ds, active, method, epochs=args.epochs, seed=args.seed)
+        r = apfed.train(ds, active, method, epochs=args.epochs, seed=args.seed, device=args.device)
         summary[method] = {"test_accuracy": r.final["accuracy"], "seconds": time.perf_counter() - t0}
         print(f"{method:>9}: test accuracy {r.final['accuracy']:.2f} % ({time.perf_counter() - t0:.1f} s)")
 
@@ -57,7 +61,9 @@ def main() -> None:
 
     if args.flower:
         t0 = time.perf_counter()
-        sim = apfed.simulate("apfed-kd", dataset=args.dataset, active=view.name, epochs=args.epochs, seed=args.seed)
+        sim = apfed.simulate(
+            "apfed-kd", dataset=args.dataset, active=view.name, epochs=args.epochs, seed=args.seed, device=args.device
+        )
         same = sim["final"]["accuracy"] == summary["apfed-kd"]["test_accuracy"]
         summary["flower_simulation"] = {"test_accuracy": sim["final"]["accuracy"], "same_as_in_process": same}
         print(
@@ -70,4 +76,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except apfed.ApfedError as e:  # a mistake in the options (no GPU, unknown dataset): one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
