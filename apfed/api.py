@@ -1,4 +1,5 @@
-"""The Python API: load a multi-view dataset, train one method, compare methods. The ``apfed`` CLI is built on it.
+"""The Python API: load a multi-view dataset, train one method, compare methods, simulate over Flower. The ``apfed``
+CLI loads its data, checks its device and runs ``apfed simulate`` through it.
 
 >>> import apfed
 >>> ds, active = apfed.load_dataset("handwritten", active="fou")
@@ -69,7 +70,7 @@ def load_dataset(
         ds = load_image_dir(name, data_dir, views or 2) if name in IMAGE_SETS else load_bundled(name, views)
     if active is None:
         active = "fou" if ds.name == "handwritten" else "0"
-    return ds, ds.view_index(str(active) if isinstance(active, int) else active)
+    return ds, ds.view_index(active)
 
 
 def _config(preset: str = "default", **settings) -> TrainConfig:
@@ -94,11 +95,16 @@ def _checked(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> None:
     if len(ds.views) < 2 and cfg.method != "local":
         raise ConfigError(f"{cfg.method} needs at least 2 views (one passive); {ds.name} has 1")
     cfg.check_passives(len(ds.views) - 1)
-    if cfg.device.startswith("cuda"):
+    check_device(cfg.device)
+
+
+def check_device(device: str, asked: str = "device='cuda'", instead: str = "device='cpu'") -> None:
+    """A CUDA device only where torch sees a GPU (``asked``/``instead``: how the caller names the option)."""
+    if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+            raise ConfigError(f"{asked} was asked for but no CUDA GPU is available; use {instead}")
 
 
 def train(

@@ -116,7 +116,6 @@ def _check_data_options(dataset, views, data, data_dir, default="handwritten") -
 def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten"):
     from apfed.api import load_dataset
 
-    log = lambda m: typer.echo(m, err=True)  # noqa: E731
     return load_dataset(
         dataset,
         views=views,
@@ -125,7 +124,7 @@ def _dataset(dataset, views, active, data, data_dir, id_column, label_column, de
         data_dir=data_dir,
         id_column=id_column,
         label_column=label_column,
-        log=log,
+        log=lambda m: typer.echo(m, err=True),
         default=default,
     )
 
@@ -165,11 +164,9 @@ def _output_file(path: Path, keep: dict[str, list[str] | Path | None] | None = N
 
 
 def _check_device(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
+    from apfed.api import check_device
 
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    check_device(device, "--device cuda", "--device cpu")
 
 
 @app.command()
