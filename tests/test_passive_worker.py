@@ -2,6 +2,7 @@
 its atomically written state file, and answers a resent request without applying it twice) and exits after the
 run's finish message."""
 
+import contextlib
 import os
 import signal
 import time
@@ -36,9 +37,9 @@ class WorkerTransport:
     def _call(self, msg):
         d = passive_worker.worker_dir(self.node, self.nc)
         reply = decode(passive_worker.call(self.node, self.nc, encode(msg), os.getpid()))
-        pid_file = d / passive_worker.PID_NAME
-        if pid_file.exists():
-            self.pids.append(int(pid_file.read_text()))
+        # after FINISH the worker removes its pid file as it exits: it may be gone before we read it
+        with contextlib.suppress(FileNotFoundError):
+            self.pids.append(int((d / passive_worker.PID_NAME).read_text()))
         if msg.kind == "train":
             self.trains += 1
             if self.trains == self.kill_at:
