@@ -33,3 +33,40 @@ def test_api_snippet_runs(doc, code, tmp_path, monkeypatch):
     exec(compile(quick, doc, "exec"), ns)
     assert ns["r"].model is not None and "accuracy" in ns["r"].final
     assert (tmp_path / "results/cmp/results.json").exists()
+
+
+def _documented_options() -> list[tuple[str, str, str]]:
+    """(document, command, option) for every ``apfed COMMAND ... --option`` in the user-facing documents (a
+    command runs to the end of its code span or table cell; ``\\|`` is a pipe escaped inside a table)."""
+    docs = [ROOT / "README.md", ROOT / "examples/README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    docs += sorted((ROOT / "examples").rglob("*.sh"))
+    found = []
+    for doc in docs:
+        for m in re.finditer(r"apfed ([a-z-]+)((?:[ \t]+(?:\\\n)?(?:\\\||[^\s`|])+)*)", doc.read_text()):
+            for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", m.group(2)):
+                found.append((doc.relative_to(ROOT).as_posix(), m.group(1), option))
+    return found
+
+
+def test_documented_cli_options_exist():
+    import typer.main
+
+    from apfed.cli import app
+
+    commands = typer.main.get_command(app).commands
+    options = {n: {o for p in c.params for o in (*p.opts, *p.secondary_opts)} | {"--help"} for n, c in commands.items()}
+    found = [(doc, cmd, opt) for doc, cmd, opt in _documented_options() if cmd in commands]
+    assert len({(cmd, opt) for _, cmd, opt in found}) > 30  # the documents do show the commands
+    unknown = [f"{doc}: apfed {cmd} {opt}" for doc, cmd, opt in found if opt not in options[cmd]]
+    assert not unknown, "documented options the CLI does not have: " + "; ".join(unknown)
+
+
+def test_documented_config_keys_exist():
+    from dataclasses import fields
+
+    from apfed.config import TrainConfig
+
+    text = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    keys = set(re.findall(r"--set ([a-z_0-9]+)=", text))
+    assert keys, "the documents show --set"
+    assert keys <= {f.name for f in fields(TrainConfig)}, keys - {f.name for f in fields(TrainConfig)}
