@@ -86,11 +86,13 @@ def student(
     epochs=60,
     sample=sample_augmentation,
     augment=apply_augmentation,
+    hint=None,
 ):
     """A fresh active-only network; returns its mean test accuracy over the last 10 epochs. ``teachers``: the
     (client, passive) pairs whose mean logits it distils, or a function (rows, augmentation) -> target logits.
     ``sample(n, cfg, generator, device)`` draws a minibatch's augmentation, ``augment(x, aug)`` applies it to the
-    student's (active) rows."""
+    student's (active) rows. ``hint``: a module called as ``hint(hidden, idx, aug)`` on the student's head activations
+    (after the first layer and ReLU), returning an extra loss; its parameters train with the student's."""
     soft = teachers if callable(teachers) else lambda idx, aug: teacher_out(teachers, idx, aug)
     L, spec = client.learner, client.spec
     d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
@@ -101,7 +103,8 @@ def student(
         ),
     ).to(cfg.device)
     scfg = replace(cfg, shift=shift, mixup=mixup, epochs=epochs)
-    opt = make_optimizer(mods.parameters(), scfg)
+    params = [*mods.parameters(), *(hint.to(cfg.device).parameters() if hint is not None else [])]
+    opt = make_optimizer(params, scfg)
     gen, agen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 2)
     torch.manual_seed(cfg.seed + 1)
     tr, accs = client.train_idx, []
@@ -111,8 +114,14 @@ def student(
         for b, idx in enumerate(batches):
             aug = sample(len(idx), scfg, agen, cfg.device)
             mods.train()
-            logits = mods(augment(L.X[idx], aug))
+            if hint is None:
+                logits = mods(augment(L.X[idx], aug))
+            else:
+                hidden = mods[1][:3](mods[0](augment(L.X[idx], aug)))
+                logits = mods[1][3:](hidden)
             loss = mixed_cross_entropy(logits, L.y[idx].long(), aug) if ce else logits.new_zeros(())
+            if hint is not None:
+                loss = loss + hint(hidden, idx, aug)
             if w > 0:
                 loss = loss + w * distillation(logits, soft(idx, aug), T)
             set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))
