@@ -10,10 +10,13 @@ shift 2). The teacher's features: its fused head's activations after the first l
 - +kdT4: with soft-label distillation at temperature 4 too; -s2: both see the same shift of up to 2 px.
 
 Usage: python benchmarks/explore_feature_kd.py OUT STRIP SEED [DEVICE]; lines are appended to OUT/STRIP-SEED.jsonl.
+Environment: LONG_EPOCHS=N runs instead local, kdT4, hint-cos-b5, hint-cos-b5+kdT4 and hint-cos-b10+kdT4 with KD
+weight 2 for N epochs each (suffix -eN), with no augmentation.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 
@@ -84,6 +87,16 @@ def main() -> None:
         ("rkd-b50-s2", lambda: RelationHint(teacher, 50.0), dict(w=0, shift=2)),
         ("hint-cos-b5+kdT4-s2", lambda: CosineHint(teacher, width, 5.0), dict(T=4, w=1, shift=2)),
     ]
+    long = int(os.environ.get("LONG_EPOCHS", 0))  # patient students, no augmentation: local, kdT4, hint, both
+    if long:
+        runs = [
+            (f"{name}-e{long}", hint, {**kw, "epochs": long})
+            for name, hint, kw in runs
+            if name in ("local", "kdT4", "hint-cos-b5", "hint-cos-b5+kdT4")
+        ]
+        runs.append(
+            (f"hint-cos-b10+kdT4-w2-e{long}", lambda: CosineHint(teacher, width, 10.0), dict(T=4, w=2, epochs=long))
+        )
     for name, hint, kw in runs:
         t0 = time.time()
         acc = student(client, [teacher], cfg, hint=hint() if hint else None, **kw)
