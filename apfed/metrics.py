@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import precision_recall_fscore_support
 
 FOLD_EVERY = 256  # per-minibatch values held before they are folded into a sum
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import precision_recall_fscore_support  # here: importing sklearn takes about a second
+
     out = {"accuracy": float((y_true == y_pred).mean() * 100)}
     for avg in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)

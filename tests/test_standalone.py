@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,22 @@ def test_save_load_predict_matches(tmp_path, trained):
     assert abs(acc - r.final["accuracy"]) < 1e-9  # the file predicts exactly what training measured
     assert m.provenance["method"] == "apfed-c" and m.columns == ds.views[1].columns
     assert np.allclose(m.predict_proba(X).sum(1), 1, atol=1e-5)
+
+
+def test_predicting_from_a_model_file_loads_no_training_dependencies(tmp_path, trained):
+    """Loading a model and predicting (the standalone model's whole job, and `apfed predict`) imports neither
+    scikit-learn nor Flower: each costs about a second of start-up."""
+    ds, r = trained
+    path = r.model.save(tmp_path / "m.safetensors")
+    np.save(tmp_path / "x.npy", ds.views[1].X[ds.test_idx])
+    code = (
+        "import sys, numpy as np; from apfed.standalone import StandaloneModel;"
+        f"m = StandaloneModel.load({str(path)!r}); print(len(m.predict(np.load({str(tmp_path / 'x.npy')!r}))));"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'sklearn', 'flwr', 'matplotlib', 'scipy'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(len(ds.test_idx)), "[]"], out.stdout
 
 
 def test_file_is_safetensors_with_json_metadata_only(tmp_path, trained):

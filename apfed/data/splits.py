@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from apfed.data.views import compact_index
 from apfed.errors import DataError
@@ -25,6 +24,8 @@ def stratified_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) 
             f" and the training rows need at least one row of every class (at least {_rows_needed(classes, test_size)}"
             " rows)"
         )
+    from sklearn.model_selection import train_test_split  # here: loading a model or a passive needs no sklearn
+
     train, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
     return compact_index(train, n), compact_index(test, n)
 
