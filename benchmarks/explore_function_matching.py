@@ -114,11 +114,8 @@ def student(
         for b, idx in enumerate(batches):
             aug = sample(len(idx), scfg, agen, cfg.device)
             mods.train()
-            if hint is None:
-                logits = mods(augment(L.X[idx], aug))
-            else:
-                hidden = mods[1][:3](mods[0](augment(L.X[idx], aug)))
-                logits = mods[1][3:](hidden)
+            hidden = mods[1][:3](mods[0](augment(L.X[idx], aug)))  # the head's first layer and ReLU
+            logits = mods[1][3:](hidden)
             loss = mixed_cross_entropy(logits, L.y[idx].long(), aug) if ce else logits.new_zeros(())
             if hint is not None:
                 loss = loss + hint(hidden, idx, aug)

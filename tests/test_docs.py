@@ -35,13 +35,17 @@ def test_api_snippet_runs(doc, code, tmp_path, monkeypatch):
     assert (tmp_path / "results/cmp/results.json").exists()
 
 
+def _documents() -> list[Path]:
+    """What a user reads: the README, docs/, the examples' README and their shell scripts."""
+    docs = [ROOT / "README.md", ROOT / "examples/README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return docs + sorted((ROOT / "examples").rglob("*.sh"))
+
+
 def _documented_options() -> list[tuple[str, str, str]]:
     """(document, command, option) for every ``apfed COMMAND ... --option`` in the user-facing documents (a
     command runs to the end of its code span or table cell; ``\\|`` is a pipe escaped inside a table)."""
-    docs = [ROOT / "README.md", ROOT / "examples/README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    docs += sorted((ROOT / "examples").rglob("*.sh"))
     found = []
-    for doc in docs:
+    for doc in _documents():
         for m in re.finditer(r"apfed ([a-z-]+)((?:[ \t]+(?:\\\n)?(?:\\\||[^\s`|])+)*)", doc.read_text()):
             for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", m.group(2)):
                 found.append((doc.relative_to(ROOT).as_posix(), m.group(1), option))
@@ -66,7 +70,7 @@ def test_documented_config_keys_exist():
 
     from apfed.config import TrainConfig
 
-    text = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    text = "".join(p.read_text() for p in _documents())
     keys = set(re.findall(r"--set ([a-z_0-9]+)=", text))
     assert keys, "the documents show --set"
     assert keys <= {f.name for f in fields(TrainConfig)}, keys - {f.name for f in fields(TrainConfig)}
