@@ -123,7 +123,9 @@ def make_client_app(settings: RunSettings | None = None):
 
             _party_index(nc)  # a clear error for a bad node config, before any worker starts
             reply = decode(call(context.node_id, nc, encode(request), os.getppid()))
-            logging.getLogger("flwr").info("apfed %s via worker: %.2fs", request.kind, time.perf_counter() - t0)
+            logging.getLogger("flwr").info(
+                "apfed %s via worker: %.2fs (round %d)", request.kind, time.perf_counter() - t0, request.round
+            )
         else:
             client = _passive_for(context, settings)
             t1 = time.perf_counter()

@@ -75,11 +75,15 @@ class FlowerTransport:
         self.unanswered = 0
         self.messages = 0
 
-    def _push(self, requests: dict[str, Message]) -> list[str]:
+    def _push(self, requests: dict[str, Message], tolerant: bool = False) -> list[str]:
+        """Push ``requests``. A training request under a round deadline lives only that long in the SuperLink
+        (Flower's TTL, counted from here like the deadline): a passive that was down, or is behind, is never
+        handed a round the active party has already closed without it, and rejoins at the current round."""
         from flwr.app import Message as FlowerMessage
 
+        ttl = self.round_timeout if tolerant else None
         out = [
-            FlowerMessage(to_recorddict(m), self.nodes[n], MESSAGE_TYPE, group_id=str(m.round))
+            FlowerMessage(to_recorddict(m), self.nodes[n], MESSAGE_TYPE, ttl=ttl, group_id=str(m.round))
             for n, m in requests.items()
         ]
         return list(self.grid.push_messages(out))
@@ -89,11 +93,11 @@ class FlowerTransport:
         self.unanswered += 1  # submitted and not yet collected, pushed or held
         # training rounds have the round deadline (a late passive is left out); everything else the long one
         tolerant = self.round_timeout is not None and all(m.kind == TRAIN for m in requests.values())
-        return (requests if held else self._push(requests)), tolerant, time.monotonic()
+        return (requests if held else self._push(requests, tolerant)), tolerant, time.monotonic()
 
     def collect(self, ticket: tuple) -> dict[str, Message]:
         sent, tolerant, t_submit = ticket
-        ids = self._push(sent) if isinstance(sent, dict) else sent
+        ids = self._push(sent, tolerant) if isinstance(sent, dict) else sent
         try:
             return self._pull(ids, tolerant, time.monotonic() if isinstance(sent, dict) else t_submit)
         finally:

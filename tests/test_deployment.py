@@ -4,6 +4,7 @@ Keys and certificates are generated at test time; every wait is bounded; every p
 import contextlib
 import importlib.util
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -216,7 +217,14 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     down = sorted(f["round"] for f in hit["faults"] if f["passive"] == "passive2")
     assert down, "the killed passive was never skipped"
     restarted = tmp_path / f"supernode2-restart{state['attempts']}.log"  # the attempt that stayed up
-    assert _log_count(restarted, "apfed train via worker") > 0  # the restarted node served requests
+    served = [int(r) for r in re.findall(r"apfed train via worker: [0-9.]+s \(round (\d+)\)", restarted.read_text())]
+    assert served, "the restarted node served no request"
+    # a training request lives only as long as the round deadline (Flower's TTL): the node, down for much
+    # longer, is not handed the rounds closed without it while it was away (without the TTL it replayed five of
+    # them, rounds 5-9, in the run measured). At most the two newest (K = 2 pipelined keeps two in flight) may
+    # still be fresh when it pulls them, and late by the time it answers.
+    stale = sorted(set(served) & set(down))
+    assert len(stale) <= 2, (served, down)
     train_rounds = epochs * 6  # digits: 1437 training rows = 12 minibatches per epoch, K = 2
     assert down[-1] < train_rounds, "passive2 was never re-admitted"  # train rounds are 1..train_rounds
     cfg = make_config("default", method="apfed-c", epochs=epochs, batches_per_round=k, pipeline=True)
