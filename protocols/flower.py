@@ -13,6 +13,7 @@ from protocols.errors import ProtocolError
 from protocols.messages import HELLO, KINDS, TRAIN, Message, to_numpy
 
 MESSAGE_TYPE = "train.apfed"  # one ClientApp handler; the apfed kind travels in the header
+ABSENT = "absent since it missed a round's deadline"
 
 
 def to_recorddict(msg: Message):
@@ -56,7 +57,15 @@ class FlowerTransport:
     ``queue_per_node``: a SuperNode handles its messages one at a time, in order, so a deployment may queue a
     node's next request before the previous reply (pipelining). The simulation engine may run two messages for
     one node at once on different actors, so there (False) a request submitted while another is unanswered is
-    held back and pushed when it is collected: the same order, without the overlap."""
+    held back and pushed when it is collected: the same order, without the overlap.
+
+    ``round_timeout``: training rounds wait that long for each passive, then go on without the late ones. A
+    training request lives in the SuperLink only that long (Flower's TTL), so a passive that comes back is never
+    handed a round already closed without it. A passive that missed a deadline is *absent*: later rounds neither
+    wait for it nor queue more work for it while one of its requests is still alive; once that one expires the
+    next round's request goes out as a probe, again without a wait. Its first reply, even to a closed round,
+    makes it present again, and the next round waits for it. So a passive that is gone costs one deadline, not
+    one per round, and one that comes back is taken up within about a deadline."""
 
     def __init__(
         self,
@@ -72,21 +81,34 @@ class FlowerTransport:
         self.queue_per_node = queue_per_node
         self.round_timeout = round_timeout
         self.errors: dict[str, str] = {}  # why a node left out of a tolerant exchange failed, by node name
+        self.absent: dict[str, dict[str, float]] = {}  # node -> its requests alive in the SuperLink: id -> expiry
+        self._to: dict[str, str] = {}  # message id -> the node it was sent to, while it may still be answered
         self.unanswered = 0
         self.messages = 0
 
-    def _push(self, requests: dict[str, Message], tolerant: bool = False) -> list[str]:
-        """Push ``requests``. A training request under a round deadline lives only that long in the SuperLink
-        (Flower's TTL, counted from here like the deadline): a passive that was down, or is behind, is never
-        handed a round the active party has already closed without it, and rejoins at the current round."""
+    def _push(self, requests: dict[str, Message], tolerant: bool = False) -> tuple[list[str], dict[str, str]]:
+        """Push ``requests``; return their message ids and, by node, why a request was not sent (absent)."""
         from flwr.app import Message as FlowerMessage
 
+        skipped = {}
+        if tolerant:
+            now = time.monotonic()
+            for n in [n for n in requests if n in self.absent]:
+                for i in [i for i, until in self.absent[n].items() if until <= now]:  # expired in the SuperLink
+                    del self.absent[n][i]
+                    self._to.pop(i, None)
+                if self.absent[n]:
+                    skipped[n] = ABSENT + "; no new request while its last one may still be answered"
+            requests = {n: m for n, m in requests.items() if n not in skipped}
         ttl = self.round_timeout if tolerant else None
-        out = [
-            FlowerMessage(to_recorddict(m), self.nodes[n], MESSAGE_TYPE, ttl=ttl, group_id=str(m.round))
+        out = {
+            n: FlowerMessage(to_recorddict(m), self.nodes[n], MESSAGE_TYPE, ttl=ttl, group_id=str(m.round))
             for n, m in requests.items()
-        ]
-        return list(self.grid.push_messages(out))
+        }
+        ids = [i for i in (self.grid.push_messages(list(out.values())) if out else []) if i]
+        sent = set(ids)
+        self._to.update((m.metadata.message_id, n) for n, m in out.items() if m.metadata.message_id in sent)
+        return ids, skipped
 
     def submit(self, requests: dict[str, Message]) -> tuple:
         held = self.unanswered > 0 and not self.queue_per_node
@@ -97,39 +119,71 @@ class FlowerTransport:
 
     def collect(self, ticket: tuple) -> dict[str, Message]:
         sent, tolerant, t_submit = ticket
-        ids = self._push(sent, tolerant) if isinstance(sent, dict) else sent
+        if isinstance(sent, dict):  # held back: pushed now
+            sent, t_submit = self._push(sent, tolerant), time.monotonic()
+        ids, skipped = sent
         try:
-            return self._pull(ids, tolerant, time.monotonic() if isinstance(sent, dict) else t_submit)
+            return self._pull(ids, tolerant, t_submit)
         finally:
+            self.errors.update(skipped)
             self.unanswered -= 1
 
     def _pull(self, ids: list[str], tolerant: bool = False, t_submit: float | None = None) -> dict[str, Message]:
         """The replies to ``ids``. ``tolerant``: a node's error reply, or no reply within the round deadline
-        (counted from submission), leaves that node out instead of failing the exchange."""
-        by_node = {v: k for k, v in self.nodes.items()}
+        (counted from submission), leaves that node out instead of failing the exchange; an absent node's reply
+        is taken if it is there by the time the others' are, and earlier requests of absent nodes are polled
+        for a sign of life."""
         replies: dict[str, Message] = {}
         limit = self.round_timeout if tolerant else self.timeout
-        pending, deadline, wait = set(ids), (t_submit or time.monotonic()) + limit, self.poll
-        while pending:
-            for r in self.grid.pull_messages(list(pending)):
-                pending.discard(r.metadata.reply_to_message_id)
-                name = by_node.get(r.metadata.src_node_id, f"node {r.metadata.src_node_id}")
+        t_submit = t_submit or time.monotonic()
+        pending, deadline, wait = set(ids), t_submit + limit, self.poll
+        unawaited = {i for i in pending if tolerant and self._to.get(i) in self.absent}
+        now = time.monotonic()
+        alive = {i for reqs in self.absent.values() for i, until in reqs.items() if until > now}
+        earlier = alive if tolerant else set()
+        while True:
+            for r in self.grid.pull_messages(list(pending | earlier)):
+                i = r.metadata.reply_to_message_id
+                name = self._to.pop(i, None) or f"node {r.metadata.src_node_id}"
+                late = i in earlier
+                earlier.discard(i)
+                itself = not r.has_error() or r.metadata.src_node_id == self.nodes.get(name)
+                if itself:  # the node answered: present again, the next round waits for it
+                    for j in self.absent.pop(name, {}):
+                        self._to.pop(j, None)
+                        earlier.discard(j)
+                elif name in self.absent:  # the SuperLink's word that the request expired: stop polling it
+                    self.absent[name].pop(i, None)
+                if late:  # its round was closed without it
+                    continue
+                pending.discard(i)
+                was_unawaited = i in unawaited
+                unawaited.discard(i)
                 if r.has_error():
                     if tolerant:
-                        self.errors[name] = r.error.reason
+                        why = r.error.reason
+                        self.errors[name] = f"{ABSENT}, not waited for: {why}" if was_unawaited else why
+                        if not itself:  # the SuperLink answered for it (request expired, node offline): absent
+                            self.absent.setdefault(name, {})
                         continue
                     raise ProtocolError(f"{name} failed: {r.error.reason}")
                 replies[name] = from_recorddict(r.content)
-            if pending:
-                if time.monotonic() > deadline:
-                    if tolerant:
-                        break
-                    raise ProtocolError(
-                        f"no reply from {len(pending)} passive(s) within {self.timeout:.0f} s (the run config's"
-                        " 'timeout'; set-up aligns every ID by PSI, about 0.1 ms per ID on each side and core)"
-                    )
-                time.sleep(wait)
-                wait = min(wait * 1.5, self.max_poll)
+            if not pending - unawaited:
+                break
+            if time.monotonic() > deadline:
+                if tolerant:
+                    break
+                raise ProtocolError(
+                    f"no reply from {len(pending)} passive(s) within {self.timeout:.0f} s (the run config's"
+                    " 'timeout'; set-up aligns every ID by PSI, about 0.1 ms per ID on each side and core)"
+                )
+            time.sleep(wait)
+            wait = min(wait * 1.5, self.max_poll)
+        for i in pending:  # late (tolerant only): its node is absent until it answers this or a later request
+            name = self._to[i]
+            if i in unawaited:
+                self.errors[name] = ABSENT + "; not waited for"
+            self.absent.setdefault(name, {})[i] = t_submit + limit
         self.messages += 2 * len(ids)
         return replies
 

@@ -1,7 +1,5 @@
 """The same roles over the Flower simulation engine (Ray) give the same model as in-process."""
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -124,46 +122,3 @@ def test_a_reply_missing_past_the_timeout_names_the_run_config_key():
     t = FlowerTransport(SilentGrid(), {"passive1": 1}, timeout=0.05, round_timeout=0.01)
     with pytest.raises(ProtocolError, match=r"within 0 s \(the run config's 'timeout'"):
         t._pull(["message1"])  # pushing needs a running ServerApp; the wait is what is checked
-
-
-@pytest.mark.parametrize("queue_per_node", [True, False])
-def test_training_requests_under_a_round_deadline_expire_with_it_in_the_superlink(queue_per_node, monkeypatch):
-    """A training request lives in the SuperLink only as long as the round deadline (Flower's TTL), so a passive
-    that comes back after a round was closed without it is never handed that round; set-up and evaluation
-    requests, and training without a deadline, keep Flower's default lifetime. Without per-node queueing
-    (simulation) the second request is held back and pushed when collected: it gets the TTL too."""
-    import flwr.app
-
-    from protocols.errors import ProtocolError
-    from protocols.flower import FlowerTransport
-    from protocols.messages import EVALUATE, TRAIN, Message
-
-    pushed = []
-
-    class RecordedMessage:  # a Flower Message needs a running ServerApp; its arguments are what is checked
-        def __init__(self, content, dst_node_id, message_type, *, ttl=None, group_id=None):
-            self.ttl = ttl
-
-    class SilentGrid:
-        def push_messages(self, msgs):
-            pushed.extend(msgs)
-            return [f"m{len(pushed)}"]
-
-        def pull_messages(self, ids):
-            return []
-
-    monkeypatch.setattr(flwr.app, "Message", RecordedMessage)
-
-    def ttls(round_timeout, kind):
-        pushed.clear()
-        grid = SilentGrid()
-        t = FlowerTransport(grid, {"p": 1}, timeout=0.01, round_timeout=round_timeout, queue_per_node=queue_per_node)
-        tickets = [t.submit({"p": Message(kind, "run", r, "active", "p")}) for r in (1, 2)]
-        for ticket in tickets:  # nobody answers
-            with contextlib.suppress(ProtocolError):
-                t.collect(ticket)
-        return [m.ttl for m in pushed]
-
-    assert ttls(None, TRAIN) == [None, None]  # Flower's default lifetime (12 hours)
-    assert ttls(0.05, TRAIN) == [0.05, 0.05]
-    assert ttls(0.05, EVALUATE) == [None, None]

@@ -1,0 +1,157 @@
+"""FlowerTransport's round deadline against a scripted Grid: TTLs, and a passive that goes away and comes back.
+
+A Flower Message needs a running ServerApp, so ``flwr.app.Message`` is replaced by a record of its arguments; the
+Grid answers as a SuperLink does (a reply per live request of a node that is up, an error from the SuperLink for
+an expired one)."""
+
+import contextlib
+import time
+from types import SimpleNamespace
+
+import pytest
+
+flwr = pytest.importorskip("flwr")
+
+from protocols.errors import ProtocolError  # noqa: E402
+from protocols.flower import FlowerTransport, to_recorddict  # noqa: E402
+from protocols.messages import EVALUATE, REPLY, TRAIN, Message  # noqa: E402
+
+DEADLINE = 0.3
+
+
+class RecordedMessage:
+    def __init__(self, content, dst_node_id, message_type, *, ttl=None, group_id=None):
+        self.content, self.dst_node_id, self.ttl = content, dst_node_id, ttl
+        self.metadata = SimpleNamespace(message_id="")
+
+
+class ScriptedGrid:
+    """Nodes 1 and 2 answer at once while ``up``; a request expires ``ttl`` seconds after it was pushed."""
+
+    def __init__(self):
+        self.up = {1: True, 2: True}
+        self.pushed: list[RecordedMessage] = []
+        self.born: dict[str, float] = {}
+        self.delivered: set[str] = set()
+
+    def push_messages(self, msgs):
+        ids = []
+        for m in msgs:
+            m.metadata.message_id = f"m{len(self.pushed)}"
+            self.pushed.append(m)
+            self.born[m.metadata.message_id] = time.monotonic()
+            ids.append(m.metadata.message_id)
+        return ids
+
+    def sent_to(self, node: int) -> int:
+        return sum(m.dst_node_id == node for m in self.pushed)
+
+    def pull_messages(self, ids):
+        out = []
+        for i in ids:
+            m = self.pushed[int(i[1:])]
+            if i in self.delivered:
+                continue
+            expired = m.ttl is not None and time.monotonic() > self.born[i] + m.ttl
+            if expired:
+                out.append(_Reply(i, 0, error="Error: Message Unavailable - it may have expired due to its TTL"))
+            elif self.up[m.dst_node_id]:
+                out.append(_Reply(i, m.dst_node_id))
+            else:
+                continue
+            self.delivered.add(i)
+        return out
+
+
+class _Reply:
+    """What a Flower reply exposes; like Flower's, reading ``error`` of a reply without one raises."""
+
+    def __init__(self, i: str, src: int, error: str | None = None):
+        self.metadata = SimpleNamespace(reply_to_message_id=i, src_node_id=src)
+        self.content = to_recorddict(Message(REPLY, "run", 0, f"p{src}", "active"))
+        self._error = error
+
+    def has_error(self) -> bool:
+        return self._error is not None
+
+    @property
+    def error(self):
+        if self._error is None:
+            raise ValueError("Message error is None")
+        return SimpleNamespace(reason=self._error)
+
+
+@pytest.fixture
+def grid(monkeypatch):
+    import flwr.app
+
+    monkeypatch.setattr(flwr.app, "Message", RecordedMessage)
+    return ScriptedGrid()
+
+
+def _round(t: FlowerTransport, r: int, kind: str = TRAIN) -> tuple[set[str], float]:
+    t0 = time.monotonic()
+    replies = t.exchange({n: Message(kind, "run", r, "active", n) for n in ("p1", "p2")})
+    return set(replies), time.monotonic() - t0
+
+
+@pytest.mark.parametrize("queue_per_node", [True, False])
+def test_training_requests_under_a_round_deadline_expire_with_it_in_the_superlink(grid, queue_per_node):
+    """A training request lives in the SuperLink only as long as the round deadline (Flower's TTL); set-up and
+    evaluation requests, and training without a deadline, keep Flower's default lifetime (None here). Without
+    per-node queueing (simulation) the second request is held back and pushed when collected: it gets it too."""
+
+    def ttls(round_timeout, kind):
+        grid.pushed.clear()
+        grid.up = {1: False, 2: False}
+        t = FlowerTransport(grid, {"p": 1}, timeout=0.01, round_timeout=round_timeout, queue_per_node=queue_per_node)
+        tickets = [t.submit({"p": Message(kind, "run", r, "active", "p")}) for r in (1, 2)]
+        for ticket in tickets:  # nobody answers
+            with contextlib.suppress(ProtocolError):
+                t.collect(ticket)
+        return [m.ttl for m in grid.pushed]
+
+    assert ttls(None, TRAIN) == [None, None]  # Flower's default lifetime (12 hours)
+    assert ttls(0.05, TRAIN)[0] == 0.05
+    assert ttls(0.05, EVALUATE) == [None, None]
+
+
+def test_a_passive_that_is_gone_costs_one_deadline_and_is_taken_up_again_when_it_answers(grid):
+    t = FlowerTransport(grid, {"p1": 1, "p2": 2}, timeout=5.0, poll=0.001, max_poll=0.01, round_timeout=DEADLINE)
+    assert _round(t, 1)[0] == {"p1", "p2"}
+
+    grid.up[2] = False
+    got, took = _round(t, 2)
+    assert got == {"p1"} and took >= DEADLINE  # the round waited its deadline for p2
+
+    # its request expired with the deadline: the next round sends one more, as a probe, and does not wait for it
+    sent = grid.sent_to(2)
+    got, took = _round(t, 3)
+    assert got == {"p1"} and took < DEADLINE / 2
+    assert grid.sent_to(2) == sent + 1 and "not waited for" in t.errors.pop("p2")
+
+    got, took = _round(t, 4)  # while that probe may still be answered, no more work is queued for p2
+    assert got == {"p1"} and took < DEADLINE / 2
+    assert grid.sent_to(2) == sent + 1 and "no new request" in t.errors.pop("p2")
+
+    time.sleep(DEADLINE * 1.2)  # the probe expires in the SuperLink: the next round sends another
+    got, took = _round(t, 5)
+    assert got == {"p1"} and took < DEADLINE / 2 and grid.sent_to(2) == sent + 2
+    t.errors.clear()
+
+    grid.up[2] = True  # back: it answers the probe, late for round 5, which stays closed
+    got, _ = _round(t, 6)
+    assert got == {"p1"} and "no new request" in t.errors.pop("p2")  # round 6 was not sent to it
+    got, _ = _round(t, 7)
+    assert got == {"p1", "p2"} and t.absent == {}  # present again: waited for, and its reply used
+
+
+def test_an_expired_request_is_reported_for_the_passive_it_was_sent_to(grid):
+    """The SuperLink answers a request that expired with an error of its own (source node 0): the transport
+    names the passive the request went to, not 'node 0'."""
+    t = FlowerTransport(grid, {"p1": 1, "p2": 2}, timeout=5.0, poll=0.001, max_poll=0.01, round_timeout=DEADLINE)
+    grid.up[2] = False
+    ticket = t.submit({"p2": Message(TRAIN, "run", 1, "active", "p2")})
+    time.sleep(DEADLINE * 1.2)  # expired before it is collected: the SuperLink's error is the only answer
+    assert t.collect(ticket) == {}
+    assert "Message Unavailable" in t.errors["p2"] and not any(k.startswith("node") for k in t.errors)
