@@ -75,6 +75,7 @@ class ActiveClient:
         self.sealing, self.on_bad_message = sealing, on_bad_message
         self.channels: dict[str, Channel] = {}
         self.faults: list[dict] = []  # every skipped contribution: round, passive, reason
+        self._missing: dict[str, tuple[int, int]] = {}  # passive -> (first round, rounds) of its current silence
         if checkpoint_every < 0 or (checkpoint_every and not checkpoint):
             raise DataError("checkpoint_every needs a checkpoint path and must be >= 0")
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
@@ -108,10 +109,11 @@ class ActiveClient:
         self.exchange_s += time.perf_counter() - t0
         good, deferred = {}, {}
         for n in requests:
+            if n not in replies:
+                why = getattr(self.transport, "errors", {}).pop(n, None) or "deadline missed"
+                self._bad_reply(requests[n], rnd, ProtocolError(f"no reply from {n} in round {rnd} ({why})"), True)
+                continue
             try:
-                if n not in replies:
-                    why = getattr(self.transport, "errors", {}).pop(n, None) or "deadline missed"
-                    raise ProtocolError(f"no reply from {n} in round {rnd} ({why})")
                 reply = self.channels[n].open(replies[n]) if n in self.channels else replies[n]
                 deferred[n] = []
                 good[n] = validate(
@@ -134,14 +136,26 @@ class ActiveClient:
         for n in good:
             self.wire["messages"] += 2
             self.wire["bytes"] += requests[n].nbytes() + replies[n].nbytes()
+            if n in self._missing:  # back after rounds without a reply
+                first, count = self._missing.pop(n)
+                self.log(f"round {rnd}: {n} answered again, after {count} round(s) without it (from round {first})")
         return good
 
-    def _bad_reply(self, request: Message, rnd: int, e: ProtocolError) -> None:
-        """A passive's reply is missing or invalid: stop (``fail``, or outside training) or train without it."""
+    def _bad_reply(self, request: Message, rnd: int, e: ProtocolError, missing: bool = False) -> None:
+        """A passive's reply is missing or invalid: stop (``fail``, or outside training) or train without it.
+        Every skip is in ``faults``; of consecutive rounds without a reply from one passive (a passive that is
+        gone) only the first is logged, and the round it answers again."""
         if self.on_bad_message == "fail" or request.kind != TRAIN:
             raise e
-        self.faults.append({"round": rnd, "passive": request.receiver, "error": str(e)})
-        self.log(f"round {rnd}: training without {request.receiver}: {e}")
+        n = request.receiver
+        self.faults.append({"round": rnd, "passive": n, "error": str(e)})
+        if missing:
+            first, count = self._missing.get(n, (rnd, 0))
+            self._missing[n] = (first, count + 1)
+            if count:
+                return
+            e = f"{e}; rounds without a reply from it are not logged until it answers again"
+        self.log(f"round {rnd}: training without {n}: {e}")
 
     def _handshake(self) -> None:
         """HELLO key agreement with every passive (pinned fingerprints); later messages are sealed."""

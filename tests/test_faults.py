@@ -178,11 +178,18 @@ def test_a_slow_passive_is_dropped_from_late_rounds_and_readmitted(digits3, monk
         return reply
 
     _with_faulty_passive(client, "passive2", slow)
+    logged: list[str] = []
+    client.log = logged.append
     _train(client)
     dropped = {(f["round"], f["passive"]) for f in client.faults}
     assert dropped == {(r, "passive2") for r in slow_rounds}
     assert all("deadline" in f["error"] for f in client.faults)
     assert client.history[-1]["accuracy"] > 30  # trained on; 10 classes
+    # seven silent rounds in a row: every one is in faults, two lines in the log (gone, back)
+    about = [line for line in logged if "passive2" in line]
+    assert len(about) == 2, about
+    assert about[0].startswith("round 5: training without passive2: no reply from passive2 in round 5")
+    assert about[1] == "round 12: passive2 answered again, after 7 round(s) without it (from round 5)"
 
 
 def test_the_round_deadline_applies_to_training_rounds_only(digits3, monkeypatch):
