@@ -507,6 +507,55 @@ def export(
 
 
 @app.command()
+def info(
+    model: Annotated[Path, typer.Option(help="Standalone model file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON (for scripts).")] = False,
+):
+    """Show what a standalone model takes (view, features, classes) and where it came from (method, data, run)."""
+    import hashlib
+    import json
+
+    from apfed.standalone import StandaloneModel
+
+    d = StandaloneModel.load(model).describe()
+    d["file"] = {"path": str(model), "bytes": model.stat().st_size}
+    d["file"]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    typer.echo("\n".join(f"{k:<15} {v}" for k, v in _model_summary(d).items()))
+
+
+def _model_summary(d: dict) -> dict[str, str]:
+    """The lines of ``apfed info``: the ones a user checks before predicting, then the provenance."""
+    p, cfg, cols = d["provenance"], d["config"], d["columns"]
+    shown = ", ".join(cols[:8]) + (f", ... ({len(cols)} in all)" if len(cols) > 8 else "") if cols else "(no names)"
+    lines = {
+        "file": f"{d['file']['path']} ({d['file']['bytes']:,} bytes, sha256 {d['file']['sha256'][:16]}...)",
+        "format": f"{d['format']} v{d['format_version']}",
+        "view": f"{d['view_name'] or '?'}: {d['spec']['kind']}, shape {tuple(d['spec']['shape'])}",
+        "features": f"{d['n_features']}: {shown}",
+        "classes": f"{len(d['class_names'])}: {', '.join(map(str, d['class_names'][:20]))}"
+        + (", ..." if len(d["class_names"]) > 20 else ""),
+        "method": f"{cfg.get('method', '?')}, seed {cfg.get('seed', '?')}, {cfg.get('epochs', '?')} epochs",
+        "parameters": f"{d['parameters']:,}",
+    }
+    if "test_accuracy" in p:
+        lines["test accuracy"] = f"{p['test_accuracy']:.2f} % (the active party's test rows, end of training)"
+    if "passives" in p:
+        names = ", ".join(p["passives"]) or "none"
+        lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
+    if "train_rows" in p:
+        lines["rows"] = f"{p['train_rows']:,} training, {p['test_rows']:,} test (aligned with every passive)"
+    for key, label in (("dataset", "data"), ("transport", "transport"), ("run_id", "run id")):
+        if key in p:
+            lines[label] = str(p[key])
+    if "trained_at" in p:
+        lines["trained"] = f"{p['trained_at']} with apfed {p.get('apfed_version', '?')}"
+    return lines
+
+
+@app.command()
 def bench(
     device: Device = "cpu",
     repeats: Annotated[

@@ -140,6 +140,14 @@ class StandaloneModel:
             provenance=meta["provenance"],
         )
 
+    def describe(self) -> dict:
+        """What the model takes and where it came from: its metadata plus the parameter count."""
+        out = self.metadata()
+        out.pop("preprocessing")  # per-feature statistics: in the file, too long to show
+        out["n_features"] = self.n_features
+        out["parameters"] = sum(p.numel() for p in self.net.parameters())
+        return out
+
     def export_onnx(self, path: str | Path) -> Path:
         """ONNX graph from raw features (flattened, float32) to class probabilities."""
         path = Path(path)

@@ -4,6 +4,7 @@ standalone model."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import time
@@ -624,9 +625,22 @@ class ActiveClient:
                 self.log(f"finish: {e}")
 
     def standalone_model(self, provenance: dict) -> StandaloneModel:
-        """The active party's complete model, ready to save, load and predict with no passive."""
+        """The active party's complete model, ready to save, load and predict with no passive. ``provenance``
+        adds to (or overrides) what this party knows: the apfed version, when, its view, the passives' names and
+        how many aligned rows it trained and tested on."""
         if not self.learner.standalone:
             raise DataError(f"method {self.cfg.method} needs every party at prediction time: no standalone model")
+        from apfed import __version__
+
+        provenance = {
+            "apfed_version": __version__,
+            "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "active_view": self.data.view.name,
+            "passives": list(self.names),
+            "train_rows": len(self.train_rows),
+            "test_rows": len(self.test_rows),
+            **provenance,
+        }
         net = self.learner.standalone_net()
         return StandaloneModel(
             net=net,

@@ -182,7 +182,14 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     }
     if s.model_out and client.learner.standalone:
         client.standalone_model(
-            {"dataset": name, "method": cfg.method, "seed": cfg.seed, "run_id": run_id, "transport": "flower"}
+            {
+                "dataset": name,
+                "method": cfg.method,
+                "seed": cfg.seed,
+                "test_accuracy": result["final"]["accuracy"],
+                "run_id": run_id,
+                "transport": "flower",
+            }
         ).save(s.model_out)
     client.finish()
     if s.results_out:

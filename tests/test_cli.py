@@ -149,6 +149,8 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["evaluate", "--data", "/nonexistent.csv"], "not found"),
         (["train", "--method", "tvfl"], "no standalone model"),
         (["predict", "--model", "/nonexistent.safetensors", "--input", "x.csv"], "not found"),
+        (["info", "--model", "/nonexistent.safetensors"], "model file not found"),
+        (["info", "--model", "README.md"], "not an apfed model file"),
         (["evaluate", "--dataset", "digits", "--on-bad-message", "maybe"], "skip or fail"),
         (["evaluate", "--dataset", "digits", "--dp-noise", "1"], "needs a clip bound"),
         (["train", "--dataset", "digits", "--resume"], "need --checkpoint-dir"),

@@ -127,3 +127,37 @@ def test_onnx_export_is_atomic_and_keeps_the_previous_file(tmp_path, trained, mo
         trained[1].model.export_onnx(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp file left behind
+
+
+def test_info_shows_what_the_model_takes_and_where_it_came_from(tmp_path, trained):
+    """`apfed info`: the view, features, classes and provenance a user checks before predicting, as text and as
+    JSON; the provenance says which apfed made it, when, with which passives, on how many aligned rows."""
+    import datetime
+    import json
+
+    from typer.testing import CliRunner
+
+    from apfed import __version__
+    from apfed.cli import app
+
+    ds, r = trained
+    path = r.model.save(tmp_path / "m.safetensors")
+    res = CliRunner().invoke(app, ["info", "--model", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    p = d["provenance"]
+    passives = [f"passive{i}" for i in range(1, len(ds.views))]
+    assert p["apfed_version"] == __version__ and p["passives"] == passives
+    assert datetime.datetime.fromisoformat(p["trained_at"]).tzinfo is not None
+    assert (p["train_rows"], p["test_rows"]) == (len(ds.train_idx), len(ds.test_idx))
+    assert p["test_accuracy"] == r.final["accuracy"] and p["active_view"] == ds.views[1].name
+    assert d["n_features"] == ds.views[1].X[0].size and d["columns"] == ds.views[1].columns
+    assert d["parameters"] == sum(t.numel() for t in r.model.net.parameters())
+    assert d["file"]["bytes"] == path.stat().st_size and len(d["file"]["sha256"]) == 64
+
+    res = CliRunner().invoke(app, ["info", "--model", str(path)])
+    assert res.exit_code == 0, res.output
+    lines = dict(line.split(None, 1) for line in res.output.splitlines() if not line.startswith(("test", "trained")))
+    assert lines["features"].startswith(f"{d['n_features']}: ") and lines["classes"].startswith("10: 0, 1, 2")
+    assert f"{r.final['accuracy']:.2f} %" in res.output
+    assert f"{len(passives)} passive(s): {', '.join(passives)}" in res.output
