@@ -35,6 +35,7 @@ def test_csv_parties_aligns_three_labs_and_predicts_new_rows_from_the_active_par
     assert [r["form_id"] for r in rows] == asked and len(asked) == 200
     assert {r["prediction"] for r in rows} <= {str(d) for d in range(10)}
     assert (out / "lab_a_model.onnx").stat().st_size > 1000
+    assert "2 passive(s): passive1, passive2" in p.stdout and "1,296 training, 324 test" in p.stdout  # apfed info
     assert "standalone predictions for 200 new forms:" in p.stdout
     # the passive labs' files never carry the labels
     for lab in ("lab_b", "lab_c"):

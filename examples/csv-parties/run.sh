@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Three labs' CSV files, aligned by form ID: compare the methods, train lab A's standalone model, predict new forms
-# from lab A's data alone, export it to ONNX. Run from a checkout with apfed installed (bash scripts/setup.sh):
+# Three labs' CSV files, aligned by form ID: compare the methods, train lab A's standalone model, show what it
+# takes, predict new forms from lab A's data alone, export it to ONNX. Run from a checkout with apfed installed
+# (bash scripts/setup.sh):
 #
 #     bash examples/csv-parties/run.sh [OUT_DIR] [EPOCHS]
 #
@@ -17,6 +18,7 @@ parties=(--data "$out/lab_a.csv" --data "$out/lab_b.csv" --data "$out/lab_c.csv"
 "$python" "$here/make_parties.py" "$out"
 "$apfed" evaluate "${parties[@]}" --methods local,apfed-c,apfed-kd,tvfl --seeds 1 --epochs "$epochs" --out "$out/evaluate"
 "$apfed" train "${parties[@]}" --method apfed-kd --epochs "$epochs" --out "$out/lab_a_model.safetensors"
+"$apfed" info --model "$out/lab_a_model.safetensors"
 "$apfed" predict --model "$out/lab_a_model.safetensors" --input "$out/new_forms.csv" --id-column form_id \
     --output "$out/new_forms_predictions.csv"
 "$apfed" export --model "$out/lab_a_model.safetensors" --onnx "$out/lab_a_model.onnx"
