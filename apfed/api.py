@@ -143,11 +143,13 @@ def compare(
     jobs: int = 1,
     quiet: bool = True,
     safety: Safety | None = None,
+    resume: bool = False,
     **settings,
 ) -> dict:
     """Train every method with seeds ``0..seeds-1``, as ``apfed evaluate`` does; return its report (``summary``:
     per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``standalone``, ``gap_closed``; ``runs``:
-    every run). With ``out`` it also writes ``results.json``, ``results.md`` and ``results.png`` there. ``jobs``:
+    every run). With ``out`` it also writes ``results.json``, ``results.md`` and ``results.png`` there, and each
+    finished run to ``out/runs/``; ``resume=True`` reuses those made from the same data and settings. ``jobs``:
     runs at a time in worker processes (0: one per core, at most 4)."""
     from apfed.config import DEFAULT_METHODS
     from apfed.evaluate import evaluate
@@ -159,7 +161,17 @@ def compare(
     for m in chosen:
         _checked(ds, active, replace(cfg, method=m))
     return evaluate(
-        ds, active, chosen, seeds, cfg, Path(out) if out else None, preset, quiet=quiet, jobs=jobs, safety=safety
+        ds,
+        active,
+        chosen,
+        seeds,
+        cfg,
+        Path(out) if out else None,
+        preset,
+        quiet=quiet,
+        jobs=jobs,
+        safety=safety,
+        resume=resume,
     )
 
 

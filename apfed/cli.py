@@ -205,6 +205,13 @@ def evaluate(
         typer.Option(min=0, help="Runs in parallel processes (0: one per core, at most 4, on the CPU; 1 on a GPU)."),
     ] = 0,
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("results"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the runs an interrupted comparison finished (stored in OUT/runs/, same data and settings)"
+            " and train only the others."
+        ),
+    ] = False,
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
@@ -240,7 +247,7 @@ def evaluate(
     for m in chosen:
         replace(cfg, method=m).check_passives(len(ds.views) - 1)
     safety = _safety(encrypt, on_bad_message, None)
-    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety)
+    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume)
 
 
 @app.command()

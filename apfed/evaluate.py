@@ -9,7 +9,9 @@ from pathlib import Path
 
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
+from apfed.errors import ConfigError
 from apfed.report import machine, rich_table, summarize, write_report
+from apfed.run_store import RunStore, data_digest
 from apfed.runner import Safety, run
 from apfed.spawning import without_main_script
 
@@ -35,7 +37,9 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet: bool, safety=None) -> list[dict]:
+def _parallel(
+    ds, active, configs: list[TrainConfig], jobs: int, console, quiet: bool, safety=None, on_run=None
+) -> list[dict]:
     import multiprocessing as mp
 
     from rich.progress import Progress
@@ -48,8 +52,10 @@ def _parallel(ds, active, configs: list[TrainConfig], jobs: int, console, quiet:
             task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
             pending = [pool.apply_async(_run_one, (ds, active, c, threads, safety)) for c in configs]
             runs = []
-            for r in pending:
+            for c, r in zip(configs, pending, strict=True):
                 runs.append(r.get())
+                if on_run is not None:
+                    on_run(c, runs[-1])
                 progress.update(task, advance=1)
         pool.close()
     except BaseException:
@@ -73,20 +79,33 @@ def evaluate(
     quiet: bool = False,
     jobs: int = 1,
     safety: Safety | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report."""
+    """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report. With
+    ``out``, each finished run is also stored in ``out/runs/``; ``resume`` reuses the runs stored there from the
+    same data and settings (an error if one was made with other settings) and trains only the others."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
-    runs = []
     t0 = time.time()
+    configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
+    store = None
+    if out is not None:
+        store = RunStore(Path(out) / "runs", data_digest(ds, active), asdict(safety) if safety else None)
+    elif resume:
+        raise ConfigError("resuming needs the output directory of the interrupted comparison")
+    done = {i: r for i, c in enumerate(configs) if resume and (r := store.load(c)) is not None}
+    if resume and not quiet:
+        console.print(f"resuming: {len(done)} of {len(configs)} runs already done in {store.root}")
+    todo = [c for i, c in enumerate(configs) if i not in done]
+    on_run = store.save if store is not None else None
+    new: list[dict] = []
     if jobs == 0:
-        jobs = auto_jobs(len(methods) * seeds, cfg.device)
-    jobs = min(jobs, len(methods) * seeds)  # no idle workers (each would also split the cores' threads)
+        jobs = auto_jobs(len(todo), cfg.device)
+    jobs = min(jobs, len(todo))  # no idle workers (each would also split the cores' threads)
     if jobs > 1:
-        configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
-        runs = _parallel(ds, active, configs, jobs, console, quiet, safety)
+        new = _parallel(ds, active, todo, jobs, console, quiet, safety, on_run)
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -96,23 +115,25 @@ def evaluate(
         console=console,
         disable=quiet,
     ) as progress:
-        for method in methods if jobs == 1 else []:
-            for seed in range(seeds):
-                c = replace(cfg, method=method, seed=seed)
-                task = progress.add_task(f"{method} seed {seed}", total=c.epochs, acc="")
+        for c in todo if jobs == 1 else []:
+            task = progress.add_task(f"{c.method} seed {c.seed}", total=c.epochs, acc="")
 
-                def on_epoch(row, task=task):
-                    progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
+            def on_epoch(row, task=task):
+                progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
 
-                r = run(
-                    ds,
-                    active,
-                    c,
-                    on_epoch=on_epoch,
-                    log=lambda m: progress.console.log(m) if not quiet else None,
-                    safety=safety,
-                )
-                runs.append(r.to_json())
+            r = run(
+                ds,
+                active,
+                c,
+                on_epoch=on_epoch,
+                log=lambda m: progress.console.log(m) if not quiet else None,
+                safety=safety,
+            ).to_json()
+            new.append(r)
+            if on_run is not None:
+                on_run(c, r)
+    fresh = iter(new)
+    runs = [done[i] if i in done else next(fresh) for i in range(len(configs))]
     summary = summarize(runs)
     report = {
         "dataset": ds.name,

@@ -90,3 +90,32 @@ def test_compare_writes_the_evaluate_report(tmp_path):
 def test_simulate_refuses_methods_without_passives():
     with pytest.raises(ConfigError, match="no passive parties to simulate"):
         apfed.simulate("local", dataset="digits")
+
+
+def test_compare_resumes_an_interrupted_comparison_from_its_stored_runs(tmp_path):
+    """Each finished run is stored in OUT/runs/; resume=True reuses the ones made from the same data and
+    settings, trains only the missing ones, and refuses a stored run made with other settings or unreadable."""
+    ds, a = apfed.load_dataset("digits")
+    kw = dict(methods=["local", "apfed-c"], seeds=1, epochs=1, out=tmp_path, jobs=1)
+    first = apfed.compare(ds, a, **kw)
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["apfed-c-seed0.json", "local-seed0.json"]
+    kept = (runs / "local-seed0.json").read_bytes()
+    (runs / "apfed-c-seed0.json").unlink()  # as if interrupted during apfed-c
+
+    again = apfed.compare(ds, a, resume=True, **kw)
+    assert again["runs"][0] == first["runs"][0]  # reused as stored: its own timings too
+    assert (runs / "local-seed0.json").read_bytes() == kept
+    assert (runs / "apfed-c-seed0.json").exists()  # trained again, and stored
+    assert again["runs"][1]["accuracy"] == first["runs"][1]["accuracy"]  # same seed, same run
+    assert again["summary"]["local"]["accuracy_mean"] == first["summary"]["local"]["accuracy_mean"]
+
+    with pytest.raises(ConfigError, match=r"local-seed0.json was made with other settings \(epochs 1, now 2\)"):
+        apfed.compare(ds, a, resume=True, **{**kw, "epochs": 2})
+    with pytest.raises(ConfigError, match=r"other settings \(the data\)"):
+        apfed.compare(*apfed.load_dataset("digits", views=3), resume=True, **kw)
+    (runs / "local-seed0.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a stored run"):
+        apfed.compare(ds, a, resume=True, **kw)
+    with pytest.raises(ConfigError, match="needs the output directory"):
+        apfed.compare(ds, a, resume=True, **{**kw, "out": None})

@@ -1,0 +1,86 @@
+"""The finished runs of ``apfed evaluate``, one file each under ``OUT/runs/``, so that an interrupted comparison
+resumes where it stopped (``--resume``) instead of training every method and seed again.
+
+A stored run is reused only if it was made from the same data (a digest of the ids, labels, split and features)
+with the same settings (the whole training configuration, the method and seed included, and the safety
+options); a run stored with other settings is an error that names them, never silently mixed into a report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from apfed.checkpoint import save_atomic
+from apfed.config import TrainConfig
+from apfed.data.views import MultiViewDataset
+from apfed.errors import ConfigError, DataError
+
+
+def data_digest(ds: MultiViewDataset, active: int) -> str:
+    """SHA-256 of what a run learns from: the views (names, kinds, shapes, resident features), the ids, labels,
+    class names and split, and which view is the active party's."""
+    h = hashlib.sha256()
+    meta = {
+        "name": ds.name,
+        "active": active,
+        "views": [[v.name, v.kind, list(v.shape), v.columns] for v in ds.views],
+        "classes": list(map(str, ds.class_names)),
+    }
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    arrays = [ds.ids, ds.labels, ds.train_idx, ds.test_idx] + [v.X for v in ds.views if isinstance(v.X, np.ndarray)]
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes() if a.dtype != object else "\x1f".join(map(str, a)).encode())
+    return h.hexdigest()
+
+
+class RunStore:
+    """``root/METHOD-seedS.json``: ``{"key": what the run was made from, "run": RunResult.to_json()}``."""
+
+    def __init__(self, root: Path, data: str, safety: dict | None):
+        self.root, self.data, self.safety = Path(root), data, safety
+
+    def path(self, cfg: TrainConfig) -> Path:
+        return self.root / f"{cfg.method}-seed{cfg.seed}.json"
+
+    def key(self, cfg: TrainConfig) -> dict:
+        # through JSON, as it is stored: tuples become lists, so a reloaded key compares equal
+        return json.loads(json.dumps({"data": self.data, "config": cfg.to_dict(), "safety": self.safety}))
+
+    def load(self, cfg: TrainConfig) -> dict | None:
+        """The stored run for ``cfg``, None if there is none; an error if it was made with other settings."""
+        p = self.path(cfg)
+        if not p.exists():
+            return None
+        try:
+            stored = json.loads(p.read_text())
+            key, run = stored["key"], stored["run"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{p}: not a stored run ({e}); delete it to train that run again") from None
+        want = self.key(cfg)
+        if key != want:
+            raise ConfigError(
+                f"{p} was made with other settings ({', '.join(_differences(key, want))}); use another --out,"
+                " or leave out --resume to train every run again"
+            )
+        return run
+
+    def save(self, cfg: TrainConfig, run: dict) -> None:
+        save_atomic(self.path(cfg), json.dumps({"key": self.key(cfg), "run": run}).encode())
+
+
+def _differences(stored: dict, want: dict) -> list[str]:
+    out = []
+    if stored.get("data") != want["data"]:
+        out.append("the data")
+    old, new = stored.get("config") or {}, want["config"]
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            out.append(f"{k} {old.get(k)!r}, now {new.get(k)!r}")
+    if stored.get("safety") != want["safety"]:
+        out.append("the safety options")
+    return out or ["the file's format"]
