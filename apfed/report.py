@@ -126,8 +126,10 @@ def rich_table(summary: dict[str, dict], title: str):
 
 def write_report(out: Path, report: dict) -> list[Path]:
     """results.json, results.md and results.png (accuracy per method, learning curves) in ``out``."""
+    from apfed.checkpoint import save_atomic  # a Ctrl-C while writing keeps the previous report whole
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1))
+    save_atomic(out / "results.json", json.dumps(report, indent=1).encode())
     s = report["summary"]
     md = [
         f"# apfed evaluate: {report['dataset']} (active view {report['active_view']})",
@@ -141,7 +143,7 @@ def write_report(out: Path, report: dict) -> list[Path]:
         f"Machine: {json.dumps(report['machine'])}",
         "",
     ]
-    (out / "results.md").write_text("\n".join(md))
+    save_atomic(out / "results.md", "\n".join(md).encode())
     paths = [out / "results.json", out / "results.md"]
     try:
         paths.append(_plot(out / "results.png", report))
