@@ -33,7 +33,7 @@ def check_certificate(path: str | Path, now: datetime.datetime | None = None) ->
         cert = x509.load_pem_x509_certificate(data)
     except ValueError:
         raise ConfigError(f"{path} is not a PEM certificate") from None
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     if cert.not_valid_after_utc < now:
         raise ConfigError(f"the certificate {path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; renew it")
     if cert.not_valid_before_utc > now:

@@ -634,7 +634,7 @@ class ActiveClient:
 
         provenance = {
             "apfed_version": __version__,
-            "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "active_view": self.data.view.name,
             "passives": list(self.names),
             "train_rows": len(self.train_rows),

@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    found=$("$PY" --version 2>/dev/null) || found="not found"
+    echo "error: apfed needs Python 3.11 or later (Flower 1.39 does); $PY: $found. Set PYTHON=/path/to/python3.11" >&2
+    exit 1
+  fi
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null

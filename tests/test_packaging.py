@@ -4,12 +4,8 @@ installed apfed (not only a checkout) finds its default data."""
 from __future__ import annotations
 
 import fnmatch
+import tomllib
 from pathlib import Path
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10: flwr depends on tomli
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +29,24 @@ def test_licence_files_exist_and_name_the_licence():
     for name in project["license-files"]:
         assert (ROOT / name).is_file(), name
     assert "MIT License" in (ROOT / "LICENSE").read_text()
+
+
+def test_the_python_floor_is_flowers(tmp_path):
+    """flwr 1.39 needs Python 3.11 (a 3.10 install fails to resolve it): apfed declares the same floor, and the
+    setup script, on a checkout without a .venv, says so in one line before creating anything."""
+    import shutil
+    import subprocess
+
+    assert _pyproject()["project"]["requires-python"] == ">=3.11"
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")  # a checkout with no .venv
+    old = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "setup.sh")],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": "/nonexistent/python3.10"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = old.stderr.strip().splitlines()
+    assert old.returncode == 1 and len(lines) == 1 and "needs Python 3.11 or later" in lines[0], old.stderr
+    assert not (tmp_path / ".venv").exists()

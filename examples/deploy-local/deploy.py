@@ -47,7 +47,7 @@ def make_pki(d: Path, n_nodes: int) -> dict:
     from cryptography.x509.oid import NameOID
 
     d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def pem_key(k):
         return k.private_bytes(
