@@ -17,6 +17,7 @@ from apfed.checkpoint import save_atomic
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError, DataError
+from clients.active import ids_digest
 
 
 def data_digest(ds: MultiViewDataset, active: int) -> str:
@@ -30,11 +31,11 @@ def data_digest(ds: MultiViewDataset, active: int) -> str:
         "classes": list(map(str, ds.class_names)),
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
-    arrays = [ds.ids, ds.labels, ds.train_idx, ds.test_idx] + [v.X for v in ds.views if isinstance(v.X, np.ndarray)]
-    for a in arrays:
+    h.update(ids_digest(ds.ids).encode())  # ids may be strings: hashed as a checkpoint names its rows
+    for a in [ds.labels, ds.train_idx, ds.test_idx] + [v.X for v in ds.views if isinstance(v.X, np.ndarray)]:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes() if a.dtype != object else "\x1f".join(map(str, a)).encode())
+        h.update(a.tobytes())
     return h.hexdigest()
 
 

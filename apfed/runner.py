@@ -149,7 +149,6 @@ def run(
         model = client.standalone_model(
             {
                 "dataset": ds.name,
-                "active_view": ds.views[active].name,
                 "method": cfg.method,
                 "seed": cfg.seed,
                 "test_accuracy": final["accuracy"],

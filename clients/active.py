@@ -150,13 +150,14 @@ class ActiveClient:
             raise e
         n = request.receiver
         self.faults.append({"round": rnd, "passive": n, "error": str(e)})
+        note = ""
         if missing:
             first, count = self._missing.get(n, (rnd, 0))
             self._missing[n] = (first, count + 1)
             if count:
                 return
-            e = f"{e}; rounds without a reply from it are not logged until it answers again"
-        self.log(f"round {rnd}: training without {n}: {e}")
+            note = "; rounds without a reply from it are not logged until it answers again"
+        self.log(f"round {rnd}: training without {n}: {e}{note}")
 
     def _handshake(self) -> None:
         """HELLO key agreement with every passive (pinned fingerprints); later messages are sealed."""
