@@ -65,7 +65,8 @@ class FlowerTransport:
     wait for it nor queue more work for it while one of its requests is still alive; once that one expires the
     next round's request goes out as a probe, again without a wait. Its first reply, even to a closed round,
     makes it present again, and the next round waits for it. So a passive that is gone costs one deadline, not
-    one per round, and one that comes back is taken up within about a deadline."""
+    one per round, and one that comes back is taken up within about a deadline. A round in which no passive is
+    present waits for the absent ones as before: training never races on alone past a passive that is only slow."""
 
     def __init__(
         self,
@@ -138,6 +139,8 @@ class FlowerTransport:
         t_submit = t_submit or time.monotonic()
         pending, deadline, wait = set(ids), t_submit + limit, self.poll
         unawaited = {i for i in pending if tolerant and self._to.get(i) in self.absent}
+        if unawaited == pending:  # no passive present in this round: wait for the absent (they may only be slow)
+            unawaited = set()
         now = time.monotonic()
         alive = {i for reqs in self.absent.values() for i, until in reqs.items() if until > now}
         earlier = alive if tolerant else set()

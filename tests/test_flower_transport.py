@@ -30,6 +30,7 @@ class ScriptedGrid:
 
     def __init__(self):
         self.up = {1: True, 2: True}
+        self.delay = {1: 0.0, 2: 0.0}  # seconds a node takes to answer a request
         self.pushed: list[RecordedMessage] = []
         self.born: dict[str, float] = {}
         self.delivered: set[str] = set()
@@ -56,6 +57,8 @@ class ScriptedGrid:
             if expired:
                 out.append(_Reply(i, 0, error="Error: Message Unavailable - it may have expired due to its TTL"))
             elif self.up[m.dst_node_id]:
+                if time.monotonic() < self.born[i] + self.delay[m.dst_node_id]:
+                    continue
                 out.append(_Reply(i, m.dst_node_id))
             else:
                 continue
@@ -144,6 +147,20 @@ def test_a_passive_that_is_gone_costs_one_deadline_and_is_taken_up_again_when_it
     assert got == {"p1"} and "no new request" in t.errors.pop("p2")  # round 6 was not sent to it
     got, _ = _round(t, 7)
     assert got == {"p1", "p2"} and t.absent == {}  # present again: waited for, and its reply used
+
+
+def test_when_every_passive_is_absent_the_round_waits_for_them_and_a_slow_one_is_taken_up_again(grid):
+    """With no passive present nothing would pace the rounds: training would race on alone and a passive that
+    was only slow once would never be waited for again (seen on a loaded host: both passives of a deployment
+    left out of every round after one late reply each). Such a round waits for the absent passives."""
+    t = FlowerTransport(grid, {"p1": 1, "p2": 2}, timeout=5.0, poll=0.001, max_poll=0.01, round_timeout=DEADLINE)
+    grid.up = {1: False, 2: False}
+    got, took = _round(t, 1)
+    assert got == set() and took >= DEADLINE and set(t.absent) == {"p1", "p2"}
+    grid.up[1], grid.delay[1] = True, DEADLINE / 3  # p1 is back, and slow
+    got, took = _round(t, 2)
+    assert got == {"p1"} and took >= DEADLINE  # waited: p1 taken up in this very round, p2 given its deadline
+    assert "p1" not in t.absent and "p2" in t.absent
 
 
 def test_an_expired_request_is_reported_for_the_passive_it_was_sent_to(grid):
