@@ -4,12 +4,14 @@ plain containers only, never arbitrary code."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from apfed.errors import DataError
@@ -53,3 +55,12 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> dict:
         return torch.load(io.BytesIO(data), weights_only=True, map_location=device)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
         raise DataError(f"{path} is not a readable apfed checkpoint ({type(e).__name__})") from None
+
+
+def ids_digest(ids: np.ndarray, chunk: int = 65536) -> str:
+    """SHA-256 of the ids joined by newlines, hashed a chunk at a time: a checkpoint names the rows it was
+    trained on without one Python string per id alive at once."""
+    h = hashlib.sha256()
+    for start in range(0, len(ids), chunk):
+        h.update((("\n" if start else "") + "\n".join(map(str, ids[start : start + chunk]))).encode())
+    return h.hexdigest()

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from apfed.checkpoint import save_atomic
+from apfed.checkpoint import ids_digest, save_atomic
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError, DataError
-from clients.active import ids_digest
 
 
 def data_digest(ds: MultiViewDataset, active: int) -> str:

@@ -5,7 +5,6 @@ standalone model."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import time
 import uuid
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
-from apfed.checkpoint import load_checkpoint, save_checkpoint
+from apfed.checkpoint import ids_digest, load_checkpoint, save_checkpoint
 from apfed.config import TrainConfig
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
@@ -36,15 +35,6 @@ from protocols.validation import ArraySpec, first_failures, validate
 
 ACTIVE = "active"
 BAD_MESSAGE_POLICIES = ("skip", "fail")
-
-
-def ids_digest(ids: np.ndarray, chunk: int = 65536) -> str:
-    """SHA-256 of the ids joined by newlines, hashed a chunk at a time: a checkpoint names the rows it was
-    trained on without one Python string per id alive at once."""
-    h = hashlib.sha256()
-    for start in range(0, len(ids), chunk):
-        h.update((("\n" if start else "") + "\n".join(map(str, ids[start : start + chunk]))).encode())
-    return h.hexdigest()
 
 
 class ActiveClient:
