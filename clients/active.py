@@ -519,7 +519,8 @@ class ActiveClient:
 
     def resume(self) -> None:
         """Continue an interrupted run from the checkpoint (instead of ``setup``): each passive rolls back to
-        its own node-local checkpoint of the same round, so the run ends exactly as an uninterrupted one."""
+        its own node-local checkpoint of the same round, so the run ends exactly as an uninterrupted one. A passive that
+        missed that round (gone, or its request expired) resumes from its latest earlier checkpoint instead."""
         ck = load_checkpoint(self.checkpoint, self.cfg.device)
         mine = self._identity()
         for key, what in (("config", "training configuration"), ("ids", "active party's data"), ("passives", "")):
@@ -530,8 +531,15 @@ class ActiveClient:
             self._handshake()
         if self.names:
             self.round = -1
-            back_to = {"resume_round": int(ck["passive_round"])}
-            self._exchange(RESUME, {n: ({}, back_to) for n in self.names}, lambda i: {})
+            r = int(ck["passive_round"])
+            # a passive that missed round r (gone, or its request expired) has no checkpoint of it: it resumes from
+            # its latest earlier one, losing only its own updates since, as in rounds it missed
+            back_to = {"resume_round": r, "or_earlier": True}
+            replies = self._exchange(RESUME, {n: ({}, back_to) for n in self.names}, lambda i: {})
+            for n, reply in replies.items():
+                used = reply.config.get("resumed_round", r)
+                if used != r:
+                    self.log(f"{n} resumes from its checkpoint of round {used}: it has none of round {r}")
         infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
         rows = [ck[k].cpu().numpy() for k in ("keep", "train", "test")]  # loaded onto the run's device
         self._build(*rows, infos)

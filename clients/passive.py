@@ -139,14 +139,30 @@ class PassiveClient:
         if not isinstance(r, int) or isinstance(r, bool) or r < 1:
             raise ProtocolError(f"resume needs a positive resume_round, got {r!r}")
         path = self._checkpoint_path(msg.run_id, r)
+        earlier = msg.config.get("or_earlier") is True
+        if not path.exists() and earlier:
+            path = self._checkpoint_path(msg.run_id, self._latest_checkpoint(msg.run_id, r) or r)
         if not path.exists():
-            raise ProtocolError(f"no checkpoint of run {msg.run_id} at round {r} in {self.checkpoint_dir}")
+            at = f"at or before round {r}" if earlier else f"at round {r}"
+            raise ProtocolError(f"no checkpoint of run {msg.run_id} {at} in {self.checkpoint_dir}")
+        r = int(path.stem[len(msg.run_id) + 1 :])
         channel = self.channel
         self.restore(path.read_bytes())
         self.channel = channel  # the new session's keys, not the ones saved with the checkpoint
         if self.run_id != msg.run_id or self.active_name != msg.sender:
             raise ProtocolError(f"the checkpoint at round {r} belongs to another run")
-        return msg.reply()
+        return msg.reply(config={"resumed_round": r})
+
+    def _latest_checkpoint(self, run_id: str, r: int) -> int | None:
+        """This party's latest checkpoint of ``run_id`` at or before round ``r``: where a party that missed the
+        checkpoint round ``r`` (gone, or its request expired) resumes. Its own state then, so only its updates
+        since are lost, as in rounds it missed."""
+        rounds = []
+        for p in self.checkpoint_dir.glob(f"{run_id}-*.pt"):
+            tail = p.stem[len(run_id) + 1 :]
+            if tail.isdigit() and int(tail) <= r:
+                rounds.append(int(tail))
+        return max(rounds, default=None)
 
     def _check_session(self, msg: Message) -> None:
         if self.run_id is None:

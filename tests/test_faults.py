@@ -85,6 +85,39 @@ def test_a_cuda_run_resumes_from_its_checkpoint(tmp_path, digits3):
     assert abs(resumed.history[-1]["accuracy"] - whole.history[-1]["accuracy"]) < 3.0
 
 
+def test_a_passive_that_missed_the_last_checkpoint_round_resumes_from_its_latest_earlier_one(tmp_path, digits3):
+    """A passive gone at the active's last checkpoint round never saved that round. Before, resuming the run failed
+    with 'no checkpoint of run ... at round r'; it now resumes from its own latest earlier checkpoint."""
+    cfg = make_config("default", method="apfed-c", epochs=3, batches_per_round=2, seed=3)
+    safety = Safety(on_bad_message="skip", checkpoint_dir=str(tmp_path), checkpoint_every=3)
+    client = build_clients(digits3, 0, cfg, safety=safety)
+    handler = client.transport.handlers["passive2"]
+    seen = {"checkpoints": [], "dropped": []}
+
+    def gone_for_a_while(msg):  # passive2's requests are not delivered for 4 rounds after its first checkpoint
+        if msg.kind == TRAIN and seen["checkpoints"] and len(seen["dropped"]) < 4:
+            seen["dropped"].append(msg.round)
+            return None
+        if msg.kind == TRAIN and msg.config.get("checkpoint"):
+            seen["checkpoints"].append(msg.round)
+        return handler(msg)
+
+    client.transport.handlers["passive2"] = gone_for_a_while
+    client.setup()
+    with pytest.raises(Crash):  # rounds of 2 minibatches, a checkpoint every 3 rounds: the 3rd is never reached
+        client.fit(on_batch=_crash_after(15))
+    active = load_checkpoint(tmp_path / "active.ckpt")
+    assert active["passive_round"] in seen["dropped"]  # the active's last checkpoint: passive2 was gone
+    assert not (tmp_path / "passive2" / f"{active['run_id']}-{active['passive_round']:09d}.pt").exists()
+
+    logged: list[str] = []
+    resumed = run(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True), log=logged.append)
+    assert len(resumed.history) == 3 and resumed.history[-1]["accuracy"] > 30
+    first, last = seen["checkpoints"][0], active["passive_round"]
+    assert f"passive2 resumes from its checkpoint of round {first}: it has none of round {last}" in logged
+    assert not any("passive1 resumes" in line for line in logged)  # passive1 saved the active's round
+
+
 def test_without_pipelining_checkpoints_do_not_change_training(tmp_path, digits3):
     cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=1)
     plain = run(digits3, 0, cfg)
