@@ -187,7 +187,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
                 "method": cfg.method,
                 "seed": cfg.seed,
                 "test_accuracy": result["final"]["accuracy"],
-                "run_id": run_id,
+                "run_id": client.run_id,  # a resumed run keeps its checkpoint's id
                 "transport": "flower",
             }
         ).save(s.model_out)

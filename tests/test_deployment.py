@@ -4,8 +4,10 @@ Keys and certificates are generated at test time; every wait is bounded; every p
 import contextlib
 import importlib.util
 import json
+import os
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -163,19 +165,61 @@ def test_unregistered_node_is_refused_and_node_without_tls_cannot_connect(tmp_pa
     assert not any(_running(p.pid) for _, p, _ in procs.procs)
 
 
-def test_deployment_with_each_party_holding_only_its_own_file(tmp_path, party_csvs):
+def test_deployment_with_each_party_holding_only_its_own_file_survives_a_crash_of_the_active_host(tmp_path, party_csvs):
     """The active party's ServerApp reads only bank.csv; each SuperNode reads only its own file; rows are
-    aligned by hashed ID inside the protocol (ids missing at a passive are dropped)."""
+    aligned by hashed ID inside the protocol (ids missing at a passive are dropped). The active party's host
+    crashes (SuperLink and ServerApp killed) after its first checkpoint; everything is started again and the run
+    resumes from the checkpoints: the active party's and each passive's own, over Flower, with no new set-up."""
+    from apfed.checkpoint import load_checkpoint
     from apfed.standalone import StandaloneModel
 
+    ck = tmp_path / "checkpoints"
+    common = {
+        "method": "apfed-c",
+        "epochs": 4,
+        "k": 2,
+        "files": party_csvs["paths"],
+        "id_column": "user_id",
+        "timeout": 600,
+        "node_extra": {i: f"checkpoint-dir='{ck / f'passive{i + 1}'}'" for i in range(2)},
+    }
+
+    def crash_after_the_first_checkpoint(link, done):
+        deadline = time.monotonic() + 300
+        while not (ck / "active.ckpt").exists() and time.monotonic() < deadline and not done.is_set():
+            time.sleep(0.1)
+        deploy.kill_superlink(link)
+
+    workers = Path(tempfile.gettempdir()).glob(f"apfed-{os.getuid()}-*")  # the passives' worker directories
+    before = set(workers)
+    with pytest.raises(RuntimeError, match="produced no result"):
+        deploy.deploy(
+            tmp_path / "crashed",
+            extra_run_config=f"checkpoint-dir='{ck}' checkpoint-every=2",
+            during=crash_after_the_first_checkpoint,
+            **common,
+        )
+    # the crashed run's passive workers were stopped with everything else, their directories removed (a new
+    # SuperLink gives the nodes new ids, so new workers); the passives' checkpoints are in their checkpoint-dir
+    assert not set(Path(tempfile.gettempdir()).glob(f"apfed-{os.getuid()}-*")) - before
+    run_id = load_checkpoint(ck / "active.ckpt")["run_id"]
+    for i in (1, 2):
+        assert list((ck / f"passive{i}").glob(f"{run_id}-*.pt")), f"passive{i} saved no checkpoint"
     r = deploy.deploy(
-        tmp_path / "run", method="apfed-c", epochs=4, k=2, files=party_csvs["paths"], id_column="user_id", timeout=600
+        tmp_path / "run", extra_run_config=f"checkpoint-dir='{ck}' checkpoint-every=2 resume=true", **common
     )
+    assert f"resumed run {run_id} after round" in (tmp_path / "run" / "flwr-run.log").read_text()
+    for i in (1, 2):  # each passive rolled back to its checkpoint: no set-up or alignment again, then training
+        served = re.findall(r"apfed (\w+) via worker", (tmp_path / "run" / f"supernode{i}.log").read_text())
+        assert "resume" in served and not {"setup", "align"} & set(served), served
+        assert served.index("resume") < served.index("train")
     assert r["final"]["accuracy"] > 50  # 3 classes, informative features
+    assert len(r["history"]) == 4
     n_test = len(r["test_predictions"]["standalone"])
     assert 50 <= n_test <= 60  # 20 % of the 270 ids that all three parties hold (the split is on the active's 300)
     m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
     assert list(m.classes_) == ["class_0", "class_1", "class_2"] and m.columns[0] == "bank_f0"
+    assert m.provenance["run_id"] == run_id  # the crashed run, continued
 
 
 def _log_count(path: Path, needle: str) -> int:

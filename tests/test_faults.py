@@ -118,6 +118,19 @@ def test_a_passive_that_missed_the_last_checkpoint_round_resumes_from_its_latest
     assert not any("passive1 resumes" in line for line in logged)  # passive1 saved the active's round
 
 
+def test_a_passive_without_a_checkpoint_directory_stops_the_run_at_the_first_checkpoint_round(tmp_path, digits3):
+    # a deployed passive checkpoints only where its node config's checkpoint-dir says; there is no default
+    from apfed.runner import in_process_passives
+
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=2, seed=0)
+    client = build_clients(digits3, 0, cfg, safety=Safety(checkpoint_dir=str(tmp_path), checkpoint_every=2))
+    in_process_passives(client)[1].checkpoint_dir = None
+    client.setup()
+    with pytest.raises(ProtocolError, match="passive2: checkpoints were asked for, but this party has no checkpoint"):
+        client.fit()
+    assert not (tmp_path / "active.ckpt").exists()  # the active party saved nothing the passives cannot match
+
+
 def test_without_pipelining_checkpoints_do_not_change_training(tmp_path, digits3):
     cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=1)
     plain = run(digits3, 0, cfg)

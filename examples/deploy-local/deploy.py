@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,11 +125,14 @@ class Processes:
             os.killpg(p.pid, signal.SIGKILL)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every started process, its process group and its detached helpers; wait (bounded) until gone."""
-        pids = []
+        """Stop every started process, its process group and its detached helpers; wait (bounded) until gone.
+        A passive worker killed here leaves its state in its private directory; that directory is removed too
+        (a new deployment's SuperLink gives the nodes new ids, hence new worker directories)."""
+        pids, worker_dirs = [], []
         for _, p, log in reversed(self.procs):
-            for child in detached_children(p.pid):  # e.g. the SuperLink's flower-superexec
+            for child in detached_children(p.pid):  # e.g. the SuperLink's flower-superexec, the passive workers
                 pids.append(child)
+                worker_dirs += _worker_dir(child)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
             pids.append(p.pid)
@@ -137,6 +141,20 @@ class Processes:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(_running(pid) for pid in pids):
             time.sleep(0.1)
+        for d in worker_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _worker_dir(pid: int) -> list[Path]:
+    """The private directory of process ``pid`` if it is a passive worker (``-m clients.passive_worker --dir D``)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+    if b"clients.passive_worker" not in args or b"--dir" not in args[:-1]:
+        return []
+    d = Path(args[args.index(b"--dir") + 1].decode())
+    return [d] if d.name.startswith("apfed-") else []
 
 
 def _running(pid: int) -> bool:
@@ -301,6 +319,18 @@ def kill_and_restart_supernode(link: dict, index: int, down_s: float, give_up_s:
             raise RuntimeError(f"{name} could not rejoin within {give_up_s:.0f} s")
         time.sleep(3)
     raise RuntimeError(f"{name} could not rejoin")
+
+
+def kill_superlink(link: dict) -> None:
+    """Fault injection: the active party's host crashes. SIGKILL the SuperLink's process group and its detached
+    helpers (flower-superexec and the ServerApp it started): no clean shutdown, no final checkpoint."""
+    p = next(p for n, p, _ in link["procs"].procs if n == "superlink")
+    for child in detached_children(p.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait(30)
 
 
 def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
