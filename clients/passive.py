@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from apfed.augment import slice_augmentation
-from apfed.checkpoint import save_atomic
+from apfed.checkpoint import ids_digest, save_atomic
 from apfed.config import TrainConfig
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, compact_index
@@ -52,6 +52,7 @@ class PassiveClient:
         self.offered_rows: np.ndarray | None = None  # our row behind each entry of the shuffled PSI list we sent
         self.learner: PassiveLearner | None = None
         self._last_idx: tuple | None = None  # the last train request's rows: (as received, on the device)
+        self._ids_digest: str | None = None  # of data.ids, for a saved state to name the rows its positions index
         self.cfg: TrainConfig | None = None
         self.n: int = 0
 
@@ -147,7 +148,7 @@ class PassiveClient:
             raise ProtocolError(f"no checkpoint of run {msg.run_id} {at} in {self.checkpoint_dir}")
         r = int(path.stem[len(msg.run_id) + 1 :])
         channel = self.channel
-        self.restore(path.read_bytes())
+        self.restore(path.read_bytes(), check_data=True)
         self.channel = channel  # the new session's keys, not the ones saved with the checkpoint
         if self.run_id != msg.run_id or self.active_name != msg.sender:
             raise ProtocolError(f"the checkpoint at round {r} belongs to another run")
@@ -269,7 +270,10 @@ class PassiveClient:
         if self.offered_rows is not None:
             state["offered_rows"] = torch.from_numpy(self.offered_rows)
         if self.learner is not None:
+            if self._ids_digest is None:
+                self._ids_digest = ids_digest(self.data.ids)
             state.update(
+                ids=self._ids_digest,
                 rows=torch.from_numpy(self.rows),
                 preprocessor=json.dumps(self.preprocessor.to_json()),
                 learner=self.learner.state(),
@@ -279,11 +283,22 @@ class PassiveClient:
         torch.save(state, buf)
         return buf.getvalue()
 
-    def restore(self, blob: bytes) -> None:
-        """Continue from ``state_bytes``; loads with weights_only=True, so no code is ever unpickled."""
+    def restore(self, blob: bytes, check_data: bool = False) -> None:
+        """Continue from ``state_bytes``; loads with weights_only=True, so no code is ever unpickled.
+
+        ``check_data``: first check that this party's ids are those the state was saved with (its row positions
+        index them). Resuming from a checkpoint or a restarted worker's state file checks; a state handed from
+        one message's process to the next within a run (Flower's ``context.state``) is trusted."""
         import io
 
         state = torch.load(io.BytesIO(blob), weights_only=True, map_location=self.device)
+        if "ids" in state:  # states written before 2026-12-03 have no digest
+            if check_data and state["ids"] != ids_digest(self.data.ids):
+                raise ProtocolError(
+                    f"{self.name}'s data file is not the one its saved state was trained on (other ids, or in another"
+                    " order): resume with that file, or start the run again"
+                )
+            self._ids_digest = state["ids"]
         self.run_id, self.active_name = state["run_id"], state["active_name"]
         self.last_round = int(state.get("last_round", 0))
         channel = json.loads(state.get("channel", "null"))

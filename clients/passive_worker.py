@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from apfed.errors import ApfedError
 from protocols.codec import decode, encode
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, FINISH, SETUP, TRAIN
@@ -137,7 +138,7 @@ def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> N
     applied: tuple[tuple, bytes] | None = None  # (run id, round, kind) of the last applied request, its reply
     if state.exists():
         header, blob, reply_bytes = _read_state(state.read_bytes())
-        client.restore(blob)
+        client.restore(blob, check_data=True)
         applied = ((header["run_id"], header["round"], header["kind"]), reply_bytes)
     (d / PID_NAME).write_text(str(os.getpid()))
     path = d / SOCKET_NAME
@@ -206,7 +207,11 @@ def main() -> None:
     ap.add_argument("--node-config", required=True)
     ap.add_argument("--idle-timeout", type=float, default=900.0)
     a = ap.parse_args()
-    serve(a.dir, json.loads(a.node_config), a.parent_pid, a.idle_timeout)
+    try:
+        serve(a.dir, json.loads(a.node_config), a.parent_pid, a.idle_timeout)
+    except (ProtocolError, ApfedError) as e:  # e.g. the node's data file changed under a saved state: one line
+        print(f"error: {e}", flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

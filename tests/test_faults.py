@@ -131,6 +131,26 @@ def test_a_passive_without_a_checkpoint_directory_stops_the_run_at_the_first_che
     assert not (tmp_path / "active.ckpt").exists()  # the active party saved nothing the passives cannot match
 
 
+def test_a_passive_whose_data_changed_since_its_checkpoint_refuses_to_resume(tmp_path, digits3):
+    """A passive's checkpoint holds positions in its rows: resumed with its file's rows in another order, it would
+    silently pair the active party's rows with other entities. It refuses, naming itself."""
+    from apfed.runner import in_process_passives
+
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=0)
+    safety = Safety(checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    with pytest.raises(Crash):
+        run(digits3, 0, cfg, on_batch=_crash_after(9), safety=safety)
+    resumed = build_clients(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True))
+    moved = in_process_passives(resumed)[1]
+    order = np.random.default_rng(0).permutation(len(moved.data.ids))  # the same ids and rows, in another order
+    view = dataclasses.replace(moved.data.view, X=moved.data.view.X[order])
+    moved.data = dataclasses.replace(moved.data, ids=moved.data.ids[order], view=view)
+    with pytest.raises(ProtocolError, match="passive2's data file is not the one its saved state was trained on"):
+        resumed.resume()
+    resumed = run(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True))  # the right file: resumes
+    assert len(resumed.history) == 2
+
+
 def test_without_pipelining_checkpoints_do_not_change_training(tmp_path, digits3):
     cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=1)
     plain = run(digits3, 0, cfg)

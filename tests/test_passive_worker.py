@@ -4,11 +4,13 @@ run's finish message."""
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 import uuid
 
 import numpy as np
+import pytest
 
 from apfed.config import make_config
 from apfed.data import load_bundled
@@ -17,6 +19,7 @@ from apfed.runner import build_clients
 from clients import passive_worker
 from clients.active import ActiveClient
 from protocols import decode, encode
+from protocols.errors import ProtocolError
 
 
 def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
@@ -31,8 +34,9 @@ def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
 class WorkerTransport:
     """Sends every request through the worker, as the ClientApp does; kills the worker once after a reply."""
 
-    def __init__(self, node: int, node_config: dict, kill_at: int):
+    def __init__(self, node: int, node_config: dict, kill_at: int, after_kill=None):
         self.node, self.nc, self.kill_at, self.trains, self.killed, self.pids = node, node_config, kill_at, 0, None, []
+        self.after_kill = after_kill  # runs while the worker is down, before the request is resent
 
     def _call(self, msg):
         d = passive_worker.worker_dir(self.node, self.nc)
@@ -46,6 +50,8 @@ class WorkerTransport:
                 self.killed = self.pids[-1]
                 os.kill(self.killed, signal.SIGKILL)
                 assert _wait_gone(self.killed)
+                if self.after_kill is not None:
+                    self.after_kill()
                 # the reply was "lost": the active resends; a fresh worker answers it again without reapplying it
                 again = decode(passive_worker.call(self.node, self.nc, encode(msg), os.getpid()))
                 for k in reply.arrays:
@@ -88,3 +94,31 @@ def test_worker_trains_like_an_in_process_passive_and_resumes_after_a_kill():
         for pid in set(transport.pids):
             if passive_worker._alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_restarted_worker_refuses_a_data_file_that_changed_under_its_state(party_csvs):
+    """The worker's state file holds positions in the party's rows. A worker restarted after its node's file was
+    rewritten (the same ids in another order) would pair the active party's rows with other entities; it stops
+    with one line instead."""
+    from apfed.data.files import active_party_file
+
+    bank, shop, _ = party_csvs["paths"]
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=1)
+    node_config = {"party": "passive1", "data": str(shop), "id-column": "user_id"}
+    node = uuid.uuid4().int % 2**62
+
+    def reorder_the_file():
+        header, *rows = shop.read_text().splitlines()
+        shop.write_text("\n".join([header, *reversed(rows)]) + "\n")
+
+    transport = WorkerTransport(node, node_config, kill_at=2, after_kill=reorder_the_file)
+    client = ActiveClient(active_party_file(str(bank), "user_id", "label"), cfg, transport, ["passive1"])
+    try:
+        client.setup()
+        with pytest.raises(ProtocolError, match="exited with code 2: error: passive1's data file is not the one its"):
+            client.fit()
+    finally:
+        for pid in set(transport.pids):
+            if passive_worker._alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(passive_worker.worker_dir(node, node_config), ignore_errors=True)
