@@ -282,6 +282,49 @@ def faults(ds, clean_acc: float) -> None:
         )
 
 
+def resume_faults(ds, clean_acc: float) -> None:
+    """Resuming when a passive missed the last checkpoint round, and when a passive's data changed since."""
+    from apfed.runner import in_process_passives
+
+    cfg = make_config("default", **CFG)
+    with tempfile.TemporaryDirectory() as d:
+        safety = Safety(on_bad_message="skip", checkpoint_dir=d, checkpoint_every=3)
+        client = build_clients(ds, 0, cfg, safety=safety)
+        handler, seen = client.transport.handlers["passive2"], {"checkpoints": 0, "dropped": 0}
+
+        def gone(msg):  # passive2's requests are lost for 4 rounds after its first checkpoint
+            if msg.kind == TRAIN and seen["checkpoints"] and seen["dropped"] < 4:
+                seen["dropped"] += 1
+                return None
+            seen["checkpoints"] += msg.kind == TRAIN and msg.config.get("checkpoint") is True
+            return handler(msg)
+
+        client.transport.handlers["passive2"] = gone
+        client.setup()
+        with contextlib.suppress(Crash):
+            client.fit(on_batch=_crash_after(15))
+        logged: list[str] = []
+        again = run(ds, 0, cfg, safety=dataclasses.replace(safety, resume=True), log=logged.append)
+        said = next((line for line in logged if "passive2 resumes" in line), "no line about passive2")
+        acc = again.history[-1]["accuracy"]
+        row(
+            "fault",
+            "passive2 gone at the active's last checkpoint round, then the active party killed; resumed",
+            "resumed",
+            f'"{said}"; {len(again.history)} epochs, accuracy {acc:.2f} vs {clean_acc:.2f} ({acc - clean_acc:+.2f})',
+        )
+    with tempfile.TemporaryDirectory() as d:
+        safety = Safety(checkpoint_dir=d, checkpoint_every=3)
+        with contextlib.suppress(Crash):
+            run(ds, 0, cfg, on_batch=_crash_after(15), safety=safety)
+        resumed = build_clients(ds, 0, cfg, safety=dataclasses.replace(safety, resume=True))
+        moved = in_process_passives(resumed)[1]
+        order = np.random.default_rng(0).permutation(len(moved.data.ids))
+        view = dataclasses.replace(moved.data.view, X=moved.data.view.X[order])
+        moved.data = dataclasses.replace(moved.data, ids=moved.data.ids[order], view=view)
+        refused("fault", "resume with passive2's data file in another row order", resumed.resume)
+
+
 def user_errors() -> None:
     cases = [
         (["evaluate", "--dataset", "nope"], "wrong dataset name"),
@@ -470,9 +513,23 @@ def main() -> None:
     ap.add_argument(
         "--add-supernode-kill", action="store_true", help="only run the SuperNode kill and add it to today's report"
     )
+    ap.add_argument(
+        "--add-resume-faults", action="store_true", help="only run the resume faults and add them to today's report"
+    )
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     prefix = Path(a.out) / f"{datetime.date.today()}-security-cpu"
+    if a.add_resume_faults:
+        report = json.loads(prefix.with_suffix(".json").read_text())
+        resume_faults(load_bundled("digits", 3), report["clean_accuracy"])
+        names = {r["what"] for r in ROWS}
+        kept = [r for r in report["rows"] if r["what"] not in names]
+        at = max(i for i, r in enumerate(kept) if r["group"] == "fault" and "deployment" not in r["what"])
+        report["rows"] = kept[: at + 1] + ROWS + kept[at + 1 :]
+        ROWS[:] = report["rows"]
+        report["command"] += " (resume rows: --add-resume-faults)"
+        write_benchmark(prefix, report, _markdown(report["clean_accuracy"]))
+        return
     if a.add_supernode_kill:
         report = json.loads(prefix.with_suffix(".json").read_text())
         supernode_killed()
@@ -487,6 +544,7 @@ def main() -> None:
     attacks()
     bad_replies(ds, clean)
     faults(ds, clean)
+    resume_faults(ds, clean)
     user_errors()
     report = {"clean_accuracy": clean, "overhead": overhead_in_process()}
     if not a.no_deployment:
