@@ -49,7 +49,8 @@ def main() -> None:
         "k": 2,
         "n_passives": 2,
         "timeout": 600,
-        "node_extra": {i: f"checkpoint-dir='{ck / f'passive{i + 1}'}'" for i in range(2)},
+        "checkpoint_dir": ck,
+        "checkpoint_every": a.every,
     }
     crash = {}
 
@@ -62,21 +63,14 @@ def main() -> None:
 
     t0 = time.monotonic()
     try:
-        deploy.deploy(
-            work / "crashed",
-            extra_run_config=f"checkpoint-dir='{ck}' checkpoint-every={a.every}",
-            during=crash_after_the_first_checkpoint,
-            **common,
-        )
+        deploy.deploy(work / "crashed", during=crash_after_the_first_checkpoint, **common)
         raise SystemExit("the run was not interrupted")
     except RuntimeError as e:
         crash["error"] = str(e)
     crash["run_s"] = time.monotonic() - t0
     saved = load_checkpoint(ck / "active.ckpt")
     t1 = time.monotonic()
-    resumed = deploy.deploy(
-        work / "resumed", extra_run_config=f"checkpoint-dir='{ck}' checkpoint-every={a.every} resume=true", **common
-    )
+    resumed = deploy.deploy(work / "resumed", resume=True, **common)
     resumed_s = time.monotonic() - t1
     cfg = make_config("default", method="apfed-c", epochs=a.epochs, batches_per_round=2, pipeline=True)
     with tempfile.TemporaryDirectory() as d:

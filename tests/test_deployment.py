@@ -181,7 +181,8 @@ def test_deployment_with_each_party_holding_only_its_own_file_survives_a_crash_o
         "files": party_csvs["paths"],
         "id_column": "user_id",
         "timeout": 600,
-        "node_extra": {i: f"checkpoint-dir='{ck / f'passive{i + 1}'}'" for i in range(2)},
+        "checkpoint_dir": ck,  # the active party's, and each passive's in ck/passiveN (its node config)
+        "checkpoint_every": 2,
     }
 
     def crash_after_the_first_checkpoint(link, done):
@@ -193,21 +194,14 @@ def test_deployment_with_each_party_holding_only_its_own_file_survives_a_crash_o
     workers = Path(tempfile.gettempdir()).glob(f"apfed-{os.getuid()}-*")  # the passives' worker directories
     before = set(workers)
     with pytest.raises(RuntimeError, match="produced no result"):
-        deploy.deploy(
-            tmp_path / "crashed",
-            extra_run_config=f"checkpoint-dir='{ck}' checkpoint-every=2",
-            during=crash_after_the_first_checkpoint,
-            **common,
-        )
+        deploy.deploy(tmp_path / "crashed", during=crash_after_the_first_checkpoint, **common)
     # the crashed run's passive workers were stopped with everything else, their directories removed (a new
     # SuperLink gives the nodes new ids, so new workers); the passives' checkpoints are in their checkpoint-dir
     assert not set(Path(tempfile.gettempdir()).glob(f"apfed-{os.getuid()}-*")) - before
     run_id = load_checkpoint(ck / "active.ckpt")["run_id"]
     for i in (1, 2):
         assert list((ck / f"passive{i}").glob(f"{run_id}-*.pt")), f"passive{i} saved no checkpoint"
-    r = deploy.deploy(
-        tmp_path / "run", extra_run_config=f"checkpoint-dir='{ck}' checkpoint-every=2 resume=true", **common
-    )
+    r = deploy.deploy(tmp_path / "run", resume=True, **common)
     assert f"resumed run {run_id} after round" in (tmp_path / "run" / "flwr-run.log").read_text()
     for i in (1, 2):  # each passive rolled back to its checkpoint: no set-up or alignment again, then training
         served = re.findall(r"apfed (\w+) via worker", (tmp_path / "run" / f"supernode{i}.log").read_text())
@@ -290,6 +284,9 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
         (["--data", "ACTIVE"], "at least two"),
         (["--data", "ACTIVE", "--data", "RAGGED"], "fields, the header has"),
         (["--data", "ACTIVE", "--data", "ACTIVE"], "a passive party's file has the label column 'label'"),
+        (["--resume"], "--checkpoint-every and --resume need --checkpoint-dir"),
+        (["--checkpoint-dir", "/nonexistent-checkpoints", "--resume"], "nothing to resume"),
+        (["--checkpoint-dir", "/tmp", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
     ],
 )
 def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_path, party_csvs, args, match):

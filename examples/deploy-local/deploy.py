@@ -394,18 +394,37 @@ def deploy(
     ports: tuple[int | None, int | None] = (None, None),
     pki_dir: Path | None = None,
     tls: bool = True,
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
     ``encrypt``: every party gets an X25519 key (``apfed keygen``); the passives pin the active's fingerprint in
     their node config, the active pins theirs in the run config. ``node_extra``: more node config per passive
     index. ``during(link, done)`` runs in a thread while ``flwr run`` is going (fault injection); ``done`` is a
-    threading.Event set when the run has ended."""
+    threading.Event set when the run has ended. ``checkpoint_dir``: the active party checkpoints there every
+    ``checkpoint_every`` rounds and each passive in ``checkpoint_dir/passiveN`` (its node config);
+    ``resume`` continues the run checkpointed there (after a crash, on a new SuperLink)."""
     out = out.resolve()
     check_inputs(out, method, files, id_column, label_column)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
         n_passives = len(files) - 1
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    if (checkpoint_every or resume) and not checkpoint_dir:
+        raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir")
+    if checkpoint_dir:
+        checkpoint_dir = Path(checkpoint_dir).resolve()
+        if resume and not (checkpoint_dir / "active.ckpt").exists():
+            raise ConfigError(f"nothing to resume: {checkpoint_dir / 'active.ckpt'} does not exist")
+        extra_run_config += f" checkpoint-dir='{checkpoint_dir}' checkpoint-every={checkpoint_every}"
+        extra_run_config += " resume=true" if resume else ""
+        node_extra = {
+            i: f"checkpoint-dir='{checkpoint_dir / f'passive{i + 1}'}' {(node_extra or {}).get(i, '')}"
+            for i in range(n_passives)
+        }
     if threads is None:  # every party shares this host: split its cores rather than oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // (n_passives + 1))
     link = start_link(out, n_passives, threads, database, ports, pki_dir, tls)
@@ -496,6 +515,9 @@ def main() -> None:
     ap.add_argument("--fleet-port", type=int, help="the SuperLink's Fleet API port (default: a free one)")
     ap.add_argument("--control-port", type=int, help="the SuperLink's Control API port (default: a free one)")
     ap.add_argument("--pki", type=Path, help="existing ca.crt, server.pem, server.key and nodeN keys to use")
+    ap.add_argument("--checkpoint-dir", type=Path, help="every party's checkpoints (passive N in DIR/passiveN)")
+    ap.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every N rounds (default: never)")
+    ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
     if a.round_timeout:
@@ -534,6 +556,9 @@ def run_from_args(a, extra: str) -> dict:
         extra_run_config=extra,
         ports=(a.fleet_port, a.control_port),
         pki_dir=a.pki,
+        checkpoint_dir=a.checkpoint_dir,
+        checkpoint_every=a.checkpoint_every,
+        resume=a.resume,
     )
 
 
