@@ -13,23 +13,20 @@ Usage: python benchmarks/deploy_resume.py [--epochs 3] [--every 3] [--out benchm
 
 import argparse
 import datetime
-import importlib.util
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from apfed.bench import load_deploy
 from apfed.checkpoint import load_checkpoint
 from apfed.config import make_config
 from apfed.data import load_bundled
 from apfed.report import write_benchmark
 from apfed.runner import Safety, run
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("deploy", ROOT / "examples" / "deploy-local" / "deploy.py")
-deploy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(deploy)
+deploy = load_deploy()
 
 
 def main() -> None:
@@ -84,6 +81,7 @@ def main() -> None:
         "checkpoint_every": a.every,
         "crashed_after_s": crash["after_s"],
         "crashed_run_s": crash["run_s"],
+        "crashed_with": crash["error"],
         "resumed_after_round": int(saved["round"]),
         "resumed_run_s": resumed_s,
         "deployment_accuracy": deployed,

@@ -139,14 +139,14 @@ class PassiveClient:
         r = msg.config.get("resume_round")
         if not isinstance(r, int) or isinstance(r, bool) or r < 1:
             raise ProtocolError(f"resume needs a positive resume_round, got {r!r}")
+        asked, earlier = r, msg.config.get("or_earlier") is True
         path = self._checkpoint_path(msg.run_id, r)
-        earlier = msg.config.get("or_earlier") is True
         if not path.exists() and earlier:
-            path = self._checkpoint_path(msg.run_id, self._latest_checkpoint(msg.run_id, r) or r)
+            r = self._latest_checkpoint(msg.run_id, r) or r
+            path = self._checkpoint_path(msg.run_id, r)
         if not path.exists():
-            at = f"at or before round {r}" if earlier else f"at round {r}"
+            at = f"at or before round {asked}" if earlier else f"at round {asked}"
             raise ProtocolError(f"no checkpoint of run {msg.run_id} {at} in {self.checkpoint_dir}")
-        r = int(path.stem[len(msg.run_id) + 1 :])
         channel = self.channel
         self.restore(path.read_bytes(), check_data=True)
         self.channel = channel  # the new session's keys, not the ones saved with the checkpoint

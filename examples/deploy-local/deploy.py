@@ -145,12 +145,17 @@ class Processes:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _worker_dir(pid: int) -> list[Path]:
-    """The private directory of process ``pid`` if it is a passive worker (``-m clients.passive_worker --dir D``)."""
+def _cmdline(pid: int | str) -> list[bytes]:
+    """Process ``pid``'s arguments (empty if it is gone)."""
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return []
+
+
+def _worker_dir(pid: int) -> list[Path]:
+    """The private directory of process ``pid`` if it is a passive worker (``-m clients.passive_worker --dir D``)."""
+    args = _cmdline(pid)
     if b"clients.passive_worker" not in args or b"--dir" not in args[:-1]:
         return []
     d = Path(args[args.index(b"--dir") + 1].decode())
@@ -177,10 +182,7 @@ def _detached(pid: int) -> list[int]:
     found = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
-            try:
-                args = (d / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
+            args = _cmdline(d.name)
             if b"--parent-pid" in args and args[args.index(b"--parent-pid") + 1 : args.index(b"--parent-pid") + 2] == [
                 str(pid).encode()
             ]:
