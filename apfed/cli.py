@@ -434,9 +434,11 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             raise DataError(f"{path}: no ID array {id_column!r} (arrays: {', '.join(z.files)})")
         ids = np.asarray(z[id_column]).astype(str) if id_column in z.files else None
         try:
-            return ids, np.asarray(z["X"], dtype=np.float32)
+            X = np.asarray(z["X"], dtype=np.float32)
         except (ValueError, TypeError):
             raise DataError(f"{path}: the feature array 'X' must be numeric") from None
+        _check_finite(path, X, ids, None)
+        return ids, X
     from apfed.data.files import read_csv_columns, read_csv_header
 
     header = read_csv_header(path)
@@ -464,7 +466,23 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             err=True,
         )
     ids = strings[0] if text else None
+    _check_finite(path, X, ids, [header[j] for j in take])
     return ids, X
+
+
+def _check_finite(path: Path, X: np.ndarray, ids: np.ndarray | None, names: list[str] | None) -> None:
+    """A prediction needs every feature: name the first row (CSV: its line, the header being line 1) and column
+    that lack one, and how many rows do."""
+    bad = ~np.isfinite(X.reshape(len(X), -1))
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(1))
+    r, c = int(rows[0]), int(np.flatnonzero(bad[rows[0]])[0])
+    where = (f"line {r + 2}" if names else f"row {r}") + (f" (id {ids[r]})" if ids is not None else "")
+    column = f"column {names[c]!r}" if names else f"feature {c}"
+    value = "NaN" if np.isnan(X.reshape(len(X), -1)[r, c]) else "an infinite value"
+    more = f"; {len(rows)} rows lack a feature" if len(rows) > 1 else ""
+    raise DataError(f"{path}: {where}, {column}: {value}, and the model needs every feature{more}")
 
 
 @app.command()

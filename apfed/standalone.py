@@ -58,7 +58,10 @@ class StandaloneModel:
             forms = dict.fromkeys([f"(n, {self.n_features})", f"(n, {', '.join(map(str, shape))})"])
             raise ApfedError(f"X has shape {X.shape}; this model takes {' or '.join(forms)}")
         if not np.isfinite(X).all():
-            raise ApfedError("X holds NaN or infinite values")
+            bad = ~np.isfinite(X.reshape(len(X), -1))
+            rows = np.flatnonzero(bad.any(1))
+            first = f"row {rows[0]}, feature {np.flatnonzero(bad[rows[0]])[0]}"
+            raise ApfedError(f"X holds NaN or infinite values ({len(rows)} rows; the first: {first})")
         return torch.from_numpy(self.preprocessor(X))
 
     @torch.no_grad()

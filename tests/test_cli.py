@@ -92,6 +92,17 @@ def test_train_predict_export(tmp_path, party_csvs):
         assert out.read_text() == (tmp_path / "p.csv").read_text()
     code, _, err = run_cli("predict", "--model", model, "--input", tmp_path / "partial.csv", "--output", out)
     assert code == 2 and f"missing feature columns the model was trained on: {rows[0][feats[0]]}" in err, err
+    # a row without a feature value is named by its line, id and column (was "X holds NaN or infinite values")
+    holes = [r[:] for r in rows]
+    holes[3][feats[1]], holes[5][feats[0]] = "nan", "inf"
+    with (tmp_path / "holes.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(holes)
+    code, _, err = run_cli(
+        "predict", "--model", model, "--input", tmp_path / "holes.csv", "--id-column", "user_id", "--output", out
+    )
+    where = f"line 4 (id {rows[3][0]}), column {rows[0][feats[1]]!r}: NaN"
+    _one_error_line(code, err, where)
+    assert "2 rows lack a feature" in err, err
     # an output that cannot be written, or an input that is not what its name says, is one clear line
     np.save((tmp_path / "npy.npz").open("wb"), np.zeros((2, 3)))
     np.savez(tmp_path / "text.npz", X=np.array([["a", "b"]]))

@@ -89,6 +89,10 @@ def test_bad_inputs(tmp_path, trained):
         m.predict(np.zeros((2, 5)))
     with pytest.raises(ApfedError, match="NaN"):
         m.predict(np.full((1, m.n_features), np.nan))
+    X = np.zeros((4, m.n_features))
+    X[2, 5], X[3, 0] = np.inf, np.nan
+    with pytest.raises(ApfedError, match=r"\(2 rows; the first: row 2, feature 5\)"):
+        m.predict(X)
     (tmp_path / "junk.safetensors").write_bytes(b"not a model")
     with pytest.raises(ApfedError, match="not an apfed model"):
         StandaloneModel.load(tmp_path / "junk.safetensors")
