@@ -100,7 +100,9 @@ def test_a_label_column_that_is_the_id_column_or_sits_in_a_passive_file_is_a_cle
         ("x,label\n0.5,a\n", "no ID column"),
         ("id,x,label\n1,abc,a\n", "not numeric"),
         ("id,x,label\n1,0.5\n", "fields"),
-        ("id,x,label\n1,0.5,a\n1,0.7,b\n", "duplicate"),
+        ("id,x,label\n1,0.5,a\n1,0.7,b\n", "duplicate values: '1' appears 2 times$"),
+        ("id,x,label\n1,0.5,a\n2,0.7,b\n1,0.2,a\n2,0.1,b\n2,0.1,b\n", "'1' appears 2 times, and 1 more duplicated ID$"),
+        ("id,x,y,label\n1,0.5,0,a\n2,0.7,inf,b\n3,nan,0,b\n", "ID '2', column 'y'; 2 rows have such values"),
         ("id,x,label\n", "at least one data row"),
         ("id,x,label\n1,0.5,a\n2,0.7, \n3,0.1,NaN\n", r"2 rows have no label \(IDs 2, 3\)"),
         ("id,x,x,label\n1,0.5,0.9,a\n", "column names used more than once: 'x'"),  # was read as two copies of x

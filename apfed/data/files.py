@@ -169,10 +169,20 @@ def _read_npz(path: Path, id_column: str, label_column: str | None) -> PartyTabl
 def _checked(t: PartyTable) -> PartyTable:
     if len(t.ids) != len(t.X):
         raise DataError(f"{t.path}: {len(t.ids)} ids but {len(t.X)} feature rows")
-    if len(np.unique(t.ids)) != len(t.ids):
-        raise DataError(f"{t.path}: the ID column has duplicate values")
-    if not np.isfinite(t.X).all():
-        raise DataError(f"{t.path}: features hold NaN or infinite values")
+    values, counts = np.unique(t.ids, return_counts=True)
+    if len(values) != len(t.ids):
+        dup = np.flatnonzero(counts > 1)
+        more = f", and {len(dup) - 1} more duplicated ID{'s' if len(dup) > 2 else ''}" if len(dup) > 1 else ""
+        first = str(values[dup[0]])
+        raise DataError(f"{t.path}: the ID column has duplicate values: {first!r} appears {counts[dup[0]]} times{more}")
+    finite = np.isfinite(t.X)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(1))
+        r = rows[0]
+        column = t.columns[np.flatnonzero(~finite[r])[0]]
+        more = f"; {len(rows)} rows have such values" if len(rows) > 1 else ""
+        where = f"ID {str(t.ids[r])!r}, column {column!r}"
+        raise DataError(f"{t.path}: features hold NaN or infinite values: {where}{more}")
     if t.labels is not None:
         text = np.char.lower(np.char.strip(t.labels.astype(str)))
         missing = np.flatnonzero((text == "") | (text == "nan"))
