@@ -4,7 +4,8 @@ schema, preprocessing, class names, provenance). Loading never unpickles anythin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -117,21 +118,38 @@ class StandaloneModel:
             raise ApfedError(f"{path}: not an apfed model file ({e})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ApfedError(f"{path}: not an apfed standalone model (no apfed metadata)")
-        if meta["format_version"] > FORMAT_VERSION:
-            raise ApfedError(f"{path}: format version {meta['format_version']} is newer than this apfed supports")
-        cfg = TrainConfig.from_dict(meta["config"])
-        spec = meta["spec"]
-        d = int(np.prod(encoder_output_shape(spec, cfg.embedding_dim)))
-        net = StandaloneNet(
-            make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim),
-            make_head(d, cfg.head_hidden, len(meta["class_names"]), cfg.dropout),
-        )
+        version = meta.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise ApfedError(f"{path}: format version {version} is newer than this apfed supports")
         try:
-            net.load_state_dict(tensors)
-        except RuntimeError as e:
-            raise ApfedError(
-                f"{path}: weights do not match the stored architecture ({str(e).splitlines()[0]})"
-            ) from None
+            return cls._from_parts(meta, tensors, device)
+        except (ApfedError, KeyError, TypeError, ValueError) as e:
+            why = f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ApfedError(f"{path}: malformed apfed model file: {why}") from None
+
+    @classmethod
+    def _from_parts(cls, meta: dict, tensors: dict[str, torch.Tensor], device: str) -> StandaloneModel:
+        """The model from checked metadata and weights; the network is first built without memory (on torch's
+        meta device), so a metadata that asks for huge layers is refused before any is allocated."""
+        _check_metadata(meta)
+        cfg = TrainConfig.from_dict(meta["config"]).validate()
+        spec = meta["spec"]
+
+        def build() -> StandaloneNet:
+            d = int(np.prod(encoder_output_shape(spec, cfg.embedding_dim)))
+            return StandaloneNet(
+                make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim),
+                make_head(d, cfg.head_hidden, len(meta["class_names"]), cfg.dropout),
+            )
+
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in tensors.items()}
+        if stored != expected:
+            wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
+            raise ApfedError(f"the weights do not match the stored architecture (first: {wrong[0]})")
+        net = build()
+        net.load_state_dict(tensors)
         return cls(
             net=net.to(device).eval(),
             spec=spec,
@@ -185,3 +203,61 @@ class _OnnxWrapper(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = ((x - self.mean) * self.scale).reshape(-1, *self.shape)
         return torch.softmax(self.net(x), 1)
+
+
+def _check_metadata(meta: dict) -> None:
+    """Raise ApfedError naming the first field of a model file's metadata that is missing or of the wrong form."""
+
+    def ensure(ok: bool, what: str) -> None:
+        if not ok:
+            raise ApfedError(what)
+
+    def numbers(v, n: int) -> bool:
+        return isinstance(v, list) and len(v) == n and all(_is_number(x) and math.isfinite(x) for x in v)
+
+    for key, kind in (("format_version", int), ("spec", dict), ("preprocessing", dict), ("class_names", list)):
+        ensure(key in meta, f"no {key!r}")
+        ensure(isinstance(meta[key], kind) and not isinstance(meta[key], bool), f"{key!r} is not {_FORMS[kind]}")
+    for key, kind in (("config", dict), ("provenance", dict), ("view_name", str)):
+        ensure(isinstance(meta.get(key), kind), f"{key!r} is missing or not {_FORMS[kind]}")
+    for f in fields(TrainConfig):
+        if f.name in meta["config"] and f.default is not MISSING:
+            ensure(_same_kind(meta["config"][f.name], f.default), f"config {f.name!r} is {meta['config'][f.name]!r}")
+    spec = meta["spec"]
+    ensure(spec.get("kind") in ("image", "tabular"), "spec 'kind' is neither image nor tabular")
+    shape = spec.get("shape")
+    ensure(
+        isinstance(shape, list)
+        and len(shape) == (3 if spec["kind"] == "image" else 1)
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in shape),
+        f"spec 'shape' {shape!r} is not a {spec['kind']} shape",
+    )
+    names = meta["class_names"]
+    ensure(len(names) >= 1 and all(isinstance(c, str) for c in names), "'class_names' is not a list of names")
+    n = math.prod(shape)
+    columns = meta.get("columns")
+    named = isinstance(columns, list) and len(columns) == n and all(isinstance(c, str) for c in columns)
+    ensure(columns is None or named, f"'columns' is not a list of {n} column names")
+    pre = meta["preprocessing"]
+    ensure(pre.get("kind") == spec["kind"], "'preprocessing' is not for this view's kind")
+    if spec["kind"] == "image":
+        ensure(_is_number(pre.get("scale")) and 0 < pre["scale"] < math.inf, "'preprocessing' has no valid scale")
+    else:
+        ok = numbers(pre.get("mean"), n) and numbers(pre.get("std"), n) and all(x > 0 for x in pre["std"])
+        ensure(ok, f"'preprocessing' has no valid mean and std for {n} features")
+
+
+_FORMS = {int: "an integer", dict: "a mapping", list: "a list", str: "a string"}
+
+
+def _same_kind(value, default) -> bool:
+    """``value`` can stand where a config field's ``default`` does (an int for a float, never a bool for a number)."""
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return isinstance(value, type(default))
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return _is_number(value)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,58 @@ def test_bad_inputs(tmp_path, trained):
         StandaloneModel.load(tmp_path / "junk.safetensors")
     with pytest.raises(ApfedError, match="not found"):
         StandaloneModel.load(tmp_path / "missing.safetensors")
+
+
+def _tamper(meta: dict, tensors: dict, case: str) -> None:
+    if case == "no spec":
+        del meta["spec"]
+    elif case == "huge layers":  # refused before any layer is allocated (the network is first built on 'meta')
+        meta["config"]["hidden_dim"] = 1 << 40
+    elif case == "config of another type":
+        meta["config"]["embedding_dim"] = "x"
+    elif case == "version as text":
+        meta["format_version"] = "1"
+    elif case == "other shape":
+        meta["spec"]["shape"] = [7]
+        meta["columns"] = None
+        meta["preprocessing"].update(mean=[0.0] * 7, std=[1.0] * 7)
+    elif case == "bad statistics":
+        meta["preprocessing"]["std"][0] = -1.0
+    elif case == "a weight missing":
+        del tensors[next(iter(tensors))]
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("no spec", "no 'spec'"),
+        ("huge layers", "the weights do not match the stored architecture (first: encoder.0.weight)"),
+        ("config of another type", "config 'embedding_dim' is 'x'"),
+        ("version as text", "'format_version' is not an integer"),
+        ("other shape", "the weights do not match the stored architecture"),
+        ("bad statistics", "'preprocessing' has no valid mean and std for 32 features"),
+        ("a weight missing", "the weights do not match the stored architecture"),
+    ],
+)
+def test_a_malformed_model_file_is_one_clear_line(tmp_path, trained, case, match):
+    """A model file whose metadata or weights were damaged or edited (they were KeyError and TypeError tracebacks)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = trained[1].model.save(tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["apfed"])
+    tensors = load_file(str(path))
+    _tamper(meta, tensors, case)
+    save_file(tensors, str(path), metadata={"apfed": json.dumps(meta)})
+    with pytest.raises(ApfedError, match=f"malformed apfed model file: {re.escape(match)}"):
+        StandaloneModel.load(path)
+    r = subprocess.run(
+        [sys.executable, "-m", "apfed.cli", "info", "--model", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_save_is_atomic_and_keeps_the_previous_file(tmp_path, trained, monkeypatch):
