@@ -148,7 +148,8 @@ class PassiveClient:
             at = f"at or before round {asked}" if earlier else f"at round {asked}"
             raise ProtocolError(f"no checkpoint of run {msg.run_id} {at} in {self.checkpoint_dir}")
         channel = self.channel
-        self.restore(path.read_bytes(), check_data=True)
+        hint = "; remove it to resume from this party's latest earlier checkpoint" if earlier else ""
+        self.restore(path.read_bytes(), check_data=True, source=f"checkpoint {path}", hint=hint)
         self.channel = channel  # the new session's keys, not the ones saved with the checkpoint
         if self.run_id != msg.run_id or self.active_name != msg.sender:
             raise ProtocolError(f"the checkpoint at round {r} belongs to another run")
@@ -283,15 +284,26 @@ class PassiveClient:
         torch.save(state, buf)
         return buf.getvalue()
 
-    def restore(self, blob: bytes, check_data: bool = False) -> None:
-        """Continue from ``state_bytes``; loads with weights_only=True, so no code is ever unpickled.
+    def restore(self, blob: bytes, check_data: bool = False, source: str = "the saved state", hint: str = "") -> None:
+        """Continue from ``state_bytes``; loads with weights_only=True, so no code is ever unpickled. A damaged
+        state (``source`` names it in the error) is a ProtocolError.
 
         ``check_data``: first check that this party's ids are those the state was saved with (its row positions
         index them). Resuming from a checkpoint or a restarted worker's state file checks; a state handed from
         one message's process to the next within a run (Flower's ``context.state``) is trusted."""
         import io
 
-        state = torch.load(io.BytesIO(blob), weights_only=True, map_location=self.device)
+        try:
+            state = torch.load(io.BytesIO(blob), weights_only=True, map_location=self.device)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+            raise ProtocolError(f"{source} is not readable ({type(e).__name__}){hint}") from None
+        try:
+            self._apply_state(state, check_data)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ProtocolError(f"{source} is not a passive party's state ({what}){hint}") from None
+
+    def _apply_state(self, state: dict, check_data: bool) -> None:
         if "ids" in state:  # states written before 2026-12-03 have no digest
             if check_data and state["ids"] != ids_digest(self.data.ids):
                 raise ProtocolError(

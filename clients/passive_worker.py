@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -137,9 +138,13 @@ def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> N
     state = d / STATE_NAME
     applied: tuple[tuple, bytes] | None = None  # (run id, round, kind) of the last applied request, its reply
     if state.exists():
-        header, blob, reply_bytes = _read_state(state.read_bytes())
-        client.restore(blob, check_data=True)
-        applied = ((header["run_id"], header["round"], header["kind"]), reply_bytes)
+        try:
+            header, blob, reply_bytes = _read_state(state.read_bytes())
+            key = (header["run_id"], header["round"], header["kind"])
+        except (struct.error, ValueError, KeyError, TypeError) as e:
+            raise ProtocolError(f"the worker's state file {state} is damaged ({e or type(e).__name__})") from None
+        client.restore(blob, check_data=True, source=f"the worker's state file {state}")
+        applied = (key, reply_bytes)
     (d / PID_NAME).write_text(str(os.getpid()))
     path = d / SOCKET_NAME
     with contextlib.suppress(FileNotFoundError):
@@ -187,15 +192,21 @@ def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> N
 
 
 def _write_state(key: tuple, blob: bytes, reply: bytes) -> bytes:
+    """The worker's state file: its header, the passive's state and the reply it last sent, each length-prefixed,
+    then the SHA-256 of all that (a damaged file must not be resumed, nor its stored reply sent again)."""
     header = json.dumps({"run_id": key[0], "round": key[1], "kind": key[2]}).encode()
-    return b"".join(struct.pack(">Q", len(x)) + x for x in (header, blob, reply))
+    body = b"".join(struct.pack(">Q", len(x)) + x for x in (header, blob, reply))
+    return body + hashlib.sha256(body).digest()
 
 
 def _read_state(data: bytes) -> tuple[dict, bytes, bytes]:
+    body, digest = data[:-32], data[-32:]
+    if len(data) < 32 or not hmac.compare_digest(hashlib.sha256(body).digest(), digest):
+        raise ValueError("checksum mismatch")
     parts, pos = [], 0
     for _ in range(3):
-        (n,) = struct.unpack_from(">Q", data, pos)
-        parts.append(data[pos + 8 : pos + 8 + n])
+        (n,) = struct.unpack_from(">Q", body, pos)
+        parts.append(body[pos + 8 : pos + 8 + n])
         pos += 8 + n
     return json.loads(parts[0]), parts[1], parts[2]
 

@@ -2,6 +2,7 @@
 bad reply (skip or fail), and a crash while a checkpoint is written."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -149,6 +150,26 @@ def test_a_passive_whose_data_changed_since_its_checkpoint_refuses_to_resume(tmp
         resumed.resume()
     resumed = run(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True))  # the right file: resumes
     assert len(resumed.history) == 2
+
+
+def test_a_damaged_passive_checkpoint_stops_the_resume_with_one_line_naming_it(tmp_path, digits3):
+    """A passive's latest checkpoint damaged on disk (it was a RuntimeError traceback from torch.load): the resume
+    stops naming the file; with the file removed, that passive rolls back to its earlier checkpoint and the run
+    completes."""
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=0)
+    safety = Safety(checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    with pytest.raises(Crash):
+        run(digits3, 0, cfg, on_batch=_crash_after(9), safety=safety)
+    latest = sorted((tmp_path / "passive2").glob("*.pt"))[-1]
+    latest.write_bytes(latest.read_bytes()[:1000])
+    again = dataclasses.replace(safety, resume=True)
+    with pytest.raises(ProtocolError, match=f"passive2: checkpoint {re.escape(str(latest))} is not readable"):
+        run(digits3, 0, cfg, safety=again)
+    latest.unlink()
+    lines = []
+    resumed = run(digits3, 0, cfg, safety=again, log=lines.append)
+    assert len(resumed.history) == 2
+    assert any("passive2 resumes from its checkpoint of round 2" in ln for ln in lines), lines
 
 
 def test_without_pipelining_checkpoints_do_not_change_training(tmp_path, digits3):

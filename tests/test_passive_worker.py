@@ -4,6 +4,7 @@ run's finish message."""
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import time
@@ -96,26 +97,39 @@ def test_worker_trains_like_an_in_process_passive_and_resumes_after_a_kill():
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_a_restarted_worker_refuses_a_data_file_that_changed_under_its_state(party_csvs):
+@pytest.mark.parametrize("fault", ["data file reordered", "state file cut short", "state file overwritten"])
+def test_a_restarted_worker_refuses_a_data_file_or_a_state_file_that_changed_under_it(party_csvs, fault):
     """The worker's state file holds positions in the party's rows. A worker restarted after its node's file was
     rewritten (the same ids in another order) would pair the active party's rows with other entities; it stops
-    with one line instead."""
+    with one line instead. So does a worker whose state file was damaged while it was down (it was a traceback)."""
     from apfed.data.files import active_party_file
 
     bank, shop, _ = party_csvs["paths"]
     cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=1)
     node_config = {"party": "passive1", "data": str(shop), "id-column": "user_id"}
     node = uuid.uuid4().int % 2**62
+    state = passive_worker.worker_dir(node, node_config) / passive_worker.STATE_NAME
 
-    def reorder_the_file():
-        header, *rows = shop.read_text().splitlines()
-        shop.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    def change():
+        if fault == "data file reordered":
+            header, *rows = shop.read_text().splitlines()
+            shop.write_text("\n".join([header, *reversed(rows)]) + "\n")
+        elif fault == "state file cut short":
+            state.write_bytes(state.read_bytes()[:-100])
+        else:
+            data = state.read_bytes()
+            state.write_bytes(data[: len(data) - 2000] + bytes(2000))  # the torch state's end zeroed
 
-    transport = WorkerTransport(node, node_config, kill_at=2, after_kill=reorder_the_file)
+    transport = WorkerTransport(node, node_config, kill_at=2, after_kill=change)
     client = ActiveClient(active_party_file(str(bank), "user_id", "label"), cfg, transport, ["passive1"])
+    why = {
+        "data file reordered": "passive1's data file is not the one its",
+        "state file cut short": f"the worker's state file {state} is damaged (checksum mismatch)",
+        "state file overwritten": f"the worker's state file {state} is damaged (checksum mismatch)",
+    }[fault]
     try:
         client.setup()
-        with pytest.raises(ProtocolError, match="exited with code 2: error: passive1's data file is not the one its"):
+        with pytest.raises(ProtocolError, match=f"exited with code 2: error: {re.escape(why)}"):
             client.fit()
     finally:
         for pid in set(transport.pids):
