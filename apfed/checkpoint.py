@@ -45,6 +45,20 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     save_atomic(path, buf.getvalue())
 
 
+def refuse_to_overwrite(path: str | Path) -> None:
+    """A new run that would checkpoint to ``path`` stops if an earlier run's checkpoint is there: overwriting it
+    at the first checkpoint round would lose a run that was perhaps meant to be resumed."""
+    path = Path(path)
+    if path.exists():
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        raise DataError(
+            f"{path} holds the checkpoint of an earlier run (written {when}): continue it with --resume (resume=true"
+            " in a Flower run config), or start a new run in another checkpoint directory (or delete this one)"
+        )
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> dict:
     """A checkpoint written by ``save_checkpoint``; one clear error when it is missing or unreadable."""
     try:

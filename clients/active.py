@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
-from apfed.checkpoint import ids_digest, load_checkpoint, save_checkpoint
+from apfed.checkpoint import ids_digest, load_checkpoint, refuse_to_overwrite, save_checkpoint
 from apfed.config import TrainConfig
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
@@ -167,6 +167,8 @@ class ActiveClient:
     # --- setup ----------------------------------------------------------------------------------------
     def setup(self) -> None:
         """Align rows with the passives by ECDH private set intersection, build the models, assign the roles."""
+        if self.checkpoint and self.checkpoint_every:
+            refuse_to_overwrite(self.checkpoint)
         self._setup()
         release_freed_memory()  # the PSI's transient arrays (O(samples)), now that _setup's locals are gone
 

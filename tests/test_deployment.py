@@ -287,12 +287,15 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
         (["--resume"], "--checkpoint-every and --resume need --checkpoint-dir"),
         (["--checkpoint-dir", "/nonexistent-checkpoints", "--resume"], "nothing to resume"),
         (["--checkpoint-dir", "/tmp", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+        (["--checkpoint-dir", "CKDIR", "--checkpoint-every", "2"], "holds the checkpoint of an earlier run"),
     ],
 )
 def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_path, party_csvs, args, match):
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("user_id,a,b\n1,2\n")
-    names = {"ACTIVE": str(party_csvs["paths"][0]), "RAGGED": str(ragged)}
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "active.ckpt").write_bytes(b"an earlier run's checkpoint")
+    names = {"ACTIVE": str(party_csvs["paths"][0]), "RAGGED": str(ragged), "CKDIR": str(tmp_path / "ck")}
     args = [names.get(a, a) for a in args]
     out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
     r = subprocess.run(

@@ -185,6 +185,11 @@ def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, digits3,
     with pytest.raises(Crash):
         run(digits3, 0, cfg, on_batch=_crash_after(10), safety=safety)
     good = load_checkpoint(tmp_path / "active.ckpt")
+    kept = (tmp_path / "active.ckpt").read_bytes()
+    # a new run (the same command without --resume) would overwrite it at its first checkpoint round: refused
+    with pytest.raises(DataError, match="holds the checkpoint of an earlier run .*: continue it with --resume"):
+        run(digits3, 0, cfg, safety=safety)
+    assert (tmp_path / "active.ckpt").read_bytes() == kept
 
     import apfed.checkpoint as ck
 
@@ -194,8 +199,8 @@ def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, digits3,
         raise Crash
 
     monkeypatch.setattr(ck.os, "replace", dies_before_rename)
-    with pytest.raises(Crash):
-        run(digits3, 0, cfg, safety=safety)
+    with pytest.raises(Crash):  # the resumed run dies writing its next checkpoint
+        run(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True))
     monkeypatch.setattr(ck.os, "replace", real_replace)
     after = load_checkpoint(tmp_path / "active.ckpt")
     assert after["rounds_sent"] == good["rounds_sent"] and after["run_id"] == good["run_id"]

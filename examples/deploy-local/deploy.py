@@ -421,6 +421,10 @@ def deploy(
         checkpoint_dir = Path(checkpoint_dir).resolve()
         if resume and not (checkpoint_dir / "active.ckpt").exists():
             raise ConfigError(f"nothing to resume: {checkpoint_dir / 'active.ckpt'} does not exist")
+        if checkpoint_every and not resume:
+            from apfed.checkpoint import refuse_to_overwrite
+
+            refuse_to_overwrite(checkpoint_dir / "active.ckpt")
         extra_run_config += f" checkpoint-dir='{checkpoint_dir}' checkpoint-every={checkpoint_every}"
         extra_run_config += " resume=true" if resume else ""
         node_extra = {
