@@ -266,8 +266,8 @@ def faults(ds, clean_acc: float) -> None:
         before = (Path(d) / "active.ckpt").read_bytes()
         real = ck.os.replace
         ck.os.replace = lambda *a: (_ for _ in ()).throw(Crash())
-        try:
-            run(ds, 0, cfg, safety=safety)
+        try:  # the resumed run dies writing its next checkpoint
+            run(ds, 0, cfg, safety=dataclasses.replace(safety, resume=True))
         except Crash:
             pass
         finally:
@@ -323,6 +323,28 @@ def resume_faults(ds, clean_acc: float) -> None:
         view = dataclasses.replace(moved.data.view, X=moved.data.view.X[order])
         moved.data = dataclasses.replace(moved.data, ids=moved.data.ids[order], view=view)
         refused("fault", "resume with passive2's data file in another row order", resumed.resume)
+        kept = (Path(d) / "active.ckpt").read_bytes()
+        refused(
+            "fault",
+            "a new run (no --resume) in a checkpoint directory holding an earlier run's checkpoint",
+            lambda: run(ds, 0, cfg, safety=safety),
+        )
+        ROWS[-1]["detail"] += f"; the earlier checkpoint untouched: {(Path(d) / 'active.ckpt').read_bytes() == kept}"
+        latest = sorted((Path(d) / "passive2").glob("*.pt"))[-1]
+        latest.write_bytes(latest.read_bytes()[:1000])
+        again = dataclasses.replace(safety, resume=True)
+        what = "resume with passive2's latest checkpoint damaged on disk"
+        refused("fault", what, lambda: run(ds, 0, cfg, safety=again))
+        latest.unlink()
+        logged = []
+        done = run(ds, 0, cfg, safety=again, log=logged.append)
+        said = next((line for line in logged if "passive2 resumes" in line), "no line about passive2")
+        row(
+            "fault",
+            "the same, with the damaged checkpoint removed",
+            "resumed",
+            f'"{said}"; {len(done.history)} epochs, accuracy {done.history[-1]["accuracy"]:.2f}',
+        )
 
 
 def user_errors() -> None:
@@ -342,7 +364,17 @@ def user_errors() -> None:
         (d / "a.csv").write_text("id,x\n1,2\n")
         (d / "b.csv").write_text("id,y\n9,2\n")
         (d / "a2.csv").write_text("id,x,label\n1,2,0\n2,3,1\n")
+        model = run(load_bundled("digits", 2), 0, make_config("default", method="local", epochs=1)).model
+        model.save(d / "m.safetensors")
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        with safe_open(str(d / "m.safetensors"), framework="pt") as f:
+            meta = json.loads(f.metadata()["apfed"])
+        meta["config"]["hidden_dim"] = 1 << 40
+        save_file(load_file(str(d / "m.safetensors")), str(d / "edited.safetensors"), {"apfed": json.dumps(meta)})
         cases += [
+            (["info", "--model", d / "edited.safetensors"], "model file whose metadata asks for huge layers"),
             (["evaluate", "--data", d / "a.csv"], "missing label column"),
             (["evaluate", "--data", d / "a2.csv", "--data", d / "b.csv"], "no matching IDs"),
         ]
@@ -516,9 +548,23 @@ def main() -> None:
     ap.add_argument(
         "--add-resume-faults", action="store_true", help="only run the resume faults and add them to today's report"
     )
+    ap.add_argument(
+        "--add-user-errors", action="store_true", help="only run the user-error cases and replace today's report's"
+    )
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     prefix = Path(a.out) / f"{datetime.date.today()}-security-cpu"
+    if a.add_user_errors:
+        report = json.loads(prefix.with_suffix(".json").read_text())
+        user_errors()
+        old = [i for i, r in enumerate(report["rows"]) if r["group"] == "user error"]
+        at = old[0] if old else len(report["rows"])
+        kept = [r for r in report["rows"] if r["group"] != "user error"]
+        report["rows"] = kept[:at] + ROWS + kept[at:]
+        ROWS[:] = report["rows"]
+        _note(report, " (user-error rows: --add-user-errors)")
+        write_benchmark(prefix, report, _markdown(report["clean_accuracy"]))
+        return
     if a.add_resume_faults:
         report = json.loads(prefix.with_suffix(".json").read_text())
         resume_faults(load_bundled("digits", 3), report["clean_accuracy"])
@@ -527,7 +573,7 @@ def main() -> None:
         at = max(i for i, r in enumerate(kept) if r["group"] == "fault" and "deployment" not in r["what"])
         report["rows"] = kept[: at + 1] + ROWS + kept[at + 1 :]
         ROWS[:] = report["rows"]
-        report["command"] += " (resume rows: --add-resume-faults)"
+        _note(report, " (resume rows: --add-resume-faults)")
         write_benchmark(prefix, report, _markdown(report["clean_accuracy"]))
         return
     if a.add_supernode_kill:
@@ -535,7 +581,7 @@ def main() -> None:
         supernode_killed()
         report["rows"] = [r for r in report["rows"] if not r["what"].startswith("deployment: one of two")] + ROWS
         ROWS[:] = report["rows"]
-        report["command"] += " (SuperNode kill row: --add-supernode-kill)"
+        _note(report, " (SuperNode kill row: --add-supernode-kill)")
         write_benchmark(prefix, report, _markdown(report["clean_accuracy"]))
         return
     torch.set_num_threads(2)
@@ -552,6 +598,12 @@ def main() -> None:
         supernode_killed()
     report.update(rows=ROWS, command="python benchmarks/security_report.py")
     write_benchmark(prefix, report, _markdown(clean))
+
+
+def _note(report: dict, tag: str) -> None:
+    """Name the flag that added rows to the report's command, once."""
+    if tag not in report["command"]:
+        report["command"] += tag
 
 
 def _markdown(clean: float) -> list[str]:
