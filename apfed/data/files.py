@@ -120,7 +120,13 @@ def _first_non_numeric(path: Path, header: list[str], features: list[int]) -> st
                 try:
                     float(row[j])
                 except ValueError:
-                    return f"{path}: column {header[j]!r} is not numeric (line {reader.line_num}: {row[j]!r})"
+                    where = f"{path}: column {header[j]!r}"
+                    if not row[j].strip():
+                        return f"{where} has an empty value (line {reader.line_num}): fill or drop missing values first"
+                    return (
+                        f"{where} is not numeric (line {reader.line_num}: {row[j]!r}): features must be numbers;"
+                        " encode a categorical column (e.g. one-hot) or drop it"
+                    )
     return None
 
 
