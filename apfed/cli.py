@@ -368,6 +368,7 @@ def simulate(
     if method in ("local", "centralized"):
         raise ConfigError(f"{method} has no passive parties to simulate; use 'apfed evaluate'")
     _check_data_options(dataset, views, data, data_dir, default="mnist5k")
+    _check_device(device)
     if out:
         _output_file(out, {"input data": data})
     from rich.console import Console
@@ -409,7 +410,8 @@ def simulate(
             on_epoch=on_epoch,
         )
     finally:
-        progress.stop()
+        if progress.live.is_started:  # stopping a bar that never showed prints an empty line
+            progress.stop()
     n_passives = r["passives"]
     typer.echo(
         f"{method} over Flower simulation, {n_passives} passive(s): test accuracy "

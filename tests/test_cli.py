@@ -244,8 +244,10 @@ def test_option_mistakes_are_reported_before_torch_is_imported(args):
 )
 def test_cuda_without_a_gpu_is_one_clear_line(args):
     code, _, err = run_cli(*args)
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    lines = err.splitlines()  # exactly one line: simulate printed an empty one first (its bar, never shown)
     assert code != 0 and len(lines) == 1 and "no CUDA GPU is available" in lines[0], err
+    if "--device" in args:  # the option as the user typed it (simulate said "device='cuda'", the API's spelling)
+        assert "--device cuda was asked for" in lines[0] and "use --device cpu" in lines[0], err
 
 
 def test_bad_csv_and_model_file_errors(tmp_path):
