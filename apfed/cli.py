@@ -644,18 +644,20 @@ def preflight(
     host: Annotated[str, typer.Option(help="The address those ports bind to.")] = "127.0.0.1",
 ):
     """Check keys, certificates, pins and ports before starting a SuperLink or SuperNode."""
-    from apfed.preflight import check_certificate, check_port_free, check_private_key
+    from apfed.preflight import check_certificate, check_port_free, check_private_key, check_private_to_owner
     from protocols.errors import ProtocolError
     from protocols.sealing import PartyKey, parse_pins
 
     try:
         if seal_key is not None:
             typer.echo(f"seal key {seal_key}: {PartyKey.load(seal_key).fingerprint}")
+            check_private_to_owner(seal_key)
         parse_pins(pin or [])
         for c in cert or []:
             check_certificate(c)
         for k in key or []:
             check_private_key(k)
+            check_private_to_owner(k)
         for p in port or []:
             check_port_free(p, host)
     except ProtocolError as e:

@@ -57,3 +57,15 @@ def check_private_key(path: str | Path) -> None:
         except (ValueError, TypeError, UnsupportedAlgorithm):
             continue
     raise ConfigError(f"{path} is not an unencrypted PEM or OpenSSH private key")
+
+
+def check_private_to_owner(path: str | Path) -> None:
+    """A private key file that no other user can read or write (as ssh requires of its keys); POSIX only."""
+    import os
+    import stat
+
+    if os.name != "posix":
+        return
+    mode = stat.S_IMODE(Path(path).stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{path} can be read or written by other users (mode {mode:04o}): run chmod 600 {path}")

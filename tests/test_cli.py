@@ -306,6 +306,8 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
     good = _certificate(tmp_path / "good.pem", days_valid=30)
     code, out, err = run_cli("preflight", "--cert", good, "--seal-key", tmp_path / "party.pem")
     assert code == 0 and "usable" in out, err
+    (tmp_path / "party.pem").chmod(0o644)  # a private key other users can read: as ssh does, preflight refuses it
+    _one_error_line(*run_cli("preflight", "--seal-key", tmp_path / "party.pem")[::2], "(mode 0644): run chmod 600")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
