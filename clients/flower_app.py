@@ -18,8 +18,9 @@ import numpy as np
 
 from apfed.config import make_config, parse_overrides
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
-from apfed.errors import ConfigError
+from apfed.errors import ApfedError, ConfigError
 from clients.active import ActiveClient
+from protocols.errors import ProtocolError
 from protocols.flower import FlowerTransport, discover
 
 
@@ -204,7 +205,11 @@ def make_server_app(settings: RunSettings | None = None, on_epoch: Callable[[dic
 
     @app.main()
     def main(grid, context) -> None:
-        run_active(grid, settings or RunSettings.from_run_config(dict(context.run_config)), on_epoch)
+        try:
+            run_active(grid, settings or RunSettings.from_run_config(dict(context.run_config)), on_epoch)
+        except (ApfedError, ProtocolError) as e:  # one line to find in the log (deploy.py reports it), then Flower's
+            logging.getLogger("flwr").error("apfed: error: %s", e)
+            raise
 
     return app
 

@@ -275,6 +275,26 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     assert abs(hit["final"]["accuracy"] - whole.final["accuracy"]) <= 1.0 + 1e-9, (hit["final"], whole.final)
 
 
+def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, party_csvs):
+    """The ServerApp's error (here: the passive's IDs are written another way, so no row is shared) used to be a
+    traceback in Flower's log, and deploy.py's own traceback ("the run produced no result"); it is now one line."""
+    bank, shop, _ = party_csvs["paths"]
+    other = tmp_path / "other-ids.csv"
+    other.write_text(shop.read_text().replace("user-", "USER"))
+    out = tmp_path / "run"
+    p = subprocess.run(
+        [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
+        + ["--data", str(bank), "--data", str(other), "--id-column", "user_id", "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("error: the run failed: no training or no test rows are shared with the passives")
+    assert "apfed: error: no training or no test rows" in (out / "flwr-run.log").read_text()
+
+
 @pytest.mark.parametrize(
     "args, match",
     [

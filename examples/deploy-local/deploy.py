@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -488,12 +489,25 @@ def deploy(
             injector.join(timeout=60)
         (out / "flwr-run.log").write_text(r.stdout + r.stderr)
         if not result_path.exists():
+            why = serverapp_error(r.stdout + r.stderr)
+            if why:  # the ServerApp stopped on an error of apfed's (the data, a passive's reply, ...)
+                raise RunFailed(f"the run failed: {why} (Flower's log: {out}/flwr-run.log)")
             raise RuntimeError(f"the run produced no result (flwr run exit {r.returncode}); see {out}/flwr-run.log")
         result = json.loads(result_path.read_text())
         result["timing"] = {"setup_s": t1 - t0, "run_s": time.monotonic() - t1}
         return result
     finally:
         procs.stop()
+
+
+class RunFailed(ApfedError):
+    """The ServerApp stopped on an apfed error: its line, from Flower's log."""
+
+
+def serverapp_error(log: str) -> str | None:
+    """The last ``apfed: error: ...`` line the ServerApp logged (clients/flower_app.py), without colour codes."""
+    found = re.findall(r"apfed: error: (.*)", re.sub(r"\x1b\[[0-9;]*m", "", log))
+    return found[-1].strip() if found else None
 
 
 def main() -> None:
@@ -533,7 +547,7 @@ def main() -> None:
     except ApfedError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except OSError as e:  # a file or port the system refused
+    except (OSError, RuntimeError) as e:  # a file or port the system refused; a run that ended without a result
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(
