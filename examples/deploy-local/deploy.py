@@ -372,6 +372,24 @@ def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: st
             passive_party_file(f, id_column)
 
 
+def check_settings(
+    method: str, epochs: int, k: int, seed: int, threads: int | None, dataset: str, active: str, views: int, files
+) -> None:
+    """The training settings, checked as the ServerApp will check them, but before any process starts."""
+    from apfed.config import make_config
+
+    make_config("default", method=method, epochs=epochs, batches_per_round=k, seed=seed)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if not files:
+        from apfed.catalog import BUNDLED
+        from apfed.data import load_bundled
+
+        if dataset not in BUNDLED:
+            raise ConfigError(f"--dataset must be one of {', '.join(BUNDLED)} (bundled), or give --data files")
+        load_bundled(dataset, views or None).view_index(active)
+
+
 def deploy(
     out: Path,
     method: str = "apfed-c",
@@ -410,6 +428,7 @@ def deploy(
     ``checkpoint_every`` rounds and each passive in ``checkpoint_dir/passiveN`` (its node config);
     ``resume`` continues the run checkpointed there (after a crash, on a new SuperLink)."""
     out = out.resolve()
+    check_settings(method, epochs, k, seed, threads, dataset, active, views, files)
     check_inputs(out, method, files, id_column, label_column)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
@@ -515,7 +534,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/deploy"))
     ap.add_argument("--method", default="apfed-c")
     ap.add_argument("--dataset", default="mnist5k")
-    ap.add_argument("--active", default="top")
+    ap.add_argument("--active", help="the active party's view (default: fou on handwritten, else the first)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--k", type=int, default=16, help="minibatches per round (default 16, see the K sweep)")
     ap.add_argument("--seed", type=int, default=0)
@@ -543,6 +562,8 @@ def main() -> None:
     if a.round_timeout:
         extra += f" round-timeout={a.round_timeout}"
     try:
+        if a.round_timeout is not None and not 0 < a.round_timeout < float("inf"):
+            raise ConfigError(f"--round-timeout must be a positive number of seconds, got {a.round_timeout}")
         r = run_from_args(a, extra)
     except ApfedError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -563,7 +584,7 @@ def run_from_args(a, extra: str) -> dict:
         a.out,
         a.method,
         a.dataset,
-        a.active,
+        a.active or ("fou" if a.dataset == "handwritten" else "0"),
         a.epochs,
         a.k,
         a.seed,
