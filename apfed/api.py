@@ -95,7 +95,14 @@ def _checked(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> None:
     if len(ds.views) < 2 and cfg.method != "local":
         raise ConfigError(f"{cfg.method} needs at least 2 views (one passive); {ds.name} has 1")
     cfg.check_passives(len(ds.views) - 1)
+    check_shift(ds, cfg)
     check_device(cfg.device)
+
+
+def check_shift(ds: MultiViewDataset, cfg: TrainConfig) -> None:
+    """The shift augmentation moves image strips sideways; on a dataset with no image view it would do nothing."""
+    if cfg.shift > 0 and not any(v.kind == "image" for v in ds.views):
+        raise ConfigError(f"shift moves image strips sideways, and {ds.name} has no image view; drop shift")
 
 
 def check_device(device: str, asked: str = "device='cuda'", instead: str = "device='cpu'") -> None:

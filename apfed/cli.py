@@ -61,7 +61,7 @@ Dataset = Annotated[
         "(mnist, fashion-mnist, cifar10, cifar100; needs --data-dir)."
     ),
 ]
-Views = Annotated[int | None, typer.Option(help="Number of horizontal strips for image sets (default 2).")]
+Views = Annotated[int | None, typer.Option(min=1, help="Number of horizontal strips for image sets (default 2).")]
 Active = Annotated[str | None, typer.Option(help="Active view: an index or a name such as 'fou' or 'bottom'.")]
 Data = Annotated[list[str] | None, typer.Option("--data", help="One CSV/NPZ file per party, the active party's first.")]
 DataDir = Annotated[Path | None, typer.Option(help="Directory holding a full image set in its standard format.")]
@@ -163,6 +163,12 @@ def _output_file(path: Path, keep: dict[str, list[str] | Path | None] | None = N
     return path
 
 
+def _check_shift(ds, cfg) -> None:
+    from apfed.api import check_shift
+
+    check_shift(ds, cfg)
+
+
 def _check_device(device: str) -> None:
     from apfed.api import check_device
 
@@ -214,7 +220,9 @@ def evaluate(
     ] = False,
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = list(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip()))  # in order, each once
+    if not chosen:
+        raise ConfigError(f"--methods names no method; choose from {', '.join(METHODS)}")
     for m in chosen:
         if m not in METHODS:
             raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(METHODS)}")
@@ -246,6 +254,7 @@ def evaluate(
         raise ConfigError("federated methods need at least 2 views (one passive)")
     for m in chosen:
         replace(cfg, method=m).check_passives(len(ds.views) - 1)
+    _check_shift(ds, cfg)
     safety = _safety(encrypt, on_bad_message, None)
     run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume)
 
@@ -319,6 +328,7 @@ def train(
 
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
     cfg.check_passives(len(ds.views) - 1)
+    _check_shift(ds, cfg)
     safety = _safety(
         encrypt,
         on_bad_message,

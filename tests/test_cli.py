@@ -185,6 +185,9 @@ def test_train_predict_export(tmp_path, party_csvs):
         ),
         (["simulate", "--dataset", "digits", "--out", "/dev/null/m.safetensors"], "cannot create the output directory"),
         (["bench", "--only", "epoch", "--out", "/dev/null/b"], "cannot create the output directory"),
+        (["evaluate", "--dataset", "digits", "--methods", ","], "--methods names no method"),  # was an empty table
+        (["evaluate", "--dataset", "digits", "--set", "shift=2"], "digits has no image view"),  # did nothing
+        (["train", "--dataset", "handwritten", "--set", "shift=1"], "handwritten has no image view"),
     ],
 )
 def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
