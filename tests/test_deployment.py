@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -273,6 +274,47 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     cfg = make_config("default", method="apfed-c", epochs=epochs, batches_per_round=k, pipeline=True)
     whole = run(load_bundled("digits", 3), 0, cfg)
     assert abs(hit["final"]["accuracy"] - whole.final["accuracy"]) <= 1.0 + 1e-9, (hit["final"], whole.final)
+
+
+def test_sigterm_to_deploy_stops_every_process_it_started(tmp_path):
+    """`kill` or `timeout` on deploy.py mid-run: it used to die at once and leave the SuperLink and SuperNodes
+    running; it now stops them all, as on Ctrl-C."""
+    out = tmp_path / "run"
+
+    def started_here() -> list[int]:  # every process whose command line names this run's directory
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and proc.name != str(os.getpid()):
+                with contextlib.suppress(OSError):
+                    if str(out) in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                        pids.append(int(proc.name))
+        return pids
+
+    p = subprocess.Popen(
+        [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
+        + ["--dataset", "digits", "--epochs", "50", "--k", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _log_count(out / "supernode1.log", "apfed train via worker") < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(started_here()) >= 2, "the deployment did not start"
+        p.send_signal(signal.SIGTERM)
+        p.wait(60)
+        deadline = time.monotonic() + 30
+        while started_here() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not started_here(), f"left running: {started_here()}"
+        assert p.returncode == 143, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for pid in started_here():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, party_csvs):

@@ -530,6 +530,8 @@ def serverapp_error(log: str) -> str | None:
 
 
 def main() -> None:
+    # `kill` or `timeout` sends SIGTERM: exit through the finally blocks, which stop every process started here
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/deploy"))
     ap.add_argument("--method", default="apfed-c")
