@@ -163,12 +163,6 @@ def _output_file(path: Path, keep: dict[str, list[str] | Path | None] | None = N
     return path
 
 
-def _check_shift(ds, cfg) -> None:
-    from apfed.api import check_shift
-
-    check_shift(ds, cfg)
-
-
 def _check_device(device: str) -> None:
     from apfed.api import check_device
 
@@ -254,7 +248,9 @@ def evaluate(
         raise ConfigError("federated methods need at least 2 views (one passive)")
     for m in chosen:
         replace(cfg, method=m).check_passives(len(ds.views) - 1)
-    _check_shift(ds, cfg)
+    from apfed.api import check_shift
+
+    check_shift(ds, cfg)
     safety = _safety(encrypt, on_bad_message, None)
     run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume)
 
@@ -328,7 +324,9 @@ def train(
 
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
     cfg.check_passives(len(ds.views) - 1)
-    _check_shift(ds, cfg)
+    from apfed.api import check_shift
+
+    check_shift(ds, cfg)
     safety = _safety(
         encrypt,
         on_bad_message,
@@ -485,15 +483,16 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
 def _check_finite(path: Path, X: np.ndarray, ids: np.ndarray | None, names: list[str] | None) -> None:
     """A prediction needs every feature: name the first row (CSV: its line, the header being line 1) and column
     that lack one, and how many rows do."""
-    bad = ~np.isfinite(X.reshape(len(X), -1))
-    if not bad.any():
+    from apfed.data.views import first_nonfinite
+
+    found = first_nonfinite(X)
+    if found is None:
         return
-    rows = np.flatnonzero(bad.any(1))
-    r, c = int(rows[0]), int(np.flatnonzero(bad[rows[0]])[0])
+    r, c, n = found
     where = (f"line {r + 2}" if names else f"row {r}") + (f" (id {ids[r]})" if ids is not None else "")
     column = f"column {names[c]!r}" if names else f"feature {c}"
     value = "NaN" if np.isnan(X.reshape(len(X), -1)[r, c]) else "an infinite value"
-    more = f"; {len(rows)} rows lack a feature" if len(rows) > 1 else ""
+    more = f"; {n} rows lack a feature" if n > 1 else ""
     raise DataError(f"{path}: {where}, {column}: {value}, and the model needs every feature{more}")
 
 

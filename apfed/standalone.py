@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from apfed.checkpoint import atomic_file
 from apfed.config import TrainConfig
-from apfed.data.views import Preprocessor
+from apfed.data.views import Preprocessor, first_nonfinite
 from apfed.errors import ApfedError
 from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make_head
 
@@ -58,11 +58,9 @@ class StandaloneModel:
         else:
             forms = dict.fromkeys([f"(n, {self.n_features})", f"(n, {', '.join(map(str, shape))})"])
             raise ApfedError(f"X has shape {X.shape}; this model takes {' or '.join(forms)}")
-        if not np.isfinite(X).all():
-            bad = ~np.isfinite(X.reshape(len(X), -1))
-            rows = np.flatnonzero(bad.any(1))
-            first = f"row {rows[0]}, feature {np.flatnonzero(bad[rows[0]])[0]}"
-            raise ApfedError(f"X holds NaN or infinite values ({len(rows)} rows; the first: {first})")
+        if (found := first_nonfinite(X)) is not None:
+            r, c, n = found
+            raise ApfedError(f"X holds NaN or infinite values ({n} rows; the first: row {r}, feature {c})")
         return torch.from_numpy(self.preprocessor(X))
 
     @torch.no_grad()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from apfed.data.splits import stratified_split
-from apfed.data.views import MultiViewDataset, View
+from apfed.data.views import MultiViewDataset, View, first_nonfinite
 from apfed.errors import DataError
 
 
@@ -181,13 +181,10 @@ def _checked(t: PartyTable) -> PartyTable:
         more = f", and {len(dup) - 1} more duplicated ID{'s' if len(dup) > 2 else ''}" if len(dup) > 1 else ""
         first = str(values[dup[0]])
         raise DataError(f"{t.path}: the ID column has duplicate values: {first!r} appears {counts[dup[0]]} times{more}")
-    finite = np.isfinite(t.X)
-    if not finite.all():
-        rows = np.flatnonzero(~finite.all(1))
-        r = rows[0]
-        column = t.columns[np.flatnonzero(~finite[r])[0]]
-        more = f"; {len(rows)} rows have such values" if len(rows) > 1 else ""
-        where = f"ID {str(t.ids[r])!r}, column {column!r}"
+    if (found := first_nonfinite(t.X)) is not None:
+        r, c, n = found
+        more = f"; {n} rows have such values" if n > 1 else ""
+        where = f"ID {str(t.ids[r])!r}, column {t.columns[c]!r}"
         raise DataError(f"{t.path}: features hold NaN or infinite values: {where}{more}")
     if t.labels is not None:
         text = np.char.lower(np.char.strip(t.labels.astype(str)))

@@ -17,6 +17,16 @@ def compact_index(positions: np.ndarray, bound: int) -> np.ndarray:
     return np.asarray(positions).astype(np.int32 if bound < 2**31 else np.int64, copy=False)
 
 
+def first_nonfinite(X: np.ndarray) -> tuple[int, int, int] | None:
+    """Where rows of ``X`` hold NaN or infinite values: (first such row, its first such feature, how many such
+    rows), features flattened; None when every value is finite."""
+    bad = ~np.isfinite(X.reshape(len(X), -1))
+    rows = np.flatnonzero(bad.any(1))
+    if not len(rows):
+        return None
+    return int(rows[0]), int(np.flatnonzero(bad[rows[0]])[0]), len(rows)
+
+
 def compact_labels(labels: np.ndarray) -> np.ndarray:
     """Class indices as int16 where they fit (int32 otherwise); a loss widens just its minibatch."""
     labels = np.asarray(labels)
