@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 set +e
-.venv/bin/python -m pytest -q "$@"
+# two workers, a test file at a time each: the real Flower deployments (tests/test_deployment.py, mostly waiting on
+# Flower's polling) run on one while the other takes the rest. APFED_TEST_WORKERS=0 runs everything in this process
+.venv/bin/python -m pytest -q -n "${APFED_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

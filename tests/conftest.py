@@ -1,8 +1,24 @@
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers share the cores: one torch thread each (and in the processes they start), or they oversubscribe
+    # them and spend more CPU time than one worker alone would
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The real Flower deployments first: scripts/test.sh runs the suite on two pytest-xdist workers, one file at
+    a time each, in this order; tests/test_deployment.py (about 10 minutes, mostly waiting on Flower's polling)
+    then starts at once on one worker while the other takes the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("deployments") is None)  # stable: order kept otherwise
 
 
 def run_cli(*args, cwd=None, timeout=300):

@@ -23,6 +23,11 @@ deploy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(deploy)
 
 
+# collected first, so that scripts/test.sh's first worker starts this file (one worker per file) at once and the
+# other worker takes the rest of the suite meanwhile (see tests/conftest.py)
+pytestmark = pytest.mark.deployments
+
+
 def _running(pid: int) -> bool:
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split()[2] != "Z"

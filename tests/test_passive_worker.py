@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 import uuid
 
@@ -21,6 +22,19 @@ from clients import passive_worker
 from clients.active import ActiveClient
 from protocols import decode, encode
 from protocols.errors import ProtocolError
+
+
+@pytest.fixture(autouse=True)
+def _own_temp_dir(monkeypatch, tmp_path_factory):
+    """The workers' directories of these tests in a temporary directory of their own (short: it holds a Unix
+    socket), in this process and in the workers it starts: tests/test_deployment.py, which may run at the same
+    time on another pytest worker, checks that a deployment leaves no worker directory in the system's."""
+    tmp_path_factory.getbasetemp()  # pytest's own temporary directory stays where it is
+    d = tempfile.mkdtemp(prefix="pw-")
+    monkeypatch.setenv("TMPDIR", d)
+    monkeypatch.setattr(tempfile, "tempdir", d)
+    yield
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
