@@ -1,6 +1,6 @@
 """apfed: vertical federated learning in which the active party ends up with a standalone model.
 
-The Python API (``apfed.load_dataset``, ``apfed.train``, ``apfed.compare``, ``apfed.simulate``,
+The Python API (``apfed.load_dataset``, ``apfed.from_arrays``, ``apfed.train``, ``apfed.compare``, ``apfed.simulate``,
 ``apfed.StandaloneModel``; see ``apfed.api``) is loaded on first use, so ``import apfed`` does not import torch.
 """
 
@@ -14,6 +14,7 @@ __all__ = [
     "StandaloneModel",
     "__version__",
     "compare",
+    "from_arrays",
     "load_dataset",
     "simulate",
     "train",
@@ -27,6 +28,10 @@ def __getattr__(name: str):
         from apfed import api
 
         return getattr(api, name)
+    if name == "from_arrays":
+        from apfed.data.arrays import from_arrays
+
+        return from_arrays
     if name == "StandaloneModel":
         from apfed.standalone import StandaloneModel
 

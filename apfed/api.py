@@ -1,5 +1,6 @@
-"""The Python API: load a multi-view dataset, train one method, compare methods, simulate over Flower. The ``apfed``
-CLI loads its data, checks its device and runs ``apfed simulate`` through it.
+"""The Python API: load a multi-view dataset (or build one from arrays: ``apfed.from_arrays``), train one method,
+compare methods, simulate over Flower. The ``apfed`` CLI loads its data, checks its device and runs
+``apfed simulate`` through it.
 
 >>> import apfed
 >>> ds, active = apfed.load_dataset("handwritten", active="fou")

@@ -119,3 +119,72 @@ def test_compare_resumes_an_interrupted_comparison_from_its_stored_runs(tmp_path
         apfed.compare(ds, a, resume=True, **kw)
     with pytest.raises(ConfigError, match="needs the output directory"):
         apfed.compare(ds, a, resume=True, **{**kw, "out": None})
+
+
+class _Frame:
+    """What apfed.from_arrays takes from a pandas DataFrame: ``columns`` and ``to_numpy()`` (no pandas here)."""
+
+    def __init__(self, X, columns):
+        self.X, self.columns = X, columns
+
+    def to_numpy(self):
+        return self.X
+
+
+def test_from_arrays_is_the_same_dataset_and_model_as_the_same_rows_in_files(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 240
+    y = rng.choice(["low", "mid", "high"], n)
+    xa = np.round(rng.normal(size=(n, 4)) + (y == "high")[:, None], 5).astype(np.float32)
+    xb = np.round(rng.normal(size=(n, 3)) + 2 * (y == "low")[:, None], 5).astype(np.float32)
+    ids = np.array([f"c{i:03d}" for i in range(n)])
+    files = []
+    for view, X, cols in (("bank", xa, "abcd"), ("shop", xb, ["s0", "s1", "s2"])):
+        lines = [",".join(["id", *cols] + (["label"] if view == "bank" else []))]
+        for i in range(n):
+            lines.append(",".join([ids[i], *(f"{v:.5f}" for v in X[i])] + ([y[i]] if view == "bank" else [])))
+        (tmp_path / f"{view}.csv").write_text("\n".join(lines) + "\n")
+        files.append(tmp_path / f"{view}.csv")
+    from_files, active = apfed.load_dataset(data=files, log=lambda _: None)
+    ds = apfed.from_arrays({"bank": _Frame(xa, list("abcd")), "shop": _Frame(xb, ["s0", "s1", "s2"])}, y, ids=ids)
+    assert ds.class_names == from_files.class_names == ["high", "low", "mid"]
+    assert np.array_equal(ds.labels, from_files.labels) and np.array_equal(ds.ids, from_files.ids)
+    assert np.array_equal(ds.train_idx, from_files.train_idx) and np.array_equal(ds.test_idx, from_files.test_idx)
+    for v, w in zip(ds.views, from_files.views, strict=True):
+        assert v.name == w.name and v.columns == w.columns and np.array_equal(v.X, w.X)
+    a = apfed.train(ds, ds.view_index("bank"), "apfed-c", epochs=2)
+    b = apfed.train(from_files, active, "apfed-c", epochs=2)
+    assert a.final == b.final and a.model.columns == ["a", "b", "c", "d"]
+    assert np.array_equal(a.model.predict(xa[:20]), b.model.predict(xa[:20]))
+    plain = apfed.from_arrays({"bank": xa, "shop": xb}, y)  # no names given: ids 0..N-1, columns view_j
+    assert list(plain.ids[:3]) == [0, 1, 2] and plain.views[1].columns == ["shop_0", "shop_1", "shop_2"]
+
+
+@pytest.mark.parametrize(
+    "views, labels, kw, message",
+    [
+        ({}, [0, 1], {}, "mapping of view name to array"),
+        ([np.zeros((4, 2))], [0, 1, 0, 1], {}, "mapping of view name to array"),
+        ({"a": np.zeros((4, 2)), "b": np.zeros((3, 2))}, [0, 1, 0, 1], {}, "view 'b' has 3 rows but there are 4"),
+        ({"a": np.zeros(4)}, [0, 1, 0, 1], {}, "view 'a': give a 2-D array"),
+        ({"a": np.array([["x", "y"]] * 4)}, [0, 1, 0, 1], {}, "features must be numeric"),
+        (
+            {"a": np.array([[0.0, np.inf]] * 4)},
+            [0, 1, 0, 1],
+            {},
+            r"NaN or infinite value at row 0 \(id '0'\), feature 1",
+        ),
+        ({"a": np.zeros((4, 1, 3, 3))}, [0, 1, 0, 1], {}, "too small for the conv encoder"),
+        ({"a": np.zeros((4, 2))}, [[0], [1], [0], [1]], {}, "labels must be one value per row"),
+        ({"a": np.zeros((4, 2))}, [0.0, np.nan, 0.0, 1.0], {}, "1 rows have no label .*row 1"),
+        ({"a": np.zeros((4, 2))}, ["x", None, "x", "y"], {}, "1 rows have no label"),
+        ({"a": np.zeros((4, 2))}, [1, 1, 1, 1], {}, "single class"),
+        ({"a": np.zeros((4, 2))}, [0, 1, 0, 1], {"ids": [1, 2, 2, 3]}, "ids must be distinct: '2' appears 2 times"),
+        ({"a": np.zeros((4, 2))}, [0, 1, 0, 1], {"ids": [1, 2]}, "ids must be one value per row"),
+        ({"a": np.zeros((6, 2))}, [0, 0, 1, 1, 2, 2], {}, "too few for a stratified 20% test split"),
+    ],
+)
+def test_from_arrays_refuses_bad_input_with_one_clear_line(views, labels, kw, message):
+    with pytest.raises(DataError, match=message) as e:
+        apfed.from_arrays(views, labels, **kw)
+    assert "\n" not in str(e.value)

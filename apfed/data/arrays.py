@@ -1,0 +1,111 @@
+"""A multi-view dataset from arrays already in memory: numpy arrays or pandas DataFrames, one per party's view,
+the same samples in the same row order (the rows are aligned already; no ID matching happens here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from apfed.data.splits import stratified_split
+from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_nonfinite
+from apfed.errors import DataError
+
+
+def _features(name: str, X: Any) -> tuple[np.ndarray, list[str] | None]:
+    """A view's array (float32, or the integer pixels of an image view) and its column names."""
+    columns = [str(c) for c in X.columns] if hasattr(X, "columns") and hasattr(X, "to_numpy") else None
+    try:
+        arr = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
+    except (TypeError, ValueError) as e:  # ragged lists and the like
+        raise DataError(f"view {name!r}: not an array ({e})") from None
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise DataError(
+            f"view {name!r}: features must be numeric, got {arr.dtype}; encode a categorical column (e.g. one-hot)"
+            " or drop it"
+        )
+    if arr.ndim == 4:  # (N, C, H, W) images: integer pixels keep their type, the preprocessing scales them
+        if min(arr.shape[2:]) < CONV_MIN_ROWS:
+            raise DataError(
+                f"view {name!r}: images of {arr.shape[2]}x{arr.shape[3]} pixels are too small for the conv encoder"
+                f" (at least {CONV_MIN_ROWS}x{CONV_MIN_ROWS})"
+            )
+        return arr, None
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise DataError(
+            f"view {name!r}: give a 2-D array (samples x features) or 4-D images (samples x channels x height x"
+            f" width); got shape {arr.shape}"
+        )
+    return arr.astype(np.float32, copy=False), columns
+
+
+def from_arrays(
+    views: Mapping[str, Any],
+    labels: Any,
+    *,
+    ids: Any = None,
+    name: str = "arrays",
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> MultiViewDataset:
+    """A dataset from in-memory views: ``views`` maps each view's name to its features (a 2-D numpy array or a
+    pandas DataFrame, whose column names are kept, or 4-D images N x C x H x W), ``labels`` the class of every row
+    (any values: their sorted distinct values become the classes). Every view has the same rows in the same
+    order; ``ids`` names them (default 0..N-1). The split is stratified (``test_size``, ``seed``), as for files.
+    Use the result like ``apfed.load_dataset``'s, with the active view's index from ``ds.view_index(name)``."""
+    if not isinstance(views, Mapping) or not views:
+        raise DataError("give the views as a mapping of view name to array, e.g. {'bank': X_bank, 'shop': X_shop}")
+    arrays = {}
+    for key, X in views.items():
+        if not isinstance(key, str) or not key:
+            raise DataError(f"view names must be non-empty strings, got {key!r}")
+        arrays[key] = _features(key, X)
+    y = labels.to_numpy() if hasattr(labels, "to_numpy") else np.asarray(labels)
+    if y.ndim != 1:
+        raise DataError(f"labels must be one value per row (1-D), got shape {y.shape}")
+    n = len(y)
+    for key, (X, _) in arrays.items():
+        if len(X) != n:
+            raise DataError(
+                f"view {key!r} has {len(X)} rows but there are {n} labels; every view needs one row per label"
+            )
+    if y.dtype.kind == "f":
+        missing = np.flatnonzero(np.isnan(y))
+    elif y.dtype == object:
+        missing = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in y.tolist()])
+    else:
+        missing = np.empty(0, dtype=np.int64)
+    if len(missing):
+        raise DataError(
+            f"{len(missing)} rows have no label (first: row {missing[0]}); fill them or leave those rows out"
+        )
+    row_ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
+    if row_ids.shape != (n,):
+        raise DataError(f"ids must be one value per row ({n}), got shape {row_ids.shape}")
+    values, counts = np.unique(row_ids, return_counts=True)
+    if len(values) != n:
+        first = np.flatnonzero(counts > 1)[0]
+        raise DataError(f"ids must be distinct: {str(values[first])!r} appears {counts[first]} times")
+    for key, (X, columns) in arrays.items():
+        if (found := first_nonfinite(X)) is not None:
+            r, c, bad = found
+            where = f"column {columns[c]!r}" if columns else f"feature {c}"
+            raise DataError(
+                f"view {key!r}: NaN or infinite value at row {r} (id {str(row_ids[r])!r}), {where}; {bad} rows have"
+                " such values"
+            )
+    try:
+        class_names, encoded = np.unique(y, return_inverse=True)
+    except TypeError:
+        raise DataError("labels mix types that cannot be ordered (e.g. numbers and strings); give one kind") from None
+    if len(class_names) < 2:
+        raise DataError(f"labels hold a single class ({class_names[0]!r}); a classifier needs at least 2")
+    train, test = stratified_split(encoded, test_size, seed)
+    built = [
+        View(key, "image", X, pixel_scale=255.0 if X.dtype == np.uint8 else 1.0)
+        if X.ndim == 4
+        else View(key, "tabular", X, columns or [f"{key}_{j}" for j in range(X.shape[1])])
+        for key, (X, columns) in arrays.items()
+    ]
+    return MultiViewDataset(name, built, encoded.astype(np.int64), row_ids, [str(c) for c in class_names], train, test)
