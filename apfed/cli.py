@@ -63,7 +63,14 @@ Dataset = Annotated[
 ]
 Views = Annotated[int | None, typer.Option(min=1, help="Number of horizontal strips for image sets (default 2).")]
 Active = Annotated[str | None, typer.Option(help="Active view: an index or a name such as 'fou' or 'bottom'.")]
-Data = Annotated[list[str] | None, typer.Option("--data", help="One CSV/NPZ file per party, the active party's first.")]
+Data = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="One CSV/NPZ file per party, the active party's first; or one NPZ file with an array view_<name> per view"
+        " (rows aligned) and the labels.",
+    ),
+]
 DataDir = Annotated[Path | None, typer.Option(help="Directory holding a full image set in its standard format.")]
 IdColumn = Annotated[str, typer.Option(help="ID column of the --data files.")]
 Pipeline = Annotated[

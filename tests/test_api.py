@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import apfed
 from apfed.errors import ConfigError, DataError
@@ -188,3 +189,35 @@ def test_from_arrays_refuses_bad_input_with_one_clear_line(views, labels, kw, me
     with pytest.raises(DataError, match=message) as e:
         apfed.from_arrays(views, labels, **kw)
     assert "\n" not in str(e.value)
+
+
+def test_a_multi_view_npz_file_is_a_whole_benchmark_for_every_command(tmp_path):
+    """One --data NPZ file with an array view_<name> per view (rows aligned) and the labels is the dataset that
+    from_arrays makes of the same arrays; train and evaluate take it, and its mistakes are one line."""
+    rng = np.random.default_rng(2)
+    n = 200
+    y = rng.choice(["a", "b"], n)
+    xs = {"left": rng.normal(size=(n, 3)) + (y == "a")[:, None], "right": rng.normal(size=(n, 2))}
+    path = tmp_path / "bench.npz"
+    np.savez(path, **{f"view_{k}": v for k, v in xs.items()}, label=y)
+    logged = []
+    ds, active = apfed.load_dataset(data=[path], active="right", log=logged.append)
+    same = apfed.from_arrays(xs, y, name="bench")
+    assert (
+        active == 1
+        and ds.name == "bench"
+        and logged == ["bench.npz: 200 rows, 2 views (left, right) aligned in the file"]
+    )
+    assert np.array_equal(ds.labels, same.labels) and np.array_equal(ds.train_idx, same.train_idx)
+    assert [v.name for v in ds.views] == ["left", "right"] and np.array_equal(ds.views[0].X, same.views[0].X)
+    code, _, err = run_cli("train", "--data", path, "--method", "apfed-c", "--epochs", "1", "--out", tmp_path / "m")
+    assert code == 0 and "2 views (left, right)" in err, err
+    np.savez(tmp_path / "nolabel.npz", view_left=xs["left"])
+    with pytest.raises(DataError, match="nolabel.npz: a multi-view NPZ file needs its labels in an array 'label'"):
+        apfed.load_dataset(data=[tmp_path / "nolabel.npz"])
+    np.savez(tmp_path / "short.npz", view_left=xs["left"], view_right=xs["right"][:-1], label=y)
+    code, _, err = run_cli("evaluate", "--data", tmp_path / "short.npz", "--out", tmp_path / "r")
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {tmp_path / 'short.npz'}: view 'right' has 199 rows but there are 200 labels; every view needs one row"
+        " per label"
+    ], err

@@ -239,6 +239,40 @@ def active_party_file(path: str | Path, id_column: str, label_column: str, split
     )
 
 
+VIEW_PREFIX = "view_"
+
+
+def multi_view_npz(path: str | Path) -> list[str] | None:
+    """The arrays of a multi-view NPZ file (``view_<name>`` per view, rows aligned, plus the labels): None for
+    any other file."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
+    names = [f for f in open_npz(path).files if f.startswith(VIEW_PREFIX)]
+    return names or None
+
+
+def _load_multi_view(path: Path, arrays: list[str], id_column: str, label_column: str, split_seed: int, log):
+    """A whole benchmark in one NPZ file: every view's rows in the same order, as ``apfed.from_arrays`` takes
+    them."""
+    from apfed.data.arrays import from_arrays
+
+    z = open_npz(path)
+    if label_column not in z.files:
+        raise DataError(
+            f"{path}: a multi-view NPZ file needs its labels in an array {label_column!r} (arrays:"
+            f" {', '.join(z.files)}); set --label-column"
+        )
+    views = {a[len(VIEW_PREFIX) :]: z[a] for a in arrays}
+    ids = z[id_column] if id_column in z.files else None
+    try:
+        ds = from_arrays(views, z[label_column], ids=ids, name=path.stem, seed=split_seed)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    log(f"{path.name}: {len(ds.labels)} rows, {len(views)} views ({', '.join(views)}) aligned in the file")
+    return ds
+
+
 def align_tables(tables: list[PartyTable]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Intersect ids across parties, in the first (active) party's row order.
 
@@ -262,6 +296,8 @@ def load_party_files(
     """Load one file per party (active first), align rows by ID and split the intersection."""
     if len(paths) < 1:
         raise DataError("give at least one --data file (the active party's, with labels)")
+    if len(paths) == 1 and (views := multi_view_npz(paths[0])) is not None:
+        return _load_multi_view(Path(paths[0]), views, id_column, label_column, split_seed, log)
     _distinct_columns(id_column, label_column)
     for p in paths[1:]:
         refuse_passive_labels(p, label_column)
