@@ -131,9 +131,9 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     cfg = s.config()
     if not s.round_timeout >= 0:  # a negative deadline would drop every training reply
         raise ConfigError(f"round-timeout must be >= 0 seconds (0: no deadline), got {s.round_timeout}")
-    if len(s.data) == 1:  # a real deployment: the active party holds only its own file
-        from apfed.data.files import active_party_file
+    from apfed.data.files import active_party_file, multi_view_npz
 
+    if len(s.data) == 1 and multi_view_npz(s.data[0]) is None:  # a real deployment: the active holds only its file
         if s.passives < 1:
             raise ConfigError("with only the active party's data file, set passives=N (the number of passive parties)")
         active_data = active_party_file(s.data[0], s.id_column, s.label_column)

@@ -122,3 +122,19 @@ def test_a_reply_missing_past_the_timeout_names_the_run_config_key():
     t = FlowerTransport(SilentGrid(), {"passive1": 1}, timeout=0.05, round_timeout=0.01)
     with pytest.raises(ProtocolError, match=r"within 0 s \(the run config's 'timeout'"):
         t._pull(["message1"])  # pushing needs a running ServerApp; the wait is what is checked
+
+
+def test_a_multi_view_npz_file_simulates_like_the_in_process_run(tmp_path):
+    """Each virtual SuperNode reads the benchmark file and takes its own view; the active party's ServerApp
+    reads the whole file too (it used to take one file for the active party's alone and ask for passives=N)."""
+    import apfed
+
+    rng = np.random.default_rng(4)
+    n = 240
+    y = rng.choice(["x", "y", "z"], n)
+    path = tmp_path / "bench.npz"
+    np.savez(path, view_a=rng.normal(size=(n, 3)) + (y == "x")[:, None], view_b=rng.normal(size=(n, 4)), label=y)
+    sim = apfed.simulate("apfed-c", data=[path], active="b", epochs=2, seed=1)
+    ds, active = apfed.load_dataset(data=[path], active="b", log=lambda _: None)
+    local = apfed.train(ds, active, "apfed-c", epochs=2, seed=1)
+    assert sim["final"] == local.final and sim["passives"] == 1, (sim["final"], local.final)

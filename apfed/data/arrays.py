@@ -53,8 +53,9 @@ def from_arrays(
     pandas DataFrame, whose column names are kept, or 4-D images N x C x H x W), ``labels`` the class of every row
     (any values: their sorted distinct values become the classes). Every view has the same rows in the same
     order; ``ids`` names them (default 0..N-1). The split is stratified (``test_size``, ``seed``), as for files.
-    Use the result like ``apfed.load_dataset``'s (``apfed.train``, ``apfed.compare``; not ``apfed.simulate``, whose
-    virtual SuperNodes each load their data from a name), with the active view's index from ``ds.view_index(name)``."""
+    Use the result like ``apfed.load_dataset``'s (``apfed.train``, ``apfed.compare``; ``apfed.simulate``, whose
+    virtual SuperNodes each load their own data, takes the arrays saved as a multi-view NPZ file instead: an array
+    ``view_<name>`` per view and the labels), with the active view's index from ``ds.view_index(name)``."""
     if not isinstance(views, Mapping) or not views:
         raise DataError("give the views as a mapping of view name to array, e.g. {'bank': X_bank, 'shop': X_shop}")
     arrays = {}
