@@ -462,21 +462,13 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
     if required and id_column not in header:
         more = ", ..." if len(header) > 8 else ""
         raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}{more})")
-    cols = model.columns or []
-    missing = [c for c in cols if c not in header]
-    if cols and not missing:  # by name: any order, other columns ignored
-        take = [header.index(c) for c in cols]
-    elif len(missing) < len(cols):  # some of the training columns are there, not all: never guess
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise DataError(f"{path}: missing feature columns the model was trained on: {', '.join(missing[:5])}{more}")
-    else:  # no training column name is there (or the model has none): every non-ID column, in order
-        take = [j for j, h in enumerate(header) if h != id_column]
-        if len(take) != model.n_features:
-            hint = f" (named {', '.join(cols[:5])}{', ...' if len(cols) > 5 else ''} in training)" if cols else ""
-            raise DataError(f"{path}: {len(take)} feature columns, the model expects {model.n_features}{hint}")
+    try:
+        take, positional = model.feature_positions(header, skip=id_column)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
     text = [header.index(id_column)] if id_column in header else []
     strings, X = read_csv_columns(path, header, text, take)
-    if cols and missing:  # after the read: a file that fails says one line, the error
+    if positional:  # after the read: a file that fails says one line, the error
         typer.echo(
             f"warning: {path}: no column is named as in training; its {len(take)} non-ID columns were read in order"
             " as the model's features",

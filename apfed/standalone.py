@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from apfed.checkpoint import atomic_file
 from apfed.config import TrainConfig
 from apfed.data.views import Preprocessor, first_nonfinite
-from apfed.errors import ApfedError
+from apfed.errors import ApfedError, DataError
 from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make_head
 
 FORMAT = "apfed-standalone"
@@ -44,7 +45,32 @@ class StandaloneModel:
     def n_features(self) -> int:
         return int(np.prod(self.spec["shape"]))
 
+    def feature_positions(self, header: list[str], skip: str | None = None) -> tuple[list[int], bool]:
+        """Which of a table's columns feed the model, in the model's order, and whether they were taken in the
+        table's order for want of names: by name when every training column is there (any order, others
+        ignored); an error when only some are (never guessed); else every column but ``skip``, in order."""
+        cols = self.columns or []
+        missing = [c for c in cols if c not in header]
+        if cols and not missing:
+            return [header.index(c) for c in cols], False
+        if len(missing) < len(cols):
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise DataError(f"missing feature columns the model was trained on: {', '.join(missing[:5])}{more}")
+        take = [j for j, h in enumerate(header) if h != skip]
+        if len(take) != self.n_features:
+            hint = f" (named {', '.join(cols[:5])}{', ...' if len(cols) > 5 else ''} in training)" if cols else ""
+            raise DataError(f"{len(take)} feature columns, the model expects {self.n_features}{hint}")
+        return take, bool(cols)
+
     def _inputs(self, X) -> torch.Tensor:
+        if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame: its columns are taken by name
+            take, positional = self.feature_positions([str(c) for c in X.columns])
+            if positional:
+                warnings.warn(
+                    "no column is named as in training; the columns were taken in order as the model's features",
+                    stacklevel=3,
+                )
+            X = X.to_numpy()[:, take]
         X = np.asarray(X)
         if X.dtype == object or not np.issubdtype(X.dtype, np.number):
             raise ApfedError("X must be a numeric array")

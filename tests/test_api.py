@@ -221,3 +221,21 @@ def test_a_multi_view_npz_file_is_a_whole_benchmark_for_every_command(tmp_path):
         f"error: {tmp_path / 'short.npz'}: view 'right' has 199 rows but there are 200 labels; every view needs one row"
         " per label"
     ], err
+
+
+def test_a_standalone_model_takes_a_frames_columns_by_name_as_predict_does_a_csv():
+    rng = np.random.default_rng(3)
+    n = 200
+    y = rng.choice(["p", "q"], n)
+    xa = (rng.normal(size=(n, 3)) + (y == "p")[:, None]).astype(np.float32)
+    ds = apfed.from_arrays({"bank": _Frame(xa, ["age", "income", "debt"]), "shop": rng.normal(size=(n, 2))}, y)
+    model = apfed.train(ds, 0, "apfed-c", epochs=1).model
+    want = model.predict_proba(xa)
+    shuffled = _Frame(np.column_stack([xa[:, 2], np.ones(n), xa[:, 0], xa[:, 1]]), ["debt", "other", "age", "income"])
+    assert np.array_equal(model.predict_proba(shuffled), want)  # by name, any order, other columns ignored
+    with pytest.raises(DataError, match="missing feature columns the model was trained on: income"):
+        model.predict(_Frame(xa[:, [0, 2]], ["age", "debt"]))
+    with pytest.warns(UserWarning, match="no column is named as in training"):
+        assert np.array_equal(model.predict_proba(_Frame(xa, ["a", "b", "c"])), want)  # no names: in order
+    with pytest.raises(DataError, match="2 feature columns, the model expects 3 .named age, income, debt"):
+        model.predict(_Frame(xa[:, :2], ["a", "b"]))
