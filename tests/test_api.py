@@ -179,7 +179,7 @@ def test_from_arrays_is_the_same_dataset_and_model_as_the_same_rows_in_files(tmp
         ({"a": np.zeros((4, 2))}, [[0], [1], [0], [1]], {}, "labels must be one value per row"),
         ({"a": np.zeros((4, 2))}, [0.0, np.nan, 0.0, 1.0], {}, "1 rows have no label .*row 1"),
         ({"a": np.zeros((4, 2))}, ["x", None, "x", "y"], {}, "1 rows have no label"),
-        ({"a": np.zeros((4, 2))}, [1, 1, 1, 1], {}, "single class"),
+        ({"a": np.zeros((4, 2))}, [1, 1, 1, 1], {}, r"the labels hold a single class \('1'\)"),
         ({"a": np.zeros((4, 2))}, [0, 1, 0, 1], {"ids": [1, 2, 2, 3]}, "ids must be distinct: '2' appears 2 times"),
         ({"a": np.zeros((4, 2))}, [0, 1, 0, 1], {"ids": [1, 2]}, "ids must be one value per row"),
         ({"a": np.zeros((6, 2))}, [0, 0, 1, 1, 2, 2], {}, "too few for a stratified 20% test split"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from apfed.data.splits import stratified_split
+from apfed.data.splits import labelled_split
 from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_nonfinite
 from apfed.errors import DataError
 
@@ -98,16 +98,13 @@ def from_arrays(
                 " such values"
             )
     try:
-        class_names, encoded = np.unique(y, return_inverse=True)
+        class_names, encoded, train, test = labelled_split(y, "the labels hold", test_size, seed)
     except TypeError:
         raise DataError("labels mix types that cannot be ordered (e.g. numbers and strings); give one kind") from None
-    if len(class_names) < 2:
-        raise DataError(f"labels hold a single class ({class_names[0]!r}); a classifier needs at least 2")
-    train, test = stratified_split(encoded, test_size, seed)
     built = [
         View(key, "image", X, pixel_scale=255.0 if X.dtype == np.uint8 else 1.0)
         if X.ndim == 4
         else View(key, "tabular", X, columns or [f"{key}_{j}" for j in range(X.shape[1])])
         for key, (X, columns) in arrays.items()
     ]
-    return MultiViewDataset(name, built, encoded.astype(np.int64), row_ids, [str(c) for c in class_names], train, test)
+    return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test)

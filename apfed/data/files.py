@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apfed.data.splits import stratified_split
+from apfed.data.splits import labelled_split
 from apfed.data.views import MultiViewDataset, View, first_nonfinite
 from apfed.errors import DataError
 
@@ -225,15 +225,14 @@ def active_party_file(path: str | Path, id_column: str, label_column: str, split
     from apfed.data.views import PartyData
 
     t = read_party_file(path, id_column, label_column)
-    class_names, labels = np.unique(t.labels, return_inverse=True)
-    if len(class_names) < 2:
-        raise DataError(f"{t.path}: label column {label_column!r} has a single class")
-    train, test = stratified_split(labels, 0.2, split_seed)
+    class_names, labels, train, test = labelled_split(
+        t.labels, f"{t.path}: label column {label_column!r} holds", 0.2, split_seed
+    )
     return PartyData(
         view=View(name=t.path.stem, kind="tabular", X=t.X, columns=t.columns),
         ids=t.ids,
-        labels=labels.astype(np.int64),
-        class_names=[str(c) for c in class_names],
+        labels=labels,
+        class_names=class_names,
         train_rows=train,
         test_rows=test,
     )
@@ -248,7 +247,8 @@ def multi_view_npz(path: str | Path) -> list[str] | None:
     path = Path(path)
     if path.suffix.lower() != ".npz" or not path.is_file():
         return None
-    names = [f for f in open_npz(path).files if f.startswith(VIEW_PREFIX)]
+    with open_npz(path) as z:
+        names = [f for f in z.files if f.startswith(VIEW_PREFIX)]
     return names or None
 
 
@@ -257,16 +257,17 @@ def _load_multi_view(path: Path, arrays: list[str], id_column: str, label_column
     them."""
     from apfed.data.arrays import from_arrays
 
-    z = open_npz(path)
-    if label_column not in z.files:
-        raise DataError(
-            f"{path}: a multi-view NPZ file needs its labels in an array {label_column!r} (arrays:"
-            f" {', '.join(z.files)}); set --label-column"
-        )
-    views = {a[len(VIEW_PREFIX) :]: z[a] for a in arrays}
-    ids = z[id_column] if id_column in z.files else None
+    with open_npz(path) as z:
+        if label_column not in z.files:
+            raise DataError(
+                f"{path}: a multi-view NPZ file needs its labels in an array {label_column!r} (arrays:"
+                f" {', '.join(z.files)}); set --label-column"
+            )
+        views = {a[len(VIEW_PREFIX) :]: z[a] for a in arrays}
+        ids = z[id_column] if id_column in z.files else None
+        labels = z[label_column]
     try:
-        ds = from_arrays(views, z[label_column], ids=ids, name=path.stem, seed=split_seed)
+        ds = from_arrays(views, labels, ids=ids, name=path.stem, seed=split_seed)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     log(f"{path.name}: {len(ds.labels)} rows, {len(views)} views ({', '.join(views)}) aligned in the file")
@@ -305,20 +306,17 @@ def load_party_files(
     common, rows = align_tables(tables)
     for t in tables:
         log(f"{t.path.name}: {len(t.ids)} rows, {len(common)} matched by {id_column!r}")
-    raw_labels = tables[0].labels[rows[0]]
-    class_names, labels = np.unique(raw_labels, return_inverse=True)
-    if len(class_names) < 2:
-        raise DataError(f"label column {label_column!r} has a single class among the matched rows")
-    train, test = stratified_split(labels, 0.2, split_seed)
+    holder = f"among the matched rows, label column {label_column!r} holds"
+    class_names, labels, train, test = labelled_split(tables[0].labels[rows[0]], holder, 0.2, split_seed)
     views = [
         View(name=t.path.stem, kind="tabular", X=t.X[r], columns=t.columns) for t, r in zip(tables, rows, strict=True)
     ]
     return MultiViewDataset(
         name="+".join(t.path.stem for t in tables),
         views=views,
-        labels=labels.astype(np.int64),
+        labels=labels,
         ids=common,
-        class_names=[str(c) for c in class_names],
+        class_names=class_names,
         train_idx=train,
         test_idx=test,
     )

@@ -30,6 +30,18 @@ def stratified_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) 
     return compact_index(train, n), compact_index(test, n)
 
 
+def labelled_split(
+    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Class names (the sorted distinct labels), each row's class index (int64) and a stratified split; a
+    DataError naming ``holder`` (what holds the labels) when there is a single class."""
+    class_names, labels = np.unique(raw_labels, return_inverse=True)
+    if len(class_names) < 2:
+        raise DataError(f"{holder} a single class ({str(class_names[0])!r}); a classifier needs at least 2")
+    train, test = stratified_split(labels, test_size, seed)
+    return [str(c) for c in class_names], labels.astype(np.int64), train, test
+
+
 def _test_rows(n: int, test_size: float) -> int:
     return math.ceil(test_size * n)  # as train_test_split rounds a fraction
 
