@@ -16,13 +16,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 def pytest_collection_modifyitems(config, items):
     """The real Flower deployments first: scripts/test.sh runs the suite on two pytest-xdist workers, one file at
-    a time each, in this order; tests/test_deployment.py (about 10 minutes, mostly waiting on Flower's polling)
+    a time each, in this order; tests/test_deployment.py (minutes, mostly waiting on Flower's polling)
     then starts at once on one worker while the other takes the rest."""
     items.sort(key=lambda item: item.get_closest_marker("deployments") is None)  # stable: order kept otherwise
     phase = os.environ.get("APFED_TEST_PHASE")  # scripts/test.sh: "shared" on the workers, then "alone"
     if phase in ("shared", "alone"):
-        keep = [item for item in items if (item.get_closest_marker("alone") is not None) == (phase == "alone")]
-        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        keep, drop = [], []
+        for item in items:
+            wanted = (item.get_closest_marker("alone") is not None) == (phase == "alone")
+            (keep if wanted else drop).append(item)
+        config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 
