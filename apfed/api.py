@@ -86,18 +86,24 @@ def _config(preset: str = "default", **settings) -> TrainConfig:
     return make_config(preset, **settings)
 
 
-def _checked(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> None:
+def _checked(ds: MultiViewDataset, active: int | str, cfg: TrainConfig) -> int:
+    """The settings' mistakes, as one-line errors; the active view's index (``active``: an index or a name)."""
     from apfed.config import METHODS
 
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
-    if not 0 <= active < len(ds.views):
-        raise ConfigError(f"active view {active} out of range: {ds.name} has {len(ds.views)} views")
+    if isinstance(active, bool) or not isinstance(active, int | str):
+        raise ConfigError(f"active must be a view index or name, got {active!r}")
+    try:
+        active = ds.view_index(active)
+    except DataError as e:  # a wrong argument, not wrong data
+        raise ConfigError(str(e)) from None
     if len(ds.views) < 2 and cfg.method != "local":
         raise ConfigError(f"{cfg.method} needs at least 2 views (one passive); {ds.name} has 1")
     cfg.check_passives(len(ds.views) - 1)
     check_shift(ds, cfg)
     check_device(cfg.device)
+    return active
 
 
 def check_shift(ds: MultiViewDataset, cfg: TrainConfig) -> None:
@@ -117,7 +123,7 @@ def check_device(device: str, asked: str = "device='cuda'", instead: str = "devi
 
 def train(
     ds: MultiViewDataset,
-    active: int,
+    active: int | str,
     method: str = "apfed-kd",
     *,
     preset: str = "default",
@@ -126,7 +132,8 @@ def train(
     log: Callable[[str], object] = lambda *_: None,
     **settings,
 ) -> RunResult:
-    """Train one method with the passives in this process; return a ``RunResult``: ``accuracy`` (the mean over
+    """Train one method with the passives in this process (``active``: the active party's view, an index or a name
+    such as ``"fou"``); return a ``RunResult``: ``accuracy`` (the mean over
     the last ``eval_last`` epochs), ``final`` metrics, per-epoch ``history``, ``wire`` counts and, for a
     standalone method, ``model`` (an ``apfed.standalone.StandaloneModel``: ``predict``, ``save``).
 
@@ -136,13 +143,13 @@ def train(
     from apfed.runner import run
 
     cfg = _config(preset, method=method, **settings)
-    _checked(ds, active, cfg)
+    active = _checked(ds, active, cfg)
     return run(ds, active, cfg, on_epoch=on_epoch, log=log, safety=safety)
 
 
 def compare(
     ds: MultiViewDataset,
-    active: int,
+    active: int | str,
     methods: Sequence[str] | None = None,
     *,
     seeds: int = 3,
@@ -154,7 +161,8 @@ def compare(
     resume: bool = False,
     **settings,
 ) -> dict:
-    """Train every method with seeds ``0..seeds-1``, as ``apfed evaluate`` does; return its report (``summary``:
+    """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name), as ``apfed evaluate`` does;
+    return its report (``summary``:
     per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``standalone``, ``gap_closed``; ``runs``:
     every run). With ``out`` it also writes ``results.json``, ``results.md`` and ``results.png`` there, and each
     finished run to ``out/runs/``; ``resume=True`` reuses those made from the same data and settings. ``jobs``:
@@ -167,7 +175,7 @@ def compare(
     chosen = list(methods or DEFAULT_METHODS)
     cfg = _config(preset, **settings)
     for m in chosen:
-        _checked(ds, active, replace(cfg, method=m))
+        active = _checked(ds, active, replace(cfg, method=m))
     return evaluate(
         ds,
         active,

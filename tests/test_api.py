@@ -68,6 +68,12 @@ def test_train_refuses_what_cannot_run(party_csvs):
         apfed.train(ds, a, "apfed-m", passive_losses="r,c")
     with pytest.raises(ConfigError, match="out of range"):
         apfed.train(ds, 5, "local")
+    with pytest.raises(ConfigError, match="unknown view 'middle' for digits; choose one of top, bottom"):
+        apfed.train(ds, "middle", "local")
+    with pytest.raises(ConfigError, match="a view index or name, got 1.0"):
+        apfed.compare(ds, 1.0, ["local"])
+    by_name = apfed.train(ds, "bottom", "local", epochs=1)  # the active view by its name, as the CLI's --active
+    assert by_name.final == apfed.train(ds, 1, "local", epochs=1).final
     alone, a = apfed.load_dataset(data=party_csvs["paths"][:1], id_column="user_id", log=lambda *_: None)
     with pytest.raises(ConfigError, match="apfed-c needs at least 2 views"):
         apfed.train(alone, a, "apfed-c", epochs=1)
