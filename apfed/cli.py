@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -454,7 +455,7 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
             X = np.asarray(z["X"], dtype=np.float32)
         except (ValueError, TypeError):
             raise DataError(f"{path}: the feature array 'X' must be numeric") from None
-        _check_finite(path, X, ids, None)
+        _check_finite(path, X, ids, None, model.preprocessor.missing)
         return ids, X
     from apfed.data.files import read_csv_columns, read_csv_header
 
@@ -466,33 +467,50 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
         take, positional = model.feature_positions(header, skip=id_column)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
-    text = [header.index(id_column)] if id_column in header else []
-    strings, X = read_csv_columns(path, header, text, take)
+    with_id = [header.index(id_column)] if id_column in header else []
+    categorical = model.encoding.categories if model.encoding else {}
+    text = [j for j, c in zip(take, model.raw_columns, strict=False) if c in categorical]
+    numeric = [j for j in take if j not in text]
+    strings, X, _ = read_csv_columns(path, header, with_id + text, numeric)
     if positional:  # after the read: a file that fails says one line, the error
         typer.echo(
             f"warning: {path}: no column is named as in training; its {len(take)} non-ID columns were read in order"
             " as the model's features",
             err=True,
         )
-    ids = strings[0] if text else None
-    _check_finite(path, X, ids, [header[j] for j in take])
+    ids = strings[0] if with_id else None
+    if model.encoding:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            X = model.encode(X, {header[j]: v for j, v in zip(text, strings[len(with_id) :], strict=True)})
+        for w in caught:
+            typer.echo(f"warning: {path}: {w.message}", err=True)
+    names = model.columns if model.encoding else [header[j] for j in take]
+    _check_finite(path, X, ids, names, model.preprocessor.missing)
     return ids, X
 
 
-def _check_finite(path: Path, X: np.ndarray, ids: np.ndarray | None, names: list[str] | None) -> None:
-    """A prediction needs every feature: name the first row (CSV: its line, the header being line 1) and column
-    that lack one, and how many rows do."""
+def _check_finite(
+    path: Path, X: np.ndarray, ids: np.ndarray | None, names: list[str] | None, missing: list[int]
+) -> None:
+    """A prediction needs every feature but those the model fills (``missing``: features that had missing values
+    in training): name the first row (CSV: its line, the header being line 1) and column that lack one, and how
+    many rows do."""
     from apfed.data.views import first_nonfinite
 
-    found = first_nonfinite(X)
+    found = first_nonfinite(X, missing_ok=missing)
     if found is None:
         return
     r, c, n = found
     where = (f"line {r + 2}" if names else f"row {r}") + (f" (id {ids[r]})" if ids is not None else "")
     column = f"column {names[c]!r}" if names else f"feature {c}"
-    value = "NaN" if np.isnan(X.reshape(len(X), -1)[r, c]) else "an infinite value"
     more = f"; {n} rows lack a feature" if n > 1 else ""
-    raise DataError(f"{path}: {where}, {column}: {value}, and the model needs every feature{more}")
+    if np.isinf(X.reshape(len(X), -1)[r, c]):
+        raise DataError(f"{path}: {where}, {column}: an infinite value, and the model needs every feature{more}")
+    raise DataError(
+        f"{path}: {where}, {column}: no value (empty, NA or NaN); training had none missing in this column, so the"
+        f" model needs it{more}"
+    )
 
 
 @app.command()
@@ -561,6 +579,19 @@ def info(
     typer.echo("\n".join(f"{k:<15} {v}" for k, v in _model_summary(d).items()))
 
 
+def _table_lines(d: dict) -> dict[str, str]:
+    """``apfed info``'s lines on how a model reads a table: its raw columns (categorical ones) and missing values."""
+    lines = {}
+    if enc := d.get("encoding"):
+        cats = enc["categories"]
+        cols = [f"{c} (categorical, {len(cats[c])} values)" if c in cats else c for c in enc["columns"]]
+        lines["reads columns"] = f"{len(cols)}: " + ", ".join(cols[:8]) + (", ..." if len(cols) > 8 else "")
+    if filled := d.get("fills_missing"):
+        shown = ", ".join(filled[:8]) + (", ..." if len(filled) > 8 else "")
+        lines["missing values"] = f"filled with the training mean in {shown}; missing elsewhere is an error"
+    return lines
+
+
 def _model_summary(d: dict) -> dict[str, str]:
     """The lines of ``apfed info``: the ones a user checks before predicting, then the provenance."""
     p, cfg, cols = d["provenance"], d["config"], d["columns"]
@@ -570,6 +601,7 @@ def _model_summary(d: dict) -> dict[str, str]:
         "format": f"{d['format']} v{d['format_version']}",
         "view": f"{d['view_name'] or '?'}: {d['spec']['kind']}, shape {tuple(d['spec']['shape'])}",
         "features": f"{d['n_features']}: {shown}",
+        **_table_lines(d),
         "classes": f"{len(d['class_names'])}: {', '.join(map(str, d['class_names'][:20]))}"
         + (", ..." if len(d["class_names"]) > 20 else ""),
         "method": f"{cfg.get('method', '?')}, seed {cfg.get('seed', '?')}, {cfg.get('epochs', '?')} epochs",

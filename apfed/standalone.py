@@ -16,12 +16,13 @@ from safetensors.torch import load_file, save_file
 
 from apfed.checkpoint import atomic_file
 from apfed.config import TrainConfig
+from apfed.data.encoding import Encoding, as_numbers, as_text
 from apfed.data.views import Preprocessor, first_nonfinite
 from apfed.errors import ApfedError, DataError
 from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make_head
 
 FORMAT = "apfed-standalone"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: categorical columns ("encoding") and missing values ("preprocessing" "missing")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class StandaloneModel:
     view_name: str = ""
     config: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    encoding: Encoding | None = None  # categorical columns: how a raw table's columns become ``columns``
 
     @property
     def classes_(self) -> np.ndarray:
@@ -45,35 +47,71 @@ class StandaloneModel:
     def n_features(self) -> int:
         return int(np.prod(self.spec["shape"]))
 
+    @property
+    def raw_columns(self) -> list[str]:
+        """The columns of the table the model reads (before categorical columns become one feature per value)."""
+        return self.encoding.columns if self.encoding else self.columns or []
+
     def feature_positions(self, header: list[str], skip: str | None = None) -> tuple[list[int], bool]:
-        """Which of a table's columns feed the model, in the model's order, and whether they were taken in the
-        table's order for want of names: by name when every training column is there (any order, others
-        ignored); an error when only some are (never guessed); else every column but ``skip``, in order."""
-        cols = self.columns or []
+        """Which of a table's columns feed the model, in the model's order (``raw_columns``), and whether they
+        were taken in the table's order for want of names: by name when every training column is there (any
+        order, others ignored); an error when only some are (never guessed); else every column but ``skip``, in
+        order."""
+        cols = self.raw_columns
         missing = [c for c in cols if c not in header]
         if cols and not missing:
             return [header.index(c) for c in cols], False
         if len(missing) < len(cols):
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise DataError(f"missing feature columns the model was trained on: {', '.join(missing[:5])}{more}")
+        if self.encoding:
+            raise DataError(
+                f"no column is named as in training ({', '.join(cols[:5])}{', ...' if len(cols) > 5 else ''}); a model"
+                " with categorical columns reads its columns by name"
+            )
         take = [j for j, h in enumerate(header) if h != skip]
         if len(take) != self.n_features:
             hint = f" (named {', '.join(cols[:5])}{', ...' if len(cols) > 5 else ''} in training)" if cols else ""
             raise DataError(f"{len(take)} feature columns, the model expects {self.n_features}{hint}")
         return take, bool(cols)
 
+    def encode(self, numeric: np.ndarray, text: dict[str, np.ndarray]) -> np.ndarray:
+        """The model's features from a table's raw columns (its categorical ones as text); a warning counts the
+        values that were no category seen in training (they get none, as a missing value does)."""
+        X, unknown = self.encoding.expand(numeric, text)
+        if unknown:
+            shown = ", ".join(f"{c!r}: {n}" for c, n in unknown.items())
+            warnings.warn(f"values not seen in training, read as no category: {shown}", stacklevel=3)
+        return X
+
+    def _frame(self, X) -> np.ndarray:
+        """A DataFrame's features: its columns taken by name; categorical ones encoded from their text."""
+        take, positional = self.feature_positions([str(c) for c in X.columns])
+        if positional:
+            warnings.warn(
+                "no column is named as in training; the columns were taken in order as the model's features",
+                stacklevel=4,
+            )
+        values = X.to_numpy()[:, take]
+        if not self.encoding:
+            return values
+        numeric, text = [], {}
+        for j, c in enumerate(self.raw_columns):
+            if c in self.encoding.categories:
+                text[c] = as_text(values[:, j])
+            elif (col := as_numbers(values[:, j])) is None:
+                raise ApfedError(f"column {c!r} must hold numbers (it did in training)")
+            else:
+                numeric.append(col)
+        return self.encode(np.stack(numeric, 1) if numeric else np.zeros((len(values), 0), np.float32), text)
+
     def _inputs(self, X) -> torch.Tensor:
         if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame: its columns are taken by name
-            take, positional = self.feature_positions([str(c) for c in X.columns])
-            if positional:
-                warnings.warn(
-                    "no column is named as in training; the columns were taken in order as the model's features",
-                    stacklevel=3,
-                )
-            X = X.to_numpy()[:, take]
+            X = self._frame(X)
         X = np.asarray(X)
         if X.dtype == object or not np.issubdtype(X.dtype, np.number):
-            raise ApfedError("X must be a numeric array")
+            hint = "; give a DataFrame for its categorical columns" if self.encoding else ""
+            raise ApfedError(f"X must be a numeric array{hint}")
         shape = tuple(self.spec["shape"])
         if X.ndim >= 2 and tuple(X.shape[1:]) == shape:
             pass
@@ -84,7 +122,7 @@ class StandaloneModel:
         else:
             forms = dict.fromkeys([f"(n, {self.n_features})", f"(n, {', '.join(map(str, shape))})"])
             raise ApfedError(f"X has shape {X.shape}; this model takes {' or '.join(forms)}")
-        if (found := first_nonfinite(X)) is not None:
+        if (found := first_nonfinite(X, missing_ok=self.preprocessor.missing)) is not None:
             r, c, n = found
             raise ApfedError(f"X holds NaN or infinite values ({n} rows; the first: row {r}, feature {c})")
         return torch.from_numpy(self.preprocessor(X))
@@ -107,9 +145,13 @@ class StandaloneModel:
         return self.classes_[self.predict_proba(X).argmax(1)]
 
     def metadata(self) -> dict:
+        # a model that fills missing values or encodes categorical columns is format 2: an older apfed refuses
+        # it rather than read its table wrongly; any other stays format 1, readable by every apfed
+        extras = {"encoding": self.encoding.to_json()} if self.encoding else {}
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if extras or self.preprocessor.missing else 1,
+            **extras,
             "spec": self.spec,
             "preprocessing": self.preprocessor.to_json(),
             "class_names": self.class_names,
@@ -183,12 +225,16 @@ class StandaloneModel:
             view_name=meta["view_name"],
             config=meta["config"],
             provenance=meta["provenance"],
+            encoding=Encoding.from_json(meta["encoding"]) if "encoding" in meta else None,
         )
 
     def describe(self) -> dict:
         """What the model takes and where it came from: its metadata plus the parameter count."""
         out = self.metadata()
         out.pop("preprocessing")  # per-feature statistics: in the file, too long to show
+        if self.preprocessor.missing:
+            names = self.columns or [f"feature {j}" for j in range(self.n_features)]
+            out["fills_missing"] = [names[j] for j in self.preprocessor.missing]
         out["n_features"] = self.n_features
         out["parameters"] = sum(p.numel() for p in self.net.parameters())
         return out
@@ -223,8 +269,15 @@ class _OnnxWrapper(torch.nn.Module):
         else:
             self.register_buffer("mean", torch.from_numpy(p.mean))
             self.register_buffer("scale", torch.from_numpy(1.0 / p.std))
+        fill = None
+        if p.missing:  # a missing value (NaN) in these features is the training mean, as in predict
+            fill = torch.zeros(m.n_features, dtype=torch.bool)
+            fill[p.missing] = True
+        self.register_buffer("fill", fill)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fill is not None:
+            x = torch.where(torch.isnan(x) & self.fill, self.mean, x)
         x = ((x - self.mean) * self.scale).reshape(-1, *self.shape)
         return torch.softmax(self.net(x), 1)
 
@@ -269,6 +322,13 @@ def _check_metadata(meta: dict) -> None:
     else:
         ok = numbers(pre.get("mean"), n) and numbers(pre.get("std"), n) and all(x > 0 for x in pre["std"])
         ensure(ok, f"'preprocessing' has no valid mean and std for {n} features")
+        filled = pre.get("missing", [])
+        ok = isinstance(filled, list) and all(isinstance(j, int) and not isinstance(j, bool) for j in filled)
+        ensure(ok and all(0 <= j < n for j in filled), f"'preprocessing' 'missing' is not a list of features below {n}")
+    if "encoding" in meta:
+        ensure(isinstance(meta["encoding"], dict), "'encoding' is not a mapping")
+        encoding = Encoding.from_json(meta["encoding"])
+        ensure(spec["kind"] == "tabular" and encoding.feature_names() == columns, "'encoding' does not give 'columns'")
 
 
 _FORMS = {int: "an integer", dict: "a mapping", list: "a list", str: "a string"}

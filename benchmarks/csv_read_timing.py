@@ -1,5 +1,6 @@
 """Time and peak memory of reading one party's CSV file: apfed's two streaming passes against holding every field
-as text (the csv module into lists, then numpy), each in a fresh process.
+as text (the csv module into lists, then numpy), each in a fresh process; and apfed's reading of the same table
+with 1 % of its values missing and a categorical (text) column, which takes the field-by-field path.
 
 Writes benchmarks/results/<date>-csv-read-cpu.{json,md}.
 Usage: python benchmarks/csv_read_timing.py [--rows 200000] [--features 50]
@@ -35,6 +36,8 @@ shape = X.shape
 """,
 }
 
+MESSY = "apfed, 1 % of the values missing and a 5-value text column (read again field by field)"
+
 PROBE = """
 import json, time
 import apfed.data.files  # the same imports for both readers
@@ -46,13 +49,21 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_
 """
 
 
-def write_csv(path: Path, rows: int, features: int) -> None:
+def write_csv(path: Path, rows: int, features: int, messy: bool = False) -> None:
+    """``rows`` x ``features`` numbers, an ID and a label; ``messy``: 1 % of the numbers missing (empty) and a
+    categorical column ``segment`` in place of the last feature."""
     rng = np.random.default_rng(0)
+    names = [f"x{j}" for j in range(features - 1)] + (["segment"] if messy else [f"x{features - 1}"])
     with path.open("w") as f:
-        f.write("id," + ",".join(f"x{j}" for j in range(features)) + ",label\n")
+        f.write("id," + ",".join(names) + ",label\n")
         for s in range(0, rows, 10_000):
             X = rng.standard_normal((min(10_000, rows - s), features)).astype(np.float32)
-            f.writelines(f"u{s + i}," + ",".join(f"{v:.5f}" for v in x) + f",{(s + i) % 3}\n" for i, x in enumerate(X))
+            text = [[f"{v:.5f}" for v in x] for x in X]
+            if messy:
+                for t, holes, seg in zip(text, rng.random(X.shape) < 0.01, rng.integers(0, 5, len(X)), strict=True):
+                    t[:] = ["" if h else v for v, h in zip(t, holes, strict=True)]
+                    t[-1] = "abcde"[seg]
+            f.writelines(f"u{s + i}," + ",".join(t) + f",{(s + i) % 3}\n" for i, t in enumerate(text))
 
 
 def main() -> None:
@@ -62,13 +73,16 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "party.csv"
+        path, messy = Path(tmp) / "party.csv", Path(tmp) / "messy.csv"
         write_csv(path, a.rows, a.features)
+        write_csv(messy, a.rows, a.features, messy=True)
         mb = path.stat().st_size / 1e6
         rows = []
-        for name, code in READERS.items():
+        runs = [(name, code, path) for name, code in READERS.items()]
+        runs.insert(1, (MESSY, next(iter(READERS.values())), messy))
+        for name, code, file in runs:
             out = subprocess.run(
-                [sys.executable, "-c", PROBE.format(path=str(path), code=code)], capture_output=True, text=True
+                [sys.executable, "-c", PROBE.format(path=str(file), code=code)], capture_output=True, text=True
             )
             if out.returncode:
                 raise SystemExit(out.stderr)

@@ -652,4 +652,5 @@ class ActiveClient:
             view_name=self.data.view.name,
             config=self.cfg.to_dict(),
             provenance=provenance,
+            encoding=self.data.view.encoding,
         )

@@ -100,7 +100,7 @@ def test_train_predict_export(tmp_path, party_csvs):
     code, _, err = run_cli(
         "predict", "--model", model, "--input", tmp_path / "holes.csv", "--id-column", "user_id", "--output", out
     )
-    where = f"line 4 (id {rows[3][0]}), column {rows[0][feats[1]]!r}: NaN"
+    where = f"line 4 (id {rows[3][0]}), column {rows[0][feats[1]]!r}: no value (empty, NA or NaN)"
     _one_error_line(code, err, where)
     assert "2 rows lack a feature" in err, err
     # an output that cannot be written, or an input that is not what its name says, is one clear line

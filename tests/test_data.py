@@ -98,13 +98,14 @@ def test_a_label_column_that_is_the_id_column_or_sits_in_a_passive_file_is_a_cle
     [
         ("id,x\n1,0.5\n", "no label column"),
         ("x,label\n0.5,a\n", "no ID column"),
-        ("id,x,label\n1,abc,a\n", "not numeric"),
+        ("id,x,label\n1,abc,a\n2,7,b\n", r"column 'x' mixes numbers and text \(line 2: 'abc'\)"),
+        ("id,x,label\n1,,a\n2,NA,b\n", "column 'x' has no value in any row; drop it"),
         ("id,x,label\n1,0.5\n", "fields"),
         ("id,x,label\n1,0.5,a\n1,0.7,b\n", "duplicate values: '1' appears 2 times$"),
         ("id,x,label\n1,0.5,a\n2,0.7,b\n1,0.2,a\n2,0.1,b\n2,0.1,b\n", "'1' appears 2 times, and 1 more duplicated ID$"),
-        ("id,x,y,label\n1,0.5,0,a\n2,0.7,inf,b\n3,nan,0,b\n", "ID '2', column 'y'; 2 rows have such values"),
+        ("id,x,y,label\n1,0.5,0,a\n2,0.7,inf,b\n3,nan,-inf,b\n", "infinite values: ID '2', column 'y'; 2 rows have"),
         ("id,x,label\n", "at least one data row"),
-        ("id,x,label\n1,0.5,a\n2,0.7, \n3,0.1,NaN\n", r"2 rows have no label \(IDs 2, 3\)"),
+        ("id,x,label\n1,0.5,a\n2,0.7, \n3,0.1,NaN\n4,0.2,n/a\n", r"3 rows have no label \(IDs 2, 3, 4\)"),
         ("id,x,x,label\n1,0.5,0.9,a\n", "column names used more than once: 'x'"),  # was read as two copies of x
         ("id,x,label,label\n1,0.5,a,b\n", "more than once: 'label'"),
         (b"id,x,label\n\xa1\xff,0.5,a\n", "not a readable CSV file"),
@@ -149,9 +150,8 @@ def test_csv_party_files_read_as_the_csv_module_reads_them(tmp_path):
     [
         ("id,x,label\n1,0.5,a\n\n2,0.7,b\n", "line 3 has 0 fields"),  # numpy alone would skip the blank line
         ("id,x,label\n1,0.5,a\n2,0.7,b,c\n", "line 3 has 4 fields"),  # ... and ignore the extra field
-        ("id,x,label\n1,0.5,a\n2,zz,b\n", r"column 'x' is not numeric \(line 3: 'zz'\): .* one-hot"),
-        ("id,x,label\n1,0.5,a\n2,,b\n", r"column 'x' has an empty value \(line 3\): fill or drop missing values"),
-        ("id,x,label\n1,1_000,a\n", "feature columns cannot be read"),  # Python's float() would take it
+        ("id,x,label\n1,0.5,a\n2,zz,b\n", r"column 'x' mixes numbers and text \(line 3: 'zz'\): .* categorical"),
+        ("id,x,label\n1,5,a\n2,1_000,b\n", r"mixes numbers and text \(line 3: '1_000'\)"),  # float() takes 1_000
         ('id,"x\ny",label\n1,0.5,a\n', "line break"),
     ],
 )

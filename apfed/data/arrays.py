@@ -8,36 +8,61 @@ from typing import Any
 
 import numpy as np
 
+from apfed.data.encoding import Encoding, as_numbers, as_text, find_categories, is_missing, is_number
 from apfed.data.splits import labelled_split
-from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_nonfinite
+from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
 
-def _features(name: str, X: Any) -> tuple[np.ndarray, list[str] | None]:
-    """A view's array (float32, or the integer pixels of an image view) and its column names."""
+def _features(name: str, X: Any) -> tuple[np.ndarray, list[str] | None, Encoding | None]:
+    """A view's array (float32, or the integer pixels of an image view), its column names and, when some columns
+    hold text (strings in a DataFrame or an object array), how they were one-hot encoded."""
     columns = [str(c) for c in X.columns] if hasattr(X, "columns") and hasattr(X, "to_numpy") else None
     try:
         arr = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
     except (TypeError, ValueError) as e:  # ragged lists and the like
         raise DataError(f"view {name!r}: not an array ({e})") from None
+    if arr.ndim == 2 and arr.shape[1] and arr.dtype.kind in "OUS":  # text somewhere: categorical columns
+        return _mixed_table(name, arr, columns or [f"{name}_{j}" for j in range(arr.shape[1])])
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise DataError(
-            f"view {name!r}: features must be numeric, got {arr.dtype}; encode a categorical column (e.g. one-hot)"
-            " or drop it"
-        )
+        raise DataError(f"view {name!r}: features must be numbers (or text, in a categorical column), got {arr.dtype}")
     if arr.ndim == 4:  # (N, C, H, W) images: integer pixels keep their type, the preprocessing scales them
         if min(arr.shape[2:]) < CONV_MIN_ROWS:
             raise DataError(
                 f"view {name!r}: images of {arr.shape[2]}x{arr.shape[3]} pixels are too small for the conv encoder"
                 f" (at least {CONV_MIN_ROWS}x{CONV_MIN_ROWS})"
             )
-        return arr, None
+        return arr, None, None
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise DataError(
             f"view {name!r}: give a 2-D array (samples x features) or 4-D images (samples x channels x height x"
             f" width); got shape {arr.shape}"
         )
-    return arr.astype(np.float32, copy=False), columns
+    return arr.astype(np.float32, copy=False), columns, None
+
+
+def _mixed_table(name: str, arr: np.ndarray, columns: list[str]) -> tuple[np.ndarray, list[str], Encoding | None]:
+    """A table whose columns hold numbers or text: numbers as float32 (NaN where missing: None, NaN or an NA
+    marker), text columns one-hot encoded; a column mixing both is an error."""
+    numeric, text = [], {}
+    for j, c in enumerate(columns):
+        if (col := as_numbers(arr[:, j])) is not None:
+            numeric.append(col)
+            continue
+        values = as_text(arr[:, j])
+        present = values[~is_missing(values)].tolist()
+        if any(map(is_number, present)):
+            first = next(v for v in present if not is_number(v))
+            raise DataError(
+                f"view {name!r}: column {c!r} mixes numbers and text (e.g. {first!r}); a column holds numbers"
+                " or only text (a categorical column)"
+            )
+        text[c] = values
+    if not text:
+        return np.stack(numeric, 1), columns, None
+    encoding = find_categories(columns, text, f"view {name!r}")
+    X, _ = encoding.expand(np.stack(numeric, 1) if numeric else np.zeros((len(arr), 0), np.float32), text)
+    return X, encoding.feature_names(), encoding
 
 
 def from_arrays(
@@ -53,9 +78,11 @@ def from_arrays(
     pandas DataFrame, whose column names are kept, or 4-D images N x C x H x W), ``labels`` the class of every row
     (any values: their sorted distinct values become the classes). Every view has the same rows in the same
     order; ``ids`` names them (default 0..N-1). The split is stratified (``test_size``, ``seed``), as for files.
-    Use the result like ``apfed.load_dataset``'s (``apfed.train``, ``apfed.compare``; ``apfed.simulate``, whose
+    A column of text (strings in a DataFrame or an object array) is categorical, one 0/1 feature per value; a
+    missing value (NaN, None, an empty string or an NA marker) is filled with its column's training mean, as for
+    files. Use the result like ``apfed.load_dataset``'s (``apfed.train``, ``apfed.compare``; ``apfed.simulate``, whose
     virtual SuperNodes each load their own data, takes the arrays saved as a multi-view NPZ file instead: an array
-    ``view_<name>`` per view and the labels), with the active view's index from ``ds.view_index(name)``."""
+    ``view_<name>`` per view and the labels), the active view given by index or name."""
     if not isinstance(views, Mapping) or not views:
         raise DataError("give the views as a mapping of view name to array, e.g. {'bank': X_bank, 'shop': X_shop}")
     arrays = {}
@@ -67,7 +94,7 @@ def from_arrays(
     if y.ndim != 1:
         raise DataError(f"labels must be one value per row (1-D), got shape {y.shape}")
     n = len(y)
-    for key, (X, _) in arrays.items():
+    for key, (X, _, _) in arrays.items():
         if len(X) != n:
             raise DataError(
                 f"view {key!r} has {len(X)} rows but there are {n} labels; every view needs one row per label"
@@ -89,14 +116,18 @@ def from_arrays(
     if len(values) != n:
         first = np.flatnonzero(counts > 1)[0]
         raise DataError(f"ids must be distinct: {str(values[first])!r} appears {counts[first]} times")
-    for key, (X, columns) in arrays.items():
-        if (found := first_nonfinite(X)) is not None:
+    for key, (X, columns, _) in arrays.items():
+        tabular = X.ndim == 2
+        if (found := first_nonfinite(X, missing_ok=tabular)) is not None:  # NaN: a missing value in a table
             r, c, bad = found
             where = f"column {columns[c]!r}" if columns else f"feature {c}"
+            what = "an infinite value" if tabular else "NaN or infinite value"
             raise DataError(
-                f"view {key!r}: NaN or infinite value at row {r} (id {str(row_ids[r])!r}), {where}; {bad} rows have"
-                " such values"
+                f"view {key!r}: {what} at row {r} (id {str(row_ids[r])!r}), {where}; {bad} rows have such values"
             )
+        if tabular and (empty := first_empty_column(X)) is not None:
+            where = f"column {columns[empty]!r}" if columns else f"feature {empty}"
+            raise DataError(f"view {key!r}: {where} has no value in any row; drop it")
     try:
         class_names, encoded, train, test = labelled_split(y, "the labels hold", test_size, seed)
     except TypeError:
@@ -104,7 +135,7 @@ def from_arrays(
     built = [
         View(key, "image", X, pixel_scale=255.0 if X.dtype == np.uint8 else 1.0)
         if X.ndim == 4
-        else View(key, "tabular", X, columns or [f"{key}_{j}" for j in range(X.shape[1])])
-        for key, (X, columns) in arrays.items()
+        else View(key, "tabular", X, columns or [f"{key}_{j}" for j in range(X.shape[1])], encoding=encoding)
+        for key, (X, columns, encoding) in arrays.items()
     ]
     return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from apfed.data.encoding import Encoding, describe, find_categories, is_missing, is_missing_value
 from apfed.data.splits import labelled_split
-from apfed.data.views import MultiViewDataset, View, first_nonfinite
+from apfed.data.views import MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
 
@@ -23,6 +24,16 @@ class PartyTable:
     X: np.ndarray
     columns: list[str]
     labels: np.ndarray | None
+    encoding: Encoding | None = None  # set when the file has categorical columns (``columns`` are then features)
+
+    def view(self, rows: np.ndarray | None = None) -> View:
+        """This party's view (of ``rows`` only, if given), named after the file."""
+        X = self.X if rows is None else self.X[rows]
+        return View(name=self.path.stem, kind="tabular", X=X, columns=self.columns, encoding=self.encoding)
+
+    def describe(self) -> list[str]:
+        """How the file was read: its categorical columns and missing values, one line each."""
+        return describe(self.path.name, self.encoding, self.X, self.columns)
 
 
 def read_party_file(path: str | Path, id_column: str, label_column: str | None = None) -> PartyTable:
@@ -61,15 +72,57 @@ def read_csv_header(path: Path) -> list[str]:
 
 
 def read_csv_columns(
-    path: Path, header: list[str], text: list[int], features: list[int]
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """The ``text`` columns of a CSV file (as strings) and its ``features`` columns (float32, rows × features).
+    path: Path, header: list[str], text: list[int], features: list[int], discover: bool = False
+) -> tuple[list[np.ndarray], np.ndarray, dict[int, np.ndarray]]:
+    """The ``text`` columns of a CSV file (as strings), its ``features`` columns (float32, rows x features; NaN
+    where a value is missing: empty or an NA marker) and, with ``discover``, the feature columns that hold only
+    text (position in ``features`` -> strings; NaN in the array): categorical columns.
 
     Two passes, neither of which holds the file's fields as Python strings: the csv module checks that every row
     has a field per ``header`` name (from ``read_csv_header``) and keeps the text columns; numpy's C parser reads
-    the features straight into float32. A 200,000 × 52 file (87 MB) reads in 4.2 s with a 184 MB process peak,
-    where holding every field as text took 9.6 s and 966 MB (benchmarks/csv_read_timing.py).
+    the features straight into float32. A 200,000 x 52 file (87 MB) reads in 1.4 s with a 92 MB process peak,
+    where holding every field as text took 5.7 s and 875 MB (benchmarks/csv_read_timing.py). A file with missing
+    values or text columns is read again field by field (``_parse_rows``; 4.6 s and 163 MB for that file with 1 %
+    of its values missing and a text column); a column mixing numbers and text, and without ``discover`` a text
+    column, is an error naming its first text value.
     """
+    strings, n = _csv_text_columns(path, header, text)
+    if not features:
+        return strings, np.zeros((n, 0), np.float32), {}
+    try:
+        X = np.loadtxt(
+            path,
+            dtype=np.float32,
+            delimiter=",",
+            quotechar='"',  # as the csv module reads them: a quoted field, "" inside it for a quote
+            comments=None,  # an ID may start with '#'
+            skiprows=1,
+            usecols=features,
+            ndmin=2,
+            encoding="utf-8-sig",
+        )
+    except ValueError:
+        X, first_text, numeric = _parse_rows(path, features, n)
+        refused = [k for k in first_text if numeric[k] or not discover]
+        if refused:
+            k = min(refused, key=lambda k: first_text[k][0])
+            line, value = first_text[k]
+            what = "mixes numbers and text" if numeric[k] else "is not numeric"
+            also = ", or only text (a categorical column)" if discover else ""
+            raise DataError(
+                f"{path}: column {header[features[k]]!r} {what} (line {line}: {value!r}): a feature column holds"
+                f" numbers (empty or NA where a value is missing){also}"
+            ) from None
+        found = sorted(first_text)
+        kept, _ = _csv_text_columns(path, header, [features[k] for k in found])
+        return strings, X, dict(zip(found, kept, strict=True))
+    if len(X) != n:  # both passes read the same rows, or the file is refused
+        raise DataError(f"{path}: {n} rows but {len(X)} rows of features; check the file's quoting")
+    return strings, X, {}
+
+
+def _csv_text_columns(path: Path, header: list[str], text: list[int]) -> tuple[list[np.ndarray], int]:
+    """The ``text`` columns (strings) and the number of rows, every row checked to have a field per header name."""
     kept: list[list[str]] = [[] for _ in text]
     width, n = len(header), 0
     try:
@@ -86,48 +139,34 @@ def read_csv_columns(
         raise DataError(f"{path}: not a readable CSV file ({e})") from None
     if n == 0:
         raise DataError(f"{path}: needs a header row and at least one data row")
-    strings = [np.asarray(col, dtype=str) for col in kept]
-    del kept
-    if not features:
-        return strings, np.zeros((n, 0), np.float32)
-    try:
-        X = np.loadtxt(
-            path,
-            dtype=np.float32,
-            delimiter=",",
-            quotechar='"',  # as the csv module reads them: a quoted field, "" inside it for a quote
-            comments=None,  # an ID may start with '#'
-            skiprows=1,
-            usecols=features,
-            ndmin=2,
-            encoding="utf-8-sig",
-        )
-    except ValueError as e:
-        why = _first_non_numeric(path, header, features) or f"{path}: the feature columns cannot be read ({e})"
-        raise DataError(why) from None
-    if len(X) != n:  # both passes read the same rows, or the file is refused
-        raise DataError(f"{path}: {n} rows but {len(X)} rows of features; check the file's quoting")
-    return strings, X
+    return [np.asarray(col, dtype=str) for col in kept], n
 
 
-def _first_non_numeric(path: Path, header: list[str], features: list[int]) -> str | None:
-    """The first feature value that is not a number, as an error line (read again row by row: the error path)."""
+def _parse_rows(path: Path, features: list[int], n: int) -> tuple[np.ndarray, dict[int, tuple[int, str]], list[bool]]:
+    """The ``features`` columns parsed field by field as numpy's parser reads a number (spaces around it are
+    fine, ``1_000`` is not): the values (NaN where missing or text), each text column's first text value
+    (position -> (line, value)), and which columns hold at least one number."""
+    X = np.full((n, len(features)), np.nan, np.float32)
+    first_text: dict[int, tuple[int, str]] = {}
+    numeric = [False] * len(features)
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         next(reader)
-        for row in reader:
-            for j in features:
+        for i, row in enumerate(reader):
+            for k, j in enumerate(features):
+                v = row[j]
                 try:
-                    float(row[j])
+                    if "_" in v:
+                        raise ValueError(v)
+                    x = float(v)
                 except ValueError:
-                    where = f"{path}: column {header[j]!r}"
-                    if not row[j].strip():
-                        return f"{where} has an empty value (line {reader.line_num}): fill or drop missing values first"
-                    return (
-                        f"{where} is not numeric (line {reader.line_num}: {row[j]!r}): features must be numbers;"
-                        " encode a categorical column (e.g. one-hot) or drop it"
-                    )
-    return None
+                    if k not in first_text and not is_missing_value(v):
+                        first_text[k] = (reader.line_num, v)
+                    continue
+                if x == x:  # "nan" is a missing value, not a number
+                    X[i, k] = x
+                    numeric[k] = True
+    return X, first_text, numeric
 
 
 def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTable:
@@ -140,9 +179,15 @@ def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTabl
     if not feature_names:
         raise DataError(f"{path}: no feature columns besides the ID and label columns")
     text = [header.index(id_column)] + ([header.index(label_column)] if label_column else [])
-    strings, X = read_csv_columns(path, header, text, [header.index(c) for c in feature_names])
+    strings, X, found = read_csv_columns(path, header, text, [header.index(c) for c in feature_names], discover=True)
     labels = strings[1] if label_column else None
-    return _checked(PartyTable(path, strings[0], X, feature_names, labels))
+    encoding = None
+    if found:
+        text_columns = {feature_names[k]: v for k, v in found.items()}
+        encoding = find_categories(feature_names, text_columns, str(path))
+        X, _ = encoding.expand(np.delete(X, list(found), axis=1), text_columns)
+    columns = encoding.feature_names() if encoding else feature_names
+    return _checked(PartyTable(path, strings[0], X, columns, labels, encoding))
 
 
 def open_npz(path: Path):
@@ -181,14 +226,15 @@ def _checked(t: PartyTable) -> PartyTable:
         more = f", and {len(dup) - 1} more duplicated ID{'s' if len(dup) > 2 else ''}" if len(dup) > 1 else ""
         first = str(values[dup[0]])
         raise DataError(f"{t.path}: the ID column has duplicate values: {first!r} appears {counts[dup[0]]} times{more}")
-    if (found := first_nonfinite(t.X)) is not None:
+    if (found := first_nonfinite(t.X, missing_ok=True)) is not None:
         r, c, n = found
         more = f"; {n} rows have such values" if n > 1 else ""
         where = f"ID {str(t.ids[r])!r}, column {t.columns[c]!r}"
-        raise DataError(f"{t.path}: features hold NaN or infinite values: {where}{more}")
+        raise DataError(f"{t.path}: features hold infinite values: {where}{more}")
+    if (empty := first_empty_column(t.X)) is not None:
+        raise DataError(f"{t.path}: column {t.columns[empty]!r} has no value in any row; drop it")
     if t.labels is not None:
-        text = np.char.lower(np.char.strip(t.labels.astype(str)))
-        missing = np.flatnonzero((text == "") | (text == "nan"))
+        missing = np.flatnonzero(is_missing(t.labels))
         if len(missing):
             first = ", ".join(map(str, t.ids[missing[:3]]))
             raise DataError(
@@ -214,7 +260,7 @@ def passive_party_file(path: str | Path, id_column: str):
     from apfed.data.views import PartyData
 
     t = read_party_file(path, id_column)
-    return PartyData(view=View(name=t.path.stem, kind="tabular", X=t.X, columns=t.columns), ids=t.ids)
+    return PartyData(view=t.view(), ids=t.ids)
 
 
 def active_party_file(path: str | Path, id_column: str, label_column: str, split_seed: int = 0):
@@ -229,7 +275,7 @@ def active_party_file(path: str | Path, id_column: str, label_column: str, split
         t.labels, f"{t.path}: label column {label_column!r} holds", 0.2, split_seed
     )
     return PartyData(
-        view=View(name=t.path.stem, kind="tabular", X=t.X, columns=t.columns),
+        view=t.view(),
         ids=t.ids,
         labels=labels,
         class_names=class_names,
@@ -306,11 +352,11 @@ def load_party_files(
     common, rows = align_tables(tables)
     for t in tables:
         log(f"{t.path.name}: {len(t.ids)} rows, {len(common)} matched by {id_column!r}")
+        for line in t.describe():
+            log(line)
     holder = f"among the matched rows, label column {label_column!r} holds"
     class_names, labels, train, test = labelled_split(tables[0].labels[rows[0]], holder, 0.2, split_seed)
-    views = [
-        View(name=t.path.stem, kind="tabular", X=t.X[r], columns=t.columns) for t, r in zip(tables, rows, strict=True)
-    ]
+    views = [t.view(r) for t, r in zip(tables, rows, strict=True)]
     return MultiViewDataset(
         name="+".join(t.path.stem for t in tables),
         views=views,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from apfed.data.encoding import Encoding
 from apfed.errors import DataError
 
 CONV_MIN_ROWS = 5  # the fewest rows (and columns) of an image strip for the reference conv encoder (5x5, padding 1)
@@ -17,14 +19,26 @@ def compact_index(positions: np.ndarray, bound: int) -> np.ndarray:
     return np.asarray(positions).astype(np.int32 if bound < 2**31 else np.int64, copy=False)
 
 
-def first_nonfinite(X: np.ndarray) -> tuple[int, int, int] | None:
-    """Where rows of ``X`` hold NaN or infinite values: (first such row, its first such feature, how many such
-    rows), features flattened; None when every value is finite."""
-    bad = ~np.isfinite(X.reshape(len(X), -1))
+def first_nonfinite(X: np.ndarray, missing_ok: bool | list[int] = False) -> tuple[int, int, int] | None:
+    """Where rows of ``X`` hold NaN or infinite values (NaN marks a missing value, allowed everywhere if
+    ``missing_ok`` is True, or in the features it lists): (first such row, its first such feature, how many such
+    rows), features flattened; None when none."""
+    flat = X.reshape(len(X), -1)
+    bad = np.isinf(flat) if missing_ok is True else ~np.isfinite(flat)
+    if missing_ok and missing_ok is not True:
+        bad[:, missing_ok] = np.isinf(flat[:, missing_ok])
     rows = np.flatnonzero(bad.any(1))
     if not len(rows):
         return None
     return int(rows[0]), int(np.flatnonzero(bad[rows[0]])[0]), len(rows)
+
+
+def first_empty_column(X: np.ndarray) -> int | None:
+    """The first column of a table whose every value is missing (NaN), or None."""
+    if X.ndim != 2 or X.dtype.kind != "f" or not len(X):
+        return None
+    empty = np.flatnonzero(np.isnan(X).all(0))
+    return int(empty[0]) if len(empty) else None
 
 
 def compact_labels(labels: np.ndarray) -> np.ndarray:
@@ -47,6 +61,7 @@ class View:
     X: np.ndarray
     columns: list[str] | None = None
     pixel_scale: float = 1.0  # images: raw value that maps to 1.0 (255 for uint8)
+    encoding: Encoding | None = None  # a table with categorical columns: how its raw columns became ``X``
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -146,37 +161,61 @@ def image_strips(
 
 @dataclass
 class Preprocessor:
-    """Maps a view's raw features to model inputs. Fitted on training rows only; stored in the model file."""
+    """Maps a view's raw features to model inputs. Fitted on training rows only; stored in the model file.
+
+    Tabular: each feature standardized by its training mean and std; in the ``missing`` features (those with a
+    missing value, NaN, in any row of the party's data) a missing value becomes the training mean (0 once
+    standardized)."""
 
     kind: str
     scale: float = 1.0
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    missing: list[int] = field(default_factory=list)
 
     @classmethod
     def fit(cls, view: View, rows: np.ndarray) -> Preprocessor:
         if view.kind == "image":
             return cls(kind="image", scale=1.0 / view.pixel_scale)
+        missing: list[int] = []
         if hasattr(view.X, "moments"):  # a streamed view: statistics accumulated chunk by chunk
             mean, std = view.X.moments(rows)
         else:
             x = view.X[rows].astype(np.float64)
-            mean, std = x.mean(axis=0), x.std(axis=0)
+            missing = np.flatnonzero(np.isnan(view.X).any(0)).tolist() if view.X.dtype.kind == "f" else []
+            if missing:
+                with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a column with no training value
+                    mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+                mean[np.isnan(mean)], std[np.isnan(std)] = 0.0, 1.0
+            else:
+                mean, std = x.mean(axis=0), x.std(axis=0)
         std[std < 1e-8] = 1.0
-        return cls(kind="tabular", mean=mean.astype(np.float32), std=std.astype(np.float32))
+        return cls(kind="tabular", mean=mean.astype(np.float32), std=std.astype(np.float32), missing=missing)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "image":
             return (x.astype(np.float32) * np.float32(self.scale)).astype(np.float32)
-        return ((x.astype(np.float32) - self.mean) / self.std).astype(np.float32)
+        z = ((x.astype(np.float32) - self.mean) / self.std).astype(np.float32)
+        if self.missing:
+            filled = z[:, self.missing]
+            filled[np.isnan(filled)] = 0.0
+            z[:, self.missing] = filled
+        return z
 
     def to_json(self) -> dict:
         if self.kind == "image":
             return {"kind": "image", "scale": self.scale}
-        return {"kind": "tabular", "mean": self.mean.tolist(), "std": self.std.tolist()}
+        out = {"kind": "tabular", "mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {**out, "missing": self.missing} if self.missing else out
 
     @classmethod
     def from_json(cls, d: dict) -> Preprocessor:
         if d["kind"] == "image":
             return cls(kind="image", scale=float(d["scale"]))
-        return cls(kind="tabular", mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32))
+        return cls(
+            kind="tabular",
+            mean=np.asarray(d["mean"], np.float32),
+            std=np.asarray(d["std"], np.float32),
+            missing=[int(j) for j in d.get("missing", [])],
+        )
