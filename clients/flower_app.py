@@ -131,6 +131,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     cfg = s.config()
     if not s.round_timeout >= 0:  # a negative deadline would drop every training reply
         raise ConfigError(f"round-timeout must be >= 0 seconds (0: no deadline), got {s.round_timeout}")
+    from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, multi_view_npz
 
     if len(s.data) == 1 and multi_view_npz(s.data[0]) is None:  # a real deployment: the active holds only its file
@@ -138,6 +139,8 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
             raise ConfigError("with only the active party's data file, set passives=N (the number of passive parties)")
         active_data = active_party_file(s.data[0], s.id_column, s.label_column)
         n_passives, name = s.passives, Path(s.data[0]).stem
+        for line in describe(Path(s.data[0]).name, active_data.view):
+            logging.getLogger("flwr").info("apfed: %s", line)
     else:
         ds, a = load_dataset(s)
         active_data, passive_data = split_parties(ds, a)

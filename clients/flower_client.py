@@ -48,9 +48,12 @@ def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> P
 
     name, index = _party_index(nc)
     if settings is None and "data" in nc:  # deployment with the party's own file
+        from apfed.data.encoding import describe
         from apfed.data.files import passive_party_file
 
         data = passive_party_file(str(nc["data"]), str(nc.get("id-column", "id")))
+        for line in describe(os.path.basename(str(nc["data"])), data.view):
+            logging.getLogger("flwr").info("apfed: %s", line)
     else:
         s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in NODE_KEYS})
         data = passive_party(s, index)

@@ -110,16 +110,18 @@ def find_categories(columns: list[str], text: Mapping[str, np.ndarray], where: s
     return Encoding(list(columns), categories)
 
 
-def describe(where: str, encoding: Encoding | None, X: np.ndarray, columns: list[str]) -> list[str]:
-    """Lines telling the user how a table was read: its categorical columns and its missing values."""
+def describe(where: str, view) -> list[str]:
+    """Lines telling the user how a party's table was read (``view``: an ``apfed.data.views.View``): its
+    categorical columns and its missing values."""
     lines = []
-    if encoding is not None and encoding.categories:
-        cats = ", ".join(f"{c} ({len(v)} values)" for c, v in encoding.categories.items())
+    if view.encoding is not None and view.encoding.categories:
+        cats = ", ".join(f"{c} ({len(v)} values)" for c, v in view.encoding.categories.items())
         lines.append(f"{where}: categorical columns, one feature per value: {cats}")
-    if X.ndim == 2 and X.dtype.kind == "f":
+    X = view.X
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f":
         holes = np.isnan(X).sum(0)
         if holes.any():
-            named = [columns[j] for j in np.flatnonzero(holes)]
+            named = [view.columns[j] for j in np.flatnonzero(holes)]
             more = f" and {len(named) - 5} more" if len(named) > 5 else ""
             lines.append(
                 f"{where}: {int(holes.sum())} missing values in {len(named)} column{'s' if len(named) > 1 else ''}"

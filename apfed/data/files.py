@@ -33,7 +33,7 @@ class PartyTable:
 
     def describe(self) -> list[str]:
         """How the file was read: its categorical columns and missing values, one line each."""
-        return describe(self.path.name, self.encoding, self.X, self.columns)
+        return describe(self.path.name, self.view())
 
 
 def read_party_file(path: str | Path, id_column: str, label_column: str | None = None) -> PartyTable:

@@ -355,6 +355,7 @@ def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls
 
 def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str) -> None:
     """Everything a user gives that can be wrong, checked before any process starts (one clear error each)."""
+    from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, passive_party_file, refuse_passive_labels
 
     if method in ("local", "centralized"):
@@ -366,10 +367,13 @@ def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: st
     if files:
         if len(files) < 2:
             raise ConfigError("--data takes the active party's file, then one file per passive (at least two)")
-        active_party_file(files[0], id_column, label_column)
+        parties = [active_party_file(files[0], id_column, label_column)]
         for f in files[1:]:
             refuse_passive_labels(f, label_column)
-            passive_party_file(f, id_column)
+            parties.append(passive_party_file(f, id_column))
+        for f, party in zip(files, parties, strict=True):
+            for line in describe(f.name, party.view):
+                print(line)
 
 
 def check_settings(
