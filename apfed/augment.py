@@ -81,14 +81,19 @@ def slice_augmentation(aug: dict | None, start: int, size: int) -> dict[str, tor
     return {k: (v[start : start + size] - start if k == "perm" else v[start : start + size]) for k, v in aug.items()}
 
 
-def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, aug: dict | None) -> torch.Tensor:
-    """Cross-entropy against the mixed labels of a mixup batch (plain cross-entropy otherwise)."""
+def mixed_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, aug: dict | None, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy against the mixed labels of a mixup batch (plain cross-entropy otherwise); ``weight``: one
+    per class, the loss then being the weighted mean over the minibatch, as ``F.cross_entropy``'s."""
     import torch.nn.functional as F
 
     if aug is None or "perm" not in aug:
-        return F.cross_entropy(logits, y)
-    lam = aug["lam"]
-    return (
-        lam * F.cross_entropy(logits, y, reduction="none")
-        + (1 - lam) * F.cross_entropy(logits, y[aug["perm"]], reduction="none")
-    ).mean()
+        return F.cross_entropy(logits, y, weight=weight)
+    lam, y2 = aug["lam"], y[aug["perm"]]
+    per_sample = lam * F.cross_entropy(logits, y, weight=weight, reduction="none") + (1 - lam) * F.cross_entropy(
+        logits, y2, weight=weight, reduction="none"
+    )
+    if weight is None:
+        return per_sample.mean()
+    return per_sample.sum() / (lam * weight[y] + (1 - lam) * weight[y2]).sum()

@@ -57,6 +57,7 @@ class TrainConfig:
     payload: str = "float32"  # float32 | float16: the dtype of embeddings and gradients on the wire
     tf32: bool = False  # on a GPU, TF32 matrix multiplies (faster; ~10-bit mantissa products)
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
+    class_weight: str = "none"  # none | balanced: each class's loss weighted by N / (classes x its training rows)
 
     def validate(self) -> TrainConfig:
         checks = [
@@ -69,6 +70,10 @@ class TrainConfig:
             ),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
+            (
+                self.class_weight in ("none", "balanced"),
+                f"class_weight must be none or balanced, got {self.class_weight!r}",
+            ),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),

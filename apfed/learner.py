@@ -85,8 +85,10 @@ class ActiveLearner:
         passives: list[PassiveInfo],
         extra_specs: list[dict] | None = None,
         extra_X: list[torch.Tensor] | None = None,
+        class_weights: torch.Tensor | None = None,
     ):
         self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
+        self.class_weights = class_weights  # the task losses' weight per class (cfg.class_weight), or None
         self.extra_X = extra_X or []
         extra_specs = extra_specs or []
         self.h_shape = encoder_output_shape(spec, cfg.embedding_dim)
@@ -208,7 +210,7 @@ class ActiveLearner:
         if self.standalone:
             hidden = self.modules["head"][:3](h)
             logits = self.modules["head"][3:](hidden)
-            task = mixed_cross_entropy(logits, y, aug)
+            task = mixed_cross_entropy(logits, y, aug, self.class_weights)
             loss = loss + task
             metrics["task_loss"] = task.detach()
         if self.fused:
@@ -220,7 +222,7 @@ class ActiveLearner:
             parts += [e.flatten(1) for e in leaves if e is not None]
             fused_hidden = self.modules["fused_head"][:3](torch.cat(parts, 1))
             fused_logits = self.modules["fused_head"][3:](fused_hidden)
-            fused = mixed_cross_entropy(fused_logits, y, aug)
+            fused = mixed_cross_entropy(fused_logits, y, aug, self.class_weights)
             loss = loss + fused
             metrics["fused_loss"] = fused.detach()
             if self.standalone:  # apfed-kd: the active-only student learns from the fused teacher

@@ -270,7 +270,11 @@ class ActiveClient:
         y = torch.from_numpy(compact_labels(d.labels[keep])).to(dev)
         extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
-        self.learner = ActiveLearner(spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X)
+        weights = None
+        if cfg.class_weight == "balanced":  # from the training rows' labels: N / (classes x the class's rows)
+            counts = np.bincount(d.labels[keep[train]], minlength=len(d.class_names)).astype(np.float64)
+            weights = torch.tensor(len(train) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
+        self.learner = ActiveLearner(spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X, weights)
         self.spec, self.infos = spec, infos
         self.sent_shapes = [tuple(h_shape) if p.loss == "r" else (cfg.projection_dim,) for p in infos]
         # row positions: on the device for the learner, on the host for the messages (a passive checks them there,

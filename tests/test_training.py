@@ -263,3 +263,32 @@ def test_more_passive_losses_than_passives_is_refused_before_training(digits, me
         client.setup()
     assert client.round == 0  # nothing was sent
     run(digits, 0, make_config("default", method=method, passive_losses="r", epochs=1))  # one per passive is fine
+
+
+def test_balanced_class_weights_weigh_each_class_by_its_training_rows():
+    """class_weight=balanced: each class's loss weighted by N / (classes x its training rows). On labels 9:1 the
+    unweighted model predicts the majority class for every row; the weighted one finds most of the minority."""
+    import apfed
+    from apfed.augment import mixed_cross_entropy
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    y = (rng.random(n) < 0.1).astype(int)
+    ds = apfed.from_arrays({"a": rng.normal(size=(n, 4)) + 0.8 * y[:, None], "b": rng.normal(size=(n, 3))}, y)
+    client = build_clients(ds, 0, make_config("default", method="apfed-c", class_weight="balanced"))
+    client.setup()
+    counts = np.bincount(ds.labels[ds.train_idx])
+    assert np.allclose(client.learner.class_weights.numpy(), len(ds.train_idx) / (2 * counts))
+    plain = apfed.train(ds, "a", "apfed-c", epochs=10).final
+    weighted = apfed.train(ds, "a", "apfed-c", epochs=10, class_weight="balanced").final
+    assert plain["macro_recall"] == 50.0  # every test row called the majority class
+    assert weighted["macro_recall"] > plain["macro_recall"] + 15 and weighted["macro_f1"] > plain["macro_f1"] + 5
+    # the loss: the weighted mean, as F.cross_entropy's; a mixup batch mixes both labels' weights the same way
+    logits, labels, w = torch.randn(6, 2), torch.tensor([0, 0, 0, 0, 1, 1]), torch.tensor([0.5, 2.0])
+    per_row = -torch.log_softmax(logits, 1)[torch.arange(6), labels]
+    want = (w[labels] * per_row).sum() / w[labels].sum()
+    assert torch.allclose(mixed_cross_entropy(logits, labels, None, w), want)
+    perm = torch.tensor([5, 4, 3, 2, 1, 0])
+    assert torch.allclose(mixed_cross_entropy(logits, labels, {"perm": perm, "lam": 1.0}, w), want)
+    with pytest.raises(ConfigError, match="class_weight must be none or balanced, got 'auto'"):
+        make_config("default", class_weight="auto")
