@@ -175,3 +175,24 @@ def test_what_a_model_cannot_read_is_one_clear_line(tmp_path):
         model.predict(np.array([["1.0", "Nice", "0.5"]], dtype=object))
     with pytest.raises(ApfedError, match="column 'age' must hold numbers"):
         model.predict(_Frame({"age": ["old"], "city": ["Nice"], "income": [0.5]}))
+
+
+def test_an_npz_party_file_reads_text_columns_and_missing_values_as_a_csv_file_does(tmp_path):
+    y, age, city, income, shop = _bank()
+    (bank, _), ids = _write_csvs(tmp_path, y, age, city, income, shop)
+    from_csv = read_party_file(bank, "id", "label")
+    rows = zip(age, city, income, strict=True)
+    text = np.array([["" if np.isnan(a) else f"{a:.3f}", "NA" if c is None else c, f"{m:.3f}"] for a, c, m in rows])
+    np.savez(tmp_path / "bank.npz", id=np.array(ids), X=text, columns=np.array(["age", "city", "income"]), label=y)
+    t = read_party_file(tmp_path / "bank.npz", "id", "label")
+    assert t.columns == from_csv.columns and t.encoding == from_csv.encoding
+    assert np.array_equal(t.X, from_csv.X, equal_nan=True)
+    bad = {
+        "complex.npz": (dict(X=np.ones((2, 2), complex)), "'X' must hold numbers (or text, for categorical columns)"),
+        "columns.npz": (dict(X=np.ones((2, 2)), columns=np.array(["u"])), "'columns' names 1 columns but 'X' has 2"),
+        "mixed.npz": (dict(X=np.array([["x", "1"], ["y", "z"]])), "column 'x1' mixes numbers and text (e.g. 'z')"),
+    }
+    for name, (arrays, message) in bad.items():
+        np.savez(tmp_path / name, id=np.array(["a", "b"]), **arrays)
+        with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            read_party_file(tmp_path / name, "id")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from apfed.data.encoding import Encoding, as_numbers, as_text, find_categories, is_missing, is_number
+from apfed.data.encoding import Encoding, encode_table
 from apfed.data.splits import labelled_split
 from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
@@ -23,7 +23,7 @@ def _features(name: str, X: Any) -> tuple[np.ndarray, list[str] | None, Encoding
     except (TypeError, ValueError) as e:  # ragged lists and the like
         raise DataError(f"view {name!r}: not an array ({e})") from None
     if arr.ndim == 2 and arr.shape[1] and arr.dtype.kind in "OUS":  # text somewhere: categorical columns
-        return _mixed_table(name, arr, columns or [f"{name}_{j}" for j in range(arr.shape[1])])
+        return encode_table(f"view {name!r}", arr, columns or [f"{name}_{j}" for j in range(arr.shape[1])])
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"view {name!r}: features must be numbers (or text, in a categorical column), got {arr.dtype}")
     if arr.ndim == 4:  # (N, C, H, W) images: integer pixels keep their type, the preprocessing scales them
@@ -39,30 +39,6 @@ def _features(name: str, X: Any) -> tuple[np.ndarray, list[str] | None, Encoding
             f" width); got shape {arr.shape}"
         )
     return arr.astype(np.float32, copy=False), columns, None
-
-
-def _mixed_table(name: str, arr: np.ndarray, columns: list[str]) -> tuple[np.ndarray, list[str], Encoding | None]:
-    """A table whose columns hold numbers or text: numbers as float32 (NaN where missing: None, NaN or an NA
-    marker), text columns one-hot encoded; a column mixing both is an error."""
-    numeric, text = [], {}
-    for j, c in enumerate(columns):
-        if (col := as_numbers(arr[:, j])) is not None:
-            numeric.append(col)
-            continue
-        values = as_text(arr[:, j])
-        present = values[~is_missing(values)].tolist()
-        if any(map(is_number, present)):
-            first = next(v for v in present if not is_number(v))
-            raise DataError(
-                f"view {name!r}: column {c!r} mixes numbers and text (e.g. {first!r}); a column holds numbers"
-                " or only text (a categorical column)"
-            )
-        text[c] = values
-    if not text:
-        return np.stack(numeric, 1), columns, None
-    encoding = find_categories(columns, text, f"view {name!r}")
-    X, _ = encoding.expand(np.stack(numeric, 1) if numeric else np.zeros((len(arr), 0), np.float32), text)
-    return X, encoding.feature_names(), encoding
 
 
 def from_arrays(

@@ -158,3 +158,28 @@ def is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def encode_table(where: str, arr: np.ndarray, columns: list[str]) -> tuple[np.ndarray, list[str], Encoding | None]:
+    """An in-memory table (2-D, an object or string array) whose columns hold numbers or text: the features
+    (numbers as float32, NaN where missing: None, NaN or an NA marker; text columns one-hot), their names, and the
+    encoding when some column is text. A column mixing numbers and text is a DataError."""
+    numeric, text = [], {}
+    for j, c in enumerate(columns):
+        if (col := as_numbers(arr[:, j])) is not None:
+            numeric.append(col)
+            continue
+        values = as_text(arr[:, j])
+        present = values[~is_missing(values)].tolist()
+        if any(map(is_number, present)):
+            first = next(v for v in present if not is_number(v))
+            raise DataError(
+                f"{where}: column {c!r} mixes numbers and text (e.g. {first!r}); a column holds numbers or only"
+                " text (a categorical column)"
+            )
+        text[c] = values
+    if not text:
+        return np.stack(numeric, 1), columns, None
+    encoding = find_categories(columns, text, where)
+    X, _ = encoding.expand(np.stack(numeric, 1) if numeric else np.zeros((len(arr), 0), np.float32), text)
+    return X, encoding.feature_names(), encoding

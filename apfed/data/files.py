@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apfed.data.encoding import Encoding, describe, find_categories, is_missing, is_missing_value
+from apfed.data.encoding import Encoding, describe, encode_table, find_categories, is_missing, is_missing_value
 from apfed.data.splits import labelled_split
 from apfed.data.views import MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
@@ -209,12 +209,21 @@ def _read_npz(path: Path, id_column: str, label_column: str | None) -> PartyTabl
         raise DataError(f"{path}: an NPZ party file needs a 2-D feature array named 'X'")
     if label_column is not None and label_column not in z.files:
         raise DataError(f"{path}: no label array {label_column!r}; set --label-column")
-    X = np.asarray(z["X"], dtype=np.float32)
-    if X.ndim != 2:
-        raise DataError(f"{path}: 'X' must be 2-D (rows, features), got shape {X.shape}")
-    columns = [str(c) for c in z["columns"]] if "columns" in z.files else [f"x{j}" for j in range(X.shape[1])]
+    raw = z["X"]
+    if raw.ndim != 2:
+        raise DataError(f"{path}: 'X' must be 2-D (rows, features), got shape {raw.shape}")
+    columns = [str(c) for c in z["columns"]] if "columns" in z.files else [f"x{j}" for j in range(raw.shape[1])]
+    if len(columns) != raw.shape[1]:
+        raise DataError(f"{path}: 'columns' names {len(columns)} columns but 'X' has {raw.shape[1]}")
+    encoding = None
+    if raw.dtype.kind in "US":  # text in some column: categorical columns, as in a CSV file
+        X, columns, encoding = encode_table(str(path), raw, columns)
+    elif raw.dtype.kind in "fiu":
+        X = raw.astype(np.float32)
+    else:
+        raise DataError(f"{path}: 'X' must hold numbers (or text, for categorical columns), got {raw.dtype}")
     labels = np.asarray(z[label_column]).astype(str) if label_column else None
-    return _checked(PartyTable(path, np.asarray(z[id_column]).astype(str), X, columns, labels))
+    return _checked(PartyTable(path, np.asarray(z[id_column]).astype(str), X, columns, labels, encoding))
 
 
 def _checked(t: PartyTable) -> PartyTable:
