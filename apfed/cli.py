@@ -454,7 +454,8 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
         try:
             X = np.asarray(z["X"], dtype=np.float32)
         except (ValueError, TypeError):
-            raise DataError(f"{path}: the feature array 'X' must be numeric") from None
+            hint = " (its encoded features; or give a CSV file with its categorical columns as text)"
+            raise DataError(f"{path}: the feature array 'X' must be numeric{hint if model.encoding else ''}") from None
         _check_finite(path, X, ids, None, model.preprocessor.missing)
         return ids, X
     from apfed.data.files import read_csv_columns, read_csv_header
