@@ -187,6 +187,13 @@ def test_from_arrays_is_the_same_dataset_and_model_as_the_same_rows_in_files(tmp
         ({"a": np.zeros((4, 2))}, [0, 1, 0, 1], {"ids": [1, 2, 2, 3]}, "ids must be distinct: '2' appears 2 times"),
         ({"a": np.zeros((4, 2))}, [0, 1, 0, 1], {"ids": [1, 2]}, "ids must be one value per row"),
         ({"a": np.zeros((6, 2))}, [0, 0, 1, 1, 2, 2], {}, "too few for a stratified 20% test split"),
+        ({"a": np.zeros((8, 2))}, [0, 1, 1, 1, 2, 2, 2, 3], {}, r"2 classes with a single row \('0', '3'\): .* merge"),
+        (
+            {"a": np.zeros((200, 2))},
+            np.linspace(0, 1, 200),
+            {},
+            "200 distinct labels in 200 rows look like a continuous target, and apfed trains classifiers",
+        ),
     ],
 )
 def test_from_arrays_refuses_bad_input_with_one_clear_line(views, labels, kw, message):

@@ -38,6 +38,20 @@ def labelled_split(
     class_names, labels = np.unique(raw_labels, return_inverse=True)
     if len(class_names) < 2:
         raise DataError(f"{holder} a single class ({str(class_names[0])!r}); a classifier needs at least 2")
+    single = np.flatnonzero(np.bincount(labels) == 1)
+    if len(single):
+        shown = ", ".join(repr(str(class_names[i])) for i in single[:5]) + (", ..." if len(single) > 5 else "")
+        continuous = len(class_names) > 50 and len(class_names) > len(labels) / 4
+        hint = (
+            f"; {len(class_names)} distinct labels in {len(labels)} rows look like a continuous target, and apfed"
+            " trains classifiers (bin the target into classes)"
+            if continuous
+            else "; drop those rows or merge those classes"
+        )
+        raise DataError(
+            f"{holder} {len(single)} class{'es' if len(single) > 1 else ''} with a single row ({shown}): a stratified"
+            f" split needs at least 2 rows of every class{hint}"
+        )
     train, test = stratified_split(labels, test_size, seed)
     return [str(c) for c in class_names], labels.astype(np.int64), train, test
 
