@@ -26,6 +26,10 @@ def test_csv_parties_aligns_three_labs_and_predicts_new_rows_from_the_active_par
     # rows matched by ID across shuffled files with their own gaps: 1,800 - 90 - 90 forms are held by all three
     assert "lab_a.csv: 1800 rows, 1620 matched by 'form_id'" in p.stderr
     assert "lab_c.csv: 1760 rows, 1620 matched by 'form_id'" in p.stderr
+    # each lab's text column one-hot, its gaps filled; lab A's model reads them back for the new forms
+    assert "lab_a.csv: categorical columns, one feature per value: ink (3 values)" in p.stderr
+    assert "lab_b.csv: categorical columns, one feature per value: scanner (2 values)" in p.stderr
+    assert "missing values in 64 columns (kar_0" in p.stderr and "reads columns   77: ink (categorical" in p.stdout
     report = json.loads((out / "evaluate/results.json").read_text())
     assert {"local", "apfed-c", "apfed-kd", "tvfl"} <= set(report["summary"])
     with (out / "new_forms_predictions.csv").open() as f:

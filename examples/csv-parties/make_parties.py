@@ -7,11 +7,13 @@ each extracted its own features. Lab A holds the digit written on each form (the
 coefficients; lab B 64 Karhunen-Loeve coefficients; lab C 240 pixel averages. Every file has its own row order and
 its own gaps, so rows must be matched by form ID:
 
-- ``lab_a.csv``: ``form_id``, ``digit`` and ``fou_*``, for 90 % of the forms (the other 10 % are new forms);
-- ``lab_b.csv``: ``form_id`` and ``kar_*``, missing 5 % of lab A's forms;
+- ``lab_a.csv``: ``form_id``, ``digit``, ``ink`` (text: blue, black or pencil) and ``fou_*``, for 90 % of the
+  forms (the other 10 % are new forms); 1 % of its values are missing (empty fields);
+- ``lab_b.csv``: ``form_id``, ``scanner`` (text) and ``kar_*``, missing 5 % of lab A's forms; 2 % of its values
+  are ``NA``;
 - ``lab_c.csv``: ``form_id`` and ``pix_*``, missing another 5 %, plus 50 forms nobody else has;
-- ``new_forms.csv``: lab A's features (``form_id``, ``fou_*``) of the new forms, to predict with lab A's
-  standalone model alone; ``new_forms_digits.csv`` holds their true digits, to score those predictions.
+- ``new_forms.csv``: lab A's features (``form_id``, ``ink``, ``fou_*``, with gaps) of the new forms, to predict
+  with lab A's standalone model alone; ``new_forms_digits.csv`` holds their true digits, to score those predictions.
 """
 
 from __future__ import annotations
@@ -52,17 +54,25 @@ def main() -> None:
     new, known = order[: n // 10], order[n // 10 :]
     missing_b, missing_c = known[:90], known[90:180]
 
-    def party(rows: np.ndarray, view: str) -> tuple[list[str], list[np.ndarray]]:
+    def party(rows: np.ndarray, view: str, gaps: float = 0.0, marker: str = "") -> tuple[list[str], list[np.ndarray]]:
+        """A lab's features of ``rows``, a fraction ``gaps`` of them missing (written as ``marker``)."""
         X = views[view].X[rows].astype(float)
-        return [f"{view}_{j}" for j in range(X.shape[1])], [X]
+        text = np.array([[f"{v:.6g}" for v in x] for x in X], dtype=object)
+        text[rng.random(X.shape) < gaps] = marker
+        return [f"{view}_{j}" for j in range(X.shape[1])], [text]
+
+    # each form's ink and each lab B scan's scanner: text columns, which apfed one-hot encodes
+    ink = rng.choice(["blue", "black", "pencil"], n)
+    scanner = rng.choice(["flatbed", "sheetfed"], n)
 
     rows_a = rng.permutation(known)
-    header, cols = party(rows_a, "fou")
-    write_csv(args.out / "lab_a.csv", ["form_id", "digit", *header], forms[rows_a], [digits[rows_a], *cols])
+    header, cols = party(rows_a, "fou", gaps=0.01)
+    header, cols = ["digit", "ink", *header], [digits[rows_a], ink[rows_a], *cols]
+    write_csv(args.out / "lab_a.csv", ["form_id", *header], forms[rows_a], cols)
 
     rows_b = rng.permutation(np.setdiff1d(known, missing_b))
-    header, cols = party(rows_b, "kar")
-    write_csv(args.out / "lab_b.csv", ["form_id", *header], forms[rows_b], cols)
+    header, cols = party(rows_b, "kar", gaps=0.02, marker="NA")
+    write_csv(args.out / "lab_b.csv", ["form_id", "scanner", *header], forms[rows_b], [scanner[rows_b], *cols])
 
     # lab C also digitized 50 forms of its own: their features are drawn from its real rows, their IDs are new
     rows_c = rng.permutation(np.setdiff1d(known, missing_c))
@@ -71,8 +81,8 @@ def main() -> None:
     ids_c = np.concatenate([forms[rows_c], [f"form-{i:05d}" for i in range(90_000, 90_050)]])
     write_csv(args.out / "lab_c.csv", ["form_id", *header], ids_c, cols)
 
-    header, cols = party(new, "fou")
-    write_csv(args.out / "new_forms.csv", ["form_id", *header], forms[new], cols)
+    header, cols = party(new, "fou", gaps=0.01)
+    write_csv(args.out / "new_forms.csv", ["form_id", "ink", *header], forms[new], [ink[new], *cols])
     write_csv(args.out / "new_forms_digits.csv", ["form_id", "digit"], forms[new], [digits[new]])
     print(
         f"wrote {args.out}: lab_a.csv {len(rows_a)} forms (with digits), lab_b.csv {len(rows_b)}, "
