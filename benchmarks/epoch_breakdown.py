@@ -1,6 +1,7 @@
 """Where an in-process APFed-C epoch goes, against the bare compute of the same modules: time inside the
 learners (the active party's outgoing/step, every passive's train_batch) and time in the protocol around them
-(messages, validation, routing). Usage: python benchmarks/epoch_breakdown.py [--dataset handwritten] [--repeats 7]"""
+(messages, validation, routing).
+Usage: python benchmarks/epoch_breakdown.py [--dataset handwritten] [--repeats 7] [--tag NAME]"""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="handwritten")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--tag", default="", help="appended to the report's name, so a second run that day keeps the first")
     a = ap.parse_args()
     ds = load_bundled(a.dataset)
     active = ds.view_index("fou") if a.dataset == "handwritten" else 0
@@ -91,8 +93,11 @@ def main() -> None:
         " floor of any VFL implementation). Learners: the time inside apfed's learners; protocol: the rest"
         " (building, routing and validating the messages).",
     ]
-    out = Path(f"benchmarks/results/{date.today()}-epoch-breakdown-{a.dataset}-cpu")
-    cmd = f"python benchmarks/epoch_breakdown.py --dataset {a.dataset} --repeats {a.repeats}"
+    tag = f"-{a.tag}" if a.tag else ""
+    out = Path(f"benchmarks/results/{date.today()}-epoch-breakdown-{a.dataset}-cpu{tag}")
+    cmd = f"python benchmarks/epoch_breakdown.py --dataset {a.dataset} --repeats {a.repeats}" + (
+        f" --tag {a.tag}" if a.tag else ""
+    )
     write_benchmark(out, {"benchmark": "epoch breakdown", "row": row, "runs": runs, "bare": bare, "command": cmd}, md)
 
 
