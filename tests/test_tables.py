@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import apfed
 from apfed.data.encoding import MAX_CATEGORIES
@@ -196,3 +198,29 @@ def test_an_npz_party_file_reads_text_columns_and_missing_values_as_a_csv_file_d
         np.savez(tmp_path / name, id=np.array(["a", "b"]), **arrays)
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
             read_party_file(tmp_path / name, "id")
+
+
+TOKENS = ["1", "2.5", "-3e2", "", "NA", "nan", "inf", "abc", "Paris", " 4 ", '"x,y"', '"5"', "1_0", "?", "é", "1e400"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(TOKENS), min_size=3, max_size=3), min_size=1, max_size=6))
+def test_any_table_of_numbers_text_and_gaps_is_read_or_refused_in_one_line(tmp_path_factory, rows):
+    """Whatever mix of numbers, text, NA markers, quotes and overflows a file holds, it is read into finite-or-NaN
+    float32 features that match their names, or refused with a DataError; never another exception."""
+    f = tmp_path_factory.mktemp("fuzz") / "a.csv"
+    f.write_text("id,c0,c1,c2,label\n" + "".join(f"r{i},{','.join(r)},{'ab'[i % 2]}\n" for i, r in enumerate(rows)))
+    try:
+        t = read_party_file(f, "id", "label")
+    except DataError:
+        return
+    assert t.X.dtype == np.float32 and t.X.shape == (len(rows), len(t.columns)) and not np.isinf(t.X).any()
+    categorical = t.encoding.categories if t.encoding else {}
+    for j, name in enumerate(["c0", "c1", "c2"]):  # a numeric column holds each field's number, NaN where missing
+        if name not in categorical:
+            fields = [r[j].strip('"') for r in rows]
+            want = [float(v) if v.strip() and v.strip().lower() not in ("na", "?", "nan") else np.nan for v in fields]
+            assert np.array_equal(t.X[:, t.columns.index(name)], np.array(want, np.float32), equal_nan=True)
+    for c, values in categorical.items():  # each row has at most one category of each categorical column
+        block = t.X[:, [t.columns.index(f"{c}={v}") for v in values]]
+        assert set(np.unique(block)) <= {0.0, 1.0} and (block.sum(1) <= 1).all()
