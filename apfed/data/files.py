@@ -53,11 +53,25 @@ def _distinct_columns(id_column: str, label_column: str) -> None:
         raise DataError(f"the ID column and the label column are both {id_column!r}; name two different columns")
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def csv_delimiter(path: Path) -> str:
+    """A CSV file's field delimiter, from its header line: whichever of comma, semicolon, tab and bar occurs most
+    often there (spreadsheets export semicolons where the decimal mark is a comma); a comma when none does."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            line = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return ","  # the reader that follows names the problem
+    return max(DELIMITERS, key=line.count) if any(d in line for d in DELIMITERS) else ","
+
+
 def read_csv_header(path: Path) -> list[str]:
     """A CSV file's column names (stripped, each at most once); DataError for anything else."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), None)
+            header = next(csv.reader(f, delimiter=csv_delimiter(path)), None)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: not a readable CSV file ({e})") from None
     if not header:
@@ -86,14 +100,15 @@ def read_csv_columns(
     of its values missing and a text column); a column mixing numbers and text, and without ``discover`` a text
     column, is an error naming its first text value.
     """
-    strings, n = _csv_text_columns(path, header, text)
+    delimiter = csv_delimiter(path)
+    strings, n = _csv_text_columns(path, header, text, delimiter)
     if not features:
         return strings, np.zeros((n, 0), np.float32), {}
     try:
         X = np.loadtxt(
             path,
             dtype=np.float32,
-            delimiter=",",
+            delimiter=delimiter,
             quotechar='"',  # as the csv module reads them: a quoted field, "" inside it for a quote
             comments=None,  # an ID may start with '#'
             skiprows=1,
@@ -102,7 +117,7 @@ def read_csv_columns(
             encoding="utf-8-sig",
         )
     except ValueError:
-        X, first_text, numeric = _parse_rows(path, features, n)
+        X, first_text, numeric = _parse_rows(path, features, n, delimiter)
         refused = [k for k in first_text if numeric[k] or not discover]
         if refused:
             k = min(refused, key=lambda k: first_text[k][0])
@@ -114,20 +129,20 @@ def read_csv_columns(
                 f" numbers (empty or NA where a value is missing){also}"
             ) from None
         found = sorted(first_text)
-        kept, _ = _csv_text_columns(path, header, [features[k] for k in found])
+        kept, _ = _csv_text_columns(path, header, [features[k] for k in found], delimiter)
         return strings, X, dict(zip(found, kept, strict=True))
     if len(X) != n:  # both passes read the same rows, or the file is refused
         raise DataError(f"{path}: {n} rows but {len(X)} rows of features; check the file's quoting")
     return strings, X, {}
 
 
-def _csv_text_columns(path: Path, header: list[str], text: list[int]) -> tuple[list[np.ndarray], int]:
+def _csv_text_columns(path: Path, header: list[str], text: list[int], delimiter: str) -> tuple[list[np.ndarray], int]:
     """The ``text`` columns (strings) and the number of rows, every row checked to have a field per header name."""
     kept: list[list[str]] = [[] for _ in text]
     width, n = len(header), 0
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(f, delimiter=delimiter)
             next(reader, None)
             for row in reader:
                 if len(row) != width:
@@ -142,7 +157,9 @@ def _csv_text_columns(path: Path, header: list[str], text: list[int]) -> tuple[l
     return [np.asarray(col, dtype=str) for col in kept], n
 
 
-def _parse_rows(path: Path, features: list[int], n: int) -> tuple[np.ndarray, dict[int, tuple[int, str]], list[bool]]:
+def _parse_rows(
+    path: Path, features: list[int], n: int, delimiter: str
+) -> tuple[np.ndarray, dict[int, tuple[int, str]], list[bool]]:
     """The ``features`` columns parsed field by field as numpy's parser reads a number (spaces around it are
     fine, ``1_000`` is not): the values (NaN where missing or text), each text column's first text value
     (position -> (line, value)), and which columns hold at least one number."""
@@ -150,7 +167,7 @@ def _parse_rows(path: Path, features: list[int], n: int) -> tuple[np.ndarray, di
     first_text: dict[int, tuple[int, str]] = {}
     numeric = [False] * len(features)
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, delimiter=delimiter)
         next(reader)
         for i, row in enumerate(reader):
             for k, j in enumerate(features):
