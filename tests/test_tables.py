@@ -228,7 +228,8 @@ def test_any_table_of_numbers_text_and_gaps_is_read_or_refused_in_one_line(tmp_p
 
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])
 def test_a_semicolon_tab_or_bar_separated_file_reads_as_the_comma_one(tmp_path, delimiter):
-    """Spreadsheets where the decimal mark is a comma export semicolons; the delimiter is taken from the header."""
+    """Spreadsheets where the decimal mark is a comma export semicolons (and write 0,5 for 0.5); the delimiter is
+    taken from the header."""
     y, age, city, income, shop = _bank(60)
     (bank, _), _ = _write_csvs(tmp_path, y, age, city, income, shop)
     rows = list(csv.reader(bank.open(newline="")))
@@ -236,8 +237,10 @@ def test_a_semicolon_tab_or_bar_separated_file_reads_as_the_comma_one(tmp_path, 
     with bank.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     other = tmp_path / "other.csv"
-    with other.open("w", newline="") as f:
-        csv.writer(f, delimiter=delimiter).writerows(rows)
+    with other.open("w", newline="") as f:  # with a decimal comma in one column: 0,5 for 0.5
+        csv.writer(f, delimiter=delimiter).writerows(
+            [rows[0], *([*r[:3], r[3].replace(".", ","), *r[4:]] for r in rows[1:])]
+        )
     a, b = read_party_file(bank, "id", "label"), read_party_file(other, "id", "label")
     assert b.columns == a.columns and "city=Saint-Denis, Réunion" in b.columns
     assert np.array_equal(b.X, a.X, equal_nan=True) and list(b.ids) == list(a.ids) and list(b.labels) == list(a.labels)
@@ -245,9 +248,11 @@ def test_a_semicolon_tab_or_bar_separated_file_reads_as_the_comma_one(tmp_path, 
         apfed.load_dataset(data=[bank, tmp_path / "shop.csv"], log=lambda _: None)[0], 0, "local", epochs=1
     )
     path = model.model.save(tmp_path / "m.safetensors")
-    new = tmp_path / "new.csv"
-    new.write_text(
-        delimiter.join(["id", "income", "city", "age"]) + "\n" + delimiter.join(["n1", "0.5", "Lyon", ""]) + "\n"
-    )
-    code, _, err = run_cli("predict", "--model", path, "--input", new, "--output", tmp_path / "p.csv")
-    assert code == 0 and (tmp_path / "p.csv").read_text().startswith("id,prediction,p_a,p_b,p_c\nn1,"), err
+    outputs = []
+    for sep, income in ((",", "0.5"), (delimiter, "0,5")):
+        new = tmp_path / "new.csv"
+        new.write_text(sep.join(["id", "income", "city", "age"]) + "\n" + sep.join(["n1", income, "Lyon", ""]) + "\n")
+        code, _, err = run_cli("predict", "--model", path, "--input", new, "--output", tmp_path / "p.csv")
+        assert code == 0, err
+        outputs.append((tmp_path / "p.csv").read_text())
+    assert outputs[0] == outputs[1] and outputs[0].startswith("id,prediction,p_a,p_b,p_c\nn1,")

@@ -161,11 +161,13 @@ def _parse_rows(
     path: Path, features: list[int], n: int, delimiter: str
 ) -> tuple[np.ndarray, dict[int, tuple[int, str]], list[bool]]:
     """The ``features`` columns parsed field by field as numpy's parser reads a number (spaces around it are
-    fine, ``1_000`` is not): the values (NaN where missing or text), each text column's first text value
+    fine, ``1_000`` is not; in a file not separated by commas, ``2,5`` is 2.5, as spreadsheets that export
+    semicolons write it): the values (NaN where missing or text), each text column's first text value
     (position -> (line, value)), and which columns hold at least one number."""
     X = np.full((n, len(features)), np.nan, np.float32)
     first_text: dict[int, tuple[int, str]] = {}
     numeric = [False] * len(features)
+    decimal_comma = delimiter != ","
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         next(reader)
@@ -177,13 +179,25 @@ def _parse_rows(
                         raise ValueError(v)
                     x = float(v)
                 except ValueError:
-                    if k not in first_text and not is_missing_value(v):
-                        first_text[k] = (reader.line_num, v)
-                    continue
+                    x = _decimal_comma(v) if decimal_comma else None
+                    if x is None:
+                        if k not in first_text and not is_missing_value(v):
+                            first_text[k] = (reader.line_num, v)
+                        continue
                 if x == x:  # "nan" is a missing value, not a number
                     X[i, k] = x
                     numeric[k] = True
     return X, first_text, numeric
+
+
+def _decimal_comma(v: str) -> float | None:
+    """``2,5`` read as 2.5 (one comma, no point), else None."""
+    if v.count(",") != 1 or "." in v or "_" in v:
+        return None
+    try:
+        return float(v.replace(",", "."))
+    except ValueError:
+        return None
 
 
 def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTable:
