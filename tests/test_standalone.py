@@ -60,6 +60,8 @@ def test_file_is_safetensors_with_json_metadata_only(tmp_path, trained):
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["apfed"])
         assert meta["format"] == "apfed-standalone" and "preprocessing" in meta and "class_names" in meta
+        # no categorical column and no missing value: format 1, which every apfed reads
+        assert meta["format_version"] == 1 and "encoding" not in meta and "missing" not in meta["preprocessing"]
         assert all(k.startswith(("encoder.", "head.")) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)  no passive or teacher weights
 
 
