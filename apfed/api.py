@@ -52,6 +52,7 @@ def load_dataset(
     label_column: str = "label",
     log: Callable[[str], object] = print,
     default: str = "handwritten",
+    passives: str | Sequence[str | int] | None = None,
 ) -> tuple[MultiViewDataset, int]:
     """A dataset and the index of the active party's view.
 
@@ -59,7 +60,8 @@ def load_dataset(
     ``dataset`` a full image set (``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``) read from ``data_dir``,
     or ``data``: one CSV/NPZ file per party, the active party's (with ``label_column``) first, aligned by
     ``id_column`` (``log`` receives how many rows matched). ``active``: a view index or name (default: ``fou`` on
-    handwritten, else view 0)."""
+    handwritten, else view 0). ``passives``: the views that take part besides the active one (names or indices,
+    or one comma-separated string; default: every other view)."""
     data = [str(p) for p in data or []]
     check_data_options(dataset, views, data, data_dir, default)
     from apfed.data import load_bundled, load_image_dir, load_party_files
@@ -71,7 +73,26 @@ def load_dataset(
         ds = load_image_dir(name, data_dir, views or 2) if name in IMAGE_SETS else load_bundled(name, views)
     if active is None:
         active = "fou" if ds.name == "handwritten" else "0"
-    return ds, ds.view_index(active)
+    a = ds.view_index(active)
+    if passives is None:
+        return ds, a
+    return _with_passives(ds, a, passives)
+
+
+def _with_passives(
+    ds: MultiViewDataset, active: int, passives: str | Sequence[str | int]
+) -> tuple[MultiViewDataset, int]:
+    """Only the active view and ``passives`` of ``ds``, and the active view's index among them."""
+    keys = [k.strip() for k in passives.split(",")] if isinstance(passives, str) else list(passives)
+    chosen = [ds.view_index(k) for k in keys if str(k)]
+    if not chosen:
+        raise ConfigError("passives names no view; leave it out to take every view besides the active one")
+    if active in chosen:
+        raise ConfigError(f"view {ds.views[active].name!r} is the active party's; passives lists the others")
+    if len(set(chosen)) < len(chosen):
+        raise ConfigError(f"passives names a view twice: {', '.join(map(str, keys))}")
+    keep = sorted({active, *chosen})
+    return ds.select(keep), keep.index(active)
 
 
 def _config(preset: str = "default", **settings) -> TrainConfig:

@@ -64,6 +64,10 @@ Dataset = Annotated[
 ]
 Views = Annotated[int | None, typer.Option(min=1, help="Number of horizontal strips for image sets (default 2).")]
 Active = Annotated[str | None, typer.Option(help="Active view: an index or a name such as 'fou' or 'bottom'.")]
+Passives = Annotated[
+    str | None,
+    typer.Option(help="The passive views, comma-separated names or indices, e.g. 'kar,pix' (default: all others)."),
+]
 Data = Annotated[
     list[str] | None,
     typer.Option(
@@ -121,7 +125,7 @@ def _check_data_options(dataset, views, data, data_dir, default="handwritten") -
     check_data_options(dataset, views, data, data_dir, default)
 
 
-def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten"):
+def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten", passives=None):
     from apfed.api import load_dataset
 
     return load_dataset(
@@ -134,6 +138,7 @@ def _dataset(dataset, views, active, data, data_dir, id_column, label_column, de
         label_column=label_column,
         log=lambda m: typer.echo(m, err=True),
         default=default,
+        passives=passives,
     )
 
 
@@ -182,6 +187,7 @@ def evaluate(
     dataset: Dataset = None,
     views: Views = None,
     active: Active = None,
+    passives: Passives = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -251,7 +257,7 @@ def evaluate(
     _output_dir(out)
     from apfed.evaluate import evaluate as run_eval
 
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives=passives)
     if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
         raise ConfigError("federated methods need at least 2 views (one passive)")
     for m in chosen:
@@ -272,6 +278,7 @@ def train(
     dataset: Dataset = None,
     views: Views = None,
     active: Active = None,
+    passives: Passives = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -330,7 +337,7 @@ def train(
 
     from apfed.runner import run
 
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column)
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives=passives)
     cfg.check_passives(len(ds.views) - 1)
     from apfed.api import check_shift
 

@@ -42,6 +42,23 @@ def test_load_dataset_follows_the_cli_rules(party_csvs):
         apfed.load_dataset("cifar10")
     with pytest.raises(DataError, match="unknown view 'nope'"):
         apfed.load_dataset("handwritten", active="nope")
+    # a subset of the passive views: the same rows, the views in the dataset's order
+    full, _ = apfed.load_dataset("handwritten")
+    ds, a = apfed.load_dataset("handwritten", active="kar", passives="mor, fou")
+    assert (
+        [v.name for v in ds.views] == ["fou", "kar", "mor"]
+        and a == 1
+        and np.array_equal(ds.views[2].X, full.views[5].X)
+    )
+    assert np.array_equal(ds.train_idx, full.train_idx) and np.array_equal(ds.labels, full.labels)
+    assert [v.name for v in apfed.load_dataset("handwritten", passives=[1, "zer"])[0].views] == ["fou", "fac", "zer"]
+    for passives, message in (
+        ("kar,fou", "'fou' is the active party's"),
+        ("kar,2", "names a view twice"),
+        ("", "no view"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            apfed.load_dataset("handwritten", passives=passives)
 
 
 def test_train_returns_a_standalone_model_that_scores_as_the_run_did():

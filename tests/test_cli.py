@@ -43,6 +43,18 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert rep["machine"]["processor"] and isinstance(rep["machine"]["cpu_capability"], str)
 
 
+def test_evaluate_takes_a_subset_of_the_passive_views(tmp_path):
+    code, out, err = run_cli(
+        *("evaluate", "--dataset", "handwritten", "--passives", "kar,pix", "--methods", "apfed-c"),
+        *("--seeds", "1", "--epochs", "1", "--out", tmp_path / "r"),
+    )
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert rep["views"] == ["fou", "kar", "pix"] and rep["active_view"] == "fou"
+    # 2 passives: each minibatch (13) there and back, and 6 messages each for set-up and evaluation
+    assert rep["runs"][0]["wire"]["messages"] == 2 * (2 * 13 + 6)
+
+
 def test_train_predict_export(tmp_path, party_csvs):
     a, b, c = party_csvs["paths"]
     model = tmp_path / "m.safetensors"
@@ -188,6 +200,8 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["evaluate", "--dataset", "digits", "--methods", ","], "--methods names no method"),  # was an empty table
         (["evaluate", "--dataset", "digits", "--set", "shift=2"], "digits has no image view"),  # did nothing
         (["train", "--dataset", "handwritten", "--set", "shift=1"], "handwritten has no image view"),
+        (["evaluate", "--dataset", "handwritten", "--passives", "kar,fou"], "'fou' is the active party's"),
+        (["train", "--dataset", "handwritten", "--passives", "kar,nope"], "unknown view 'nope' for handwritten"),
     ],
 )
 def test_user_errors_exit_nonzero_with_one_clear_line(args, match):

@@ -81,6 +81,13 @@ class MultiViewDataset:
     test_idx: np.ndarray
     notes: dict = field(default_factory=dict)
 
+    def select(self, keep: list[int]) -> MultiViewDataset:
+        """The same rows with only the views at ``keep`` (in the dataset's order)."""
+        views = [self.views[i] for i in sorted(set(keep))]
+        return MultiViewDataset(
+            self.name, views, self.labels, self.ids, self.class_names, self.train_idx, self.test_idx, self.notes
+        )
+
     def view_index(self, key: str | int) -> int:
         """Resolve a view given as an index or a name (``fou``) to an index."""
         names = [v.name for v in self.views]
