@@ -233,13 +233,15 @@ def simulate(
     verbose: bool = False,
     on_start: Callable[[int], object] | None = None,
     on_epoch: Callable[[dict], object] | None = None,
+    passives: str | Sequence[str | int] | None = None,
 ) -> dict:
     """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
     ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
     data itself, so it is named (``dataset``/``data``...) rather than passed. Returns the run's summary
     (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
-    the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics."""
+    the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives``: as
+    ``load_dataset``'s."""
     if method in ("local", "centralized"):
         raise ConfigError(f"{method} has no passive parties to simulate; use train() or compare()")
     data = [str(p) for p in data or []]
@@ -253,14 +255,22 @@ def simulate(
         label_column=label_column,
         log=lambda *_: None,
         default="mnist5k",
+        passives=passives,
     )
     from clients.flower_app import RunSettings
+
+    if passives is not None:  # every node resolves the views as this call did, from the same arguments
+        passives = passives if isinstance(passives, str) else ",".join(map(str, passives))
+        chosen = "" if active is None else str(active)
+    else:
+        chosen = ds.views[a].name if not data else str(a)
     from clients.flower_app import simulate as run_simulation
 
     s = RunSettings(
         dataset=dataset or "mnist5k",
         views=views or 0,
-        active=ds.views[a].name if not data else str(a),
+        active=chosen,
+        passive_views=passives or "",
         data=data,
         data_dir=str(data_dir or ""),
         id_column=id_column,

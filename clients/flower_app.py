@@ -47,6 +47,7 @@ class RunSettings:
     results_out: str = ""
     timeout: float = 600.0
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
+    passive_views: str = ""  # simulation: the views that take part besides the active one (default: all)
     simulation: bool = False  # set by simulate(): virtual nodes may run two messages at once
     seal_key: str = ""  # encryption on: the active party's X25519 key file ...
     pins: list[str] = field(default_factory=list)  # ... and "passiveN=sha256:..." for every passive
@@ -96,6 +97,7 @@ def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
         label_column=s.label_column,
         log=lambda *_: None,
         default="mnist5k",
+        passives=s.passive_views or None,
     )
 
 

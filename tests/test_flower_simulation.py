@@ -138,3 +138,20 @@ def test_a_multi_view_npz_file_simulates_like_the_in_process_run(tmp_path):
     ds, active = apfed.load_dataset(data=[path], active="b", log=lambda _: None)
     local = apfed.train(ds, active, "apfed-c", epochs=2, seed=1)
     assert sim["final"] == local.final and sim["passives"] == 1, (sim["final"], local.final)
+
+
+def test_a_subset_of_the_passive_views_simulates_like_the_in_process_run(tmp_path):
+    """--passives: every virtual SuperNode selects the same views as the in-process run, from the same arguments."""
+    import apfed
+
+    rng = np.random.default_rng(5)
+    n = 240
+    y = rng.choice(["x", "y"], n)
+    views = {f"view_{k}": rng.normal(size=(n, 3)) + (k == "c") * (y == "x")[:, None] for k in "abcd"}
+    np.savez(tmp_path / "bench.npz", **views, label=y)
+    data = [tmp_path / "bench.npz"]
+    sim = apfed.simulate("apfed-c", data=data, active="b", passives="d,c", epochs=2, seed=1)
+    ds, active = apfed.load_dataset(data=data, active="b", passives="d,c", log=lambda _: None)
+    local = apfed.train(ds, active, "apfed-c", epochs=2, seed=1)
+    assert [v.name for v in ds.views] == ["b", "c", "d"] and sim["passives"] == 2
+    assert sim["final"] == local.final, (sim["final"], local.final)
