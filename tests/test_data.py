@@ -108,7 +108,11 @@ def test_a_label_column_that_is_the_id_column_or_sits_in_a_passive_file_is_a_cle
         ("id,x,label\n1,0.5,a\n2,0.7, \n3,0.1,NaN\n4,0.2,n/a\n", r"3 rows have no label \(IDs 2, 3, 4\)"),
         ("id,x,x,label\n1,0.5,0.9,a\n", "column names used more than once: 'x'"),  # was read as two copies of x
         ("id,x,label,label\n1,0.5,a,b\n", "more than once: 'label'"),
-        (b"id,x,label\n\xa1\xff,0.5,a\n", "not a readable CSV file"),
+        (
+            b"id,x,label\n\xa1\xff,0.5,a\n",
+            r"not a readable CSV file: it is not UTF-8 text \(byte 0xa1\); save it as UTF-8",
+        ),
+        ("id,city,label\n1,Besan\xe7on,a\n".encode("cp1252"), r"not UTF-8 text \(byte 0xe7\).*iconv -f cp1252"),
     ],
 )
 def test_bad_files(tmp_path, content, match):

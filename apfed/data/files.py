@@ -67,13 +67,25 @@ def csv_delimiter(path: Path) -> str:
     return max(DELIMITERS, key=line.count) if any(d in line for d in DELIMITERS) else ","
 
 
+def _unreadable(path: Path, e: Exception) -> DataError:
+    """The error for a CSV file the csv module cannot read; one not in UTF-8 (a spreadsheet's default export on
+    some systems) says how to convert it."""
+    if isinstance(e, UnicodeDecodeError):
+        byte = e.object[e.start : e.start + 1].hex()
+        return DataError(
+            f"{path}: not a readable CSV file: it is not UTF-8 text (byte 0x{byte}); save it as UTF-8 (in Excel:"
+            " 'CSV UTF-8') or convert it, e.g. iconv -f cp1252 -t utf-8"
+        )
+    return DataError(f"{path}: not a readable CSV file ({e})")
+
+
 def read_csv_header(path: Path) -> list[str]:
     """A CSV file's column names (stripped, each at most once); DataError for anything else."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f, delimiter=csv_delimiter(path)), None)
     except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+        raise _unreadable(path, e) from None
     if not header:
         raise DataError(f"{path}: needs a header row and at least one data row")
     header = [h.strip() for h in header]
@@ -151,7 +163,7 @@ def _csv_text_columns(path: Path, header: list[str], text: list[int], delimiter:
                     col.append(row[j])
                 n += 1
     except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+        raise _unreadable(path, e) from None
     if n == 0:
         raise DataError(f"{path}: needs a header row and at least one data row")
     return [np.asarray(col, dtype=str) for col in kept], n
