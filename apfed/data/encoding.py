@@ -42,10 +42,6 @@ class Encoding:
     def width(self) -> int:
         return sum(len(self.categories[c]) if c in self.categories else 1 for c in self.columns)
 
-    @property
-    def numeric(self) -> list[str]:
-        return [c for c in self.columns if c not in self.categories]
-
     def feature_names(self) -> list[str]:
         names: list[str] = []
         for c in self.columns:
