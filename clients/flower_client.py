@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -53,7 +54,7 @@ def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> P
 
         data = passive_party_file(str(nc["data"]), str(nc.get("id-column", "id")))
         for line in describe(os.path.basename(str(nc["data"])), data.view):
-            logging.getLogger("flwr").info("apfed: %s", line)
+            print(f"apfed: {line}", file=sys.stderr, flush=True)  # the node's passive worker: into its worker.log
     else:
         s = settings or RunSettings.from_run_config({k: v for k, v in nc.items() if k not in NODE_KEYS})
         data = passive_party(s, index)

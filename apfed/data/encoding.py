@@ -147,13 +147,22 @@ def as_numbers(values: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def parse_number(value: str, decimal_comma: bool = False) -> float | None:
+    """A text field's number as numpy's parser reads one (spaces around it are fine, ``1_000`` is not; with
+    ``decimal_comma``, ``2,5`` is 2.5), or None."""
+    if "_" in value:
+        return None
+    if decimal_comma and value.count(",") == 1 and "." not in value:
+        value = value.replace(",", ".")
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def is_number(value: str) -> bool:
     """Whether a text value reads as a number."""
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
+    return parse_number(value) is not None
 
 
 def encode_table(where: str, arr: np.ndarray, columns: list[str]) -> tuple[np.ndarray, list[str], Encoding | None]:
@@ -174,8 +183,17 @@ def encode_table(where: str, arr: np.ndarray, columns: list[str]) -> tuple[np.nd
                 " text (a categorical column)"
             )
         text[c] = values
+    return one_hot(where, columns, np.stack(numeric, 1) if numeric else np.zeros((len(arr), 0), np.float32), text)
+
+
+def one_hot(
+    where: str, columns: list[str], numeric: np.ndarray, text: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, list[str], Encoding | None]:
+    """A table's features from its numeric columns' values (rows x their count, in order) and its text columns'
+    (name -> raw values): the features, their names and the encoding (None, and the numbers as they are, when no
+    column is text)."""
     if not text:
-        return np.stack(numeric, 1), columns, None
+        return numeric, list(columns), None
     encoding = find_categories(columns, text, where)
-    X, _ = encoding.expand(np.stack(numeric, 1) if numeric else np.zeros((len(arr), 0), np.float32), text)
+    X, _ = encoding.expand(numeric, text)
     return X, encoding.feature_names(), encoding

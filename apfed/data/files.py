@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apfed.data.encoding import Encoding, describe, encode_table, find_categories, is_missing, is_missing_value
+from apfed.data.encoding import Encoding, describe, encode_table, is_missing, is_missing_value, one_hot, parse_number
 from apfed.data.splits import labelled_split
 from apfed.data.views import MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
@@ -186,30 +186,14 @@ def _parse_rows(
         for i, row in enumerate(reader):
             for k, j in enumerate(features):
                 v = row[j]
-                try:
-                    if "_" in v:
-                        raise ValueError(v)
-                    x = float(v)
-                except ValueError:
-                    x = _decimal_comma(v) if decimal_comma else None
-                    if x is None:
-                        if k not in first_text and not is_missing_value(v):
-                            first_text[k] = (reader.line_num, v)
-                        continue
+                if (x := parse_number(v, decimal_comma)) is None:
+                    if k not in first_text and not is_missing_value(v):
+                        first_text[k] = (reader.line_num, v)
+                    continue
                 if x == x:  # "nan" is a missing value, not a number
                     X[i, k] = x
                     numeric[k] = True
     return X, first_text, numeric
-
-
-def _decimal_comma(v: str) -> float | None:
-    """``2,5`` read as 2.5 (one comma, no point), else None."""
-    if v.count(",") != 1 or "." in v or "_" in v:
-        return None
-    try:
-        return float(v.replace(",", "."))
-    except ValueError:
-        return None
 
 
 def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTable:
@@ -224,12 +208,8 @@ def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTabl
     text = [header.index(id_column)] + ([header.index(label_column)] if label_column else [])
     strings, X, found = read_csv_columns(path, header, text, [header.index(c) for c in feature_names], discover=True)
     labels = strings[1] if label_column else None
-    encoding = None
-    if found:
-        text_columns = {feature_names[k]: v for k, v in found.items()}
-        encoding = find_categories(feature_names, text_columns, str(path))
-        X, _ = encoding.expand(np.delete(X, list(found), axis=1), text_columns)
-    columns = encoding.feature_names() if encoding else feature_names
+    text_columns = {feature_names[k]: v for k, v in found.items()}
+    X, columns, encoding = one_hot(str(path), feature_names, np.delete(X, list(found), axis=1), text_columns)
     return _checked(PartyTable(path, strings[0], X, columns, labels, encoding))
 
 
