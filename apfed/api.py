@@ -53,6 +53,7 @@ def load_dataset(
     log: Callable[[str], object] = print,
     default: str = "handwritten",
     passives: str | Sequence[str | int] | None = None,
+    overlap: float | None = None,
 ) -> tuple[MultiViewDataset, int]:
     """A dataset and the index of the active party's view.
 
@@ -61,9 +62,13 @@ def load_dataset(
     or ``data``: one CSV/NPZ file per party, the active party's (with ``label_column``) first, aligned by
     ``id_column`` (``log`` receives how many rows matched). ``active``: a view index or name (default: ``fou`` on
     handwritten, else view 0). ``passives``: the views that take part besides the active one (names or indices,
-    or one comma-separated string; default: every other view)."""
+    or one comma-separated string; default: every other view). ``overlap``: a fraction in (0, 1]: the passives hold
+    only that share of the active party's training rows (chosen at random, seed 0), as if the organizations shared
+    only some customers; the others become unmatched rows (``MultiViewDataset.unmatched``)."""
     data = [str(p) for p in data or []]
     check_data_options(dataset, views, data, data_dir, default)
+    if overlap is not None and data:
+        raise ConfigError("overlap applies to a dataset, not to --data files: their IDs say which rows match")
     from apfed.data import load_bundled, load_image_dir, load_party_files
 
     if data:
@@ -74,9 +79,20 @@ def load_dataset(
     if active is None:
         active = "fou" if ds.name == "handwritten" else "0"
     a = ds.view_index(active)
-    if passives is None:
-        return ds, a
-    return _with_passives(ds, a, passives)
+    if passives is not None:
+        ds, a = _with_passives(ds, a, passives)
+    if overlap is not None:
+        from apfed.data.views import partial_overlap
+
+        try:
+            ds = partial_overlap(ds, a, overlap)
+        except DataError as e:  # a wrong argument, not wrong data
+            raise ConfigError(str(e)) from None
+        log(
+            f"{ds.name}: the passives hold {overlap:.0%} of the training rows ({len(ds.train_idx)}), the active party"
+            f" alone {len(ds.unmatched) if ds.unmatched else 0} more"
+        )
+    return ds, a
 
 
 def _with_passives(
@@ -234,14 +250,15 @@ def simulate(
     on_start: Callable[[int], object] | None = None,
     on_epoch: Callable[[dict], object] | None = None,
     passives: str | Sequence[str | int] | None = None,
+    overlap: float | None = None,
 ) -> dict:
     """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
     ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
     data itself, so it is named (``dataset``/``data``...) rather than passed. Returns the run's summary
     (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
-    the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives``: as
-    ``load_dataset``'s."""
+    the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives`` and
+    ``overlap``: as ``load_dataset``'s."""
     if method in ("local", "centralized"):
         raise ConfigError(f"{method} has no passive parties to simulate; use train() or compare()")
     data = [str(p) for p in data or []]
@@ -256,6 +273,7 @@ def simulate(
         log=lambda *_: None,
         default="mnist5k",
         passives=passives,
+        overlap=overlap,
     )
     from clients.flower_app import RunSettings
 
@@ -271,6 +289,7 @@ def simulate(
         views=views or 0,
         active=chosen,
         passive_views=passives or "",
+        overlap=overlap or 0.0,
         data=data,
         data_dir=str(data_dir or ""),
         id_column=id_column,

@@ -68,6 +68,13 @@ Passives = Annotated[
     str | None,
     typer.Option(help="The passive views, comma-separated names or indices, e.g. 'kar,pix' (default: all others)."),
 ]
+Overlap = Annotated[
+    float | None,
+    typer.Option(
+        help="Study a partial overlap: the passives hold only this fraction of the training rows (random, seeded);"
+        " the standalone methods also train on the rest (bundled and image sets; --data files match by ID).",
+    ),
+]
 Data = Annotated[
     list[str] | None,
     typer.Option(
@@ -125,7 +132,9 @@ def _check_data_options(dataset, views, data, data_dir, default="handwritten") -
     check_data_options(dataset, views, data, data_dir, default)
 
 
-def _dataset(dataset, views, active, data, data_dir, id_column, label_column, default="handwritten", passives=None):
+def _dataset(
+    dataset, views, active, data, data_dir, id_column, label_column, default="handwritten", passives=None, overlap=None
+):
     from apfed.api import load_dataset
 
     return load_dataset(
@@ -139,6 +148,7 @@ def _dataset(dataset, views, active, data, data_dir, id_column, label_column, de
         log=lambda m: typer.echo(m, err=True),
         default=default,
         passives=passives,
+        overlap=overlap,
     )
 
 
@@ -188,6 +198,7 @@ def evaluate(
     views: Views = None,
     active: Active = None,
     passives: Passives = None,
+    overlap: Overlap = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -257,7 +268,9 @@ def evaluate(
     _output_dir(out)
     from apfed.evaluate import evaluate as run_eval
 
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives=passives)
+    ds, a = _dataset(
+        dataset, views, active, data, data_dir, id_column, label_column, passives=passives, overlap=overlap
+    )
     if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
         raise ConfigError("federated methods need at least 2 views (one passive)")
     for m in chosen:
@@ -279,6 +292,7 @@ def train(
     views: Views = None,
     active: Active = None,
     passives: Passives = None,
+    overlap: Overlap = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -337,7 +351,9 @@ def train(
 
     from apfed.runner import run
 
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives=passives)
+    ds, a = _dataset(
+        dataset, views, active, data, data_dir, id_column, label_column, passives=passives, overlap=overlap
+    )
     cfg.check_passives(len(ds.views) - 1)
     from apfed.api import check_shift
 
@@ -373,6 +389,7 @@ def simulate(
     views: Views = None,
     active: Active = None,
     passives: Passives = None,
+    overlap: Overlap = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -418,6 +435,7 @@ def simulate(
             views=views,
             active=active,
             passives=passives,
+            overlap=overlap,
             data=data,
             data_dir=data_dir,
             id_column=id_column,
@@ -624,6 +642,8 @@ def _model_summary(d: dict) -> dict[str, str]:
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
     if "train_rows" in p:
         lines["rows"] = f"{p['train_rows']:,} training, {p['test_rows']:,} test (aligned with every passive)"
+        if p.get("unmatched_train_rows"):
+            lines["rows"] += f"; {p['unmatched_train_rows']:,} more training rows that no passive holds"
     for key, label in (("dataset", "data"), ("transport", "transport"), ("run_id", "run id")):
         if key in p:
             lines[label] = str(p[key])

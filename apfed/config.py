@@ -58,6 +58,7 @@ class TrainConfig:
     tf32: bool = False  # on a GPU, TF32 matrix multiplies (faster; ~10-bit mantissa products)
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
     class_weight: str = "none"  # none | balanced: each class's loss weighted by N / (classes x its training rows)
+    unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds
 
     def validate(self) -> TrainConfig:
         checks = [
@@ -70,6 +71,10 @@ class TrainConfig:
             ),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
+            (
+                self.unmatched_rows in ("train", "drop"),
+                f"unmatched_rows must be train or drop, got {self.unmatched_rows!r}",
+            ),
             (
                 self.class_weight in ("none", "balanced"),
                 f"class_weight must be none or balanced, got {self.class_weight!r}",
@@ -109,6 +114,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(msg)
         return self
+
+    @property
+    def trains_unmatched(self) -> bool:
+        """Whether the run also trains on the active party's rows that no passive holds: a standalone method's
+        task loss can (``unmatched_rows=train``); a model that reads every party's data cannot."""
+        return self.unmatched_rows == "train" and STANDALONE[self.method]
 
     def passive_loss_list(self) -> list[str]:
         return [p.strip().lower() for p in self.passive_losses.split(",") if p.strip()]

@@ -117,6 +117,7 @@ class ActiveLearner:
         self._cache: tuple | None = None
         self._version = 0
         self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
+        self.own_graphs = StepGraphs(self._own_step, [self.opt]) if self.graphs is not None else None
 
     def _graphable(self, aug: dict | None) -> bool:
         return self.graphs is not None and aug is None
@@ -193,6 +194,24 @@ class ActiveLearner:
         loss, metrics = self._objective(idx, h, z, grads, leaves, None)
         update(self.opt, loss, captured)
         return {**metrics, **{f"e{i}_grad": e.grad for i, e in enumerate(leaves) if e is not None}}
+
+    def own_step(self, idx: torch.Tensor, progress: float, aug: dict | None = None) -> dict:
+        """Apply one minibatch of rows that no passive holds: the standalone task loss alone (a local step)."""
+        train_mode(self.modules, self._every)
+        set_lr(self.opt, lr_at(self.cfg, progress))
+        if self.own_graphs is not None and aug is None:
+            metrics = self.own_graphs(len(idx), {"idx": idx})
+        else:
+            metrics = self._own_step({"idx": idx}, False, aug)
+        self._version += 1
+        return metrics
+
+    def _own_step(self, t: dict[str, torch.Tensor], captured: bool, aug: dict | None = None) -> dict:
+        idx = t["idx"]
+        logits = self.modules["head"](self.modules["encoder"](apply_augmentation(self.X[idx], aug)))
+        task = mixed_cross_entropy(logits, self.y[idx].long(), aug, self.class_weights)
+        update(self.opt, task, captured)
+        return {"task_loss": task.detach()}
 
     def _objective(
         self,
@@ -272,6 +291,7 @@ class ActiveLearner:
         self._version = state["version"]
         if self.graphs is not None:
             self.graphs.reset()
+            self.own_graphs.reset()
 
 
 @dataclass
@@ -329,6 +349,7 @@ class PassiveLearner:
         self._every = list(self.modules.modules())
         self.opt = make_optimizer(self.modules.parameters(), cfg)
         self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
+        self.own_graphs = StepGraphs(self._own_step, [self.opt]) if self.graphs is not None else None
         self._pending: _Pending | None = None
 
     def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -238,6 +238,19 @@ class ActiveClient:
         )
         if len(train) == 0 or len(test) == 0:
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
+        unmatched = np.asarray(train_pos)[~present[train_pos]]
+        own = unmatched if cfg.trains_unmatched else unmatched[:0]
+        if len(unmatched):
+            self.log(
+                f"{len(unmatched)} labelled training rows are held by no passive: "
+                + (
+                    "the standalone model also trains on them, by its task loss alone (unmatched_rows=train)"
+                    if len(own)
+                    else f"left out ({cfg.method} reads every party's data)"
+                    if cfg.unmatched_rows == "train"
+                    else "left out (unmatched_rows=drop)"
+                )
+            )
         infos = []
         if self.names:
             self.round = -1
@@ -249,31 +262,41 @@ class ActiveClient:
             for i, n in enumerate(self.names):
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
-        self._build(keep, train, test, infos)
+        self._build(keep, train, test, infos, own)
 
-    def _build(self, keep: np.ndarray, train: np.ndarray, test: np.ndarray, infos: list[PassiveInfo]) -> None:
-        """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters."""
+    def _build(
+        self, keep: np.ndarray, train: np.ndarray, test: np.ndarray, infos: list[PassiveInfo], own: np.ndarray
+    ) -> None:
+        """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters.
+        ``own``: positions (in the active party's rows) of training rows no passive holds, trained by the task
+        loss alone; the learner holds them after the ``len(keep)`` matched rows."""
         cfg, d = self.cfg, self.data
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         # the intersection, in the order every party now uses; 4-byte positions and 2-byte labels where they fit
         # (set-up and older checkpoints give int64): this bookkeeping is the run's only O(samples) state
-        keep, train, test = (
+        keep, train, test, own = (
             compact_index(keep, len(d.ids)),
             compact_index(train, len(keep)),
             compact_index(test, len(keep)),
+            compact_index(own, len(d.ids)),
         )
-        self.keep, self.split = keep, (train, test)
-        self.preprocessor = Preprocessor.fit(d.view, keep[train])
+        self.keep, self.split, self.own = keep, (train, test), own
+        held = np.concatenate([keep, own]) if len(own) else keep  # the learner's rows
+        trained = np.concatenate([keep[train], own]) if len(own) else keep[train]
+        self.preprocessor = Preprocessor.fit(d.view, trained)
         dev = cfg.device
-        X = device_rows(d.view, keep, self.preprocessor, dev)
-        y = torch.from_numpy(compact_labels(d.labels[keep])).to(dev)
+        X = device_rows(d.view, held, self.preprocessor, dev)
+        y = torch.from_numpy(compact_labels(d.labels[held])).to(dev)
+        self.own_idx = torch.arange(len(keep), len(held), device=dev)
         extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
         weights = None
         if cfg.class_weight == "balanced":  # from the training rows' labels: N / (classes x the class's rows)
-            counts = np.bincount(d.labels[keep[train]], minlength=len(d.class_names)).astype(np.float64)
-            weights = torch.tensor(len(train) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
+            counts = np.bincount(d.labels[trained], minlength=len(d.class_names)).astype(np.float64)
+            weights = torch.tensor(
+                len(trained) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
+            )
         self.learner = ActiveLearner(spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X, weights)
         self.spec, self.infos = spec, infos
         self.sent_shapes = [tuple(h_shape) if p.loss == "r" else (cfg.projection_dim,) for p in infos]
@@ -299,14 +322,27 @@ class ActiveClient:
             specs["emb"] = ArraySpec((total, *p.embedding_shape), (self.cfg.payload,))
         return specs
 
-    def _send_round(self, batches: list[torch.Tensor], rows: list[torch.Tensor], progress: list[float]) -> dict:
+    def _send_round(
+        self, batches: list[torch.Tensor], rows: list[torch.Tensor], progress: list[float], own: list | None = None
+    ) -> dict:
         """Forward K minibatches and queue the passives' train requests (with any pending embedding gradients).
-        ``rows``: the same minibatches' row positions on the host, for the messages."""
+        ``rows``: the same minibatches' row positions on the host, for the messages; ``own``: each minibatch's
+        rows that no passive holds (they stay here)."""
         L = self.learner
         augs = [sample_augmentation(len(b), self.cfg, self.aug_gen, self.cfg.device) for b in batches]
+        own = own or []
+        own_augs = [sample_augmentation(len(o), self.cfg, self.own_aug_gen, self.cfg.device) for o in own]
         self.rounds_sent += 1
         ckpt = bool(self.checkpoint_every) and self.rounds_sent % self.checkpoint_every == 0
-        rnd = {"batches": batches, "progress": progress, "augs": augs, "sent": None, "checkpoint": ckpt}
+        rnd = {
+            "batches": batches,
+            "progress": progress,
+            "augs": augs,
+            "own": own,
+            "own_augs": own_augs,
+            "sent": None,
+            "checkpoint": ckpt,
+        }
         if not self.names:
             return rnd
         sent = [L.outgoing(idx, a) for idx, a in zip(batches, augs, strict=True)]
@@ -342,7 +378,8 @@ class ActiveClient:
         """Wait for the passives' replies to a round and apply its K minibatches."""
         L, batches, progress, augs = self.learner, rnd["batches"], rnd["progress"], rnd["augs"]
         if rnd["sent"] is None:
-            return [L.step(idx, [], [], p, a)[0] for idx, p, a in zip(batches, progress, augs, strict=True)]
+            out = [L.step(idx, [], [], p, a)[0] for idx, p, a in zip(batches, progress, augs, strict=True)]
+            return out + self._own_steps(rnd)
         flat = rnd["flat"]
         replies = self._collect(rnd["sent"], lambda i: self._reply_specs(i, len(flat)))
         dev = self.cfg.device
@@ -374,7 +411,13 @@ class ActiveClient:
         for i, n in enumerate(self.names):
             if emb_grads[i]:
                 self.pending[n] = (rnd["rows"], rnd["joined"], torch.cat(emb_grads[i]))
-        return out
+        return out + self._own_steps(rnd)
+
+    def _own_steps(self, rnd: dict) -> list[dict]:
+        """The round's minibatches of rows that no passive holds: local steps of the standalone task loss, taken
+        after the round's matched minibatches (pipelined, while the passives compute the next round)."""
+        p = rnd["progress"][-1]
+        return [self.learner.own_step(o, p, a) for o, a in zip(rnd["own"], rnd["own_augs"], strict=True)]
 
     def _zeros(self, idx: torch.Tensor, info: PassiveInfo) -> torch.Tensor:
         return torch.zeros((len(idx), *info.embedding_shape), device=self.cfg.device)
@@ -392,8 +435,8 @@ class ActiveClient:
         s[2] += len(e)
 
     def _rounds(self):
-        """(epoch, minibatches, their rows on the host, progress, last round of the epoch?) for every round of the
-        run, in order."""
+        """(epoch, minibatches, their rows on the host, progress, last round of the epoch?, minibatches of rows that
+        no passive holds) for every round of the run, in order."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
         n_train, k = len(self.train_rows), cfg.batches_per_round
@@ -403,15 +446,25 @@ class ActiveClient:
             k = max(1, nb // 2)
             self.log(f"pipelining: {cfg.batches_per_round} minibatches per round is over half an epoch; using {k}")
         self.k_used = k
+        # the rows no passive holds: shuffled by a generator of their own (the matched rows' order stays that of a
+        # run without them), cut into minibatches and dealt out over the epoch's rounds: an epoch trains each once
+        n_own = len(self.own_idx)
+        nb_own = -(-n_own // cfg.batch_size)
+        own_gen = torch.Generator().manual_seed(cfg.seed + 7)
         for epoch in range(cfg.epochs):
             rows = self.train_rows[torch.randperm(n_train, generator=gen, dtype=self.train_rows.dtype)]
             on_device = as_tensor(rows, self.train_idx.device)
             bs = cfg.batch_size
+            own = self.own_idx[torch.randperm(n_own, generator=own_gen).to(self.own_idx.device)] if n_own else None
             for r in range(0, nb, k):  # the minibatches cut a round at a time: no tensor per minibatch of the epoch
                 span = slice(r * bs, (r + k) * bs)
                 chunk, host = list(on_device[span].split(bs)), list(rows[span].split(bs))
                 progress = [(epoch + (r + j) / nb) / cfg.epochs for j in range(len(chunk))]
-                yield epoch, chunk, host, progress, r + k >= nb
+                dealt = []
+                if own is not None:
+                    first, end = r * nb_own // nb, min(r + k, nb) * nb_own // nb
+                    dealt = list(own[first * bs : end * bs].split(bs))
+                yield epoch, chunk, host, progress, r + k >= nb, dealt
 
     def fit(
         self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
@@ -424,6 +477,7 @@ class ActiveClient:
         """
         cfg = self.cfg
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.own_aug_gen = torch.Generator().manual_seed(cfg.seed + 8)
         seed_rng(cfg.seed + 1, cfg.device)  # dropout in the active party's heads
         rounds = self._rounds()
         metrics = RunningMeans()
@@ -434,15 +488,15 @@ class ActiveClient:
             self.resumed = None
         t0, x0 = time.perf_counter(), self.exchange_s
         nxt = next(rounds, None)
-        inflight = self._send_round(*nxt[1:4]) if nxt else None
+        inflight = self._send_round(*nxt[1:4], nxt[5]) if nxt else None
         while nxt is not None:
-            epoch, chunk, _, _, last = nxt
+            epoch, chunk, _, _, last, _ = nxt
             current = inflight
             nxt = next(rounds, None)
             # a checkpoint round is drained first: no later round may reach the passives before the save
             early = cfg.pipeline and nxt is not None and not current["checkpoint"]
             if early:
-                inflight = self._send_round(*nxt[1:4])
+                inflight = self._send_round(*nxt[1:4], nxt[5])
             for m in self._apply_round(current):
                 metrics.add(m)
             if on_batch:
@@ -466,7 +520,7 @@ class ActiveClient:
             if current["checkpoint"]:
                 self._save_checkpoint(metrics, current["sent"][0] if current["sent"] else 0)
             if not early and nxt is not None:
-                inflight = self._send_round(*nxt[1:4])
+                inflight = self._send_round(*nxt[1:4], nxt[5])
         self._flush()
         return self.history
 
@@ -508,6 +562,7 @@ class ActiveClient:
             "keep": torch.from_numpy(self.keep),
             "train": torch.from_numpy(self.split[0]),
             "test": torch.from_numpy(self.split[1]),
+            "own": torch.from_numpy(self.own),
             "infos": json.dumps([[p.loss, list(p.embedding_shape) if p.embedding_shape else None] for p in self.infos]),
             "learner": self.learner.state(),
             "pending": {n: [v[0], v[1] or {}, v[2]] for n, v in self.pending.items()},
@@ -517,6 +572,7 @@ class ActiveClient:
             "faults": json.dumps(self.faults),
             "metrics": metrics.state(),
             "aug_rng": self.aug_gen.get_state(),
+            "own_aug_rng": self.own_aug_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.cfg.device.startswith("cuda") else [],
             "dp_rng": self.dp.gen.get_state() if self.dp.gen is not None else torch.zeros(0, dtype=torch.uint8),
@@ -548,7 +604,8 @@ class ActiveClient:
                     self.log(f"{n} resumes from its checkpoint of round {used}: it has none of round {r}")
         infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
         rows = [ck[k].cpu().numpy() for k in ("keep", "train", "test")]  # loaded onto the run's device
-        self._build(*rows, infos)
+        own = ck["own"].cpu().numpy() if "own" in ck else rows[0][:0]  # a checkpoint older than unmatched rows
+        self._build(*rows, infos, own)
         self.learner.load_state(ck["learner"])
         self.round, self.rounds_sent = int(ck["round"]), 0
         self.pending = {n: (v[0].cpu(), v[1] or None, v[2]) for n, v in ck["pending"].items()}
@@ -561,6 +618,8 @@ class ActiveClient:
     def _restore_rngs_and_metrics(self, ck: dict) -> RunningMeans:
         self.rounds_sent = int(ck["rounds_sent"])
         self.aug_gen.set_state(ck["aug_rng"].cpu())  # RNG states are host byte tensors
+        if "own_aug_rng" in ck:
+            self.own_aug_gen.set_state(ck["own_aug_rng"].cpu())
         torch.set_rng_state(ck["torch_rng"].cpu())
         if ck["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
@@ -632,7 +691,7 @@ class ActiveClient:
     def standalone_model(self, provenance: dict) -> StandaloneModel:
         """The active party's complete model, ready to save, load and predict with no passive. ``provenance``
         adds to (or overrides) what this party knows: the apfed version, when, its view, the passives' names and
-        how many aligned rows it trained and tested on."""
+        how many aligned rows it trained and tested on (and how many rows no passive holds it also trained on)."""
         if not self.learner.standalone:
             raise DataError(f"method {self.cfg.method} needs every party at prediction time: no standalone model")
         from apfed import __version__
@@ -644,6 +703,7 @@ class ActiveClient:
             "passives": list(self.names),
             "train_rows": len(self.train_rows),
             "test_rows": len(self.test_rows),
+            **({"unmatched_train_rows": len(self.own)} if len(self.own) else {}),
             **provenance,
         }
         net = self.learner.standalone_net()

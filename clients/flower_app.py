@@ -48,6 +48,7 @@ class RunSettings:
     timeout: float = 600.0
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
     passive_views: str = ""  # simulation: the views that take part besides the active one (default: all)
+    overlap: float = 0.0  # simulation: > 0, the share of the training rows the passives hold (load_dataset)
     simulation: bool = False  # set by simulate(): virtual nodes may run two messages at once
     seal_key: str = ""  # encryption on: the active party's X25519 key file ...
     pins: list[str] = field(default_factory=list)  # ... and "passiveN=sha256:..." for every passive
@@ -98,6 +99,7 @@ def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
         log=lambda *_: None,
         default="mnist5k",
         passives=s.passive_views or None,
+        overlap=s.overlap or None,
     )
 
 
@@ -145,7 +147,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
             logging.getLogger("flwr").info("apfed: %s", line)
     else:
         ds, a = load_dataset(s)
-        active_data, passive_data = split_parties(ds, a)
+        active_data, passive_data = split_parties(ds, a, cfg.trains_unmatched)
         n_passives, name = len(passive_data), ds.name
     run_id = uuid.uuid4().hex[:12]
     nodes = discover(grid, run_id, n_passives, timeout=s.timeout)

@@ -11,7 +11,7 @@ import numpy as np
 
 from apfed.data.encoding import Encoding, describe, encode_table, is_missing, is_missing_value, one_hot, parse_number
 from apfed.data.splits import labelled_split
-from apfed.data.views import MultiViewDataset, View, first_empty_column, first_nonfinite
+from apfed.data.views import MultiViewDataset, UnmatchedRows, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
 
@@ -397,4 +397,33 @@ def load_party_files(
         class_names=class_names,
         train_idx=train,
         test_idx=test,
+        unmatched=_unmatched_rows(tables[0], rows[0], class_names, log) if len(tables) > 1 else None,
     )
+
+
+def _unmatched_rows(active: PartyTable, matched: np.ndarray, class_names: list[str], log) -> UnmatchedRows | None:
+    """The active party's rows that some passive lacks, as training rows for the standalone methods (their
+    classes are those of the matched rows: a row of another class is left out, and counted)."""
+    rest = np.ones(len(active.ids), dtype=bool)
+    rest[matched] = False
+    rows = np.flatnonzero(rest)
+    if not len(rows):
+        return None
+    raw = active.labels[rows].astype(str)
+    known = np.isin(raw, class_names)
+    name = active.path.name
+    if not known.all():
+        others = sorted(set(raw[~known]))
+        shown = ", ".join(repr(str(c)) for c in others[:5]) + (", ..." if len(others) > 5 else "")
+        k = int((~known).sum())
+        rows_have = f"{k} rows no passive holds have" if k > 1 else "1 row no passive holds has"
+        log(f"{name}: {rows_have} a class no matched row has ({shown}); left out")
+        rows, raw = rows[known], raw[known]
+    if not len(rows):
+        return None
+    log(
+        f"{name}: {len(rows)} labelled rows are held by no passive: standalone methods also train on them"
+        " (unmatched_rows=train, the default; tvfl and centralized cannot)"
+    )
+    labels = np.searchsorted(np.asarray(class_names), raw)  # the class names are the sorted label strings
+    return UnmatchedRows(0, active.X[rows], labels, active.ids[rows])

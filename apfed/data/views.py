@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -69,8 +69,24 @@ class View:
 
 
 @dataclass
+class UnmatchedRows:
+    """The active party's labelled rows that the passives do not hold (a partial overlap): its view ``view``'s
+    features for them, their class indices and their ids. Standalone methods also train on them (task loss only,
+    ``TrainConfig.unmatched_rows``); they are never sent anywhere."""
+
+    view: int  # the index of the active view they belong to
+    X: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
 class MultiViewDataset:
-    """All views of a dataset plus labels; only evaluation and simulation hold this whole."""
+    """All views of a dataset plus labels; only evaluation and simulation hold this whole. ``views``, ``labels``
+    and ``ids`` are the rows every party holds; ``unmatched``, the active party's rows no passive holds."""
 
     name: str
     views: list[View]
@@ -80,12 +96,24 @@ class MultiViewDataset:
     train_idx: np.ndarray
     test_idx: np.ndarray
     notes: dict = field(default_factory=dict)
+    unmatched: UnmatchedRows | None = None
 
     def select(self, keep: list[int]) -> MultiViewDataset:
         """The same rows with only the views at ``keep`` (in the dataset's order)."""
-        views = [self.views[i] for i in sorted(set(keep))]
+        kept = sorted(set(keep))
+        views = [self.views[i] for i in kept]
+        u = self.unmatched
+        unmatched = None if u is None or u.view not in kept else replace(u, view=kept.index(u.view))
         return MultiViewDataset(
-            self.name, views, self.labels, self.ids, self.class_names, self.train_idx, self.test_idx, self.notes
+            self.name,
+            views,
+            self.labels,
+            self.ids,
+            self.class_names,
+            self.train_idx,
+            self.test_idx,
+            self.notes,
+            unmatched,
         )
 
     def view_index(self, key: str | int) -> int:
@@ -124,18 +152,66 @@ class PartyData:
         return None if self.test_rows is None else self.ids[self.test_rows]
 
 
-def split_parties(ds: MultiViewDataset, active: int) -> tuple[PartyData, list[PartyData]]:
-    """Cut a dataset into the active party's data (with labels and split) and the passives' (without)."""
+def split_parties(ds: MultiViewDataset, active: int, unmatched: bool = True) -> tuple[PartyData, list[PartyData]]:
+    """Cut a dataset into the active party's data (with labels and split) and the passives' (without).
+
+    With ``unmatched``, the active party also holds the dataset's unmatched rows of its view, after the matched
+    ones, all of them training rows: as in a deployment, its private set intersection with the passives then finds
+    that no passive holds them."""
+    view, ids, labels, train = ds.views[active], ds.ids, ds.labels, ds.train_idx
+    u = ds.unmatched
+    if unmatched and u is not None and u.view == active and len(u):
+        n = len(ids)
+        view = replace(view, X=np.concatenate([view.X, u.X]))
+        ids, labels = np.concatenate([ids, u.ids]), np.concatenate([labels, u.labels.astype(labels.dtype)])
+        train = compact_index(np.concatenate([train, np.arange(n, n + len(u))]), n + len(u))
     active_party = PartyData(
-        view=ds.views[active],
-        ids=ds.ids,
-        labels=ds.labels,
+        view=view,
+        ids=ids,
+        labels=labels,
         class_names=ds.class_names,
-        train_rows=ds.train_idx,
+        train_rows=train,
         test_rows=ds.test_idx,
     )
     passives = [PartyData(view=v, ids=ds.ids) for i, v in enumerate(ds.views) if i != active]
     return active_party, passives
+
+
+def partial_overlap(ds: MultiViewDataset, active: int, overlap: float, seed: int = 0) -> MultiViewDataset:
+    """The same data as if the passives held only a fraction ``overlap`` of the active party's training rows
+    (drawn at random, seeded): the others become unmatched rows of the active view. The test rows stay held by
+    every party, so every method is tested on the same rows. For studying partial overlaps on bundled data."""
+    if not 0 < overlap <= 1:
+        raise DataError(f"overlap must be a fraction in (0, 1], got {overlap}")
+    if ds.unmatched is not None:
+        raise DataError(f"{ds.name} already has unmatched rows; overlap applies to fully matched data")
+    if not isinstance(ds.views[active].X, np.ndarray):
+        raise DataError("overlap needs the active view's rows in memory, not streamed")
+    train = np.asarray(ds.train_idx)
+    rng = np.random.default_rng(seed)
+    n_keep = max(1, round(overlap * len(train)))
+    shuffled = rng.permutation(train)
+    kept, moved = np.sort(shuffled[:n_keep]), np.sort(shuffled[n_keep:])
+    if not len(moved):
+        return ds
+    rows = np.sort(np.concatenate([kept, np.asarray(ds.test_idx)]))
+    position = np.full(len(ds.ids), -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    views = [replace(v, X=v.X[rows]) for v in ds.views]
+    a = ds.views[active]
+    unmatched = UnmatchedRows(active, a.X[moved], ds.labels[moved], ds.ids[moved])
+    notes = {**ds.notes, "overlap": overlap}
+    return MultiViewDataset(
+        ds.name,
+        views,
+        ds.labels[rows],
+        ds.ids[rows],
+        ds.class_names,
+        compact_index(position[kept], len(rows)),
+        compact_index(position[np.asarray(ds.test_idx)], len(rows)),
+        notes,
+        unmatched,
+    )
 
 
 def image_strips(
