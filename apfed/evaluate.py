@@ -139,6 +139,11 @@ def evaluate(
         "dataset": ds.name,
         "active_view": ds.views[active].name,
         "views": [v.name for v in ds.views],
+        "rows": {
+            "matched_train": len(ds.train_idx),
+            "test": len(ds.test_idx),
+            "unmatched_train": len(ds.unmatched) if ds.unmatched and ds.unmatched.view == active else 0,
+        },
         "preset": preset,
         "epochs": cfg.epochs,
         "seeds": seeds,

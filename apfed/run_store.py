@@ -21,7 +21,7 @@ from apfed.errors import ConfigError, DataError
 
 def data_digest(ds: MultiViewDataset, active: int) -> str:
     """SHA-256 of what a run learns from: the views (names, kinds, shapes, resident features), the ids, labels,
-    class names and split, and which view is the active party's."""
+    class names and split, the active party's unmatched rows, and which view is the active party's."""
     h = hashlib.sha256()
     meta = {
         "name": ds.name,
@@ -31,7 +31,9 @@ def data_digest(ds: MultiViewDataset, active: int) -> str:
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
     h.update(ids_digest(ds.ids).encode())  # ids may be strings: hashed as a checkpoint names its rows
-    for a in [ds.labels, ds.train_idx, ds.test_idx] + [v.X for v in ds.views if isinstance(v.X, np.ndarray)]:
+    u = ds.unmatched  # the active party's rows that no passive holds train the standalone methods too
+    extra = [] if u is None else [np.asarray([u.view]), u.X, u.labels, np.asarray(ids_digest(u.ids))]
+    for a in [ds.labels, ds.train_idx, ds.test_idx] + [v.X for v in ds.views if isinstance(v.X, np.ndarray)] + extra:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())

@@ -2,6 +2,7 @@
 only, never sent), and nothing else about the run changes."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -192,6 +193,8 @@ def test_evaluate_studies_a_partial_overlap_of_a_bundled_set(tmp_path):
     assert code == 0, err
     assert "digits: the passives hold 30% of the training rows (431), the active party alone 1006 more" in err
     assert "1006 labelled training rows are held by no passive" not in err  # evaluate's runs log quietly
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["rows"] == {"matched_train": 431, "test": 360, "unmatched_train": 1006}
     for args, line in [
         (["--overlap", "1.5"], "error: overlap must be a fraction in (0, 1], got 1.5"),
         (
@@ -201,3 +204,15 @@ def test_evaluate_studies_a_partial_overlap_of_a_bundled_set(tmp_path):
     ]:
         code, out, err = run_cli("evaluate", *args, "--epochs", "1", "--out", tmp_path)
         assert code == 2 and err.strip() == line, err
+
+
+def test_a_comparison_resumes_only_on_the_same_unmatched_rows(sparse):
+    """evaluate --resume reuses runs made from the same data: the rows no passive holds are part of it."""
+    from apfed.run_store import data_digest
+
+    _, ds = sparse
+    u = ds.unmatched
+    fewer = dataclasses.replace(ds, unmatched=dataclasses.replace(u, X=u.X[1:], labels=u.labels[1:], ids=u.ids[1:]))
+    assert data_digest(ds, 0) == data_digest(dataclasses.replace(ds), 0)
+    assert data_digest(fewer, 0) != data_digest(ds, 0)
+    assert data_digest(dataclasses.replace(ds, unmatched=None), 0) != data_digest(ds, 0)
