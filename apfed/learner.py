@@ -40,19 +40,24 @@ def make_optimizer(params, cfg: TrainConfig) -> Optimizer:
     return Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
 
 
-def set_lr(opt: Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
+def set_lr(opt: Optimizer | list[Optimizer], lr: float) -> None:
+    for o in opt if isinstance(opt, list) else [opt]:
+        for g in o.param_groups:
+            g["lr"] = lr
 
 
-def update(opt: Optimizer, loss: torch.Tensor, captured: bool = False) -> None:
-    """One optimizer update from ``loss``; ``captured``: the form a CUDA graph records (apfed.graphs)."""
-    opt.zero_grad(set_to_none=True)
+def update(opt: Optimizer | list[Optimizer], loss: torch.Tensor, captured: bool = False) -> None:
+    """One optimizer update from ``loss`` (of each optimizer of a list); ``captured``: the form a CUDA graph
+    records (apfed.graphs)."""
+    opts = opt if isinstance(opt, list) else [opt]
+    for o in opts:
+        o.zero_grad(set_to_none=True)
     loss.backward()
-    if captured:
-        opt.step_captured()
-    else:
-        opt.step()
+    for o in opts:
+        if captured:
+            o.step_captured()
+        else:
+            o.step()
 
 
 def train_mode(modules: nn.Module, every: list[nn.Module]) -> None:
@@ -86,7 +91,9 @@ class ActiveLearner:
         extra_specs: list[dict] | None = None,
         extra_X: list[torch.Tensor] | None = None,
         class_weights: torch.Tensor | None = None,
+        own_rows: bool = False,
     ):
+        """``own_rows``: ``X`` also holds rows that no passive holds, trained by ``own_step``."""
         self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
         self.class_weights = class_weights  # the task losses' weight per class (cfg.class_weight), or None
         self.extra_X = extra_X or []
@@ -113,11 +120,19 @@ class ActiveLearner:
         configure_cuda(cfg.device, cfg.tf32)
         self.modules = init_modules(cfg.seed, build).to(cfg.device)
         self._every = list(self.modules.modules())
-        self.opt = make_optimizer(self.modules.parameters(), cfg)
+        # With rows that no passive holds, the standalone model (encoder and head) takes more steps than the other
+        # modules: one optimizer each, so each optimizer's parameters keep one step count, as a CUDA graph of its
+        # update needs (the update of every parameter is the same as with one optimizer)
+        own = own_rows and self.standalone
+        standalone = [*self.modules["encoder"].parameters(), *self.modules["head"].parameters()] if own else []
+        taken = {id(q) for q in standalone}
+        rest = [q for q in self.modules.parameters() if id(q) not in taken]
+        self.opts = [make_optimizer(g, cfg) for g in (standalone, rest) if g]
+        self.opt = self.opts[0] if len(self.opts) == 1 else self.opts  # what set_lr and update take
         self._cache: tuple | None = None
         self._version = 0
-        self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
-        self.own_graphs = StepGraphs(self._own_step, [self.opt]) if self.graphs is not None else None
+        self.graphs = StepGraphs(self._graph_step, self.opts) if enabled(cfg.device, cfg.cuda_graphs) else None
+        self.own_graphs = StepGraphs(self._own_step, self.opts[:1]) if self.graphs is not None and own else None
 
     def _graphable(self, aug: dict | None) -> bool:
         return self.graphs is not None and aug is None
@@ -198,7 +213,7 @@ class ActiveLearner:
     def own_step(self, idx: torch.Tensor, progress: float, aug: dict | None = None) -> dict:
         """Apply one minibatch of rows that no passive holds: the standalone task loss alone (a local step)."""
         train_mode(self.modules, self._every)
-        set_lr(self.opt, lr_at(self.cfg, progress))
+        set_lr(self.opts[0], lr_at(self.cfg, progress))
         if self.own_graphs is not None and aug is None:
             metrics = self.own_graphs(len(idx), {"idx": idx})
         else:
@@ -210,7 +225,7 @@ class ActiveLearner:
         idx = t["idx"]
         logits = self.modules["head"](self.modules["encoder"](apply_augmentation(self.X[idx], aug)))
         task = mixed_cross_entropy(logits, self.y[idx].long(), aug, self.class_weights)
-        update(self.opt, task, captured)
+        update(self.opts[0], task, captured)
         return {"task_loss": task.detach()}
 
     def _objective(
@@ -283,15 +298,20 @@ class ActiveLearner:
         return StandaloneNet(self.modules["encoder"], self.modules["head"])
 
     def state(self) -> dict:
-        return {"modules": self.modules.state_dict(), "optimizer": self.opt.state_dict(), "version": self._version}
+        opts = {
+            "optimizer": self.opts[0].state_dict(),
+            **{f"optimizer{i}": o.state_dict() for i, o in enumerate(self.opts) if i},
+        }
+        return {"modules": self.modules.state_dict(), **opts, "version": self._version}
 
     def load_state(self, state: dict) -> None:
         self.modules.load_state_dict(state["modules"])
-        self.opt.load_state_dict(state["optimizer"])
+        for i, o in enumerate(self.opts):
+            o.load_state_dict(state["optimizer" if i == 0 else f"optimizer{i}"])
         self._version = state["version"]
-        if self.graphs is not None:
-            self.graphs.reset()
-            self.own_graphs.reset()
+        for g in (self.graphs, self.own_graphs):
+            if g is not None:
+                g.reset()
 
 
 @dataclass
@@ -349,7 +369,6 @@ class PassiveLearner:
         self._every = list(self.modules.modules())
         self.opt = make_optimizer(self.modules.parameters(), cfg)
         self.graphs = StepGraphs(self._graph_step, [self.opt]) if enabled(cfg.device, cfg.cuda_graphs) else None
-        self.own_graphs = StepGraphs(self._own_step, [self.opt]) if self.graphs is not None else None
         self._pending: _Pending | None = None
 
     def _apfed_loss(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

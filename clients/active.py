@@ -297,7 +297,9 @@ class ActiveClient:
             weights = torch.tensor(
                 len(trained) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
             )
-        self.learner = ActiveLearner(spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X, weights)
+        self.learner = ActiveLearner(
+            spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X, weights, own_rows=len(own) > 0
+        )
         self.spec, self.infos = spec, infos
         self.sent_shapes = [tuple(h_shape) if p.loss == "r" else (cfg.projection_dim,) for p in infos]
         # row positions: on the device for the learner, on the host for the messages (a passive checks them there,

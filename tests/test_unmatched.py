@@ -216,3 +216,22 @@ def test_a_comparison_resumes_only_on_the_same_unmatched_rows(sparse):
     assert data_digest(ds, 0) == data_digest(dataclasses.replace(ds), 0)
     assert data_digest(fewer, 0) != data_digest(ds, 0)
     assert data_digest(dataclasses.replace(ds, unmatched=None), 0) != data_digest(ds, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["apfed-c", "apfed-kd"])
+def test_on_a_gpu_the_unmatched_rows_steps_replay_as_cuda_graphs(sparse, method):
+    """The standalone model's own optimizer keeps one step count, so both kinds of step are captured and
+    replayed; the result is the eager one, within the GPU's non-bit-reproducible kernels."""
+    _, ds = sparse
+    acc = {}
+    for graphs in (True, False):
+        cfg = make_config("default", method=method, epochs=4, seed=0, device="cuda", cuda_graphs=graphs)
+        client = build_clients(ds, 0, cfg)
+        client.setup()
+        client.fit()
+        acc[graphs] = client.final_metrics()["accuracy"]
+        if graphs:
+            assert client.learner.graphs.replays > 0 and client.learner.own_graphs.replays > 0
+        client.finish()
+    assert abs(acc[True] - acc[False]) < 3, acc
