@@ -109,6 +109,8 @@ def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
         c._every = list(c.modules.modules())
         c.opt = make_optimizer(c.modules.parameters(), learner.cfg)
         c.graphs = None
+        if isinstance(c, ActiveLearner):  # one optimizer: the copies train no rows that only the active holds
+            c.opts, c.own_graphs = [c.opt], None
         out.append(c)
     return out[0], out[1:]
 
