@@ -643,7 +643,7 @@ def _model_summary(d: dict) -> dict[str, str]:
     if "train_rows" in p:
         lines["rows"] = f"{p['train_rows']:,} training, {p['test_rows']:,} test (aligned with every passive)"
         if p.get("unmatched_train_rows"):
-            lines["rows"] += f"; {p['unmatched_train_rows']:,} more training rows that no passive holds"
+            lines["rows"] += f"; {p['unmatched_train_rows']:,} more training rows that some passive lacks"
     for key, label in (("dataset", "data"), ("transport", "transport"), ("run_id", "run id")):
         if key in p:
             lines[label] = str(p[key])

@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
+
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError
@@ -142,7 +144,7 @@ def evaluate(
         "rows": {
             "matched_train": len(ds.train_idx),
             "test": len(ds.test_idx),
-            "unmatched_train": len(ds.unmatched) if ds.unmatched and ds.unmatched.view == active else 0,
+            **_unmatched_counts(ds, active),
         },
         "preset": preset,
         "epochs": cfg.epochs,
@@ -163,3 +165,12 @@ def evaluate(
         if not quiet:
             console.print("wrote " + ", ".join(str(p) for p in paths))
     return report
+
+
+def _unmatched_counts(ds: MultiViewDataset, active: int) -> dict[str, int]:
+    """How many of the active party's training and test rows some passive lacks."""
+    u = ds.unmatched
+    if u is None or u.view != active:
+        return {"unmatched_train": 0, "unmatched_test": 0}
+    n_test = 0 if u.test is None else int(np.asarray(u.test).sum())
+    return {"unmatched_train": len(u) - n_test, "unmatched_test": n_test}

@@ -69,6 +69,10 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             "seeds": len(rs),
             "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
         }
+        unmatched = [r["final"]["unmatched_accuracy"] for r in rs if "unmatched_accuracy" in r["final"]]
+        if unmatched:  # the final standalone model on the test rows that some passive lacks
+            rows[m]["unmatched_accuracy_mean"] = float(np.mean(unmatched))
+            rows[m]["unmatched_accuracy_std"] = float(np.std(unmatched))
         for key, label, standalone in (
             ("acc_fill_zero", "tvfl (passives absent: zero)", True),
             ("acc_fill_mean", "tvfl (passives absent: mean)", True),
@@ -95,32 +99,45 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
     return rows
 
 
-def markdown_table(summary: dict[str, dict]) -> str:
-    lines = ["| method | standalone | accuracy (%) | macro-F1 (%) | local→TVFL gap closed |", "|---|---|---|---|---|"]
+UNMATCHED_COLUMN = "unmatched test rows (%)"
+
+
+def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[list[str]]]:
+    """The comparison table's header and rows; the test rows that some passive lacks get a column when a run
+    had any (the final standalone model's accuracy on them)."""
+    unmatched = any("unmatched_accuracy_mean" in r for r in summary.values())
+    header = ["method", "standalone", "accuracy (%)", "macro-F1 (%)", gap_column] + ([UNMATCHED_COLUMN] * unmatched)
+    rows = []
     for m, r in summary.items():
-        f1 = "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}"
-        gap = "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %"
-        lines.append(
-            f"| {m} | {'yes' if r['standalone'] else 'no'} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} "
-            f"| {f1} | {gap} |"
-        )
-    return "\n".join(lines)
+        row = [
+            m,
+            "yes" if r["standalone"] else "no",
+            f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
+            "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}",
+            "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %",
+        ]
+        if unmatched:
+            u = r.get("unmatched_accuracy_mean")
+            row.append("" if u is None else f"{u:.2f} ± {r['unmatched_accuracy_std']:.2f}")
+        rows.append(row)
+    return header, rows
+
+
+def markdown_table(summary: dict[str, dict]) -> str:
+    header, rows = _cells(summary, "local→TVFL gap closed")
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def rich_table(summary: dict[str, dict], title: str):
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("method", "standalone", "accuracy (%)", "macro-F1 (%)", "gap closed"):
+    header, rows = _cells(summary, "gap closed")
+    for col in header:
         t.add_column(col, justify="left" if col == "method" else "right")
-    for m, r in summary.items():
-        t.add_row(
-            m,
-            "yes" if r["standalone"] else "no",
-            f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
-            "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}",
-            "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %",
-        )
+    for r in rows:
+        t.add_row(*r)
     return t
 
 
@@ -136,7 +153,13 @@ def write_report(out: Path, report: dict) -> list[Path]:
         "",
         f"Preset `{report['preset']}`, {report['epochs']} epochs, seeds {report['seeds']}, device "
         f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
-        "epochs, then mean ± std over seeds.",
+        "epochs, then mean ± std over seeds."
+        + (
+            f" {UNMATCHED_COLUMN}: the final standalone model's accuracy on the active party's test rows that some"
+            " passive lacks (the other columns test the rows every party holds)."
+            if any("unmatched_accuracy_mean" in r for r in s.values())
+            else ""
+        ),
         "",
         markdown_table(s),
         "",

@@ -15,7 +15,7 @@ import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import ids_digest, load_checkpoint, refuse_to_overwrite, save_checkpoint
-from apfed.config import TrainConfig
+from apfed.config import STANDALONE, TrainConfig
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
 from apfed.errors import DataError
@@ -179,7 +179,8 @@ class ActiveClient:
         for what, rows in (("training", train_pos), ("test", test_pos)):
             if len(rows) and (rows.min() < 0 or rows.max() >= len(d.ids)):
                 raise DataError(f"the active party's {what} rows are not positions among its {len(d.ids)} rows")
-        present = np.ones(len(d.ids), dtype=bool)
+        # a run with no passive (local) has none to ask which rows they hold: in-process, the dataset says
+        present = np.ones(len(d.ids), dtype=bool) if self.names or d.matched is None else d.matched.copy()
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         sends = cfg.method in ("tvfl", "apfed-kd")
@@ -240,16 +241,23 @@ class ActiveClient:
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
         unmatched = np.asarray(train_pos)[~present[train_pos]]
         own = unmatched if cfg.trains_unmatched else unmatched[:0]
+        standalone = STANDALONE[cfg.method]
+        own_test = np.asarray(test_pos)[~present[test_pos]] if standalone else np.asarray(test_pos)[:0]
         if len(unmatched):
             self.log(
-                f"{len(unmatched)} labelled training rows are held by no passive: "
+                f"{len(unmatched)} labelled training rows are missing at some passive: "
                 + (
                     "the standalone model also trains on them, by its task loss alone (unmatched_rows=train)"
                     if len(own)
                     else f"left out ({cfg.method} reads every party's data)"
-                    if cfg.unmatched_rows == "train"
+                    if standalone
                     else "left out (unmatched_rows=drop)"
                 )
+            )
+        if len(own_test):
+            self.log(
+                f"{len(own_test)} test rows are missing at some passive: the standalone model is also tested on"
+                " them (unmatched_accuracy)"
             )
         infos = []
         if self.names:
@@ -262,33 +270,43 @@ class ActiveClient:
             for i, n in enumerate(self.names):
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
-        self._build(keep, train, test, infos, own)
+        self._build(keep, train, test, infos, own, own_test)
 
     def _build(
-        self, keep: np.ndarray, train: np.ndarray, test: np.ndarray, infos: list[PassiveInfo], own: np.ndarray
+        self,
+        keep: np.ndarray,
+        train: np.ndarray,
+        test: np.ndarray,
+        infos: list[PassiveInfo],
+        own: np.ndarray,
+        own_test: np.ndarray,
     ) -> None:
         """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters.
-        ``own``: positions (in the active party's rows) of training rows no passive holds, trained by the task
-        loss alone; the learner holds them after the ``len(keep)`` matched rows."""
+        ``own``, ``own_test``: positions (in the active party's rows) of training rows that some passive lacks,
+        trained by the task loss alone, and of such test rows, on which the standalone model is also tested; the
+        learner holds them after the ``len(keep)`` matched rows."""
         cfg, d = self.cfg, self.data
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         # the intersection, in the order every party now uses; 4-byte positions and 2-byte labels where they fit
         # (set-up and older checkpoints give int64): this bookkeeping is the run's only O(samples) state
-        keep, train, test, own = (
+        keep, train, test, own, own_test = (
             compact_index(keep, len(d.ids)),
             compact_index(train, len(keep)),
             compact_index(test, len(keep)),
             compact_index(own, len(d.ids)),
+            compact_index(own_test, len(d.ids)),
         )
-        self.keep, self.split, self.own = keep, (train, test), own
-        held = np.concatenate([keep, own]) if len(own) else keep  # the learner's rows
+        self.keep, self.split, self.own, self.own_test = keep, (train, test), own, own_test
+        held = np.concatenate([keep, own, own_test]) if len(own) + len(own_test) else keep  # the learner's rows
         trained = np.concatenate([keep[train], own]) if len(own) else keep[train]
         self.preprocessor = Preprocessor.fit(d.view, trained)
         dev = cfg.device
         X = device_rows(d.view, held, self.preprocessor, dev)
         y = torch.from_numpy(compact_labels(d.labels[held])).to(dev)
-        self.own_idx = torch.arange(len(keep), len(held), device=dev)
+        self.own_idx = torch.arange(len(keep), len(keep) + len(own), device=dev)
+        self.own_test_idx = torch.arange(len(keep) + len(own), len(held), device=dev)
+        self.y_own_test = compact_labels(d.labels[own_test])
         extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
         weights = None
@@ -565,6 +583,7 @@ class ActiveClient:
             "train": torch.from_numpy(self.split[0]),
             "test": torch.from_numpy(self.split[1]),
             "own": torch.from_numpy(self.own),
+            "own_test": torch.from_numpy(self.own_test),
             "infos": json.dumps([[p.loss, list(p.embedding_shape) if p.embedding_shape else None] for p in self.infos]),
             "learner": self.learner.state(),
             "pending": {n: [v[0], v[1] or {}, v[2]] for n, v in self.pending.items()},
@@ -606,8 +625,9 @@ class ActiveClient:
                     self.log(f"{n} resumes from its checkpoint of round {used}: it has none of round {r}")
         infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
         rows = [ck[k].cpu().numpy() for k in ("keep", "train", "test")]  # loaded onto the run's device
-        own = ck["own"].cpu().numpy() if "own" in ck else rows[0][:0]  # a checkpoint older than unmatched rows
-        self._build(*rows, infos, own)
+        # a checkpoint older than unmatched rows has neither
+        own, own_test = (ck[k].cpu().numpy() if k in ck else rows[0][:0] for k in ("own", "own_test"))
+        self._build(*rows, infos, own, own_test)
         self.learner.load_state(ck["learner"])
         self.round, self.rounds_sent = int(ck["round"]), 0
         self.pending = {n: (v[0].cpu(), v[1] or None, v[2]) for n, v in ck["pending"].items()}
@@ -677,9 +697,16 @@ class ActiveClient:
         return row
 
     def final_metrics(self) -> dict:
+        """The final model's test metrics; with test rows that some passive lacks, also the standalone model's
+        accuracy on them (``unmatched_accuracy``, ``unmatched_test_rows``)."""
         preds = self.predictions()
         main = preds["standalone"] if "standalone" in preds else preds["fused"]
-        return classification_metrics(self.y_test, main)
+        out = classification_metrics(self.y_test, main)
+        if len(self.own_test) and self.learner.standalone:
+            guess = self.learner.standalone_logits(self.own_test_idx).argmax(1).cpu().numpy()
+            out["unmatched_accuracy"] = float((guess == self.y_own_test).mean() * 100)
+            out["unmatched_test_rows"] = len(self.own_test)
+        return out
 
     def finish(self) -> None:
         """Tell the passives the run is over. Best effort: the model is already trained, so a passive that

@@ -34,9 +34,10 @@ def test_load_dataset_follows_the_cli_rules(party_csvs):
     ds, a = apfed.load_dataset(data=party_csvs["paths"], id_column="user_id", log=logged.append)
     assert a == 0 and len(ds.views) == 3 and len(ds.labels) == party_csvs["common"]
     assert len(logged) == 4 and all(f"{party_csvs['common']} matched" in m for m in logged[:3])
+    n_test = int(ds.unmatched.test.sum())
     assert logged[3] == (
-        "bank.csv: 30 labelled rows are held by no passive: standalone methods also train on them"
-        " (unmatched_rows=train, the default; tvfl and centralized cannot)"
+        f"bank.csv: 30 labelled rows are missing at some passive ({30 - n_test} train, {n_test} test): standalone"
+        " methods also train and are tested on them (unmatched_rows=train, the default; tvfl and centralized cannot)"
     )
     assert len(ds.unmatched) == 30 and not np.isin(ds.unmatched.ids, ds.ids).any()
     with pytest.raises(DataError, match="unknown dataset 'nope'"):

@@ -89,9 +89,9 @@ def test_a_method_that_reads_every_party_leaves_unmatched_rows_out(sparse, metho
     assert len(active.ids) == len(ds.ids)
 
 
-def test_a_deployed_active_party_trains_its_training_rows_that_no_passive_holds(sparse):
+def test_a_deployed_active_party_trains_and_tests_on_its_rows_that_no_passive_holds(sparse):
     """In a deployment the active party splits its whole file; its private set intersection finds the rows no
-    passive holds: its unmatched training rows train, its unmatched test rows are left out."""
+    passive holds: its unmatched training rows train the standalone model, its unmatched test rows test it."""
     _, ds = sparse
     active, passives = split_parties(ds, 0)
     n = len(ds.ids)
@@ -119,8 +119,11 @@ def test_a_deployed_active_party_trains_its_training_rows_that_no_passive_holds(
     assert len(client.own) == unmatched_train > 0
     assert set(active.ids[client.own].tolist()).isdisjoint(ds.ids.tolist())
     assert len(client.test_rows) == int(held[len(order) - 300 :].sum())
-    assert any(f"{unmatched_train} labelled training rows are held by no passive" in line for line in lines)
-    assert client.learner.X.shape[0] == int(held.sum()) + unmatched_train == n + unmatched_train
+    assert any(f"{unmatched_train} labelled training rows are missing at some passive" in line for line in lines)
+    unmatched_test = int((~held[len(order) - 300 :]).sum())
+    assert len(client.own_test) == unmatched_test > 0
+    assert any(f"{unmatched_test} test rows are missing at some passive" in line for line in lines)
+    assert client.learner.X.shape[0] == n + unmatched_train + unmatched_test == len(active.ids)
     client.fit()
     client.finish()
 
@@ -149,26 +152,55 @@ def test_a_resumed_run_with_unmatched_rows_equals_the_uninterrupted_one(tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_files_give_the_active_partys_unmatched_rows_with_their_classes(tmp_path):
-    """Each unmatched row keeps its class; a class no matched row has is left out, and said so."""
+def test_files_split_the_active_partys_whole_file_as_a_deployment_does(tmp_path):
+    """The rows some passive lacks keep their class and their side of the active file's own 80/20 split, the split
+    a deployed active party makes of its file (``active_party_file``): both train and test on the same rows."""
+    from apfed.data.files import active_party_file
+
     rng = np.random.default_rng(0)
-    ids = np.arange(100)
-    y = np.array([99] + [2, 10, 7] * 33)  # 99: a class only one unmatched row has
-    xa = rng.normal(size=(100, 2))
+    ids = np.arange(200)
+    y = np.array([2, 10, 7, 5] * 50)
+    xa = rng.normal(size=(200, 2))
     lines = ["id,label,a0,a1"] + [f"{i},{y[i]},{xa[i, 0]},{xa[i, 1]}" for i in ids]
     (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
-    held = ids[ids % 4 != 0]  # the passive lacks every fourth id, 0 among them
+    held = ids[ids % 4 != 0]  # the passive lacks every fourth id
     (tmp_path / "b.csv").write_text("\n".join(["id,b0"] + [f"{i},{i * 0.5}" for i in held]) + "\n")
     log = []
     ds = load_party_files([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], "id", "label", log=log.append)
     u = ds.unmatched
-    assert ds.class_names == ["10", "2", "7"]
     rows = u.ids.astype(int)  # ids are read as text
-    assert sorted(rows.tolist()) == list(range(4, 100, 4))
+    assert sorted(rows.tolist()) == list(range(0, 200, 4))
     assert [ds.class_names[c] for c in u.labels] == [str(y[i]) for i in rows]
     np.testing.assert_allclose(u.X, xa[rows].astype(np.float32), rtol=1e-6)
-    assert any("1 row no passive holds has a class no matched row has ('99'); left out" in line for line in log)
-    assert any("24 labelled rows are held by no passive" in line for line in log)
+    deployed = active_party_file(tmp_path / "a.csv", "id", "label")
+    assert deployed.class_names == ds.class_names
+    test_ids = set(deployed.ids[deployed.test_rows].tolist())
+    assert set(ds.ids[ds.test_idx].tolist()) | set(u.ids[u.test].tolist()) == test_ids
+    assert set(ds.ids[ds.train_idx].tolist()) | set(u.ids[~u.test].tolist()) == set(ids.astype(str)) - test_ids
+    n_test = int(u.test.sum())
+    assert 0 < n_test < len(u)
+    assert f"a.csv: 50 labelled rows are missing at some passive ({50 - n_test} train, {n_test} test)" in log[-1]
+
+
+def test_the_standalone_model_is_also_tested_on_the_test_rows_some_passive_lacks(tmp_path, party_csvs):
+    ds, _ = apfed.load_dataset(data=party_csvs["paths"], id_column="user_id", log=lambda _: None)
+    n_test = int(ds.unmatched.test.sum())
+    assert n_test > 0
+    report = apfed.compare(ds, 0, ["local", "apfed-c", "tvfl"], seeds=1, epochs=2, out=tmp_path)
+    runs = {r["method"]: r for r in report["runs"]}
+    for m in ("local", "apfed-c"):
+        assert runs[m]["final"]["unmatched_test_rows"] == n_test
+        assert 0 <= runs[m]["final"]["unmatched_accuracy"] <= 100
+        assert report["summary"][m]["unmatched_accuracy_mean"] == runs[m]["final"]["unmatched_accuracy"]
+    assert "unmatched_accuracy" not in runs["tvfl"]["final"]
+    # every method is tested on the same rows, held by every party: local, which has no passive to ask, too
+    for m in ("local", "apfed-c"):
+        client = build_clients(ds, 0, make_config("default", method=m, epochs=1))
+        client.setup()
+        assert sorted(ds.ids[client.keep[client.test_rows.numpy()]]) == sorted(ds.ids[ds.test_idx])
+        assert len(client.own_test) == n_test and len(client.own) == len(ds.unmatched) - n_test
+        client.finish()
+    assert "| unmatched test rows (%) |" in (tmp_path / "results.md").read_text()
 
 
 def test_partial_overlap_and_unmatched_rows_refuse_bad_values():
@@ -192,9 +224,9 @@ def test_evaluate_studies_a_partial_overlap_of_a_bundled_set(tmp_path):
     )  # fmt: skip
     assert code == 0, err
     assert "digits: the passives hold 30% of the training rows (431), the active party alone 1006 more" in err
-    assert "1006 labelled training rows are held by no passive" not in err  # evaluate's runs log quietly
+    assert "1006 labelled training rows are missing at some passive" not in err  # evaluate's runs log quietly
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["rows"] == {"matched_train": 431, "test": 360, "unmatched_train": 1006}
+    assert report["rows"] == {"matched_train": 431, "test": 360, "unmatched_train": 1006, "unmatched_test": 0}
     for args, line in [
         (["--overlap", "1.5"], "error: overlap must be a fraction in (0, 1], got 1.5"),
         (

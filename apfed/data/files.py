@@ -11,7 +11,7 @@ import numpy as np
 
 from apfed.data.encoding import Encoding, describe, encode_table, is_missing, is_missing_value, one_hot, parse_number
 from apfed.data.splits import labelled_split
-from apfed.data.views import MultiViewDataset, UnmatchedRows, View, first_empty_column, first_nonfinite
+from apfed.data.views import MultiViewDataset, UnmatchedRows, View, compact_index, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
 
@@ -372,7 +372,8 @@ def align_tables(tables: list[PartyTable]) -> tuple[np.ndarray, list[np.ndarray]
 def load_party_files(
     paths: list[str], id_column: str, label_column: str, split_seed: int = 0, log=print
 ) -> MultiViewDataset:
-    """Load one file per party (active first), align rows by ID and split the intersection."""
+    """Load one file per party (active first) and align rows by ID; the active party's whole file is split (its
+    rows that some passive lacks are the dataset's ``unmatched`` rows)."""
     if len(paths) < 1:
         raise DataError("give at least one --data file (the active party's, with labels)")
     if len(paths) == 1 and (views := multi_view_npz(paths[0])) is not None:
@@ -386,44 +387,44 @@ def load_party_files(
         log(f"{t.path.name}: {len(t.ids)} rows, {len(common)} matched by {id_column!r}")
         for line in t.describe():
             log(line)
-    holder = f"among the matched rows, label column {label_column!r} holds"
-    class_names, labels, train, test = labelled_split(tables[0].labels[rows[0]], holder, 0.2, split_seed)
+    # the active party's whole file is split, as in a deployment (apfed.data.files.active_party_file), so that a
+    # run here and a deployment train and test on the same rows; the rows some passive lacks are the unmatched ones
+    active = tables[0]
+    class_names, labels, train, test = labelled_split(
+        active.labels, f"{active.path}: label column {label_column!r} holds", 0.2, split_seed
+    )
+    is_test = np.zeros(len(active.ids), dtype=bool)
+    is_test[test] = True
+    first = rows[0]
+    position = np.full(len(active.ids), -1, dtype=np.int64)  # each active row's position among the matched rows
+    position[first] = np.arange(len(first))
+    train_idx, test_idx = position[train], position[test]  # in the split's order, as for fully matched files
+    train_idx, test_idx = train_idx[train_idx >= 0], test_idx[test_idx >= 0]
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise DataError(
+            f"the {len(common)} rows every party holds include no {'training' if len(test_idx) else 'test'} row of"
+            f" {active.path.name}'s 80/20 split; check the ID columns"
+        )
     views = [t.view(r) for t, r in zip(tables, rows, strict=True)]
+    unmatched = None
+    if len(tables) > 1 and len(common) < len(active.ids):
+        rest = np.ones(len(active.ids), dtype=bool)
+        rest[first] = False
+        others = np.flatnonzero(rest)
+        unmatched = UnmatchedRows(0, active.X[others], labels[others], active.ids[others], is_test[others])
+        n_test = int(is_test[others].sum())
+        log(
+            f"{active.path.name}: {len(others)} labelled rows are missing at some passive"
+            f" ({len(others) - n_test} train, {n_test} test): standalone methods also train and are tested on them"
+            " (unmatched_rows=train, the default; tvfl and centralized cannot)"
+        )
     return MultiViewDataset(
         name="+".join(t.path.stem for t in tables),
         views=views,
-        labels=labels,
+        labels=labels[first],
         ids=common,
         class_names=class_names,
-        train_idx=train,
-        test_idx=test,
-        unmatched=_unmatched_rows(tables[0], rows[0], class_names, log) if len(tables) > 1 else None,
+        train_idx=compact_index(train_idx, len(common)),
+        test_idx=compact_index(test_idx, len(common)),
+        unmatched=unmatched,
     )
-
-
-def _unmatched_rows(active: PartyTable, matched: np.ndarray, class_names: list[str], log) -> UnmatchedRows | None:
-    """The active party's rows that some passive lacks, as training rows for the standalone methods (their
-    classes are those of the matched rows: a row of another class is left out, and counted)."""
-    rest = np.ones(len(active.ids), dtype=bool)
-    rest[matched] = False
-    rows = np.flatnonzero(rest)
-    if not len(rows):
-        return None
-    raw = active.labels[rows].astype(str)
-    known = np.isin(raw, class_names)
-    name = active.path.name
-    if not known.all():
-        others = sorted(set(raw[~known]))
-        shown = ", ".join(repr(str(c)) for c in others[:5]) + (", ..." if len(others) > 5 else "")
-        k = int((~known).sum())
-        rows_have = f"{k} rows no passive holds have" if k > 1 else "1 row no passive holds has"
-        log(f"{name}: {rows_have} a class no matched row has ({shown}); left out")
-        rows, raw = rows[known], raw[known]
-    if not len(rows):
-        return None
-    log(
-        f"{name}: {len(rows)} labelled rows are held by no passive: standalone methods also train on them"
-        " (unmatched_rows=train, the default; tvfl and centralized cannot)"
-    )
-    labels = np.searchsorted(np.asarray(class_names), raw)  # the class names are the sorted label strings
-    return UnmatchedRows(0, active.X[rows], labels, active.ids[rows])

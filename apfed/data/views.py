@@ -71,13 +71,15 @@ class View:
 @dataclass
 class UnmatchedRows:
     """The active party's labelled rows that the passives do not hold (a partial overlap): its view ``view``'s
-    features for them, their class indices and their ids. Standalone methods also train on them (task loss only,
-    ``TrainConfig.unmatched_rows``); they are never sent anywhere."""
+    features for them, their class indices, their ids and which of them are test rows. Standalone methods also
+    train on the others (task loss only, ``TrainConfig.unmatched_rows``) and are also tested on these; they are
+    never sent anywhere."""
 
     view: int  # the index of the active view they belong to
     X: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
+    test: np.ndarray | None = None  # bool per row: a test row (None: every row is a training row)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -142,6 +144,8 @@ class PartyData:
     class_names: list[str] | None = None
     train_rows: np.ndarray | None = None
     test_rows: np.ndarray | None = None
+    matched: np.ndarray | None = None  # in-process: which rows every passive holds (bool per row), for a run that
+    # has no passive to ask (local); a deployment learns it from the private set intersection
 
     @property
     def train_ids(self) -> np.ndarray | None:
@@ -156,22 +160,26 @@ def split_parties(ds: MultiViewDataset, active: int, unmatched: bool = True) -> 
     """Cut a dataset into the active party's data (with labels and split) and the passives' (without).
 
     With ``unmatched``, the active party also holds the dataset's unmatched rows of its view, after the matched
-    ones, all of them training rows: as in a deployment, its private set intersection with the passives then finds
-    that no passive holds them."""
-    view, ids, labels, train = ds.views[active], ds.ids, ds.labels, ds.train_idx
-    u = ds.unmatched
+    ones, as training or test rows: as in a deployment, its private set intersection with the passives then finds
+    that no passive holds them (``matched`` says so to a run without passives)."""
+    view, ids, labels, train, test = ds.views[active], ds.ids, ds.labels, ds.train_idx, ds.test_idx
+    u, matched = ds.unmatched, None
     if unmatched and u is not None and u.view == active and len(u):
-        n = len(ids)
+        n, m = len(ids), len(u)
         view = replace(view, X=np.concatenate([view.X, u.X]))
         ids, labels = np.concatenate([ids, u.ids]), np.concatenate([labels, u.labels.astype(labels.dtype)])
-        train = compact_index(np.concatenate([train, np.arange(n, n + len(u))]), n + len(u))
+        is_test = np.zeros(m, dtype=bool) if u.test is None else np.asarray(u.test, dtype=bool)
+        train = compact_index(np.concatenate([train, n + np.flatnonzero(~is_test)]), n + m)
+        test = compact_index(np.concatenate([test, n + np.flatnonzero(is_test)]), n + m)
+        matched = np.arange(n + m) < n
     active_party = PartyData(
         view=view,
         ids=ids,
         labels=labels,
         class_names=ds.class_names,
         train_rows=train,
-        test_rows=ds.test_idx,
+        test_rows=test,
+        matched=matched,
     )
     passives = [PartyData(view=v, ids=ds.ids) for i, v in enumerate(ds.views) if i != active]
     return active_party, passives
