@@ -380,7 +380,12 @@ def train(
     r.model.save(out)
     if r.faults:
         console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
-    console.print(f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}); wrote {out}")
+    from apfed.report import unmatched_note
+
+    console.print(
+        f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}{unmatched_note(r.final)});"
+        f" wrote {out}"
+    )
 
 
 @app.command()
@@ -455,10 +460,13 @@ def simulate(
     finally:
         if progress.live.is_started:  # stopping a bar that never showed prints an empty line
             progress.stop()
+    from apfed.report import unmatched_note
+
     n_passives = r["passives"]
     typer.echo(
         f"{method} over Flower simulation, {n_passives} passive(s): test accuracy "
-        f"{r['final']['accuracy']:.2f} % (last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}), "
+        f"{r['final']['accuracy']:.2f} % (last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
+        f"{unmatched_note(r['final'])}), "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB"
     )
     if out:

@@ -8,7 +8,6 @@ import platform
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from apfed.config import STANDALONE
 
@@ -17,6 +16,8 @@ def machine() -> dict:
     """A short description of where the figures were measured. The CPU's model and the vector instructions torch
     uses on it are part of it: CPU results are bit-for-bit repeatable on one machine, but kernels for other vector
     units round differently, so another host's last digits may differ."""
+    import torch  # here: the one-line summaries (unmatched_note) are read where torch is not loaded
+
     d = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -50,6 +51,16 @@ def write_benchmark(prefix: Path, report: dict, md: list[str]) -> None:
     text = "\n".join([*md, "", f"Machine: {json.dumps(report['machine'])}. Reproduce: `{report['command']}`.", ""])
     prefix.with_suffix(".md").write_text(text)
     print(text)
+
+
+def unmatched_note(final: dict) -> str:
+    """``; 88.57 % on the 35 test rows that some passive lacks`` when the final metrics have that figure, else
+    an empty string: for the one-line summaries of a run."""
+    if "unmatched_accuracy" not in final:
+        return ""
+    return (
+        f"; {final['unmatched_accuracy']:.2f} % on the {final['unmatched_test_rows']} test rows that some passive lacks"
+    )
 
 
 def summarize(runs: list[dict]) -> dict[str, dict]:

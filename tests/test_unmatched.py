@@ -3,6 +3,7 @@ only, never sent), and nothing else about the run changes."""
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -267,3 +268,19 @@ def test_on_a_gpu_the_unmatched_rows_steps_replay_as_cuda_graphs(sparse, method)
             assert client.learner.graphs.replays > 0 and client.learner.own_graphs.replays > 0
         client.finish()
     assert abs(acc[True] - acc[False]) < 3, acc
+
+
+def test_train_says_how_the_model_does_on_the_test_rows_some_passive_lacks(tmp_path, party_csvs):
+    from tests.conftest import run_cli
+
+    ds, _ = apfed.load_dataset(data=party_csvs["paths"], id_column="user_id", log=lambda _: None)
+    n_test = int(ds.unmatched.test.sum())
+    args = [f"--data={p}" for p in party_csvs["paths"]]
+    code, out, err = run_cli(
+        "train", *args, "--id-column", "user_id", "--method", "apfed-c", "--epochs", "1", "--out", tmp_path / "m.st"
+    )
+    assert code == 0, err
+    said = " ".join((out + err).split())  # rich wraps its lines
+    assert re.search(rf"% on the {n_test} test rows that some passive lacks\); wrote", said), said
+    code, out, err = run_cli("info", "--model", tmp_path / "m.st")
+    assert f"; {len(ds.unmatched) - n_test} more training rows that some passive lacks" in out
