@@ -121,6 +121,13 @@ class TrainConfig:
         task loss can (``unmatched_rows=train``); a model that reads every party's data cannot."""
         return self.unmatched_rows == "train" and STANDALONE[self.method]
 
+    @property
+    def holds_unmatched(self) -> bool:
+        """Whether the active party keeps its rows that some passive lacks at all: to train on (above) or to test
+        on (the standalone model, and tvfl with the passives' embeddings filled in); centralized, which trains on
+        every party's rows in one place, has no use for them."""
+        return self.method != "centralized"
+
     def passive_loss_list(self) -> list[str]:
         return [p.strip().lower() for p in self.passive_losses.split(",") if p.strip()]
 

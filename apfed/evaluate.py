@@ -159,7 +159,9 @@ def evaluate(
         "runs": runs,
     }
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr
-        Console().print(rich_table(summary, f"{ds.name}, active view {ds.views[active].name}"))
+        # piped or redirected, rich would wrap the table at 80 columns: a log file takes the whole width
+        out_console = Console() if Console().is_terminal else Console(width=160)
+        out_console.print(rich_table(summary, f"{ds.name}, active view {ds.views[active].name}"))
     if out is not None:
         paths = write_report(Path(out), report)
         if not quiet:

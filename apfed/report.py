@@ -101,6 +101,12 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 "seeds": len(rs),
                 "derived": True,
             }
+            unmatched = [
+                r["final"][f"unmatched_accuracy_{key[4:]}"] for r in rs if f"unmatched_accuracy_{key[4:]}" in r["final"]
+            ]
+            if unmatched:  # tvfl with filled-in embeddings on the test rows that some passive lacks
+                rows[label]["unmatched_accuracy_mean"] = float(np.mean(unmatched))
+                rows[label]["unmatched_accuracy_std"] = float(np.std(unmatched))
     lo, hi = rows.get("local"), rows.get("tvfl")
     for r in rows.values():
         gap = None

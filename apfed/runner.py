@@ -91,7 +91,7 @@ def build_clients(
 ) -> ActiveClient:
     """The active client and in-process passives for one method on one dataset."""
     safety = safety or Safety()
-    active_data, passive_data = split_parties(ds, active, cfg.trains_unmatched)
+    active_data, passive_data = split_parties(ds, active, cfg.holds_unmatched)
     if cfg.method in ("local", "centralized"):
         passive_data_used, extra = [], ([p.view for p in passive_data] if cfg.method == "centralized" else [])
     else:

@@ -242,7 +242,8 @@ class ActiveClient:
         unmatched = np.asarray(train_pos)[~present[train_pos]]
         own = unmatched if cfg.trains_unmatched else unmatched[:0]
         standalone = STANDALONE[cfg.method]
-        own_test = np.asarray(test_pos)[~present[test_pos]] if standalone else np.asarray(test_pos)[:0]
+        tested = standalone or cfg.method == "tvfl"  # tvfl: with the passives' embeddings filled in
+        own_test = np.asarray(test_pos)[~present[test_pos]] if tested else np.asarray(test_pos)[:0]
         if len(unmatched):
             self.log(
                 f"{len(unmatched)} labelled training rows are missing at some passive: "
@@ -256,8 +257,12 @@ class ActiveClient:
             )
         if len(own_test):
             self.log(
-                f"{len(own_test)} test rows are missing at some passive: the standalone model is also tested on"
-                " them (unmatched_accuracy)"
+                f"{len(own_test)} test rows are missing at some passive: "
+                + (
+                    "the standalone model is also tested on them (unmatched_accuracy)"
+                    if standalone
+                    else "tvfl is also tested on them with the passives' embeddings filled in (zero, mean, rand)"
+                )
             )
         infos = []
         if self.names:
@@ -702,10 +707,17 @@ class ActiveClient:
         preds = self.predictions()
         main = preds["standalone"] if "standalone" in preds else preds["fused"]
         out = classification_metrics(self.y_test, main)
-        if len(self.own_test) and self.learner.standalone:
-            guess = self.learner.standalone_logits(self.own_test_idx).argmax(1).cpu().numpy()
-            out["unmatched_accuracy"] = float((guess == self.y_own_test).mean() * 100)
-            out["unmatched_test_rows"] = len(self.own_test)
+        if len(self.own_test) == 0:
+            return out
+        L, idx, guesses = self.learner, self.own_test_idx, {}
+        if L.standalone:
+            guesses["unmatched_accuracy"] = L.standalone_logits(idx).argmax(1)
+        elif self.cfg.method == "tvfl" and self.names:  # the split model, for customers no passive knows
+            for kind in ("zero", "mean", "rand"):
+                guesses[f"unmatched_accuracy_fill_{kind}"] = L.fused_logits(idx, self._fills(kind, len(idx))).argmax(1)
+        for k, g in guesses.items():
+            out[k] = float((g.cpu().numpy() == self.y_own_test).mean() * 100)
+        out["unmatched_test_rows"] = len(self.own_test)
         return out
 
     def finish(self) -> None:

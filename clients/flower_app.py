@@ -147,7 +147,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
             logging.getLogger("flwr").info("apfed: %s", line)
     else:
         ds, a = load_dataset(s)
-        active_data, passive_data = split_parties(ds, a, cfg.trains_unmatched)
+        active_data, passive_data = split_parties(ds, a, cfg.holds_unmatched)
         n_passives, name = len(passive_data), ds.name
     run_id = uuid.uuid4().hex[:12]
     nodes = discover(grid, run_id, n_passives, timeout=s.timeout)

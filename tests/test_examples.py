@@ -46,6 +46,8 @@ def test_csv_parties_aligns_three_labs_and_predicts_new_rows_from_the_active_par
     assert u["matched_train"] + u["test"] == 1620 and u["unmatched_train"] + u["unmatched_test"] == 180
     assert f"; {u['unmatched_train']} more training rows that some passive lacks" in p.stdout
     assert "unmatched test rows (%)" in (out / "evaluate/results.md").read_text()
+    for m in ("local", "apfed-c", "apfed-kd", "tvfl (passives absent: mean)"):
+        assert 0 <= report["summary"][m]["unmatched_accuracy_mean"] <= 100
     assert "standalone predictions for 200 new forms:" in p.stdout
     # the passive labs' files never carry the labels
     for lab in ("lab_b", "lab_c"):

@@ -193,7 +193,12 @@ def test_the_standalone_model_is_also_tested_on_the_test_rows_some_passive_lacks
         assert runs[m]["final"]["unmatched_test_rows"] == n_test
         assert 0 <= runs[m]["final"]["unmatched_accuracy"] <= 100
         assert report["summary"][m]["unmatched_accuracy_mean"] == runs[m]["final"]["unmatched_accuracy"]
-    assert "unmatched_accuracy" not in runs["tvfl"]["final"]
+    # tvfl cannot serve them without the passives: it is tested on them with their embeddings filled in
+    assert "unmatched_accuracy" not in runs["tvfl"]["final"] and runs["tvfl"]["final"]["unmatched_test_rows"] == n_test
+    for kind in ("zero", "mean", "rand"):
+        filled = report["summary"][f"tvfl (passives absent: {kind})"]
+        assert filled["unmatched_accuracy_mean"] == runs["tvfl"]["final"][f"unmatched_accuracy_fill_{kind}"]
+    assert "unmatched_accuracy_mean" not in report["summary"]["tvfl"]
     # every method is tested on the same rows, held by every party: local, which has no passive to ask, too
     for m in ("local", "apfed-c"):
         client = build_clients(ds, 0, make_config("default", method=m, epochs=1))
