@@ -1,7 +1,8 @@
 """apfed: vertical federated learning in which the active party ends up with a standalone model.
 
-The Python API (``apfed.load_dataset``, ``apfed.from_arrays``, ``apfed.train``, ``apfed.compare``, ``apfed.simulate``,
-``apfed.StandaloneModel``; see ``apfed.api``) is loaded on first use, so ``import apfed`` does not import torch.
+The Python API (``apfed.load_dataset``, ``apfed.from_arrays``, ``apfed.from_parties``, ``apfed.train``,
+``apfed.compare``, ``apfed.simulate``, ``apfed.StandaloneModel``; see ``apfed.api``) is loaded on first use, so
+``import apfed`` does not import torch.
 """
 
 from apfed.errors import ApfedError, ConfigError, DataError
@@ -15,6 +16,7 @@ __all__ = [
     "__version__",
     "compare",
     "from_arrays",
+    "from_parties",
     "load_dataset",
     "simulate",
     "train",
@@ -28,10 +30,10 @@ def __getattr__(name: str):
         from apfed import api
 
         return getattr(api, name)
-    if name == "from_arrays":
-        from apfed.data.arrays import from_arrays
+    if name in ("from_arrays", "from_parties"):
+        from apfed.data import arrays
 
-        return from_arrays
+        return getattr(arrays, name)
     if name == "StandaloneModel":
         from apfed.standalone import StandaloneModel
 

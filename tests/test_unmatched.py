@@ -289,3 +289,59 @@ def test_train_says_how_the_model_does_on_the_test_rows_some_passive_lacks(tmp_p
     assert re.search(rf"% on the {n_test} test rows that some passive lacks\); wrote", said), said
     code, out, err = run_cli("info", "--model", tmp_path / "m.st")
     assert f"; {len(ds.unmatched) - n_test} more training rows that some passive lacks" in out
+
+
+class _Columns:
+    """What apfed.from_parties takes from a pandas DataFrame: ``columns`` and a column by label (no pandas here)."""
+
+    def __init__(self, data: dict):
+        self.data, self.columns = data, list(data)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+
+def _read_columns(path) -> dict:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {c: np.array([r[c] for r in rows], dtype=object) for c in rows[0]}
+
+
+def test_tables_in_memory_are_the_party_files_dataset(party_csvs):
+    """from_parties: each party's own table, aligned by ID as its file would be: the same rows, split and
+    unmatched rows, and so the same model."""
+    paths = party_csvs["paths"]
+    files = load_party_files([str(p) for p in paths], "user_id", "label", log=lambda _: None)
+    tables = {p.stem: _read_columns(p) for p in paths}
+    tables["shop"] = _Columns(tables["shop"])  # a DataFrame-like table; the others are mappings of columns
+    log = []
+    mem = apfed.from_parties(tables, id_column="user_id", log=log.append)
+    assert log[0] == "bank: 300 rows, 270 matched by 'user_id'"
+    assert mem.class_names == files.class_names and np.array_equal(mem.ids, files.ids)
+    for a in ("labels", "train_idx", "test_idx"):
+        assert np.array_equal(getattr(mem, a), getattr(files, a)), a
+    for v, w in zip(mem.views, files.views, strict=True):
+        assert v.columns == w.columns and np.array_equal(v.X, w.X)
+    for a in ("X", "labels", "ids", "test"):
+        assert np.array_equal(getattr(mem.unmatched, a), getattr(files.unmatched, a)), a
+    a, b = (apfed.train(d, 0, "apfed-c", epochs=1) for d in (mem, files))
+    assert a.final == b.final
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda t: t["bank"].pop("label"), "party 'bank' \\(the active party\\): no label column 'label'"),
+        (lambda t: t["shop"].update(label=t["bank"]["label"][:280]), "a passive party's table has the label column"),
+        (lambda t: t["telco"].pop("user_id"), "party 'telco': no ID column 'user_id'"),
+        (lambda t: t.update(telco=np.zeros((3, 3))), "party 'telco': give a DataFrame or a mapping"),
+        (lambda t: t["shop"].update(shop_f0=t["shop"]["shop_f0"][:5]), "its columns have different lengths"),
+    ],
+)
+def test_tables_in_memory_refuse_what_files_refuse(party_csvs, change, match):
+    tables = {p.stem: _read_columns(p) for p in party_csvs["paths"]}
+    change(tables)
+    with pytest.raises(DataError, match=match):
+        apfed.from_parties(tables, id_column="user_id", log=lambda _: None)

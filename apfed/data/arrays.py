@@ -4,6 +4,7 @@ the same samples in the same row order (the rows are aligned already; no ID matc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,3 +116,69 @@ def from_arrays(
         for key, (X, columns, encoding) in arrays.items()
     ]
     return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test)
+
+
+def from_parties(
+    parties: Mapping[str, Any],
+    *,
+    id_column: str = "id",
+    label_column: str = "label",
+    seed: int = 0,
+    log=print,
+) -> MultiViewDataset:
+    """A dataset from each party's own table in memory, as its file would hold it: ``parties`` maps each party's
+    name to a pandas DataFrame (or a mapping of column name to values), the active party's first, with its labels
+    in ``label_column``; every table has the ID column ``id_column``, and every other column is a feature (numbers,
+    or text: categorical; missing values as for files). Rows are aligned by ID, never by position, exactly as
+    ``load_dataset(data=[...])`` aligns party files: the active party's whole table is split 80/20 (``seed``), and
+    its rows that some passive lacks train and test its standalone model (``MultiViewDataset.unmatched``). ``log``
+    receives how many rows matched."""
+    from apfed.data.files import PartyTable, _checked, dataset_from_tables
+
+    if not isinstance(parties, Mapping) or not parties:
+        raise DataError("give the parties as a mapping of party name to table, the active party's first")
+    if id_column == label_column:
+        raise DataError(f"the ID column and the label column are both {id_column!r}; name two different columns")
+    tables = []
+    for i, (name, table) in enumerate(parties.items()):
+        if not isinstance(name, str) or not name:
+            raise DataError(f"party names must be non-empty strings, got {name!r}")
+        if hasattr(table, "columns") and hasattr(table, "__getitem__"):
+            keys = list(table.columns)
+        elif isinstance(table, Mapping):
+            keys = list(table)
+        else:
+            raise DataError(f"party {name!r}: give a DataFrame or a mapping of column name to values")
+        by_name = {str(k): k for k in keys}  # a DataFrame's column labels may be numbers
+        columns = list(by_name)
+        if id_column not in columns:
+            raise DataError(f"party {name!r}: no ID column {id_column!r} (columns: {', '.join(columns[:10])})")
+        if i == 0 and label_column not in columns:
+            raise DataError(f"party {name!r} (the active party): no label column {label_column!r}")
+        if i > 0 and label_column in columns:
+            raise DataError(
+                f"party {name!r}: a passive party's table has the label column {label_column!r}; passive parties"
+                " hold no labels (drop or rename that column)"
+            )
+        features = [c for c in columns if c not in (id_column, label_column)]
+        if not features:
+            raise DataError(f"party {name!r}: no feature column besides {id_column!r}")
+        wanted = [id_column, *features] + ([label_column] if i == 0 else [])
+        values = {c: _column(name, c, table[by_name[c]]) for c in wanted}
+        n = len(values[id_column])
+        if any(len(v) != n for v in values.values()):
+            raise DataError(f"party {name!r}: its columns have different lengths")
+        raw = np.empty((n, len(features)), dtype=object)
+        for j, c in enumerate(features):
+            raw[:, j] = values[c]
+        X, names, encoding = encode_table(f"party {name!r}", raw, features)
+        labels = values[label_column].astype(str) if i == 0 else None
+        tables.append(_checked(PartyTable(Path(name), values[id_column].astype(str), X, names, labels, encoding)))
+    return dataset_from_tables(tables, id_column, label_column, seed, log)
+
+
+def _column(party: str, name: str, values: Any) -> np.ndarray:
+    arr = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
+    if arr.ndim != 1:
+        raise DataError(f"party {party!r}: column {name!r} must be one value per row, got shape {arr.shape}")
+    return arr

@@ -382,6 +382,14 @@ def load_party_files(
     for p in paths[1:]:
         refuse_passive_labels(p, label_column)
     tables = [read_party_file(p, id_column, label_column if i == 0 else None) for i, p in enumerate(paths)]
+    return dataset_from_tables(tables, id_column, label_column, split_seed, log)
+
+
+def dataset_from_tables(
+    tables: list[PartyTable], id_column: str, label_column: str, split_seed: int = 0, log=print
+) -> MultiViewDataset:
+    """The dataset of the parties' tables (the active party's first): rows aligned by ID, the active party's whole
+    table split 80/20, its rows that some passive lacks kept as ``unmatched``."""
     common, rows = align_tables(tables)
     for t in tables:
         log(f"{t.path.name}: {len(t.ids)} rows, {len(common)} matched by {id_column!r}")
