@@ -7,8 +7,6 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError
@@ -174,5 +172,5 @@ def _unmatched_counts(ds: MultiViewDataset, active: int) -> dict[str, int]:
     u = ds.unmatched
     if u is None or u.view != active:
         return {"unmatched_train": 0, "unmatched_test": 0}
-    n_test = 0 if u.test is None else int(np.asarray(u.test).sum())
+    n_test = int(u.test.sum())
     return {"unmatched_train": len(u) - n_test, "unmatched_test": n_test}

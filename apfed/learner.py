@@ -128,7 +128,6 @@ class ActiveLearner:
         taken = {id(q) for q in standalone}
         rest = [q for q in self.modules.parameters() if id(q) not in taken]
         self.opts = [make_optimizer(g, cfg) for g in (standalone, rest) if g]
-        self.opt = self.opts[0] if len(self.opts) == 1 else self.opts  # what set_lr and update take
         self._cache: tuple | None = None
         self._version = 0
         self.graphs = StepGraphs(self._graph_step, self.opts) if enabled(cfg.device, cfg.cuda_graphs) else None
@@ -172,7 +171,7 @@ class ActiveLearner:
         """
         train_mode(self.modules, self._every)
         if self._graphable(aug):
-            set_lr(self.opt, lr_at(self.cfg, progress))
+            set_lr(self.opts, lr_at(self.cfg, progress))
             key = (len(idx), tuple(g is not None for g in grads), tuple(e is not None for e in embs))
             inputs = {
                 "idx": idx,
@@ -190,8 +189,8 @@ class ActiveLearner:
         self._cache = None
         leaves = [e.detach().requires_grad_(True) if e is not None else None for e in embs]
         loss, metrics = self._objective(idx, h, z, grads, leaves, aug)
-        set_lr(self.opt, lr_at(self.cfg, progress))
-        update(self.opt, loss)
+        set_lr(self.opts, lr_at(self.cfg, progress))
+        update(self.opts, loss)
         self._version += 1
         return metrics, [e.grad if e is not None else None for e in leaves]
 
@@ -207,7 +206,7 @@ class ActiveLearner:
             if e is not None:
                 e.grad = None
         loss, metrics = self._objective(idx, h, z, grads, leaves, None)
-        update(self.opt, loss, captured)
+        update(self.opts, loss, captured)
         return {**metrics, **{f"e{i}_grad": e.grad for i, e in enumerate(leaves) if e is not None}}
 
     def own_step(self, idx: torch.Tensor, progress: float, aug: dict | None = None) -> dict:

@@ -80,10 +80,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             "seeds": len(rs),
             "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
         }
-        unmatched = [r["final"]["unmatched_accuracy"] for r in rs if "unmatched_accuracy" in r["final"]]
-        if unmatched:  # the final standalone model on the test rows that some passive lacks
-            rows[m]["unmatched_accuracy_mean"] = float(np.mean(unmatched))
-            rows[m]["unmatched_accuracy_std"] = float(np.std(unmatched))
+        _unmatched_stats(rows[m], rs, "unmatched_accuracy")  # the standalone model
         for key, label, standalone in (
             ("acc_fill_zero", "tvfl (passives absent: zero)", True),
             ("acc_fill_mean", "tvfl (passives absent: mean)", True),
@@ -101,12 +98,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 "seeds": len(rs),
                 "derived": True,
             }
-            unmatched = [
-                r["final"][f"unmatched_accuracy_{key[4:]}"] for r in rs if f"unmatched_accuracy_{key[4:]}" in r["final"]
-            ]
-            if unmatched:  # tvfl with filled-in embeddings on the test rows that some passive lacks
-                rows[label]["unmatched_accuracy_mean"] = float(np.mean(unmatched))
-                rows[label]["unmatched_accuracy_std"] = float(np.std(unmatched))
+            _unmatched_stats(rows[label], rs, f"unmatched_accuracy_{key[4:]}")  # tvfl, embeddings filled in
     lo, hi = rows.get("local"), rows.get("tvfl")
     for r in rows.values():
         gap = None
@@ -114,6 +106,14 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             gap = (r["accuracy_mean"] - lo["accuracy_mean"]) / (hi["accuracy_mean"] - lo["accuracy_mean"])
         r["gap_closed"] = gap
     return rows
+
+
+def _unmatched_stats(row: dict, runs: list[dict], key: str) -> None:
+    """Mean and std over the runs of final metric ``key``, an accuracy on the test rows that some passive lacks,
+    when the runs have it."""
+    values = [r["final"][key] for r in runs if key in r["final"]]
+    if values:
+        row["unmatched_accuracy_mean"], row["unmatched_accuracy_std"] = float(np.mean(values)), float(np.std(values))
 
 
 UNMATCHED_COLUMN = "unmatched test rows (%)"

@@ -32,7 +32,7 @@ def data_digest(ds: MultiViewDataset, active: int) -> str:
     h.update(json.dumps(meta, sort_keys=True).encode())
     h.update(ids_digest(ds.ids).encode())  # ids may be strings: hashed as a checkpoint names its rows
     u = ds.unmatched  # the active party's rows that no passive holds train the standalone methods too
-    extra = [] if u is None else [np.asarray([u.view]), u.X, u.labels, np.asarray(ids_digest(u.ids))]
+    extra = [] if u is None else [np.asarray([u.view]), u.X, u.labels, u.test, np.asarray(ids_digest(u.ids))]
     for a in [ds.labels, ds.train_idx, ds.test_idx] + [v.X for v in ds.views if isinstance(v.X, np.ndarray)] + extra:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())

@@ -107,10 +107,12 @@ def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
         c = copy.copy(learner)
         c.modules = copy.deepcopy(learner.modules)
         c._every = list(c.modules.modules())
-        c.opt = make_optimizer(c.modules.parameters(), learner.cfg)
+        opt = make_optimizer(c.modules.parameters(), learner.cfg)
         c.graphs = None
         if isinstance(c, ActiveLearner):  # one optimizer: the copies train no rows that only the active holds
-            c.opts, c.own_graphs = [c.opt], None
+            c.opts, c.own_graphs = [opt], None
+        else:
+            c.opt = opt
         out.append(c)
     return out[0], out[1:]
 
@@ -124,7 +126,7 @@ def learners_epoch(
     ``batches``: these minibatches of row indices instead of a random permutation of ``train_idx``."""
     for learner in (active, *passives):
         if learner.cfg.device.startswith("cuda") and learner.cfg.cuda_graphs and learner.graphs is None:
-            learner.graphs = StepGraphs(learner._graph_step, [learner.opt])
+            learner.graphs = StepGraphs(learner._graph_step, _optimizers(learner))
     dev = active.cfg.device
     pending: list = [None] * len(passives)
     _sync(dev)
@@ -152,7 +154,7 @@ def bare_joint_epoch(
     The passives' APFed losses join the active's objective with weight λ, as the reference's joint loss.
     ``batches``: these minibatches of row indices instead of a random permutation of ``train_idx``."""
     cfg = active.cfg
-    opts = [active.opt, *(p.opt for p in passives)]
+    opts = [*active.opts, *(p.opt for p in passives)]
 
     def step(idx: torch.Tensor) -> None:
         for learner in (active, *passives):
@@ -180,6 +182,10 @@ def bare_joint_epoch(
         step(idx)
     _sync(dev)
     return time.perf_counter() - t0
+
+
+def _optimizers(learner: ActiveLearner | PassiveLearner) -> list:
+    return learner.opts if isinstance(learner, ActiveLearner) else [learner.opt]
 
 
 def _shuffled_batches(train_idx: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -77,7 +77,7 @@ def micro() -> None:
     per_call("step", lambda: L.step(idx, [g0], [None], 0.5), 100)
     e = L.graphs.entries[(128, (True,))]
     per_call("replay", e.graph.replay, 100)
-    per_call("before_replay", L.opt.before_replay, 100)
+    per_call("before_replay", L.opts[0].before_replay, 100)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(20):
             L.step(idx, [g0], [None], 0.5)

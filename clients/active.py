@@ -250,9 +250,9 @@ class ActiveClient:
                 + (
                     "the standalone model also trains on them, by its task loss alone (unmatched_rows=train)"
                     if len(own)
-                    else f"left out ({cfg.method} reads every party's data)"
-                    if standalone
                     else "left out (unmatched_rows=drop)"
+                    if standalone
+                    else f"left out ({cfg.method} reads every party's data)"
                 )
             )
         if len(own_test):

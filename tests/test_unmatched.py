@@ -40,8 +40,11 @@ def test_rows_no_passive_holds_train_the_standalone_model_and_never_travel(spars
     for rows in ("train", "drop"):
         cfg = make_config("default", method="apfed-c", epochs=6, seed=2, unmatched_rows=rows)
         records[rows] = []
-        client = build_clients(ds, 0, cfg, serialize=True, record=records[rows])
+        lines = []
+        client = build_clients(ds, 0, cfg, serialize=True, record=records[rows], log=lines.append)
         client.setup()
+        said = "trains on them" if rows == "train" else "left out (unmatched_rows=drop)"
+        assert any(f"{m} labelled training rows are missing at some passive" in x and said in x for x in lines)
         assert client.learner.X.shape[0] == (n + m if rows == "train" else n)
         client.fit()
         results[rows] = client.final_metrics()["accuracy"]
@@ -85,6 +88,8 @@ def test_a_method_that_reads_every_party_leaves_unmatched_rows_out(sparse, metho
     client = build_clients(ds, 0, make_config("default", method=method, epochs=1), log=lines.append)
     client.setup()
     assert client.learner.X.shape[0] == len(ds.ids) and len(client.own) == 0
+    if method == "tvfl":  # the private set intersection finds them, and the log says why they are not used
+        assert any(line.endswith("left out (tvfl reads every party's data)") for line in lines), lines
     client.finish()
     active, _ = split_parties(ds, 0, unmatched=False)
     assert len(active.ids) == len(ds.ids)
@@ -250,7 +255,9 @@ def test_a_comparison_resumes_only_on_the_same_unmatched_rows(sparse):
 
     _, ds = sparse
     u = ds.unmatched
-    fewer = dataclasses.replace(ds, unmatched=dataclasses.replace(u, X=u.X[1:], labels=u.labels[1:], ids=u.ids[1:]))
+    fewer = dataclasses.replace(
+        ds, unmatched=dataclasses.replace(u, X=u.X[1:], labels=u.labels[1:], ids=u.ids[1:], test=u.test[1:])
+    )
     assert data_digest(ds, 0) == data_digest(dataclasses.replace(ds), 0)
     assert data_digest(fewer, 0) != data_digest(ds, 0)
     assert data_digest(dataclasses.replace(ds, unmatched=None), 0) != data_digest(ds, 0)

@@ -79,7 +79,7 @@ class UnmatchedRows:
     X: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
-    test: np.ndarray | None = None  # bool per row: a test row (None: every row is a training row)
+    test: np.ndarray  # bool per row: a test row
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -103,20 +103,9 @@ class MultiViewDataset:
     def select(self, keep: list[int]) -> MultiViewDataset:
         """The same rows with only the views at ``keep`` (in the dataset's order)."""
         kept = sorted(set(keep))
-        views = [self.views[i] for i in kept]
         u = self.unmatched
         unmatched = None if u is None or u.view not in kept else replace(u, view=kept.index(u.view))
-        return MultiViewDataset(
-            self.name,
-            views,
-            self.labels,
-            self.ids,
-            self.class_names,
-            self.train_idx,
-            self.test_idx,
-            self.notes,
-            unmatched,
-        )
+        return replace(self, views=[self.views[i] for i in kept], unmatched=unmatched)
 
     def view_index(self, key: str | int) -> int:
         """Resolve a view given as an index or a name (``fou``) to an index."""
@@ -168,7 +157,7 @@ def split_parties(ds: MultiViewDataset, active: int, unmatched: bool = True) -> 
         n, m = len(ids), len(u)
         view = replace(view, X=np.concatenate([view.X, u.X]))
         ids, labels = np.concatenate([ids, u.ids]), np.concatenate([labels, u.labels.astype(labels.dtype)])
-        is_test = np.zeros(m, dtype=bool) if u.test is None else np.asarray(u.test, dtype=bool)
+        is_test = np.asarray(u.test, dtype=bool)
         train = compact_index(np.concatenate([train, n + np.flatnonzero(~is_test)]), n + m)
         test = compact_index(np.concatenate([test, n + np.flatnonzero(is_test)]), n + m)
         matched = np.arange(n + m) < n
@@ -207,7 +196,7 @@ def partial_overlap(ds: MultiViewDataset, active: int, overlap: float, seed: int
     position[rows] = np.arange(len(rows))
     views = [replace(v, X=v.X[rows]) for v in ds.views]
     a = ds.views[active]
-    unmatched = UnmatchedRows(active, a.X[moved], ds.labels[moved], ds.ids[moved])
+    unmatched = UnmatchedRows(active, a.X[moved], ds.labels[moved], ds.ids[moved], np.zeros(len(moved), dtype=bool))
     notes = {**ds.notes, "overlap": overlap}
     return MultiViewDataset(
         ds.name,
