@@ -380,10 +380,10 @@ def train(
     r.model.save(out)
     if r.faults:
         console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
-    from apfed.report import unmatched_note
+    from apfed.report import final_note
 
     console.print(
-        f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}{unmatched_note(r.final)});"
+        f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}{final_note(r.final)});"
         f" wrote {out}"
     )
 
@@ -460,13 +460,13 @@ def simulate(
     finally:
         if progress.live.is_started:  # stopping a bar that never showed prints an empty line
             progress.stop()
-    from apfed.report import unmatched_note
+    from apfed.report import final_note
 
     n_passives = r["passives"]
     typer.echo(
         f"{method} over Flower simulation, {n_passives} passive(s): test accuracy "
         f"{r['final']['accuracy']:.2f} % (last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
-        f"{unmatched_note(r['final'])}), "
+        f"{final_note(r['final'])}), "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB"
     )
     if out:
@@ -644,7 +644,8 @@ def _model_summary(d: dict) -> dict[str, str]:
         "parameters": f"{d['parameters']:,}",
     }
     if "test_accuracy" in p:
-        lines["test accuracy"] = f"{p['test_accuracy']:.2f} % (the active party's test rows, end of training)"
+        auc = f", ROC-AUC {p['test_roc_auc']:.4f}" if "test_roc_auc" in p else ""
+        lines["test accuracy"] = f"{p['test_accuracy']:.2f} %{auc} (the active party's test rows, end of training)"
     if "passives" in p:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"

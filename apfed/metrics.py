@@ -1,5 +1,5 @@
-"""Classification metrics: accuracy plus macro and weighted precision, recall and F1 (in %); running means of
-per-minibatch training metrics."""
+"""Classification metrics: accuracy plus macro and weighted precision, recall and F1 (in %), and from predicted
+probabilities ROC-AUC and average precision (0–1); running means of per-minibatch training metrics."""
 
 from __future__ import annotations
 
@@ -9,14 +9,41 @@ import torch
 FOLD_EVERY = 256  # per-minibatch values held before they are folded into a sum
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 (macro and weighted) in %; with ``proba`` (n, classes), also
+    ``roc_auc`` and ``average_precision`` (see ``ranking_metrics``)."""
     from sklearn.metrics import precision_recall_fscore_support  # here: importing sklearn takes about a second
 
     out = {"accuracy": float((y_true == y_pred).mean() * 100)}
     for avg in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
+    if proba is not None:
+        out.update(ranking_metrics(y_true, proba))
     return {k: float(v) for k, v in out.items()}
+
+
+def ranking_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Threshold-free metrics of predicted probabilities, in 0–1: how well the model ranks, whatever the cut-off.
+
+    - ``roc_auc``: one class against the rest, averaged over the classes (macro); with two classes it is the
+      usual ROC-AUC of the second class (class 1), which both classes share.
+    - ``average_precision`` (area under the precision-recall curve): with two classes, of class 1, the usual
+      figure for a rare positive class (fraud, churn, a diagnosis); with more, the macro mean over the classes.
+
+    A class with no test row, or the only class present, has no curve: the means are over the others, and with
+    none left the metric is absent."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    classes = range(1, 2) if proba.shape[1] == 2 else range(proba.shape[1])
+    aucs, aps = [], []
+    for c in classes:
+        positive = y_true == c
+        if positive.all() or not positive.any():
+            continue
+        aps.append(average_precision_score(positive, proba[:, c]))
+        aucs.append(roc_auc_score(positive, proba[:, c]))
+    return {"roc_auc": float(np.mean(aucs)), "average_precision": float(np.mean(aps))} if aucs else {}
 
 
 class RunningMeans:

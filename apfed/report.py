@@ -16,7 +16,7 @@ def machine() -> dict:
     """A short description of where the figures were measured. The CPU's model and the vector instructions torch
     uses on it are part of it: CPU results are bit-for-bit repeatable on one machine, but kernels for other vector
     units round differently, so another host's last digits may differ."""
-    import torch  # here: the one-line summaries (unmatched_note) are read where torch is not loaded
+    import torch  # here: the one-line summaries (final_note) are read where torch is not loaded
 
     d = {
         "platform": platform.platform(),
@@ -53,14 +53,21 @@ def write_benchmark(prefix: Path, report: dict, md: list[str]) -> None:
     print(text)
 
 
-def unmatched_note(final: dict) -> str:
-    """``; 88.57 % on the 35 test rows that some passive lacks`` when the final metrics have that figure, else
-    an empty string: for the one-line summaries of a run."""
-    if "unmatched_accuracy" not in final:
-        return ""
-    return (
-        f"; {final['unmatched_accuracy']:.2f} % on the {final['unmatched_test_rows']} test rows that some passive lacks"
-    )
+def final_note(final: dict) -> str:
+    """What a run's one-line summary adds after its accuracy: ``, ROC-AUC 0.9871`` when the final metrics have
+    it, then ``; 88.57 % on the 35 test rows that some passive lacks`` when they have that figure."""
+    note = f", ROC-AUC {final['roc_auc']:.4f}" if "roc_auc" in final else ""
+    if "unmatched_accuracy" in final:
+        note += (
+            f"; {final['unmatched_accuracy']:.2f} % on the {final['unmatched_test_rows']} test rows that some"
+            " passive lacks"
+        )
+    return note
+
+
+def test_provenance(final: dict) -> dict:
+    """What a model file records of its final test metrics (``apfed info`` shows them)."""
+    return {"test_accuracy": final["accuracy"], **({"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {})}
 
 
 def summarize(runs: list[dict]) -> dict[str, dict]:
@@ -76,6 +83,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             "accuracy_mean": float(np.mean(acc)),
             "accuracy_std": float(np.std(acc)),
             "macro_f1_mean": float(np.mean([r["final"]["macro_f1"] for r in rs])),
+            "roc_auc_mean": _mean_of(rs, "roc_auc"),
             "standalone": STANDALONE[m],
             "seeds": len(rs),
             "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
@@ -94,6 +102,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 "accuracy_mean": float(np.mean(vals)),
                 "accuracy_std": float(np.std(vals)),
                 "macro_f1_mean": None,
+                "roc_auc_mean": None,
                 "standalone": standalone,
                 "seeds": len(rs),
                 "derived": True,
@@ -106,6 +115,13 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             gap = (r["accuracy_mean"] - lo["accuracy_mean"]) / (hi["accuracy_mean"] - lo["accuracy_mean"])
         r["gap_closed"] = gap
     return rows
+
+
+def _mean_of(runs: list[dict], key: str) -> float | None:
+    """The mean over the runs of final metric ``key``; None when a run lacks it (a report from before it, or a
+    test set with one class)."""
+    values = [r["final"].get(key) for r in runs]
+    return None if None in values else float(np.mean(values))
 
 
 def _unmatched_stats(row: dict, runs: list[dict], key: str) -> None:
@@ -123,7 +139,9 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
     """The comparison table's header and rows; the test rows that some passive lacks get a column when a run
     had any (the final standalone model's accuracy on them)."""
     unmatched = any("unmatched_accuracy_mean" in r for r in summary.values())
-    header = ["method", "standalone", "accuracy (%)", "macro-F1 (%)", gap_column] + ([UNMATCHED_COLUMN] * unmatched)
+    auc = any(r.get("roc_auc_mean") is not None for r in summary.values())
+    header = ["method", "standalone", "accuracy (%)", "macro-F1 (%)"] + ["ROC-AUC"] * auc
+    header += [gap_column] + [UNMATCHED_COLUMN] * unmatched
     rows = []
     for m, r in summary.items():
         row = [
@@ -131,8 +149,10 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
             "yes" if r["standalone"] else "no",
             f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
             "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}",
-            "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %",
         ]
+        if auc:
+            row.append("" if r.get("roc_auc_mean") is None else f"{r['roc_auc_mean']:.4f}")
+        row.append("" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %")
         if unmatched:
             u = r.get("unmatched_accuracy_mean")
             row.append("" if u is None else f"{u:.2f} ± {r['unmatched_accuracy_std']:.2f}")
@@ -170,7 +190,8 @@ def write_report(out: Path, report: dict) -> list[Path]:
         "",
         f"Preset `{report['preset']}`, {report['epochs']} epochs, seeds {report['seeds']}, device "
         f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
-        "epochs, then mean ± std over seeds."
+        "epochs, then mean ± std over seeds; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
+        "classes; 0–1) are the final model's, averaged over seeds."
         + (
             f" {UNMATCHED_COLUMN}: the final standalone model's accuracy on the active party's test rows that some"
             " passive lacks (the other columns test the rows every party holds)."

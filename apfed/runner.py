@@ -14,6 +14,7 @@ import numpy as np
 
 from apfed.config import STANDALONE, TrainConfig
 from apfed.data.views import MultiViewDataset, split_parties
+from apfed.report import test_provenance
 from apfed.standalone import StandaloneModel
 from clients.active import ACTIVE, ActiveClient
 from clients.passive import PassiveClient
@@ -151,7 +152,7 @@ def run(
                 "dataset": ds.name,
                 "method": cfg.method,
                 "seed": cfg.seed,
-                "test_accuracy": final["accuracy"],
+                **test_provenance(final),
                 "run_id": client.run_id,
                 **(provenance or {}),
             }

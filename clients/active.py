@@ -702,11 +702,17 @@ class ActiveClient:
         return row
 
     def final_metrics(self) -> dict:
-        """The final model's test metrics; with test rows that some passive lacks, also the standalone model's
-        accuracy on them (``unmatched_accuracy``, ``unmatched_test_rows``)."""
-        preds = self.predictions()
-        main = preds["standalone"] if "standalone" in preds else preds["fused"]
-        out = classification_metrics(self.y_test, main)
+        """The final model's test metrics (the standalone model's, or the fused one's where the method has no
+        standalone model), ROC-AUC and average precision from its probabilities included; with test rows that
+        some passive lacks, also the standalone model's accuracy on them (``unmatched_accuracy``,
+        ``unmatched_test_rows``)."""
+        L, idx = self.learner, self.test_idx
+        if L.standalone:
+            logits = L.standalone_logits(idx)
+        else:
+            logits = L.fused_logits(idx, self.passive_embeddings(self.test_rows) if self.names else [])
+        proba = torch.softmax(logits.float(), 1).cpu().numpy()
+        out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba)
         if len(self.own_test) == 0:
             return out
         L, idx, guesses = self.learner, self.own_test_idx, {}

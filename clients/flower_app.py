@@ -19,6 +19,7 @@ import numpy as np
 from apfed.config import make_config, parse_overrides
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ApfedError, ConfigError
+from apfed.report import test_provenance
 from clients.active import ActiveClient
 from protocols.errors import ProtocolError
 from protocols.flower import FlowerTransport, discover
@@ -194,7 +195,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
                 "dataset": name,
                 "method": cfg.method,
                 "seed": cfg.seed,
-                "test_accuracy": result["final"]["accuracy"],
+                **test_provenance(result["final"]),
                 "run_id": client.run_id,  # a resumed run keeps its checkpoint's id
                 "transport": "flower",
             }

@@ -76,6 +76,12 @@ def test_train_returns_a_standalone_model_that_scores_as_the_run_did():
     X_test = ds.views[a].X[ds.test_idx]  # the active view's raw features, nothing else
     truth = np.asarray(ds.class_names)[ds.labels[ds.test_idx]]
     assert 100 * np.mean(r.model.predict(X_test) == truth) == pytest.approx(r.final["accuracy"])
+    from sklearn.metrics import average_precision_score, roc_auc_score  # the ranking figures, computed another way
+
+    proba, y = r.model.predict_proba(X_test), ds.labels[ds.test_idx]
+    assert r.final["roc_auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"), abs=1e-6)
+    ap = np.mean([average_precision_score(y == c, proba[:, c]) for c in range(proba.shape[1])])
+    assert r.final["average_precision"] == pytest.approx(ap, abs=1e-6)
     again = apfed.train(ds, a, "apfed-c", epochs=2, seed=1)
     assert again.accuracy == r.accuracy  # same seed, same run
     assert apfed.train(ds, a, "tvfl", epochs=1).model is None  # needs every party: no standalone model

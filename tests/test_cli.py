@@ -37,6 +37,10 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert len(rep["runs"]) == 6 and all(len(r["history"]) == 2 for r in rep["runs"])
     assert "accuracy_std" in s["apfed-c"] and s["tvfl"]["gap_closed"] == pytest.approx(1.0)
     assert (tmp_path / "r" / "results.md").read_text().count("|") > 10
+    # ROC-AUC: each method's final model; tvfl's fills are derived rows with no probabilities of their own
+    assert all(0.5 < s[m]["roc_auc_mean"] <= 1 for m in ("local", "apfed-c", "tvfl"))
+    assert s["tvfl (passives absent: zero)"]["roc_auc_mean"] is None
+    assert "| ROC-AUC |" in (tmp_path / "r" / "results.md").read_text()
     assert (tmp_path / "r" / "results.png").stat().st_size > 1000
     assert "apfed-c" in out  # the table
     # where it ran: CPU results repeat bit for bit on one machine, not across vector units

@@ -77,3 +77,29 @@ def test_the_active_party_trims_the_heap_only_once_every_psi_array_is_freed(monk
         tracemalloc.stop()
     assert len(alive_at_trim) == 1
     assert alive_at_trim[0] < 4000 * 32 // 4  # a whole array of points would be 128 kB; none is left
+
+
+def test_roc_auc_and_average_precision_match_a_hand_computation():
+    from apfed.metrics import classification_metrics, ranking_metrics
+
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    proba = np.stack([1 - p1, p1], 1)
+    # of the 4 (positive, negative) pairs, the positive scores higher in 3; ranked 0.8+, 0.4-, 0.35+, 0.1-:
+    # precision 1 at recall 1/2, then 2/3 at recall 1
+    assert ranking_metrics(y, proba) == pytest.approx({"roc_auc": 0.75, "average_precision": 0.5 + 0.5 * 2 / 3})
+    m = classification_metrics(y, proba.argmax(1), proba)
+    assert m["accuracy"] == 75.0 and m["roc_auc"] == pytest.approx(0.75)
+    assert "roc_auc" not in classification_metrics(y, proba.argmax(1))  # no probabilities, no ranking figure
+
+
+def test_multiclass_roc_auc_is_the_macro_mean_over_the_classes_with_a_curve():
+    from apfed.metrics import ranking_metrics
+
+    y = np.array([0, 0, 1, 1, 1])  # class 2 has no test row: no curve, left out of the means
+    proba = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.3, 0.6, 0.1]])
+    # class 0 against the rest: its two rows score 0.7 and 0.2 against 0.1, 0.5, 0.3 -> wins 3 + 1 of 6
+    # class 1 against the rest: 0.8, 0.3, 0.6 against 0.2, 0.5 -> wins 2 + 1 + 2 of 6
+    got = ranking_metrics(y, proba)
+    assert got["roc_auc"] == pytest.approx((4 / 6 + 5 / 6) / 2)
+    assert ranking_metrics(np.array([1, 1]), proba[:2]) == {}  # one class only: no curve at all

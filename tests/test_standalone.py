@@ -218,5 +218,6 @@ def test_info_shows_what_the_model_takes_and_where_it_came_from(tmp_path, traine
     assert res.exit_code == 0, res.output
     lines = dict(line.split(None, 1) for line in res.output.splitlines() if not line.startswith(("test", "trained")))
     assert lines["features"].startswith(f"{d['n_features']}: ") and lines["classes"].startswith("10: 0, 1, 2")
-    assert f"{r.final['accuracy']:.2f} %" in res.output
+    assert f"{r.final['accuracy']:.2f} %, ROC-AUC {r.final['roc_auc']:.4f}" in res.output
+    assert p["test_roc_auc"] == r.final["roc_auc"]
     assert f"{len(passives)} passive(s): {', '.join(passives)}" in res.output

@@ -31,7 +31,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: apfed and protocols import from it
 
 from apfed.errors import ApfedError, ConfigError  # noqa: E402
-from apfed.report import unmatched_note  # noqa: E402
+from apfed.report import final_note  # noqa: E402
 
 
 def free_port() -> int:
@@ -580,7 +580,7 @@ def main() -> None:
         sys.exit(1)
     print(
         f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: "
-        f"test accuracy {r['final']['accuracy']:.2f} %{unmatched_note(r['final'])}, "
+        f"test accuracy {r['final']['accuracy']:.2f} %{final_note(r['final'])}, "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
     )
     print(f"standalone model: {a.out / 'model.safetensors'}")
