@@ -9,7 +9,9 @@ import torch
 FOLD_EVERY = 256  # per-minibatch values held before they are folded into a sum
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None = None) -> dict[str, float]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None = None, positive: int = 1
+) -> dict[str, float]:
     """Accuracy, precision, recall and F1 (macro and weighted) in %; with ``proba`` (n, classes), also
     ``roc_auc`` and ``average_precision`` (see ``ranking_metrics``)."""
     from sklearn.metrics import precision_recall_fscore_support  # here: importing sklearn takes about a second
@@ -19,23 +21,24 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.nda
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
     if proba is not None:
-        out.update(ranking_metrics(y_true, proba))
+        out.update(ranking_metrics(y_true, proba, positive))
     return {k: float(v) for k, v in out.items()}
 
 
-def ranking_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+def ranking_metrics(y_true: np.ndarray, proba: np.ndarray, positive: int = 1) -> dict[str, float]:
     """Threshold-free metrics of predicted probabilities, in 0–1: how well the model ranks, whatever the cut-off.
 
     - ``roc_auc``: one class against the rest, averaged over the classes (macro); with two classes it is the
-      usual ROC-AUC of the second class (class 1), which both classes share.
-    - ``average_precision`` (area under the precision-recall curve): with two classes, of class 1, the usual
-      figure for a rare positive class (fraud, churn, a diagnosis); with more, the macro mean over the classes.
+      usual ROC-AUC, which both classes share.
+    - ``average_precision`` (area under the precision-recall curve): with two classes, of class ``positive``
+      (the active party passes the rarer class in training: fraud, churn, a diagnosis); with more, the macro
+      mean over the classes.
 
     A class with no test row, or the only class present, has no curve: the means are over the others, and with
     none left the metric is absent."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    classes = range(1, 2) if proba.shape[1] == 2 else range(proba.shape[1])
+    classes = [positive] if proba.shape[1] == 2 else range(proba.shape[1])
     aucs, aps = [], []
     for c in classes:
         positive = y_true == c

@@ -315,8 +315,10 @@ class ActiveClient:
         extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
         weights = None
+        counts = np.bincount(d.labels[trained], minlength=len(d.class_names)).astype(np.float64)
+        # two classes: the rarer in training (fraud, churn, a diagnosis) is the positive class of average precision
+        self.positive = 0 if len(counts) == 2 and counts[0] < counts[1] else 1
         if cfg.class_weight == "balanced":  # from the training rows' labels: N / (classes x the class's rows)
-            counts = np.bincount(d.labels[trained], minlength=len(d.class_names)).astype(np.float64)
             weights = torch.tensor(
                 len(trained) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
             )
@@ -712,7 +714,7 @@ class ActiveClient:
         else:
             logits = L.fused_logits(idx, self.passive_embeddings(self.test_rows) if self.names else [])
         proba = torch.softmax(logits.float(), 1).cpu().numpy()
-        out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba)
+        out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba, self.positive)
         if len(self.own_test) == 0:
             return out
         L, idx, guesses = self.learner, self.own_test_idx, {}

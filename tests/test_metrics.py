@@ -103,3 +103,19 @@ def test_multiclass_roc_auc_is_the_macro_mean_over_the_classes_with_a_curve():
     got = ranking_metrics(y, proba)
     assert got["roc_auc"] == pytest.approx((4 / 6 + 5 / 6) / 2)
     assert ranking_metrics(np.array([1, 1]), proba[:2]) == {}  # one class only: no curve at all
+
+
+def test_with_two_classes_average_precision_is_of_the_positive_class_and_roc_auc_is_shared():
+    from sklearn.metrics import average_precision_score
+
+    from apfed.metrics import ranking_metrics
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.2).astype(int)
+    p1 = np.clip(0.3 * y + rng.random(200) * 0.7, 0, 1)
+    proba = np.stack([1 - p1, p1], 1)
+    one, zero = ranking_metrics(y, proba, positive=1), ranking_metrics(y, proba, positive=0)
+    assert one["roc_auc"] == pytest.approx(zero["roc_auc"])
+    assert one["average_precision"] == pytest.approx(average_precision_score(y == 1, p1))
+    assert zero["average_precision"] == pytest.approx(average_precision_score(y == 0, 1 - p1))
+    assert zero["average_precision"] > one["average_precision"]  # the common class is easy to find

@@ -295,3 +295,23 @@ def test_balanced_class_weights_weigh_each_class_by_its_training_rows():
     assert torch.allclose(mixed_cross_entropy(logits, labels, {"perm": perm, "lam": 1.0}, w), want)
     with pytest.raises(ConfigError, match="class_weight must be none or balanced, got 'auto'"):
         make_config("default", class_weight="auto")
+
+
+def test_average_precision_of_two_classes_is_of_the_rarer_one_in_training():
+    """With labels 'fraud' (rare) and 'ok', 'fraud' sorts first (class 0): average precision is still fraud's, the
+    figure a user of a rare-event model reads, not the common class's (always high)."""
+    from sklearn.metrics import average_precision_score
+
+    import apfed
+
+    rng = np.random.default_rng(1)
+    n = 600
+    y = rng.random(n) < 0.15
+    ds = apfed.from_arrays(
+        {"a": rng.normal(size=(n, 4)) + y[:, None], "b": rng.normal(size=(n, 3))}, np.where(y, "fraud", "ok")
+    )
+    assert ds.class_names == ["fraud", "ok"]
+    r = apfed.train(ds, "a", "apfed-c", epochs=3)
+    test = ds.test_idx
+    p_fraud = r.model.predict_proba(ds.views[0].X[test])[:, 0]
+    assert r.final["average_precision"] == pytest.approx(average_precision_score(y[test], p_fraud), abs=1e-6)
