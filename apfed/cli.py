@@ -377,6 +377,7 @@ def train(
             log=lambda m: progress.console.log(m),
             safety=safety,
         )
+        progress.update(task, total=len(r.history), completed=len(r.history))  # an early stop ends the bar too
     r.model.save(out)
     if r.faults:
         console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
@@ -457,16 +458,17 @@ def simulate(
             on_start=on_start,
             on_epoch=on_epoch,
         )
+        progress.update(task, total=len(r["history"]), completed=len(r["history"]))  # an early stop ends the bar too
     finally:
         if progress.live.is_started:  # stopping a bar that never showed prints an empty line
             progress.stop()
     from apfed.report import final_note
 
     n_passives = r["passives"]
+    mean = "" if "best_epoch" in r["final"] else f"last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
     typer.echo(
         f"{method} over Flower simulation, {n_passives} passive(s): test accuracy "
-        f"{r['final']['accuracy']:.2f} % (last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
-        f"{final_note(r['final'])}), "
+        f"{r['final']['accuracy']:.2f} % ({(mean + final_note(r['final'])).removeprefix(', ').removeprefix('; ')}), "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB"
     )
     if out:

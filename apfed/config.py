@@ -59,6 +59,9 @@ class TrainConfig:
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
     class_weight: str = "none"  # none | balanced: each class's loss weighted by N / (classes x its training rows)
     unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds
+    validation: float = 0.0  # > 0: this share of the matched training rows is held out to pick the best epoch
+    validation_metric: str = "accuracy"  # accuracy | loss | roc_auc: what picks the epoch (and runs out of patience)
+    patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
 
     def validate(self) -> TrainConfig:
         checks = [
@@ -79,6 +82,13 @@ class TrainConfig:
                 self.class_weight in ("none", "balanced"),
                 f"class_weight must be none or balanced, got {self.class_weight!r}",
             ),
+            (0 <= self.validation < 0.5, f"validation must be a share in [0, 0.5), got {self.validation}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (
+                self.validation_metric in ("accuracy", "loss", "roc_auc"),
+                f"validation_metric must be accuracy, loss or roc_auc, got {self.validation_metric!r}",
+            ),
+            (self.patience == 0 or self.validation > 0, "patience needs validation rows: set validation as well"),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),

@@ -129,6 +129,7 @@ def evaluate(
                 log=lambda m: progress.console.log(m) if not quiet else None,
                 safety=safety,
             ).to_json()
+            progress.update(task, total=len(r["history"]), completed=len(r["history"]))  # an early stop, too
             new.append(r)
             if on_run is not None:
                 on_run(c, r)

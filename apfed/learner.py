@@ -296,6 +296,15 @@ class ActiveLearner:
     def standalone_net(self) -> StandaloneNet:
         return StandaloneNet(self.modules["encoder"], self.modules["head"])
 
+    def standalone_weights(self) -> dict[str, torch.Tensor]:
+        """A copy of the standalone model's weights (encoder and head), for ``restore_standalone``."""
+        return {k: v.detach().clone() for k, v in self.standalone_net().state_dict().items()}
+
+    def restore_standalone(self, weights: dict[str, torch.Tensor]) -> None:
+        """Put back weights from ``standalone_weights``, in place (captured CUDA graphs keep their parameters)."""
+        self.standalone_net().load_state_dict(weights)
+        self._version += 1
+
     def state(self) -> dict:
         opts = {
             "optimizer": self.opts[0].state_dict(),

@@ -49,6 +49,14 @@ def ranking_metrics(y_true: np.ndarray, proba: np.ndarray, positive: int = 1) ->
     return {"roc_auc": float(np.mean(aucs)), "average_precision": float(np.mean(aps))} if aucs else {}
 
 
+def headline_accuracy(history: list[dict], final: dict, eval_last: int) -> float:
+    """The accuracy a run reports: the mean test accuracy over its last ``eval_last`` epochs (the reference's
+    figure); with validation rows that picked the standalone model's epoch, that model's test accuracy."""
+    if "best_epoch" in final:
+        return float(final["accuracy"])
+    return float(np.mean([h["accuracy"] for h in history[-eval_last:]]))
+
+
 class RunningMeans:
     """Per-key means of per-minibatch values (0-dim tensors or floats) over an epoch, in O(1) memory: values
     are buffered and folded into float64 sums every ``FOLD_EVERY`` minibatches (one kernel per fold, no host

@@ -55,8 +55,12 @@ def write_benchmark(prefix: Path, report: dict, md: list[str]) -> None:
 
 def final_note(final: dict) -> str:
     """What a run's one-line summary adds after its accuracy: ``, ROC-AUC 0.9871`` when the final metrics have
-    it, then ``; 88.57 % on the 35 test rows that some passive lacks`` when they have that figure."""
+    it, the epoch that validation picked, then ``; 88.57 % on the 35 test rows that some passive lacks`` when they
+    have that figure."""
     note = f", ROC-AUC {final['roc_auc']:.4f}" if "roc_auc" in final else ""
+    if "best_epoch" in final:
+        best, val = final["best_epoch"], final["val_accuracy"]
+        note += f"; the model of epoch {best}, picked on the validation rows (validation accuracy {val:.2f} %)"
     if "unmatched_accuracy" in final:
         note += (
             f"; {final['unmatched_accuracy']:.2f} % on the {final['unmatched_test_rows']} test rows that some"
@@ -192,6 +196,12 @@ def write_report(out: Path, report: dict) -> list[Path]:
         f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
         "epochs, then mean ± std over seeds; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
         "classes; 0–1) are the final model's, averaged over seeds."
+        + (
+            " With validation rows, a standalone method's accuracy is instead the test accuracy of its model of the"
+            " epoch that did best on them."
+            if any("best_epoch" in r["final"] for r in report.get("runs", []))
+            else ""
+        )
         + (
             f" {UNMATCHED_COLUMN}: the final standalone model's accuracy on the active party's test rows that some"
             " passive lacks (the other columns test the rows every party holds)."

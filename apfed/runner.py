@@ -14,6 +14,7 @@ import numpy as np
 
 from apfed.config import STANDALONE, TrainConfig
 from apfed.data.views import MultiViewDataset, split_parties
+from apfed.metrics import headline_accuracy
 from apfed.report import test_provenance
 from apfed.standalone import StandaloneModel
 from clients.active import ACTIVE, ActiveClient
@@ -26,7 +27,7 @@ from protocols.transport import InProcessTransport
 class RunResult:
     method: str
     seed: int
-    accuracy: float  # mean test accuracy over the last ``eval_last`` epochs
+    accuracy: float  # mean test accuracy over the last ``eval_last`` epochs, or the best validation epoch's
     final: dict  # metrics of the final model
     history: list[dict]
     extra: dict = field(default_factory=dict)  # e.g. tvfl fills, kd teacher: last-N means
@@ -161,7 +162,7 @@ def run(
     return RunResult(
         method=cfg.method,
         seed=cfg.seed,
-        accuracy=float(np.mean([h["accuracy"] for h in last])),
+        accuracy=headline_accuracy(history, final, cfg.eval_last),
         final=final,
         history=history,
         extra=extra,

@@ -16,12 +16,13 @@ import torch
 from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import ids_digest, load_checkpoint, refuse_to_overwrite, save_checkpoint
 from apfed.config import STANDALONE, TrainConfig
+from apfed.data.splits import stratified_split
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.memory import release_freed_memory
-from apfed.metrics import RunningMeans, classification_metrics
+from apfed.metrics import RunningMeans, classification_metrics, ranking_metrics
 from apfed.models import encoder_output_shape, seed_rng
 from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
@@ -239,6 +240,7 @@ class ActiveClient:
         )
         if len(train) == 0 or len(test) == 0:
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
+        train, val = self._hold_out(keep, train)
         unmatched = np.asarray(train_pos)[~present[train_pos]]
         own = unmatched if cfg.trains_unmatched else unmatched[:0]
         standalone = STANDALONE[cfg.method]
@@ -275,7 +277,27 @@ class ActiveClient:
             for i, n in enumerate(self.names):
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
-        self._build(keep, train, test, infos, own, own_test)
+        self._build(keep, train, test, infos, own, own_test, val)
+
+    def _hold_out(self, keep: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The training and validation positions (``cfg.validation`` > 0): a stratified, seeded share of the matched
+        training rows is held out to pick the best epoch. It trains nothing: no train request carries it, and the
+        passives' preprocessing statistics, like the active party's, come from the training rows alone."""
+        v = self.cfg.validation
+        if v == 0:
+            return train, train[:0]
+        try:
+            tr, va = stratified_split(self.data.labels[keep[train]], v, self.cfg.seed + 11, held_out="validation")
+        except DataError as e:
+            raise DataError(f"validation={v}: {e}") from None
+        train, val = np.sort(train[tr]), np.sort(train[va])
+        kept = (
+            "the standalone model is the epoch that does best on them"
+            if STANDALONE[self.cfg.method]
+            else "the model stays the last epoch's (the passives' parts of it cannot go back)"
+        )
+        self.log(f"{len(val)} of the training rows are held out for validation; {kept}")
+        return train, val
 
     def _build(
         self,
@@ -285,6 +307,7 @@ class ActiveClient:
         infos: list[PassiveInfo],
         own: np.ndarray,
         own_test: np.ndarray,
+        val: np.ndarray,
     ) -> None:
         """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters.
         ``own``, ``own_test``: positions (in the active party's rows) of training rows that some passive lacks,
@@ -333,6 +356,11 @@ class ActiveClient:
         self.train_idx = self.train_rows.to(dev)
         self.test_idx = self.test_rows.to(dev)
         self.y_test = compact_labels(d.labels[keep[test]])
+        self.val = compact_index(val, len(keep))
+        self.val_rows = torch.from_numpy(self.val)
+        self.val_idx = self.val_rows.to(dev)
+        self.y_val = compact_labels(d.labels[keep[self.val]])
+        self.best: dict | None = None  # the epoch of the best validation figure, and its standalone weights
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
         self.emb_stats = [None] * len(self.names)
@@ -514,8 +542,10 @@ class ActiveClient:
             metrics = self._restore_rngs_and_metrics(self.resumed)
             self.resumed = None
         t0, x0 = time.perf_counter(), self.exchange_s
-        nxt = next(rounds, None)
+        # a run resumed from the checkpoint of the epoch that ran out of patience (saved just before it stopped)
+        nxt = None if self._patience_spent() else next(rounds, None)
         inflight = self._send_round(*nxt[1:4], nxt[5]) if nxt else None
+        stop = False
         while nxt is not None:
             epoch, chunk, _, _, last, _ = nxt
             current = inflight
@@ -540,16 +570,32 @@ class ActiveClient:
                 row.update(metrics.means())
                 row.update(self.evaluate())
                 self.history.append(row)
+                stop = len(self.val) > 0 and self._keep_best(row) and nxt is not None
                 if on_epoch:
                     on_epoch(row)
                 metrics = RunningMeans()
                 t0, x0 = time.perf_counter(), self.exchange_s
             if current["checkpoint"]:
                 self._save_checkpoint(metrics, current["sent"][0] if current["sent"] else 0)
+            if stop:
+                self._stop_early(inflight if early else None, epoch + 1)
+                break
             if not early and nxt is not None:
                 inflight = self._send_round(*nxt[1:4], nxt[5])
         self._flush()
+        self._restore_best()
         return self.history
+
+    def _stop_early(self, inflight: dict | None, epoch: int) -> None:
+        """``patience`` epochs without a better validation accuracy: the run ends after this epoch. A pipelined
+        round already sent (the next epoch's first) is waited for but not applied: its replies are read, so no
+        passive is left with an unanswered request, and the active party's model stays this epoch's."""
+        if inflight is not None and inflight["sent"] is not None:
+            self._collect(inflight["sent"], lambda i: self._reply_specs(i, len(inflight["flat"])))
+        self.log(
+            f"early stop after epoch {epoch}: no better validation accuracy for {self.cfg.patience} epoch(s)"
+            f" (the best: epoch {self.best['epoch']}, {self._best_figure()})"
+        )
 
     def _flush(self) -> None:
         if self.pending:
@@ -591,6 +637,8 @@ class ActiveClient:
             "test": torch.from_numpy(self.split[1]),
             "own": torch.from_numpy(self.own),
             "own_test": torch.from_numpy(self.own_test),
+            "val": torch.from_numpy(self.val),
+            **({} if self.best is None else {f"best_{k}": v for k, v in self.best.items()}),
             "infos": json.dumps([[p.loss, list(p.embedding_shape) if p.embedding_shape else None] for p in self.infos]),
             "learner": self.learner.state(),
             "pending": {n: [v[0], v[1] or {}, v[2]] for n, v in self.pending.items()},
@@ -633,9 +681,12 @@ class ActiveClient:
         infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
         rows = [ck[k].cpu().numpy() for k in ("keep", "train", "test")]  # loaded onto the run's device
         # a checkpoint older than unmatched rows has neither
-        own, own_test = (ck[k].cpu().numpy() if k in ck else rows[0][:0] for k in ("own", "own_test"))
-        self._build(*rows, infos, own, own_test)
+        own, own_test, val = (ck[k].cpu().numpy() if k in ck else rows[0][:0] for k in ("own", "own_test", "val"))
+        self._build(*rows, infos, own, own_test, val)
         self.learner.load_state(ck["learner"])
+        if "best_epoch" in ck:
+            state = {k: v.to(self.cfg.device) for k, v in ck["best_state"].items()}
+            self.best = {"epoch": int(ck["best_epoch"]), "state": state}
         self.round, self.rounds_sent = int(ck["round"]), 0
         self.pending = {n: (v[0].cpu(), v[1] or None, v[2]) for n, v in ck["pending"].items()}
         self.emb_stats = [list(s) if s is not None else None for s in ck["emb_stats"]]
@@ -696,25 +747,74 @@ class ActiveClient:
         return out
 
     def evaluate(self) -> dict:
-        """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline."""
+        """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline. With
+        validation rows, also the headline model's accuracy on them (``val_accuracy``)."""
         preds = self.predictions()
         acc = {k: float((v == self.y_test).mean() * 100) for k, v in preds.items()}
         row = {f"acc_{k}": v for k, v in acc.items()}
         row["accuracy"] = acc["standalone"] if "standalone" in acc else acc["fused"]
+        if len(self.val):
+            logits = self._headline_logits(self.val_idx, self.val_rows).float()
+            y = torch.from_numpy(self.y_val).long().to(logits.device)
+            row["val_accuracy"] = float((logits.argmax(1) == y).sum()) * 100 / len(y)
+            row["val_loss"] = float(torch.nn.functional.cross_entropy(logits, y))
+            proba = torch.softmax(logits, 1).cpu().numpy()
+            row.update({f"val_{k}": v for k, v in ranking_metrics(self.y_val, proba, self.positive).items()})
         return row
+
+    def _headline_logits(self, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The logits of the method's headline model (standalone, or fused where it has none) for the aligned rows
+        ``idx`` (``rows``: the same positions on the host, for the passives)."""
+        L = self.learner
+        if L.standalone:
+            return L.standalone_logits(idx)
+        return L.fused_logits(idx, self.passive_embeddings(rows) if self.names else [])
+
+    def _keep_best(self, row: dict) -> bool:
+        """After an epoch with validation rows: remember it (with a copy of the standalone model's weights) if its
+        ``validation_metric`` is the best so far (the first such epoch); True when ``patience`` epochs have passed
+        without a better one."""
+        key = f"val_{self.cfg.validation_metric}"
+        if self.best is not None:
+            best = self.history[self.best["epoch"] - 1][key]
+            if row[key] >= best if key == "val_loss" else row[key] <= best:
+                return self._patience_spent()
+        weights = self.learner.standalone_weights() if self.learner.standalone else {}
+        self.best = {"epoch": row["epoch"], "state": weights}
+        return self._patience_spent()
+
+    def _best_figure(self) -> str:
+        """The best epoch's validation figure, as the logs say it."""
+        metric = self.cfg.validation_metric
+        value = self.history[self.best["epoch"] - 1][f"val_{metric}"]
+        return f"validation {metric} {value:.2f} %" if metric == "accuracy" else f"validation {metric} {value:.4f}"
+
+    def _patience_spent(self) -> bool:
+        """``patience`` epochs have passed since the best validation accuracy."""
+        done = self.history[-1]["epoch"] if self.history else 0
+        return self.cfg.patience > 0 and self.best is not None and done - self.best["epoch"] >= self.cfg.patience
+
+    def _restore_best(self) -> None:
+        """At the end of a run with validation rows: the standalone model goes back to its best epoch's weights."""
+        if self.best is not None and self.best["state"]:
+            self.learner.restore_standalone(self.best["state"])
+            self.log(
+                f"the standalone model is epoch {self.best['epoch']}'s, the best on the {len(self.val)} validation rows"
+                f" ({self._best_figure()})"
+            )
 
     def final_metrics(self) -> dict:
         """The final model's test metrics (the standalone model's, or the fused one's where the method has no
         standalone model), ROC-AUC and average precision from its probabilities included; with test rows that
         some passive lacks, also the standalone model's accuracy on them (``unmatched_accuracy``,
         ``unmatched_test_rows``)."""
-        L, idx = self.learner, self.test_idx
-        if L.standalone:
-            logits = L.standalone_logits(idx)
-        else:
-            logits = L.fused_logits(idx, self.passive_embeddings(self.test_rows) if self.names else [])
+        logits = self._headline_logits(self.test_idx, self.test_rows)
         proba = torch.softmax(logits.float(), 1).cpu().numpy()
         out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba, self.positive)
+        if self.best is not None and self.best["state"]:  # the model restored to its best epoch
+            row = self.history[self.best["epoch"] - 1]
+            out["best_epoch"] = self.best["epoch"]
+            out.update({k: v for k, v in row.items() if k.startswith("val_")})
         if len(self.own_test) == 0:
             return out
         L, idx, guesses = self.learner, self.own_test_idx, {}

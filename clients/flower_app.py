@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from apfed.config import make_config, parse_overrides
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ApfedError, ConfigError
+from apfed.metrics import headline_accuracy
 from apfed.report import test_provenance
 from clients.active import ActiveClient
 from protocols.errors import ProtocolError
@@ -176,12 +175,13 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         client.setup()
     history = client.fit(on_epoch=on_epoch)
     preds = client.predictions()
+    final = client.final_metrics()
     result = {
         "method": cfg.method,
         "seed": cfg.seed,
         "history": history,
-        "final": client.final_metrics(),
-        "accuracy": float(np.mean([h["accuracy"] for h in history[-cfg.eval_last :]])),
+        "final": final,
+        "accuracy": headline_accuracy(history, final, cfg.eval_last),
         "wire": client.wire,
         "batches_per_round_used": client.k_used,
         "faults": client.faults,

@@ -10,8 +10,11 @@ from apfed.data.views import compact_index
 from apfed.errors import DataError
 
 
-def stratified_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a stratified split, exactly ``train_test_split(range(N), stratify=y, random_state=seed)``."""
+def stratified_split(
+    labels: np.ndarray, test_size: float = 0.2, seed: int = 0, held_out: str = "test"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified split, exactly ``train_test_split(range(N), stratify=y, random_state=seed)``;
+    ``held_out`` names the second part in errors (the test rows, or the validation rows)."""
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size}")
     counts = np.bincount(labels)
@@ -20,9 +23,9 @@ def stratified_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) 
     n, classes = len(labels), int((counts > 0).sum())
     if min(_test_rows(n, test_size), n - _test_rows(n, test_size)) < classes:  # train_test_split's own condition
         raise DataError(
-            f"{n} labelled rows are too few for a stratified {test_size:.0%} test split of {classes} classes: the test"
-            f" and the training rows need at least one row of every class (at least {_rows_needed(classes, test_size)}"
-            " rows)"
+            f"{n} labelled rows are too few for a stratified {test_size:.0%} {held_out} split of {classes} classes:"
+            f" the {held_out} and the training rows need at least one row of every class (at least"
+            f" {_rows_needed(classes, test_size)} rows)"
         )
     from sklearn.model_selection import train_test_split  # here: loading a model or a passive needs no sklearn
 
