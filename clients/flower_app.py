@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import uuid
 import warnings
 from collections.abc import Callable
@@ -67,7 +68,10 @@ class RunSettings:
             key = k.replace("-", "_")
             if key not in known:
                 raise ConfigError(f"unknown run-config key {k!r}")
-            kw[key] = [x for x in str(v).split(",") if x] if key in ("data", "sets", "pins") else v
+            if key == "sets":  # KEY=VALUE,KEY=VALUE: a comma before no KEY= is a value's (passive_losses=r,c)
+                kw[key] = [x.strip() for x in re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", str(v)) if x.strip()]
+            else:
+                kw[key] = [x for x in str(v).split(",") if x] if key in ("data", "pins") else v
         kw = {k: v for k, v in kw.items() if v != "" or k in ("data", "sets", "pins")}
         return cls(**kw)
 

@@ -99,6 +99,16 @@ def test_a_cuda_simulation_trains_the_in_process_model(tmp_path, method):
         assert agree >= 0.99, (k, agree)
 
 
+def test_the_run_configs_sets_split_at_each_key_not_at_a_values_comma():
+    from clients.flower_app import RunSettings
+
+    s = RunSettings.from_run_config({"sets": "passive_losses=r,c, validation=0.1,patience=3"})
+    assert s.sets == ["passive_losses=r,c", "validation=0.1", "patience=3"]
+    cfg = s.config()
+    assert (cfg.passive_losses, cfg.validation, cfg.patience) == ("r,c", 0.1, 3)
+    assert RunSettings.from_run_config({"sets": ""}).sets == []
+
+
 @pytest.mark.parametrize("timeout", [-1.0, float("nan")])
 def test_a_negative_round_timeout_in_the_run_config_is_refused_before_anything_runs(timeout):
     from apfed.errors import ConfigError

@@ -378,12 +378,25 @@ def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: st
 
 
 def check_settings(
-    method: str, epochs: int, k: int, seed: int, threads: int | None, dataset: str, active: str, views: int, files
+    method: str,
+    epochs: int,
+    k: int,
+    seed: int,
+    threads: int | None,
+    dataset: str,
+    active: str,
+    views: int,
+    files,
+    sets: list[str] = (),
 ) -> None:
     """The training settings, checked as the ServerApp will check them, but before any process starts."""
-    from apfed.config import make_config
+    from apfed.config import make_config, parse_overrides
 
-    make_config("default", method=method, epochs=epochs, batches_per_round=k, seed=seed)
+    over = {"method": method, "epochs": epochs, "batches_per_round": k, "seed": seed, **parse_overrides(sets)}
+    for s in sets:
+        if "'" in s or '"' in s:
+            raise ConfigError(f"--set {s!r}: a value cannot hold quotes in a Flower run config")
+    make_config("default", **over)
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     if not files:
@@ -423,6 +436,7 @@ def deploy(
     checkpoint_dir: Path | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
+    sets: list[str] | None = None,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -431,9 +445,12 @@ def deploy(
     index. ``during(link, done)`` runs in a thread while ``flwr run`` is going (fault injection); ``done`` is a
     threading.Event set when the run has ended. ``checkpoint_dir``: the active party checkpoints there every
     ``checkpoint_every`` rounds and each passive in ``checkpoint_dir/passiveN`` (its node config);
-    ``resume`` continues the run checkpointed there (after a crash, on a new SuperLink)."""
+    ``resume`` continues the run checkpointed there (after a crash, on a new SuperLink). ``sets``: ``KEY=VALUE``
+    overrides of training settings, as ``apfed train --set`` (the run config's ``sets``)."""
     out = out.resolve()
-    check_settings(method, epochs, k, seed, threads, dataset, active, views, files)
+    check_settings(method, epochs, k, seed, threads, dataset, active, views, files, sets or [])
+    if sets:
+        extra_run_config += " sets='" + ",".join(sets) + "'"
     check_inputs(out, method, files, id_column, label_column)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
@@ -564,6 +581,14 @@ def main() -> None:
     ap.add_argument("--checkpoint-dir", type=Path, help="every party's checkpoints (passive N in DIR/passiveN)")
     ap.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every N rounds (default: never)")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting, as apfed train --set (e.g. validation=0.1); repeatable",
+    )
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
     if a.round_timeout:
@@ -607,6 +632,7 @@ def run_from_args(a, extra: str) -> dict:
         checkpoint_dir=a.checkpoint_dir,
         checkpoint_every=a.checkpoint_every,
         resume=a.resume,
+        sets=a.sets,
     )
 
 
