@@ -124,3 +124,17 @@ def test_the_validation_metric_picks_the_epoch(digits, metric, pick):
     assert r.final["best_epoch"] == int(pick(curve)) + 1
     assert r.final[f"val_{metric}"] == curve[r.final["best_epoch"] - 1]
     assert all(0 < h["val_roc_auc"] <= 1 and h["val_loss"] > 0 for h in r.history)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_best_epoch_is_put_back_under_the_captured_cuda_graphs(digits):
+    """The weights go back in place, so the CUDA graphs that replayed the steps still see the model's parameters."""
+    cfg = make_config("default", method="apfed-c", epochs=20, lr=3e-3, validation=0.2, patience=2, device="cuda")
+    client = build_clients(digits, 0, cfg)
+    client.setup()
+    history = client.fit()
+    assert client.learner.graphs is not None and client.learner.graphs.replays > 0
+    best = client.best["epoch"]
+    assert best < len(history) < 20
+    final = client.final_metrics()
+    assert final["best_epoch"] == best and final["accuracy"] == history[best - 1]["accuracy"]
