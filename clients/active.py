@@ -294,7 +294,7 @@ class ActiveClient:
         kept = (
             "the standalone model is the epoch that does best on them"
             if STANDALONE[self.cfg.method]
-            else "the model stays the last epoch's (the passives' parts of it cannot go back)"
+            else f"{self.cfg.method} keeps its last epoch (it has no standalone model to put back)"
         )
         self.log(f"{len(val)} of the training rows are held out for validation; {kept}")
         return train, val
