@@ -35,18 +35,41 @@ def ranking_metrics(y_true: np.ndarray, proba: np.ndarray, positive: int = 1) ->
       mean over the classes.
 
     A class with no test row, or the only class present, has no curve: the means are over the others, and with
-    none left the metric is absent."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    none left the metrics are absent."""
+    from sklearn.metrics import average_precision_score
 
+    classes = _ranked_classes(y_true, proba, positive)
+    if not classes:
+        return {}
+    aps = [average_precision_score(y_true == c, proba[:, c]) for c in classes]
+    return {"roc_auc": _roc_auc(y_true, proba, classes), "average_precision": float(np.mean(aps))}
+
+
+def roc_auc(y_true: np.ndarray, proba: np.ndarray, positive: int = 1) -> float | None:
+    """``ranking_metrics``' ROC-AUC alone, in well under a millisecond (for every epoch's validation rows)."""
+    classes = _ranked_classes(y_true, proba, positive)
+    return _roc_auc(y_true, proba, classes) if classes else None
+
+
+def _ranked_classes(y_true: np.ndarray, proba: np.ndarray, positive: int) -> list[int]:
+    """The classes that have a curve: some rows of the class and some of the others."""
     classes = [positive] if proba.shape[1] == 2 else range(proba.shape[1])
-    aucs, aps = [], []
-    for c in classes:
-        positive = y_true == c
-        if positive.all() or not positive.any():
-            continue
-        aps.append(average_precision_score(positive, proba[:, c]))
-        aucs.append(roc_auc_score(positive, proba[:, c]))
-    return {"roc_auc": float(np.mean(aucs)), "average_precision": float(np.mean(aps))} if aucs else {}
+    return [c for c in classes if 0 < int((y_true == c).sum()) < len(y_true)]
+
+
+def _roc_auc(y_true: np.ndarray, proba: np.ndarray, classes: list[int]) -> float:
+    """Mean over ``classes`` of one class's ROC-AUC against the rest: the Mann-Whitney statistic from the ranks of
+    its scores (ties share their mean rank, as sklearn's ``roc_auc_score`` counts them), one sort per class."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(proba[:, classes], axis=0)
+    aucs = []
+    for j, c in enumerate(classes):
+        pos = y_true == c
+        n_pos = int(pos.sum())
+        n_neg = len(y_true) - n_pos
+        aucs.append((ranks[pos, j].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs))
 
 
 def headline_accuracy(history: list[dict], final: dict, eval_last: int) -> float:

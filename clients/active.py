@@ -22,7 +22,7 @@ from apfed.data.views import PartyData, Preprocessor, View, compact_index, compa
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.memory import release_freed_memory
-from apfed.metrics import RunningMeans, classification_metrics, ranking_metrics
+from apfed.metrics import RunningMeans, classification_metrics, roc_auc
 from apfed.models import encoder_output_shape, seed_rng
 from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
@@ -758,8 +758,9 @@ class ActiveClient:
             y = torch.from_numpy(self.y_val).long().to(logits.device)
             row["val_accuracy"] = float((logits.argmax(1) == y).sum()) * 100 / len(y)
             row["val_loss"] = float(torch.nn.functional.cross_entropy(logits, y))
-            proba = torch.softmax(logits, 1).cpu().numpy()
-            row.update({f"val_{k}": v for k, v in ranking_metrics(self.y_val, proba, self.positive).items()})
+            auc = roc_auc(self.y_val, torch.softmax(logits, 1).cpu().numpy(), self.positive)
+            if auc is not None:
+                row["val_roc_auc"] = auc
         return row
 
     def _headline_logits(self, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -119,3 +119,19 @@ def test_with_two_classes_average_precision_is_of_the_positive_class_and_roc_auc
     assert one["average_precision"] == pytest.approx(average_precision_score(y == 1, p1))
     assert zero["average_precision"] == pytest.approx(average_precision_score(y == 0, 1 - p1))
     assert zero["average_precision"] > one["average_precision"]  # the common class is easy to find
+
+
+def test_the_fast_roc_auc_is_sklearns_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from apfed.metrics import roc_auc
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 300)
+    proba = np.round(rng.random((300, 4)) + 0.3 * np.eye(4)[y], 1)  # rounded: many tied scores
+    proba /= proba.sum(1, keepdims=True)
+    assert roc_auc(y, proba) == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"), abs=1e-12)
+    yb = (y == 1).astype(int)
+    pb = np.stack([1 - proba[:, 1], proba[:, 1]], 1)
+    assert roc_auc(yb, pb) == pytest.approx(roc_auc_score(yb, pb[:, 1]), abs=1e-12)
+    assert roc_auc(np.zeros(5, dtype=int), pb[:5]) is None  # one class: no curve
