@@ -617,6 +617,15 @@ def info(
     typer.echo("\n".join(f"{k:<15} {v}" for k, v in _model_summary(d).items()))
 
 
+def _epochs_line(cfg: dict, p: dict) -> str:
+    """``60 epochs``; ``29 of 60 epochs (stopped early), the model of epoch 18 (best on the validation rows)``."""
+    planned, run = cfg.get("epochs", "?"), p.get("epochs_run")
+    line = f"{planned} epochs" if run is None or run == planned else f"{run} of {planned} epochs (stopped early)"
+    if "best_epoch" in p:
+        line += f", the model of epoch {p['best_epoch']} (best on the validation rows)"
+    return line
+
+
 def _table_lines(d: dict) -> dict[str, str]:
     """``apfed info``'s lines on how a model reads a table: its raw columns (categorical ones) and missing values."""
     lines = {}
@@ -642,17 +651,19 @@ def _model_summary(d: dict) -> dict[str, str]:
         **_table_lines(d),
         "classes": f"{len(d['class_names'])}: {', '.join(map(str, d['class_names'][:20]))}"
         + (", ..." if len(d["class_names"]) > 20 else ""),
-        "method": f"{cfg.get('method', '?')}, seed {cfg.get('seed', '?')}, {cfg.get('epochs', '?')} epochs",
+        "method": f"{cfg.get('method', '?')}, seed {cfg.get('seed', '?')}, {_epochs_line(cfg, p)}",
         "parameters": f"{d['parameters']:,}",
     }
     if "test_accuracy" in p:
         auc = f", ROC-AUC {p['test_roc_auc']:.4f}" if "test_roc_auc" in p else ""
-        lines["test accuracy"] = f"{p['test_accuracy']:.2f} %{auc} (the active party's test rows, end of training)"
+        when = f"the model of epoch {p['best_epoch']}" if "best_epoch" in p else "end of training"
+        lines["test accuracy"] = f"{p['test_accuracy']:.2f} %{auc} (the active party's test rows, {when})"
     if "passives" in p:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
     if "train_rows" in p:
-        lines["rows"] = f"{p['train_rows']:,} training, {p['test_rows']:,} test (aligned with every passive)"
+        val = f"{p['validation_rows']:,} validation, " if p.get("validation_rows") else ""
+        lines["rows"] = f"{p['train_rows']:,} training, {val}{p['test_rows']:,} test (aligned with every passive)"
         if p.get("unmatched_train_rows"):
             lines["rows"] += f"; {p['unmatched_train_rows']:,} more training rows that some passive lacks"
     for key, label in (("dataset", "data"), ("transport", "transport"), ("run_id", "run id")):

@@ -854,6 +854,8 @@ class ActiveClient:
             "train_rows": len(self.train_rows),
             "test_rows": len(self.test_rows),
             **({"unmatched_train_rows": len(self.own)} if len(self.own) else {}),
+            "epochs_run": len(self.history),
+            **({"validation_rows": len(self.val), "best_epoch": self.best["epoch"]} if self.best else {}),
             **provenance,
         }
         net = self.learner.standalone_net()

@@ -71,7 +71,20 @@ def test_patience_stops_the_run_and_a_pipelined_round_in_flight_is_drained(digit
     assert max(curve[best:]) <= curve[best - 1]
     assert any(f"early stop after epoch {best + 2}" in x for x in lines)
     assert r.accuracy == r.final["accuracy"]  # the headline is the kept model's test accuracy
-    assert r.model.provenance["test_accuracy"] == r.final["accuracy"]
+    p = r.model.provenance
+    assert p["test_accuracy"] == r.final["accuracy"] and (p["epochs_run"], p["best_epoch"]) == (best + 2, best)
+    assert p["validation_rows"] + p["train_rows"] == len(digits.train_idx)
+
+
+def test_info_says_which_epoch_a_stopped_run_kept(tmp_path, digits):
+    cfg = make_config("default", method="local", epochs=20, lr=3e-3, validation=0.2, patience=2)
+    r = run(digits, 0, cfg)
+    path = r.model.save(tmp_path / "m.safetensors")
+    code, out, err = run_cli("info", "--model", path)
+    assert code == 0, err
+    best, ran = r.final["best_epoch"], len(r.history)
+    assert f"{ran} of 20 epochs (stopped early), the model of epoch {best}" in out
+    assert f"{r.model.provenance['validation_rows']} validation, " in out
 
 
 def test_a_resumed_run_with_validation_equals_the_uninterrupted_one(tmp_path, digits):
