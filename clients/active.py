@@ -587,13 +587,14 @@ class ActiveClient:
         return self.history
 
     def _stop_early(self, inflight: dict | None, epoch: int) -> None:
-        """``patience`` epochs without a better validation accuracy: the run ends after this epoch. A pipelined
+        """``patience`` epochs without a better validation figure: the run ends after this epoch. A pipelined
         round already sent (the next epoch's first) is waited for but not applied: its replies are read, so no
         passive is left with an unanswered request, and the active party's model stays this epoch's."""
         if inflight is not None and inflight["sent"] is not None:
             self._collect(inflight["sent"], lambda i: self._reply_specs(i, len(inflight["flat"])))
         self.log(
-            f"early stop after epoch {epoch}: no better validation accuracy for {self.cfg.patience} epoch(s)"
+            f"early stop after epoch {epoch}: no better validation {self.cfg.validation_metric} for"
+            f" {self.cfg.patience} epoch(s)"
             f" (the best: epoch {self.best['epoch']}, {self._best_figure()})"
         )
 
@@ -748,7 +749,7 @@ class ActiveClient:
 
     def evaluate(self) -> dict:
         """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline. With
-        validation rows, also the headline model's accuracy on them (``val_accuracy``)."""
+        validation rows, also the headline model's accuracy, loss and ROC-AUC on them (``val_accuracy``, ...)."""
         preds = self.predictions()
         acc = {k: float((v == self.y_test).mean() * 100) for k, v in preds.items()}
         row = {f"acc_{k}": v for k, v in acc.items()}
@@ -791,7 +792,7 @@ class ActiveClient:
         return f"validation {metric} {value:.2f} %" if metric == "accuracy" else f"validation {metric} {value:.4f}"
 
     def _patience_spent(self) -> bool:
-        """``patience`` epochs have passed since the best validation accuracy."""
+        """``patience`` epochs have passed since the best validation figure."""
         done = self.history[-1]["epoch"] if self.history else 0
         return self.cfg.patience > 0 and self.best is not None and done - self.best["epoch"] >= self.cfg.patience
 
