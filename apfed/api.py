@@ -200,10 +200,11 @@ def compare(
 ) -> dict:
     """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name), as ``apfed evaluate`` does;
     return its report (``summary``:
-    per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``standalone``, ``gap_closed``; ``runs``:
-    every run). With ``out`` it also writes ``results.json``, ``results.md`` and ``results.png`` there, and each
-    finished run to ``out/runs/``; ``resume=True`` reuses those made from the same data and settings. ``jobs``:
-    runs at a time in worker processes (0: one per core, at most 4)."""
+    per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``roc_auc_mean``, ``standalone``,
+    ``gap_closed``, and against ``local`` with the same seed ``vs_local_mean``, ``vs_local_std``, ``vs_local_wins``
+    and ``vs_local_seeds``; ``runs``: every run). With ``out`` it also writes ``results.json``, ``results.md`` and
+    ``results.png`` there, and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
+    data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4)."""
     from apfed.config import DEFAULT_METHODS
     from apfed.evaluate import evaluate
 

@@ -112,6 +112,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 "derived": True,
             }
             _unmatched_stats(rows[label], rs, f"unmatched_accuracy_{key[4:]}")  # tvfl, embeddings filled in
+    _paired_with_local(rows, by_method)
     lo, hi = rows.get("local"), rows.get("tvfl")
     for r in rows.values():
         gap = None
@@ -119,6 +120,23 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             gap = (r["accuracy_mean"] - lo["accuracy_mean"]) / (hi["accuracy_mean"] - lo["accuracy_mean"])
         r["gap_closed"] = gap
     return rows
+
+
+def _paired_with_local(rows: dict[str, dict], by_method: dict[str, list[dict]]) -> None:
+    """Each method's accuracy minus local's of the same seed: ``vs_local_mean``, ``vs_local_std`` and
+    ``vs_local_wins`` (seeds where the method is ahead) over the ``vs_local_seeds`` seeds both ran: whether a gain
+    holds seed by seed, or rests on one lucky seed."""
+    local = {r["seed"]: r["accuracy"] for r in by_method.get("local", [])}
+    for m, rs in by_method.items():
+        diffs = [r["accuracy"] - local[r["seed"]] for r in rs if r["seed"] in local]
+        if m == "local" or len(diffs) < 2:
+            continue
+        rows[m].update(
+            vs_local_mean=float(np.mean(diffs)),
+            vs_local_std=float(np.std(diffs)),
+            vs_local_wins=sum(d > 0 for d in diffs),
+            vs_local_seeds=len(diffs),
+        )
 
 
 def _mean_of(runs: list[dict], key: str) -> float | None:
@@ -137,6 +155,7 @@ def _unmatched_stats(row: dict, runs: list[dict], key: str) -> None:
 
 
 UNMATCHED_COLUMN = "unmatched test rows (%)"
+PAIRED_COLUMN = "vs local, same seed"
 
 
 def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[list[str]]]:
@@ -144,16 +163,23 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
     had any (the final standalone model's accuracy on them)."""
     unmatched = any("unmatched_accuracy_mean" in r for r in summary.values())
     auc = any(r.get("roc_auc_mean") is not None for r in summary.values())
-    header = ["method", "standalone", "accuracy (%)", "macro-F1 (%)"] + ["ROC-AUC"] * auc
-    header += [gap_column] + [UNMATCHED_COLUMN] * unmatched
+    paired = any("vs_local_mean" in r for r in summary.values())
+    header = ["method", "standalone", "accuracy (%)"] + [PAIRED_COLUMN] * paired + ["macro-F1 (%)"]
+    header += ["ROC-AUC"] * auc + [gap_column] + [UNMATCHED_COLUMN] * unmatched
     rows = []
     for m, r in summary.items():
         row = [
             m,
             "yes" if r["standalone"] else "no",
             f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
-            "" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}",
         ]
+        if paired:
+            row.append(
+                f"{r['vs_local_mean']:+.2f} ± {r['vs_local_std']:.2f} ({r['vs_local_wins']}/{r['vs_local_seeds']})"
+                if "vs_local_mean" in r
+                else ""
+            )
+        row.append("" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}")
         if auc:
             row.append("" if r.get("roc_auc_mean") is None else f"{r['roc_auc_mean']:.4f}")
         row.append("" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %")
@@ -196,6 +222,12 @@ def write_report(out: Path, report: dict) -> list[Path]:
         f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
         "epochs, then mean ± std over seeds; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
         "classes; 0–1) are the final model's, averaged over seeds."
+        + (
+            f" {PAIRED_COLUMN}: the method's accuracy minus local's with the same seed (the same initialisation and"
+            " minibatch order), mean ± std over seeds, and in how many seeds the method is ahead."
+            if any("vs_local_mean" in r for r in s.values())
+            else ""
+        )
         + (
             " With validation rows, a standalone method's accuracy is instead the test accuracy of its model of the"
             " epoch that did best on them."

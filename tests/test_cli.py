@@ -41,6 +41,12 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert all(0.5 < s[m]["roc_auc_mean"] <= 1 for m in ("local", "apfed-c", "tvfl"))
     assert s["tvfl (passives absent: zero)"]["roc_auc_mean"] is None
     assert "| ROC-AUC |" in (tmp_path / "r" / "results.md").read_text()
+    # each method against local with the same seed
+    acc = {(r["method"], r["seed"]): r["accuracy"] for r in rep["runs"]}
+    diffs = [acc["apfed-c", i] - acc["local", i] for i in (0, 1)]
+    assert s["apfed-c"]["vs_local_mean"] == pytest.approx(np.mean(diffs)) and s["apfed-c"]["vs_local_seeds"] == 2
+    assert s["apfed-c"]["vs_local_wins"] == sum(d > 0 for d in diffs) and "vs_local_mean" not in s["local"]
+    assert "| vs local, same seed |" in (tmp_path / "r" / "results.md").read_text()
     assert (tmp_path / "r" / "results.png").stat().st_size > 1000
     assert "apfed-c" in out  # the table
     # where it ran: CPU results repeat bit for bit on one machine, not across vector units
