@@ -241,11 +241,13 @@ class ActiveClient:
         if len(train) == 0 or len(test) == 0:
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
         train, val = self._hold_out(keep, train)
-        unmatched = np.asarray(train_pos)[~present[train_pos]]
+        # in the order of the active party's rows, as the matched ones are: its split lists rows in a shuffled order
+        # (a deployed party's file split), and the unmatched rows' order sets their minibatches
+        unmatched = np.sort(np.asarray(train_pos)[~present[train_pos]])
         own = unmatched if cfg.trains_unmatched else unmatched[:0]
         standalone = STANDALONE[cfg.method]
         tested = standalone or cfg.method == "tvfl"  # tvfl: with the passives' embeddings filled in
-        own_test = np.asarray(test_pos)[~present[test_pos]] if tested else np.asarray(test_pos)[:0]
+        own_test = np.sort(np.asarray(test_pos)[~present[test_pos]]) if tested else np.asarray(test_pos)[:0]
         if len(unmatched):
             self.log(
                 f"{len(unmatched)} labelled training rows are missing at some passive: "

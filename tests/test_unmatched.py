@@ -134,6 +134,34 @@ def test_a_deployed_active_party_trains_and_tests_on_its_rows_that_no_passive_ho
     client.finish()
 
 
+def test_the_rows_no_passive_holds_train_in_the_same_order_whatever_order_the_split_lists_them(sparse):
+    """A deployed active party's split lists its rows in a shuffled order (train_test_split's); in process they come
+    in file order. The rows no passive holds are taken in the order of the party's rows either way, so their
+    minibatches, and the model, are the same (they once were not: a deployment ended a few ranks of ROC-AUC away)."""
+    from clients.active import ActiveClient
+    from clients.passive import PassiveClient
+    from protocols.transport import InProcessTransport
+
+    _, ds = sparse
+    active, passives = split_parties(ds, 0)
+    finals, owns = [], []
+    for shuffle in (False, True):
+        rng = np.random.default_rng(5)
+        party = active
+        if shuffle:
+            party = dataclasses.replace(active, train_rows=rng.permutation(active.train_rows))
+        cfg = make_config("default", method="apfed-c", epochs=2, seed=4)
+        p = PassiveClient("passive1", passives[0], "cpu")
+        client = ActiveClient(party, cfg, InProcessTransport({"passive1": p.handle}), ["passive1"])
+        client.setup()
+        owns.append(client.own.copy())
+        client.fit()
+        finals.append(client.final_metrics())
+        client.finish()
+    assert len(owns[0]) > 0 and np.array_equal(owns[0], owns[1])
+    assert finals[0] == finals[1]
+
+
 def test_a_resumed_run_with_unmatched_rows_equals_the_uninterrupted_one(tmp_path, sparse):
     _, ds = sparse
     cfg = make_config("default", method="apfed-kd", epochs=3, batches_per_round=2, pipeline=True, seed=3)
