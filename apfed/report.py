@@ -223,8 +223,8 @@ def write_report(out: Path, report: dict) -> list[Path]:
         "epochs, then mean ± std over seeds; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
         "classes; 0–1) are the final model's, averaged over seeds."
         + (
-            f" {PAIRED_COLUMN}: the method's accuracy minus local's with the same seed (the same initialisation and"
-            " minibatch order), mean ± std over seeds, and in how many seeds the method is ahead."
+            f" {PAIRED_COLUMN}: the method's accuracy minus local's in the run with the same seed, mean ± std over"
+            " seeds, and in how many seeds the method is ahead."
             if any("vs_local_mean" in r for r in s.values())
             else ""
         )
