@@ -779,12 +779,10 @@ class ActiveClient:
         ``validation_metric`` is the best so far (the first such epoch); True when ``patience`` epochs have passed
         without a better one."""
         key = f"val_{self.cfg.validation_metric}"
-        if self.best is not None:
-            best = self.history[self.best["epoch"] - 1][key]
-            if row[key] >= best if key == "val_loss" else row[key] <= best:
-                return self._patience_spent()
-        weights = self.learner.standalone_weights() if self.learner.standalone else {}
-        self.best = {"epoch": row["epoch"], "state": weights}
+        best = None if self.best is None else self.history[self.best["epoch"] - 1][key]
+        if best is None or (row[key] < best if key == "val_loss" else row[key] > best):
+            weights = self.learner.standalone_weights() if self.learner.standalone else {}
+            self.best = {"epoch": row["epoch"], "state": weights}
         return self._patience_spent()
 
     def _best_figure(self) -> str:
