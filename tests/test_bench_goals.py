@@ -48,6 +48,17 @@ def test_an_epoch_ratio_over_the_goal_is_missed_and_split_into_the_learners_and_
     assert "missed by 0.15" in g[1]["why"] and "costs +12%" in g[1]["why"] and "protocol +18%" in g[1]["why"]
 
 
+def test_the_epoch_goal_is_judged_at_k_1_and_a_miss_cites_the_ratio_at_a_larger_k():
+    fewer = {**_epoch("handwritten", 1.06), "k": 16}
+    g = goals(_report(epoch=[_epoch("mnist5k", 0.97), {**_epoch("handwritten", 1.30), "k": 1}, fewer]))
+    assert [(x["where"], x["met"]) for x in g] == [("mnist5k, cpu", True), ("handwritten, cpu", False)]
+    assert "With K = 16" in g[1]["why"] and "ratio is 1.06: most of the overhead is per message" in g[1]["why"]
+    g = goals(_report(epoch=[_epoch("handwritten", 1.30), {**_epoch("handwritten", 1.25), "k": 16}]))
+    assert "ratio is 1.25" in g[0]["why"] and "per message" not in g[0]["why"]
+    md = "\n".join(markdown(_report(epoch=[_epoch("handwritten", 1.3), fewer])))
+    assert "| handwritten | 2 | p | cpu | 1 | 1.300 |" in md and "| handwritten | 2 | p | cpu | 16 | 1.060 |" in md
+
+
 def test_deployment_and_encryption_goals_come_from_the_flower_rows():
     rows = [
         {"transport": "in-process", "ratio": 1.0},
