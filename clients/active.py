@@ -240,11 +240,11 @@ class ActiveClient:
         )
         if len(train) == 0 or len(test) == 0:
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
-        train, val = self._hold_out(keep, train)
         # in the order of the active party's rows, as the matched ones are: its split lists rows in a shuffled order
         # (a deployed party's file split), and the unmatched rows' order sets their minibatches
         unmatched = np.sort(np.asarray(train_pos)[~present[train_pos]])
         own = unmatched if cfg.trains_unmatched else unmatched[:0]
+        train, val, own, own_val = self._hold_out(keep, train, own)
         standalone = STANDALONE[cfg.method]
         tested = standalone or cfg.method == "tvfl"  # tvfl: with the passives' embeddings filled in
         own_test = np.sort(np.asarray(test_pos)[~present[test_pos]]) if tested else np.asarray(test_pos)[:0]
@@ -279,27 +279,41 @@ class ActiveClient:
             for i, n in enumerate(self.names):
                 shape = replies[n].config.get("embedding_shape")
                 infos.append(PassiveInfo(cfg.passive_loss(i), tuple(shape) if sends else None))
-        self._build(keep, train, test, infos, own, own_test, val)
+        self._build(keep, train, test, infos, own, own_test, val, own_val)
 
-    def _hold_out(self, keep: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The training and validation positions (``cfg.validation`` > 0): a stratified, seeded share of the matched
-        training rows is held out to pick the best epoch. It trains nothing: no train request carries it, and the
+    def _hold_out(
+        self, keep: np.ndarray, train: np.ndarray, own: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(training, validation, own training, own validation) positions (``cfg.validation`` > 0): a stratified,
+        seeded share of the training rows is held out to pick the best epoch, from the matched training rows
+        (``train``, positions in ``keep``) and the rows that no passive holds which the standalone model trains on
+        (``own``, positions in the party's rows) together. It trains nothing: no train request carries it, and the
         passives' preprocessing statistics, like the active party's, come from the training rows alone."""
         v = self.cfg.validation
         if v == 0:
-            return train, train[:0]
+            return train, train[:0], own, own[:0]
+        labels = self.data.labels
         try:
-            tr, va = stratified_split(self.data.labels[keep[train]], v, self.cfg.seed + 11, held_out="validation")
+            tr, va = stratified_split(
+                np.concatenate([labels[keep[train]], labels[own]]), v, self.cfg.seed + 11, held_out="validation"
+            )
         except DataError as e:
             raise DataError(f"validation={v}: {e}") from None
-        train, val = np.sort(train[tr]), np.sort(train[va])
+        m = len(train)  # positions below m are matched rows, the others rows of ``own``
+        train, val, own, own_val = (
+            np.sort(train[tr[tr < m]]),
+            np.sort(train[va[va < m]]),
+            np.sort(own[tr[tr >= m] - m]),
+            np.sort(own[va[va >= m] - m]),
+        )
         kept = (
             "the standalone model is the epoch that does best on them"
             if STANDALONE[self.cfg.method]
             else f"{self.cfg.method} keeps its last epoch (it has no standalone model to put back)"
         )
-        self.log(f"{len(val)} of the training rows are held out for validation; {kept}")
-        return train, val
+        some = f" ({len(own_val)} of them rows that some passive lacks)" if len(own_val) else ""
+        self.log(f"{len(val) + len(own_val)} of the training rows are held out for validation{some}; {kept}")
+        return train, val, own, own_val
 
     def _build(
         self,
@@ -310,32 +324,36 @@ class ActiveClient:
         own: np.ndarray,
         own_test: np.ndarray,
         val: np.ndarray,
+        own_val: np.ndarray,
     ) -> None:
         """The active party's side of an aligned run: preprocessed rows on the device, the learner, counters.
         ``own``, ``own_test``: positions (in the active party's rows) of training rows that some passive lacks,
         trained by the task loss alone, and of such test rows, on which the standalone model is also tested; the
-        learner holds them after the ``len(keep)`` matched rows."""
+        learner holds them after the ``len(keep)`` matched rows. ``val``, ``own_val``: validation positions among
+        the matched rows and among the party's rows that some passive lacks (the learner holds these last)."""
         cfg, d = self.cfg, self.data
         spec = {"kind": d.view.kind, "shape": list(d.view.shape)}
         h_shape = encoder_output_shape(spec, cfg.embedding_dim)
         # the intersection, in the order every party now uses; 4-byte positions and 2-byte labels where they fit
         # (set-up and older checkpoints give int64): this bookkeeping is the run's only O(samples) state
-        keep, train, test, own, own_test = (
+        keep, train, test, own, own_test, own_val = (
             compact_index(keep, len(d.ids)),
             compact_index(train, len(keep)),
             compact_index(test, len(keep)),
             compact_index(own, len(d.ids)),
             compact_index(own_test, len(d.ids)),
+            compact_index(own_val, len(d.ids)),
         )
-        self.keep, self.split, self.own, self.own_test = keep, (train, test), own, own_test
-        held = np.concatenate([keep, own, own_test]) if len(own) + len(own_test) else keep  # the learner's rows
+        self.keep, self.split, self.own, self.own_test, self.own_val = keep, (train, test), own, own_test, own_val
+        unmatched = [own, own_test, own_val]
+        held = np.concatenate([keep, *unmatched]) if sum(map(len, unmatched)) else keep  # the learner's rows
         trained = np.concatenate([keep[train], own]) if len(own) else keep[train]
         self.preprocessor = Preprocessor.fit(d.view, trained)
         dev = cfg.device
         X = device_rows(d.view, held, self.preprocessor, dev)
         y = torch.from_numpy(compact_labels(d.labels[held])).to(dev)
         self.own_idx = torch.arange(len(keep), len(keep) + len(own), device=dev)
-        self.own_test_idx = torch.arange(len(keep) + len(own), len(held), device=dev)
+        self.own_test_idx = torch.arange(len(keep) + len(own), len(keep) + len(own) + len(own_test), device=dev)
         self.y_own_test = compact_labels(d.labels[own_test])
         extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
@@ -359,9 +377,12 @@ class ActiveClient:
         self.test_idx = self.test_rows.to(dev)
         self.y_test = compact_labels(d.labels[keep[test]])
         self.val = compact_index(val, len(keep))
-        self.val_rows = torch.from_numpy(self.val)
-        self.val_idx = self.val_rows.to(dev)
-        self.y_val = compact_labels(d.labels[keep[self.val]])
+        self.val_rows = torch.from_numpy(self.val)  # the matched ones on the host, for a fused model's passives
+        # every validation row in the learner's positions: the matched ones, then those that some passive lacks
+        own_val_idx = np.arange(len(held) - len(own_val), len(held))
+        self.val_idx = torch.from_numpy(np.concatenate([self.val, own_val_idx]) if len(own_val) else self.val).to(dev)
+        self.y_val = compact_labels(d.labels[np.concatenate([keep[self.val], own_val])])
+        self.n_val = len(self.val) + len(own_val)
         self.best: dict | None = None  # the epoch of the best validation figure, and its standalone weights
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
@@ -572,7 +593,7 @@ class ActiveClient:
                 row.update(metrics.means())
                 row.update(self.evaluate())
                 self.history.append(row)
-                stop = len(self.val) > 0 and self._keep_best(row) and nxt is not None
+                stop = self.n_val > 0 and self._keep_best(row) and nxt is not None
                 if on_epoch:
                     on_epoch(row)
                 metrics = RunningMeans()
@@ -641,6 +662,7 @@ class ActiveClient:
             "own": torch.from_numpy(self.own),
             "own_test": torch.from_numpy(self.own_test),
             "val": torch.from_numpy(self.val),
+            "own_val": torch.from_numpy(self.own_val),
             **({} if self.best is None else {f"best_{k}": v for k, v in self.best.items()}),
             "infos": json.dumps([[p.loss, list(p.embedding_shape) if p.embedding_shape else None] for p in self.infos]),
             "learner": self.learner.state(),
@@ -683,9 +705,11 @@ class ActiveClient:
                     self.log(f"{n} resumes from its checkpoint of round {used}: it has none of round {r}")
         infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
         rows = [ck[k].cpu().numpy() for k in ("keep", "train", "test")]  # loaded onto the run's device
-        # a checkpoint older than unmatched rows has neither
-        own, own_test, val = (ck[k].cpu().numpy() if k in ck else rows[0][:0] for k in ("own", "own_test", "val"))
-        self._build(*rows, infos, own, own_test, val)
+        # a checkpoint older than unmatched rows (or than validation rows among them) has none of these
+        own, own_test, val, own_val = (
+            ck[k].cpu().numpy() if k in ck else rows[0][:0] for k in ("own", "own_test", "val", "own_val")
+        )
+        self._build(*rows, infos, own, own_test, val, own_val)
         self.learner.load_state(ck["learner"])
         if "best_epoch" in ck:
             state = {k: v.to(self.cfg.device) for k, v in ck["best_state"].items()}
@@ -756,7 +780,7 @@ class ActiveClient:
         acc = {k: float((v == self.y_test).mean() * 100) for k, v in preds.items()}
         row = {f"acc_{k}": v for k, v in acc.items()}
         row["accuracy"] = acc["standalone"] if "standalone" in acc else acc["fused"]
-        if len(self.val):
+        if self.n_val:
             logits = self._headline_logits(self.val_idx, self.val_rows).float()
             y = torch.from_numpy(self.y_val).long().to(logits.device)
             row["val_accuracy"] = float((logits.argmax(1) == y).sum()) * 100 / len(y)
@@ -801,7 +825,7 @@ class ActiveClient:
         if self.best is not None and self.best["state"]:
             self.learner.restore_standalone(self.best["state"])
             self.log(
-                f"the standalone model is epoch {self.best['epoch']}'s, the best on the {len(self.val)} validation rows"
+                f"the standalone model is epoch {self.best['epoch']}'s, the best on the {self.n_val} validation rows"
                 f" ({self._best_figure()})"
             )
 
@@ -856,7 +880,7 @@ class ActiveClient:
             "test_rows": len(self.test_rows),
             **({"unmatched_train_rows": len(self.own)} if len(self.own) else {}),
             "epochs_run": len(self.history),
-            **({"validation_rows": len(self.val), "best_epoch": self.best["epoch"]} if self.best else {}),
+            **({"validation_rows": self.n_val, "best_epoch": self.best["epoch"]} if self.best else {}),
             **provenance,
         }
         net = self.learner.standalone_net()

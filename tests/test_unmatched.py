@@ -162,9 +162,12 @@ def test_the_rows_no_passive_holds_train_in_the_same_order_whatever_order_the_sp
     assert finals[0] == finals[1]
 
 
-def test_a_resumed_run_with_unmatched_rows_equals_the_uninterrupted_one(tmp_path, sparse):
+@pytest.mark.parametrize("validation", [0.0, 0.2])
+def test_a_resumed_run_with_unmatched_rows_equals_the_uninterrupted_one(tmp_path, sparse, validation):
     _, ds = sparse
-    cfg = make_config("default", method="apfed-kd", epochs=3, batches_per_round=2, pipeline=True, seed=3)
+    cfg = make_config(
+        "default", method="apfed-kd", epochs=3, batches_per_round=2, pipeline=True, seed=3, validation=validation
+    )
     whole = run(ds, 0, cfg, safety=Safety(checkpoint_dir=str(tmp_path / "a"), checkpoint_every=2))
     crashed = Safety(checkpoint_dir=str(tmp_path / "b"), checkpoint_every=2)
 
@@ -181,7 +184,9 @@ def test_a_resumed_run_with_unmatched_rows_equals_the_uninterrupted_one(tmp_path
     with pytest.raises(Crash):
         run(ds, 0, cfg, on_batch=on_batch, safety=crashed)
     resumed = run(ds, 0, cfg, safety=dataclasses.replace(crashed, resume=True))
-    assert [h["accuracy"] for h in resumed.history] == [h["accuracy"] for h in whole.history]
+    figures = [[(h["accuracy"], h.get("val_loss")) for h in r.history] for r in (resumed, whole)]
+    assert figures[0] == figures[1] and resumed.final == whole.final
+    assert ("val_accuracy" in whole.final) == (validation > 0)
     a, b = whole.model.net.state_dict(), resumed.model.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -380,3 +385,67 @@ def test_tables_in_memory_refuse_what_files_refuse(party_csvs, change, match):
     change(tables)
     with pytest.raises(DataError, match=match):
         apfed.from_parties(tables, id_column="user_id", log=lambda _: None)
+
+
+def test_validation_rows_are_drawn_from_the_rows_no_passive_holds_too_and_train_nothing(sparse, monkeypatch):
+    """With a partial overlap the standalone model trains on every labelled row, so its validation rows are a share
+    of all of them (stratified): some are rows that no passive holds. None of them trains, locally or remotely, and
+    each epoch's validation figures are the model's on exactly those rows."""
+    _, ds = sparse
+    n, m = len(ds.ids), len(ds.unmatched)
+    cfg = make_config("default", method="apfed-c", epochs=4, seed=2, validation=0.2)
+    record, lines = [], []
+    client = build_clients(ds, 0, cfg, serialize=True, record=record, log=lines.append)
+    client.setup()
+    train, val, own, own_val = client.split[0], client.val, client.own, client.own_val
+    n_train = len(ds.train_idx) + m
+    assert client.n_val == len(val) + len(own_val) == int(np.ceil(0.2 * n_train))
+    assert len(own_val) > 0 and len(own) + len(own_val) == m
+    assert not np.isin(own_val, own).any() and not np.isin(val, train).any()
+    assert any(
+        f"{client.n_val} of the training rows are held out for validation ({len(own_val)} of them" in x for x in lines
+    )
+    # stratified over every training row, matched or not
+    labels = client.data.labels
+    y_val = np.concatenate([labels[client.keep[val]], labels[own_val]])
+    y_train = np.concatenate([labels[client.keep[train]], labels[own]])
+    share = np.bincount(y_val, minlength=10) / len(y_val) - np.bincount(y_train, minlength=10) / len(y_train)
+    assert np.abs(share).max() < 0.02
+    assert np.array_equal(client.y_val, y_val)
+    # the learner holds the unmatched validation rows last; local steps take the other unmatched rows only
+    X = client.learner.X
+    assert X.shape[0] == n + m + len(client.own_test)
+    raw = torch.from_numpy(client.preprocessor(client.data.view.X[own_val]))
+    assert torch.equal(X[-len(own_val) :], raw)
+    seen = []
+    real = client.learner.own_step
+    monkeypatch.setattr(
+        client.learner, "own_step", lambda idx, p, a=None: (seen.append(idx.clone()), real(idx, p, a))[1]
+    )
+    history = client.fit()
+    local = set(torch.cat(seen).tolist())
+    assert local == set(range(n, n + len(own)))  # every unmatched training row, no validation row
+    sent = np.concatenate([np.asarray(msg.arrays["idx"]) for msg in _train_messages(record)])
+    assert set(sent.tolist()) == set(train.tolist())
+    # the last epoch's validation accuracy is the final model's on those rows, read from the raw features
+    net = client.learner.standalone_net()
+    rows = np.concatenate([client.keep[val], own_val])
+    with torch.no_grad():
+        pred = net(torch.from_numpy(client.preprocessor(client.data.view.X[rows]))).argmax(1).numpy()
+    final = client.final_metrics()  # the kept model is the best epoch's: its figure on those rows is that epoch's
+    assert history[final["best_epoch"] - 1]["val_accuracy"] == pytest.approx((pred == y_val).mean() * 100)
+    assert final["val_accuracy"] == max(h["val_accuracy"] for h in history)
+    assert client.standalone_model({}).provenance["validation_rows"] == client.n_val
+    client.finish()
+
+
+def test_no_validation_row_is_in_the_active_partys_preprocessing_statistics(party_csvs):
+    ds, _ = apfed.load_dataset(data=party_csvs["paths"], id_column="user_id", log=lambda _: None)
+    client = build_clients(ds, 0, make_config("default", method="local", epochs=1, validation=0.25))
+    client.setup()
+    assert len(client.own_val) > 0 and len(client.val) > 0
+    trained = np.concatenate([client.keep[client.split[0]], client.own])
+    X = client.data.view.X
+    assert np.allclose(client.preprocessor.mean, X[trained].mean(0))
+    assert not np.allclose(client.preprocessor.mean, X[np.concatenate([trained, client.own_val])].mean(0))
+    client.finish()
