@@ -45,11 +45,14 @@ def cpu_model() -> str | None:
 
 def write_benchmark(prefix: Path, report: dict, md: list[str]) -> None:
     """A benchmark's ``PREFIX.json`` (the report, with the machine) and ``PREFIX.md`` (``md`` plus a closing line
-    naming the machine and the command in ``report["command"]``); prints the markdown."""
+    naming the machine and the command in ``report["command"]``); prints the markdown. The suffixes are appended,
+    so a prefix may hold a dot (``...-overlap0.25-cpu``); the folder is made if need be."""
     report.setdefault("machine", machine())
-    prefix.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_name(prefix.name + ".json").write_text(json.dumps(report, indent=1))
     text = "\n".join([*md, "", f"Machine: {json.dumps(report['machine'])}. Reproduce: `{report['command']}`.", ""])
-    prefix.with_suffix(".md").write_text(text)
+    prefix.with_name(prefix.name + ".md").write_text(text)
     print(text)
 
 

@@ -7,7 +7,8 @@ validation epoch's), the reference's figure (mean test accuracy of the last 10 e
 last 10), ROC-AUC, epochs run and seconds.
 Writes benchmarks/results/<date>-early-stopping-<dataset>-<preset>-patience<N>-<machine>.{json,md}.
 Usage: python benchmarks/early_stopping.py [--dataset handwritten] [--preset default] [--validation 0.1]
-       [--patience 10] [--metric accuracy] [--methods local,apfed-c] [--seeds 3] [--device cpu]
+       [--patience 10] [--metric accuracy] [--methods local,apfed-c] [--seeds 3] [--device cpu] [--overlap F]
+``--overlap F``: the passives hold only that share of the training rows (a partial overlap, as ``evaluate``'s).
 """
 
 import argparse
@@ -30,6 +31,12 @@ def _best(runs: list[dict]) -> str:
     return f" (best: {', '.join(map(str, best))})" if best else ""
 
 
+def _rows(rows: list[dict]) -> str:
+    """The validation rows of a run (the same for every seed's split size): ``160``."""
+    counts = sorted({x["validation_rows"] for r in rows for x in r["runs"] if x["validation_rows"]})
+    return ", ".join(map(str, counts)) or "none"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="handwritten")
@@ -42,9 +49,10 @@ def main() -> None:
     ap.add_argument("--methods", default="local,apfed-c")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--overlap", type=float, default=None)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
-    ds, active = load_dataset(a.dataset, views=a.views, active=a.active, log=lambda *_: None)
+    ds, active = load_dataset(a.dataset, views=a.views, active=a.active, overlap=a.overlap, log=lambda *_: None)
     settings = [
         ("every epoch, the last kept", {}),
         (
@@ -68,6 +76,7 @@ def main() -> None:
                         "roc_auc": r.final.get("roc_auc"),
                         "epochs_run": len(r.history),
                         "best_epoch": r.final.get("best_epoch"),
+                        "validation_rows": r.model.provenance.get("validation_rows") if r.model else None,
                         "seconds": time.perf_counter() - t0,
                     }
                 )
@@ -79,16 +88,18 @@ def main() -> None:
             print({k: v for k, v in row.items() if k != "runs"}, flush=True)
     machine = "h200" if a.device.startswith("cuda") else "cpu"
     name = ds.name if a.views is None else f"{ds.name}{a.views}"
+    overlap = f"-overlap{a.overlap:g}" if a.overlap is not None else ""
     command = (
         f"python benchmarks/early_stopping.py --dataset {a.dataset}"
         + (f" --views {a.views}" if a.views else "")
         + (f" --active {a.active}" if a.active else "")
         + f" --preset {a.preset} --validation {a.validation} --patience {a.patience} --metric {a.metric}"
         + f" --methods {a.methods} --seeds {a.seeds} --device {a.device}"
+        + (f" --overlap {a.overlap:g}" if a.overlap is not None else "")
     )
     epochs = make_config(a.preset).epochs
     rep = {"benchmark": "early stopping", "dataset": name, "active": ds.views[active].name, "preset": a.preset}
-    rep.update(epochs=epochs, seeds=a.seeds, results=rows, command=command)
+    rep.update(epochs=epochs, seeds=a.seeds, overlap=a.overlap, results=rows, command=command)
     table = [
         "| method | setting | test accuracy of the model kept (%) | mean of the last 10 epochs (%) | ROC-AUC "
         "| epochs run | seconds |",
@@ -104,14 +115,27 @@ def main() -> None:
         f"# Early stopping: {name}, active view {ds.views[active].name}, preset `{a.preset}` ({epochs} epochs),"
         f" {a.seeds} seeds",
         "",
-        f"With validation, {a.validation:.0%} of the training rows that every party holds are held out (they train"
-        " nothing) and the standalone model kept is the epoch with the best validation"
-        f" {a.metric}; the run stops after {a.patience} epochs without a better one. Every figure is the mean ± std"
-        " over seeds; test rows are the same for every setting.",
+        f"With validation, {a.validation:.0%} of the training rows are held out (stratified; they train nothing) and"
+        f" the standalone model kept is the epoch with the best validation {a.metric}; "
+        + (
+            f"the run stops after {a.patience} epochs without a better one."
+            if a.patience
+            else "every epoch is trained (patience 0), so the best of all of them is kept."
+        )
+        + " Every figure is the mean ± std over seeds; test rows are the same for every setting."
+        + (
+            f" The passives hold {a.overlap:.0%} of the training rows (drawn at random, seeded); the standalone"
+            " methods also train on the others, by their task loss, and draw validation rows from all of them"
+            f" ({_rows(rows)} per run)."
+            if a.overlap is not None
+            else ""
+        ),
         "",
         *table,
     ]
-    out = Path(a.out) / f"{datetime.date.today()}-early-stopping-{name}-{a.preset}-patience{a.patience}-{machine}"
+    out = Path(a.out) / (
+        f"{datetime.date.today()}-early-stopping-{name}-{a.preset}-patience{a.patience}{overlap}-{machine}"
+    )
     write_benchmark(out, rep, md)
 
 

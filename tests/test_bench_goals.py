@@ -139,3 +139,14 @@ def test_the_report_files_carry_the_goals_and_the_machine(tmp_path):
     _, written = write_report(_report(device="cpu"), tmp_path, ("wire",), quick=True)
     assert written[1].name.endswith("-wire-quick.md")
     assert "Reproduce: `apfed bench --device cpu --only wire --quick`" in written[1].read_text()
+
+
+def test_a_benchmark_prefix_may_hold_a_dot_and_a_missing_folder(tmp_path, capsys):
+    from apfed.report import write_benchmark
+
+    prefix = tmp_path / "new" / "2026-12-03-early-stopping-handwritten-overlap0.25-cpu"
+    write_benchmark(prefix, {"command": "python x.py --overlap 0.25", "machine": {"cpus": 2}}, ["# title"])
+    names = sorted(p.name for p in (tmp_path / "new").iterdir())
+    assert names == [prefix.name + ".json", prefix.name + ".md"]
+    assert "Reproduce: `python x.py --overlap 0.25`" in (tmp_path / "new" / names[1]).read_text()
+    assert "# title" in capsys.readouterr().out
