@@ -118,8 +118,8 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
     _paired_with_local(rows, by_method)
     lo, hi = rows.get("local"), rows.get("tvfl")
     for r in rows.values():
-        gap = None
-        if lo and hi and hi["accuracy_mean"] != lo["accuracy_mean"]:
+        gap = None  # also where tvfl does no better than local: there is no gap, and a ratio would mislead
+        if lo and hi and hi["accuracy_mean"] > lo["accuracy_mean"]:
             gap = (r["accuracy_mean"] - lo["accuracy_mean"]) / (hi["accuracy_mean"] - lo["accuracy_mean"])
         r["gap_closed"] = gap
     return rows
@@ -185,12 +185,23 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
         row.append("" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}")
         if auc:
             row.append("" if r.get("roc_auc_mean") is None else f"{r['roc_auc_mean']:.4f}")
-        row.append("" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %")
+        row.append("" if r["gap_closed"] is None else f"{round(100 * r['gap_closed'])} %")  # an int: never "-0 %"
         if unmatched:
             u = r.get("unmatched_accuracy_mean")
             row.append("" if u is None else f"{u:.2f} ± {r['unmatched_accuracy_std']:.2f}")
         rows.append(row)
     return header, rows
+
+
+def no_gap(summary: dict[str, dict]) -> str | None:
+    """The note for a comparison whose tvfl does no better than local (no gap to close), else None."""
+    lo, hi = summary.get("local"), summary.get("tvfl")
+    if lo and hi and hi["accuracy_mean"] <= lo["accuracy_mean"]:
+        return (
+            f"tvfl ({hi['accuracy_mean']:.2f} %) does no better than local ({lo['accuracy_mean']:.2f} %) here: there is"
+            " no local→TVFL gap to close, so that column is empty."
+        )
+    return None
 
 
 def markdown_table(summary: dict[str, dict]) -> str:
@@ -202,7 +213,7 @@ def markdown_table(summary: dict[str, dict]) -> str:
 def rich_table(summary: dict[str, dict], title: str):
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, caption=no_gap(summary))
     header, rows = _cells(summary, "gap closed")
     for col in header:
         t.add_column(col, justify="left" if col == "method" else "right")
@@ -242,7 +253,8 @@ def write_report(out: Path, report: dict) -> list[Path]:
             " passive lacks (the other columns test the rows every party holds)."
             if any("unmatched_accuracy_mean" in r for r in s.values())
             else ""
-        ),
+        )
+        + (f" {no_gap(s)}" if no_gap(s) else ""),
         "",
         markdown_table(s),
         "",

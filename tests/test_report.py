@@ -1,0 +1,63 @@
+"""The comparison's summary and tables: the local→TVFL gap closed is reported only where there is a gap."""
+
+import pytest
+
+from apfed.report import markdown_table, no_gap, rich_table, summarize
+
+
+def _runs(accuracies: dict[str, list[float]]) -> list[dict]:
+    return [
+        {
+            "method": m,
+            "seed": seed,
+            "accuracy": a,
+            "final": {"macro_f1": a, "roc_auc": 0.9},
+            "epoch_seconds": 1.0,
+            "extra": {},
+        }
+        for m, accs in accuracies.items()
+        for seed, a in enumerate(accs)
+    ]
+
+
+def test_the_gap_closed_is_the_share_of_local_to_tvfl_and_local_reads_0_not_minus_0():
+    s = summarize(_runs({"local": [80.0, 81.0], "apfed-c": [82.0, 82.0], "tvfl": [90.0, 91.0]}))
+    assert s["local"]["gap_closed"] == 0 and s["tvfl"]["gap_closed"] == pytest.approx(1.0)
+    assert s["apfed-c"]["gap_closed"] == pytest.approx((82.0 - 80.5) / (90.5 - 80.5))
+    table = markdown_table(s)
+    assert "| 0 % |" in table and "-0 %" not in table and "| 15 % |" in table
+    assert no_gap(s) is None and rich_table(s, "t").caption is None
+
+
+@pytest.mark.parametrize("tvfl", [[70.0, 71.0], [80.0, 81.0]])
+def test_where_tvfl_does_no_better_than_local_there_is_no_gap_to_close(tvfl):
+    """A short run or a small overlap can leave tvfl at or below local: a ratio over that 'gap' would call a method
+    worse than local a partial success (it once read 20 % closed)."""
+    s = summarize(_runs({"local": [80.0, 81.0], "apfed-c": [79.0, 79.0], "tvfl": tvfl}))
+    assert all(r["gap_closed"] is None for r in s.values())
+    assert "%" not in markdown_table(s).splitlines()[2].split("|")[-2]  # local's gap cell is empty
+    note = no_gap(s)
+    assert note.startswith(f"tvfl ({s['tvfl']['accuracy_mean']:.2f} %) does no better than local (80.50 %)")
+    assert rich_table(s, "t").caption == note
+
+
+def test_results_md_says_why_the_gap_column_is_empty(tmp_path):
+    from apfed.report import write_report
+
+    runs = _runs({"local": [80.0, 81.0], "tvfl": [75.0, 76.0]})
+    report = {
+        "dataset": "d",
+        "active_view": "v",
+        "preset": "default",
+        "epochs": 3,
+        "seeds": 2,
+        "device": "cpu",
+        "eval_last": 10,
+        "summary": summarize(runs),
+        "runs": runs,
+        "machine": {"cpus": 2},
+    }
+    write_report(tmp_path, report)
+    assert (
+        "does no better than local (80.50 %) here: there is no local→TVFL gap" in (tmp_path / "results.md").read_text()
+    )
