@@ -366,7 +366,7 @@ def train(
         checkpoint_every=checkpoint_every,
         resume=resume,
     )
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)  # log lines without the source line that wrote them
     with Progress(console=console) as progress:
         task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
         r = run(
@@ -423,7 +423,7 @@ def simulate(
 
     from apfed.api import simulate as run_sim
 
-    progress = Progress(console=Console(stderr=True))
+    progress = Progress(console=Console(stderr=True, log_path=False))
     task = progress.add_task(f"{method} over Flower simulation", start=False)
 
     def on_start(epochs: int) -> None:  # the data and settings are checked: the bar shows from here

@@ -87,7 +87,7 @@ def evaluate(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, log_path=False)
     t0 = time.time()
     configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
     store = None

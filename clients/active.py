@@ -252,8 +252,10 @@ class ActiveClient:
             self.log(
                 f"{len(unmatched)} labelled training rows are missing at some passive: "
                 + (
-                    "the standalone model also trains on them, by its task loss alone (unmatched_rows=train)"
-                    if len(own)
+                    "the standalone model also trains on them, by its task loss alone"
+                    + (f", but for the {len(own_val)} held out for validation" if len(own_val) else "")
+                    + " (unmatched_rows=train)"
+                    if cfg.trains_unmatched
                     else "left out (unmatched_rows=drop)"
                     if standalone
                     else f"left out ({cfg.method} reads every party's data)"

@@ -405,6 +405,7 @@ def test_validation_rows_are_drawn_from_the_rows_no_passive_holds_too_and_train_
     assert any(
         f"{client.n_val} of the training rows are held out for validation ({len(own_val)} of them" in x for x in lines
     )
+    assert any(f"{m} labelled training rows" in x and f"but for the {len(own_val)} held out" in x for x in lines)
     # stratified over every training row, matched or not
     labels = client.data.labels
     y_val = np.concatenate([labels[client.keep[val]], labels[own_val]])
