@@ -17,6 +17,8 @@ from apfed.config import DEFAULT_METHODS, METHODS
 from apfed.errors import ApfedError, ConfigError, DataError
 from protocols.errors import ProtocolError
 
+SET_HELP = "Any training setting, KEY=VALUE (repeatable); docs/settings.md lists them."
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -224,7 +226,7 @@ def evaluate(
     dp_noise: DpNoise = None,
     encrypt: Encrypt = False,
     on_bad_message: OnBadMessage = "fail",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     jobs: Annotated[
         int,
         typer.Option(min=0, help="Runs in parallel processes (0: one per core, at most 4, on the CPU; 1 on a GPU)."),
@@ -314,7 +316,7 @@ def train(
     ] = None,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Rounds between checkpoints (0: none).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run checkpointed in --checkpoint-dir.")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ):
     """Train one method and write the active party's standalone model."""
     from apfed.config import STANDALONE
@@ -407,7 +409,7 @@ def simulate(
     pipeline: Pipeline = False,
     preset: Preset = "default",
     device: Device = "cpu",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field, KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the standalone model file.")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Flower's own log.")] = False,
 ):

@@ -59,7 +59,7 @@ class TrainConfig:
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
     class_weight: str = "none"  # none | balanced: each class's loss weighted by N / (classes x its training rows)
     unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds
-    validation: float = 0.0  # > 0: this share of the matched training rows is held out to pick the best epoch
+    validation: float = 0.0  # > 0: this share of the training rows is held out to pick the best epoch
     validation_metric: str = "accuracy"  # accuracy | loss | roc_auc: what picks the epoch (and runs out of patience)
     patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
 

@@ -74,3 +74,25 @@ def test_documented_config_keys_exist():
     keys = set(re.findall(r"--set ([a-z_0-9]+)=", text))
     assert keys, "the documents show --set"
     assert keys <= {f.name for f in fields(TrainConfig)}, keys - {f.name for f in fields(TrainConfig)}
+
+
+def test_every_training_setting_is_documented_with_both_presets_defaults():
+    """docs/settings.md lists every TrainConfig field once, with the default and paper presets' values."""
+    from dataclasses import fields
+
+    from apfed.config import TrainConfig, make_config
+
+    rows = {}
+    for line in (ROOT / "docs/settings.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            assert cells[0] not in rows, f"{cells[0]} is listed twice"
+            rows[cells[0].strip("`")] = (cells[1].strip("`"), cells[2].strip("`"))
+    names = [f.name for f in fields(TrainConfig)]
+    assert sorted(rows) == sorted(names)
+    for preset, column in (("default", 0), ("paper", 1)):
+        cfg = make_config(preset)
+        for name in names:
+            value = getattr(cfg, name)
+            shown = '""' if value == "" else str(value)
+            assert rows[name][column] == shown, (preset, name, rows[name][column], shown)

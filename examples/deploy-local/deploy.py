@@ -587,7 +587,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a training setting, as apfed train --set (e.g. validation=0.1); repeatable",
+        help="a training setting, as apfed train --set (e.g. validation=0.1; docs/settings.md lists them); repeatable",
     )
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
