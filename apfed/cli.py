@@ -664,10 +664,17 @@ def _model_summary(d: dict) -> dict[str, str]:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
     if "train_rows" in p:
-        val = f"{p['validation_rows']:,} validation, " if p.get("validation_rows") else ""
+        apart = p.get("unmatched_validation_rows", 0)  # validation rows among those that some passive lacks
+        val = f"{p['validation_rows']:,} validation, " if p.get("validation_rows") and not apart else ""
         lines["rows"] = f"{p['train_rows']:,} training, {val}{p['test_rows']:,} test (aligned with every passive)"
         if p.get("unmatched_train_rows"):
             lines["rows"] += f"; {p['unmatched_train_rows']:,} more training rows that some passive lacks"
+        if apart:
+            aligned = p["validation_rows"] - apart
+            lines["rows"] += (
+                f"; {p['validation_rows']:,} validation rows ({aligned:,} aligned with every passive, {apart:,} that"
+                " some passive lacks)"
+            )
     for key, label in (("dataset", "data"), ("transport", "transport"), ("run_id", "run id")):
         if key in p:
             lines[label] = str(p[key])

@@ -883,6 +883,7 @@ class ActiveClient:
             **({"unmatched_train_rows": len(self.own)} if len(self.own) else {}),
             "epochs_run": len(self.history),
             **({"validation_rows": self.n_val, "best_epoch": self.best["epoch"]} if self.best else {}),
+            **({"unmatched_validation_rows": len(self.own_val)} if self.best and len(self.own_val) else {}),
             **provenance,
         }
         net = self.learner.standalone_net()

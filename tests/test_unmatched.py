@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 import apfed
 from apfed.config import make_config
@@ -387,7 +388,7 @@ def test_tables_in_memory_refuse_what_files_refuse(party_csvs, change, match):
         apfed.from_parties(tables, id_column="user_id", log=lambda _: None)
 
 
-def test_validation_rows_are_drawn_from_the_rows_no_passive_holds_too_and_train_nothing(sparse, monkeypatch):
+def test_validation_rows_are_drawn_from_the_rows_no_passive_holds_too_and_train_nothing(sparse, monkeypatch, tmp_path):
     """With a partial overlap the standalone model trains on every labelled row, so its validation rows are a share
     of all of them (stratified): some are rows that no passive holds. None of them trains, locally or remotely, and
     each epoch's validation figures are the model's on exactly those rows."""
@@ -436,8 +437,15 @@ def test_validation_rows_are_drawn_from_the_rows_no_passive_holds_too_and_train_
     final = client.final_metrics()  # the kept model is the best epoch's: its figure on those rows is that epoch's
     assert history[final["best_epoch"] - 1]["val_accuracy"] == pytest.approx((pred == y_val).mean() * 100)
     assert final["val_accuracy"] == max(h["val_accuracy"] for h in history)
-    assert client.standalone_model({}).provenance["validation_rows"] == client.n_val
+    model = client.standalone_model({})
+    p = model.provenance
+    assert p["validation_rows"] == client.n_val and p["unmatched_validation_rows"] == len(own_val)
+    assert p["train_rows"] + p["unmatched_train_rows"] + client.n_val == n_train
     client.finish()
+    code, out, err = run_cli("info", "--model", model.save(tmp_path / "m.safetensors"))
+    assert code == 0, err
+    said = f"{client.n_val} validation rows ({len(val)} aligned with every passive, {len(own_val)} that some passive"
+    assert said in " ".join(out.split()), out
 
 
 def test_no_validation_row_is_in_the_active_partys_preprocessing_statistics(party_csvs):
