@@ -718,6 +718,32 @@ def bench(
 
 
 @app.command()
+def settings(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the tables of docs/settings.md.")] = False,
+) -> None:
+    """List every training setting that --set takes, with each preset's value and what it does."""
+    from apfed import settings as explained
+
+    if markdown:
+        typer.echo(explained.markdown(), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if Console().is_terminal else Console(width=160)  # piped: one line per setting
+    console.print("Training settings: --set KEY=VALUE (repeatable) in evaluate, train and simulate.")
+    for title, note, entries in explained.rows():
+        t = Table(title=title, caption=note or None, title_justify="left", min_width=100)
+        t.add_column("key", no_wrap=True)
+        for name in explained.preset_names():
+            t.add_column(name, no_wrap=True)
+        t.add_column("what it does")
+        for key, values, what in entries:
+            t.add_row(key, *values, what.replace("`", ""))
+        console.print(t)
+
+
+@app.command()
 def keygen(
     out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,

@@ -478,3 +478,19 @@ def test_ctrl_c_during_the_psi_stops_its_blinding_processes(tmp_path):
     assert "Traceback" not in err, err
     assert not (tmp_path / "m.safetensors").exists()
     assert left == [], left
+
+
+def test_settings_lists_every_training_setting_with_both_presets():
+    from dataclasses import fields
+
+    from apfed import settings
+    from apfed.config import TrainConfig
+
+    code, out, err = run_cli("settings")
+    assert code == 0, err
+    lines = out.splitlines()
+    for f in fields(TrainConfig):
+        assert any(line.startswith(f"│ {f.name} ") for line in lines), f.name
+    assert any(line.startswith("│ optimizer ") and "│ adam " in line and "│ sgd " in line for line in lines)
+    code, out, _ = run_cli("settings", "--markdown")
+    assert code == 0 and out == settings.markdown()

@@ -1,0 +1,162 @@
+"""Every training setting (a ``TrainConfig`` field), explained: what ``apfed settings`` prints, and the tables of
+docs/settings.md (``apfed settings --markdown`` writes them; tests/test_docs.py checks the file holds them)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from apfed.config import PRESETS, TrainConfig, make_config
+
+GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "Recipe",
+        "",
+        (
+            (
+                "method",
+                "`local`, `apfed-r`, `apfed-c`, `apfed-m`, `apfed-kd`, `tvfl` or `centralized` (the commands take "
+                "`--method` / `--methods`)",
+            ),
+            ("epochs", "passes over the training rows"),
+            ("batch_size", "rows per minibatch"),
+            ("optimizer", "`sgd`, `adam` or `adamw` (torch.optim's update rules, `apfed/optim.py`)"),
+            ("lr", "learning rate (the peak of the cosine schedule)"),
+            ("momentum", "SGD momentum"),
+            ("weight_decay", "L2 (sgd, adam) or decoupled (adamw) weight decay"),
+            ("schedule", "learning rate over the run: `constant` or `cosine` decay to 0"),
+            ("seed", "every random choice of the run: initial weights, minibatch order, validation rows, augmentation"),
+            ("device", "`cpu` or `cuda` (`cuda:N`)"),
+        ),
+    ),
+    (
+        "APFed",
+        "",
+        (
+            ("lam", "λ, the weight of the passives' gradients on the active encoder (0: no help from the passives)"),
+            ("temperature", "NT-Xent temperature (APFed-C)"),
+            (
+                "passive_losses",
+                "apfed-m and apfed-kd: `r` or `c` per passive, in order, e.g. `r,c` (apfed-m alternates r, c; "
+                "apfed-kd uses c)",
+            ),
+            ("kd_temperature", "apfed-kd: temperature of the teacher's soft labels"),
+            ("kd_weight", "apfed-kd: weight of the distillation loss"),
+            ("feature_weight", "apfed-kd: weight of a loss pulling the student's hidden layer onto the teacher's"),
+            ("teacher_grad", "apfed-kd: the teacher's loss also trains the shared active encoder"),
+        ),
+    ),
+    (
+        "Networks",
+        "The image views use the reference networks (REFERENCE.md); these sizes shape the tabular encoders and the "
+        "heads.",
+        (
+            ("embedding_dim", "width of a tabular encoder's output, the embedding"),
+            ("hidden_dim", "hidden width of tabular encoders and of APFed-R's decoders"),
+            ("head_hidden", "hidden width of the classification heads"),
+            ("dropout", "dropout in the heads, in [0, 1)"),
+            ("projection_dim", "width of APFed-C's projection heads (what the active party sends)"),
+        ),
+    ),
+    (
+        "Data and augmentation",
+        "",
+        (
+            (
+                "class_weight",
+                "`balanced`: each class's loss weighted by N / (classes × its training rows), for imbalanced labels",
+            ),
+            (
+                "unmatched_rows",
+                "the active party's labelled rows that some passive lacks: `train` (the standalone methods' task "
+                "loss takes them, in local steps) or `drop`",
+            ),
+            ("mixup", "> 0: mixup with Beta(a, a) weights, the same mix at every party (0: off)"),
+            ("shift", "image views: a random horizontal shift of up to N pixels, the same at every party"),
+        ),
+    ),
+    (
+        "Validation and early stopping",
+        "",
+        (
+            (
+                "validation",
+                "> 0 (below 0.5): this share of the training rows (stratified, seeded) trains nothing and picks the "
+                "standalone model's epoch; with a partial overlap the standalone methods also draw them from the "
+                "rows that some passive lacks",
+            ),
+            (
+                "validation_metric",
+                "what picks the epoch: `accuracy`, `loss` or `roc_auc` (the better choice for a rare class)",
+            ),
+            ("patience", "> 0 (needs `validation`): stop after this many epochs without a better validation figure"),
+            (
+                "eval_last",
+                "`evaluate`'s accuracy column: the mean test accuracy over the last N epochs, the reference's figure",
+            ),
+        ),
+    ),
+    (
+        "Protocol and wire",
+        "",
+        (
+            (
+                "batches_per_round",
+                "K, minibatches carried by one exchange with the passives (`--k`); K = 1 is the reference algorithm, "
+                "deployments default to 16",
+            ),
+            (
+                "pipeline",
+                "queue round r + 1 before applying round r (the parties compute at the same time; the embeddings are "
+                "one round stale)",
+            ),
+            ("payload", "dtype of embeddings and gradients on the wire: `float32` or `float16` (half the bytes)"),
+            ("dp_clip", "> 0: clip each sample's sent embedding to this L2 norm (gradients to `dp_clip / batch_size`)"),
+            ("dp_noise", "Gaussian noise std as a multiple of the clip bound (needs `dp_clip`)"),
+        ),
+    ),
+    (
+        "GPU",
+        "",
+        (
+            ("cuda_graphs", "on a GPU, replay each role's training step as a CUDA graph"),
+            ("tf32", "on a GPU, TF32 matrix multiplies (faster; about 10-bit mantissa products)"),
+        ),
+    ),
+)
+
+
+def value_text(value: object) -> str:
+    """A setting's value as ``--set`` takes it (an empty string shown as ``""``)."""
+    return '""' if value == "" else str(value)
+
+
+def preset_names() -> list[str]:
+    """The presets, ``default`` first."""
+    return sorted(PRESETS, key=lambda name: name != "default")
+
+
+def rows() -> list[tuple[str, str, list[tuple[str, list[str], str]]]]:
+    """(group title, its note, [(key, the value in each preset, what it does)]) for every setting, in order."""
+    presets = {name: make_config(name) for name in preset_names()}
+    return [
+        (title, note, [(k, [value_text(getattr(c, k)) for c in presets.values()], what) for k, what in entries])
+        for title, note, entries in GROUPS
+    ]
+
+
+def markdown() -> str:
+    """The settings as markdown tables, one per group, with a column per preset."""
+    out = []
+    for title, note, entries in rows():
+        out += [f"## {title}", ""] + ([note, ""] if note else [])
+        out.append("| key | " + " | ".join(preset_names()) + " | what it does |")
+        out.append("|---" * (len(PRESETS) + 2) + "|")
+        out += [f"| `{k}` | " + " | ".join(f"`{v}`" for v in values) + f" | {what} |" for k, values, what in entries]
+        out.append("")
+    return "\n".join(out)
+
+
+def undocumented() -> list[str]:
+    """TrainConfig fields that no group explains (none, as tests/test_docs.py checks)."""
+    listed = {k for _, _, entries in GROUPS for k, _ in entries}
+    return [f.name for f in fields(TrainConfig) if f.name not in listed]
