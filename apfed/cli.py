@@ -727,11 +727,12 @@ def settings(
     if markdown:
         typer.echo(explained.markdown(), nl=False)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console() if Console().is_terminal else Console(width=160)  # piped: one line per setting
-    console.print("Training settings: --set KEY=VALUE (repeatable) in evaluate, train and simulate.")
+    from apfed.report import table_console
+
+    console = table_console()
+    console.print("Training settings: --set KEY=VALUE (repeatable) in evaluate, train, simulate and deploy.py.")
     for title, note, entries in explained.rows():
         t = Table(title=title, caption=note or None, title_justify="left", min_width=100)
         t.add_column("key", no_wrap=True)

@@ -210,6 +210,14 @@ def markdown_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def table_console():
+    """A rich console for a result table on stdout: the terminal's width, or 160 columns when piped or redirected
+    (rich would wrap at 80, and a log file can take the whole width)."""
+    from rich.console import Console
+
+    return Console() if Console().is_terminal else Console(width=160)
+
+
 def rich_table(summary: dict[str, dict], title: str):
     from rich.table import Table
 

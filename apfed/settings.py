@@ -150,7 +150,7 @@ def markdown() -> str:
     for title, note, entries in rows():
         out += [f"## {title}", ""] + ([note, ""] if note else [])
         out.append("| key | " + " | ".join(preset_names()) + " | what it does |")
-        out.append("|---" * (len(PRESETS) + 2) + "|")
+        out.append("|---" * (len(preset_names()) + 2) + "|")
         out += [f"| `{k}` | " + " | ".join(f"`{v}`" for v in values) + f" | {what} |" for k, values, what in entries]
         out.append("")
     return "\n".join(out)

@@ -384,7 +384,6 @@ class ActiveClient:
         own_val_idx = np.arange(len(held) - len(own_val), len(held))
         self.val_idx = torch.from_numpy(np.concatenate([self.val, own_val_idx]) if len(own_val) else self.val).to(dev)
         self.y_val = compact_labels(d.labels[np.concatenate([keep[self.val], own_val])])
-        self.n_val = len(self.val) + len(own_val)
         self.best: dict | None = None  # the epoch of the best validation figure, and its standalone weights
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
@@ -774,6 +773,11 @@ class ActiveClient:
                 for kind in ("zero", "mean", "rand"):
                     out[f"fill_{kind}"] = L.fused_logits(idx, self._fills(kind, len(idx))).argmax(1).cpu().numpy()
         return out
+
+    @property
+    def n_val(self) -> int:
+        """How many validation rows the run holds out (matched ones and those that some passive lacks)."""
+        return len(self.y_val)
 
     def evaluate(self) -> dict:
         """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline. With
