@@ -88,7 +88,10 @@ Data = Annotated[
 DataDir = Annotated[Path | None, typer.Option(help="Directory holding a full image set in its standard format.")]
 IdColumn = Annotated[str, typer.Option(help="ID column of the --data files.")]
 Pipeline = Annotated[
-    bool, typer.Option(help="Queue the next round before applying this one (overlaps the parties; one round stale).")
+    bool,
+    typer.Option(
+        "--pipeline", help="Queue the next round before applying this one (overlaps the parties; one round stale)."
+    ),
 ]
 Payload = Annotated[
     str | None, typer.Option(help="Dtype of embeddings and gradients on the wire: float32 or float16 (half the bytes).")
@@ -97,7 +100,10 @@ LabelColumn = Annotated[str, typer.Option(help="Label column of the active party
 Preset = Annotated[str, typer.Option(help="'default' (fast recipe) or 'paper' (reference protocol).")]
 Device = Annotated[str, typer.Option(help="cpu or cuda.")]
 Encrypt = Annotated[
-    bool, typer.Option(help="Seal every payload end to end (X25519 + HKDF + AES-256-GCM; keys made per run here).")
+    bool,
+    typer.Option(
+        "--encrypt", help="Seal every payload end to end (X25519 + HKDF + AES-256-GCM; keys made per run here)."
+    ),
 ]
 OnBadMessage = Annotated[
     str, typer.Option(help="A passive's bad or missing reply in a training round: skip it, or fail the run.")
@@ -235,8 +241,9 @@ def evaluate(
     resume: Annotated[
         bool,
         typer.Option(
+            "--resume",
             help="Reuse the runs an interrupted comparison finished (stored in OUT/runs/, same data and settings)"
-            " and train only the others."
+            " and train only the others.",
         ),
     ] = False,
 ):
@@ -315,7 +322,9 @@ def train(
         Path | None, typer.Option(help="Write checkpoints here (the active's and each passive's own).")
     ] = None,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Rounds between checkpoints (0: none).")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue the run checkpointed in --checkpoint-dir.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run checkpointed in --checkpoint-dir.")
+    ] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ):
     """Train one method and write the active party's standalone model."""
@@ -411,7 +420,7 @@ def simulate(
     device: Device = "cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the standalone model file.")] = None,
-    verbose: Annotated[bool, typer.Option(help="Show Flower's own log.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
 ):
     """Multi-process local simulation with the Flower simulation engine: one virtual SuperNode per passive."""
     if method in ("local", "centralized"):
@@ -693,7 +702,7 @@ def bench(
             help="Timed epochs per figure (medians; 5x for handwritten's short epochs); Flower adds a start-up epoch.",
         ),
     ] = 3,
-    quick: Annotated[bool, typer.Option(help="A small grid (a smoke run, not a report to quote).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A small grid (a smoke run, not a report to quote).")] = False,
     only: Annotated[
         str,
         typer.Option(
@@ -747,7 +756,7 @@ def settings(
 @app.command()
 def keygen(
     out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],
-    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ):
     """Make a party's X25519 key for --encrypt / seal-key; print the fingerprint its peers pin."""
     from protocols.sealing import PartyKey

@@ -494,3 +494,20 @@ def test_settings_lists_every_training_setting_with_both_presets():
     assert any(line.startswith("│ optimizer ") and "│ adam " in line and "│ sgd " in line for line in lines)
     code, out, _ = run_cli("settings", "--markdown")
     assert code == 0 and out == settings.markdown()
+
+
+def test_switches_have_one_name():
+    """Every switch is off by default, so a --no-X twin would only double the width of the help's option column."""
+    import click
+    import typer.main
+
+    from apfed.cli import app
+
+    switches = [
+        (name, p)
+        for name, c in typer.main.get_command(app).commands.items()
+        for p in c.params
+        if isinstance(p, click.Option) and p.is_flag
+    ]
+    assert len(switches) >= 8
+    assert [(n, p.opts, p.default) for n, p in switches if p.secondary_opts or p.default] == []
