@@ -10,7 +10,7 @@ from pathlib import Path
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError
-from apfed.report import machine, rich_table, summarize, table_console, write_report
+from apfed.report import accuracy_note, machine, rich_table, summarize, table_console, write_report
 from apfed.run_store import RunStore, data_digest
 from apfed.runner import Safety, run
 from apfed.spawning import without_main_script
@@ -158,7 +158,9 @@ def evaluate(
         "runs": runs,
     }
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr
-        table_console().print(rich_table(summary, f"{ds.name}, active view {ds.views[active].name}"))
+        note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, validation=cfg.validation > 0)
+        title = f"{ds.name}, active view {ds.views[active].name}"
+        table_console().print(rich_table(summary, title, note))
     if out is not None:
         paths = write_report(Path(out), report)
         if not quiet:

@@ -161,6 +161,25 @@ UNMATCHED_COLUMN = "unmatched test rows (%)"
 PAIRED_COLUMN = "vs local, same seed"
 
 
+def _mean_std(mean: float, std: float, seeds: int) -> str:
+    """``mean ± std``; the mean alone for one seed, whose spread is unknown rather than 0."""
+    return f"{mean:.2f}" if seeds < 2 else f"{mean:.2f} ± {std:.2f}"
+
+
+def averaged_over(epochs: int, eval_last: int) -> str:
+    """Which epochs the headline accuracy averages: the last ``eval_last``, or every one of a shorter run."""
+    if epochs <= 1:
+        return "its one epoch"
+    return f"all {epochs} epochs" if epochs <= eval_last else f"the last {eval_last} epochs"
+
+
+def accuracy_note(epochs: int, eval_last: int, seeds: int, validation: bool = False) -> str:
+    """What the accuracy column holds, under the console table."""
+    kept = " (a standalone method's: of the epoch its validation rows picked)" if validation else ""
+    over = "one seed" if seeds < 2 else f"mean ± std over {seeds} seeds"
+    return f"accuracy: test accuracy averaged over {averaged_over(epochs, eval_last)}{kept}; {over}"
+
+
 def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[list[str]]]:
     """The comparison table's header and rows; the test rows that some passive lacks get a column when a run
     had any (the final standalone model's accuracy on them)."""
@@ -174,7 +193,7 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
         row = [
             m,
             "yes" if r["standalone"] else "no",
-            f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}",
+            _mean_std(r["accuracy_mean"], r["accuracy_std"], r["seeds"]),
         ]
         if paired:
             row.append(
@@ -188,7 +207,7 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
         row.append("" if r["gap_closed"] is None else f"{round(100 * r['gap_closed'])} %")  # an int: never "-0 %"
         if unmatched:
             u = r.get("unmatched_accuracy_mean")
-            row.append("" if u is None else f"{u:.2f} ± {r['unmatched_accuracy_std']:.2f}")
+            row.append("" if u is None else _mean_std(u, r["unmatched_accuracy_std"], r["seeds"]))
         rows.append(row)
     return header, rows
 
@@ -218,10 +237,13 @@ def table_console():
     return Console() if Console().is_terminal else Console(width=160)
 
 
-def rich_table(summary: dict[str, dict], title: str):
+def rich_table(summary: dict[str, dict], title: str, note: str | None = None):
+    """The comparison table for the console; ``note`` (what the accuracy is) and, where tvfl does no better than
+    local, why the gap column is empty, go under it."""
     from rich.table import Table
 
-    t = Table(title=title, caption=no_gap(summary))
+    caption = "\n".join(c for c in (note, no_gap(summary)) if c) or None
+    t = Table(title=title, caption=caption)
     header, rows = _cells(summary, "gap closed")
     for col in header:
         t.add_column(col, justify="left" if col == "method" else "right")
@@ -241,8 +263,10 @@ def write_report(out: Path, report: dict) -> list[Path]:
         f"# apfed evaluate: {report['dataset']} (active view {report['active_view']})",
         "",
         f"Preset `{report['preset']}`, {report['epochs']} epochs, seeds {report['seeds']}, device "
-        f"`{report['device']}`. Accuracy is the test accuracy averaged over the last {report['eval_last']} "
-        "epochs, then mean ± std over seeds; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
+        f"`{report['device']}`. Accuracy is the test accuracy averaged over "
+        f"{averaged_over(report['epochs'], report['eval_last'])}"
+        + (", then mean ± std over seeds" if report["seeds"] > 1 else " (one seed: no spread)")
+        + "; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
         "classes; 0–1) are the final model's, averaged over seeds."
         + (
             f" {PAIRED_COLUMN}: the method's accuracy minus local's in the run with the same seed, mean ± std over"

@@ -61,3 +61,25 @@ def test_results_md_says_why_the_gap_column_is_empty(tmp_path):
     assert (
         "does no better than local (80.50 %) here: there is no local→TVFL gap" in (tmp_path / "results.md").read_text()
     )
+
+
+def test_one_seed_has_no_spread_and_a_short_run_says_which_epochs_it_averages(tmp_path):
+    """One seed's std is unknown, not 0; and a 5-epoch run's headline averages all 5 epochs, not 'the last 10'."""
+    from apfed.report import accuracy_note, write_report
+
+    runs = _runs({"local": [80.0], "apfed-c": [82.0], "tvfl": [90.0]})
+    s = summarize(runs)
+    table = markdown_table(s)
+    assert "±" not in table and "| 82.00 |" in table
+    assert "±" in markdown_table(summarize(_runs({"local": [80.0, 81.0]})))
+    report = {
+        **dict(dataset="d", active_view="v", preset="default", seeds=1, device="cpu", machine={}),
+        **dict(epochs=5, eval_last=10, summary=s, runs=runs),
+    }
+    write_report(tmp_path, report)
+    md = (tmp_path / "results.md").read_text()
+    assert "averaged over all 5 epochs (one seed: no spread)" in md and "last 10" not in md
+    assert accuracy_note(5, 10, 1) == "accuracy: test accuracy averaged over all 5 epochs; one seed"
+    note = accuracy_note(60, 10, 3, validation=True)
+    assert note.startswith("accuracy: test accuracy averaged over the last 10 epochs (a standalone")
+    assert note.endswith("; mean ± std over 3 seeds") and rich_table(s, "t", note).caption == note
