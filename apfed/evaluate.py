@@ -92,7 +92,8 @@ def evaluate(
     configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
     store = None
     if out is not None:
-        store = RunStore(Path(out) / "runs", data_digest(ds, active), asdict(safety) if safety else None)
+        unmatched = _unmatched_counts(ds, active)["unmatched_train"]
+        store = RunStore(Path(out) / "runs", data_digest(ds, active), asdict(safety) if safety else None, unmatched)
     elif resume:
         raise ConfigError("resuming needs the output directory of the interrupted comparison")
     done = {i: r for i, c in enumerate(configs) if resume and (r := store.load(c)) is not None}

@@ -40,18 +40,29 @@ def data_digest(ds: MultiViewDataset, active: int) -> str:
     return h.hexdigest()
 
 
-class RunStore:
-    """``root/METHOD-seedS.json``: ``{"key": what the run was made from, "run": RunResult.to_json()}``."""
+# How a run draws its validation rows where the active party trains on rows that no passive holds: since
+# 2026-12-03 from all its training rows, those included (before, from the matched ones alone). A run stored before
+# has no such entry in its key, so --resume refuses it instead of mixing the two draws in one report.
+VALIDATION_DRAW = "every training row"
 
-    def __init__(self, root: Path, data: str, safety: dict | None):
+
+class RunStore:
+    """``root/METHOD-seedS.json``: ``{"key": what the run was made from, "run": RunResult.to_json()}``.
+    ``unmatched_train``: how many of the active party's training rows no passive holds."""
+
+    def __init__(self, root: Path, data: str, safety: dict | None, unmatched_train: int = 0):
         self.root, self.data, self.safety = Path(root), data, safety
+        self.unmatched_train = unmatched_train
 
     def path(self, cfg: TrainConfig) -> Path:
         return self.root / f"{cfg.method}-seed{cfg.seed}.json"
 
     def key(self, cfg: TrainConfig) -> dict:
+        key = {"data": self.data, "config": cfg.to_dict(), "safety": self.safety}
+        if cfg.validation > 0 and cfg.trains_unmatched and self.unmatched_train:
+            key["validation_rows"] = VALIDATION_DRAW
         # through JSON, as it is stored: tuples become lists, so a reloaded key compares equal
-        return json.loads(json.dumps({"data": self.data, "config": cfg.to_dict(), "safety": self.safety}))
+        return json.loads(json.dumps(key))
 
     def load(self, cfg: TrainConfig) -> dict | None:
         """The stored run for ``cfg``, None if there is none; an error if it was made with other settings."""
@@ -85,4 +96,9 @@ def _differences(stored: dict, want: dict) -> list[str]:
             out.append(f"{k} {old.get(k)!r}, now {new.get(k)!r}")
     if stored.get("safety") != want["safety"]:
         out.append("the safety options")
+    if stored.get("validation_rows") != want.get("validation_rows"):
+        out.append(
+            "validation rows drawn from the rows every party holds, by an apfed before 2026-12-03; they are now"
+            " drawn from every training row"
+        )
     return out or ["the file's format"]

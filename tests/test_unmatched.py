@@ -458,3 +458,28 @@ def test_no_validation_row_is_in_the_active_partys_preprocessing_statistics(part
     assert np.allclose(client.preprocessor.mean, X[trained].mean(0))
     assert not np.allclose(client.preprocessor.mean, X[np.concatenate([trained, client.own_val])].mean(0))
     client.finish()
+
+
+def test_resume_refuses_a_run_stored_with_the_old_validation_draw(sparse, tmp_path):
+    """Before 2026-12-03 validation rows came from the matched rows alone: such a stored run, with a partial
+    overlap and validation, is refused by --resume rather than mixed into a report; tvfl's draw did not change."""
+    import json
+
+    import apfed
+    from apfed.errors import ConfigError
+
+    _, ds = sparse
+    kw = dict(methods=["local", "tvfl"], seeds=1, epochs=1, out=tmp_path, jobs=1, validation=0.2)
+    apfed.compare(ds, 0, **kw)
+    stored = {m: json.loads((tmp_path / "runs" / f"{m}-seed0.json").read_text()) for m in ("local", "tvfl")}
+    assert stored["local"]["key"]["validation_rows"] == "every training row"
+    assert "validation_rows" not in stored["tvfl"]["key"]  # it trains on matched rows only: the same draw as before
+    apfed.compare(ds, 0, resume=True, **kw)  # runs of this apfed resume
+    old = stored["local"]
+    del old["key"]["validation_rows"]  # as an apfed before the change stored it
+    (tmp_path / "runs" / "local-seed0.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="validation rows drawn from the rows every party holds, by an apfed before"):
+        apfed.compare(ds, 0, resume=True, **kw)
+    full = apfed.compare(dataclasses.replace(ds, unmatched=None), 0, **{**kw, "out": tmp_path / "full"})
+    key = json.loads((tmp_path / "full" / "runs" / "local-seed0.json").read_text())["key"]
+    assert "validation_rows" not in key and full["runs"]  # no unmatched rows: the draw never changed
