@@ -123,7 +123,7 @@ def _config(preset: str = "default", **settings) -> TrainConfig:
     return make_config(preset, **settings)
 
 
-def _checked(ds: MultiViewDataset, active: int | str, cfg: TrainConfig) -> int:
+def check_run(ds: MultiViewDataset, active: int | str, cfg: TrainConfig) -> int:
     """The settings' mistakes, as one-line errors; the active view's index (``active``: an index or a name)."""
     from apfed.config import METHODS
 
@@ -136,7 +136,10 @@ def _checked(ds: MultiViewDataset, active: int | str, cfg: TrainConfig) -> int:
     except DataError as e:  # a wrong argument, not wrong data
         raise ConfigError(str(e)) from None
     if len(ds.views) < 2 and cfg.method != "local":
-        raise ConfigError(f"{cfg.method} needs at least 2 views (one passive); {ds.name} has 1")
+        raise ConfigError(
+            f"{cfg.method} needs at least 2 views (one passive); {ds.name} has 1: add a passive party's data"
+            " (a --data file each), or use the method local"
+        )
     cfg.check_passives(len(ds.views) - 1)
     check_shift(ds, cfg)
     check_device(cfg.device)
@@ -180,7 +183,7 @@ def train(
     from apfed.runner import run
 
     cfg = _config(preset, method=method, **settings)
-    active = _checked(ds, active, cfg)
+    active = check_run(ds, active, cfg)
     return run(ds, active, cfg, on_epoch=on_epoch, log=log, safety=safety)
 
 
@@ -213,7 +216,7 @@ def compare(
     chosen = list(methods or DEFAULT_METHODS)
     cfg = _config(preset, **settings)
     for m in chosen:
-        active = _checked(ds, active, replace(cfg, method=m))
+        active = check_run(ds, active, replace(cfg, method=m))
     return evaluate(
         ds,
         active,
@@ -306,7 +309,7 @@ def simulate(
         model_out=str(model_out or ""),
     )
     cfg = s.config()
-    _checked(ds, a, cfg)  # before Flower starts
+    check_run(ds, a, cfg)  # before Flower starts
     if on_start is not None:
         on_start(cfg.epochs)
     result = run_simulation(s, len(ds.views) - 1, verbose=verbose, on_epoch=on_epoch)

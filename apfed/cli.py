@@ -280,13 +280,10 @@ def evaluate(
     ds, a = _dataset(
         dataset, views, active, data, data_dir, id_column, label_column, passives=passives, overlap=overlap
     )
-    if len(ds.views) < 2 and any(m not in ("local",) for m in chosen):
-        raise ConfigError("federated methods need at least 2 views (one passive)")
-    for m in chosen:
-        replace(cfg, method=m).check_passives(len(ds.views) - 1)
-    from apfed.api import check_shift
+    from apfed.api import check_run
 
-    check_shift(ds, cfg)
+    for m in chosen:
+        check_run(ds, a, replace(cfg, method=m))
     safety = _safety(encrypt, on_bad_message, None)
     run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume)
 
@@ -365,10 +362,9 @@ def train(
     ds, a = _dataset(
         dataset, views, active, data, data_dir, id_column, label_column, passives=passives, overlap=overlap
     )
-    cfg.check_passives(len(ds.views) - 1)
-    from apfed.api import check_shift
+    from apfed.api import check_run
 
-    check_shift(ds, cfg)
+    check_run(ds, a, cfg)
     safety = _safety(
         encrypt,
         on_bad_message,

@@ -511,3 +511,14 @@ def test_switches_have_one_name():
     ]
     assert len(switches) >= 8
     assert [(n, p.opts, p.default) for n, p in switches if p.secondary_opts or p.default] == []
+
+
+def test_train_with_only_the_active_partys_file_is_an_error_for_a_federated_method(tmp_path, party_csvs):
+    """It once trained an 'apfed-kd' model with no passive at all (evaluate already refused)."""
+    active = str(party_csvs["paths"][0])
+    base = ["--data", active, "--id-column", "user_id", "--label-column", "label", "--epochs", "1"]
+    code, _, err = run_cli("train", *base, "--out", tmp_path / "m.safetensors")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: apfed-kd needs at least 2 views (one passive)")
+    assert "use the method local" in err and not (tmp_path / "m.safetensors").exists()
+    code, _, err = run_cli("train", *base, "--method", "local", "--out", tmp_path / "m.safetensors")
+    assert code == 0 and (tmp_path / "m.safetensors").exists(), err
