@@ -627,7 +627,8 @@ def info(
 def _epochs_line(cfg: dict, p: dict) -> str:
     """``60 epochs``; ``29 of 60 epochs (stopped early), the model of epoch 18 (best on the validation rows)``."""
     planned, run = cfg.get("epochs", "?"), p.get("epochs_run")
-    line = f"{planned} epochs" if run is None or run == planned else f"{run} of {planned} epochs (stopped early)"
+    epochs = "epoch" if planned == 1 else "epochs"
+    line = f"{planned} {epochs}" if run is None or run == planned else f"{run} of {planned} epochs (stopped early)"
     if "best_epoch" in p:
         line += f", the model of epoch {p['best_epoch']} (best on the validation rows)"
     return line

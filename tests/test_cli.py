@@ -522,3 +522,5 @@ def test_train_with_only_the_active_partys_file_is_an_error_for_a_federated_meth
     assert "use the method local" in err and not (tmp_path / "m.safetensors").exists()
     code, _, err = run_cli("train", *base, "--method", "local", "--out", tmp_path / "m.safetensors")
     assert code == 0 and (tmp_path / "m.safetensors").exists(), err
+    code, out, _ = run_cli("info", "--model", tmp_path / "m.safetensors")
+    assert code == 0 and "local, seed 0, 1 epoch\n" in out  # not "1 epochs"
