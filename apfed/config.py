@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -206,11 +207,19 @@ def make_config(preset: str = "default", **overrides) -> TrainConfig:
     """A config from a preset plus overrides (None values are ignored)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    names = {f.name for f in fields(TrainConfig)}
+    for key in overrides:
+        if key not in names:
+            raise ConfigError(unknown_setting(key))
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return TrainConfig(**values).validate()
-    except TypeError as e:
-        raise ConfigError(str(e)) from None
+    return TrainConfig(**values).validate()
+
+
+def unknown_setting(key: str) -> str:
+    """The error for a training setting that does not exist, with the nearest names."""
+    close = difflib.get_close_matches(key, [f.name for f in fields(TrainConfig)], n=3, cutoff=0.6)
+    maybe = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"no training setting {key!r}{maybe} ('apfed settings' lists every one)"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -220,8 +229,10 @@ def parse_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in types:
-            raise ConfigError(f"--set takes KEY=VALUE with KEY one of {', '.join(types)}; got {pair!r}")
+        if not sep:
+            raise ConfigError(f"--set takes KEY=VALUE, got {pair!r} ('apfed settings' lists the keys)")
+        if key not in types:
+            raise ConfigError(f"--set {pair}: {unknown_setting(key)}")
         t = types[key]
         try:
             if t in ("bool", bool):

@@ -89,7 +89,7 @@ def test_train_returns_a_standalone_model_that_scores_as_the_run_did():
 
 def test_train_refuses_what_cannot_run(party_csvs):
     ds, a = apfed.load_dataset("digits")
-    with pytest.raises(ConfigError, match="unknown setting\\(s\\) epochz"):
+    with pytest.raises(ConfigError, match="no training setting 'epochz'; did you mean epochs\\?"):
         apfed.train(ds, a, "apfed-c", epochz=2)
     with pytest.raises(ConfigError, match="method must be one of"):
         apfed.train(ds, a, "nope")

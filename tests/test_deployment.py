@@ -375,7 +375,7 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         (["--dataset", "nope"], "--dataset must be one of mnist5k, handwritten, digits"),
         (["--epochs", "0"], "epochs must be >= 1"),  # this one trained the preset's 60 epochs
         (["--set", "validation=0.7"], "validation must be a share in [0, 0.5)"),
-        (["--set", "nope=1"], "--set takes KEY=VALUE with KEY one of"),
+        (["--set", "nope=1"], "--set nope=1: no training setting 'nope'"),
     ],
 )
 def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_path, party_csvs, args, match):
