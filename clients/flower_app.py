@@ -237,6 +237,11 @@ class _NoDeprecationNotice(logging.Filter):
         return not str(record.msg).startswith("DEPRECATED FEATURE")
 
 
+def _is_terminal(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
 def simulate(
     settings: RunSettings, n_passives: int, verbose: bool = False, on_epoch: Callable[[dict], None] | None = None
 ) -> dict:
@@ -256,6 +261,10 @@ def simulate(
         quiet = _NoDeprecationNotice()
         if not verbose:  # Flower deprecates calling run_simulation: our call, nothing the user can act on
             flower_log.addFilter(quiet)
+        # Flower colours its log lines even into a file or a pipe, where the escape codes show as text
+        plain = [h for h in flower_log.handlers if getattr(h, "colored", False) and not _is_terminal(h)]
+        for h in plain:
+            h.colored = False
         try:
             run_simulation(
                 make_server_app(s, on_epoch),
@@ -266,6 +275,8 @@ def simulate(
             )
         finally:
             flower_log.removeFilter(quiet)
+            for h in plain:
+                h.colored = True
         out = Path(s.results_out)
         if not out.exists():
             raise ConfigError("the simulation ended without a result; rerun with --verbose to see Flower's log")

@@ -62,6 +62,7 @@ def test_simulate_cli(tmp_path):
     assert "apfed-c acc" in err and "100%" in err  # the epoch progress bar reached its end
     assert "apfed passive1 train" not in err + out  # per-message lines only with --verbose
     assert "DEPRECATED FEATURE" not in err  # Flower's notice about apfed's own run_simulation call
+    assert "apfed: aligning" in err and "\x1b[" not in err  # Flower's log lines, without colour codes in a pipe
     assert (tmp_path / "m.safetensors").stat().st_size > 1000
     code, _, err = run_cli("simulate", "--dataset", "digits", "--method", "local")
     assert code == 2 and "no passive parties to simulate" in err
