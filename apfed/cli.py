@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import sys
 import warnings
 from dataclasses import replace
@@ -285,7 +286,8 @@ def evaluate(
     for m in chosen:
         check_run(ds, a, replace(cfg, method=m))
     safety = _safety(encrypt, on_bad_message, None)
-    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume)
+    command = shlex.join(["apfed", *sys.argv[1:]])
+    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume, command=command)
 
 
 @app.command()

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from apfed import __version__
 from apfed.config import TrainConfig
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError
@@ -80,10 +81,12 @@ def evaluate(
     jobs: int = 1,
     safety: Safety | None = None,
     resume: bool = False,
+    command: str | None = None,
 ) -> dict:
     """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report. With
     ``out``, each finished run is also stored in ``out/runs/``; ``resume`` reuses the runs stored there from the
-    same data and settings (an error if one was made with other settings) and trains only the others."""
+    same data and settings (an error if one was made with other settings) and trains only the others.
+    ``command``: the command line that asked for the comparison, recorded in the report to repeat it."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -154,6 +157,8 @@ def evaluate(
         "config": cfg.to_dict(),
         "safety": asdict(safety) if safety else None,
         "machine": machine(),
+        "apfed": __version__,
+        **({"command": command} if command else {}),
         "seconds": time.time() - t0,
         "summary": summary,
         "runs": runs,

@@ -293,6 +293,11 @@ def write_report(out: Path, report: dict) -> list[Path]:
         f"Machine: {json.dumps(report['machine'])}",
         "",
     ]
+    if "apfed" in report:  # reports written before 2026-12-04 have neither
+        md[-1:-1] = [
+            "",
+            f"apfed {report['apfed']}" + (f"; reproduce: `{report['command']}`" if "command" in report else ""),
+        ]
     save_atomic(out / "results.md", "\n".join(md).encode())
     paths = [out / "results.json", out / "results.md"]
     try:

@@ -51,6 +51,15 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert "apfed-c" in out  # the table
     # where it ran: CPU results repeat bit for bit on one machine, not across vector units
     assert rep["machine"]["processor"] and isinstance(rep["machine"]["cpu_capability"], str)
+    # and how to repeat it
+    import apfed
+
+    assert rep["apfed"] == apfed.__version__
+    assert (
+        rep["command"]
+        == f"apfed evaluate --dataset digits --methods local,apfed-c,tvfl --seeds 2 --epochs 2 --out {tmp_path / 'r'}"
+    )
+    assert f"apfed {apfed.__version__}; reproduce: `{rep['command']}`" in (tmp_path / "r" / "results.md").read_text()
 
 
 def test_evaluate_takes_a_subset_of_the_passive_views(tmp_path):
