@@ -784,21 +784,33 @@ def preflight(
     from protocols.errors import ProtocolError
     from protocols.sealing import PartyKey, parse_pins
 
+    if seal_key is None and not (pin or cert or key or port):
+        raise ConfigError("nothing to check: give --seal-key, --pin, --cert, --key or --port")
+    checked = 0
     try:
         if seal_key is not None:
-            typer.echo(f"seal key {seal_key}: {PartyKey.load(seal_key).fingerprint}")
+            fingerprint = PartyKey.load(seal_key).fingerprint
             check_private_to_owner(seal_key)
-        parse_pins(pin or [])
+            typer.echo(f"seal key {seal_key}: {fingerprint} (give this to the other parties to pin)")
+            checked += 1
+        for name, fingerprint in parse_pins(pin or []).items():
+            typer.echo(f"pin {name}: {fingerprint}")
+            checked += 1
         for c in cert or []:
-            check_certificate(c)
+            typer.echo(f"certificate {c}: {check_certificate(c)}")
+            checked += 1
         for k in key or []:
-            check_private_key(k)
+            kind = check_private_key(k)
             check_private_to_owner(k)
+            typer.echo(f"private key {k}: {kind}, readable by its owner only")
+            checked += 1
         for p in port or []:
             check_port_free(p, host)
+            typer.echo(f"port {p} on {host}: free")
+            checked += 1
     except ProtocolError as e:
         raise ConfigError(str(e)) from None
-    typer.echo("preflight: everything checked is usable")
+    typer.echo(f"preflight: all {checked} checked are usable")
 
 
 def main() -> None:

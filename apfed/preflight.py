@@ -21,8 +21,12 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
             raise ConfigError(f"port {port} on {host} is already in use ({e.strerror}); choose another") from None
 
 
-def check_certificate(path: str | Path, now: datetime.datetime | None = None) -> None:
-    """A PEM X.509 certificate that can be read and is valid at ``now`` (default: the current time)."""
+RENEW_DAYS = 30  # a certificate that expires sooner is named in a warning: a long run may outlive it
+
+
+def check_certificate(path: str | Path, now: datetime.datetime | None = None) -> str:
+    """A PEM X.509 certificate that can be read and is valid at ``now`` (default: the current time); returns
+    what it is and until when it is valid, with a warning when that is within ``RENEW_DAYS``."""
     from cryptography import x509
 
     try:
@@ -38,10 +42,15 @@ def check_certificate(path: str | Path, now: datetime.datetime | None = None) ->
         raise ConfigError(f"the certificate {path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; renew it")
     if cert.not_valid_before_utc > now:
         raise ConfigError(f"the certificate {path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+    left = cert.not_valid_after_utc - now
+    subject = cert.subject.rfc4514_string() or "no subject"
+    days = "less than a day" if left.days == 0 else f"{left.days} day{'s' if left.days > 1 else ''}"
+    line = f"{subject}, valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({days})"
+    return line + (f"; warning: it expires within {RENEW_DAYS} days, renew it" if left.days < RENEW_DAYS else "")
 
 
-def check_private_key(path: str | Path) -> None:
-    """A readable, unencrypted PEM or OpenSSH private key (TLS server key or SuperNode key)."""
+def check_private_key(path: str | Path) -> str:
+    """A readable, unencrypted PEM or OpenSSH private key (TLS server key or SuperNode key); returns its kind."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
@@ -52,11 +61,21 @@ def check_private_key(path: str | Path) -> None:
     loaders = (serialization.load_pem_private_key, serialization.load_ssh_private_key)
     for load in loaders:
         try:
-            load(data, password=None)
-            return
+            return _key_kind(load(data, password=None))
         except (ValueError, TypeError, UnsupportedAlgorithm):
             continue
     raise ConfigError(f"{path} is not an unencrypted PEM or OpenSSH private key")
+
+
+def _key_kind(key) -> str:
+    """``EC (secp256r1)``, ``RSA (3072 bits)``, or the key type's name."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"EC ({key.curve.name})"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"RSA ({key.key_size} bits)"
+    return type(key).__name__.lstrip("_").removesuffix("PrivateKey")
 
 
 def check_private_to_owner(path: str | Path) -> None:

@@ -88,6 +88,7 @@ def make_pki(d: Path, n_nodes: int) -> dict:
     (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (d / "server.pem").write_bytes(srv.public_bytes(serialization.Encoding.PEM))
     (d / "server.key").write_bytes(pem_key(srv_key))
+    os.chmod(d / "server.key", 0o600)  # a private key: its owner's alone, as preflight and ssh require
     nodes = []
     for i in range(n_nodes):
         k = ec.generate_private_key(ec.SECP256R1())
@@ -212,14 +213,16 @@ def flwr(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedP
 
 def existing_pki(d: Path, n_nodes: int) -> dict:
     """Certificates and node keys the organisations already have (same file names as make_pki), checked."""
-    from apfed.preflight import check_certificate, check_private_key
+    from apfed.preflight import check_certificate, check_private_key, check_private_to_owner
 
     pki = {"ca": d / "ca.crt", "cert": d / "server.pem", "key": d / "server.key"}
     pki["nodes"] = [(d / f"node{i + 1}", d / f"node{i + 1}.pub") for i in range(n_nodes)]
-    check_certificate(pki["ca"])
-    check_certificate(pki["cert"])
+    for c in (pki["ca"], pki["cert"]):
+        if "warning" in (said := check_certificate(c)):
+            print(f"{c}: {said}", file=sys.stderr)
     for k in [pki["key"], *(priv for priv, _ in pki["nodes"])]:
         check_private_key(k)
+        check_private_to_owner(k)
     return pki
 
 
