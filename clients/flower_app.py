@@ -134,6 +134,17 @@ def active_sealing(s: RunSettings, names: list[str]):
     return Sealing(PartyKey.load(s.seal_key), pins)
 
 
+def epoch_line(row: dict, epochs: int) -> str:
+    """One epoch's log line for a deployment, whose operator follows the run in Flower's log (``flwr run
+    --stream``): ``epoch 3/60: test accuracy 84.10 %, validation 83.75 %, task loss 0.4121, 12.3 s``."""
+    line = f"epoch {row['epoch']}/{epochs}: test accuracy {row['accuracy']:.2f} %"
+    if "val_accuracy" in row:
+        line += f", validation {row['val_accuracy']:.2f} %"
+    if "task_loss" in row:
+        line += f", task loss {row['task_loss']:.4f}"
+    return line + (f", {row['train_time']:.1f} s" if "train_time" in row else "")
+
+
 def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     """The active party's whole run over a Flower Grid: align, train, evaluate, write the model."""
     cfg = s.config()
@@ -154,11 +165,18 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         active_data, passive_data = split_parties(ds, a, cfg.holds_unmatched)
         n_passives, name = len(passive_data), ds.name
     run_id = uuid.uuid4().hex[:12]
+    info = logging.getLogger("flwr").info
+    info(
+        "apfed: waiting for %d passive party(ies) to connect and name themselves (at most %.0f s)",
+        n_passives,
+        s.timeout,
+    )
     nodes = discover(grid, run_id, n_passives, timeout=s.timeout)
     names = [f"passive{i + 1}" for i in range(n_passives)]
     missing = [n for n in names if n not in nodes]
     if missing:
         raise ConfigError(f"passive parties {missing} did not connect (connected: {sorted(nodes)})")
+    info("apfed: connected: %s", ", ".join(f"{n} (node {nodes[n]})" for n in names))
     if (s.checkpoint_every or s.resume) and not s.checkpoint_dir:
         raise ConfigError("checkpoint-every and resume need checkpoint-dir")
     client = ActiveClient(
@@ -177,7 +195,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         client.resume()
     else:
         client.setup()
-    history = client.fit(on_epoch=on_epoch)
+    history = client.fit(on_epoch=on_epoch or (lambda row: client.log(epoch_line(row, cfg.epochs))))
     preds = client.predictions()
     final = client.final_metrics()
     result = {

@@ -52,7 +52,7 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
     from apfed.standalone import StandaloneModel
     from protocols import decode
 
-    snapshots = []
+    snapshots, shown = [], []
     db = tmp_path / "superlink.db"
     r = deploy.deploy(
         tmp_path,
@@ -65,8 +65,13 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
         encrypt=True,
         database=db,
         during=_snapshot_database(db, snapshots),
+        show=shown.append,
     )
     assert r["encrypted"] and r["final"]["accuracy"] > 20
+    # the operator follows the run as it goes: set-up, who connected, one line per epoch (from Flower's log)
+    assert shown[0].startswith("SuperLink up: Fleet API 127.0.0.1:") and "passive1: SuperNode started" in shown[1]
+    assert "waiting for 1 passive party(ies) to connect" in shown[3] and shown[4].startswith("connected: passive1")
+    assert shown[-1] == f"epoch 1/1: test accuracy {r['history'][0]['accuracy']:.2f} %" + shown[-1].split(" %", 1)[1]
     # the same training as in-process without encryption (sealing changes nothing but the bytes on the wire);
     # its recorded plaintext is what must not appear in the SuperLink's database
     cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=4, pipeline=True)
@@ -353,8 +358,10 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         timeout=300,
     )
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert p.returncode == 2 and len(lines) == 1, p.stderr
-    assert lines[0].startswith("error: the run failed: no training or no test rows are shared with the passives")
+    errors = [ln for ln in lines if "error" in ln.lower()]  # before it, the run's progress lines
+    assert p.returncode == 2 and errors == lines[-1:] and "Traceback" not in p.stderr, p.stderr
+    assert lines[-1].startswith("error: the run failed: no training or no test rows are shared with the passives")
+    assert any(ln.startswith("connected: passive1") for ln in lines)
     assert "apfed: error: no training or no test rows" in (out / "flwr-run.log").read_text()
 
 
@@ -418,3 +425,13 @@ def test_the_pki_made_here_keeps_every_private_key_to_its_owner_and_an_existing_
     pki["key"].chmod(0o644)
     with pytest.raises(Exception, match=r"server.key can be read or written by other users \(mode 0644\)"):
         deploy.existing_pki(tmp_path, 2)
+
+
+def test_a_bundled_dataset_deploys_one_supernode_per_passive_view(tmp_path):
+    """deploy.py --dataset handwritten started one SuperNode where the ServerApp waited for five, until its
+    timeout: the number of SuperNodes now follows the dataset's views."""
+    assert deploy.check_settings("apfed-c", 1, 16, 0, None, "handwritten", "fou", 0, None) == 5
+    assert deploy.check_settings("apfed-c", 1, 16, 0, None, "mnist5k", "top", 3, None) == 2
+    with pytest.raises(deploy.ConfigError, match="handwritten has 5 passive view"):
+        deploy.deploy(tmp_path, dataset="handwritten", active="fou", n_passives=1)
+    assert not any(tmp_path.iterdir())  # refused before anything started or was written

@@ -260,6 +260,7 @@ def start_link(
         "FLWR_HOME": str(home),
         "PYTHONPATH": str(ROOT),
         "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",  # start app processes sooner (default 1 s)
+        "PYTHONUNBUFFERED": "1",  # log lines reach the log files as they are written: deploy.py shows them live
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     if threads:
@@ -391,8 +392,9 @@ def check_settings(
     views: int,
     files,
     sets: list[str] = (),
-) -> None:
-    """The training settings, checked as the ServerApp will check them, but before any process starts."""
+) -> int | None:
+    """The training settings, checked as the ServerApp will check them, but before any process starts; returns
+    how many passive parties a bundled dataset has (one per view but the active one; None with --data files)."""
     from apfed.config import make_config, parse_overrides
 
     over = {"method": method, "epochs": epochs, "batches_per_round": k, "seed": seed, **parse_overrides(sets)}
@@ -408,7 +410,10 @@ def check_settings(
 
         if dataset not in BUNDLED:
             raise ConfigError(f"--dataset must be one of {', '.join(BUNDLED)} (bundled), or give --data files")
-        load_bundled(dataset, views or None).view_index(active)
+        ds = load_bundled(dataset, views or None)
+        ds.view_index(active)
+        return len(ds.views) - 1
+    return None
 
 
 def deploy(
@@ -419,7 +424,7 @@ def deploy(
     epochs: int = 2,
     k: int = 16,
     seed: int = 0,
-    n_passives: int = 1,
+    n_passives: int | None = None,
     extra_run_config: str = "",
     register: bool = True,
     timeout: float = 900.0,
@@ -440,6 +445,7 @@ def deploy(
     checkpoint_every: int = 0,
     resume: bool = False,
     sets: list[str] | None = None,
+    show=None,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -449,9 +455,14 @@ def deploy(
     threading.Event set when the run has ended. ``checkpoint_dir``: the active party checkpoints there every
     ``checkpoint_every`` rounds and each passive in ``checkpoint_dir/passiveN`` (its node config);
     ``resume`` continues the run checkpointed there (after a crash, on a new SuperLink). ``sets``: ``KEY=VALUE``
-    overrides of training settings, as ``apfed train --set`` (the run config's ``sets``)."""
+    overrides of training settings, as ``apfed train --set`` (the run config's ``sets``). ``show``: called with
+    each line the ServerApp logs for the user (set-up, one per epoch) while the run goes."""
     out = out.resolve()
-    check_settings(method, epochs, k, seed, threads, dataset, active, views, files, sets or [])
+    bundled = check_settings(method, epochs, k, seed, threads, dataset, active, views, files, sets or [])
+    if bundled is not None:  # every view but the active one is a passive party with a SuperNode of its own
+        if n_passives is not None and n_passives != bundled:
+            raise ConfigError(f"{dataset} has {bundled} passive view(s), not {n_passives}")
+        n_passives = bundled
     if sets:
         extra_run_config += " sets='" + ",".join(sets) + "'"
     check_inputs(out, method, files, id_column, label_column)
@@ -481,6 +492,9 @@ def deploy(
     link = start_link(out, n_passives, threads, database, ports, pki_dir, tls)
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
+    show = show or (lambda _: None)
+    security = "TLS and SuperNode authentication" if tls else "no TLS"
+    show(f"SuperLink up: Fleet API 127.0.0.1:{link['fleet']}, Control API 127.0.0.1:{link['control']} ({security})")
     seal_run_config, seal_node_config = "", {}
     if encrypt:
         from protocols.sealing import PartyKey
@@ -511,6 +525,7 @@ def deploy(
             node_config += f" {seal_node_config.get(i, '')} {(node_extra or {}).get(i, '')}"
             link.setdefault("nodes", {})[i] = (priv, f"passive{i + 1}", node_config)  # to restart one later
             procs.start(f"supernode{i + 1}", supernode_args(link, priv, f"passive{i + 1}", node_config))
+            show(f"passive{i + 1}: SuperNode started{' with its registered key' if register and tls else ''}")
         result_path, model_path = out / "result.json", out / "model.safetensors"
         data_config = (
             f"data='{files[0]}' passives={n_passives} id-column='{id_column}' label-column='{label_column}'"
@@ -527,21 +542,46 @@ def deploy(
         if during is not None:
             injector = threading.Thread(target=during, args=(link, done), daemon=True)
             injector.start()
-        r = flwr(env, "run", ".", "local-tls", "--stream", "--run-config", run_config, timeout=timeout)
-        done.set()
-        if injector is not None:
-            injector.join(timeout=60)
-        (out / "flwr-run.log").write_text(r.stdout + r.stderr)
+        show(f"flwr run: {method}, {epochs} epochs (the ServerApp's lines follow; Flower's log: {out}/flwr-run.log)")
+        run = procs.start(
+            "flwr-run", [str(BIN / "flwr"), "run", ".", "local-tls", "--stream", "--run-config", run_config]
+        )
+        try:
+            log = follow(run, out / "flwr-run.log", timeout, show)
+        finally:
+            done.set()
+            if injector is not None:
+                injector.join(timeout=60)
         if not result_path.exists():
-            why = serverapp_error(r.stdout + r.stderr)
+            why = serverapp_error(log)
             if why:  # the ServerApp stopped on an error of apfed's (the data, a passive's reply, ...)
                 raise RunFailed(f"the run failed: {why} (Flower's log: {out}/flwr-run.log)")
-            raise RuntimeError(f"the run produced no result (flwr run exit {r.returncode}); see {out}/flwr-run.log")
+            raise RuntimeError(f"the run produced no result (flwr run exit {run.returncode}); see {out}/flwr-run.log")
         result = json.loads(result_path.read_text())
         result["timing"] = {"setup_s": t1 - t0, "run_s": time.monotonic() - t1}
         return result
     finally:
         procs.stop()
+
+
+def follow(p: subprocess.Popen, log: Path, timeout: float, show=None) -> str:
+    """Wait (at most ``timeout`` seconds) for ``flwr run`` to end; pass each of apfed's lines that it writes to
+    ``log`` (set-up, one per epoch) to ``show`` as they come. Returns the whole log."""
+    deadline, shown = time.monotonic() + timeout, 0
+    while True:
+        ended = p.poll() is not None
+        text = log.read_text(errors="replace") if log.exists() else ""
+        lines = text.splitlines()[: None if ended else -1]  # the last line may be half written
+        if show is not None:
+            for line in lines[shown:]:
+                if "apfed: " in line and "apfed: error:" not in line:  # an error is reported once, by the caller
+                    show(re.sub(r"\x1b\[[0-9;]*m", "", line).split("apfed: ", 1)[1])
+        shown = len(lines)
+        if ended:
+            return text
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the run did not end within {timeout:.0f} s; see {log}")
+        time.sleep(0.5)
 
 
 class RunFailed(ApfedError):
@@ -636,6 +676,7 @@ def run_from_args(a, extra: str) -> dict:
         checkpoint_every=a.checkpoint_every,
         resume=a.resume,
         sets=a.sets,
+        show=lambda line: print(line, file=sys.stderr, flush=True),
     )
 
 
