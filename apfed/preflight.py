@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from apfed.errors import ConfigError
@@ -24,9 +25,28 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
 RENEW_DAYS = 30  # a certificate that expires sooner is named in a warning: a long run may outlive it
 
 
-def check_certificate(path: str | Path, now: datetime.datetime | None = None) -> str:
+@dataclass(frozen=True)
+class Validity:
+    """A usable certificate's subject and how long it stays valid; ``str()`` is preflight's line for it."""
+
+    subject: str
+    not_after: datetime.datetime
+    days_left: int
+
+    @property
+    def expiring(self) -> bool:
+        return self.days_left < RENEW_DAYS
+
+    def __str__(self) -> str:
+        n = self.days_left
+        days = "less than a day" if n == 0 else f"{n} day{'s' if n > 1 else ''}"
+        line = f"{self.subject}, valid until {self.not_after:%Y-%m-%d %H:%M} UTC ({days})"
+        return line + (f"; warning: it expires within {RENEW_DAYS} days, renew it" if self.expiring else "")
+
+
+def check_certificate(path: str | Path, now: datetime.datetime | None = None) -> Validity:
     """A PEM X.509 certificate that can be read and is valid at ``now`` (default: the current time); returns
-    what it is and until when it is valid, with a warning when that is within ``RENEW_DAYS``."""
+    its subject and how long it stays valid."""
     from cryptography import x509
 
     try:
@@ -42,11 +62,8 @@ def check_certificate(path: str | Path, now: datetime.datetime | None = None) ->
         raise ConfigError(f"the certificate {path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; renew it")
     if cert.not_valid_before_utc > now:
         raise ConfigError(f"the certificate {path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
-    left = cert.not_valid_after_utc - now
     subject = cert.subject.rfc4514_string() or "no subject"
-    days = "less than a day" if left.days == 0 else f"{left.days} day{'s' if left.days > 1 else ''}"
-    line = f"{subject}, valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({days})"
-    return line + (f"; warning: it expires within {RENEW_DAYS} days, renew it" if left.days < RENEW_DAYS else "")
+    return Validity(subject, cert.not_valid_after_utc, (cert.not_valid_after_utc - now).days)
 
 
 def check_private_key(path: str | Path) -> str:

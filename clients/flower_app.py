@@ -153,30 +153,28 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, multi_view_npz
 
+    def log(line: str) -> None:  # the lines `flwr run --stream` shows the active party's operator
+        logging.getLogger("flwr").info("apfed: %s", line)
+
     if len(s.data) == 1 and multi_view_npz(s.data[0]) is None:  # a real deployment: the active holds only its file
         if s.passives < 1:
             raise ConfigError("with only the active party's data file, set passives=N (the number of passive parties)")
         active_data = active_party_file(s.data[0], s.id_column, s.label_column)
         n_passives, name = s.passives, Path(s.data[0]).stem
         for line in describe(Path(s.data[0]).name, active_data.view):
-            logging.getLogger("flwr").info("apfed: %s", line)
+            log(line)
     else:
         ds, a = load_dataset(s)
         active_data, passive_data = split_parties(ds, a, cfg.holds_unmatched)
         n_passives, name = len(passive_data), ds.name
     run_id = uuid.uuid4().hex[:12]
-    info = logging.getLogger("flwr").info
-    info(
-        "apfed: waiting for %d passive party(ies) to connect and name themselves (at most %.0f s)",
-        n_passives,
-        s.timeout,
-    )
+    log(f"waiting for {n_passives} passive party(ies) to connect and name themselves (at most {s.timeout:.0f} s)")
     nodes = discover(grid, run_id, n_passives, timeout=s.timeout)
     names = [f"passive{i + 1}" for i in range(n_passives)]
     missing = [n for n in names if n not in nodes]
     if missing:
         raise ConfigError(f"passive parties {missing} did not connect (connected: {sorted(nodes)})")
-    info("apfed: connected: %s", ", ".join(f"{n} (node {nodes[n]})" for n in names))
+    log("connected: " + ", ".join(f"{n} (node {nodes[n]})" for n in names))
     if (s.checkpoint_every or s.resume) and not s.checkpoint_dir:
         raise ConfigError("checkpoint-every and resume need checkpoint-dir")
     client = ActiveClient(
@@ -185,7 +183,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         FlowerTransport(grid, nodes, s.timeout, queue_per_node=not s.simulation, round_timeout=s.round_timeout or None),
         names,
         run_id=run_id,
-        log=lambda m: logging.getLogger("flwr").info("apfed: %s", m),
+        log=log,
         sealing=active_sealing(s, names),
         on_bad_message="skip" if s.round_timeout else s.on_bad_message,
         checkpoint=str(Path(s.checkpoint_dir) / "active.ckpt") if s.checkpoint_dir else None,
@@ -195,7 +193,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         client.resume()
     else:
         client.setup()
-    history = client.fit(on_epoch=on_epoch or (lambda row: client.log(epoch_line(row, cfg.epochs))))
+    history = client.fit(on_epoch=on_epoch or (lambda row: log(epoch_line(row, cfg.epochs))))
     preds = client.predictions()
     final = client.final_metrics()
     result = {

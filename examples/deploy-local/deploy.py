@@ -218,8 +218,8 @@ def existing_pki(d: Path, n_nodes: int) -> dict:
     pki = {"ca": d / "ca.crt", "cert": d / "server.pem", "key": d / "server.key"}
     pki["nodes"] = [(d / f"node{i + 1}", d / f"node{i + 1}.pub") for i in range(n_nodes)]
     for c in (pki["ca"], pki["cert"]):
-        if "warning" in (said := check_certificate(c)):
-            print(f"{c}: {said}", file=sys.stderr)
+        if (validity := check_certificate(c)).expiring:
+            print(f"{c}: {validity}", file=sys.stderr)
     for k in [pki["key"], *(priv for priv, _ in pki["nodes"])]:
         check_private_key(k)
         check_private_to_owner(k)
@@ -564,24 +564,29 @@ def deploy(
         procs.stop()
 
 
-def follow(p: subprocess.Popen, log: Path, timeout: float, show=None) -> str:
+def follow(p: subprocess.Popen, log: Path, timeout: float, show) -> str:
     """Wait (at most ``timeout`` seconds) for ``flwr run`` to end; pass each of apfed's lines that it writes to
     ``log`` (set-up, one per epoch) to ``show`` as they come. Returns the whole log."""
-    deadline, shown = time.monotonic() + timeout, 0
-    while True:
-        ended = p.poll() is not None
-        text = log.read_text(errors="replace") if log.exists() else ""
-        lines = text.splitlines()[: None if ended else -1]  # the last line may be half written
-        if show is not None:
-            for line in lines[shown:]:
+    deadline, pending = time.monotonic() + timeout, ""
+    with log.open(errors="replace") as f:  # made by Processes.start before the process began
+        while True:
+            ended = p.poll() is not None
+            pending += f.read()
+            *complete, pending = pending.split("\n")  # a line still being written waits for its end
+            for line in [*complete, pending] if ended else complete:
+                line = plain(line)
                 if "apfed: " in line and "apfed: error:" not in line:  # an error is reported once, by the caller
-                    show(re.sub(r"\x1b\[[0-9;]*m", "", line).split("apfed: ", 1)[1])
-        shown = len(lines)
-        if ended:
-            return text
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the run did not end within {timeout:.0f} s; see {log}")
-        time.sleep(0.5)
+                    show(line.split("apfed: ", 1)[1])
+            if ended:
+                return log.read_text(errors="replace")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the run did not end within {timeout:.0f} s; see {log}")
+            time.sleep(0.5)
+
+
+def plain(text: str) -> str:
+    """Flower's log text without its colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 class RunFailed(ApfedError):
@@ -590,7 +595,7 @@ class RunFailed(ApfedError):
 
 def serverapp_error(log: str) -> str | None:
     """The last ``apfed: error: ...`` line the ServerApp logged (clients/flower_app.py), without colour codes."""
-    found = re.findall(r"apfed: error: (.*)", re.sub(r"\x1b\[[0-9;]*m", "", log))
+    found = re.findall(r"apfed: error: (.*)", plain(log))
     return found[-1].strip() if found else None
 
 
