@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shlex
 import sys
@@ -113,6 +114,16 @@ RoundTimeout = Annotated[
     float | None, typer.Option(help="Seconds a passive has to answer a round (> 0); a late one is skipped.")
 ]
 DpClip = Annotated[float | None, typer.Option(min=0, help="DP: clip each sent embedding to this L2 norm.")]
+Epochs = Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")]
+K = Annotated[int | None, typer.Option("--k", min=1, help="Minibatches per exchange (K).")]
+# the recipe's most used settings; every setting also goes through --set KEY=VALUE
+Lr = Annotated[float | None, typer.Option(help="Learning rate.")]
+BatchSize = Annotated[int | None, typer.Option(help="Minibatch size.")]
+Lam = Annotated[float | None, typer.Option(help="Weight λ of the passives' gradients.")]
+Temperature = Annotated[float | None, typer.Option(help="NT-Xent temperature.")]
+KdTemperature = Annotated[float | None, typer.Option(help="Distillation temperature (apfed-kd).")]
+KdWeight = Annotated[float | None, typer.Option(help="Distillation weight (apfed-kd).")]
+PassiveLosses = Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")]
 DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise std as a multiple of --dp-clip.")]
 
 
@@ -216,17 +227,17 @@ def evaluate(
         str, typer.Option(help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized.")
     ] = ",".join(DEFAULT_METHODS),
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
+    epochs: Epochs = None,
     preset: Preset = "default",
     device: Device = "cpu",
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
-    lam: Annotated[float | None, typer.Option(help="Weight λ of the passives' gradients.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="NT-Xent temperature.")] = None,
-    kd_temperature: Annotated[float | None, typer.Option(help="Distillation temperature (apfed-kd).")] = None,
-    kd_weight: Annotated[float | None, typer.Option(help="Distillation weight (apfed-kd).")] = None,
-    passive_losses: Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")] = None,
-    batches_per_round: Annotated[int | None, typer.Option("--k", help="Minibatches per exchange (K).")] = None,
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    lam: Lam = None,
+    temperature: Temperature = None,
+    kd_temperature: KdTemperature = None,
+    kd_weight: KdWeight = None,
+    passive_losses: PassiveLosses = None,
+    batches_per_round: K = None,
     pipeline: Pipeline = False,
     payload: Payload = None,
     dp_clip: DpClip = None,
@@ -306,10 +317,17 @@ def train(
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
+    epochs: Epochs = None,
     preset: Preset = "default",
     device: Device = "cpu",
-    batches_per_round: Annotated[int | None, typer.Option("--k", min=1, help="Minibatches per exchange (K).")] = None,
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    lam: Lam = None,
+    temperature: Temperature = None,
+    kd_temperature: KdTemperature = None,
+    kd_weight: KdWeight = None,
+    passive_losses: PassiveLosses = None,
+    batches_per_round: K = None,
     pipeline: Pipeline = False,
     payload: Payload = None,
     dp_clip: DpClip = None,
@@ -341,6 +359,13 @@ def train(
         device=device,
         method=method,
         seed=seed,
+        lr=lr,
+        batch_size=batch_size,
+        lam=lam,
+        temperature=temperature,
+        kd_temperature=kd_temperature,
+        kd_weight=kd_weight,
+        passive_losses=passive_losses,
         batches_per_round=batches_per_round,
         pipeline=pipeline or None,
         payload=payload,
@@ -410,7 +435,7 @@ def simulate(
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
     method: Annotated[str, typer.Option(help="apfed-r, apfed-c, apfed-m, apfed-kd or tvfl.")] = "apfed-c",
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")] = None,
+    epochs: Epochs = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batches_per_round: Annotated[int, typer.Option("--k", min=1, help="Minibatches per exchange (K).")] = 1,
     pipeline: Pipeline = False,
@@ -814,8 +839,21 @@ def preflight(
 
 
 def main() -> None:
+    import click
+
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="apfed")  # click's usage errors come here, for one line
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.NoArgsIsHelpError as e:  # `apfed` alone: the help, as with --help
+        typer.echo(e.ctx.get_help())
+        sys.exit(2)
+    except click.UsageError as e:  # an unknown option, a missing or malformed value
+        see = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        typer.echo(f"error: {e.format_message().rstrip('.')}{see}", err=True)
+        sys.exit(e.exit_code)
+    except click.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except (ApfedError, ProtocolError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -823,6 +861,9 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except OSError as e:  # a file or socket the user named that the system refused
+        if e.errno == errno.EPIPE:  # the reader of our output went away (`apfed settings | head`): nothing to say
+            sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
+            sys.exit(1)
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
 

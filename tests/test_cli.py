@@ -91,11 +91,19 @@ def test_train_predict_export(tmp_path, party_csvs):
         "user_id",
         "--epochs",
         "3",
+        "--lam",
+        "2",
+        "--temperature",
+        "0.5",
         "--out",
         model,
     )
     assert code == 0, err
     assert "matched" in err
+    from apfed.standalone import StandaloneModel
+
+    config = StandaloneModel.load(model).config  # train takes evaluate's recipe options (it had only --set)
+    assert (config["lam"], config["temperature"]) == (2.0, 0.5)
     code, _, err = run_cli(
         "predict", "--model", model, "--input", a, "--id-column", "user_id", "--output", tmp_path / "p.csv"
     )
@@ -223,6 +231,11 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["train", "--dataset", "handwritten", "--set", "shift=1"], "handwritten has no image view"),
         (["evaluate", "--dataset", "handwritten", "--passives", "kar,fou"], "'fou' is the active party's"),
         (["train", "--dataset", "handwritten", "--passives", "kar,nope"], "unknown view 'nope' for handwritten"),
+        # the command line's own mistakes: one line too, not click's usage block and framed error
+        (["evaluate", "--epochs", "0"], "'--epochs': 0 is not in the range x>=1 (see 'apfed evaluate --help')"),
+        (["evaluate", "--bogus"], "No such option '--bogus'"),
+        (["predict"], "Missing option '--model' (see 'apfed predict --help')"),
+        (["bogus"], "No such command 'bogus' (see 'apfed --help')"),
     ],
 )
 def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
