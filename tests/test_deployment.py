@@ -383,6 +383,8 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         (["--epochs", "0"], "epochs must be >= 1"),  # this one trained the preset's 60 epochs
         (["--set", "validation=0.7"], "validation must be a share in [0, 0.5)"),
         (["--set", "nope=1"], "--set nope=1: no training setting 'nope'"),
+        (["--bogus"], "unrecognized arguments: --bogus (see 'deploy.py --help')"),  # was argparse's 13-line usage
+        (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
     ],
 )
 def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_path, party_csvs, args, match):

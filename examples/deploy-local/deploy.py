@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: apfed and protocols import from it
 
-from apfed.errors import ApfedError, ConfigError  # noqa: E402
+from apfed.errors import ApfedError, ArgumentParser, ConfigError  # noqa: E402
 from apfed.report import final_note  # noqa: E402
 
 
@@ -602,7 +602,7 @@ def serverapp_error(log: str) -> str | None:
 def main() -> None:
     # `kill` or `timeout` sends SIGTERM: exit through the finally blocks, which stop every process started here
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/deploy"))
     ap.add_argument("--method", default="apfed-c")
     ap.add_argument("--dataset", default="mnist5k")

@@ -15,7 +15,6 @@ It writes ``DIR/model.safetensors`` and ``DIR/summary.json`` (DIR: results/local
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 import apfed
+from apfed.errors import ArgumentParser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="handwritten", help="a bundled set: handwritten, mnist5k or digits")
     ap.add_argument("--active", default=None, help="the active party's view (default: fou on handwritten, else 0)")
     ap.add_argument("--epochs", type=int, default=60)
