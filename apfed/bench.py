@@ -24,6 +24,7 @@ import multiprocessing as mp
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +54,42 @@ def synthetic(n: int, passives: int, dim: int = 32, classes: int = 10, seed: int
 
 GRAPH_FIELDS = (("bare_graph_s", "bare_graph_median_s"), ("ratio_to_graph", "ratio_to_graph"))
 
+Log = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def describe(section: str, r: dict) -> str:
+    """One measured row as a progress line: what ``apfed bench`` prints as each figure comes in."""
+    if section == "epoch":
+        what = f"{r['dataset']}, K = {r.get('k', 1)}" if "method" not in r else f"{r['dataset']}, {r['method']}"
+        protocol = r.get("protocol_s")
+        return f"{what}: protocol {protocol:.3f} s, bare {r['bare_s']:.3f} s, ratio {r['ratio']:.2f}"
+    if section == "wire":
+        return (
+            f"{r['method']}, K = {r['k']}: {r['messages_per_passive']:.0f} messages, {r['mb_per_passive']:.2f} MB per"
+            f" passive and epoch"
+        )
+    if section == "scaling":
+        return (
+            f"{r['axis']} {r['value']}: epoch {r['epoch_s']:.2f} s, {r['mb_per_epoch']:.1f} MB sent,"
+            f" training peak {r['peak_rss_mb']:.0f} MB"
+        )
+    if section == "flower":
+        return f"{r['transport']}: epoch {r['epoch_s']:.2f} s, accuracy {r['accuracy']:.2f}"
+    if section == "inference":
+        return f"{r['engine']}, batch {r['batch']}: {r['samples_per_s']:,.0f} samples/s"
+    return f"seed {r['seed']}: {r['epochs']} epochs in {r['seconds']:.1f} s, accuracy {r['accuracy']:.2f}"
+
 
 def _repeats(dataset: str, repeats: int) -> int:
     """handwritten's epochs last a fraction of a second, where a shared host's noise swamps a median of 3."""
     return repeats if dataset == "mnist5k" else 5 * repeats
 
 
-def epoch_rows(device: str, repeats: int) -> list[dict]:
+def epoch_rows(device: str, repeats: int, log: Log = _quiet) -> list[dict]:
     """Protocol epoch against bare compute, interleaved, medians: mnist5k (paper) and handwritten (default)."""
     from apfed.data import load_bundled
     from apfed.speed import compare
@@ -85,10 +115,11 @@ def epoch_rows(device: str, repeats: int) -> list[dict]:
                 **{ours: r[theirs] for ours, theirs in GRAPH_FIELDS if theirs in r},  # GPU only
             }
         )
+        log(describe("epoch", rows[-1]))
     return rows
 
 
-def method_epoch_rows(device: str, repeats: int) -> list[dict]:
+def method_epoch_rows(device: str, repeats: int, log: Log = _quiet) -> list[dict]:
     """Every method's in-process epoch against its own modules run as one model (apfed.speed.bare_joint_epoch),
     interleaved, medians: mnist5k (paper networks, 2 views) and handwritten (default, 6 views)."""
     from apfed.config import METHODS
@@ -102,10 +133,11 @@ def method_epoch_rows(device: str, repeats: int) -> list[dict]:
         cfg = make_config(preset, device=device)
         for r in compare_methods(ds, active, cfg, list(METHODS), _repeats(name, repeats)):
             rows.append({"dataset": name, "views": len(ds.views), "preset": preset, "device": device, **r})
+            log(describe("epoch", rows[-1]))
     return rows
 
 
-def wire_rows(methods: list[str], ks: list[int]) -> list[dict]:
+def wire_rows(methods: list[str], ks: list[int], log: Log = _quiet) -> list[dict]:
     """Per method and K, one epoch on handwritten (5 passives): what crosses the wire per passive."""
     from apfed.data import load_bundled
     from apfed.runner import build_clients
@@ -133,6 +165,7 @@ def wire_rows(methods: list[str], ks: list[int]) -> list[dict]:
                     "rounds": client.round - rounds0,
                 }
             )
+            log(describe("wire", rows[-1]))
     return rows
 
 
@@ -183,7 +216,7 @@ def _holders(ds: MultiViewDataset, client) -> list:
     return out
 
 
-def scaling_rows(threads: int) -> list[dict]:
+def scaling_rows(threads: int, log: Log = _quiet) -> list[dict]:
     """Epoch time, bytes and peak memory (each point in a fresh process) against passives, samples, width, on
     the streamed synthetic set (rows generated per minibatch); 500k samples also held in memory, for contrast."""
     base = {"n": 5000, "passives": 1, "dim": 32, "width": 128, "k": 16, "streamed": True}
@@ -202,6 +235,7 @@ def scaling_rows(threads: int) -> list[dict]:
         out = q.get(timeout=3600)
         p.join()
         rows.append({"axis": axis, "value": value, **{k: kw[k] for k in base}, **out})
+        log(describe("scaling", rows[-1]))
     return rows
 
 
@@ -267,7 +301,7 @@ def _flower_row(
     }
 
 
-def flower_rows(epochs: int = 3, k: int = 16) -> list[dict]:
+def flower_rows(epochs: int = 3, k: int = 16, log: Log = _quiet) -> list[dict]:
     """In-process (plain and sealed), Flower simulation, and the loopback deployment with TLS and payload
     encryption off and on: APFed-C on mnist5k 2 views, K minibatches per round, pipelined, one seed."""
     from apfed.data import load_bundled
@@ -282,6 +316,7 @@ def flower_rows(epochs: int = 3, k: int = 16) -> list[dict]:
         with _sealing_clock() as sealing:
             r = run(ds, 0, cfg, safety=safety)
         rows.append(_flower_row(name, r.final["accuracy"], r.history, r.wire, epochs, in_process=True))
+        log(describe("flower", rows[-1]))
         if safety is not None:  # robust to the host's noise: the time spent sealing, against the epoch
             per_epoch = sealing["s"] / epochs
             rows[-1].update(sealing_s_per_epoch=per_epoch, sealing_share=per_epoch / rows[0]["epoch_s"])
@@ -290,6 +325,7 @@ def flower_rows(epochs: int = 3, k: int = 16) -> list[dict]:
     )
     sim = simulate(settings, 1)
     rows.append(_flower_row("Flower simulation", sim["final"]["accuracy"], sim["history"], sim["wire"], epochs))
+    log(describe("flower", rows[-1]))
     for tls, enc in ((False, False), (True, False), (True, True)):
         with tempfile.TemporaryDirectory() as tmp:
             dep = deploy.deploy(
@@ -297,13 +333,14 @@ def flower_rows(epochs: int = 3, k: int = 16) -> list[dict]:
             )
         name = f"deployment, TLS {'on' if tls else 'off'}, encryption {'on' if enc else 'off'}"
         rows.append(_flower_row(name, dep["final"]["accuracy"], dep["history"], dep["wire"], epochs))
+        log(describe("flower", rows[-1]))
     base = rows[0]["epoch_s"]
     for r in rows:
         r["ratio"] = r["epoch_s"] / base
     return rows
 
 
-def inference_rows(repeats: int = 200) -> list[dict]:
+def inference_rows(repeats: int = 200, log: Log = _quiet) -> list[dict]:
     """Throughput and batch-1 latency of a standalone model (handwritten fou, 1 epoch): PyTorch and ONNX."""
 
     from apfed.data import load_bundled
@@ -341,10 +378,11 @@ def inference_rows(repeats: int = 200) -> list[dict]:
                 row["p50_ms"] = 1000 * float(np.percentile(times, 50))
                 row["p99_ms"] = 1000 * float(np.percentile(times, 99))
             rows.append(row)
+            log(describe("inference", row))
     return rows
 
 
-def paper_rows(device: str, seeds: int = 3, epochs: int = 300) -> list[dict]:
+def paper_rows(device: str, seeds: int = 3, epochs: int = 300, log: Log = _quiet) -> list[dict]:
     """The paper preset (APFed-C, mnist5k 2 views, active top), each seed's whole run timed (set-up, training, the
     per-epoch test evaluation), as the reference's figure is."""
     from apfed.data import load_bundled
@@ -355,32 +393,58 @@ def paper_rows(device: str, seeds: int = 3, epochs: int = 300) -> list[dict]:
     for seed in range(seeds):
         r = run(ds, 0, make_config("paper", method="apfed-c", seed=seed, epochs=epochs, device=device))
         rows.append({"seed": seed, "epochs": epochs, "accuracy": r.accuracy, "seconds": r.seconds})
+        log(describe("paper", rows[-1]))
     return rows
 
 
 SECTIONS = ("epoch", "wire", "scaling", "flower", "inference", "paper")
 DEFAULT_SECTIONS = SECTIONS[:-1]  # the paper preset runs only when asked for: 300 epochs take hours on a CPU
+SECTION_TITLES = {
+    "epoch": "in-process APFed-C epoch against the bare compute of its modules (mnist5k, handwritten)",
+    "epoch_methods": "every method's epoch against its modules trained as one model",
+    "wire": "messages and bytes per epoch and passive, per method and K (handwritten)",
+    "scaling": "passives, samples (5k to 500k, streamed) and embedding width, each point in a fresh process",
+    "flower": "Flower simulation and loopback deployments against in-process (mnist5k, K = 16)",
+    "inference": "standalone throughput and batch-1 latency",
+    "paper": "the paper preset, 300 epochs of APFed-C per seed",
+}
 
 
 def run_bench(
-    device: str = "cpu", repeats: int = 3, quick: bool = False, only: tuple[str, ...] = DEFAULT_SECTIONS
+    device: str = "cpu",
+    repeats: int = 3,
+    quick: bool = False,
+    only: tuple[str, ...] = DEFAULT_SECTIONS,
+    log: Log = _quiet,
 ) -> dict:
-    """The sections in ``only`` (others are left empty); ``quick`` trims the grids (for tests and smoke runs)."""
+    """The sections in ``only`` (others are left empty); ``quick`` trims the grids (for tests and smoke runs).
+    ``log`` receives a line as each section starts and as each figure comes in."""
     import os
 
     threads = max(1, os.cpu_count() or 1)
     # local and centralized send nothing
     methods = ["apfed-c", "tvfl"] if quick else ["apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl"]
     ks = [1, 16] if quick else [1, 4, 16]
-    report = {"device": device}
-    report["epoch"] = epoch_rows(device, repeats) if "epoch" in only and not quick else []
-    report["epoch_methods"] = method_epoch_rows(device, repeats) if "epoch" in only and not quick else []
-    report["wire"] = wire_rows(methods, ks) if "wire" in only else []
-    report["scaling"] = scaling_rows(threads) if "scaling" in only and not quick else []
-    # the first epoch is start-up: repeats + 1 epochs leave `repeats` timed ones (at least 2)
-    report["flower"] = flower_rows(epochs=max(3, repeats + 1)) if "flower" in only and not quick else []
-    report["inference"] = inference_rows(20 if quick else 200) if "inference" in only else []
-    report["paper"] = paper_rows(device) if "paper" in only and not quick else []
+    # each part of the report, and how it is measured
+    plan = {
+        "epoch": lambda say: epoch_rows(device, repeats, say),
+        "epoch_methods": lambda say: method_epoch_rows(device, repeats, say),
+        "wire": lambda say: wire_rows(methods, ks, say),
+        "scaling": lambda say: scaling_rows(threads, say),
+        # the first epoch is start-up: repeats + 1 epochs leave `repeats` timed ones (at least 2)
+        "flower": lambda say: flower_rows(epochs=max(3, repeats + 1), log=say),
+        "inference": lambda say: inference_rows(20 if quick else 200, say),
+        "paper": lambda say: paper_rows(device, log=say),
+    }
+    small = {"wire", "inference"}  # the sections a quick run keeps
+    report: dict = {"device": device}
+    for key, measure in plan.items():
+        section = "epoch" if key == "epoch_methods" else key
+        if section not in only or (quick and section not in small):
+            report[key] = []
+            continue
+        log(f"{section}: {SECTION_TITLES[key]}")
+        report[key] = measure(lambda line, s=section: log(f"{s}: {line}"))
     return report
 
 

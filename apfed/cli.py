@@ -745,7 +745,8 @@ def bench(
     if unknown or not sections:
         raise ConfigError(f"unknown --only section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     _output_dir(out)
-    md, written = write_report(run_bench(device, repeats, quick, sections), out, sections, quick)
+    report = run_bench(device, repeats, quick, sections, log=lambda line: typer.echo(line, err=True))
+    md, written = write_report(report, out, sections, quick)
     typer.echo("\n".join(md))
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 

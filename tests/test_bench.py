@@ -17,7 +17,14 @@ def test_synthetic_views_each_carry_the_class_signal():
 
 
 def test_quick_bench_reports_wire_cost_and_inference():
-    r = run_bench(quick=True)
+    lines = []
+    r = run_bench(quick=True, log=lines.append)
+    # a line as each section starts, then one per figure as it comes in (the bench printed nothing for minutes)
+    assert lines[0].startswith("wire: messages and bytes") and lines[1].startswith("wire: apfed-c, K = 1: 26 messages")
+    assert len(lines) == 2 + len(r["wire"]) + len(r["inference"])
+    assert lines[-1] == f"inference: {r['inference'][-1]['engine']}, batch 4096: " + (
+        f"{r['inference'][-1]['samples_per_s']:,.0f} samples/s"
+    )
     wire = {(w["method"], w["k"]): w for w in r["wire"]}
     assert wire[("apfed-c", 16)]["messages_per_passive"] < wire[("apfed-c", 1)]["messages_per_passive"]
     assert wire[("apfed-c", 16)]["rounds"] * 16 >= wire[("apfed-c", 1)]["rounds"]
