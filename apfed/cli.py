@@ -441,6 +441,13 @@ def simulate(
     pipeline: Pipeline = False,
     preset: Preset = "default",
     device: Device = "cpu",
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    lam: Lam = None,
+    temperature: Temperature = None,
+    kd_temperature: KdTemperature = None,
+    kd_weight: KdWeight = None,
+    passive_losses: PassiveLosses = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the standalone model file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
@@ -486,7 +493,23 @@ def simulate(
             batches_per_round=batches_per_round,
             pipeline=pipeline,
             device=device,
-            sets=set_ or [],
+            # every virtual SuperNode reads the settings as KEY=VALUE pairs; --set comes last and wins, as elsewhere
+            sets=[
+                *(
+                    f"{key}={value}"
+                    for key, value in {
+                        "lr": lr,
+                        "batch_size": batch_size,
+                        "lam": lam,
+                        "temperature": temperature,
+                        "kd_temperature": kd_temperature,
+                        "kd_weight": kd_weight,
+                        "passive_losses": passive_losses,
+                    }.items()
+                    if value is not None
+                ),
+                *(set_ or []),
+            ],
             model_out=out,
             verbose=verbose,
             on_start=on_start,

@@ -217,6 +217,8 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["evaluate", "--dataset", "digits", "--methods", "apfed-m", "--passive-losses", "r,c"], "has 1 passive"),
         (["train", "--dataset", "digits", "--set", "passive_losses=c,c"], "has 1 passive"),
         (["simulate", "--dataset", "digits", "--method", "apfed-m", "--set", "passive_losses=r,r"], "has 1 passive"),
+        (["simulate", "--dataset", "digits", "--method", "apfed-m", "--passive-losses", "r,r"], "has 1 passive"),
+        (["simulate", "--dataset", "digits", "--lam", "-1"], "lam must be >= 0"),
         (["bench", "--only", "speed"], "unknown --only section"),
         (["evaluate", "--dataset", "digits", "--out", "/dev/null/r"], "cannot create the output directory"),
         (["train", "--dataset", "digits", "--out", "/dev/null/m.safetensors"], "cannot create the output directory"),
