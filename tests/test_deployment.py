@@ -94,6 +94,9 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
             break
         time.sleep(0.2)
     assert left == "", f"processes of this deployment are still running: {left}"
+    logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}  # read in an editor: no colour codes left
+    assert {"superlink.log", "supernode1.log", "flwr-run.log"} <= set(logs)
+    assert "INFO" in logs["superlink.log"] and not [name for name, text in logs.items() if "\x1b[" in text]
     ds = load_bundled("digits")
     m = StandaloneModel.load(tmp_path / "model.safetensors")  # no SuperLink, no SuperNode is running now
     pred = m.predict(ds.views[0].X[np.sort(ds.test_idx)]).astype(int)

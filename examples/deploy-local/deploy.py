@@ -141,6 +141,7 @@ class Processes:
             pids.append(p.pid)
             self.stop_one(p)
             log.close()
+            without_colours(Path(log.name))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(_running(pid) for pid in pids):
             time.sleep(0.1)
@@ -587,6 +588,14 @@ def follow(p: subprocess.Popen, log: Path, timeout: float, show) -> str:
 def plain(text: str) -> str:
     """Flower's log text without its colour codes."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def without_colours(path: Path) -> None:
+    """Rewrite a stopped process's log without Flower's colour codes, for an editor, grep or less."""
+    with contextlib.suppress(OSError):
+        text = path.read_text(errors="replace")
+        if (clean := plain(text)) != text:
+            path.write_text(clean)
 
 
 class RunFailed(ApfedError):
