@@ -540,9 +540,9 @@ class ActiveClient:
                 chunk, host = list(on_device[span].split(bs)), list(rows[span].split(bs))
                 progress = [(epoch + (r + j) / nb) / cfg.epochs for j in range(len(chunk))]
                 dealt = []
-                if own is not None:
+                if own is not None:  # most rounds get none when there are fewer such minibatches than rounds
                     first, end = r * nb_own // nb, min(r + k, nb) * nb_own // nb
-                    dealt = list(own[first * bs : end * bs].split(bs))
+                    dealt = list(own[first * bs : end * bs].split(bs)) if end > first else []
                 yield epoch, chunk, host, progress, r + k >= nb, dealt
 
     def fit(

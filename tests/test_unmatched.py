@@ -63,8 +63,11 @@ def test_rows_no_passive_holds_train_the_standalone_model_and_never_travel(spars
     ]
 
 
-def test_an_epoch_trains_every_unmatched_row_once(sparse, monkeypatch):
-    _, ds = sparse
+@pytest.mark.parametrize("overlap", [0.2, 0.9])
+def test_an_epoch_trains_every_unmatched_row_once(sparse, monkeypatch, overlap):
+    # 0.9: fewer minibatches of unmatched rows than rounds, so most rounds deal none (each dealt an empty
+    # minibatch, an optimizer step on no rows and a NaN task loss in the epoch's metrics)
+    ds = sparse[1] if overlap == 0.2 else partial_overlap(sparse[0], 0, overlap, seed=1)
     cfg = make_config("default", method="apfed-kd", epochs=2, seed=0, batches_per_round=3)
     client = build_clients(ds, 0, cfg)
     client.setup()
@@ -78,7 +81,8 @@ def test_an_epoch_trains_every_unmatched_row_once(sparse, monkeypatch):
     per_epoch = np.split(torch.cat(seen).numpy(), 2)
     for rows in per_epoch:
         assert sorted(rows.tolist()) == list(range(n, n + m))
-    assert all(len(s) <= cfg.batch_size for s in seen)
+    assert all(0 < len(s) <= cfg.batch_size for s in seen) and len(seen) == 2 * -(-m // cfg.batch_size)
+    assert all(np.isfinite(h["task_loss"]) for h in client.history)
     client.finish()
 
 
