@@ -416,6 +416,21 @@ def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_pa
     assert not (tmp_path / "run" / "superlink.log").exists()  # nothing was started
 
 
+def test_what_the_party_files_hold_is_shown_once_though_the_serverapp_describes_the_active_file_again(tmp_path):
+    """deploy.py's check of the files describes each one before anything starts; the ServerApp then logs the active
+    party's description again, which was shown twice."""
+    rows = [f"u{i},{i % 2},{'Paris' if i % 3 else 'Lyon'},{i / 10}" for i in range(40)]
+    (tmp_path / "bank.csv").write_text("id,label,city,f\n" + "\n".join(rows) + "\n")
+    (tmp_path / "shop.csv").write_text("id,g\n" + "\n".join(f"u{i},{i % 7}" for i in range(40)) + "\n")
+    described = deploy.check_inputs(tmp_path / "run", "apfed-c", [tmp_path / "bank.csv", tmp_path / "shop.csv"], "id",
+                                     "label")  # fmt: skip
+    assert described == ["bank.csv: categorical columns, one feature per value: city (2 values)"]
+    shown = []
+    for line in [*described, "connected: passive1 (node 7)", "epoch 1/1: test accuracy 50.00 %"]:  # the ServerApp's
+        deploy._show_new(line, described, shown.append)
+    assert shown == ["connected: passive1 (node 7)", "epoch 1/1: test accuracy 50.00 %"]
+
+
 def test_the_pki_made_here_keeps_every_private_key_to_its_owner_and_an_existing_one_must_too(tmp_path):
     """The TLS server key was written readable by every user (0644), which preflight itself refuses."""
     from conftest import run_cli

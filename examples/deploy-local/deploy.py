@@ -359,8 +359,9 @@ def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls
     return args + (["--root-certificates", str(link["pki"]["ca"])] if tls else ["--insecure"])
 
 
-def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str) -> None:
-    """Everything a user gives that can be wrong, checked before any process starts (one clear error each)."""
+def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str) -> list[str]:
+    """Everything a user gives that can be wrong, checked before any process starts (one clear error each).
+    Returns what was found in the party files (categorical columns, missing values), a line each."""
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, passive_party_file, refuse_passive_labels
 
@@ -377,9 +378,8 @@ def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: st
         for f in files[1:]:
             refuse_passive_labels(f, label_column)
             parties.append(passive_party_file(f, id_column))
-        for f, party in zip(files, parties, strict=True):
-            for line in describe(f.name, party.view):
-                print(line)
+        return [line for f, party in zip(files, parties, strict=True) for line in describe(f.name, party.view)]
+    return []
 
 
 def check_settings(
@@ -459,6 +459,7 @@ def deploy(
     overrides of training settings, as ``apfed train --set`` (the run config's ``sets``). ``show``: called with
     each line the ServerApp logs for the user (set-up, one per epoch) while the run goes."""
     out = out.resolve()
+    show = show or (lambda _: None)
     bundled = check_settings(method, epochs, k, seed, threads, dataset, active, views, files, sets or [])
     if bundled is not None:  # every view but the active one is a passive party with a SuperNode of its own
         if n_passives is not None and n_passives != bundled:
@@ -466,7 +467,9 @@ def deploy(
         n_passives = bundled
     if sets:
         extra_run_config += " sets='" + ",".join(sets) + "'"
-    check_inputs(out, method, files, id_column, label_column)
+    described = check_inputs(out, method, files, id_column, label_column)
+    for line in described:
+        show(line)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
         n_passives = len(files) - 1
@@ -493,7 +496,6 @@ def deploy(
     link = start_link(out, n_passives, threads, database, ports, pki_dir, tls)
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
-    show = show or (lambda _: None)
     security = "TLS and SuperNode authentication" if tls else "no TLS"
     show(f"SuperLink up: Fleet API 127.0.0.1:{link['fleet']}, Control API 127.0.0.1:{link['control']} ({security})")
     seal_run_config, seal_node_config = "", {}
@@ -548,7 +550,7 @@ def deploy(
             "flwr-run", [str(BIN / "flwr"), "run", ".", "local-tls", "--stream", "--run-config", run_config]
         )
         try:
-            log = follow(run, out / "flwr-run.log", timeout, show)
+            log = follow(run, out / "flwr-run.log", timeout, lambda line: _show_new(line, described, show))
         finally:
             done.set()
             if injector is not None:
@@ -583,6 +585,12 @@ def follow(p: subprocess.Popen, log: Path, timeout: float, show) -> str:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the run did not end within {timeout:.0f} s; see {log}")
             time.sleep(0.5)
+
+
+def _show_new(line: str, shown: list[str], show) -> None:
+    """Show a ServerApp line unless it was shown before it started (it describes the active party's file again)."""
+    if line not in shown:
+        show(line)
 
 
 def plain(text: str) -> str:
