@@ -287,11 +287,14 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     faults = [f for f in hit["faults"] if f["passive"] == "passive2"]
     down = sorted(f["round"] for f in faults)
     assert down, "the killed passive was never skipped"
-    waited = [f["round"] for f in faults if "absent since" not in f["error"]]
-    assert 1 <= len(waited) <= 2, faults  # a gone passive costs one deadline (two rounds in flight), not one per round
     restarted = tmp_path / f"supernode2-restart{state['attempts']}.log"  # the attempt that stayed up
     served = [int(r) for r in re.findall(r"apfed train via worker: [0-9.]+s \(round (\d+)\)", restarted.read_text())]
     assert served, "the restarted node served no request"
+    # a gone passive costs one deadline (two rounds in flight), not one per round it is gone: counted up to the
+    # first round the restarted node served. A later late round is a slow passive, not a gone one (a fresh CI run
+    # on a busy host, 2026-12-04, waited in rounds 4, 5 and 7)
+    waited = [f["round"] for f in faults if "absent since" not in f["error"] and f["round"] < min(served)]
+    assert 1 <= len(waited) <= 2, ([(f["round"], f["error"][:160]) for f in faults], served)
     # a training request lives only as long as the round deadline (Flower's TTL), and an absent node gets one
     # probe per deadline: back, it is not handed the rounds closed without it (without the TTL it replayed five
     # of them, rounds 5-9, in the run measured), only the probe it answers to show it is back and at most one
