@@ -114,6 +114,7 @@ RoundTimeout = Annotated[
     float | None, typer.Option(help="Seconds a passive has to answer a round (> 0); a late one is skipped.")
 ]
 DpClip = Annotated[float | None, typer.Option(min=0, help="DP: clip each sent embedding to this L2 norm.")]
+DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise std as a multiple of --dp-clip.")]
 Epochs = Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")]
 K = Annotated[int | None, typer.Option("--k", min=1, help="Minibatches per exchange (K).")]
 # the recipe's most used settings; every setting also goes through --set KEY=VALUE
@@ -124,7 +125,6 @@ Temperature = Annotated[float | None, typer.Option(help="NT-Xent temperature.")]
 KdTemperature = Annotated[float | None, typer.Option(help="Distillation temperature (apfed-kd).")]
 KdWeight = Annotated[float | None, typer.Option(help="Distillation weight (apfed-kd).")]
 PassiveLosses = Annotated[str | None, typer.Option(help="apfed-m/kd: r or c per passive, e.g. r,c.")]
-DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise std as a multiple of --dp-clip.")]
 
 
 def _check_policy(on_bad_message: str, round_timeout: float | None = None) -> None:
