@@ -65,8 +65,7 @@ def describe(section: str, r: dict) -> str:
     """One measured row as a progress line: what ``apfed bench`` prints as each figure comes in."""
     if section == "epoch":
         what = f"{r['dataset']}, K = {r.get('k', 1)}" if "method" not in r else f"{r['dataset']}, {r['method']}"
-        protocol = r.get("protocol_s")
-        return f"{what}: protocol {protocol:.3f} s, bare {r['bare_s']:.3f} s, ratio {r['ratio']:.2f}"
+        return f"{what}: protocol {r['protocol_s']:.3f} s, bare {r['bare_s']:.3f} s, ratio {r['ratio']:.2f}"
     if section == "wire":
         return (
             f"{r['method']}, K = {r['k']}: {r['messages_per_passive']:.0f} messages, {r['mb_per_passive']:.2f} MB per"
