@@ -475,6 +475,9 @@ def simulate(
     def on_epoch(row: dict) -> None:
         progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}")
 
+    options = {"lr": lr, "batch_size": batch_size, "lam": lam, "temperature": temperature}
+    options |= {"kd_temperature": kd_temperature, "kd_weight": kd_weight, "passive_losses": passive_losses}
+    recipe = [f"{key}={value}" for key, value in options.items() if value is not None]  # as each node reads --set
     try:
         r = run_sim(
             method,
@@ -493,23 +496,7 @@ def simulate(
             batches_per_round=batches_per_round,
             pipeline=pipeline,
             device=device,
-            # every virtual SuperNode reads the settings as KEY=VALUE pairs; --set comes last and wins, as elsewhere
-            sets=[
-                *(
-                    f"{key}={value}"
-                    for key, value in {
-                        "lr": lr,
-                        "batch_size": batch_size,
-                        "lam": lam,
-                        "temperature": temperature,
-                        "kd_temperature": kd_temperature,
-                        "kd_weight": kd_weight,
-                        "passive_losses": passive_losses,
-                    }.items()
-                    if value is not None
-                ),
-                *(set_ or []),
-            ],
+            sets=[*recipe, *(set_ or [])],  # --set comes last and wins, as elsewhere
             model_out=out,
             verbose=verbose,
             on_start=on_start,
