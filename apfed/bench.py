@@ -172,7 +172,7 @@ def _scaling_point(kw: dict, q) -> None:
     import torch
 
     from apfed.data.streamed import streamed_synthetic
-    from apfed.memory import peak_rss_mb, per_sample_arrays_bytes, reset_peak_rss, rss_mb
+    from apfed.memory import heap_mb, peak_rss_mb, per_sample_arrays_bytes, reset_peak_rss, rss_mb
     from apfed.runner import build_clients
 
     torch.set_num_threads(kw.pop("threads"))
@@ -183,6 +183,7 @@ def _scaling_point(kw: dict, q) -> None:
     client.setup()
     setup_peak_mb, held_mb = peak_rss_mb(), rss_mb()
     bookkeeping = per_sample_arrays_bytes(kw["n"], *_holders(ds, client))
+    heap = heap_mb()
     phased = reset_peak_rss()  # from here the peak is the training epoch's own
     client.evaluate = lambda: {"accuracy": 0.0}
     before = client.wire["bytes"]
@@ -191,6 +192,7 @@ def _scaling_point(kw: dict, q) -> None:
     seconds = time.perf_counter() - t0
     q.put(
         {
+            **({"heap_free_after_setup_mb": heap[1]} if heap else {}),
             "epoch_s": seconds,
             "mb_per_epoch": (client.wire["bytes"] - before) / 1e6,
             "peak_rss_mb": peak_rss_mb() if phased else float("nan"),
@@ -518,25 +520,29 @@ def markdown(report: dict) -> list[str]:
             "## Scaling (synthetic, APFed-C, K = 16, one epoch, each point in a fresh process)",
             "",
             "| axis | value | epoch (s) | MB per epoch | peak RSS, setup + PSI (MB) | RSS held after setup (MB) "
-            "| peak RSS, training (MB) | per-sample arrays (bytes per sample) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| peak RSS, training (MB) | per-sample arrays (bytes per sample) | heap free after setup (MB) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         md += [
             f"| {r['axis']} | {r['value']} | {r['epoch_s']:.2f} | {r['mb_per_epoch']:.1f} | "
             f"{r.get('setup_peak_rss_mb', float('nan')):.0f} | {r.get('rss_after_setup_mb', float('nan')):.0f} | "
             f"{r['peak_rss_mb']:.0f} | "
             + (f"{r['bookkeeping_bytes'] / r['n']:.1f} |" if "bookkeeping_bytes" in r else "– |")
+            + (f" {r['heap_free_after_setup_mb']:.1f} |" if "heap_free_after_setup_mb" in r else " – |")
             for r in report["scaling"]
         ]
         md += [
             "",
             "Rows are generated per minibatch from their index (apfed.data.streamed) except on the 'in memory' row."
             " Peak RSS is the process's own high-water mark (VmHWM; both parties share the process), reset after the"
-            " setup, so the last column is the training epoch alone. The setup holds the ECDH PSI over every sample"
-            " id, O(samples) by nature (about 100 bytes per sample, freed once the rows are aligned); what stays"
-            " held is the per-sample bookkeeping: int64 ids, int16 labels, int32 split and alignment positions (the"
-            " last column: every such array the dataset and both parties hold after the setup, each buffer counted"
-            " once, divided by the samples).",
+            " setup, so the training column is the epoch alone. The setup holds the ECDH PSI over every sample id,"
+            " O(samples) by nature (about 100 bytes per sample, freed once the rows are aligned); what stays held is"
+            " the per-sample bookkeeping: int64 ids, int16 labels, int32 split and alignment positions (the"
+            " per-sample arrays column: every such array the dataset and both parties hold after the setup, each"
+            " buffer counted once, divided by the samples). Heap free after setup: memory the process freed but"
+            " glibc keeps (mallinfo2), in pieces between blocks still in use (what set-up freed; along the samples"
+            " axis, mostly the PSI's arrays); the epoch's allocations land there and bring those pages back into"
+            " the resident set.",
             "",
         ]
     if report.get("flower"):

@@ -134,8 +134,16 @@ def scaling_goals(report: dict) -> list[dict]:
                 )
             why += (
                 f"; the training epoch adds {epoch:.0f} bytes per sample more (among it the epoch's shuffled order:"
-                " int32 positions and their permutation, 8 bytes per training row)"
+                " int32 positions and their permutation, 8 bytes per training row"
             )
+            if "heap_free_after_setup_mb" in hi and "heap_free_after_setup_mb" in lo:
+                why += (
+                    "; and what set-up freed, mostly the PSI's arrays: the heap keeps"
+                    f" {hi['heap_free_after_setup_mb']:.0f} MB free in pieces at {hi['value']:,} samples against"
+                    f" {lo['heap_free_after_setup_mb']:.1f} MB at {lo['value']:,}, and the epoch's allocations land"
+                    " there and fault those pages back in"
+                )
+            why += ")"
         target = f"<= {FLAT_TOLERANCE:+.0%}"
         name = "training peak memory flat in samples (streamed)"
         out.append(_goal(name, "synthetic, APFed-C", target, measured, met, why))

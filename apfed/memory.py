@@ -63,6 +63,29 @@ def release_freed_memory() -> None:
         pass
 
 
+_MALLINFO2 = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"  # struct mallinfo2
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in _MALLINFO2.split()]
+
+
+def heap_mb() -> tuple[float, float] | None:
+    """(MB in use, MB free) in glibc's heap (``mallinfo2``: arenas and mmapped blocks in use; free chunks kept in
+    the arenas), or None where there is no glibc 2.33+. Free heap is memory freed but kept, possibly in pieces
+    between blocks still in use: allocations land there later and fault its pages back in."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    m = fn()
+    return (m.uordblks + m.hblkhd) / 1e6, m.fordblks / 1e6
+
+
 def per_sample_arrays_bytes(n: int, *holders) -> int:
     """Bytes of the one-dimensional arrays (numpy or torch) with at least ``n // 10`` entries found among the
     attributes of ``holders``, each buffer counted once: the per-sample bookkeeping a run keeps."""

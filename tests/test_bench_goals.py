@@ -84,6 +84,10 @@ def test_wire_bytes_must_be_proportional_and_streamed_memory_flat():
     mem = g["training peak memory flat in samples (streamed)"]
     assert not mem["met"] and "+8.3%" in mem["measured"]
     assert "grows 38 bytes per sample" in mem["why"] and "are 28:" in mem["why"]
+    assert "heap keeps" not in mem["why"]  # no allocator figure measured: none cited
+    samples[0]["heap_free_after_setup_mb"], samples[1]["heap_free_after_setup_mb"] = 0.6, 40.5
+    mem = {x["goal"]: x for x in goals(_report(scaling=passives + samples))}[mem["goal"]]
+    assert "heap keeps 40 MB free in pieces at 500,000 samples against 0.6 MB at 5,000" in mem["why"]
     passives[-1]["mb_per_epoch"] = 30.0  # 8 passives sending twice as much each: not linear
     samples[-1]["peak_rss_mb"] = 341  # +0.6 %: flat
     g = {x["goal"]: x for x in goals(_report(scaling=passives + samples))}
