@@ -50,17 +50,23 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def _glibc(function: str):
+    """The C library's ``function`` on Linux, or None (another OS, or a C library without it: musl has neither
+    malloc_trim nor mallinfo2, glibc before 2.33 no mallinfo2)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)
+    except (OSError, AttributeError):
+        return None
+
+
 def release_freed_memory() -> None:
     """Hand heap pages freed by a large transient step (the PSI over every sample id) back to the OS. glibc
     keeps them otherwise, and the process then holds its set-up peak for the whole run. No-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # musl and others have no malloc_trim
-        pass
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
 
 
 _MALLINFO2 = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"  # struct mallinfo2
@@ -72,17 +78,13 @@ class _MallInfo2(ctypes.Structure):
 
 def heap_mb() -> tuple[float, float] | None:
     """(MB in use, MB free) in glibc's heap (``mallinfo2``: arenas and mmapped blocks in use; free chunks kept in
-    the arenas), or None where there is no glibc 2.33+. Free heap is memory freed but kept, possibly in pieces
-    between blocks still in use: allocations land there later and fault its pages back in."""
-    if not sys.platform.startswith("linux"):
+    the arenas), or None without glibc 2.33+. Free heap is memory freed but kept, possibly in pieces between blocks
+    still in use: allocations land there later and fault its pages back in."""
+    info = _glibc("mallinfo2")
+    if info is None:
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None
-    fn.restype = _MallInfo2
-    m = fn()
+    info.restype = _MallInfo2
+    m = info()
     return (m.uordblks + m.hblkhd) / 1e6, m.fordblks / 1e6
 
 

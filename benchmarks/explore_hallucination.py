@@ -126,22 +126,19 @@ def main() -> None:
             ),
         )
 
-    def from_teacher():
-        enc, head, targets = teacher_parts(teacher, d_a)
-        return enc, head, fresh()[2].to(device), targets
+    targets = teacher_parts(teacher, d_a)[2]
 
-    runs = []
-    enc, head, hall = fresh()
-    runs.append(("local", Student(enc, head, None), {}))
-    enc_t, _, _, targets = from_teacher()
-    runs.append(("init-enc", Student(enc_t, fresh()[1], None), {}))
-    for beta in (1.0, 5.0):
-        enc_t, head_t, hall_t, _ = from_teacher()
-        runs.append((f"hall-b{beta:g}", Student(enc_t, head_t, hall_t), dict(beta=beta)))
-    enc_t, head_t, hall_t, _ = from_teacher()
-    runs.append(("hall-b1+kdT4", Student(enc_t, head_t, hall_t), dict(beta=1.0, kd=1.0)))
-    enc, head, hall = fresh()
-    runs.append(("hall-fresh-b1+kdT4", Student(enc, head, hall), dict(beta=1.0, kd=1.0)))
+    def from_teacher() -> Student:
+        """A student started from the teacher's encoder and fused head (cut to the active's inputs), fresh ``H``."""
+        enc, head, _ = teacher_parts(teacher, d_a)
+        return Student(enc, head, fresh()[2].to(device))
+
+    enc, head, _ = fresh()
+    runs = [("local", Student(enc, head, None), {})]
+    runs.append(("init-enc", Student(teacher_parts(teacher, d_a)[0], fresh()[1], None), {}))
+    runs += [(f"hall-b{beta:g}", from_teacher(), dict(beta=beta)) for beta in (1.0, 5.0)]
+    runs.append(("hall-b1+kdT4", from_teacher(), dict(beta=1.0, kd=1.0)))
+    runs.append(("hall-fresh-b1+kdT4", Student(*fresh()), dict(beta=1.0, kd=1.0)))
     for name, net, kw in runs:
         t0 = time.time()
         acc = train_student(client, cfg, net, targets, epochs=epochs, **kw)
