@@ -807,6 +807,52 @@ def keygen(
 
 
 @app.command()
+def certs(
+    host: Annotated[
+        list[str],
+        typer.Option(help="A name or IP address the passives dial to reach the SuperLink (repeatable)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for ca.crt, ca.key, server.pem and server.key.")] = Path("pki"),
+    days: Annotated[int, typer.Option(min=1, help="How long the server certificate is valid.")] = 365,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing server certificate (renewal).")] = False,
+):
+    """Active party: make a CA (once; later runs reuse it) and the SuperLink's TLS server certificate for --host."""
+    from apfed.pki import write_certs
+
+    made = write_certs(out, host, days, force)
+    ca = "new" if made.new_ca else "existing, reused"
+    typer.echo(f"CA certificate {made.ca} ({ca}; valid until {made.ca_until:%Y-%m-%d}): give it to every passive party")
+    if made.new_ca:
+        typer.echo(f"CA key {made.ca_key}: it signs the server certificates; keep it to yourself, offline if you can")
+    typer.echo(
+        f"server certificate {made.cert} for {', '.join(made.hosts)} (valid until {made.cert_until:%Y-%m-%d}),"
+        f" key {made.key}: for the SuperLink only"
+    )
+    typer.echo(
+        f"start it with: flower-superlink --ssl-ca-certfile {made.ca} --ssl-certfile {made.cert}"
+        f" --ssl-keyfile {made.key} --enable-supernode-auth --disable-runtime-dependency-installation"
+    )
+
+
+@app.command()
+def nodekey(
+    out: Annotated[Path, typer.Argument(help="Where to write the private key; the public key goes to OUT.pub.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key pair.")] = False,
+):
+    """Passive party: make the SuperNode's key pair (EC P-256, OpenSSH); print the public key's fingerprint."""
+    from apfed.pki import write_node_key
+
+    private, public, fingerprint = write_node_key(out, force)
+    typer.echo(fingerprint)
+    typer.echo(
+        f"wrote {private} (private: it stays on this node, --auth-supernode-private-key) and {public}: send {public}"
+        f" to the active party, which registers it (flwr supernode register {public.name} CONNECTION); read each"
+        " other the fingerprint above to check it is this key",
+        err=True,
+    )
+
+
+@app.command()
 def preflight(
     seal_key: Annotated[Path | None, typer.Option(help="This party's X25519 key (apfed keygen).")] = None,
     pin: Annotated[list[str] | None, typer.Option(help="A pinned fingerprint, NAME=sha256:... (repeatable).")] = None,

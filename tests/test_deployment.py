@@ -441,9 +441,9 @@ def test_the_pki_made_here_keeps_every_private_key_to_its_owner_and_an_existing_
     pki = deploy.make_pki(tmp_path, 2)
     for key in [pki["key"], *(priv for priv, _ in pki["nodes"])]:
         assert key.stat().st_mode & 0o777 == 0o600, key
-    code, out, err = run_cli("preflight", "--cert", pki["ca"], "--key", pki["key"], "--key", pki["nodes"][0][0])
+    code, out, err = run_cli("preflight", "--cert", pki["cert"], "--key", pki["key"], "--key", pki["nodes"][0][0])
     assert code == 0 and f"private key {pki['key']}: EC (secp256r1), readable by its owner only" in out
-    assert "(less than a day); warning: it expires within 30 days" in out, out  # the loopback PKI lives a day
+    assert "(less than a day); warning: it expires within 30 days" in out, out  # the loopback server cert lives a day
     assert deploy.existing_pki(tmp_path, 2)["key"] == pki["key"]
     pki["key"].chmod(0o644)
     with pytest.raises(Exception, match=r"server.key can be read or written by other users \(mode 0644\)"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import re
@@ -41,67 +40,14 @@ def free_port() -> int:
 
 
 def make_pki(d: Path, n_nodes: int) -> dict:
-    """CA, server certificate for 127.0.0.1/localhost, and one EC P-256 key pair (OpenSSH) per node."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    """CA, server certificate for 127.0.0.1/localhost (valid for a day), and one EC P-256 key pair (OpenSSH) per
+    node: what `apfed certs` and `apfed nodekey` make for a real deployment."""
+    from apfed.pki import write_certs, write_node_key
 
     d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-
-    def pem_key(k):
-        return k.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apfed test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    srv_key = ec.generate_private_key(ec.SECP256R1())
-    srv = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(srv_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "server.pem").write_bytes(srv.public_bytes(serialization.Encoding.PEM))
-    (d / "server.key").write_bytes(pem_key(srv_key))
-    os.chmod(d / "server.key", 0o600)  # a private key: its owner's alone, as preflight and ssh require
-    nodes = []
-    for i in range(n_nodes):
-        k = ec.generate_private_key(ec.SECP256R1())
-        priv, pub = d / f"node{i + 1}", d / f"node{i + 1}.pub"
-        priv.write_bytes(
-            k.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-            )
-        )
-        pub.write_bytes(k.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
-        os.chmod(priv, 0o600)
-        nodes.append((priv, pub))
-    return {"ca": d / "ca.crt", "cert": d / "server.pem", "key": d / "server.key", "nodes": nodes}
+    made = write_certs(d, ["127.0.0.1", "localhost"], days=1, ca_days=1)
+    nodes = [write_node_key(d / f"node{i + 1}")[:2] for i in range(n_nodes)]
+    return {"ca": made.ca, "cert": made.cert, "key": made.key, "nodes": nodes}
 
 
 class Processes:
