@@ -860,35 +860,55 @@ def preflight(
     key: Annotated[list[Path] | None, typer.Option(help="A TLS or SuperNode private key (repeatable).")] = None,
     port: Annotated[list[int] | None, typer.Option(help="A port this party will listen on (repeatable).")] = None,
     host: Annotated[str, typer.Option(help="The address those ports bind to.")] = "127.0.0.1",
+    connect: Annotated[
+        str | None,
+        typer.Option(
+            help="A passive: the SuperLink's Fleet address, HOST:PORT, reached over TLS with the CA of --cert."
+        ),
+    ] = None,
 ):
-    """Check keys, certificates, pins and ports before starting a SuperLink or SuperNode."""
-    from apfed.preflight import check_certificate, check_port_free, check_private_key, check_private_to_owner
+    """Check keys, certificates, pins and ports before starting a SuperLink or SuperNode; with --connect, that the
+    SuperLink answers and its certificate verifies."""
+    from apfed import preflight as pf
     from protocols.errors import ProtocolError
     from protocols.sealing import PartyKey, parse_pins
 
-    if seal_key is None and not (pin or cert or key or port):
-        raise ConfigError("nothing to check: give --seal-key, --pin, --cert, --key or --port")
+    if seal_key is None and not (pin or cert or key or port or connect):
+        raise ConfigError("nothing to check: give --seal-key, --pin, --cert, --key, --port or --connect")
     checked = 0
     try:
         if seal_key is not None:
             fingerprint = PartyKey.load(seal_key).fingerprint
-            check_private_to_owner(seal_key)
+            pf.check_private_to_owner(seal_key)
             typer.echo(f"seal key {seal_key}: {fingerprint} (give this to the other parties to pin)")
             checked += 1
         for name, fingerprint in parse_pins(pin or []).items():
             typer.echo(f"pin {name}: {fingerprint}")
             checked += 1
         for c in cert or []:
-            typer.echo(f"certificate {c}: {check_certificate(c)}")
+            typer.echo(f"certificate {c}: {pf.check_certificate(c)}")
             checked += 1
+        authorities = [c for c in cert or [] if pf.is_authority(c)]
+        leaves = [c for c in cert or [] if c not in authorities]
+        if authorities:
+            for c in leaves:
+                typer.echo(f"certificate {c}: signed by {pf.check_issued_by(c, authorities)}")
         for k in key or []:
-            kind = check_private_key(k)
-            check_private_to_owner(k)
-            typer.echo(f"private key {k}: {kind}, readable by its owner only")
+            kind = pf.check_private_key(k)
+            pf.check_private_to_owner(k)
+            mine = pf.check_key_matches(k, cert) if leaves else None  # a key may belong to a certificate not given
+            typer.echo(
+                f"private key {k}: {kind}, readable by its owner only" + (f", the key of {mine}" if mine else "")
+            )
             checked += 1
         for p in port or []:
-            check_port_free(p, host)
+            pf.check_port_free(p, host)
             typer.echo(f"port {p} on {host}: free")
+            checked += 1
+        if connect:
+            if not authorities:
+                raise ConfigError("--connect needs the CA certificate to trust: give it with --cert ca.crt")
+            typer.echo(f"SuperLink {connect}: {pf.check_connection(connect, authorities)}")
             checked += 1
     except ProtocolError as e:
         raise ConfigError(str(e)) from None

@@ -105,3 +105,117 @@ def check_private_to_owner(path: str | Path) -> None:
     mode = stat.S_IMODE(Path(path).stat().st_mode)
     if mode & 0o077:
         raise ConfigError(f"{path} can be read or written by other users (mode {mode:04o}): run chmod 600 {path}")
+
+
+def _pem_certificate(path: str | Path):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(Path(path).read_bytes())
+
+
+def is_authority(path: str | Path) -> bool:
+    """Whether a readable PEM certificate is a CA's (BasicConstraints CA:TRUE)."""
+    from cryptography import x509
+
+    try:
+        return _pem_certificate(path).extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def check_issued_by(cert: str | Path, authorities: list[Path]) -> Path:
+    """The CA among ``authorities`` that signed ``cert``; an error naming them when none did (the TLS handshake
+    would fail later, with a far less clear message)."""
+    from cryptography.exceptions import InvalidSignature
+
+    leaf = _pem_certificate(cert)
+    for ca in authorities:
+        try:
+            leaf.verify_directly_issued_by(_pem_certificate(ca))
+            return ca
+        except (ValueError, TypeError, InvalidSignature):  # another issuer's name, key type or signature
+            continue
+    names = ", ".join(map(str, authorities))
+    raise ConfigError(f"{cert} is not signed by {names}: the SuperLink's certificate and the CA given must match")
+
+
+def check_key_matches(key: str | Path, certs: list[Path]) -> Path | None:
+    """The certificate among ``certs`` whose public key is that of the PEM private key ``key`` (None for an
+    OpenSSH key, which belongs to no certificate); an error when a PEM key matches none of them."""
+    from cryptography.hazmat.primitives import serialization
+
+    data = Path(key).read_bytes()
+    if b"OPENSSH PRIVATE KEY" in data:
+        return None
+    public = serialization.load_pem_private_key(data, password=None).public_key()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for c in certs:
+        theirs = _pem_certificate(c).public_key()
+        if theirs.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == der:
+            return c
+    raise ConfigError(f"{key} is not the key of {', '.join(map(str, certs))}")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) into its parts; a clear error otherwise."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--connect {address!r} is not HOST:PORT (e.g. link.bank.example:9092)")
+    return host, int(port)
+
+
+def check_connection(address: str, authorities: list[Path], timeout: float = 10.0) -> str:
+    """Reach ``address`` (the SuperLink's Fleet API) and complete a TLS handshake that verifies its certificate
+    against ``authorities`` and the host name dialled, as a SuperNode will. Returns a line describing the
+    certificate; each way it can fail is one clear error."""
+    import ssl
+
+    host, port = split_address(address)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror:
+        raise ConfigError(f"{host}: no such host (its name does not resolve here)") from None
+    except ConnectionRefusedError:
+        raise ConfigError(
+            f"nothing listens on {address} (connection refused): is the SuperLink started, and is {port} its Fleet"
+            " API port?"
+        ) from None
+    except TimeoutError:
+        raise ConfigError(
+            f"no answer from {address} within {timeout:.0f} s: a firewall may drop the connection, or the address"
+            " is wrong"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot reach {address}: {e.strerror or e}") from None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name; trusts only the CAs given
+    for ca in authorities:
+        ctx.load_verify_locations(cafile=str(ca))
+    ctx.set_alpn_protocols(["h2"])
+    cas = ", ".join(map(str, authorities))
+    try:
+        with sock, ctx.wrap_socket(sock, server_hostname=host) as tls:
+            tls.settimeout(timeout)
+            cert = tls.getpeercert()
+    except ssl.SSLCertVerificationError as e:
+        if "Hostname mismatch" in str(e.verify_message) or "IP address mismatch" in str(e.verify_message):
+            raise ConfigError(
+                f"the certificate at {address} is not for {host}: dial a name it holds, or have the active party"
+                f" reissue it for every name it should hold, this one included (apfed certs --force --host {host}"
+                " --host ...)"
+            ) from None
+        if "expired" in str(e.verify_message):
+            raise ConfigError(f"the certificate at {address} has expired: the active party must renew it") from None
+        raise ConfigError(
+            f"the certificate at {address} is not signed by {cas} ({e.verify_message}): ask the active party for"
+            " the CA certificate its SuperLink uses"
+        ) from None
+    except ssl.SSLError as e:
+        raise ConfigError(
+            f"TLS handshake with {address} failed ({e.reason or e}): does it speak TLS (a SuperLink started with"
+            " --insecure does not)?"
+        ) from None
+    except (TimeoutError, OSError) as e:
+        raise ConfigError(f"{address} closed the connection during the TLS handshake ({e})") from None
+    names = ", ".join(v for _, v in cert.get("subjectAltName", ()))
+    return f"TLS verified with {cas}; its certificate is for {names}, valid until {cert.get('notAfter', '?')}"

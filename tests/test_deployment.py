@@ -141,6 +141,17 @@ def test_unregistered_node_is_refused_and_node_without_tls_cannot_connect(tmp_pa
     link = deploy.start_link(tmp_path, 2)
     procs = link["procs"]
     try:
+        # what a passive checks before it joins: the real SuperLink answers, and its certificate verifies
+        from conftest import run_cli
+
+        from apfed.pki import write_certs
+
+        fleet = f"127.0.0.1:{link['fleet']}"
+        code, out, err = run_cli("preflight", "--cert", link["pki"]["ca"], "--connect", fleet)
+        assert code == 0 and f"SuperLink {fleet}: TLS verified with" in out and "127.0.0.1, localhost" in out, err
+        other = write_certs(tmp_path / "other-ca", ["127.0.0.1"]).ca
+        code, out, err = run_cli("preflight", "--cert", other, "--connect", fleet)
+        assert code == 2 and f"the certificate at {fleet} is not signed by {other}" in err, err
         key, _ = link["pki"]["nodes"][0]  # never registered
         p = procs.start("unregistered", deploy.supernode_args(link, key, "passive1"))
         code = _wait_exit(p, 90)
@@ -156,7 +167,6 @@ def test_unregistered_node_is_refused_and_node_without_tls_cannot_connect(tmp_pa
         log = (tmp_path / "insecure.log").read_text()
         assert code not in (None, 0) and "Exit Code: 303" in log, log[-2000:]
         # no TLS and no key at all: the TLS SuperLink never accepts the plaintext connection
-        fleet = f"127.0.0.1:{link['fleet']}"
         plain = [
             str(deploy.BIN / "flower-supernode"),
             "--superlink",

@@ -3,8 +3,12 @@
 A SuperLink and SuperNodes using exactly these files run in tests/test_deployment.py (deploy.make_pki calls
 apfed.pki)."""
 
+import contextlib
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
 
 import pytest
 from conftest import run_cli
@@ -13,8 +17,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from apfed.errors import ConfigError
-from apfed.pki import load_authority, new_authority, server_certificate, write_certs, write_node_key
-from apfed.preflight import check_certificate, check_private_key, check_private_to_owner
+from apfed.pki import (
+    load_authority,
+    new_authority,
+    pem_certificate,
+    pem_private,
+    server_certificate,
+    write_certs,
+    write_node_key,
+)
+from apfed.preflight import check_certificate, check_connection, check_private_key, check_private_to_owner
 
 
 def _load(path):
@@ -125,3 +137,91 @@ def test_certs_and_nodekey_on_the_command_line(tmp_path):
     assert code == 0 and "all 2 checked are usable" in out, err
     code, _, err = run_cli("nodekey", tmp_path / "missing" / "node")
     assert code == 2 and "directory" in err and err.count("\n") == 1
+
+
+@contextlib.contextmanager
+def _server(certfile=None, keyfile=None):
+    """A one-thread server on a free loopback port: TLS with ``certfile`` (answering every handshake), or plain
+    TCP that answers with a line of HTTP; yields its port and stops (bounded) on exit."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    ctx = None
+    if certfile:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certfile, keyfile)
+        ctx.set_alpn_protocols(["h2"])
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    if ctx is None:
+                        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                    else:
+                        with ctx.wrap_socket(conn, server_side=True) as tls:
+                            tls.recv(1)  # until the client closes
+                except (OSError, ssl.SSLError):
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(10)
+        listener.close()
+
+
+def test_connect_reaches_the_superlink_verifies_its_certificate_and_names_each_failure(tmp_path):
+    made = write_certs(tmp_path / "pki", ["link.bank.example"])
+    other = write_certs(tmp_path / "other", ["link.bank.example"])
+    with _server(made.cert, made.key) as port:
+        for host in ("127.0.0.1", "localhost"):
+            line = check_connection(f"{host}:{port}", [made.ca])
+            assert line.startswith(f"TLS verified with {made.ca}; its certificate is for link.bank.example, 127.0.0.1")
+        with pytest.raises(ConfigError, match=f"at 127.0.0.1:{port} is not signed by .*other/ca.crt"):
+            check_connection(f"127.0.0.1:{port}", [other.ca])
+    ca = load_authority(made.ca, made.ca_key)
+    key, cert = server_certificate(ca, ["link.bank.example"])  # without the loopback names
+    (tmp_path / "name.pem").write_bytes(pem_certificate(cert))
+    (tmp_path / "name.key").write_bytes(pem_private(key))
+    with _server(tmp_path / "name.pem", tmp_path / "name.key") as port, pytest.raises(ConfigError) as e:
+        check_connection(f"127.0.0.1:{port}", [made.ca])
+    assert f"at 127.0.0.1:{port} is not for 127.0.0.1: dial a name it holds" in str(e.value)
+    with _server() as port, pytest.raises(ConfigError, match="TLS handshake with .* failed .*: does it speak TLS"):
+        check_connection(f"127.0.0.1:{port}", [made.ca])
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with pytest.raises(ConfigError, match=f"nothing listens on 127.0.0.1:{closed} \\(connection refused\\)"):
+        check_connection(f"127.0.0.1:{closed}", [made.ca])
+    with pytest.raises(ConfigError, match="no such host"):
+        check_connection("no-such-host.invalid:9092", [made.ca])
+    for bad in ("127.0.0.1", "127.0.0.1:0", ":9092", "host:port"):
+        with pytest.raises(ConfigError, match="is not HOST:PORT"):
+            check_connection(bad, [made.ca])
+
+
+def test_preflight_checks_the_server_certificate_against_the_ca_and_each_tls_key_against_its_certificate(tmp_path):
+    made = write_certs(tmp_path / "pki", ["link.bank.example"])
+    other = write_certs(tmp_path / "other", ["link.bank.example"])
+    code, out, err = run_cli(
+        "preflight", "--cert", made.ca, "--cert", made.cert, "--key", made.key, "--key", made.ca_key
+    )
+    assert code == 0 and f"certificate {made.cert}: signed by {made.ca}" in out, err
+    assert f"private key {made.key}: EC (secp256r1), readable by its owner only, the key of {made.cert}" in out
+    code, _, err = run_cli("preflight", "--cert", other.ca, "--cert", made.cert)
+    assert code == 2 and f"{made.cert} is not signed by {other.ca}" in err and err.count("\n") == 1
+    code, _, err = run_cli("preflight", "--cert", made.cert, "--key", other.key)
+    assert code == 2 and f"{other.key} is not the key of {made.cert}" in err and err.count("\n") == 1
+    code, out, err = run_cli("preflight", "--cert", made.ca, "--key", other.key)  # its certificate not given
+    assert code == 0, err
+    code, _, err = run_cli("preflight", "--connect", "127.0.0.1:9092")
+    assert code == 2 and "--connect needs the CA certificate" in err
