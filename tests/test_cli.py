@@ -362,7 +362,7 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
     assert f"certificate {good}: CN=test, valid until " in out and "(29 days); warning: it expires within 30" in out
     code, out, err = run_cli("preflight", "--cert", _certificate(tmp_path / "long.pem", days_valid=400))
     assert code == 0 and "(399 days)\n" in out and "warning" not in out, err
-    _one_error_line(*run_cli("preflight")[::2], "nothing to check: give --seal-key, --pin, --cert, --key or --port")
+    _one_error_line(*run_cli("preflight")[::2], "nothing to check: give --seal-key, --pin, --cert, --key, --port or")
     (tmp_path / "party.pem").chmod(0o644)  # a private key other users can read: as ssh does, preflight refuses it
     _one_error_line(*run_cli("preflight", "--seal-key", tmp_path / "party.pem")[::2], "(mode 0644): run chmod 600")
     with socket.socket() as busy:
