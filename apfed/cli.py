@@ -788,25 +788,7 @@ def settings(
         console.print(t)
 
 
-@app.command()
-def keygen(
-    out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
-):
-    """Make a party's X25519 key for --encrypt / seal-key; print the fingerprint its peers pin."""
-    from protocols.sealing import PartyKey
-
-    if out.exists() and not force:
-        raise ConfigError(f"{out} already exists; refusing to overwrite a key (use --force)")
-    if not out.parent.is_dir():
-        raise DataError(f"directory {out.parent} does not exist")
-    key = PartyKey()
-    key.save(out)
-    typer.echo(key.fingerprint)
-    typer.echo(f"wrote {out}; give the fingerprint above to the other parties to pin", err=True)
-
-
-@app.command()
+@app.command(rich_help_panel="Deployment")
 def certs(
     host: Annotated[
         list[str],
@@ -834,7 +816,7 @@ def certs(
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Deployment")
 def nodekey(
     out: Annotated[Path, typer.Argument(help="Where to write the private key; the public key goes to OUT.pub.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key pair.")] = False,
@@ -852,7 +834,25 @@ def nodekey(
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Deployment")
+def keygen(
+    out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+):
+    """Make a party's X25519 key for --encrypt / seal-key; print the fingerprint its peers pin."""
+    from protocols.sealing import PartyKey
+
+    if out.exists() and not force:
+        raise ConfigError(f"{out} already exists; refusing to overwrite a key (use --force)")
+    if not out.parent.is_dir():
+        raise DataError(f"directory {out.parent} does not exist")
+    key = PartyKey()
+    key.save(out)
+    typer.echo(key.fingerprint)
+    typer.echo(f"wrote {out}; give the fingerprint above to the other parties to pin", err=True)
+
+
+@app.command(rich_help_panel="Deployment")
 def preflight(
     seal_key: Annotated[Path | None, typer.Option(help="This party's X25519 key (apfed keygen).")] = None,
     pin: Annotated[list[str] | None, typer.Option(help="A pinned fingerprint, NAME=sha256:... (repeatable).")] = None,
@@ -867,8 +867,7 @@ def preflight(
         ),
     ] = None,
 ):
-    """Check keys, certificates, pins and ports before starting a SuperLink or SuperNode; with --connect, that the
-    SuperLink answers and its certificate verifies."""
+    """Check keys, certificates, pins, ports (and with --connect the SuperLink) before a deployment starts."""
     from apfed import preflight as pf
     from protocols.errors import ProtocolError
     from protocols.sealing import PartyKey, parse_pins
