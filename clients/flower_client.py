@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clients.policy import POLICY_KEYS, PassivePolicy
 from protocols.codec import decode, encode
 from protocols.flower import from_recorddict, to_recorddict
 
@@ -60,10 +61,13 @@ def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> P
         data = passive_party(s, index)
     # a deployed node names its own device; a simulated one runs on the run's device (simulate reserves a GPU share)
     device = str(nc.get("device") or (settings.device if settings is not None and "partition-id" in nc else "cpu"))
-    return PassiveClient(name, data, device, _sealing(nc), str(nc.get("checkpoint-dir", "")) or None)
+    policy = PassivePolicy.from_node_config(nc)
+    if policy.limits:
+        print(f"apfed: {name}'s limits on any run: {policy.describe()}", file=sys.stderr, flush=True)
+    return PassiveClient(name, data, device, _sealing(nc), str(nc.get("checkpoint-dir", "")) or None, policy)
 
 
-NODE_KEYS = ("party", "device", "worker", "seal-key", "active-fingerprint", "checkpoint-dir")
+NODE_KEYS = ("party", "device", "worker", "seal-key", "active-fingerprint", "checkpoint-dir", *POLICY_KEYS)
 
 
 def _sealing(nc: dict):

@@ -19,6 +19,7 @@ from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
 from apfed.memory import release_freed_memory
 from apfed.privacy import Privatizer
+from clients.policy import PassivePolicy
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, ERROR, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
@@ -41,8 +42,10 @@ class PassiveClient:
         device: str = "cpu",
         sealing: Sealing | None = None,
         checkpoint_dir: str | Path | None = None,
+        policy: PassivePolicy | None = None,
     ):
         self.name, self.data, self.device, self.sealing = name, data, device, sealing
+        self.policy = policy or PassivePolicy()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.channel: Channel | None = None
         self.last_round = 0
@@ -153,6 +156,8 @@ class PassiveClient:
         self.channel = channel  # the new session's keys, not the ones saved with the checkpoint
         if self.run_id != msg.run_id or self.active_name != msg.sender:
             raise ProtocolError(f"the checkpoint at round {r} belongs to another run")
+        self.policy.check_setup(self.cfg, bool(self.setup_config["sends_embedding"]))  # limits set since then
+        self.policy.check_rows(self.n)
         return msg.reply(config={"resumed_round": r})
 
     def _latest_checkpoint(self, run_id: str, r: int) -> int | None:
@@ -182,9 +187,11 @@ class PassiveClient:
             receiver=self.name,
             arrays={"psi": ArraySpec((None, POINT), ("uint8",), finite=False)},
         )
-        self.run_id, self.active_name, self.last_round = msg.run_id, msg.sender, 0
         c = msg.config
-        self.cfg = TrainConfig.from_dict(json.loads(c["train_config"]))
+        cfg = TrainConfig.from_dict(json.loads(c["train_config"]))
+        self.policy.check_setup(cfg, bool(c["sends_embedding"]), len(msg.arrays["psi"]))  # before any answer
+        self.run_id, self.active_name, self.last_round = msg.run_id, msg.sender, 0
+        self.cfg = cfg
         self.cfg.device = self.device
         self.setup_config = c
         # ECDH-PSI (protocols/psi.py): blind the active's blinded IDs in its order, and our own IDs in a secret
@@ -214,6 +221,7 @@ class PassiveClient:
         chosen, train = np.asarray(msg.arrays["match"]), np.asarray(msg.arrays["train"])
         if len(np.unique(chosen)) != len(chosen) or (len(train) and train.max() >= len(chosen)):
             raise ProtocolError("align names a row twice or a training row outside the intersection")
+        self.policy.check_rows(len(chosen))
         rows = self.offered_rows[chosen]
         # keep only the aligned rows and the training statistics: the shuffled PSI order and the training
         # positions are O(samples) and not needed again
