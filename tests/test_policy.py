@@ -8,7 +8,7 @@ from apfed.config import make_config
 from apfed.data import load_bundled
 from apfed.data.views import PartyData
 from apfed.errors import ConfigError
-from apfed.runner import build_clients, in_process_passives
+from apfed.runner import Safety, build_clients, in_process_passives
 from clients.flower_client import NODE_KEYS, passive_from_node_config
 from clients.policy import PassivePolicy
 from protocols.errors import ProtocolError
@@ -90,3 +90,18 @@ def test_the_limits_come_from_the_node_config_and_a_bad_value_is_one_clear_error
     ):
         with pytest.raises(ConfigError, match=match):
             PassivePolicy.from_node_config({key: value})
+
+
+def test_limits_set_since_a_checkpoint_also_hold_when_the_run_is_resumed(tmp_path, digits3):
+    cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=2, seed=0)
+    safety = Safety(checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    client = build_clients(digits3, 0, cfg, safety=safety)
+    client.setup()
+    client.fit()
+    assert (tmp_path / "active.ckpt").exists()
+    resumed = build_clients(digits3, 0, cfg, safety=replace(safety, resume=True))
+    in_process_passives(resumed)[1].policy = PassivePolicy(min_dp_noise=1.0)
+    with pytest.raises(ProtocolError, match="passive2: requires DP noise of at least 1"):
+        resumed.resume()
+    again = build_clients(digits3, 0, cfg, safety=replace(safety, resume=True))
+    again.resume()  # the same checkpoint without the new limit resumes
