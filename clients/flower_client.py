@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clients.audit import AuditLog
 from clients.policy import POLICY_KEYS, PassivePolicy
 from protocols.codec import decode, encode
 from protocols.flower import from_recorddict, to_recorddict
@@ -64,10 +65,12 @@ def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> P
     policy = PassivePolicy.from_node_config(nc)
     if policy.limits:
         print(f"apfed: {name}'s limits on any run: {policy.describe()}", file=sys.stderr, flush=True)
-    return PassiveClient(name, data, device, _sealing(nc), str(nc.get("checkpoint-dir", "")) or None, policy)
+    audit = AuditLog(str(nc["audit-log"])) if nc.get("audit-log") else None
+    checkpoint_dir = str(nc.get("checkpoint-dir", "")) or None
+    return PassiveClient(name, data, device, _sealing(nc), checkpoint_dir, policy, audit)
 
 
-NODE_KEYS = ("party", "device", "worker", "seal-key", "active-fingerprint", "checkpoint-dir", *POLICY_KEYS)
+NODE_KEYS = ("party", "device", "worker", "seal-key", "active-fingerprint", "checkpoint-dir", "audit-log", *POLICY_KEYS)
 
 
 def _sealing(nc: dict):

@@ -19,6 +19,7 @@ from apfed.errors import ApfedError
 from apfed.learner import PassiveLearner
 from apfed.memory import release_freed_memory
 from apfed.privacy import Privatizer
+from clients.audit import AuditLog
 from clients.policy import PassivePolicy
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
@@ -43,9 +44,10 @@ class PassiveClient:
         sealing: Sealing | None = None,
         checkpoint_dir: str | Path | None = None,
         policy: PassivePolicy | None = None,
+        audit: AuditLog | None = None,
     ):
         self.name, self.data, self.device, self.sealing = name, data, device, sealing
-        self.policy = policy or PassivePolicy()
+        self.policy, self.audit = policy or PassivePolicy(), audit
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.channel: Channel | None = None
         self.last_round = 0
@@ -61,16 +63,27 @@ class PassiveClient:
 
     def handle(self, msg: Message) -> Message:
         if msg.kind == HELLO:
-            return self._hello(msg)
+            return self._audited(msg, self._hello(msg))
         if self.sealing is None:
-            return self._handle(msg)
+            return self._audited(msg, self._handle(msg))
         if self.channel is None:
-            return msg.reply(ERROR, config={"error": f"{self.name}: encryption is on and no key agreement was made"})
+            error = f"{self.name}: encryption is on and no key agreement was made"
+            return self._audited(msg, msg.reply(ERROR, config={"error": error}))
         try:
             inner = self.channel.open(msg)
         except ProtocolError as e:
-            return self.channel.seal(msg.reply(ERROR, config={"error": f"{self.name}: {e}"}))
-        return self.channel.seal(self._handle(inner))
+            return self.channel.seal(self._audited(msg, msg.reply(ERROR, config={"error": f"{self.name}: {e}"})))
+        return self.channel.seal(self._audited(inner, self._handle(inner)))
+
+    def _audited(self, request: Message, reply: Message) -> Message:
+        """Record the exchange in the audit log, if there is one; what cannot be recorded is not sent."""
+        if self.audit is None:
+            return reply
+        try:
+            self.audit.record(self.name, request, reply)
+        except OSError as e:
+            return request.reply(ERROR, config={"error": f"{self.name}: cannot write its audit log: {e}"})
+        return reply
 
     def _hello(self, msg: Message) -> Message:
         """Name this party; with encryption requested, answer the key agreement (pinned fingerprints)."""
