@@ -305,6 +305,32 @@ def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls
     return args + (["--root-certificates", str(link["pki"]["ca"])] if tls else ["--insecure"])
 
 
+NODE_SETTABLE = ("send-embeddings", "min-dp-noise", "min-rows", "audit-log", "device", "worker")
+
+
+def node_settings(pairs: list[str], n_passives: int) -> dict[int, str]:
+    """``--node-set KEY=VALUE``: more node config for every passive ('{party}' in a value becomes passiveN),
+    checked before anything starts."""
+    from clients.audit import AuditLog
+    from clients.policy import PassivePolicy
+
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in NODE_SETTABLE or not value or "'" in value:
+            raise ConfigError(f"--node-set {pair}: give KEY=VALUE, KEY one of {', '.join(NODE_SETTABLE)}")
+        parsed[key] = value
+    PassivePolicy.from_node_config(parsed)
+    out = {}
+    for i in range(n_passives):
+        values = {k: v.replace("{party}", f"passive{i + 1}") for k, v in parsed.items()}
+        if "audit-log" in values:
+            values["audit-log"] = str(Path(values["audit-log"]).resolve())  # the SuperNodes run elsewhere
+            AuditLog(values["audit-log"])  # its directory exists
+        out[i] = " ".join(f"{k}='{v}'" for k, v in values.items())
+    return out
+
+
 def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str) -> list[str]:
     """Everything a user gives that can be wrong, checked before any process starts (one clear error each).
     Returns what was found in the party files (categorical columns, missing values), a line each."""
@@ -393,6 +419,7 @@ def deploy(
     resume: bool = False,
     sets: list[str] | None = None,
     show=None,
+    node_sets: list[str] | None = None,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -402,7 +429,8 @@ def deploy(
     threading.Event set when the run has ended. ``checkpoint_dir``: the active party checkpoints there every
     ``checkpoint_every`` rounds and each passive in ``checkpoint_dir/passiveN`` (its node config);
     ``resume`` continues the run checkpointed there (after a crash, on a new SuperLink). ``sets``: ``KEY=VALUE``
-    overrides of training settings, as ``apfed train --set`` (the run config's ``sets``). ``show``: called with
+    overrides of training settings, as ``apfed train --set`` (the run config's ``sets``). ``node_sets``:
+    ``KEY=VALUE`` for every passive's node config (its limits, its audit log; ``node_settings``). ``show``: called with
     each line the ServerApp logs for the user (set-up, one per epoch) while the run goes."""
     out = out.resolve()
     show = show or (lambda _: None)
@@ -419,6 +447,9 @@ def deploy(
     if files:  # bring-your-own data: the active party's file first, then one file per passive
         files = [Path(f).resolve() for f in files]
         n_passives = len(files) - 1
+    if node_sets:
+        more = node_settings(node_sets, n_passives)
+        node_extra = {i: f"{(node_extra or {}).get(i, '')} {more[i]}" for i in range(n_passives)}
     if checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
     if (checkpoint_every or resume) and not checkpoint_dir:
@@ -600,6 +631,15 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a training setting, as apfed train --set (e.g. validation=0.1; docs/settings.md lists them); repeatable",
     )
+    ap.add_argument(
+        "--node-set",
+        dest="node_sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="node config for every passive: its limits (send-embeddings, min-dp-noise, min-rows), its audit-log"
+        " ('{party}' becomes passiveN), device, worker; repeatable",
+    )
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
     if a.round_timeout:
@@ -645,6 +685,7 @@ def run_from_args(a, extra: str) -> dict:
         resume=a.resume,
         sets=a.sets,
         show=lambda line: print(line, file=sys.stderr, flush=True),
+        node_sets=a.node_sets,
     )
 
 
