@@ -852,6 +852,57 @@ def keygen(
     typer.echo(f"wrote {out}; give the fingerprint above to the other parties to pin", err=True)
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@app.command(rich_help_panel="Deployment")
+def audit(
+    log: Annotated[Path, typer.Argument(help="A passive party's audit log (node config audit-log).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """Passive party: summarize its audit log, one row per run: who asked what, when, and what it sent."""
+    import json
+
+    from clients.audit import read_log, summarize
+
+    runs = summarize(read_log(log))
+    if as_json:
+        typer.echo(json.dumps(runs, indent=2))
+        return
+    from rich.table import Table
+
+    from apfed.report import table_console
+
+    t = Table(title=f"{log}: {len(runs)} run(s)", title_justify="left")
+    for column in ("run", "party", "asked by", "method", "when (UTC)", "rows shared / IDs offered", "requests"):
+        t.add_column(column)
+    t.add_column("sent")
+    t.add_column("errors sent")
+    for r in runs:
+        sent = "\n".join(f"{name} {_size(b)}" for name, b in sorted(r.get("bytes_sent", {}).items())) or "-"
+        first, last = (str(r.get(k) or "-")[:19].replace("T", " ") for k in ("first", "last"))
+        when = first if last == first else f"{first} to {last[11:] if last[:10] == first[:10] else last}"
+        errors = r.get("errors", [])
+        error = (errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")) if errors else "-"
+        rows = f"{r.get('shared_rows', '-')} / {r.get('ids_offered', '-')}"
+        t.add_row(
+            r["run_id"],
+            r.get("party"),
+            r.get("active"),
+            r.get("method") or "-",
+            when,
+            rows,
+            str(r["requests"]),
+            sent,
+            error,
+        )
+    table_console().print(t)
+
+
 @app.command(rich_help_panel="Deployment")
 def preflight(
     seal_key: Annotated[Path | None, typer.Option(help="This party's X25519 key (apfed keygen).")] = None,

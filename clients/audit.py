@@ -79,3 +79,53 @@ def _describe(array) -> dict:
         return {"shape": list(array.shape), "dtype": array.dtype.name, "bytes": int(array.nbytes)}
     dtype = str(array.dtype).removeprefix("torch.")
     return {"shape": list(array.shape), "dtype": dtype, "bytes": int(array.numel() * array.element_size())}
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The entries of an audit log; a line that is not one of its JSON objects is an error naming the line."""
+    from apfed.errors import DataError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read the audit log {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not an audit log (not UTF-8 text)") from None
+    entries = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or not {"run_id", "kind", "sent"} <= entry.keys():
+            raise DataError(f"{path}, line {n}: not an audit log entry (a JSON object with run_id, kind, sent)")
+        entries.append(entry)
+    return entries
+
+
+def summarize(entries: list[dict]) -> list[dict]:
+    """One row per run, in the order the runs began: who asked, what, when, over how many rows, how many
+    requests, the bytes sent per array name, and the errors sent (refusals included)."""
+    runs: dict[str, dict] = {}
+    for e in entries:
+        r = runs.setdefault(
+            e["run_id"],
+            {"run_id": e["run_id"], "party": e.get("party"), "active": e.get("active"), "method": None},
+        )
+        r.setdefault("first", e.get("time"))
+        r["last"] = e.get("time")
+        r["requests"] = r.get("requests", 0) + 1
+        asked = e.get("asked") or {}
+        if e["kind"] == "setup":
+            r.update({k: asked.get(k) for k in ("method", "epochs", "ids_offered")})
+            r["dp_noise"] = asked.get("dp_noise") if asked.get("dp_clip") else 0.0
+        if e["kind"] == "align":
+            r["shared_rows"] = asked.get("shared_rows")
+        for name, spec in (e.get("sent") or {}).items():
+            r.setdefault("bytes_sent", {})
+            r["bytes_sent"][name] = r["bytes_sent"].get(name, 0) + int(spec.get("bytes", 0))
+        if "error" in e:
+            r.setdefault("errors", []).append(f"{e['kind']} (round {e.get('round')}): {e['error']}")
+    return list(runs.values())

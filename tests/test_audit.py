@@ -99,3 +99,38 @@ def test_the_audit_log_comes_from_the_node_config(tmp_path):
     assert passive_from_node_config({**nc, "audit-log": str(tmp_path / "a.jsonl")}).audit.path == tmp_path / "a.jsonl"
     with pytest.raises(ConfigError, match="audit-log: directory .*missing does not exist"):
         passive_from_node_config({**nc, "audit-log": str(tmp_path / "missing" / "a.jsonl")})
+
+
+def test_apfed_audit_summarizes_each_run_and_names_a_bad_line(tmp_path, digits3):
+    from conftest import run_cli
+
+    path = tmp_path / "audit.jsonl"
+    client, _, lines = _audited_run(digits3, path, method="apfed-c")
+    with pytest.raises(ProtocolError):
+        _audited_run(digits3, path, policy=PassivePolicy(send_embeddings=False))
+    code, out, err = run_cli("audit", path, "--json")
+    assert code == 0, err
+    first, refused = json.loads(out)
+    assert first["run_id"] == client.run_id and first["method"] == "apfed-c" and first["requests"] == len(lines)
+    assert first["shared_rows"] == first["ids_offered"] == len(digits3.ids) and "errors" not in first
+    sums: dict[str, int] = {}
+    for line in lines:
+        for name, spec in line["sent"].items():
+            sums[name] = sums.get(name, 0) + spec["bytes"]
+    assert first["bytes_sent"] == sums and set(sums) >= {"grad", "psi_double", "psi_own"}
+    assert refused["method"] == "apfed-kd" and refused["requests"] == 1 and "bytes_sent" not in refused
+    assert (
+        len(refused["errors"]) == 1
+        and "setup (round 0): passive2: will not send its embeddings" in refused["errors"][0]
+    )
+    code, out, err = run_cli("audit", path)
+    assert code == 0 and "2 run(s)" in out and client.run_id in out and "will not send" in out, err
+    path.write_text(path.read_text() + "not json\n")
+    n = len(path.read_text().splitlines())
+    code, _, err = run_cli("audit", path)
+    assert (
+        code == 2
+        and err == f"error: {path}, line {n}: not an audit log entry (a JSON object with run_id, kind, sent)\n"
+    )
+    code, _, err = run_cli("audit", tmp_path / "missing.jsonl")
+    assert code == 2 and "cannot read the audit log" in err and err.count("\n") == 1
