@@ -6,8 +6,9 @@ config asks, the passive refuses a run beyond them, with one line that says what
 - ``min-dp-noise=σ``: what it sends carries DP noise with at least this multiplier (the run must set
   ``dp_clip`` and ``dp_noise >= σ``; apfed/privacy.py).
 - ``min-rows=N``: it takes part only over at least N shared rows. Checked on the number of IDs the active party
-  offers before the PSI answers (so a short list probing for a few people learns nothing), and on the rows the
-  intersection leaves before any training (a gradient over a handful of rows says much about each)."""
+  offers before the PSI answers (a short list probing for a few people gets no answer; padded with made-up IDs it
+  still learns what any PSI tells), and on the rows the intersection leaves before any training (a gradient over
+  a handful of rows says much about each)."""
 
 from __future__ import annotations
 
