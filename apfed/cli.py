@@ -903,6 +903,22 @@ def audit(
     table_console().print(t)
 
 
+def _data_line(path: Path, id_column: str, label_column: str | None) -> str:
+    """``preflight --data``: read a party's file as its deployment will, and say what it holds."""
+    from apfed.data.encoding import describe
+    from apfed.data.files import active_party_file, passive_party_file
+
+    if label_column is None:
+        d = passive_party_file(path, id_column)
+        what = "a passive party's file"
+    else:
+        d = active_party_file(path, id_column, label_column)
+        what = f"the active party's file, {len(d.class_names)} classes"
+    notes = "; ".join(line.removeprefix(f"{path.name}: ") for line in describe(path.name, d.view))
+    shape = "x".join(map(str, d.view.shape))
+    return f"data {path}: {what}, {len(d.ids)} rows of {shape} features" + (f"; {notes}" if notes else "")
+
+
 @app.command(rich_help_panel="Deployment")
 def preflight(
     seal_key: Annotated[Path | None, typer.Option(help="This party's X25519 key (apfed keygen).")] = None,
@@ -917,14 +933,21 @@ def preflight(
             help="A passive: the SuperLink's Fleet address, HOST:PORT, reached over TLS with the CA of --cert."
         ),
     ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="This party's data file, read as its node (or the ServerApp) will read it.")
+    ] = None,
+    id_column: Annotated[str, typer.Option(help="--data's ID column.")] = "id",
+    label_column: Annotated[
+        str | None, typer.Option(help="The active party's label column (a passive's file must not have it).")
+    ] = None,
 ):
     """Check keys, certificates, pins, ports (and with --connect the SuperLink) before a deployment starts."""
     from apfed import preflight as pf
     from protocols.errors import ProtocolError
     from protocols.sealing import PartyKey, parse_pins
 
-    if seal_key is None and not (pin or cert or key or port or connect):
-        raise ConfigError("nothing to check: give --seal-key, --pin, --cert, --key, --port or --connect")
+    if seal_key is None and not (pin or cert or key or port or connect or data):
+        raise ConfigError("nothing to check: give --seal-key, --pin, --cert, --key, --port, --connect or --data")
     checked = 0
     try:
         if seal_key is not None:
@@ -954,6 +977,9 @@ def preflight(
         for p in port or []:
             pf.check_port_free(p, host)
             typer.echo(f"port {p} on {host}: free")
+            checked += 1
+        if data is not None:
+            typer.echo(_data_line(data, id_column, label_column))
             checked += 1
         if connect:
             if not authorities:

@@ -362,7 +362,7 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
     assert f"certificate {good}: CN=test, valid until " in out and "(29 days); warning: it expires within 30" in out
     code, out, err = run_cli("preflight", "--cert", _certificate(tmp_path / "long.pem", days_valid=400))
     assert code == 0 and "(399 days)\n" in out and "warning" not in out, err
-    _one_error_line(*run_cli("preflight")[::2], "nothing to check: give --seal-key, --pin, --cert, --key, --port or")
+    _one_error_line(*run_cli("preflight")[::2], "nothing to check: give --seal-key, --pin, --cert")
     (tmp_path / "party.pem").chmod(0o644)  # a private key other users can read: as ssh does, preflight refuses it
     _one_error_line(*run_cli("preflight", "--seal-key", tmp_path / "party.pem")[::2], "(mode 0644): run chmod 600")
     with socket.socket() as busy:
@@ -554,3 +554,16 @@ def test_train_with_only_the_active_partys_file_is_an_error_for_a_federated_meth
     assert code == 0 and (tmp_path / "m.safetensors").exists(), err
     code, out, _ = run_cli("info", "--model", tmp_path / "m.safetensors")
     assert code == 0 and "local, seed 0, 1 epoch\n" in out  # not "1 epochs"
+
+
+def test_preflight_reads_a_party_file_as_its_deployment_will(party_csvs):
+    bank, shop, _ = party_csvs["paths"]
+    code, out, err = run_cli("preflight", "--data", shop, "--id-column", "user_id")
+    assert code == 0 and f"data {shop}: a passive party's file, 280 rows of 3 features\n" in out, err
+    code, out, err = run_cli("preflight", "--data", bank, "--id-column", "user_id", "--label-column", "label")
+    assert code == 0 and f"data {bank}: the active party's file, 3 classes, 300 rows of 4 features\n" in out, err
+    _one_error_line(*run_cli("preflight", "--data", shop)[::2], "no ID column 'id'")
+    _one_error_line(
+        *run_cli("preflight", "--data", shop, "--id-column", "user_id", "--label-column", "label")[::2],
+        "no label column 'label'",
+    )
