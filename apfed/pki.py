@@ -125,7 +125,7 @@ def server_certificate(ca: Authority, hosts: list[str], days: int = SERVER_DAYS)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _common_name(hosts[0]))]))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -200,6 +200,11 @@ def refuse_existing(paths: list[Path], force: bool, what: str) -> None:
             raise ConfigError(f"{p} already exists; refusing to overwrite {what} (use --force to replace it)")
 
 
+def _common_name(name: str) -> str:
+    """X.509 caps a common name at 64 characters; the SAN, not the CN, is what TLS checks."""
+    return name if len(name) <= 64 else name[:61] + "..."
+
+
 def _usage(cert_sign: bool):
     from cryptography import x509
 
@@ -255,7 +260,7 @@ def write_certs(
     hosts = [*hosts, *(h for h in LOOPBACK if h not in hosts)]
     new_ca = not ca_path.exists()
     ca = (
-        new_authority(f"apfed CA ({hosts[0]})", max(ca_days, days + 1))
+        new_authority(_common_name(f"apfed CA ({hosts[0]})"), max(ca_days, days + 1))
         if new_ca
         else load_authority(ca_path, ca_key_path)
     )

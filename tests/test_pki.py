@@ -225,3 +225,11 @@ def test_preflight_checks_the_server_certificate_against_the_ca_and_each_tls_key
     assert code == 0, err
     code, _, err = run_cli("preflight", "--connect", "127.0.0.1:9092")
     assert code == 2 and "--connect needs the CA certificate" in err
+
+
+def test_a_host_longer_than_a_common_name_may_be_is_still_named_in_full_where_tls_looks(tmp_path):
+    long = "a" * 60 + "." + "b" * 60 + ".example"  # a valid DNS name; X.509 caps a CN at 64 characters
+    made = write_certs(tmp_path / "pki", [long])
+    server = _load(made.cert)
+    assert long in _names(server) and len(server.subject.rfc4514_string()) <= 3 + 64
+    server.verify_directly_issued_by(_load(made.ca))
