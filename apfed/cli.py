@@ -795,7 +795,7 @@ def certs(
         typer.Option(help="A name or IP address the passives dial to reach the SuperLink (repeatable)."),
     ],
     out: Annotated[Path, typer.Option(help="Directory for ca.crt, ca.key, server.pem and server.key.")] = Path("pki"),
-    days: Annotated[int, typer.Option(min=1, help="How long the server certificate is valid.")] = 365,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Days the server certificate is valid.")] = 365,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing server certificate (renewal).")] = False,
 ):
     """Active party: make a CA (once; later runs reuse it) and the SuperLink's TLS server certificate for --host."""
