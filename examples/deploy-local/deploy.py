@@ -619,7 +619,11 @@ def main() -> None:
     ap.add_argument("--on-bad-message", choices=("skip", "fail"), default="fail")
     ap.add_argument("--fleet-port", type=int, help="the SuperLink's Fleet API port (default: a free one)")
     ap.add_argument("--control-port", type=int, help="the SuperLink's Control API port (default: a free one)")
-    ap.add_argument("--pki", type=Path, help="existing ca.crt, server.pem, server.key and nodeN keys to use")
+    ap.add_argument(
+        "--pki",
+        type=Path,
+        help="existing ca.crt, server.pem, server.key (apfed certs --out DIR) and nodeN keys (apfed nodekey DIR/nodeN)",
+    )
     ap.add_argument("--checkpoint-dir", type=Path, help="every party's checkpoints (passive N in DIR/passiveN)")
     ap.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every N rounds (default: never)")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
