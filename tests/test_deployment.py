@@ -381,31 +381,6 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
     assert "apfed: error: no training or no test rows" in (out / "flwr-run.log").read_text()
 
 
-def test_passives_whose_limits_a_run_exceeds_refuse_it_at_set_up_and_log_the_refusal(tmp_path, party_csvs):
-    """Each passive's node config (deploy.py --node-set): its embeddings stay with it, and an audit log."""
-    bank, shop, telco = party_csvs["paths"]
-    out = tmp_path / "run"
-    p = subprocess.run(
-        [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
-        + ["--data", str(bank), "--data", str(shop), "--data", str(telco), "--id-column", "user_id"]
-        + ["--method", "apfed-kd", "--epochs", "1", "--node-set", "send-embeddings=false"]
-        + ["--node-set", f"audit-log={tmp_path}/{{party}}-audit.jsonl"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    refused = r"error: the run failed: passive\d reported an error: passive\d: will not send its embeddings"
-    assert re.match(refused, lines[-1]), lines[-1]
-    for party in ("passive1", "passive2"):
-        logged = [json.loads(line) for line in (tmp_path / f"{party}-audit.jsonl").read_text().splitlines()]
-        setup = [e for e in logged if e["kind"] == "setup"]
-        assert len(setup) == 1 and setup[0]["party"] == party and setup[0]["sent"] == {}, logged
-        assert "will not send its embeddings" in setup[0]["error"]
-        assert setup[0]["asked"]["method"] == "apfed-kd" and setup[0]["asked"]["ids_offered"] > 0
-
-
 @pytest.mark.parametrize(
     "args, match",
     [
