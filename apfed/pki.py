@@ -88,20 +88,15 @@ def load_authority(cert_path: Path, key_path: Path) -> Authority:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from apfed.preflight import check_certificate, check_private_key
+    from apfed.preflight import check_certificate, check_key_matches, check_private_key, is_authority
 
     check_certificate(cert_path)
     check_private_key(key_path)
+    if not is_authority(cert_path):
+        raise ConfigError(f"{cert_path} is not a CA certificate (no BasicConstraints CA:TRUE)")
+    check_key_matches(key_path, [cert_path])
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise ConfigError(f"{cert_path} is not a CA certificate (no BasicConstraints CA:TRUE)")
-    if _public_der(key.public_key()) != _public_der(cert.public_key()):
-        raise ConfigError(f"{key_path} is not the key of {cert_path}")
     return Authority(key, cert)
 
 
@@ -219,12 +214,6 @@ def _usage(cert_sign: bool):
         encipher_only=False,
         decipher_only=False,
     )
-
-
-def _public_der(public) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclass(frozen=True)

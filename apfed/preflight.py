@@ -147,13 +147,18 @@ def check_key_matches(key: str | Path, certs: list[Path]) -> Path | None:
     data = Path(key).read_bytes()
     if b"OPENSSH PRIVATE KEY" in data:
         return None
-    public = serialization.load_pem_private_key(data, password=None).public_key()
-    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = public_der(serialization.load_pem_private_key(data, password=None).public_key())
     for c in certs:
-        theirs = _pem_certificate(c).public_key()
-        if theirs.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == der:
+        if public_der(_pem_certificate(c).public_key()) == der:
             return c
     raise ConfigError(f"{key} is not the key of {', '.join(map(str, certs))}")
+
+
+def public_der(public) -> bytes:
+    """A public key's DER SubjectPublicKeyInfo: what a key and a certificate have in common when they match."""
+    from cryptography.hazmat.primitives import serialization
+
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def split_address(address: str) -> tuple[str, int]:
