@@ -835,6 +835,70 @@ def nodekey(
 
 
 @app.command(rich_help_panel="Deployment")
+def worker(
+    socket_path: Annotated[
+        Path,
+        typer.Option("--socket", help="Where to listen: the SuperNode's node config names it (worker-socket='PATH')."),
+    ],
+    node_config: Annotated[
+        str,
+        typer.Option(
+            help="This party's settings, as a SuperNode's --node-config: party='passiveN' data='FILE'"
+            " id-column='C', and its limits, audit-log, checkpoint-dir, seal-key, device (or a .toml file)."
+        ),
+    ],
+):
+    """Passive party: serve its data to its SuperNode from this installation's apfed, not the app's code."""
+    import signal
+    from datetime import datetime
+
+    import click
+
+    from clients.flower_client import NODE_KEYS, passive_from_node_config
+    from clients.passive_worker import serve_party, serving
+
+    try:
+        from flwr.common.config import parse_config_args
+
+        nc = parse_config_args([node_config])
+    except ValueError as e:
+        raise ConfigError(f"--node-config: {e}") from None
+    except click.ClickException:
+        raise ConfigError(
+            f"--node-config {node_config!r}: give space-separated key=value pairs, strings quoted: party='passive1'"
+            " data='/data/shop.csv' id-column='user_id'"
+        ) from None
+    data_keys = ("data", "id-column") if "data" in nc else ("dataset", "active", "views", "data-dir")  # or a demo
+    takes = [*data_keys, *(k for k in NODE_KEYS if k not in ("worker", "worker-socket"))]
+    unknown = [k for k in nc if k not in takes]
+    if unknown:
+        raise ConfigError(f"--node-config: unknown key {unknown[0]!r}; it takes {', '.join(takes)}")
+    if not nc.get("data") and not nc.get("dataset"):
+        raise ConfigError("--node-config needs data='FILE' (this party's file) and id-column='C'")
+    socket_path = socket_path.absolute()
+    if not socket_path.parent.is_dir():
+        raise DataError(f"directory {socket_path.parent} does not exist (--socket)")
+    if len(str(socket_path)) > 100:
+        raise ConfigError(f"--socket {socket_path}: a Unix socket path must be under about 100 characters")
+    if serving(socket_path):
+        raise ConfigError(f"a worker already serves at {socket_path}; stop it first, or give another --socket")
+    client = passive_from_node_config(nc)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill`: leave through the finally that removes the socket
+
+    def show(msg) -> None:
+        if msg.kind in ("setup", "finish"):
+            what = "set-up of" if msg.kind == "setup" else "end of"
+            typer.echo(f"{datetime.now():%H:%M:%S} {what} run {msg.run_id} from {msg.sender}", err=True)
+
+    typer.echo(
+        f"apfed worker: {client.name}, {len(client.data.ids):,} rows; listening on {socket_path}"
+        f" (its SuperNode's node config: worker-socket='{socket_path}'); stop with Ctrl-C",
+        err=True,
+    )
+    serve_party(client, socket_path, on_request=show)
+
+
+@app.command(rich_help_panel="Deployment")
 def keygen(
     out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,

@@ -4,7 +4,9 @@ Flower runs it in a fresh process for every message, so this module imports neit
 
 - Deployment (the node config names ``party=passiveN``): the ClientApp relays each request to the node's
   long-lived passive worker (``clients.passive_worker``), which keeps torch, the data and the models loaded and
-  writes a node-local state file after every state change. ``worker=false`` in the node config instead rebuilds
+  writes a node-local state file after every state change. With ``worker-socket=PATH`` the party has started that
+  worker itself, from its own installation (``apfed worker``), and the ClientApp, which is the active party's
+  code, only relays bytes to it (docs/security.md). ``worker=false`` in the node config instead rebuilds
   the passive in every ClientApp from ``context.state`` (slower: torch import and state restore per message).
 - Simulation (virtual nodes with ``partition-id``): the passive is rebuilt from ``context.state``, with a cache
   for the case where one worker process handles consecutive messages.
@@ -70,7 +72,17 @@ def passive_from_node_config(nc: dict, settings: RunSettings | None = None) -> P
     return PassiveClient(name, data, device, _sealing(nc), checkpoint_dir, policy, audit)
 
 
-NODE_KEYS = ("party", "device", "worker", "seal-key", "active-fingerprint", "checkpoint-dir", "audit-log", *POLICY_KEYS)
+NODE_KEYS = (
+    "party",
+    "device",
+    "worker",
+    "worker-socket",
+    "seal-key",
+    "active-fingerprint",
+    "checkpoint-dir",
+    "audit-log",
+    *POLICY_KEYS,
+)
 
 
 def _sealing(nc: dict):
@@ -129,7 +141,17 @@ def make_client_app(settings: RunSettings | None = None):
         t0 = time.perf_counter()
         request = from_recorddict(msg.content)
         nc = dict(context.node_config)
-        if uses_worker(nc):
+        if nc.get("worker-socket"):  # the party's own worker (`apfed worker`): this app only relays the bytes
+            from clients.passive_worker import relay
+
+            reply = decode(relay(str(nc["worker-socket"]), encode(request)))
+            logging.getLogger("flwr").info(
+                "apfed %s via the party's worker: %.2fs (round %d)",
+                request.kind,
+                time.perf_counter() - t0,
+                request.round,
+            )
+        elif uses_worker(nc):
             from clients.passive_worker import call
 
             _party_index(nc)  # a clear error for a bad node config, before any worker starts

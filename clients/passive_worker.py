@@ -7,6 +7,11 @@ data and the models loaded. After every request that changes its state it also w
 atomically, so a worker that dies or is restarted resumes where it was. It exits after FINISH, when it is idle
 for ``idle_timeout`` seconds, or when the process named by ``--parent-pid`` is gone.
 
+A passive party can instead start the worker itself, with its own installation of apfed (``apfed worker``), and
+name its socket in the SuperNode's node config (``worker-socket``). Flower runs the ClientApp from the app bundle
+that the active party submits, so this is what keeps the code that reads the party's data, enforces its limits and
+writes its audit log the party's own: the ClientApp then only relays bytes to the socket (docs/security.md).
+
 Wire format on the socket, both ways: 8-byte big-endian length, then one APF1-encoded message (no pickle).
 """
 
@@ -100,6 +105,28 @@ def call(node_id: int, node_config: dict, request: bytes, parent_pid: int, start
     raise ProtocolError("the passive worker did not answer twice; see its worker.log")
 
 
+def relay(socket_path: str, request: bytes) -> bytes:
+    """Send one encoded request to a worker the passive party started itself (``apfed worker``); return the reply.
+    Nothing is started here: the party runs its worker, with its own code."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(socket_path)
+            _send(s, request)
+            return _recv(s)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ProtocolError(
+            f"no apfed worker answers at {socket_path} (node config worker-socket): the passive party starts it"
+            " with `apfed worker`"
+        ) from None
+    except PermissionError:
+        raise ProtocolError(
+            f"the SuperNode's user may not connect to {socket_path} (node config worker-socket): give its group"
+            " access to the worker's socket directory"
+        ) from None
+    except OSError as e:
+        raise ProtocolError(f"the apfed worker at {socket_path} did not answer: {e}") from None
+
+
 def _reap(d: Path, timeout: float = 10.0) -> None:
     """Wait (bounded) for a dying worker to go, kill it if it lingers, and remove its socket."""
     pid_file = d / PID_NAME
@@ -135,7 +162,30 @@ def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> N
     from clients.flower_client import passive_from_node_config
 
     client = passive_from_node_config(node_config)
-    state = d / STATE_NAME
+    if _serve(client, d / SOCKET_NAME, d / STATE_NAME, lambda: _alive(parent_pid), idle_timeout, once=True):
+        shutil.rmtree(d, ignore_errors=True)  # a clean end: nothing to resume, nothing to debug
+
+
+def serve_party(client, socket_path: Path, on_request=None) -> None:
+    """The worker a passive party starts itself (``apfed worker``): answer requests on ``socket_path`` (group may
+    connect: the SuperNode's user), run after run, until stopped (SIGTERM or Ctrl-C). Its state file
+    (``SOCKET.state``) lets a restarted worker resume the run it was in."""
+    state = socket_path.with_suffix(".state")
+    _serve(client, socket_path, state, lambda: True, float("inf"), once=False, mode=0o660, on_request=on_request)
+
+
+def serving(socket_path: Path) -> bool:
+    """Whether a worker already answers at ``socket_path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
+
+
+def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, once: bool, mode=0o600, on_request=None):
+    """The request loop; returns True when it ended on FINISH (``once``: after the first run's FINISH)."""
     applied: tuple[tuple, bytes] | None = None  # (run id, round, kind) of the last applied request, its reply
     if state.exists():
         try:
@@ -145,18 +195,18 @@ def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> N
             raise ProtocolError(f"the worker's state file {state} is damaged ({e or type(e).__name__})") from None
         client.restore(blob, check_data=True, source=f"the worker's state file {state}")
         applied = (key, reply_bytes)
-    (d / PID_NAME).write_text(str(os.getpid()))
-    path = d / SOCKET_NAME
+    pid_file = path.with_suffix(".pid")  # worker.pid beside worker.sock
+    pid_file.write_text(str(os.getpid()))
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
-    os.chmod(path, 0o600)
+    os.chmod(path, mode)
     server.listen(1)
     server.settimeout(1.0)
     last, finished = time.monotonic(), False
     try:
-        while time.monotonic() - last < idle_timeout and _alive(parent_pid):
+        while time.monotonic() - last < idle_timeout and parent_alive():
             try:
                 conn, _ = server.accept()
             except TimeoutError:
@@ -178,17 +228,26 @@ def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> N
                     tmp.write_bytes(_write_state(key, client.state_bytes(), reply))
                     os.replace(tmp, state)  # atomic: a crash keeps the previous state file
                     applied = (key, reply)
-                _send(conn, reply)
+                try:
+                    _send(conn, reply)
+                except OSError as e:
+                    if once:  # the ClientApp's call() restarts this worker from its state file and sends again
+                        raise
+                    print(f"could not send the reply to {msg.kind} (round {msg.round}): {e}", flush=True)
                 last = time.monotonic()
+                if on_request is not None:
+                    on_request(msg)
                 if msg.kind == FINISH:
-                    finished = True
-                    break
+                    state.unlink(missing_ok=True)  # the run is over: nothing to resume
+                    applied = None
+                    if once:
+                        finished = True
+                        break
     finally:
         server.close()
         path.unlink(missing_ok=True)
-        (d / PID_NAME).unlink(missing_ok=True)
-    if finished:  # a clean end: nothing to resume, nothing to debug
-        shutil.rmtree(d, ignore_errors=True)
+        pid_file.unlink(missing_ok=True)
+    return finished
 
 
 def _write_state(key: tuple, blob: bytes, reply: bytes) -> bytes:

@@ -233,6 +233,18 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["train", "--dataset", "handwritten", "--set", "shift=1"], "handwritten has no image view"),
         (["evaluate", "--dataset", "handwritten", "--passives", "kar,fou"], "'fou' is the active party's"),
         (["train", "--dataset", "handwritten", "--passives", "kar,nope"], "unknown view 'nope' for handwritten"),
+        # a passive party's own worker: its settings are checked before it listens
+        (
+            ["worker", "--socket", "/tmp/w.sock", "--node-config", "party='passive1' data='x.csv' min_rows=3"],
+            "'min_rows'",
+        ),
+        (["worker", "--socket", "/tmp/w.sock", "--node-config", "party='passive1'"], "needs data='FILE'"),
+        (["worker", "--socket", "/tmp/w.sock", "--node-config", "party='passive1' data=='"], "key=value pairs"),
+        (
+            ["worker", "--socket", "/no/dir/w.sock", "--node-config", "party='passive1' data='x.csv'"],
+            "/no/dir does not",
+        ),
+        (["worker", "--socket", "/tmp/w.sock", "--node-config", "party='passive1' data='/no/x.csv'"], "not found"),
         # the command line's own mistakes: one line too, not click's usage block and framed error
         (["evaluate", "--epochs", "0"], "'--epochs': 0 is not in the range x>=1 (see 'apfed evaluate --help')"),
         (["evaluate", "--bogus"], "No such option '--bogus'"),

@@ -1,5 +1,6 @@
 """A real loopback deployment whose passives set limits and an audit log in their node config (deploy.py
---node-set). In a file of its own so that scripts/test.sh's second worker runs it beside tests/test_deployment.py
+--node-set), enforced by workers they started themselves (deploy.py --own-workers: `apfed worker`). In a file of
+its own so that scripts/test.sh's second worker runs it beside tests/test_deployment.py
 (one file per worker) instead of after it."""
 
 import json
@@ -13,13 +14,15 @@ pytestmark = pytest.mark.deployments
 
 
 def test_passives_whose_limits_a_run_exceeds_refuse_it_at_set_up_and_log_the_refusal(tmp_path, party_csvs):
-    """Each passive's node config (deploy.py --node-set): its embeddings stay with it, and an audit log."""
+    """Each passive's settings (deploy.py --node-set): its embeddings stay with it, and an audit log. Each passive
+    runs its own worker (`apfed worker`, its own code, holding its file and these settings); its SuperNode's node
+    config names only that worker's socket, so the ClientApp, which the active party submits, only relays bytes."""
     bank, shop, telco = party_csvs["paths"]
     out = tmp_path / "run"
     p = subprocess.run(
         [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
         + ["--data", str(bank), "--data", str(shop), "--data", str(telco), "--id-column", "user_id"]
-        + ["--method", "apfed-kd", "--epochs", "1", "--node-set", "send-embeddings=false"]
+        + ["--method", "apfed-kd", "--epochs", "1", "--node-set", "send-embeddings=false", "--own-workers"]
         + ["--node-set", f"audit-log={tmp_path}/{{party}}-audit.jsonl"],
         capture_output=True,
         text=True,
@@ -35,3 +38,27 @@ def test_passives_whose_limits_a_run_exceeds_refuse_it_at_set_up_and_log_the_ref
         assert len(setup) == 1 and setup[0]["party"] == party and setup[0]["sent"] == {}, logged
         assert "will not send its embeddings" in setup[0]["error"]
         assert setup[0]["asked"]["method"] == "apfed-kd" and setup[0]["asked"]["ids_offered"] > 0
+    for i in (1, 2):
+        assert (out / f"supernode{i}.log").read_text().count("via the party's worker") >= 2  # hello, setup
+        worker_log = (out / f"worker{i}.log").read_text()
+        assert f"apfed worker: passive{i}, " in worker_log and "set-up of run" in worker_log, worker_log
+
+
+def test_the_app_bundle_flwr_run_submits_holds_the_code_only(tmp_path):
+    """pyproject.toml's fab-include: the bundle every SuperNode gets is apfed's code (it was 2.3 MB with the
+    benchmarks' reports, the docs and the tests in it)."""
+    import zipfile
+
+    p = subprocess.run(
+        [str(deploy.BIN / "flwr"), "build", "--app", str(ROOT)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    (fab,) = tmp_path.glob("*.fab")
+    names = zipfile.ZipFile(fab).namelist()
+    assert {"clients/flower_app.py", "clients/flower_client.py", "apfed/learner.py", "protocols/codec.py"} <= set(names)
+    assert {n.split("/")[0] for n in names} <= {"apfed", "clients", "protocols", "pyproject.toml", "LICENSE", ".info"}
+    assert all(n.endswith(".py") for n in names if n.split("/")[0] in ("apfed", "clients", "protocols")), names

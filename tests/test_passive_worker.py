@@ -10,6 +10,7 @@ import signal
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +151,76 @@ def test_a_restarted_worker_refuses_a_data_file_or_a_state_file_that_changed_und
             if passive_worker._alive(pid):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(passive_worker.worker_dir(node, node_config), ignore_errors=True)
+
+
+class RelayTransport:
+    """Sends every request to a worker the passive party started itself, as the ClientApp does with
+    ``worker-socket``: the bytes only."""
+
+    def __init__(self, sock):
+        self.sock = str(sock)
+
+    def submit(self, requests):
+        return {n: decode(passive_worker.relay(self.sock, encode(m))) for n, m in requests.items()}
+
+    def collect(self, ticket):
+        return ticket
+
+    def exchange(self, requests):
+        return self.collect(self.submit(requests))
+
+
+def test_a_worker_the_party_starts_itself_serves_run_after_run_and_stops_on_sigterm():
+    """`apfed worker` (the party's own code; the SuperNode's ClientApp, which is the active party's code, only relays
+    bytes to its socket): each run trains exactly as an in-process passive, a finished run leaves no state to resume
+    and the worker serves the next run; SIGTERM stops it and removes its socket; a relay to no worker is one line."""
+    import subprocess
+    import sys
+
+    ds = load_bundled("digits")
+    cfg = make_config("default", method="apfed-c", epochs=1, batches_per_round=4)
+    local = build_clients(ds, 0, cfg)
+    local.setup()
+    local.fit()
+    sock = Path(tempfile.gettempdir()) / "w.sock"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", "worker", "--socket", str(sock)]
+        + ["--node-config", "party='passive1' dataset='digits' active='0'"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not sock.exists():
+            assert p.poll() is None and time.monotonic() < deadline, p.stdout.read() if p.poll() is not None else ""
+            time.sleep(0.05)
+        assert sock.stat().st_mode & 0o777 == 0o660  # the SuperNode's user may connect through its group
+        active, _ = split_parties(ds, 0)
+        for _ in range(2):
+            client = ActiveClient(active, cfg, RelayTransport(sock), ["passive1"], log=lambda m: None)
+            client.setup()
+            client.fit()
+            for got, want in zip(client.learner.modules.parameters(), local.learner.modules.parameters(), strict=True):
+                assert np.allclose(got.detach().numpy(), want.detach().numpy(), atol=1e-5)
+            client.finish()
+            assert p.poll() is None, "the party's worker serves the next run"
+            assert not sock.with_suffix(".state").exists(), "a finished run leaves nothing to resume"
+        second = subprocess.run(
+            [sys.executable, "-m", "apfed.cli", "worker", "--socket", str(sock)]
+            + ["--node-config", "party='passive2' dataset='digits' active='0'"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 2 and "a worker already serves at" in second.stderr, second.stderr
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=30)
+        assert p.returncode == 0 and not sock.exists(), out
+        assert out.count("set-up of run") == 2 and out.count("end of run") == 2, out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    with pytest.raises(ProtocolError, match="no apfed worker answers at .*start.* with `apfed worker`"):
+        passive_worker.relay(str(sock), b"")

@@ -288,6 +288,34 @@ def kill_superlink(link: dict) -> None:
     p.wait(30)
 
 
+def start_worker(procs: Processes, out: Path, index: int, node_config: str, timeout: float = 120.0) -> Path:
+    """Start passive ``index``'s own worker (``apfed worker``) with its node settings; return its socket once it
+    listens (bounded wait)."""
+    d = out / f"worker{index + 1}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    sock = d / "worker.sock"
+    p = procs.start(
+        f"worker{index + 1}",
+        [
+            str(BIN / "apfed"),
+            "worker",
+            "--socket",
+            str(sock),
+            "--node-config",
+            f"party='passive{index + 1}' {node_config}",
+        ],
+    )
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        if p.poll() is not None:
+            tail = (out / f"worker{index + 1}.log").read_text(errors="replace").strip().splitlines()[-1:]
+            raise RunFailed(f"passive{index + 1}'s worker exited: {' '.join(tail)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"passive{index + 1}'s worker did not listen within {timeout:.0f} s")
+        time.sleep(0.05)
+    return sock
+
+
 def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
     tls = tls and link.get("tls", True)
     args = [
@@ -420,6 +448,7 @@ def deploy(
     sets: list[str] | None = None,
     show=None,
     node_sets: list[str] | None = None,
+    own_workers: bool = False,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -431,7 +460,9 @@ def deploy(
     ``resume`` continues the run checkpointed there (after a crash, on a new SuperLink). ``sets``: ``KEY=VALUE``
     overrides of training settings, as ``apfed train --set`` (the run config's ``sets``). ``node_sets``:
     ``KEY=VALUE`` for every passive's node config (its limits, its audit log; ``node_settings``). ``show``: called with
-    each line the ServerApp logs for the user (set-up, one per epoch) while the run goes."""
+    each line the ServerApp logs for the user (set-up, one per epoch) while the run goes. ``own_workers``: each
+    passive starts its own worker (``apfed worker``) with its data and node settings, and its SuperNode's node
+    config names only that worker's socket (docs/security.md: the passive's code stays its own)."""
     out = out.resolve()
     show = show or (lambda _: None)
     bundled = check_settings(method, epochs, k, seed, threads, dataset, active, views, files, sets or [])
@@ -503,6 +534,9 @@ def deploy(
                 else f"dataset='{dataset}' active='{active}' views={views}"
             )
             node_config += f" {seal_node_config.get(i, '')} {(node_extra or {}).get(i, '')}"
+            if own_workers:  # the party's own worker holds its data and settings; its SuperNode only the socket
+                node_config = f"worker-socket='{start_worker(procs, out, i, node_config)}'"
+                show(f"passive{i + 1}: its own worker started (apfed worker)")
             link.setdefault("nodes", {})[i] = (priv, f"passive{i + 1}", node_config)  # to restart one later
             procs.start(f"supernode{i + 1}", supernode_args(link, priv, f"passive{i + 1}", node_config))
             show(f"passive{i + 1}: SuperNode started{' with its registered key' if register and tls else ''}")
@@ -644,6 +678,12 @@ def main() -> None:
         help="node config for every passive: its limits (send-embeddings, min-dp-noise, min-rows), its audit-log"
         " ('{party}' becomes passiveN), device, worker; repeatable",
     )
+    ap.add_argument(
+        "--own-workers",
+        action="store_true",
+        help="each passive serves its data from a worker it starts itself (apfed worker); its SuperNode's node"
+        " config names only that worker's socket",
+    )
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
     if a.round_timeout:
@@ -690,6 +730,7 @@ def run_from_args(a, extra: str) -> dict:
         sets=a.sets,
         show=lambda line: print(line, file=sys.stderr, flush=True),
         node_sets=a.node_sets,
+        own_workers=a.own_workers,
     )
 
 
