@@ -1004,14 +1004,20 @@ def preflight(
     label_column: Annotated[
         str | None, typer.Option(help="The active party's label column (a passive's file must not have it).")
     ] = None,
+    worker_socket: Annotated[
+        str | None,
+        typer.Option(help="A passive's SuperNode user: the socket of its own worker (apfed worker), to reach."),
+    ] = None,
 ):
     """Check keys, certificates, pins, ports (and with --connect the SuperLink) before a deployment starts."""
     from apfed import preflight as pf
     from protocols.errors import ProtocolError
     from protocols.sealing import PartyKey, parse_pins
 
-    if seal_key is None and not (pin or cert or key or port or connect or data):
-        raise ConfigError("nothing to check: give --seal-key, --pin, --cert, --key, --port, --connect or --data")
+    if seal_key is None and not (pin or cert or key or port or connect or data or worker_socket):
+        raise ConfigError(
+            "nothing to check: give --seal-key, --pin, --cert, --key, --port, --connect, --data or --worker-socket"
+        )
     checked = 0
     try:
         if seal_key is not None:
@@ -1049,6 +1055,12 @@ def preflight(
             if not authorities:
                 raise ConfigError("--connect needs the CA certificate to trust: give it with --cert ca.crt")
             typer.echo(f"SuperLink {connect}: {pf.check_connection(connect, authorities)}")
+            checked += 1
+        if worker_socket:
+            from clients.passive_worker import probe
+
+            probe(worker_socket)
+            typer.echo(f"worker {worker_socket}: answers (this user may connect)")
             checked += 1
     except ProtocolError as e:
         raise ConfigError(str(e)) from None

@@ -30,12 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from apfed.errors import ApfedError
 from protocols.codec import decode, encode
 from protocols.errors import ProtocolError
-from protocols.messages import ALIGN, FINISH, SETUP, TRAIN
+from protocols.messages import ALIGN, ERROR, FINISH, SETUP, TRAIN
 from protocols.validation import MAX_MESSAGE_BYTES
 
 SOCKET_NAME, PID_NAME, STATE_NAME, LOG_NAME = "worker.sock", "worker.pid", "state.pt", "worker.log"
@@ -105,26 +106,39 @@ def call(node_id: int, node_config: dict, request: bytes, parent_pid: int, start
     raise ProtocolError("the passive worker did not answer twice; see its worker.log")
 
 
+def _connect(socket_path: str) -> socket.socket:
+    """A connection to a worker the passive party started itself, or a ProtocolError that says what to do."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(socket_path)
+        return s
+    except (FileNotFoundError, ConnectionRefusedError):
+        why = f"no apfed worker answers at {socket_path} (node config worker-socket): the passive party starts it"
+        why += " with `apfed worker`"
+    except PermissionError:
+        why = f"this user ({os.getuid()}) may not connect to {socket_path} (node config worker-socket): put the"
+        why += " SuperNode's user in the group of the worker's socket directory"
+    except OSError as e:
+        why = f"the apfed worker at {socket_path} did not answer: {e}"
+    s.close()
+    raise ProtocolError(why)
+
+
 def relay(socket_path: str, request: bytes) -> bytes:
     """Send one encoded request to a worker the passive party started itself (``apfed worker``); return the reply.
     Nothing is started here: the party runs its worker, with its own code."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(socket_path)
+    with _connect(socket_path) as s:
+        try:
             _send(s, request)
             return _recv(s)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise ProtocolError(
-            f"no apfed worker answers at {socket_path} (node config worker-socket): the passive party starts it"
-            " with `apfed worker`"
-        ) from None
-    except PermissionError:
-        raise ProtocolError(
-            f"the SuperNode's user may not connect to {socket_path} (node config worker-socket): give its group"
-            " access to the worker's socket directory"
-        ) from None
-    except OSError as e:
-        raise ProtocolError(f"the apfed worker at {socket_path} did not answer: {e}") from None
+        except OSError as e:
+            raise ProtocolError(f"the apfed worker at {socket_path} did not answer: {e}") from None
+
+
+def probe(socket_path: str) -> None:
+    """Check that this user can reach a party's own worker (apfed preflight --worker-socket); it sees an empty
+    connection, which it ignores."""
+    _connect(socket_path).close()
 
 
 def _reap(d: Path, timeout: float = 10.0) -> None:
@@ -213,6 +227,8 @@ def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, o
                 continue
             with conn:
                 conn.settimeout(None)
+                if not conn.recv(1, socket.MSG_PEEK):  # closed before a byte: a probe (apfed preflight)
+                    continue
                 try:
                     msg = decode(_recv(conn))
                 except ProtocolError as e:
@@ -222,7 +238,13 @@ def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, o
                 if applied is not None and applied[0] == key:  # resent after a crash: answer, do not reapply
                     _send(conn, applied[1])
                     continue
-                reply = encode(client.handle(msg))
+                try:
+                    reply = encode(client.handle(msg))
+                except Exception as e:  # a bug met by one request must not stop the party's long-lived worker
+                    if once:  # the ClientApp's worker: it ends here and its log keeps the traceback
+                        raise
+                    traceback.print_exc()
+                    reply = encode(msg.reply(ERROR, config={"error": f"{client.name}: internal error: {e!r}"}))
                 if msg.kind in STATEFUL:
                     tmp = state.with_suffix(".tmp")
                     tmp.write_bytes(_write_state(key, client.state_bytes(), reply))

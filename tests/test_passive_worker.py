@@ -214,13 +214,28 @@ def test_a_worker_the_party_starts_itself_serves_run_after_run_and_stops_on_sigt
             timeout=120,
         )
         assert second.returncode == 2 and "a worker already serves at" in second.stderr, second.stderr
+        checked = subprocess.run(
+            [sys.executable, "-m", "apfed.cli", "preflight", "--worker-socket", str(sock)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert checked.returncode == 0 and f"worker {sock}: answers" in checked.stdout, checked.stdout + checked.stderr
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=30)
         assert p.returncode == 0 and not sock.exists(), out
         assert out.count("set-up of run") == 2 and out.count("end of run") == 2, out
+        assert "refused" not in out, out  # preflight's probe is no request
     finally:
         if p.poll() is None:
             p.kill()
             p.wait(10)
     with pytest.raises(ProtocolError, match="no apfed worker answers at .*start.* with `apfed worker`"):
         passive_worker.relay(str(sock), b"")
+    code = subprocess.run(
+        [sys.executable, "-m", "apfed.cli", "preflight", "--worker-socket", str(sock)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert code.returncode == 2 and code.stderr.startswith("error: no apfed worker answers at"), code.stderr
