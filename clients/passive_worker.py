@@ -40,6 +40,7 @@ from protocols.messages import ALIGN, ERROR, FINISH, SETUP, TRAIN
 from protocols.validation import MAX_MESSAGE_BYTES
 
 SOCKET_NAME, PID_NAME, STATE_NAME, LOG_NAME = "worker.sock", "worker.pid", "state.pt", "worker.log"
+RECEIVE_TIMEOUT_S = 120.0  # for one whole request over the local socket (at most MAX_MESSAGE_BYTES)
 STATEFUL = {SETUP, ALIGN, TRAIN}  # requests that change the passive's state (and are saved before the reply)
 
 
@@ -180,12 +181,12 @@ def serve(d: Path, node_config: dict, parent_pid: int, idle_timeout: float) -> N
         shutil.rmtree(d, ignore_errors=True)  # a clean end: nothing to resume, nothing to debug
 
 
-def serve_party(client, socket_path: Path, on_request=None) -> None:
+def serve_party(client, socket_path: Path, on_request=None, keep_going=lambda: True) -> None:
     """The worker a passive party starts itself (``apfed worker``): answer requests on ``socket_path`` (group may
     connect: the SuperNode's user), run after run, until stopped (SIGTERM or Ctrl-C). Its state file
     (``SOCKET.state``) lets a restarted worker resume the run it was in."""
     state = socket_path.with_suffix(".state")
-    _serve(client, socket_path, state, lambda: True, float("inf"), once=False, mode=0o660, on_request=on_request)
+    _serve(client, socket_path, state, keep_going, float("inf"), once=False, mode=0o660, on_request=on_request)
 
 
 def serving(socket_path: Path) -> bool:
@@ -226,14 +227,16 @@ def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, o
             except TimeoutError:
                 continue
             with conn:
-                conn.settimeout(None)
-                if not conn.recv(1, socket.MSG_PEEK):  # closed before a byte: a probe (apfed preflight)
-                    continue
+                # a relay that connects and then stalls must not hold the worker: the request must arrive in time
+                conn.settimeout(RECEIVE_TIMEOUT_S)
                 try:
+                    if not conn.recv(1, socket.MSG_PEEK):  # closed before a byte: a probe (apfed preflight)
+                        continue
                     msg = decode(_recv(conn))
-                except ProtocolError as e:
-                    print(f"refused a request: {e}", flush=True)
+                except (ProtocolError, OSError) as e:
+                    print(f"refused a request: {e or type(e).__name__}", flush=True)
                     continue
+                conn.settimeout(None)
                 key = (msg.run_id, msg.round, msg.kind)
                 if applied is not None and applied[0] == key:  # resent after a crash: answer, do not reapply
                     _send(conn, applied[1])

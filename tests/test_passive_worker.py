@@ -239,3 +239,42 @@ def test_a_worker_the_party_starts_itself_serves_run_after_run_and_stops_on_sigt
         timeout=120,
     )
     assert code.returncode == 2 and code.stderr.startswith("error: no apfed worker answers at"), code.stderr
+
+
+def test_the_party_worker_drops_a_relay_that_stalls_and_serves_the_next(monkeypatch):
+    """A relay that connects and sends part of a request, then nothing, must not hold the party's worker (it is one
+    process, serving one connection at a time): it gives up on it after RECEIVE_TIMEOUT_S and answers the next."""
+    import socket
+    import threading
+
+    from clients.flower_client import passive_from_node_config
+    from protocols.messages import HELLO, Message
+
+    monkeypatch.setattr(passive_worker, "RECEIVE_TIMEOUT_S", 1.0)
+    client = passive_from_node_config({"party": "passive1", "dataset": "digits", "active": "0"})
+    sock = Path(tempfile.gettempdir()) / "s.sock"
+    stop = threading.Event()
+    t = threading.Thread(
+        target=passive_worker.serve_party, args=(client, sock), kwargs={"keep_going": lambda: not stop.is_set()}
+    )
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+            stalled.connect(str(sock))
+            stalled.sendall(b"\0\0\0")  # three bytes of an 8-byte length, then nothing
+            got = []  # the next relay, from a thread: a worker held by the stalled one must fail this test, not hang it
+            hello = encode(Message(HELLO, "r1", 0, "active", "passive1"))
+            nxt = threading.Thread(
+                target=lambda: got.append(decode(passive_worker.relay(str(sock), hello))), daemon=True
+            )
+            nxt.start()
+            nxt.join(20)
+            assert got and got[0].config["party"] == "passive1", "the stalled relay held the worker"
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive() and not sock.exists()
