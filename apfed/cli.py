@@ -852,29 +852,10 @@ def worker(
     import signal
     from datetime import datetime
 
-    import click
+    from clients.flower_client import passive_from_node_config
+    from clients.passive_worker import party_config, serve_party, serving
 
-    from clients.flower_client import NODE_KEYS, passive_from_node_config
-    from clients.passive_worker import serve_party, serving
-
-    try:
-        from flwr.common.config import parse_config_args
-
-        nc = parse_config_args([node_config])
-    except ValueError as e:
-        raise ConfigError(f"--node-config: {e}") from None
-    except click.ClickException:
-        raise ConfigError(
-            f"--node-config {node_config!r}: give space-separated key=value pairs, strings quoted: party='passive1'"
-            " data='/data/shop.csv' id-column='user_id'"
-        ) from None
-    data_keys = ("data", "id-column") if "data" in nc else ("dataset", "active", "views", "data-dir")  # or a demo
-    takes = [*data_keys, *(k for k in NODE_KEYS if k not in ("worker", "worker-socket"))]
-    unknown = [k for k in nc if k not in takes]
-    if unknown:
-        raise ConfigError(f"--node-config: unknown key {unknown[0]!r}; it takes {', '.join(takes)}")
-    if not nc.get("data") and not nc.get("dataset"):
-        raise ConfigError("--node-config needs data='FILE' (this party's file) and id-column='C'")
+    nc = party_config(node_config)
     socket_path = socket_path.absolute()
     if not socket_path.parent.is_dir():
         raise DataError(f"directory {socket_path.parent} does not exist (--socket)")

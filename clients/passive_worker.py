@@ -189,6 +189,36 @@ def serve_party(client, socket_path: Path, on_request=None, keep_going=lambda: T
     _serve(client, socket_path, state, keep_going, float("inf"), once=False, mode=0o660, on_request=on_request)
 
 
+def party_config(text: str) -> dict:
+    """``apfed worker --node-config``: the party's settings, in a SuperNode's --node-config syntax (or a .toml
+    file), checked for unknown keys and for its data; a ConfigError naming what is wrong."""
+    import click
+    from flwr.common.config import parse_config_args
+
+    from apfed.errors import ConfigError
+    from clients.flower_client import NODE_KEYS
+
+    try:
+        nc = parse_config_args([text])
+    except ValueError as e:
+        raise ConfigError(f"--node-config: {e}") from None
+    except OSError as e:  # a .toml file that cannot be read
+        raise ConfigError(f"--node-config {text}: cannot read it ({e.strerror or e})") from None
+    except click.ClickException:
+        raise ConfigError(
+            f"--node-config {text!r}: give space-separated key=value pairs, strings quoted: party='passive1'"
+            " data='/data/shop.csv' id-column='user_id'"
+        ) from None
+    data_keys = ("data", "id-column") if "data" in nc else ("dataset", "active", "views", "data-dir")  # or a demo
+    takes = [*data_keys, *(k for k in NODE_KEYS if k not in ("worker", "worker-socket"))]
+    unknown = [k for k in nc if k not in takes]
+    if unknown:
+        raise ConfigError(f"--node-config: unknown key {unknown[0]!r}; it takes {', '.join(takes)}")
+    if not nc.get("data") and not nc.get("dataset"):
+        raise ConfigError("--node-config needs data='FILE' (this party's file) and id-column='C'")
+    return nc
+
+
 def serving(socket_path: Path) -> bool:
     """Whether a worker already answers at ``socket_path``."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
