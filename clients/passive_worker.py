@@ -283,6 +283,9 @@ def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, o
                     tmp.write_bytes(_write_state(key, client.state_bytes(), reply))
                     os.replace(tmp, state)  # atomic: a crash keeps the previous state file
                     applied = (key, reply)
+                if msg.kind == FINISH and not once:  # the run is over: nothing to resume, before the reply says so
+                    state.unlink(missing_ok=True)
+                    applied = None
                 try:
                     _send(conn, reply)
                 except OSError as e:
@@ -292,12 +295,9 @@ def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, o
                 last = time.monotonic()
                 if on_request is not None:
                     on_request(msg)
-                if msg.kind == FINISH:
-                    state.unlink(missing_ok=True)  # the run is over: nothing to resume
-                    applied = None
-                    if once:
-                        finished = True
-                        break
+                if msg.kind == FINISH and once:  # a resend of FINISH after a crash still finds the state file
+                    finished = True
+                    break
     finally:
         server.close()
         path.unlink(missing_ok=True)
