@@ -221,11 +221,10 @@ def party_config(text: str) -> dict:
 
 def serving(socket_path: Path) -> bool:
     """Whether a worker already answers at ``socket_path``."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(socket_path))
-        except OSError:
-            return False
+    try:
+        probe(str(socket_path))
+    except ProtocolError:
+        return False
     return True
 
 
@@ -286,6 +285,8 @@ def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, o
                 if msg.kind == FINISH and not once:  # the run is over: nothing to resume, before the reply says so
                     state.unlink(missing_ok=True)
                     applied = None
+                if on_request is not None:  # before the reply: once the active party has it, the line is there
+                    on_request(msg)
                 try:
                     _send(conn, reply)
                 except OSError as e:
@@ -293,8 +294,6 @@ def _serve(client, path: Path, state: Path, parent_alive, idle_timeout: float, o
                         raise
                     print(f"could not send the reply to {msg.kind} (round {msg.round}): {e}", flush=True)
                 last = time.monotonic()
-                if on_request is not None:
-                    on_request(msg)
                 if msg.kind == FINISH and once:  # a resend of FINISH after a crash still finds the state file
                     finished = True
                     break
