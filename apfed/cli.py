@@ -519,8 +519,11 @@ def simulate(
         typer.echo(f"wrote {out}", err=True)
 
 
-def _read_input(path: Path, model, id_column: str, required: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
-    """The IDs (None when the input has no ``id_column``; an error if ``required``) and the feature rows."""
+def _read_input(
+    path: Path, model, id_column: str, required: bool = False, label_column: str | None = None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The IDs (None when the input has no ``id_column``; an error if ``required``) and the feature rows; a
+    ``label_column`` is never read as a feature."""
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     if path.suffix.lower() == ".npz":
@@ -546,7 +549,7 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
         more = ", ..." if len(header) > 8 else ""
         raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}{more})")
     try:
-        take, positional = model.feature_positions(header, skip=id_column)
+        take, positional = model.feature_positions(header, skip=(id_column, label_column or id_column))
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     with_id = [header.index(id_column)] if id_column in header else []
@@ -556,7 +559,7 @@ def _read_input(path: Path, model, id_column: str, required: bool = False) -> tu
     strings, X, _ = read_csv_columns(path, header, with_id + text, numeric)
     if positional:  # after the read: a file that fails says one line, the error
         typer.echo(
-            f"warning: {path}: no column is named as in training; its {len(take)} non-ID columns were read in order"
+            f"warning: {path}: no column is named as in training; its {len(take)} other columns were read in order"
             " as the model's features",
             err=True,
         )
@@ -622,6 +625,107 @@ def predict(
         for i in range(len(pred)):
             w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + [f"{p:.6f}" for p in proba[i]])
     typer.echo(f"wrote {len(pred)} predictions to {output}", err=True)
+
+
+def _read_labels(path: Path, label_column: str, id_column: str | None) -> tuple[np.ndarray | None, np.ndarray]:
+    """A file's label column as text, and its ID column (with ``id_column``: an error when it is missing)."""
+    if not path.is_file():
+        raise DataError(f"labels file not found: {path}")
+    if path.suffix.lower() == ".npz":
+        from apfed.data.files import open_npz
+
+        z = open_npz(path)
+        for name, what in ((label_column, "label"), (id_column, "ID")):
+            if name is not None and name not in z.files:
+                raise DataError(f"{path}: no {what} array {name!r} (arrays: {', '.join(z.files)})")
+        labels = np.asarray(z[label_column])
+        if labels.ndim != 1:
+            raise DataError(f"{path}: the label array {label_column!r} must be 1-D, got shape {labels.shape}")
+        return (np.asarray(z[id_column]).astype(str) if id_column else None), labels.astype(str)
+    from apfed.data.files import read_csv_columns, read_csv_header
+
+    header = read_csv_header(path)
+    for name, what in ((label_column, "label"), (id_column, "ID")):
+        if name is not None and name not in header:
+            more = ", ..." if len(header) > 8 else ""
+            raise DataError(f"{path}: no {what} column {name!r} (columns: {', '.join(header[:8])}{more})")
+    wanted = [header.index(label_column)] + ([header.index(id_column)] if id_column else [])
+    strings, _, _ = read_csv_columns(path, header, wanted, [])
+    return (strings[1] if id_column else None), strings[0]
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
+    input: Annotated[Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X') with known labels.")],
+    label_column: Annotated[
+        str, typer.Option(help="The labels' column (in --labels when given, else in --input).")
+    ] = "label",
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="A separate CSV or NPZ of IDs and labels, matched to --input's rows by --id-column."),
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="ID column (default: 'id' when the input has one; needed with --labels).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
+):
+    """Score a standalone model on labelled rows of the active party's own data: accuracy, F1, ROC-AUC, each
+    class's precision and recall, and the confusion matrix. Rows without a label are left out."""
+    import json
+
+    from apfed.data.encoding import is_missing
+    from apfed.scoring import label_indices, score_report
+    from apfed.standalone import StandaloneModel
+
+    m = StandaloneModel.load(model)
+    required, id_column = id_column is not None or labels is not None, id_column or "id"
+    ids, X = _read_input(input, m, id_column, required, None if labels else label_column)
+    notes = []  # said once the rows are scored: before, an error is the only line
+    if labels is None:
+        _, y = _read_labels(input, label_column, None)
+    else:
+        label_ids, label_values = _read_labels(labels, label_column, id_column)
+        found = dict(zip(label_ids.tolist(), label_values.tolist(), strict=True))
+        if len(found) < len(label_ids):
+            raise DataError(f"{labels}: the ID column {id_column!r} has duplicate values")
+        y = np.asarray([found.get(i, "") for i in ids.tolist()], dtype=str)
+        if not (matched := len(set(ids.tolist()) & found.keys())):
+            raise DataError(f"no ID of {input} is in {labels} (ID column {id_column!r})")
+        notes.append(f"{labels}: labels for {matched:,} of the {len(ids):,} rows of {input}")
+    unlabelled = is_missing(y)
+    if unlabelled.all():
+        raise DataError(f"{labels or input}: no row has a label in column {label_column!r}")
+    if unlabelled.any():
+        n = int(unlabelled.sum())
+        notes.append(
+            f"warning: {n:,} row{'s have' if n > 1 else ' has'} no label and {'are' if n > 1 else 'is'} left out"
+        )
+    keep = ~unlabelled
+    index, unseen = label_indices(y[keep], m.class_names)
+    report = score_report(index, m.predict_proba(X[keep]), m.class_names, unseen)
+    if unseen:
+        counts = list(report["unseen_labels"].items())
+        shown = ", ".join(f"{n!r} ({c:,} row{'s' if c > 1 else ''})" for n, c in counts[:5])
+        shown += f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        notes.append(f"warning: labels that are no class of the model count as wrong: {shown}")
+    for line in notes:
+        typer.echo(line, err=True)
+    trained = m.provenance.get("test_accuracy")
+    if trained is not None:
+        report["training_test_accuracy"] = trained
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
+        return
+    from apfed.report import score_tables, table_console
+
+    console = table_console()
+    for t in score_tables(report, f"{model.name} on {input.name}"):
+        console.print(t)
+    if trained is not None:
+        rows = m.provenance.get("test_rows")
+        on = f" on its {rows:,} test rows" if isinstance(rows, int) else ""
+        console.print(f"At the end of training the model scored {trained:.2f} %{on}.")
 
 
 @app.command()

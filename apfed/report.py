@@ -341,3 +341,55 @@ def _plot(path: Path, report: dict) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+MAX_CONFUSION_CLASSES = 20  # a wider confusion matrix does not fit a terminal; --json has it whole
+MAX_UNSEEN_ROWS = 10  # labels that are no class of the model, each a row of the per-class table
+
+
+def score_tables(report: dict, title: str) -> list:
+    """rich tables of ``apfed.scoring.score_report``'s report: the overall metrics, each class, and the confusion
+    matrix (left out beyond ``MAX_CONFUSION_CLASSES`` classes)."""
+    from rich.table import Table
+
+    m = report["metrics"]
+    positive = report["positive_class"]
+    caption = f"average precision of class {positive!r}, the rarer here" if positive and "roc_auc" in m else None
+    overall = Table(title=title, caption=caption)
+    for col in ("rows", "accuracy (%)", "macro-F1 (%)", "weighted-F1 (%)", "ROC-AUC", "average precision"):
+        overall.add_column(col, justify="right")
+    ranked = [f"{m[k]:.4f}" if k in m else "–" for k in ("roc_auc", "average_precision")]
+    overall.add_row(
+        f"{report['rows']:,}", f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", f"{m['weighted_f1']:.2f}", *ranked
+    )
+    per_class = Table(title="each class", caption="rows: labelled so; predicted: given the class by the model")
+    per_class.add_column("class")
+    for col in ("rows", "predicted", "precision (%)", "recall (%)", "F1 (%)"):
+        per_class.add_column(col, justify="right")
+    unseen = [c for c in report["classes"] if not c["known_to_model"]]
+    for c in [c for c in report["classes"] if c["known_to_model"]] + unseen[:MAX_UNSEEN_ROWS]:
+        name = c["class"] if c["known_to_model"] else f"{c['class']} (not a class of the model)"
+        per_class.add_row(
+            name,
+            f"{c['rows']:,}",
+            f"{c['predicted']:,}",
+            f"{c['precision']:.2f}",
+            f"{c['recall']:.2f}",
+            f"{c['f1']:.2f}",
+        )
+    if len(unseen) > MAX_UNSEEN_ROWS:
+        rest = unseen[MAX_UNSEEN_ROWS:]
+        per_class.add_row(
+            f"{len(rest)} more labels that are no class of the model", f"{sum(c['rows'] for c in rest):,}"
+        )
+    tables = [overall, per_class]
+    conf = report["confusion"]
+    if len(conf["true"]) <= MAX_CONFUSION_CLASSES:
+        matrix = Table(title="confusion matrix")
+        matrix.add_column("label \\ predicted")
+        for name in conf["predicted"]:
+            matrix.add_column(name, justify="right")
+        for name, counts in zip(conf["true"], conf["counts"], strict=True):
+            matrix.add_row(name, *(f"{n:,}" for n in counts))
+        tables.append(matrix)
+    return tables

@@ -52,11 +52,11 @@ class StandaloneModel:
         """The columns of the table the model reads (before categorical columns become one feature per value)."""
         return self.encoding.columns if self.encoding else self.columns or []
 
-    def feature_positions(self, header: list[str], skip: str | None = None) -> tuple[list[int], bool]:
+    def feature_positions(self, header: list[str], skip: tuple[str, ...] = ()) -> tuple[list[int], bool]:
         """Which of a table's columns feed the model, in the model's order (``raw_columns``), and whether they
         were taken in the table's order for want of names: by name when every training column is there (any
-        order, others ignored); an error when only some are (never guessed); else every column but ``skip``, in
-        order."""
+        order, others ignored); an error when only some are (never guessed); else every column but those in ``skip``
+        (the ID and label columns), in order."""
         cols = self.raw_columns
         missing = [c for c in cols if c not in header]
         if cols and not missing:
@@ -69,7 +69,7 @@ class StandaloneModel:
                 f"no column is named as in training ({', '.join(cols[:5])}{', ...' if len(cols) > 5 else ''}); a model"
                 " with categorical columns reads its columns by name"
             )
-        take = [j for j, h in enumerate(header) if h != skip]
+        take = [j for j, h in enumerate(header) if h not in skip]
         if len(take) != self.n_features:
             hint = f" (named {', '.join(cols[:5])}{', ...' if len(cols) > 5 else ''} in training)" if cols else ""
             raise DataError(f"{len(take)} feature columns, the model expects {self.n_features}{hint}")
@@ -143,6 +143,22 @@ class StandaloneModel:
     def predict(self, X) -> np.ndarray:
         """Predicted class names."""
         return self.classes_[self.predict_proba(X).argmax(1)]
+
+    def score(self, X, y) -> float:
+        """Mean accuracy (0–1) of ``predict(X)`` against the labels ``y``, as scikit-learn's ``score``."""
+        return self.score_report(X, y)["metrics"]["accuracy"] / 100
+
+    def score_report(self, X, y) -> dict:
+        """Accuracy, macro and weighted F1, ROC-AUC, each class's precision and recall, and the confusion matrix
+        of the model on ``X`` against the labels ``y`` (class names, matched as ``apfed.scoring.label_indices``
+        says; a label that is no class of the model counts as wrong and is named in ``unseen_labels``)."""
+        from apfed.scoring import label_indices, score_report
+
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ApfedError(f"y must hold one label per row of X ({len(X)}), got shape {y.shape}")
+        index, unseen = label_indices(y.astype(str), self.class_names)
+        return score_report(index, self.predict_proba(X), self.class_names, unseen)
 
     def metadata(self) -> dict:
         # a model that fills missing values or encodes categorical columns is format 2: an older apfed refuses

@@ -48,7 +48,11 @@ def test_csv_parties_aligns_three_labs_and_predicts_new_rows_from_the_active_par
     assert "unmatched test rows (%)" in (out / "evaluate/results.md").read_text()
     for m in ("local", "apfed-c", "apfed-kd", "tvfl (passives absent: mean)"):
         assert 0 <= report["summary"][m]["unmatched_accuracy_mean"] <= 100
-    assert "standalone predictions for 200 new forms:" in p.stdout
+    # apfed score: the new forms' digits in a file of their own, matched by ID
+    with (out / "new_forms_digits.csv").open() as f:
+        digits = {r["form_id"]: r["digit"] for r in csv.DictReader(f)}
+    right = sum(r["prediction"] == digits[r["form_id"]] for r in rows)
+    assert f"│  200 │ {100 * right / 200:12.2f} │" in p.stdout and "confusion matrix" in p.stdout
     # the passive labs' files never carry the labels
     for lab in ("lab_b", "lab_c"):
         assert "digit" not in (out / f"{lab}.csv").open().readline()

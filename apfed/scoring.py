@@ -1,0 +1,97 @@
+"""How well a standalone model does on labelled rows of the active party's own data (``apfed score``,
+``StandaloneModel.score_report``): overall metrics, each class's precision and recall, and the confusion matrix.
+
+Labels are matched to the model's class names as text: exactly, then without surrounding spaces, then (when every
+class name is a number) by value, so that ``1.0`` is class ``1``. A label the model never saw is kept as a class
+of its own: its rows count as wrong, and the report names it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from apfed.data.encoding import parse_number
+from apfed.errors import DataError
+from apfed.metrics import ranking_metrics
+
+
+def label_indices(labels: np.ndarray, class_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each label's class index (int64) and the labels that are no class of the model, in order of first
+    appearance; those get the indices after the model's classes."""
+    exact = {c: i for i, c in enumerate(class_names)}
+    stripped = {c.strip(): i for i, c in enumerate(class_names)}
+    values = [parse_number(c.strip()) for c in class_names]
+    by_value = {v: i for i, v in enumerate(values)} if all(v is not None for v in values) else {}
+    distinct, first, inverse = np.unique(np.asarray(labels, dtype=str), return_index=True, return_inverse=True)
+    index = np.empty(len(distinct), dtype=np.int64)
+    unseen: list[str] = []
+    for k in np.argsort(first, kind="stable"):  # unseen labels numbered in the order the rows show them
+        v = str(distinct[k])
+        i = exact.get(v, stripped.get(v.strip(), by_value.get(parse_number(v.strip()), -1) if by_value else -1))
+        if i < 0:
+            i = len(class_names) + len(unseen)
+            unseen.append(v)
+        index[k] = i
+    return index[inverse.reshape(-1)], unseen
+
+
+def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unseen: list[str]) -> dict:
+    """Metrics of predicted probabilities ``proba`` (rows x the model's classes) against class indices ``y``
+    (from ``label_indices``; ``unseen`` names the indices past the model's classes).
+
+    Accuracy is in % of every row. Precision, recall and F1 (in %) are averaged over the model's classes (macro:
+    each class alike; weighted: by its rows), so a label the model never saw lowers them only through the rows it
+    takes from the classes it was given. ROC-AUC and average precision (0–1) are over the rows whose label is a
+    class of the model. With two classes, average precision is of the rarer class in these rows,
+    the class training took as positive (fraud, churn, a diagnosis)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    if len(y) == 0:
+        raise DataError("no labelled row to score")
+    names = [*class_names, *unseen]
+    pred = proba.argmax(1)
+    known = y < len(class_names)
+    if not known.any():
+        raise DataError(
+            f"no label is a class of the model ({_listed(class_names)}); the labels read: {_listed(unseen)}: check"
+            " the label column"
+        )
+    positive = 1
+    if len(class_names) == 2:
+        counts = np.bincount(y[known], minlength=2)
+        positive = 0 if counts[0] < counts[1] else 1
+    metrics = {"accuracy": float((y == pred).mean() * 100)}
+    model_classes = list(range(len(class_names)))  # the averages are over the model's classes
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y, pred, labels=model_classes, average=avg, zero_division=0)
+        metrics.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if known.any():
+        metrics.update(ranking_metrics(y[known], proba[known], positive))
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=list(range(len(names))), zero_division=0)
+    predicted = np.bincount(pred, minlength=len(names))
+    confusion = np.zeros((len(names), len(class_names)), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    per_class = [
+        {
+            "class": n,
+            "rows": int(support[i]),
+            "predicted": int(predicted[i]),
+            "precision": float(p[i] * 100),
+            "recall": float(r[i] * 100),
+            "f1": float(f[i] * 100),
+            "known_to_model": i < len(class_names),
+        }
+        for i, n in enumerate(names)
+    ]
+    return {
+        "rows": len(y),
+        "metrics": metrics,
+        "positive_class": class_names[positive] if len(class_names) == 2 else None,
+        "classes": per_class,
+        "unseen_labels": {n: int(support[len(class_names) + k]) for k, n in enumerate(unseen)},
+        "confusion": {"true": names, "predicted": list(class_names), "counts": confusion.tolist()},
+    }
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    return ", ".join(repr(n) for n in names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")

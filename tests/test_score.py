@@ -1,0 +1,146 @@
+"""Scoring a standalone model on labelled rows of the active party's data: apfed.scoring, StandaloneModel.score
+and ``apfed score``."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from typer.testing import CliRunner
+
+from apfed.cli import app
+from apfed.errors import DataError
+from apfed.scoring import label_indices, score_report
+
+
+def test_labels_match_class_names_exactly_then_stripped_then_by_value():
+    index, unseen = label_indices(np.array(["1", " 2 ", "1.0", "7", "x", "7", "2"]), ["1", "2", "3"])
+    assert index.tolist() == [0, 1, 0, 3, 4, 3, 1]
+    assert unseen == ["7", "x"]  # in the order the rows show them
+    # text class names are never matched by value
+    index, unseen = label_indices(np.array(["yes", "no", "Yes"]), ["no", "yes"])
+    assert index.tolist() == [1, 0, 2] and unseen == ["Yes"]
+
+
+def test_report_by_hand():
+    # classes a, b; the rows' labels: a a a b b, then one label the model never saw
+    y = np.array([0, 0, 0, 1, 1, 2])
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4], [0.2, 0.8]])
+    r = score_report(y, proba, ["a", "b"], ["c"])  # predicted: a a b b a b
+    assert r["rows"] == 6
+    assert r["confusion"] == {"true": ["a", "b", "c"], "predicted": ["a", "b"], "counts": [[2, 1], [1, 1], [0, 1]]}
+    assert r["metrics"]["accuracy"] == pytest.approx(100 * 3 / 6)
+    a, b, c = r["classes"]
+    assert (a["rows"], a["predicted"], a["precision"], a["recall"]) == (
+        3,
+        3,
+        pytest.approx(200 / 3),
+        pytest.approx(200 / 3),
+    )
+    assert (b["rows"], b["predicted"], b["precision"], b["recall"]) == (2, 3, pytest.approx(100 / 3), 50.0)
+    assert (c["rows"], c["known_to_model"], c["recall"]) == (1, False, 0.0)
+    f_a, f_b = 200 / 3, 2 * (1 / 3) * 0.5 / (1 / 3 + 0.5) * 100
+    assert r["metrics"]["macro_f1"] == pytest.approx((f_a + f_b) / 2)  # over the model's classes only
+    assert r["unseen_labels"] == {"c": 1}
+    # two classes: average precision of the rarer class among the rows the model has a class for (b: 2 of 5);
+    # ROC-AUC over those 5 rows: b's rows score 0.6 and 0.4 for b, a's rows 0.1, 0.2 and 0.7; each of b's rows is
+    # above two of a's: 4 of the 6 pairs are in order
+    assert r["positive_class"] == "b"
+    assert r["metrics"]["roc_auc"] == pytest.approx(4 / 6)
+
+
+def test_no_label_that_the_model_knows_is_an_error():
+    with pytest.raises(DataError, match="no label is a class of the model"):
+        score_report(np.array([2, 3]), np.array([[0.5, 0.5], [0.1, 0.9]]), ["a", "b"], ["c", "d"])
+
+
+@pytest.fixture(scope="module")
+def model_and_rows(tmp_path_factory):
+    """A model trained on a bank's CSV file (and a shop's), and the bank's rows with their labels."""
+    from apfed.api import load_dataset, train
+
+    tmp = tmp_path_factory.mktemp("score")
+    rng = np.random.default_rng(0)
+    n = 240
+    ids = [f"c{i:03d}" for i in range(n)]
+    y = rng.integers(0, 3, n)
+    xa = rng.normal(size=(n, 3)) + y[:, None]
+    xb = rng.normal(size=(n, 2)) + y[:, None]
+    bank, shop = tmp / "bank.csv", tmp / "shop.csv"
+    with bank.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "f0", "f1", "f2", "label"])
+        w.writerows([ids[i], *np.round(xa[i], 4), f"k{y[i]}"] for i in range(n))
+    with shop.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "g0", "g1"])
+        w.writerows([ids[i], *np.round(xb[i], 4)] for i in range(n))
+    ds, active = load_dataset(data=[bank, shop], log=lambda *_: None)
+    path = train(ds, active, "apfed-c", epochs=3).model.save(tmp / "m.safetensors")
+    return path, bank, np.array([f"k{v}" for v in y])
+
+
+def test_score_matches_predictions_against_the_labels(model_and_rows):
+    from apfed.standalone import StandaloneModel
+
+    path, bank, labels = model_and_rows
+    m = StandaloneModel.load(path)
+    rows = list(csv.reader(bank.read_text().splitlines()))[1:]
+    X = np.array([[float(v) for v in r[1:4]] for r in rows], dtype=np.float32)
+    expected = float(np.mean(m.predict(X) == labels))
+    assert m.score(X, labels) == pytest.approx(expected)
+    report = m.score_report(X, labels)
+    assert sum(map(sum, report["confusion"]["counts"])) == len(labels)
+    with pytest.raises(Exception, match="one label per row"):
+        m.score(X, labels[:-1])
+
+
+def test_cli_scores_labels_in_the_input_or_in_a_file_of_their_own(model_and_rows, tmp_path):
+    from apfed.standalone import StandaloneModel
+
+    path, bank, labels = model_and_rows
+    runner = CliRunner()
+    res = runner.invoke(app, ["score", "--model", str(path), "--input", str(bank), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    rows = list(csv.reader(bank.read_text().splitlines()))[1:]
+    X = np.array([[float(v) for v in r[1:4]] for r in rows], dtype=np.float32)
+    assert report["rows"] == len(labels)
+    assert report["metrics"]["accuracy"] == pytest.approx(
+        100 * np.mean(StandaloneModel.load(path).predict(X) == labels)
+    )
+    assert report["training_test_accuracy"] == pytest.approx(StandaloneModel.load(path).provenance["test_accuracy"])
+
+    # the labels in a file of their own, matched by ID (shuffled; one row unlabelled, one label unknown)
+    features, label_file = tmp_path / "x.csv", tmp_path / "y.csv"
+    with features.open("w", newline="") as f:
+        csv.writer(f).writerows([["id", "f0", "f1", "f2"], *(r[:4] for r in rows)])
+    shuffled = [rows[i] for i in np.random.default_rng(1).permutation(len(rows))]
+    shuffled[0][4], shuffled[1][4] = "", "k9"
+    with label_file.open("w", newline="") as f:
+        csv.writer(f).writerows([["label", "id"], *([r[4], r[0]] for r in shuffled)])
+    res = runner.invoke(
+        app, ["score", "--model", str(path), "--input", str(features), "--labels", str(label_file), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["rows"] == len(labels) - 1
+    assert report["unseen_labels"] == {"k9": 1}
+    assert "1 row has no label" in res.stderr and "'k9' (1 row)" in res.stderr
+    res = runner.invoke(app, ["score", "--model", str(path), "--input", str(bank)])  # the tables
+    assert res.exit_code == 0 and "confusion matrix" in res.stdout and "k2" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--label-column", "nope"], "no label column 'nope'"),
+        (["--labels", "missing.csv"], "labels file not found"),
+        (["--labels", "{bank}", "--label-column", "f0"], "no label is a class of the model"),
+    ],
+)
+def test_cli_errors_are_one_line(model_and_rows, extra, match):
+    path, bank, _ = model_and_rows
+    code, _, err = run_cli("score", "--model", path, "--input", bank, *(e.format(bank=bank) for e in extra))
+    assert code == 2 and err.strip().count("\n") == 0 and err.startswith("error: ") and match in err, err
