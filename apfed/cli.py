@@ -668,6 +668,16 @@ def score(
     id_column: Annotated[
         str | None, typer.Option(help="ID column (default: 'id' when the input has one; needed with --labels).")
     ] = None,
+    importance: Annotated[
+        bool,
+        typer.Option(
+            "--importance",
+            help="Also rank the model's columns: the accuracy lost when a column's values are shuffled across the"
+            " rows (tabular models).",
+        ),
+    ] = False,
+    repeats: Annotated[int, typer.Option(min=1, help="Shuffles per column for --importance.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of --importance's shuffles.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
 ):
     """Score a standalone model on labelled rows of the active party's own data: accuracy, F1, ROC-AUC, each
@@ -679,6 +689,8 @@ def score(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
+    if importance and m.spec["kind"] != "tabular":
+        raise ConfigError("--importance ranks the columns of a tabular model; this model reads an image strip")
     required, id_column = id_column is not None or labels is not None, id_column or "id"
     ids, X = _read_input(input, m, id_column, required, None if labels else label_column)
     notes = []  # said once the rows are scored: before, an error is the only line
@@ -714,18 +726,31 @@ def score(
     trained = m.provenance.get("test_accuracy")
     if trained is not None:
         report["training_test_accuracy"] = trained
+    if importance:
+        report["importance"] = _importance(m, X[keep], y[keep], repeats, seed)
     if as_json:
         typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
         return
     from apfed.report import score_tables, table_console
 
     console = table_console()
-    for t in score_tables(report, f"{model.name} on {input.name}"):
+    for t in score_tables(report, f"{model.name} on {input.name}", repeats):
         console.print(t)
     if trained is not None:
         rows = m.provenance.get("test_rows")
         on = f" on its {rows:,} test rows" if isinstance(rows, int) else ""
         console.print(f"At the end of training the model scored {trained:.2f} %{on}.")
+
+
+def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> list[dict]:
+    """The model's ``permutation_importance``, with a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    columns = len(m.raw_columns) or m.n_features
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"shuffling {columns} columns {repeats}x", total=columns)
+        return m.permutation_importance(X, y, repeats, seed, lambda: progress.advance(task))
 
 
 @app.command()

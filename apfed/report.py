@@ -345,9 +345,10 @@ def _plot(path: Path, report: dict) -> Path:
 
 MAX_CONFUSION_CLASSES = 20  # a wider confusion matrix does not fit a terminal; --json has it whole
 MAX_UNSEEN_ROWS = 10  # labels that are no class of the model, each a row of the per-class table
+MAX_IMPORTANCE_ROWS = 20  # the most important columns shown; --json has them all
 
 
-def score_tables(report: dict, title: str) -> list:
+def score_tables(report: dict, title: str, repeats: int = 5) -> list:
     """rich tables of ``apfed.scoring.score_report``'s report: the overall metrics, each class, and the confusion
     matrix (left out beyond ``MAX_CONFUSION_CLASSES`` classes)."""
     from rich.table import Table
@@ -356,9 +357,9 @@ def score_tables(report: dict, title: str) -> list:
     positive = report["positive_class"]
     caption = f"average precision of class {positive!r}, the rarer here" if positive and "roc_auc" in m else None
     overall = Table(title=title, caption=caption)
-    for col in ("rows", "accuracy (%)", "macro-F1 (%)", "weighted-F1 (%)", "ROC-AUC", "average precision"):
+    for col in ("rows", "accuracy (%)", "macro-F1 (%)", "weighted-F1 (%)", "ROC-AUC", "average precision", "log-loss"):
         overall.add_column(col, justify="right")
-    ranked = [f"{m[k]:.4f}" if k in m else "–" for k in ("roc_auc", "average_precision")]
+    ranked = [f"{m[k]:.4f}" if k in m else "–" for k in ("roc_auc", "average_precision", "log_loss")]
     overall.add_row(
         f"{report['rows']:,}", f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", f"{m['weighted_f1']:.2f}", *ranked
     )
@@ -392,4 +393,18 @@ def score_tables(report: dict, title: str) -> list:
         for name, counts in zip(conf["true"], conf["counts"], strict=True):
             matrix.add_row(name, *(f"{n:,}" for n in counts))
         tables.append(matrix)
+    if "importance" in report:
+        ranked = report["importance"]
+        shown = ranked[:MAX_IMPORTANCE_ROWS]
+        more = f"; {len(ranked) - len(shown)} more in --json" if len(ranked) > len(shown) else ""
+        imp = Table(
+            title="columns by importance",
+            caption=f"accuracy lost when the column's values are shuffled across the rows, mean ± std of {repeats}"
+            f" shuffles{more}",
+        )
+        imp.add_column("column")
+        imp.add_column("accuracy drop (points)", justify="right")
+        for r in shown:
+            imp.add_row(r["column"], f"{r['accuracy_drop']:.2f} ± {r['std']:.2f}")
+        tables.append(imp)
     return tables

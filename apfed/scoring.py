@@ -7,9 +7,11 @@ of its own: its rows count as wrong, and the report names it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from apfed.data.encoding import parse_number
+from apfed.data.encoding import Encoding, parse_number
 from apfed.errors import DataError
 from apfed.metrics import ranking_metrics
 
@@ -40,9 +42,11 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
 
     Accuracy is in % of every row. Precision, recall and F1 (in %) are averaged over the model's classes (macro:
     each class alike; weighted: by its rows), so a label the model never saw lowers them only through the rows it
-    takes from the classes it was given. ROC-AUC and average precision (0–1) are over the rows whose label is a
-    class of the model. With two classes, average precision is of the rarer class in these rows,
-    the class training took as positive (fraud, churn, a diagnosis)."""
+    takes from the classes it was given. Over the rows whose label is a class of the model: ROC-AUC and average
+    precision (0–1; with two classes, of the rarer class in these rows, the class training took as positive:
+    fraud, churn, a diagnosis), and log-loss and the Brier score (the squared distance of the probabilities to
+    the one-hot label, summed over the classes; 0 is perfect, 2 the worst), which say how well calibrated the
+    probabilities are."""
     from sklearn.metrics import precision_recall_fscore_support
 
     if len(y) == 0:
@@ -64,6 +68,11 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
     for avg in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y, pred, labels=model_classes, average=avg, zero_division=0)
         metrics.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
+    if known.any():
+        p_known = np.clip(proba[known], 1e-12, 1.0)
+        truth = np.eye(len(class_names))[y[known]]
+        metrics["log_loss"] = -np.log(p_known[np.arange(len(p_known)), y[known]]).mean()
+        metrics["brier"] = ((proba[known] - truth) ** 2).sum(1).mean()
     metrics = {k: float(v) for k, v in metrics.items()}
     if known.any():
         metrics.update(ranking_metrics(y[known], proba[known], positive))
@@ -95,3 +104,52 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
 
 def _listed(names: list[str], most: int = 5) -> str:
     return ", ".join(repr(n) for n in names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def feature_groups(
+    columns: list[str] | None, encoding: Encoding | None, n_features: int
+) -> list[tuple[str, list[int]]]:
+    """Each raw column of a tabular model and the positions of its features: a categorical column's one 0/1
+    feature per category together, any other column its own feature (named ``feature j`` without names)."""
+    if encoding is None:
+        names = columns if columns and len(columns) == n_features else [f"feature {j}" for j in range(n_features)]
+        return [(n, [j]) for j, n in enumerate(names)]
+    groups, k = [], 0
+    for c in encoding.columns:
+        width = len(encoding.categories[c]) if c in encoding.categories else 1
+        groups.append((c, list(range(k, k + width))))
+        k += width
+    return groups
+
+
+def permutation_importance(
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: list[tuple[str, list[int]]],
+    repeats: int = 5,
+    seed: int = 0,
+    progress: Callable[[], object] | None = None,
+) -> list[dict]:
+    """How much each column matters to the model on these rows: the accuracy it loses (in points) when the
+    column's values are shuffled across the rows, which breaks its link to the label and keeps its distribution
+    (mean and standard deviation over ``repeats`` shuffles; a categorical column's features move together).
+    ``X``: the model's features (rows x features), ``y``: class indices as ``label_indices`` gives them.
+    Sorted by the loss, largest first; ``progress`` is called once per column."""
+    if repeats < 1:
+        raise DataError(f"repeats must be at least 1, got {repeats}")
+    X = np.array(X, dtype=np.float32)  # a copy: the shuffles write into it
+    base = float((predict_proba(X).argmax(1) == y).mean() * 100)
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, idx in groups:
+        kept = X[:, idx].copy()
+        drops = []
+        for _ in range(repeats):
+            X[:, idx] = kept[rng.permutation(len(X))]
+            drops.append(base - float((predict_proba(X).argmax(1) == y).mean() * 100))
+        X[:, idx] = kept
+        out.append({"column": name, "accuracy_drop": float(np.mean(drops)), "std": float(np.std(drops))})
+        if progress is not None:
+            progress()
+    return sorted(out, key=lambda r: -r["accuracy_drop"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -127,11 +128,15 @@ class StandaloneModel:
             raise ApfedError(f"X holds NaN or infinite values ({n} rows; the first: row {r}, feature {c})")
         return torch.from_numpy(self.preprocessor(X))
 
-    @torch.no_grad()
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
+        return self._proba_of_features(self._inputs(X))
+
+    @torch.no_grad()
+    def _proba_of_features(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Probabilities from preprocessed features (what ``_inputs`` returns)."""
         self.net.eval()
-        x = self._inputs(X)
+        x = torch.as_tensor(x)
         dev = next(self.net.parameters()).device
         out = (
             [torch.softmax(self.net(c.to(dev)), 1).cpu() for c in x.split(4096)]
@@ -159,6 +164,21 @@ class StandaloneModel:
             raise ApfedError(f"y must hold one label per row of X ({len(X)}), got shape {y.shape}")
         index, unseen = label_indices(y.astype(str), self.class_names)
         return score_report(index, self.predict_proba(X), self.class_names, unseen)
+
+    def permutation_importance(
+        self, X, y, repeats: int = 5, seed: int = 0, progress: Callable[[], object] | None = None
+    ) -> list[dict]:
+        """Each raw column's importance on these rows: the accuracy (in points) lost when its values are shuffled
+        across the rows (``apfed.scoring.permutation_importance``), largest first. Tabular models only.
+        ``progress`` is called once per column."""
+        from apfed.scoring import feature_groups, label_indices, permutation_importance
+
+        if self.spec["kind"] != "tabular":
+            raise ApfedError("permutation importance is for tabular models (an image strip's pixels are no columns)")
+        features = self._inputs(X).numpy()  # preprocessed; shuffling a column of it shuffles the raw column
+        index, _ = label_indices(np.asarray(y).astype(str), self.class_names)
+        groups = feature_groups(self.columns, self.encoding, self.n_features)
+        return permutation_importance(self._proba_of_features, features, index, groups, repeats, seed, progress)
 
     def metadata(self) -> dict:
         # a model that fills missing values or encodes categorical columns is format 2: an older apfed refuses

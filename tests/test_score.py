@@ -94,6 +94,8 @@ def test_score_matches_predictions_against_the_labels(model_and_rows):
     assert sum(map(sum, report["confusion"]["counts"])) == len(labels)
     with pytest.raises(Exception, match="one label per row"):
         m.score(X, labels[:-1])
+    ranked = m.permutation_importance(X, labels, repeats=2)
+    assert sorted(r["column"] for r in ranked) == ["f0", "f1", "f2"]
 
 
 def test_cli_scores_labels_in_the_input_or_in_a_file_of_their_own(model_and_rows, tmp_path):
@@ -144,3 +146,35 @@ def test_cli_errors_are_one_line(model_and_rows, extra, match):
     path, bank, _ = model_and_rows
     code, _, err = run_cli("score", "--model", path, "--input", bank, *(e.format(bank=bank) for e in extra))
     assert code == 2 and err.strip().count("\n") == 0 and err.startswith("error: ") and match in err, err
+
+
+def test_permutation_importance_ranks_the_column_the_model_reads():
+    from apfed.data.encoding import Encoding
+    from apfed.scoring import feature_groups, permutation_importance
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+
+    def proba(features):  # reads feature 0 only
+        p = (features[:, 0] > 0).astype(np.float64)
+        return np.stack([1 - p, p], 1)
+
+    ranked = permutation_importance(proba, X, y, [("a", [0]), ("b", [1]), ("c", [2])], repeats=3)
+    assert [r["column"] for r in ranked][0] == "a" and ranked[0]["accuracy_drop"] > 30
+    assert {r["column"]: r["accuracy_drop"] for r in ranked[1:]} == {"b": 0.0, "c": 0.0}
+    assert np.array_equal(X[:, 0] > 0, y.astype(bool))  # the caller's array is left as it was
+    # a categorical column's features move together; unnamed features are numbered
+    enc = Encoding(["age", "city", "income"], {"city": ["Lyon", "Nice", "Paris"]})
+    assert feature_groups(None, enc, 5) == [("age", [0]), ("city", [1, 2, 3]), ("income", [4])]
+    assert feature_groups(None, None, 2) == [("feature 0", [0]), ("feature 1", [1])]
+
+
+def test_cli_importance_lists_every_column(model_and_rows):
+    path, bank, _ = model_and_rows
+    code, out, err = run_cli("score", "--model", path, "--input", bank, "--importance", "--repeats", "2", "--json")
+    assert code == 0, err
+    ranked = json.loads(out)["importance"]
+    assert sorted(r["column"] for r in ranked) == ["f0", "f1", "f2"]
+    drops = [r["accuracy_drop"] for r in ranked]
+    assert drops == sorted(drops, reverse=True) and drops[0] > 0  # every feature carries the label here
