@@ -48,6 +48,9 @@ def test_report_by_hand():
     # above two of a's: 4 of the 6 pairs are in order
     assert r["positive_class"] == "b"
     assert r["metrics"]["roc_auc"] == pytest.approx(4 / 6)
+    # calibration over the same 5 rows: the probability of the true class, and the squared distance to one-hot
+    assert r["metrics"]["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.3, 0.6, 0.4])))
+    assert r["metrics"]["brier"] == pytest.approx((0.02 + 0.08 + 0.98 + 0.32 + 0.72) / 5)
 
 
 def test_no_label_that_the_model_knows_is_an_error():
