@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
+import sys
 import uuid
 import warnings
 from collections.abc import Callable
@@ -253,11 +255,6 @@ class _NoDeprecationNotice(logging.Filter):
         return not str(record.msg).startswith("DEPRECATED FEATURE")
 
 
-def _is_terminal(handler: logging.Handler) -> bool:
-    stream = getattr(handler, "stream", None)
-    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
-
-
 def simulate(
     settings: RunSettings, n_passives: int, verbose: bool = False, on_epoch: Callable[[dict], None] | None = None
 ) -> dict:
@@ -269,7 +266,7 @@ def simulate(
 
     with tempfile.TemporaryDirectory() as tmp:
         s = RunSettings(**{**asdict(settings), "results_out": str(Path(tmp) / "result.json"), "simulation": True})
-        from clients.flower_client import make_client_app
+        from clients.flower_client import make_client_app, plain_flower_logs
 
         # Ray's notice about a future default of its GPU hiding: simulate sets every actor's GPU share itself
         warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
@@ -277,10 +274,11 @@ def simulate(
         quiet = _NoDeprecationNotice()
         if not verbose:  # Flower deprecates calling run_simulation: our call, nothing the user can act on
             flower_log.addFilter(quiet)
-        # Flower colours its log lines even into a file or a pipe, where the escape codes show as text
-        plain = [h for h in flower_log.handlers if getattr(h, "colored", False) and not _is_terminal(h)]
-        for h in plain:
-            h.colored = False
+        plain = plain_flower_logs()
+        # Ray colours the prefix of the actors' lines that it prints, "(ClientAppActor pid=...)", unless told not to
+        ray_colour = os.environ.get("RAY_COLOR_PREFIX")
+        if not sys.stderr.isatty():
+            os.environ["RAY_COLOR_PREFIX"] = "0"
         try:
             run_simulation(
                 make_server_app(s, on_epoch),
@@ -293,6 +291,10 @@ def simulate(
             flower_log.removeFilter(quiet)
             for h in plain:
                 h.colored = True
+            if ray_colour is None:
+                os.environ.pop("RAY_COLOR_PREFIX", None)
+            else:
+                os.environ["RAY_COLOR_PREFIX"] = ray_colour
         out = Path(s.results_out)
         if not out.exists():
             raise ConfigError("the simulation ended without a result; rerun with --verbose to see Flower's log")
