@@ -15,7 +15,6 @@ clear line. Imports are deferred to the calls, so ``import apfed`` stays light.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -197,22 +196,23 @@ def compare(
     resume: bool = False,
     **settings,
 ) -> dict:
-    """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name), as ``apfed evaluate`` does;
+    """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name; a method may carry its own
+    settings, ``"apfed-c[lam=0.5]"``, a row of its own), as ``apfed evaluate`` does;
     return its report (``summary``:
     per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``roc_auc_mean``, ``standalone``,
     ``gap_closed``, and against ``local`` with the same seed ``vs_local_mean``, ``vs_local_std``, ``vs_local_wins``
     and ``vs_local_seeds``; ``runs``: every run). With ``out`` it also writes ``results.json``, ``results.md`` and
     ``results.png`` there, and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
     data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4)."""
-    from apfed.config import DEFAULT_METHODS
+    from apfed.config import DEFAULT_METHODS, parse_method_list, variant_config
     from apfed.evaluate import evaluate
 
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}")
-    chosen = list(methods or DEFAULT_METHODS)
+    chosen = parse_method_list(",".join(methods or DEFAULT_METHODS))
     cfg = _config(preset, **settings)
     for m in chosen:
-        active = check_run(ds, active, replace(cfg, method=m))
+        active = check_run(ds, active, variant_config(cfg, m))
     return evaluate(
         ds,
         active,

@@ -8,14 +8,13 @@ import os
 import shlex
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
 
-from apfed.config import DEFAULT_METHODS, METHODS
+from apfed.config import DEFAULT_METHODS
 from apfed.errors import ApfedError, ConfigError, DataError
 from protocols.errors import ProtocolError
 
@@ -224,7 +223,11 @@ def evaluate(
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized.")
+        str,
+        typer.Option(
+            help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized; a method may take"
+            " its own settings, each variant a row: 'local,apfed-c[lam=0.5],apfed-c[lam=2,temperature=0.5]'."
+        ),
     ] = ",".join(DEFAULT_METHODS),
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
     epochs: Epochs = None,
@@ -260,12 +263,9 @@ def evaluate(
     ] = False,
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
-    chosen = list(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip()))  # in order, each once
-    if not chosen:
-        raise ConfigError(f"--methods names no method; choose from {', '.join(METHODS)}")
-    for m in chosen:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(METHODS)}")
+    from apfed.config import parse_method_list, variant_config
+
+    chosen = parse_method_list(methods)  # in order, each once; a method may carry its own settings
     cfg = _config(
         preset,
         set_,
@@ -295,7 +295,7 @@ def evaluate(
     from apfed.api import check_run
 
     for m in chosen:
-        check_run(ds, a, replace(cfg, method=m))
+        check_run(ds, a, variant_config(cfg, m))
     safety = _safety(encrypt, on_bad_message, None)
     command = shlex.join(["apfed", *sys.argv[1:]])
     run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume, command=command)

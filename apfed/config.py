@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 
 from apfed.errors import ConfigError
@@ -255,3 +256,71 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
     return cfg.lr
+
+
+_SET_BOUNDARY = re.compile(r",(?=\s*[A-Za-z_][\w-]*\s*=)")
+
+
+def split_sets(text: str) -> list[str]:
+    """``"lam=0.5,passive_losses=r,c"`` -> ``["lam=0.5", "passive_losses=r,c"]``: a comma splits only before a
+    ``KEY=``, so a value may hold commas."""
+    return [x.strip() for x in _SET_BOUNDARY.split(text) if x.strip()]
+
+
+def parse_method_list(text: str) -> list[str]:
+    """``evaluate --methods``: comma-separated methods, each optionally with its own settings in brackets
+    (``"local,apfed-c[lam=0.5],apfed-c[lam=2]"``); each checked (``method_variant``), in order, each once."""
+    labels, depth, start = [], 0, 0
+    for i, ch in enumerate(text + ","):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"--methods: a ']' without its '[' in {text!r}")
+        elif ch == "," and depth == 0:
+            if label := text[start:i].strip():
+                labels.append(label)
+            start = i + 1
+    if depth:
+        raise ConfigError(f"--methods: a '[' without its ']' in {text!r}")
+    labels = list(dict.fromkeys(_normal_label(x) for x in labels))
+    if not labels:
+        raise ConfigError(f"--methods names no method; choose from {', '.join(METHODS)}")
+    return labels
+
+
+def _normal_label(label: str) -> str:
+    method, over = method_variant(label)
+    return method if not over else f"{method}[{','.join(split_sets(label.partition('[')[2].rstrip().rstrip(']')))}]"
+
+
+def method_variant(label: str) -> tuple[str, dict]:
+    """``"apfed-c[lam=0.5,temperature=0.2]"`` -> ``("apfed-c", {"lam": 0.5, "temperature": 0.2})``: a method and
+    its own training settings (as ``--set`` takes them); a plain method has none."""
+    method, bracket, rest = label.strip().partition("[")
+    method = method.strip()
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r} in --methods; choose from {', '.join(METHODS)}")
+    if not bracket:
+        return method, {}
+    inner = rest.rstrip()
+    if not inner.endswith("]") or "[" in inner or "]" in inner[:-1]:
+        raise ConfigError(f"--methods: {label.strip()!r} is not METHOD[KEY=VALUE,...]")
+    pairs = split_sets(inner[:-1])
+    if not pairs:
+        raise ConfigError(f"--methods: {label.strip()!r} has no setting in its brackets")
+    try:
+        over = parse_overrides(pairs)
+    except ConfigError as e:
+        raise ConfigError(f"--methods {label.strip()!r}: {str(e).removeprefix('--set ')}") from None
+    for key in ("method", "seed"):
+        if key in over:
+            raise ConfigError(f"--methods: {label.strip()!r} sets {key}, which --methods and --seeds choose")
+    return method, over
+
+
+def variant_config(cfg: TrainConfig, label: str, **more) -> TrainConfig:
+    """``cfg`` for one ``--methods`` entry (``method_variant``), with ``more`` settings (the seed), checked."""
+    method, over = method_variant(label)
+    return TrainConfig(**{**cfg.to_dict(), **over, "method": method, **more}).validate()

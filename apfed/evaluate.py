@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from apfed import __version__
-from apfed.config import TrainConfig
+from apfed.config import TrainConfig, variant_config
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError
 from apfed.report import accuracy_note, machine, rich_table, summarize, table_console, write_report
@@ -53,10 +53,10 @@ def _parallel(
             task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
             pending = [pool.apply_async(_run_one, (ds, active, c, threads, safety)) for c in configs]
             runs = []
-            for c, r in zip(configs, pending, strict=True):
+            for i, r in enumerate(pending):
                 runs.append(r.get())
                 if on_run is not None:
-                    on_run(c, runs[-1])
+                    on_run(i, runs[-1])
                 progress.update(task, advance=1)
         pool.close()
     except BaseException:
@@ -83,27 +83,35 @@ def evaluate(
     resume: bool = False,
     command: str | None = None,
 ) -> dict:
-    """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report. With
+    """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report. A method may
+    carry its own settings, ``"apfed-c[lam=0.5]"`` (``apfed.config.method_variant``): it is a row of its own. With
     ``out``, each finished run is also stored in ``out/runs/``; ``resume`` reuses the runs stored there from the
     same data and settings (an error if one was made with other settings) and trains only the others.
     ``command``: the command line that asked for the comparison, recorded in the report to repeat it."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True, log_path=False)
     t0 = time.time()
-    configs = [replace(cfg, method=m, seed=s) for m in methods for s in range(seeds)]
+    labels = [m for m in methods for _ in range(seeds)]
+    configs = [variant_config(cfg, m, seed=s) for m in methods for s in range(seeds)]
     store = None
     if out is not None:
         unmatched = _unmatched_counts(ds, active)["unmatched_train"]
         store = RunStore(Path(out) / "runs", data_digest(ds, active), asdict(safety) if safety else None, unmatched)
     elif resume:
         raise ConfigError("resuming needs the output directory of the interrupted comparison")
-    done = {i: r for i, c in enumerate(configs) if resume and (r := store.load(c)) is not None}
+    done = {i: r for i, c in enumerate(configs) if resume and (r := store.load(c, labels[i])) is not None}
     if resume and not quiet:
         console.print(f"resuming: {len(done)} of {len(configs)} runs already done in {store.root}")
-    todo = [c for i, c in enumerate(configs) if i not in done]
-    on_run = store.save if store is not None else None
+    left = [i for i in range(len(configs)) if i not in done]
+    todo = [configs[i] for i in left]
+
+    def on_run(k: int, r: dict) -> None:  # the k-th run of todo
+        if store is not None:
+            store.save(todo[k], _labelled(r, labels[left[k]]), labels[left[k]])
+
     new: list[dict] = []
     if jobs == 0:
         jobs = auto_jobs(len(todo), cfg.device)
@@ -119,8 +127,8 @@ def evaluate(
         console=console,
         disable=quiet,
     ) as progress:
-        for c in todo if jobs == 1 else []:
-            task = progress.add_task(f"{c.method} seed {c.seed}", total=c.epochs, acc="")
+        for k, c in enumerate(todo if jobs == 1 else []):
+            task = progress.add_task(f"{escape(labels[left[k]])} seed {c.seed}", total=c.epochs, acc="")
 
             def on_epoch(row, task=task):
                 progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
@@ -135,10 +143,9 @@ def evaluate(
             ).to_json()
             progress.update(task, total=len(r["history"]), completed=len(r["history"]))  # an early stop, too
             new.append(r)
-            if on_run is not None:
-                on_run(c, r)
+            on_run(k, r)
     fresh = iter(new)
-    runs = [done[i] if i in done else next(fresh) for i in range(len(configs))]
+    runs = [_labelled(done[i] if i in done else next(fresh), labels[i]) for i in range(len(configs))]
     summary = summarize(runs)
     report = {
         "dataset": ds.name,
@@ -172,6 +179,13 @@ def evaluate(
         if not quiet:
             console.print("wrote " + ", ".join(str(p) for p in paths))
     return report
+
+
+def _labelled(run: dict, label: str) -> dict:
+    """A run of a method with its own settings carries its ``--methods`` entry as ``variant``."""
+    if label != run["method"]:
+        run["variant"] = label
+    return run
 
 
 def _unmatched_counts(ds: MultiViewDataset, active: int) -> dict[str, int]:

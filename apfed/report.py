@@ -82,11 +82,12 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
     and the fraction of the local → all-parties-TVFL gap closed."""
     rows: dict[str, dict] = {}
     by_method: dict[str, list[dict]] = {}
-    for r in runs:
-        by_method.setdefault(r["method"], []).append(r)
-    for m, rs in by_method.items():
+    for r in runs:  # a method with its own settings (evaluate --methods 'apfed-c[lam=0.5]') is a row of its own
+        by_method.setdefault(r.get("variant", r["method"]), []).append(r)
+    for label, rs in by_method.items():
+        m = rs[0]["method"]
         acc = [r["accuracy"] for r in rs]
-        rows[m] = {
+        rows[label] = {
             "accuracy_mean": float(np.mean(acc)),
             "accuracy_std": float(np.std(acc)),
             "macro_f1_mean": float(np.mean([r["final"]["macro_f1"] for r in rs])),
@@ -95,17 +96,18 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             "seeds": len(rs),
             "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
         }
-        _unmatched_stats(rows[m], rs, "unmatched_accuracy")  # the standalone model
-        for key, label, standalone in (
-            ("acc_fill_zero", "tvfl (passives absent: zero)", True),
-            ("acc_fill_mean", "tvfl (passives absent: mean)", True),
-            ("acc_fill_rand", "tvfl (passives absent: rand)", True),
-            ("acc_fused", "apfed-kd (teacher, all parties)", False),
+        _unmatched_stats(rows[label], rs, "unmatched_accuracy")  # the standalone model
+        for key, what, standalone in (
+            ("acc_fill_zero", "passives absent: zero", True),
+            ("acc_fill_mean", "passives absent: mean", True),
+            ("acc_fill_rand", "passives absent: rand", True),
+            ("acc_fused", "teacher, all parties", False),
         ):
             if m == "tvfl" and key == "acc_fused" or m != "tvfl" and key != "acc_fused" or key not in rs[0]["extra"]:
                 continue
             vals = [r["extra"][key] for r in rs]
-            rows[label] = {
+            derived = f"{label} ({what})"
+            rows[derived] = {
                 "accuracy_mean": float(np.mean(vals)),
                 "accuracy_std": float(np.std(vals)),
                 "macro_f1_mean": None,
@@ -114,7 +116,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 "seeds": len(rs),
                 "derived": True,
             }
-            _unmatched_stats(rows[label], rs, f"unmatched_accuracy_{key[4:]}")  # tvfl, embeddings filled in
+            _unmatched_stats(rows[derived], rs, f"unmatched_accuracy_{key[4:]}")  # tvfl, embeddings filled in
     _paired_with_local(rows, by_method)
     lo, hi = rows.get("local"), rows.get("tvfl")
     for r in rows.values():
@@ -240,15 +242,16 @@ def table_console():
 def rich_table(summary: dict[str, dict], title: str, note: str | None = None):
     """The comparison table for the console; ``note`` (what the accuracy is) and, where tvfl does no better than
     local, why the gap column is empty, go under it."""
+    from rich.markup import escape
     from rich.table import Table
 
     caption = "\n".join(c for c in (note, no_gap(summary)) if c) or None
-    t = Table(title=title, caption=caption)
+    t = Table(title=escape(title), caption=caption and escape(caption))
     header, rows = _cells(summary, "gap closed")
     for col in header:
         t.add_column(col, justify="left" if col == "method" else "right")
-    for r in rows:
-        t.add_row(*r)
+    for r in rows:  # as text: a method's own settings, "apfed-c[lam=0.5]", are no markup
+        t.add_row(*map(escape, r))
     return t
 
 
@@ -329,7 +332,7 @@ def _plot(path: Path, report: dict) -> Path:
     a.set_title("accuracy per method (green: standalone)")
     by: dict[str, list] = {}
     for r in report["runs"]:
-        by.setdefault(r["method"], []).append([h["accuracy"] for h in r["history"]])
+        by.setdefault(r.get("variant", r["method"]), []).append([h["accuracy"] for h in r["history"]])
     for m, curves in by.items():
         b.plot(np.arange(1, len(curves[0]) + 1), np.mean(curves, 0), label=m)
     b.set_xlabel("epoch")
@@ -351,12 +354,13 @@ MAX_IMPORTANCE_ROWS = 20  # the most important columns shown; --json has them al
 def score_tables(report: dict, title: str, repeats: int = 5) -> list:
     """rich tables of ``apfed.scoring.score_report``'s report: the overall metrics, each class, and the confusion
     matrix (left out beyond ``MAX_CONFUSION_CLASSES`` classes)."""
+    from rich.markup import escape
     from rich.table import Table
 
     m = report["metrics"]
     positive = report["positive_class"]
     caption = f"average precision of class {positive!r}, the rarer here" if positive and "roc_auc" in m else None
-    overall = Table(title=title, caption=caption)
+    overall = Table(title=escape(title), caption=caption and escape(caption))
     for col in ("rows", "accuracy (%)", "macro-F1 (%)", "weighted-F1 (%)", "ROC-AUC", "average precision", "log-loss"):
         overall.add_column(col, justify="right")
     ranked = [f"{m[k]:.4f}" if k in m else "–" for k in ("roc_auc", "average_precision", "log_loss")]
@@ -371,7 +375,7 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
     for c in [c for c in report["classes"] if c["known_to_model"]] + unseen[:MAX_UNSEEN_ROWS]:
         name = c["class"] if c["known_to_model"] else f"{c['class']} (not a class of the model)"
         per_class.add_row(
-            name,
+            escape(name),
             f"{c['rows']:,}",
             f"{c['predicted']:,}",
             f"{c['precision']:.2f}",
@@ -389,9 +393,9 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
         matrix = Table(title="confusion matrix")
         matrix.add_column("label \\ predicted")
         for name in conf["predicted"]:
-            matrix.add_column(name, justify="right")
+            matrix.add_column(escape(name), justify="right")
         for name, counts in zip(conf["true"], conf["counts"], strict=True):
-            matrix.add_row(name, *(f"{n:,}" for n in counts))
+            matrix.add_row(escape(name), *(f"{n:,}" for n in counts))
         tables.append(matrix)
     if "importance" in report:
         ranked = report["importance"]
@@ -405,6 +409,6 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
         imp.add_column("column")
         imp.add_column("accuracy drop (points)", justify="right")
         for r in shown:
-            imp.add_row(r["column"], f"{r['accuracy_drop']:.2f} ± {r['std']:.2f}")
+            imp.add_row(escape(r["column"]), f"{r['accuracy_drop']:.2f} ± {r['std']:.2f}")
         tables.append(imp)
     return tables

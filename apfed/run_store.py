@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,10 @@ class RunStore:
         self.root, self.data, self.safety = Path(root), data, safety
         self.unmatched_train = unmatched_train
 
-    def path(self, cfg: TrainConfig) -> Path:
-        return self.root / f"{cfg.method}-seed{cfg.seed}.json"
+    def path(self, cfg: TrainConfig, label: str | None = None) -> Path:
+        """``label``: the ``--methods`` entry, a method with its own settings (``apfed-c[lam=0.5]``) or the method."""
+        name = re.sub(r"[^\w.,=+\[\]-]", "_", label or cfg.method)
+        return self.root / f"{name}-seed{cfg.seed}.json"
 
     def key(self, cfg: TrainConfig) -> dict:
         key = {"data": self.data, "config": cfg.to_dict(), "safety": self.safety}
@@ -64,9 +67,9 @@ class RunStore:
         # through JSON, as it is stored: tuples become lists, so a reloaded key compares equal
         return json.loads(json.dumps(key))
 
-    def load(self, cfg: TrainConfig) -> dict | None:
+    def load(self, cfg: TrainConfig, label: str | None = None) -> dict | None:
         """The stored run for ``cfg``, None if there is none; an error if it was made with other settings."""
-        p = self.path(cfg)
+        p = self.path(cfg, label)
         if not p.exists():
             return None
         try:
@@ -82,8 +85,8 @@ class RunStore:
             )
         return run
 
-    def save(self, cfg: TrainConfig, run: dict) -> None:
-        save_atomic(self.path(cfg), json.dumps({"key": self.key(cfg), "run": run}).encode())
+    def save(self, cfg: TrainConfig, run: dict, label: str | None = None) -> None:
+        save_atomic(self.path(cfg, label), json.dumps({"key": self.key(cfg), "run": run}).encode())
 
 
 def _differences(stored: dict, want: dict) -> list[str]:

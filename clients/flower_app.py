@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import uuid
 import warnings
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from apfed.config import make_config, parse_overrides
+from apfed.config import make_config, parse_overrides, split_sets
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ApfedError, ConfigError
 from apfed.metrics import headline_accuracy
@@ -71,7 +70,7 @@ class RunSettings:
             if key not in known:
                 raise ConfigError(f"unknown run-config key {k!r}")
             if key == "sets":  # KEY=VALUE,KEY=VALUE: a comma before no KEY= is a value's (passive_losses=r,c)
-                kw[key] = [x.strip() for x in re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", str(v)) if x.strip()]
+                kw[key] = split_sets(str(v))
             else:
                 kw[key] = [x for x in str(v).split(",") if x] if key in ("data", "pins") else v
         kw = {k: v for k, v in kw.items() if v != "" or k in ("data", "sets", "pins")}

@@ -1,6 +1,7 @@
 """The Python API (apfed.api): the same data rules, checks and runs as the CLI, with errors as exceptions."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -279,3 +280,40 @@ def test_a_standalone_model_takes_a_frames_columns_by_name_as_predict_does_a_csv
         assert np.array_equal(model.predict_proba(_Frame(xa, ["a", "b", "c"])), want)  # no names: in order
     with pytest.raises(DataError, match="2 feature columns, the model expects 3 .named age, income, debt"):
         model.predict(_Frame(xa[:, :2], ["a", "b"]))
+
+
+def test_a_method_with_its_own_settings_is_a_row_of_its_own(tmp_path):
+    """evaluate --methods 'apfed-c[lam=0.5],apfed-c[lam=2]': each variant trains with its settings (the same run as
+    the plain method with those settings), is a row compared with local, and is stored and resumed on its own."""
+    from apfed.config import parse_method_list
+
+    ds, a = apfed.load_dataset("digits")
+    kw = dict(seeds=1, epochs=1, out=tmp_path, jobs=1)
+    methods = ["local", "apfed-c[lam=0.5]", "apfed-c[lam=2]", "apfed-kd[kd_weight=2]"]
+    report = apfed.compare(ds, a, methods, **kw)
+    assert list(report["summary"]) == [*methods, "apfed-kd[kd_weight=2] (teacher, all parties)"]
+    runs = {r.get("variant", r["method"]): r for r in report["runs"]}
+    assert runs["apfed-c[lam=2]"]["method"] == "apfed-c" and "variant" not in runs["local"]
+    alone = apfed.train(ds, a, "apfed-c", epochs=1, lam=2.0)  # the variant is that run, exactly
+    assert runs["apfed-c[lam=2]"]["accuracy"] == alone.accuracy
+    assert runs["apfed-c[lam=0.5]"]["accuracy"] != runs["apfed-c[lam=2]"]["accuracy"]
+    assert "vs_local_mean" not in report["summary"]["apfed-c[lam=2]"]  # one seed: no paired spread
+    stored = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert "apfed-c[lam=0.5]-seed0.json" in stored and "apfed-c[lam=2]-seed0.json" in stored
+    again = apfed.compare(ds, a, methods, resume=True, **kw)  # every run is reused: the same report
+    assert again["summary"] == report["summary"]
+    # the methods list: spaces and duplicates go, a value may hold commas, mistakes are one line
+    assert parse_method_list(" local , apfed-m[passive_losses=r,c, lam=2],local") == [
+        "local",
+        "apfed-m[passive_losses=r,c,lam=2]",
+    ]
+    for bad, message in (
+        ("apfed-c[lam=0.5", "a '[' without its ']'"),
+        ("apfed-c]", "a ']' without its '['"),
+        ("apfed-c[]", "has no setting"),
+        ("apfed-c[seed=1]", "sets seed"),
+        ("apfed-c[lamb=1]", "no training setting 'lamb'; did you mean lam?"),
+        ("apfed-x[lam=1]", "unknown method 'apfed-x'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_method_list(bad)

@@ -21,7 +21,7 @@ def test_evaluate_smoke_writes_reports(tmp_path):
         "--dataset",
         "digits",
         "--methods",
-        "local,apfed-c,tvfl",
+        "local,apfed-c,tvfl,apfed-c[lam=2]",
         "--seeds",
         "2",
         "--epochs",
@@ -32,9 +32,11 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert code == 0, err
     rep = json.loads((tmp_path / "r" / "results.json").read_text())
     s = rep["summary"]
-    assert {"local", "apfed-c", "tvfl"} <= set(s)
+    assert {"local", "apfed-c", "tvfl", "apfed-c[lam=2]"} <= set(s)
     assert s["local"]["standalone"] and not s["tvfl"]["standalone"]
-    assert len(rep["runs"]) == 6 and all(len(r["history"]) == 2 for r in rep["runs"])
+    assert len(rep["runs"]) == 8 and all(len(r["history"]) == 2 for r in rep["runs"])
+    # a method with its own settings: a row of its own, printed as typed (not read as rich markup)
+    assert "│ apfed-c[lam=2] " in out and s["apfed-c[lam=2]"]["vs_local_seeds"] == 2
     assert "accuracy_std" in s["apfed-c"] and s["tvfl"]["gap_closed"] == pytest.approx(1.0)
     assert (tmp_path / "r" / "results.md").read_text().count("|") > 10
     # ROC-AUC: each method's final model; tvfl's fills are derived rows with no probabilities of their own
@@ -42,7 +44,7 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert s["tvfl (passives absent: zero)"]["roc_auc_mean"] is None
     assert "| ROC-AUC |" in (tmp_path / "r" / "results.md").read_text()
     # each method against local with the same seed
-    acc = {(r["method"], r["seed"]): r["accuracy"] for r in rep["runs"]}
+    acc = {(r.get("variant", r["method"]), r["seed"]): r["accuracy"] for r in rep["runs"]}
     diffs = [acc["apfed-c", i] - acc["local", i] for i in (0, 1)]
     assert s["apfed-c"]["vs_local_mean"] == pytest.approx(np.mean(diffs)) and s["apfed-c"]["vs_local_seeds"] == 2
     assert s["apfed-c"]["vs_local_wins"] == sum(d > 0 for d in diffs) and "vs_local_mean" not in s["local"]
@@ -57,7 +59,8 @@ def test_evaluate_smoke_writes_reports(tmp_path):
     assert rep["apfed"] == apfed.__version__
     assert (
         rep["command"]
-        == f"apfed evaluate --dataset digits --methods local,apfed-c,tvfl --seeds 2 --epochs 2 --out {tmp_path / 'r'}"
+        == "apfed evaluate --dataset digits --methods 'local,apfed-c,tvfl,apfed-c[lam=2]' --seeds 2 --epochs 2 --out"
+        f" {tmp_path / 'r'}"
     )
     assert f"apfed {apfed.__version__}; reproduce: `{rep['command']}`" in (tmp_path / "r" / "results.md").read_text()
 
@@ -248,6 +251,8 @@ def test_train_predict_export(tmp_path, party_csvs):
         # the command line's own mistakes: one line too, not click's usage block and framed error
         (["evaluate", "--epochs", "0"], "'--epochs': 0 is not in the range x>=1 (see 'apfed evaluate --help')"),
         (["evaluate", "--bogus"], "No such option '--bogus'"),
+        (["evaluate", "--methods", "local,apfed-c[lam=0.5"], "--methods: a '[' without its ']'"),
+        (["evaluate", "--methods", "apfed-c[lamb=1]"], "no training setting 'lamb'; did you mean lam?"),
         (["predict"], "Missing option '--model' (see 'apfed predict --help')"),
         (["bogus"], "No such command 'bogus' (see 'apfed --help')"),
     ],
