@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import re
 import sys
 import uuid
 import warnings
@@ -254,6 +254,36 @@ class _NoDeprecationNotice(logging.Filter):
         return not str(record.msg).startswith("DEPRECATED FEATURE")
 
 
+def _is_terminal(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+def plain_flower_logs() -> list[logging.Handler]:
+    """Flower colours its log lines even into a file or a pipe, where the escape codes show as text: colour off on
+    the ``flwr`` handlers that do not write to a terminal. Returns those handlers (to turn it back on)."""
+    plain = [h for h in logging.getLogger("flwr").handlers if getattr(h, "colored", False) and not _is_terminal(h)]
+    for h in plain:
+        h.colored = False
+    return plain
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _WithoutColour:
+    """A text stream that drops ANSI colour sequences from what is written to it; anything else is the stream's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(_ANSI_ESCAPE.sub("", text))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def simulate(
     settings: RunSettings, n_passives: int, verbose: bool = False, on_epoch: Callable[[dict], None] | None = None
 ) -> dict:
@@ -265,7 +295,7 @@ def simulate(
 
     with tempfile.TemporaryDirectory() as tmp:
         s = RunSettings(**{**asdict(settings), "results_out": str(Path(tmp) / "result.json"), "simulation": True})
-        from clients.flower_client import make_client_app, plain_flower_logs
+        from clients.flower_client import make_client_app
 
         # Ray's notice about a future default of its GPU hiding: simulate sets every actor's GPU share itself
         warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
@@ -274,10 +304,12 @@ def simulate(
         if not verbose:  # Flower deprecates calling run_simulation: our call, nothing the user can act on
             flower_log.addFilter(quiet)
         plain = plain_flower_logs()
-        # Ray colours the prefix of the actors' lines that it prints, "(ClientAppActor pid=...)", unless told not to
-        ray_colour = os.environ.get("RAY_COLOR_PREFIX")
-        if not sys.stderr.isatty():
-            os.environ["RAY_COLOR_PREFIX"] = "0"
+        # Ray prints its actors' lines here, coloured (its prefix, and the actors' own Flower log, which apfed's
+        # code may not have set up yet: an idle actor's teardown warning); into a file or a pipe, without colour
+        streams = {name: getattr(sys, name) for name in ("stdout", "stderr")}
+        for name, stream in streams.items():
+            if not stream.isatty():
+                setattr(sys, name, _WithoutColour(stream))
         try:
             run_simulation(
                 make_server_app(s, on_epoch),
@@ -290,10 +322,8 @@ def simulate(
             flower_log.removeFilter(quiet)
             for h in plain:
                 h.colored = True
-            if ray_colour is None:
-                os.environ.pop("RAY_COLOR_PREFIX", None)
-            else:
-                os.environ["RAY_COLOR_PREFIX"] = ray_colour
+            for name, stream in streams.items():
+                setattr(sys, name, stream)
         out = Path(s.results_out)
         if not out.exists():
             raise ConfigError("the simulation ended without a result; rerun with --verbose to see Flower's log")

@@ -128,20 +128,6 @@ def uses_worker(nc: dict) -> bool:
     return "partition-id" not in nc and str(nc.get("worker", "true")).lower() not in ("false", "0", "no")
 
 
-def _is_terminal(handler: logging.Handler) -> bool:
-    stream = getattr(handler, "stream", None)
-    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
-
-
-def plain_flower_logs() -> list[logging.Handler]:
-    """Flower colours its log lines even into a file or a pipe, where the escape codes show as text: colour off on
-    the ``flwr`` handlers that do not write to a terminal. Returns those handlers (to turn it back on)."""
-    plain = [h for h in logging.getLogger("flwr").handlers if getattr(h, "colored", False) and not _is_terminal(h)]
-    for h in plain:
-        h.colored = False
-    return plain
-
-
 def make_client_app(settings: RunSettings | None = None):
     from flwr.app import Message as FlowerMessage
     from flwr.clientapp import ClientApp
@@ -153,8 +139,6 @@ def make_client_app(settings: RunSettings | None = None):
     @app.train("apfed")
     def handle(msg, context):
         t0 = time.perf_counter()
-        if settings is not None:  # a simulation actor: its log goes to a file that Ray prints on the user's console
-            plain_flower_logs()
         request = from_recorddict(msg.content)
         nc = dict(context.node_config)
         if nc.get("worker-socket"):  # the party's own worker (`apfed worker`): this app only relays the bytes

@@ -192,3 +192,17 @@ def test_early_stopping_simulates_like_the_in_process_run():
     local = apfed.train(ds, active, "apfed-c", **kw, **sets)
     assert len(local.history) == local.final["best_epoch"] + 2 < 30
     assert sim["final"] == local.final and len(sim["history"]) == len(local.history)
+
+
+def test_what_ray_prints_of_its_actors_loses_its_colour_codes_in_a_pipe():
+    """Ray prints its actors' lines (its coloured prefix, an idle actor's own coloured Flower warning) on the
+    driver's streams: simulate writes them without colour into a file or a pipe (a fresh CI run caught them)."""
+    import io
+
+    from clients.flower_app import _WithoutColour
+
+    out = io.StringIO()
+    plain = _WithoutColour(out)
+    plain.write("\x1b[36m(ClientAppActor pid=9121)\x1b[0m \x1b[93mWARNING \x1b[0m:   Manually terminating\n")
+    assert out.getvalue() == "(ClientAppActor pid=9121) WARNING :   Manually terminating\n"
+    assert plain.isatty() is False and plain.getvalue() == out.getvalue()  # the rest is the stream's
