@@ -367,7 +367,9 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
     overall.add_row(
         f"{report['rows']:,}", f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", f"{m['weighted_f1']:.2f}", *ranked
     )
-    per_class = Table(title="each class", caption="rows: labelled so; predicted: given the class by the model")
+    per_class = Table(
+        title="each class", caption="rows: labelled so; predicted: given the class by the model; –: no such row"
+    )
     per_class.add_column("class")
     for col in ("rows", "predicted", "precision (%)", "recall (%)", "F1 (%)"):
         per_class.add_column(col, justify="right")
@@ -378,9 +380,7 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
             escape(name),
             f"{c['rows']:,}",
             f"{c['predicted']:,}",
-            f"{c['precision']:.2f}",
-            f"{c['recall']:.2f}",
-            f"{c['f1']:.2f}",
+            *("–" if c[k] is None else f"{c[k]:.2f}" for k in ("precision", "recall", "f1")),
         )
     if len(unseen) > MAX_UNSEEN_ROWS:
         rest = unseen[MAX_UNSEEN_ROWS:]

@@ -40,13 +40,14 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
     """Metrics of predicted probabilities ``proba`` (rows x the model's classes) against class indices ``y``
     (from ``label_indices``; ``unseen`` names the indices past the model's classes).
 
-    Accuracy is in % of every row. Precision, recall and F1 (in %) are averaged over the model's classes (macro:
-    each class alike; weighted: by its rows), so a label the model never saw lowers them only through the rows it
-    takes from the classes it was given. Over the rows whose label is a class of the model: ROC-AUC and average
-    precision (0–1; with two classes, of the rarer class in these rows, the class training took as positive:
-    fraud, churn, a diagnosis), and log-loss and the Brier score (the squared distance of the probabilities to
-    the one-hot label, summed over the classes; 0 is perfect, 2 the worst), which say how well calibrated the
-    probabilities are."""
+    Accuracy is in % of every row. Precision, recall and F1 (in %) are averaged over the model's classes that the
+    rows hold or the model predicts (macro: each class alike; weighted: by its rows), so a label the model never
+    saw lowers them only through the rows it takes from the classes it was given. A class's precision is None
+    when no row is predicted as it, its recall when no row holds it. Over the rows whose label is a class of the
+    model: ROC-AUC and average precision (0–1; with two classes, of the rarer class in these rows, the class
+    training took as positive: fraud, churn, a diagnosis), and log-loss and the Brier score (the squared distance
+    of the probabilities to the one-hot label, summed over the classes; 0 is perfect, 2 the worst), which say how
+    well calibrated the probabilities are."""
     from sklearn.metrics import precision_recall_fscore_support
 
     if len(y) == 0:
@@ -64,7 +65,9 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
         counts = np.bincount(y[known], minlength=2)
         positive = 0 if counts[0] < counts[1] else 1
     metrics = {"accuracy": float((y == pred).mean() * 100)}
-    model_classes = list(range(len(class_names)))  # the averages are over the model's classes
+    # the averages are over the model's classes that these rows have or that the model predicts here (a class
+    # with neither says nothing of the model: scikit-learn's own default leaves it out too)
+    model_classes = sorted({int(c) for c in np.concatenate([y[known], pred])})
     for avg in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y, pred, labels=model_classes, average=avg, zero_division=0)
         metrics.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
@@ -85,9 +88,9 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
             "class": n,
             "rows": int(support[i]),
             "predicted": int(predicted[i]),
-            "precision": float(p[i] * 100),
-            "recall": float(r[i] * 100),
-            "f1": float(f[i] * 100),
+            "precision": float(p[i] * 100) if predicted[i] else None,  # no row predicted as the class
+            "recall": float(r[i] * 100) if support[i] else None,  # no row of the class
+            "f1": float(f[i] * 100) if predicted[i] or support[i] else None,
             "known_to_model": i < len(class_names),
         }
         for i, n in enumerate(names)

@@ -53,6 +53,15 @@ def test_report_by_hand():
     assert r["metrics"]["brier"] == pytest.approx((0.02 + 0.08 + 0.98 + 0.32 + 0.72) / 5)
 
 
+def test_a_class_with_no_row_and_no_prediction_is_left_out_of_the_averages():
+    proba = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1]])  # predicted: a b b; c never
+    r = score_report(np.array([0, 0, 1]), proba, ["a", "b", "c"], [])
+    f_a, f_b = 2 * 1 * 0.5 / 1.5 * 100, 2 * 0.5 * 1 / 1.5 * 100
+    assert r["metrics"]["macro_f1"] == pytest.approx((f_a + f_b) / 2)  # over a and b: c says nothing here
+    c = r["classes"][2]
+    assert (c["rows"], c["predicted"], c["precision"], c["recall"], c["f1"]) == (0, 0, None, None, None)
+
+
 def test_no_label_that_the_model_knows_is_an_error():
     with pytest.raises(DataError, match="no label is a class of the model"):
         score_report(np.array([2, 3]), np.array([[0.5, 0.5], [0.1, 0.9]]), ["a", "b"], ["c", "d"])
