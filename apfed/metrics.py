@@ -10,15 +10,20 @@ FOLD_EVERY = 256  # per-minibatch values held before they are folded into a sum
 
 
 def classification_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None = None, positive: int = 1
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    proba: np.ndarray | None = None,
+    positive: int = 1,
+    labels: list[int] | None = None,
 ) -> dict[str, float]:
     """Accuracy, precision, recall and F1 (macro and weighted) in %; with ``proba`` (n, classes), also
-    ``roc_auc`` and ``average_precision`` (see ``ranking_metrics``)."""
+    ``roc_auc`` and ``average_precision`` (see ``ranking_metrics``). ``labels``: the classes the averages are
+    over (default: those in ``y_true`` or ``y_pred``)."""
     from sklearn.metrics import precision_recall_fscore_support  # here: importing sklearn takes about a second
 
     out = {"accuracy": float((y_true == y_pred).mean() * 100)}
     for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
         out.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
     if proba is not None:
         out.update(ranking_metrics(y_true, proba, positive))

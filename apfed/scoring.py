@@ -13,7 +13,7 @@ import numpy as np
 
 from apfed.data.encoding import Encoding, parse_number
 from apfed.errors import DataError
-from apfed.metrics import ranking_metrics
+from apfed.metrics import classification_metrics, ranking_metrics
 
 
 def label_indices(labels: np.ndarray, class_names: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -64,21 +64,14 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
     if len(class_names) == 2:
         counts = np.bincount(y[known], minlength=2)
         positive = 0 if counts[0] < counts[1] else 1
-    metrics = {"accuracy": float((y == pred).mean() * 100)}
     # the averages are over the model's classes that these rows have or that the model predicts here (a class
     # with neither says nothing of the model: scikit-learn's own default leaves it out too)
     model_classes = sorted({int(c) for c in np.concatenate([y[known], pred])})
-    for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y, pred, labels=model_classes, average=avg, zero_division=0)
-        metrics.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
-    if known.any():
-        p_known = np.clip(proba[known], 1e-12, 1.0)
-        truth = np.eye(len(class_names))[y[known]]
-        metrics["log_loss"] = -np.log(p_known[np.arange(len(p_known)), y[known]]).mean()
-        metrics["brier"] = ((proba[known] - truth) ** 2).sum(1).mean()
-    metrics = {k: float(v) for k, v in metrics.items()}
-    if known.any():
-        metrics.update(ranking_metrics(y[known], proba[known], positive))
+    metrics = classification_metrics(y, pred, labels=model_classes)
+    metrics.update(ranking_metrics(y[known], proba[known], positive))  # the rows the model has a column for
+    p_true = np.clip(proba[known][np.arange(int(known.sum())), y[known]], 1e-12, 1.0)
+    metrics["log_loss"] = float(-np.log(p_true).mean())
+    metrics["brier"] = float(((proba[known] - np.eye(len(class_names))[y[known]]) ** 2).sum(1).mean())
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=list(range(len(names))), zero_division=0)
     predicted = np.bincount(pred, minlength=len(names))
     confusion = np.zeros((len(names), len(class_names)), dtype=np.int64)
@@ -114,15 +107,10 @@ def feature_groups(
 ) -> list[tuple[str, list[int]]]:
     """Each raw column of a tabular model and the positions of its features: a categorical column's one 0/1
     feature per category together, any other column its own feature (named ``feature j`` without names)."""
-    if encoding is None:
-        names = columns if columns and len(columns) == n_features else [f"feature {j}" for j in range(n_features)]
-        return [(n, [j]) for j, n in enumerate(names)]
-    groups, k = [], 0
-    for c in encoding.columns:
-        width = len(encoding.categories[c]) if c in encoding.categories else 1
-        groups.append((c, list(range(k, k + width))))
-        k += width
-    return groups
+    if encoding is not None:
+        return encoding.groups()
+    names = columns if columns and len(columns) == n_features else [f"feature {j}" for j in range(n_features)]
+    return [(n, [j]) for j, n in enumerate(names)]
 
 
 def permutation_importance(

@@ -259,15 +259,6 @@ def _is_terminal(handler: logging.Handler) -> bool:
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
 
 
-def plain_flower_logs() -> list[logging.Handler]:
-    """Flower colours its log lines even into a file or a pipe, where the escape codes show as text: colour off on
-    the ``flwr`` handlers that do not write to a terminal. Returns those handlers (to turn it back on)."""
-    plain = [h for h in logging.getLogger("flwr").handlers if getattr(h, "colored", False) and not _is_terminal(h)]
-    for h in plain:
-        h.colored = False
-    return plain
-
-
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -303,7 +294,10 @@ def simulate(
         quiet = _NoDeprecationNotice()
         if not verbose:  # Flower deprecates calling run_simulation: our call, nothing the user can act on
             flower_log.addFilter(quiet)
-        plain = plain_flower_logs()
+        # Flower colours its log lines even into a file or a pipe, where the escape codes show as text
+        plain = [h for h in flower_log.handlers if getattr(h, "colored", False) and not _is_terminal(h)]
+        for h in plain:
+            h.colored = False
         # Ray prints its actors' lines here, coloured (its prefix, and the actors' own Flower log, which apfed's
         # code may not have set up yet: an idle actor's teardown warning); into a file or a pipe, without colour
         streams = {name: getattr(sys, name) for name in ("stdout", "stderr")}

@@ -38,9 +38,18 @@ class Encoding:
     columns: list[str]
     categories: dict[str, list[str]]  # each categorical column's values, sorted: the order of its features
 
+    def groups(self) -> list[tuple[str, list[int]]]:
+        """Each raw column and the positions of its features (a categorical column's one per category)."""
+        out, k = [], 0
+        for c in self.columns:
+            n = len(self.categories[c]) if c in self.categories else 1
+            out.append((c, list(range(k, k + n))))
+            k += n
+        return out
+
     @property
     def width(self) -> int:
-        return sum(len(self.categories[c]) if c in self.categories else 1 for c in self.columns)
+        return sum(len(positions) for _, positions in self.groups())
 
     def feature_names(self) -> list[str]:
         names: list[str] = []
