@@ -53,6 +53,7 @@ def load_dataset(
     default: str = "handwritten",
     passives: str | Sequence[str | int] | None = None,
     overlap: float | None = None,
+    test_fraction: float | None = None,
 ) -> tuple[MultiViewDataset, int]:
     """A dataset and the index of the active party's view.
 
@@ -63,18 +64,28 @@ def load_dataset(
     handwritten, else view 0). ``passives``: the views that take part besides the active one (names or indices,
     or one comma-separated string; default: every other view). ``overlap``: a fraction in (0, 1]: the passives hold
     only that share of the active party's training rows (chosen at random, seed 0), as if the organizations shared
-    only some customers; the others become unmatched rows (``MultiViewDataset.unmatched``)."""
+    only some customers; the others become unmatched rows (``MultiViewDataset.unmatched``). ``test_fraction``: the
+    share of the labelled rows held out to test, stratified and seeded (default 0.2, the bundled sets' reference
+    split; 0: every labelled row trains and the run reports no test figure, for the model put to use once a run
+    with test rows has been judged; full image sets keep their own test set)."""
     data = [str(p) for p in data or []]
     check_data_options(dataset, views, data, data_dir, default)
     if overlap is not None and data:
         raise ConfigError("overlap applies to a dataset, not to --data files: their IDs say which rows match")
     from apfed.data import load_bundled, load_image_dir, load_party_files
+    from apfed.data.splits import check_test_fraction
 
+    split = 0.2 if test_fraction is None else check_test_fraction(test_fraction)
     if data:
-        ds = load_party_files(data, id_column, label_column, log=log)
+        ds = load_party_files(data, id_column, label_column, log=log, test_fraction=split)
     else:
         name = dataset or default
-        ds = load_image_dir(name, data_dir, views or 2) if name in IMAGE_SETS else load_bundled(name, views)
+        if name in IMAGE_SETS and test_fraction is not None:
+            raise ConfigError(
+                f"{name} keeps its own test set (its standard files); test fraction applies to the"
+                " bundled sets and --data files"
+            )
+        ds = load_image_dir(name, data_dir, views or 2) if name in IMAGE_SETS else load_bundled(name, views, 0, split)
     if active is None:
         active = "fou" if ds.name == "handwritten" else "0"
     a = ds.view_index(active)
@@ -251,14 +262,15 @@ def simulate(
     on_epoch: Callable[[dict], object] | None = None,
     passives: str | Sequence[str | int] | None = None,
     overlap: float | None = None,
+    test_fraction: float | None = None,
 ) -> dict:
     """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
     ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
     data itself, so it is named (``dataset``/``data``...) rather than passed. Returns the run's summary
     (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
-    the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives`` and
-    ``overlap``: as ``load_dataset``'s."""
+    the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives``,
+    ``overlap`` and ``test_fraction``: as ``load_dataset``'s."""
     if method in ("local", "centralized"):
         raise ConfigError(f"{method} has no passive parties to simulate; use train() or compare()")
     data = [str(p) for p in data or []]
@@ -274,6 +286,7 @@ def simulate(
         default="mnist5k",
         passives=passives,
         overlap=overlap,
+        test_fraction=test_fraction,
     )
     from clients.flower_app import RunSettings
 
@@ -290,6 +303,7 @@ def simulate(
         active=chosen,
         passive_views=passives or "",
         overlap=overlap or 0.0,
+        test_fraction=0.2 if test_fraction is None else test_fraction,
         data=data,
         data_dir=str(data_dir or ""),
         id_column=id_column,

@@ -71,6 +71,13 @@ Passives = Annotated[
     str | None,
     typer.Option(help="The passive views, comma-separated names or indices, e.g. 'kar,pix' (default: all others)."),
 ]
+TestFraction = Annotated[
+    float | None,
+    typer.Option(
+        help="The share of the labelled rows held out to test (stratified, seeded; default 0.2). 0: train on every"
+        " labelled row, for the model put to use once a run with test rows has been judged (no test figure).",
+    ),
+]
 Overlap = Annotated[
     float | None,
     typer.Option(
@@ -151,9 +158,8 @@ def _check_data_options(dataset, views, data, data_dir, default="handwritten") -
     check_data_options(dataset, views, data, data_dir, default)
 
 
-def _dataset(
-    dataset, views, active, data, data_dir, id_column, label_column, default="handwritten", passives=None, overlap=None
-):
+def _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction):
+    """The dataset and active view the data options name (handwritten by default), its log lines on stderr."""
     from apfed.api import load_dataset
 
     return load_dataset(
@@ -165,9 +171,9 @@ def _dataset(
         id_column=id_column,
         label_column=label_column,
         log=lambda m: typer.echo(m, err=True),
-        default=default,
         passives=passives,
         overlap=overlap,
+        test_fraction=test_fraction,
     )
 
 
@@ -218,6 +224,7 @@ def evaluate(
     active: Active = None,
     passives: Passives = None,
     overlap: Overlap = None,
+    test_fraction: TestFraction = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -286,12 +293,15 @@ def evaluate(
     )
     _check_policy(on_bad_message)
     _check_data_options(dataset, views, data, data_dir)
+    if test_fraction == 0:
+        raise ConfigError(
+            "evaluate ranks methods by their test accuracy: --test-fraction must be above 0 (apfed train"
+            " --test-fraction 0 trains a model on every labelled row)"
+        )
     _output_dir(out)
     from apfed.evaluate import evaluate as run_eval
 
-    ds, a = _dataset(
-        dataset, views, active, data, data_dir, id_column, label_column, passives=passives, overlap=overlap
-    )
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
     from apfed.api import check_run
 
     for m in chosen:
@@ -312,6 +322,7 @@ def train(
     active: Active = None,
     passives: Passives = None,
     overlap: Overlap = None,
+    test_fraction: TestFraction = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -384,11 +395,10 @@ def train(
     from rich.console import Console
     from rich.progress import Progress
 
+    from apfed.report import epoch_label
     from apfed.runner import run
 
-    ds, a = _dataset(
-        dataset, views, active, data, data_dir, id_column, label_column, passives=passives, overlap=overlap
-    )
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
     from apfed.api import check_run
 
     check_run(ds, a, cfg)
@@ -407,7 +417,7 @@ def train(
             ds,
             a,
             cfg,
-            on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}"),
+            on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} {epoch_label(row)}"),
             log=lambda m: progress.console.log(m),
             safety=safety,
         )
@@ -415,12 +425,15 @@ def train(
     r.model.save(out)
     if r.faults:
         console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
-    from apfed.report import final_note
+    from apfed.report import final_note, untested_line
 
-    console.print(
-        f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}{final_note(r.final)});"
-        f" wrote {out}"
-    )
+    if r.accuracy is None:
+        console.print(f"{untested_line(r.final)}; wrote {out}")
+    else:
+        console.print(
+            f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}{final_note(r.final)});"
+            f" wrote {out}"
+        )
 
 
 @app.command()
@@ -430,6 +443,7 @@ def simulate(
     active: Active = None,
     passives: Passives = None,
     overlap: Overlap = None,
+    test_fraction: TestFraction = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -463,6 +477,7 @@ def simulate(
     from rich.progress import Progress
 
     from apfed.api import simulate as run_sim
+    from apfed.report import epoch_label
 
     progress = Progress(console=Console(stderr=True, log_path=False))
     task = progress.add_task(f"{method} over Flower simulation", start=False)
@@ -473,7 +488,7 @@ def simulate(
         progress.start_task(task)
 
     def on_epoch(row: dict) -> None:
-        progress.update(task, advance=1, description=f"{method} acc {row['accuracy']:.2f}")
+        progress.update(task, advance=1, description=f"{method} {epoch_label(row)}")
 
     options = {"lr": lr, "batch_size": batch_size, "lam": lam, "temperature": temperature}
     options |= {"kd_temperature": kd_temperature, "kd_weight": kd_weight, "passive_losses": passive_losses}
@@ -486,6 +501,7 @@ def simulate(
             active=active,
             passives=passives,
             overlap=overlap,
+            test_fraction=test_fraction,
             data=data,
             data_dir=data_dir,
             id_column=id_column,
@@ -506,13 +522,19 @@ def simulate(
     finally:
         if progress.live.is_started:  # stopping a bar that never showed prints an empty line
             progress.stop()
-    from apfed.report import final_note
+    from apfed.report import final_note, untested_line
 
     n_passives = r["passives"]
-    mean = "" if "best_epoch" in r["final"] else f"last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
+    if r["accuracy"] is None:
+        tested = untested_line(r["final"])
+    else:
+        mean = "" if "best_epoch" in r["final"] else f"last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
+        tested = (
+            f"test accuracy {r['final']['accuracy']:.2f} %"
+            f" ({(mean + final_note(r['final'])).removeprefix(', ').removeprefix('; ')})"
+        )
     typer.echo(
-        f"{method} over Flower simulation, {n_passives} passive(s): test accuracy "
-        f"{r['final']['accuracy']:.2f} % ({(mean + final_note(r['final'])).removeprefix(', ').removeprefix('; ')}), "
+        f"{method} over Flower simulation, {n_passives} passive(s): {tested}, "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB"
     )
     if out:
@@ -740,6 +762,8 @@ def score(
         rows = m.provenance.get("test_rows")
         on = f" on its {rows:,} test rows" if isinstance(rows, int) else ""
         console.print(f"At the end of training the model scored {trained:.2f} %{on}.")
+    elif m.provenance.get("test_rows") == 0:
+        console.print("The model trained on every labelled row it had (test fraction 0): these rows are its test.")
 
 
 def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> list[dict]:
@@ -832,6 +856,8 @@ def _model_summary(d: dict) -> dict[str, str]:
         auc = f", ROC-AUC {p['test_roc_auc']:.4f}" if "test_roc_auc" in p else ""
         when = f"the model of epoch {p['best_epoch']}" if "best_epoch" in p else "end of training"
         lines["test accuracy"] = f"{p['test_accuracy']:.2f} %{auc} (the active party's test rows, {when})"
+    elif p.get("test_rows") == 0:
+        lines["test accuracy"] = "none: trained on every labelled row (test fraction 0); apfed score tests it"
     if "passives" in p:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"

@@ -92,6 +92,11 @@ def evaluate(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if len(ds.test_idx) == 0:
+        raise ConfigError(
+            f"{ds.name} has no test rows (test fraction 0): a comparison ranks methods by test accuracy; give a test"
+            " fraction above 0 (train alone trains on every labelled row)"
+        )
     console = console or Console(stderr=True, log_path=False)
     t0 = time.time()
     labels = [m for m in methods for _ in range(seeds)]

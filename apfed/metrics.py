@@ -77,9 +77,12 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray, classes: list[int]) -> float
     return float(np.mean(aucs))
 
 
-def headline_accuracy(history: list[dict], final: dict, eval_last: int) -> float:
+def headline_accuracy(history: list[dict], final: dict, eval_last: int) -> float | None:
     """The accuracy a run reports: the mean test accuracy over its last ``eval_last`` epochs (the reference's
-    figure); with validation rows that picked the standalone model's epoch, that model's test accuracy."""
+    figure); with validation rows that picked the standalone model's epoch, that model's test accuracy. None for a
+    run with no test rows (test fraction 0)."""
+    if "accuracy" not in final:
+        return None
     if "best_epoch" in final:
         return float(final["accuracy"])
     return float(np.mean([h["accuracy"] for h in history[-eval_last:]]))

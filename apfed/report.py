@@ -72,8 +72,26 @@ def final_note(final: dict) -> str:
     return note
 
 
+def untested_line(final: dict) -> str:
+    """A run's one-line summary when it had no test rows (test fraction 0), with the epoch validation picked."""
+    line = "no test rows (test fraction 0): trained on every labelled row"
+    return line + final_note({k: v for k, v in final.items() if k != "roc_auc"})
+
+
+def epoch_label(row: dict) -> str:
+    """What a progress bar shows of an epoch: its test accuracy, else its validation accuracy, else its task
+    loss (a run with no test rows)."""
+    if "accuracy" in row:
+        return f"acc {row['accuracy']:.2f}"
+    if "val_accuracy" in row:
+        return f"val acc {row['val_accuracy']:.2f}"
+    return f"loss {row['task_loss']:.4f}" if "task_loss" in row else f"epoch {row['epoch']}"
+
+
 def test_provenance(final: dict) -> dict:
     """What a model file records of its final test metrics (``apfed info`` shows them)."""
+    if "accuracy" not in final:  # trained on every labelled row: nothing was tested
+        return {}
     return {"test_accuracy": final["accuracy"], **({"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {})}
 
 

@@ -238,7 +238,7 @@ class ActiveClient:
         self.log(
             f"{len(keep)} of {len(d.ids)} active rows are held by every passive ({len(train)} train, {len(test)} test)"
         )
-        if len(train) == 0 or len(test) == 0:
+        if len(train) == 0 or (len(test) == 0 and len(test_pos)):  # a split with no test rows trains on every one
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
         # in the order of the active party's rows, as the matched ones are: its split lists rows in a shuffled order
         # (a deployed party's file split), and the unmatched rows' order sets their minibatches
@@ -761,9 +761,17 @@ class ActiveClient:
                 out.append((mean + std * noise).reshape(shape))
         return out
 
+    @property
+    def tested(self) -> bool:
+        """The run holds test rows (a split with a test fraction of 0 trains on every labelled row instead)."""
+        return len(self.test_idx) > 0
+
     def predictions(self) -> dict[str, np.ndarray]:
-        """Test-set predicted classes of each model this method yields (standalone, fused, fills)."""
+        """Test-set predicted classes of each model this method yields (standalone, fused, fills); none without
+        test rows."""
         L, idx, out = self.learner, self.test_idx, {}
+        if not self.tested:
+            return out
         if L.standalone:
             out["standalone"] = L.standalone_logits(idx).argmax(1).cpu().numpy()
         if L.fused:
@@ -780,12 +788,14 @@ class ActiveClient:
         return len(self.y_val)
 
     def evaluate(self) -> dict:
-        """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline. With
-        validation rows, also the headline model's accuracy, loss and ROC-AUC on them (``val_accuracy``, ...)."""
+        """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline (absent
+        without test rows). With validation rows, also the headline model's accuracy, loss and ROC-AUC on them
+        (``val_accuracy``, ...)."""
         preds = self.predictions()
         acc = {k: float((v == self.y_test).mean() * 100) for k, v in preds.items()}
         row = {f"acc_{k}": v for k, v in acc.items()}
-        row["accuracy"] = acc["standalone"] if "standalone" in acc else acc["fused"]
+        if acc:
+            row["accuracy"] = acc["standalone"] if "standalone" in acc else acc["fused"]
         if self.n_val:
             logits = self._headline_logits(self.val_idx, self.val_rows).float()
             y = torch.from_numpy(self.y_val).long().to(logits.device)
@@ -839,10 +849,12 @@ class ActiveClient:
         """The final model's test metrics (the standalone model's, or the fused one's where the method has no
         standalone model), ROC-AUC and average precision from its probabilities included; with test rows that
         some passive lacks, also the standalone model's accuracy on them (``unmatched_accuracy``,
-        ``unmatched_test_rows``)."""
-        logits = self._headline_logits(self.test_idx, self.test_rows)
-        proba = torch.softmax(logits.float(), 1).cpu().numpy()
-        out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba, self.positive)
+        ``unmatched_test_rows``). Without test rows, only what validation picked (or nothing)."""
+        out = {}
+        if self.tested:
+            logits = self._headline_logits(self.test_idx, self.test_rows)
+            proba = torch.softmax(logits.float(), 1).cpu().numpy()
+            out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba, self.positive)
         if self.best is not None and self.best["state"]:  # the model restored to its best epoch
             row = self.history[self.best["epoch"] - 1]
             out["best_epoch"] = self.best["epoch"]

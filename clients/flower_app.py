@@ -51,6 +51,7 @@ class RunSettings:
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
     passive_views: str = ""  # simulation: the views that take part besides the active one (default: all)
     overlap: float = 0.0  # simulation: > 0, the share of the training rows the passives hold (load_dataset)
+    test_fraction: float = 0.2  # the share of the active party's labelled rows held out to test (0: none)
     simulation: bool = False  # set by simulate(): virtual nodes may run two messages at once
     seal_key: str = ""  # encryption on: the active party's X25519 key file ...
     pins: list[str] = field(default_factory=list)  # ... and "passiveN=sha256:..." for every passive
@@ -105,6 +106,7 @@ def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
         default="mnist5k",
         passives=s.passive_views or None,
         overlap=s.overlap or None,
+        test_fraction=None if s.test_fraction == 0.2 else s.test_fraction,
     )
 
 
@@ -138,12 +140,14 @@ def active_sealing(s: RunSettings, names: list[str]):
 def epoch_line(row: dict, epochs: int) -> str:
     """One epoch's log line for a deployment, whose operator follows the run in Flower's log (``flwr run
     --stream``): ``epoch 3/60: test accuracy 84.10 %, validation 83.75 %, task loss 0.4121, 12.3 s``."""
-    line = f"epoch {row['epoch']}/{epochs}: test accuracy {row['accuracy']:.2f} %"
+    parts = [f"test accuracy {row['accuracy']:.2f} %"] if "accuracy" in row else []
     if "val_accuracy" in row:
-        line += f", validation {row['val_accuracy']:.2f} %"
+        parts.append(f"validation {row['val_accuracy']:.2f} %")
     if "task_loss" in row:
-        line += f", task loss {row['task_loss']:.4f}"
-    return line + (f", {row['train_time']:.1f} s" if "train_time" in row else "")
+        parts.append(f"task loss {row['task_loss']:.4f}")
+    if "train_time" in row:
+        parts.append(f"{row['train_time']:.1f} s")
+    return f"epoch {row['epoch']}/{epochs}: " + ", ".join(parts)
 
 
 def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
@@ -153,6 +157,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         raise ConfigError(f"round-timeout must be >= 0 seconds (0: no deadline), got {s.round_timeout}")
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, multi_view_npz
+    from apfed.data.splits import check_test_fraction
 
     def log(line: str) -> None:  # the lines `flwr run --stream` shows the active party's operator
         logging.getLogger("flwr").info("apfed: %s", line)
@@ -160,7 +165,8 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     if len(s.data) == 1 and multi_view_npz(s.data[0]) is None:  # a real deployment: the active holds only its file
         if s.passives < 1:
             raise ConfigError("with only the active party's data file, set passives=N (the number of passive parties)")
-        active_data = active_party_file(s.data[0], s.id_column, s.label_column)
+        test_fraction = check_test_fraction(s.test_fraction)
+        active_data = active_party_file(s.data[0], s.id_column, s.label_column, test_fraction=test_fraction)
         n_passives, name = s.passives, Path(s.data[0]).stem
         for line in describe(Path(s.data[0]).name, active_data.view):
             log(line)

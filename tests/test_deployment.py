@@ -255,6 +255,29 @@ def test_deployment_with_each_party_holding_only_its_own_file_survives_a_crash_o
     assert r["final"] == here.final, (r["final"], here.final)
 
 
+def test_a_deployment_with_no_test_rows_trains_the_model_of_every_labelled_row(tmp_path, party_csvs):
+    """``test-fraction=0``: the deployed active party trains on every row of its file, the rows some passive lacks
+    included, and makes the model the same files make in one process."""
+    import apfed
+    from apfed.standalone import StandaloneModel
+
+    paths = party_csvs["paths"]
+    r = deploy.deploy(
+        tmp_path, method="apfed-kd", epochs=2, k=2, files=paths, id_column="user_id", timeout=600, test_fraction=0
+    )
+    assert "accuracy" not in r["final"] and r["accuracy"] is None and r["test_predictions"] == {}
+    assert all("task_loss" in row and "accuracy" not in row for row in r["history"])
+    lines = (tmp_path / "flwr-run.log").read_text()
+    assert re.search(r"epoch 2/2: task loss [0-9.]+, [0-9.]+ s", lines), lines[-2000:]
+    m = StandaloneModel.load(tmp_path / "model.safetensors")
+    ds, _ = apfed.load_dataset(data=paths, id_column="user_id", log=lambda _: None, test_fraction=0)
+    assert m.provenance["test_rows"] == 0 and "test_accuracy" not in m.provenance
+    assert m.provenance["train_rows"] + m.provenance["unmatched_train_rows"] == 300  # the active party's whole file
+    here = apfed.train(ds, 0, "apfed-kd", epochs=2, batches_per_round=2, pipeline=True)
+    X = ds.views[0].X
+    np.testing.assert_allclose(m.predict_proba(X), here.model.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
 def _log_count(path: Path, needle: str) -> int:
     return path.read_text(errors="replace").count(needle) if path.exists() else 0
 
@@ -403,6 +426,7 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         (["--set", "nope=1"], "--set nope=1: no training setting 'nope'"),
         (["--bogus"], "unrecognized arguments: --bogus (see 'deploy.py --help')"),  # was argparse's 13-line usage
         (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+        (["--test-fraction", "1"], "test fraction must be in [0, 1)"),
         (["--node-set", "party=passive9"], "--node-set party=passive9: give KEY=VALUE, KEY one of send-embeddings"),
         (["--node-set", "min-rows=many"], "node config min-rows='many': give a number >= 0"),
         (["--node-set", "audit-log=/nonexistent/a.jsonl"], "audit-log: directory /nonexistent does not exist"),

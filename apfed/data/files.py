@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from apfed.data.encoding import Encoding, describe, encode_table, is_missing, is_missing_value, one_hot, parse_number
-from apfed.data.splits import labelled_split
+from apfed.data.splits import labelled_split, split_name
 from apfed.data.views import MultiViewDataset, UnmatchedRows, View, compact_index, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
@@ -295,8 +295,11 @@ def passive_party_file(path: str | Path, id_column: str):
     return PartyData(view=t.view(), ids=t.ids)
 
 
-def active_party_file(path: str | Path, id_column: str, label_column: str, split_seed: int = 0):
-    """The active party's own file (with labels) as its PartyData, with a seeded stratified split.
+def active_party_file(
+    path: str | Path, id_column: str, label_column: str, split_seed: int = 0, test_fraction: float = 0.2
+):
+    """The active party's own file (with labels) as its PartyData, with a seeded stratified split (``test_fraction``
+    of the rows to test; 0: none).
 
     Used where the active party holds only its own file (a real deployment); rows are aligned with the
     passives later, inside the protocol."""
@@ -304,7 +307,7 @@ def active_party_file(path: str | Path, id_column: str, label_column: str, split
 
     t = read_party_file(path, id_column, label_column)
     class_names, labels, train, test = labelled_split(
-        t.labels, f"{t.path}: label column {label_column!r} holds", 0.2, split_seed
+        t.labels, f"{t.path}: label column {label_column!r} holds", test_fraction, split_seed
     )
     return PartyData(
         view=t.view(),
@@ -330,7 +333,9 @@ def multi_view_npz(path: str | Path) -> list[str] | None:
     return names or None
 
 
-def _load_multi_view(path: Path, arrays: list[str], id_column: str, label_column: str, split_seed: int, log):
+def _load_multi_view(
+    path: Path, arrays: list[str], id_column: str, label_column: str, split_seed: int, test_fraction: float, log
+):
     """A whole benchmark in one NPZ file: every view's rows in the same order, as ``apfed.from_arrays`` takes
     them."""
     from apfed.data.arrays import from_arrays
@@ -345,7 +350,7 @@ def _load_multi_view(path: Path, arrays: list[str], id_column: str, label_column
         ids = z[id_column] if id_column in z.files else None
         labels = z[label_column]
     try:
-        ds = from_arrays(views, labels, ids=ids, name=path.stem, seed=split_seed)
+        ds = from_arrays(views, labels, ids=ids, name=path.stem, test_size=test_fraction, seed=split_seed)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     log(f"{path.name}: {len(ds.labels)} rows, {len(views)} views ({', '.join(views)}) aligned in the file")
@@ -370,26 +375,33 @@ def align_tables(tables: list[PartyTable]) -> tuple[np.ndarray, list[np.ndarray]
 
 
 def load_party_files(
-    paths: list[str], id_column: str, label_column: str, split_seed: int = 0, log=print
+    paths: list[str], id_column: str, label_column: str, split_seed: int = 0, log=print, test_fraction: float = 0.2
 ) -> MultiViewDataset:
-    """Load one file per party (active first) and align rows by ID; the active party's whole file is split (its
-    rows that some passive lacks are the dataset's ``unmatched`` rows)."""
+    """Load one file per party (active first) and align rows by ID; the active party's whole file is split
+    (``test_fraction`` of its rows to test; its rows that some passive lacks are the dataset's ``unmatched``
+    rows)."""
     if len(paths) < 1:
         raise DataError("give at least one --data file (the active party's, with labels)")
     if len(paths) == 1 and (views := multi_view_npz(paths[0])) is not None:
-        return _load_multi_view(Path(paths[0]), views, id_column, label_column, split_seed, log)
+        return _load_multi_view(Path(paths[0]), views, id_column, label_column, split_seed, test_fraction, log)
     _distinct_columns(id_column, label_column)
     for p in paths[1:]:
         refuse_passive_labels(p, label_column)
     tables = [read_party_file(p, id_column, label_column if i == 0 else None) for i, p in enumerate(paths)]
-    return dataset_from_tables(tables, id_column, label_column, split_seed, log)
+    return dataset_from_tables(tables, id_column, label_column, split_seed, log, test_fraction)
 
 
 def dataset_from_tables(
-    tables: list[PartyTable], id_column: str, label_column: str, split_seed: int = 0, log=print
+    tables: list[PartyTable],
+    id_column: str,
+    label_column: str,
+    split_seed: int = 0,
+    log=print,
+    test_fraction: float = 0.2,
 ) -> MultiViewDataset:
     """The dataset of the parties' tables (the active party's first): rows aligned by ID, the active party's whole
-    table split 80/20, its rows that some passive lacks kept as ``unmatched``."""
+    table split (``test_fraction`` to test, 20 % by default; 0: every row trains), its rows that some passive lacks
+    kept as ``unmatched``."""
     common, rows = align_tables(tables)
     for t in tables:
         log(f"{t.path.name}: {len(t.ids)} rows, {len(common)} matched by {id_column!r}")
@@ -399,7 +411,7 @@ def dataset_from_tables(
     # run here and a deployment train and test on the same rows; the rows some passive lacks are the unmatched ones
     active = tables[0]
     class_names, labels, train, test = labelled_split(
-        active.labels, f"{active.path}: label column {label_column!r} holds", 0.2, split_seed
+        active.labels, f"{active.path}: label column {label_column!r} holds", test_fraction, split_seed
     )
     is_test = np.zeros(len(active.ids), dtype=bool)
     is_test[test] = True
@@ -408,10 +420,10 @@ def dataset_from_tables(
     position[first] = np.arange(len(first))
     train_idx, test_idx = position[train], position[test]  # in the split's order, as for fully matched files
     train_idx, test_idx = train_idx[train_idx >= 0], test_idx[test_idx >= 0]
-    if len(train_idx) == 0 or len(test_idx) == 0:
+    if len(train_idx) == 0 or (len(test_idx) == 0 and len(test)):
         raise DataError(
             f"the {len(common)} rows every party holds include no {'training' if len(test_idx) else 'test'} row of"
-            f" {active.path.name}'s 80/20 split; check the ID columns"
+            f" {active.path.name}'s {split_name(test_fraction)} split; check the ID columns"
         )
     views = [t.view(r) for t, r in zip(tables, rows, strict=True)]
     unmatched = None

@@ -14,13 +14,17 @@ def stratified_split(
     labels: np.ndarray, test_size: float = 0.2, seed: int = 0, held_out: str = "test"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a stratified split, exactly ``train_test_split(range(N), stratify=y, random_state=seed)``;
-    ``held_out`` names the second part in errors (the test rows, or the validation rows)."""
-    if not 0 < test_size < 1:
-        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size}")
+    ``held_out`` names the second part in errors (the test rows, or the validation rows). ``test_size`` 0: every
+    row trains and none is held out (a production model trained on every labelled row)."""
+    if not 0 <= test_size < 1:
+        raise ValueError(f"test_size must be a fraction in [0, 1), got {test_size}")
+    n = len(labels)
+    if test_size == 0:
+        return compact_index(np.arange(n), n), compact_index(np.arange(0), n)
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any():
         raise DataError("every class needs at least 2 labelled rows for a stratified split")
-    n, classes = len(labels), int((counts > 0).sum())
+    classes = int((counts > 0).sum())
     if min(_test_rows(n, test_size), n - _test_rows(n, test_size)) < classes:  # train_test_split's own condition
         raise DataError(
             f"{n} labelled rows are too few for a stratified {test_size:.0%} {held_out} split of {classes} classes:"
@@ -41,7 +45,7 @@ def labelled_split(
     class_names, labels = np.unique(raw_labels, return_inverse=True)
     if len(class_names) < 2:
         raise DataError(f"{holder} a single class ({str(class_names[0])!r}); a classifier needs at least 2")
-    single = np.flatnonzero(np.bincount(labels) == 1)
+    single = np.flatnonzero(np.bincount(labels) == 1) if test_size else []
     if len(single):
         shown = ", ".join(repr(str(class_names[i])) for i in single[:5]) + (", ..." if len(single) > 5 else "")
         continuous = len(class_names) > 50 and len(class_names) > len(labels) / 4
@@ -57,6 +61,23 @@ def labelled_split(
         )
     train, test = stratified_split(labels, test_size, seed)
     return [str(c) for c in class_names], labels.astype(np.int64), train, test
+
+
+def check_test_fraction(test_fraction: float) -> float:
+    """``test_fraction`` as a float, or a ConfigError: the share of the labelled rows held out to test, in [0, 1)
+    (0: train on every labelled row, with no test figure)."""
+    from apfed.errors import ConfigError
+
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(
+            f"test fraction must be in [0, 1) (0: train on every labelled row, no test rows), got {test_fraction}"
+        )
+    return float(test_fraction)
+
+
+def split_name(test_fraction: float) -> str:
+    """``80/20`` for 0.2: how messages name the split."""
+    return f"{1 - test_fraction:.0%}/{test_fraction:.0%}".replace("%", "")
 
 
 def _test_rows(n: int, test_size: float) -> int:

@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: apfed and protocols import from it
 
+from apfed.data.splits import check_test_fraction  # noqa: E402
 from apfed.errors import ApfedError, ArgumentParser, ConfigError  # noqa: E402
-from apfed.report import final_note  # noqa: E402
+from apfed.report import final_note, untested_line  # noqa: E402
 
 
 def free_port() -> int:
@@ -359,7 +360,9 @@ def node_settings(pairs: list[str], n_passives: int) -> dict[int, str]:
     return out
 
 
-def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str) -> list[str]:
+def check_inputs(
+    out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str, test_fraction: float = 0.2
+) -> list[str]:
     """Everything a user gives that can be wrong, checked before any process starts (one clear error each).
     Returns what was found in the party files (categorical columns, missing values), a line each."""
     from apfed.data.encoding import describe
@@ -374,7 +377,7 @@ def check_inputs(out: Path, method: str, files: list[Path] | None, id_column: st
     if files:
         if len(files) < 2:
             raise ConfigError("--data takes the active party's file, then one file per passive (at least two)")
-        parties = [active_party_file(files[0], id_column, label_column)]
+        parties = [active_party_file(files[0], id_column, label_column, test_fraction=test_fraction)]
         for f in files[1:]:
             refuse_passive_labels(f, label_column)
             parties.append(passive_party_file(f, id_column))
@@ -432,6 +435,7 @@ def deploy(
     files: list[Path] | None = None,
     id_column: str = "id",
     label_column: str = "label",
+    test_fraction: float = 0.2,
     pipeline: bool = True,
     threads: int | None = None,
     encrypt: bool = False,
@@ -472,7 +476,9 @@ def deploy(
         n_passives = bundled
     if sets:
         extra_run_config += " sets='" + ",".join(sets) + "'"
-    described = check_inputs(out, method, files, id_column, label_column)
+    if check_test_fraction(test_fraction) != 0.2:
+        extra_run_config += f" test-fraction={test_fraction}"
+    described = check_inputs(out, method, files, id_column, label_column, test_fraction)
     for line in described:
         show(line)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
@@ -648,6 +654,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, action="append", help="party files, the active party's first")
     ap.add_argument("--id-column", default="id")
     ap.add_argument("--label-column", default="label")
+    ap.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of the active party's labelled rows held out to test (0: train on every one)",
+    )
     ap.add_argument("--encrypt", action="store_true", help="seal every payload end to end (keys made here)")
     ap.add_argument("--round-timeout", type=float, help="seconds a passive has per round before it is skipped")
     ap.add_argument("--on-bad-message", choices=("skip", "fail"), default="fail")
@@ -698,9 +710,13 @@ def main() -> None:
     except (OSError, RuntimeError) as e:  # a file or port the system refused; a run that ended without a result
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    tested = (
+        f"test accuracy {r['final']['accuracy']:.2f} %{final_note(r['final'])}"
+        if "accuracy" in r["final"]
+        else untested_line(r["final"])
+    )
     print(
-        f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: "
-        f"test accuracy {r['final']['accuracy']:.2f} %{final_note(r['final'])}, "
+        f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: {tested}, "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
     )
     print(f"standalone model: {a.out / 'model.safetensors'}")
@@ -718,6 +734,7 @@ def run_from_args(a, extra: str) -> dict:
         files=a.data,
         id_column=a.id_column,
         label_column=a.label_column,
+        test_fraction=a.test_fraction,
         pipeline=a.pipeline,
         threads=a.threads,
         encrypt=a.encrypt,
