@@ -1103,20 +1103,25 @@ def audit(
     table_console().print(t)
 
 
-def _data_line(path: Path, id_column: str, label_column: str | None) -> str:
+def _data_line(path: Path, id_column: str, label_column: str | None, test_fraction: float = 0.2) -> str:
     """``preflight --data``: read a party's file as its deployment will, and say what it holds."""
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, passive_party_file
+    from apfed.data.splits import check_test_fraction
 
     if label_column is None:
         d = passive_party_file(path, id_column)
         what = "a passive party's file"
     else:
-        d = active_party_file(path, id_column, label_column)
+        d = active_party_file(path, id_column, label_column, test_fraction=check_test_fraction(test_fraction))
         what = f"the active party's file, {len(d.class_names)} classes"
     notes = "; ".join(line.removeprefix(f"{path.name}: ") for line in describe(path.name, d.view))
     shape = "x".join(map(str, d.view.shape))
-    return f"data {path}: {what}, {len(d.ids)} rows of {shape} features" + (f"; {notes}" if notes else "")
+    line = f"data {path}: {what}, {len(d.ids)} rows of {shape} features"
+    if label_column is not None:
+        n_test = len(d.test_rows)
+        line += f" ({n_test} held out to test)" if n_test else " (every row trains: test fraction 0)"
+    return line + (f"; {notes}" if notes else "")
 
 
 @app.command(rich_help_panel="Deployment")
@@ -1140,6 +1145,9 @@ def preflight(
     label_column: Annotated[
         str | None, typer.Option(help="The active party's label column (a passive's file must not have it).")
     ] = None,
+    test_fraction: Annotated[
+        float, typer.Option(help="With --label-column: the run config's test-fraction, the split to check.")
+    ] = 0.2,
     worker_socket: Annotated[
         str | None,
         typer.Option(help="A passive's SuperNode user: the socket of its own worker (apfed worker), to reach."),
@@ -1185,7 +1193,7 @@ def preflight(
             typer.echo(f"port {p} on {host}: free")
             checked += 1
         if data is not None:
-            typer.echo(_data_line(data, id_column, label_column))
+            typer.echo(_data_line(data, id_column, label_column, test_fraction))
             checked += 1
         if connect:
             if not authorities:

@@ -578,7 +578,11 @@ def test_preflight_reads_a_party_file_as_its_deployment_will(party_csvs):
     code, out, err = run_cli("preflight", "--data", shop, "--id-column", "user_id")
     assert code == 0 and f"data {shop}: a passive party's file, 280 rows of 3 features\n" in out, err
     code, out, err = run_cli("preflight", "--data", bank, "--id-column", "user_id", "--label-column", "label")
-    assert code == 0 and f"data {bank}: the active party's file, 3 classes, 300 rows of 4 features\n" in out, err
+    assert code == 0, err
+    assert f"data {bank}: the active party's file, 3 classes, 300 rows of 4 features (60 held out to test)\n" in out
+    code, out, err = run_cli(*["preflight", "--data", bank, "--id-column", "user_id", "--label-column", "label"],
+                             "--test-fraction", "0")  # fmt: skip
+    assert code == 0 and "300 rows of 4 features (every row trains: test fraction 0)\n" in out, err
     _one_error_line(*run_cli("preflight", "--data", shop)[::2], "no ID column 'id'")
     _one_error_line(
         *run_cli("preflight", "--data", shop, "--id-column", "user_id", "--label-column", "label")[::2],
