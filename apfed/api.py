@@ -205,6 +205,7 @@ def compare(
     quiet: bool = True,
     safety: Safety | None = None,
     resume: bool = False,
+    resplit: bool = False,
     **settings,
 ) -> dict:
     """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name; a method may carry its own
@@ -214,7 +215,8 @@ def compare(
     ``gap_closed``, and against ``local`` with the same seed ``vs_local_mean``, ``vs_local_std``, ``vs_local_wins``
     and ``vs_local_seeds``; ``runs``: every run). With ``out`` it also writes ``results.json``, ``results.md`` and
     ``results.png`` there, and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
-    data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4)."""
+    data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4). ``resplit``: seed
+    s >= 1 also draws its own train/test split (seed 0 keeps the data's own), the same for every method."""
     from apfed.config import DEFAULT_METHODS, parse_method_list, variant_config
     from apfed.evaluate import evaluate
 
@@ -236,6 +238,7 @@ def compare(
         jobs=jobs,
         safety=safety,
         resume=resume,
+        resplit=resplit,
     )
 
 

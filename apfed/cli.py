@@ -268,6 +268,14 @@ def evaluate(
             " and train only the others.",
         ),
     ] = False,
+    resplit: Annotated[
+        bool,
+        typer.Option(
+            "--resplit",
+            help="Each seed s >= 1 also draws its own stratified train/test split (seed 0 keeps the data's own), the"
+            " same for every method: the spread then includes the split's.",
+        ),
+    ] = False,
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
     from apfed.config import parse_method_list, variant_config
@@ -298,6 +306,8 @@ def evaluate(
             "evaluate ranks methods by their test accuracy: --test-fraction must be above 0 (apfed train"
             " --test-fraction 0 trains a model on every labelled row)"
         )
+    if resplit and overlap is not None:
+        raise ConfigError("--resplit cannot go with --overlap: an overlap study draws the passives' rows from a split")
     _output_dir(out)
     from apfed.evaluate import evaluate as run_eval
 
@@ -308,7 +318,8 @@ def evaluate(
         check_run(ds, a, variant_config(cfg, m))
     safety = _safety(encrypt, on_bad_message, None)
     command = shlex.join(["apfed", *sys.argv[1:]])
-    run_eval(ds, a, chosen, seeds, cfg, out, preset, jobs=jobs, safety=safety, resume=resume, command=command)
+    options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command, "resplit": resplit}
+    run_eval(ds, a, chosen, seeds, cfg, out, preset, **options)
 
 
 @app.command()

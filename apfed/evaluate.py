@@ -9,8 +9,9 @@ from pathlib import Path
 
 from apfed import __version__
 from apfed.config import TrainConfig, variant_config
+from apfed.data.splits import resplit as resplit_rows
 from apfed.data.views import MultiViewDataset
-from apfed.errors import ConfigError
+from apfed.errors import ConfigError, DataError
 from apfed.report import accuracy_note, machine, rich_table, summarize, table_console, write_report
 from apfed.run_store import RunStore, data_digest
 from apfed.runner import Safety, run
@@ -39,8 +40,16 @@ def _ignore_interrupts() -> None:
 
 
 def _parallel(
-    ds, active, configs: list[TrainConfig], jobs: int, console, quiet: bool, safety=None, on_run=None
+    datasets: list[MultiViewDataset],
+    active,
+    configs: list[TrainConfig],
+    jobs: int,
+    console,
+    quiet: bool,
+    safety=None,
+    on_run=None,
 ) -> list[dict]:
+    """Each ``configs[i]`` trained on ``datasets[i]`` in ``jobs`` worker processes."""
     import multiprocessing as mp
 
     from rich.progress import Progress
@@ -51,7 +60,10 @@ def _parallel(
     try:
         with Progress(console=console, disable=quiet) as progress:
             task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
-            pending = [pool.apply_async(_run_one, (ds, active, c, threads, safety)) for c in configs]
+            pending = [
+                pool.apply_async(_run_one, (ds, active, c, threads, safety))
+                for ds, c in zip(datasets, configs, strict=True)
+            ]
             runs = []
             for i, r in enumerate(pending):
                 runs.append(r.get())
@@ -82,12 +94,15 @@ def evaluate(
     safety: Safety | None = None,
     resume: bool = False,
     command: str | None = None,
+    resplit: bool = False,
 ) -> dict:
     """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report. A method may
     carry its own settings, ``"apfed-c[lam=0.5]"`` (``apfed.config.method_variant``): it is a row of its own. With
     ``out``, each finished run is also stored in ``out/runs/``; ``resume`` reuses the runs stored there from the
     same data and settings (an error if one was made with other settings) and trains only the others.
-    ``command``: the command line that asked for the comparison, recorded in the report to repeat it."""
+    ``command``: the command line that asked for the comparison, recorded in the report to repeat it. ``resplit``:
+    seed s >= 1 also splits the labelled rows again (``apfed.data.splits.resplit``; seed 0 keeps the data's own
+    split), so the spread over seeds includes the split's; each method's seed s is tested on the same rows."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -101,28 +116,40 @@ def evaluate(
     t0 = time.time()
     labels = [m for m in methods for _ in range(seeds)]
     configs = [variant_config(cfg, m, seed=s) for m in methods for s in range(seeds)]
-    store = None
+    try:
+        splits = [resplit_rows(ds, s) if resplit and s else ds for s in range(seeds)]
+    except DataError as e:  # the partial-overlap study keeps its split: a wrong option, not wrong data
+        raise ConfigError(f"--resplit: {e}") from None
+    stores = None
     if out is not None:
-        unmatched = _unmatched_counts(ds, active)["unmatched_train"]
-        store = RunStore(Path(out) / "runs", data_digest(ds, active), asdict(safety) if safety else None, unmatched)
+        digests = {id(d): data_digest(d, active) for d in splits}  # once per distinct split: it hashes the features
+        stores = [
+            RunStore(
+                Path(out) / "runs",
+                digests[id(d)],
+                asdict(safety) if safety else None,
+                _unmatched_counts(d, active)["unmatched_train"],
+            )
+            for d in splits
+        ]
     elif resume:
         raise ConfigError("resuming needs the output directory of the interrupted comparison")
-    done = {i: r for i, c in enumerate(configs) if resume and (r := store.load(c, labels[i])) is not None}
+    done = {i: r for i, c in enumerate(configs) if resume and (r := stores[c.seed].load(c, labels[i])) is not None}
     if resume and not quiet:
-        console.print(f"resuming: {len(done)} of {len(configs)} runs already done in {store.root}")
+        console.print(f"resuming: {len(done)} of {len(configs)} runs already done in {stores[0].root}")
     left = [i for i in range(len(configs)) if i not in done]
     todo = [configs[i] for i in left]
 
     def on_run(k: int, r: dict) -> None:  # the k-th run of todo
-        if store is not None:
-            store.save(todo[k], _labelled(r, labels[left[k]]), labels[left[k]])
+        if stores is not None:
+            stores[todo[k].seed].save(todo[k], _labelled(r, labels[left[k]]), labels[left[k]])
 
     new: list[dict] = []
     if jobs == 0:
         jobs = auto_jobs(len(todo), cfg.device)
     jobs = min(jobs, len(todo))  # no idle workers (each would also split the cores' threads)
     if jobs > 1:
-        new = _parallel(ds, active, todo, jobs, console, quiet, safety, on_run)
+        new = _parallel([splits[c.seed] for c in todo], active, todo, jobs, console, quiet, safety, on_run)
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -139,7 +166,7 @@ def evaluate(
                 progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
 
             r = run(
-                ds,
+                splits[c.seed],
                 active,
                 c,
                 on_epoch=on_epoch,
@@ -164,6 +191,7 @@ def evaluate(
         "preset": preset,
         "epochs": cfg.epochs,
         "seeds": seeds,
+        "split": "one per seed (seed 0: the data's own)" if resplit else "the data's own",
         "device": cfg.device,
         "eval_last": cfg.eval_last,
         "config": cfg.to_dict(),
@@ -176,7 +204,7 @@ def evaluate(
         "runs": runs,
     }
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr
-        note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, validation=cfg.validation > 0)
+        note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, validation=cfg.validation > 0, resplit=resplit)
         title = f"{ds.name}, active view {ds.views[active].name}"
         table_console().print(rich_table(summary, title, note))
     if out is not None:

@@ -116,3 +116,51 @@ def test_cli_refuses_a_test_fraction_it_cannot_use_in_one_line(tmp_path, args, m
     assert err.strip() == f"error: {message}" or err.strip().startswith(f"error: {message}")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "results").exists()
+
+
+def test_resplit_draws_another_stratified_split_of_the_same_rows(tmp_path, party_csvs):
+    from apfed.data.splits import resplit
+    from apfed.data.views import partial_overlap
+
+    ds = load_bundled("digits")
+    again = resplit(ds, 1)
+    assert len(again.test_idx) == len(ds.test_idx) and len(again.train_idx) == len(ds.train_idx)
+    assert sorted([*again.train_idx, *again.test_idx]) == list(range(len(ds.ids)))
+    assert set(again.test_idx.tolist()) != set(ds.test_idx.tolist())
+    assert np.abs(np.bincount(ds.labels[again.test_idx]) - np.bincount(ds.labels[ds.test_idx])).max() <= 1
+    assert resplit(ds, 1).test_idx.tolist() == again.test_idx.tolist()  # seeded
+    # the rows no passive holds are split with the others, as a party's whole file is
+    files = load_party_files(party_csvs["paths"], "user_id", "label", log=lambda _: None)
+    u, v = files.unmatched, resplit(files, 2).unmatched
+    assert len(files.test_idx) + u.test.sum() == len(resplit(files, 2).test_idx) + v.test.sum() == 60
+    assert (u.test != v.test).any()
+    with pytest.raises(apfed.errors.DataError, match="keeps its split"):
+        resplit(partial_overlap(ds, 0, 0.5), 1)
+
+
+def test_a_comparison_with_one_split_per_seed_resumes_and_keeps_seed_0s_split(tmp_path):
+    ds, a = apfed.load_dataset("handwritten", passives="kar", log=lambda _: None)
+    kw = {"seeds": 2, "epochs": 2, "jobs": 1}
+    same = apfed.compare(ds, a, ["local", "apfed-c"], **kw)
+    report = apfed.compare(ds, a, ["local", "apfed-c"], out=tmp_path, resplit=True, **kw)
+    runs = {(r["method"], r["seed"]): r["accuracy"] for r in report["runs"]}
+    before = {(r["method"], r["seed"]): r["accuracy"] for r in same["runs"]}
+    assert runs[("local", 0)] == before[("local", 0)] and runs[("apfed-c", 0)] == before[("apfed-c", 0)]
+    assert runs[("local", 1)] != before[("local", 1)]  # seed 1 tests on other rows
+    assert (
+        report["split"].startswith("one per seed")
+        and "its own stratified train/test split" in (tmp_path / "results.md").read_text()
+    )
+    again = apfed.compare(ds, a, ["local", "apfed-c"], out=tmp_path, resplit=True, resume=True, **kw)
+    assert again["summary"] == report["summary"]
+    parallel = apfed.compare(ds, a, ["local", "apfed-c"], resplit=True, **{**kw, "jobs": 2})  # each worker its split
+    assert {(r["method"], r["seed"]): r["accuracy"] for r in parallel["runs"]} == runs
+    # seed 1's stored runs came from another split than the data's own: resuming without --resplit refuses them
+    with pytest.raises(ConfigError, match="the data"):
+        apfed.compare(ds, a, ["local", "apfed-c"], out=tmp_path, resume=True, **kw)
+
+
+def test_cli_refuses_resplit_with_an_overlap_study(tmp_path):
+    code, _, err = run_cli("evaluate", "--resplit", "--overlap", "0.5", cwd=tmp_path)
+    assert code == 2 and err.strip().startswith("error: --resplit cannot go with --overlap")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "results").exists()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
-from apfed.data.views import compact_index
+from apfed.data.views import MultiViewDataset, compact_index
 from apfed.errors import DataError
 
 
@@ -90,3 +91,26 @@ def _rows_needed(classes: int, test_size: float) -> int:
     while min(_test_rows(n, test_size), n - _test_rows(n, test_size)) < classes:
         n += 1
     return n
+
+
+def resplit(ds: MultiViewDataset, seed: int) -> MultiViewDataset:
+    """``ds`` with its labelled rows split again, stratified and seeded, into as many test rows as it holds; the
+    active party's rows that no passive holds (``ds.unmatched``) are split with the others, as a party's whole file
+    is. For a comparison whose spread includes the split's (``apfed evaluate --resplit``)."""
+    if "overlap" in ds.notes:
+        raise DataError("a partial-overlap study draws the passives' rows from the training rows: it keeps its split")
+    u = ds.unmatched
+    rows = np.sort(np.concatenate([np.asarray(ds.train_idx), np.asarray(ds.test_idx)]))
+    labels = np.concatenate([ds.labels[rows], u.labels if u is not None else ds.labels[:0]])
+    n_test = len(ds.test_idx) + (int(u.test.sum()) if u is not None else 0)
+    # train_test_split holds out ceil(fraction x rows): just under n_test / rows holds out exactly n_test
+    train, test = stratified_split(labels, (n_test - 0.5) / len(labels), seed)
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test] = True
+    m, n = len(rows), len(ds.ids)
+    return replace(  # in the split's order, as a party file's split lists them
+        ds,
+        train_idx=compact_index(rows[train[train < m]], n),
+        test_idx=compact_index(rows[test[test < m]], n),
+        unmatched=None if u is None else replace(u, test=is_test[m:]),
+    )
