@@ -164,3 +164,20 @@ def test_cli_refuses_resplit_with_an_overlap_study(tmp_path):
     code, _, err = run_cli("evaluate", "--resplit", "--overlap", "0.5", cwd=tmp_path)
     assert code == 2 and err.strip().startswith("error: --resplit cannot go with --overlap")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
+
+
+def test_tables_and_arrays_in_memory_take_the_test_fraction_too(party_csvs):
+    import csv
+
+    tables = {}
+    for path in party_csvs["paths"]:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        tables[path.stem] = {k: [r[k] for r in rows] for k in rows[0]}
+    ds = apfed.from_parties(tables, id_column="user_id", test_size=0, log=lambda _: None)
+    files = load_party_files(party_csvs["paths"], "user_id", "label", log=lambda _: None, test_fraction=0)
+    assert len(ds.test_idx) == 0 and sorted(ds.ids.tolist()) == sorted(files.ids.tolist())
+    X = np.arange(40.0).reshape(20, 2)
+    assert len(apfed.from_arrays({"a": X, "b": X}, [0, 1] * 10, test_size=0).test_idx) == 0
+    with pytest.raises(ConfigError, match="test fraction must be in"):
+        apfed.from_arrays({"a": X, "b": X}, [0, 1] * 10, test_size=1.5)

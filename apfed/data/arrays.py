@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from apfed.data.encoding import Encoding, encode_table
-from apfed.data.splits import labelled_split
+from apfed.data.splits import check_test_fraction, labelled_split
 from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
@@ -60,6 +60,7 @@ def from_arrays(
     files. Use the result like ``apfed.load_dataset``'s (``apfed.train``, ``apfed.compare``; ``apfed.simulate``, whose
     virtual SuperNodes each load their own data, takes the arrays saved as a multi-view NPZ file instead: an array
     ``view_<name>`` per view and the labels), the active view given by index or name."""
+    test_size = check_test_fraction(test_size)
     if not isinstance(views, Mapping) or not views:
         raise DataError("give the views as a mapping of view name to array, e.g. {'bank': X_bank, 'shop': X_shop}")
     arrays = {}
@@ -123,6 +124,7 @@ def from_parties(
     *,
     id_column: str = "id",
     label_column: str = "label",
+    test_size: float = 0.2,
     seed: int = 0,
     log=print,
 ) -> MultiViewDataset:
@@ -130,9 +132,9 @@ def from_parties(
     name to a pandas DataFrame (or a mapping of column name to values), the active party's first, with its labels
     in ``label_column``; every table has the ID column ``id_column``, and every other column is a feature (numbers,
     or text: categorical; missing values as for files). Rows are aligned by ID, never by position, exactly as
-    ``load_dataset(data=[...])`` aligns party files: the active party's whole table is split 80/20 (``seed``), and
-    its rows that some passive lacks train and test its standalone model (``MultiViewDataset.unmatched``). ``log``
-    receives how many rows matched."""
+    ``load_dataset(data=[...])`` aligns party files: the active party's whole table is split (``test_size`` of it
+    to test, 0: none; ``seed``), and its rows that some passive lacks train and test its standalone model
+    (``MultiViewDataset.unmatched``). ``log`` receives how many rows matched."""
     from apfed.data.files import PartyTable, _checked, dataset_from_tables
 
     if not isinstance(parties, Mapping) or not parties:
@@ -174,7 +176,7 @@ def from_parties(
         X, names, encoding = encode_table(f"party {name!r}", raw, features)
         labels = values[label_column].astype(str) if i == 0 else None
         tables.append(_checked(PartyTable(Path(name), values[id_column].astype(str), X, names, labels, encoding)))
-    return dataset_from_tables(tables, id_column, label_column, seed, log)
+    return dataset_from_tables(tables, id_column, label_column, seed, log, check_test_fraction(test_size))
 
 
 def _column(party: str, name: str, values: Any) -> np.ndarray:
