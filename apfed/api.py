@@ -206,6 +206,7 @@ def compare(
     safety: Safety | None = None,
     resume: bool = False,
     resplit: bool = False,
+    folds: int = 0,
     **settings,
 ) -> dict:
     """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name; a method may carry its own
@@ -216,12 +217,15 @@ def compare(
     and ``vs_local_seeds``; ``runs``: every run). With ``out`` it also writes ``results.json``, ``results.md`` and
     ``results.png`` there, and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
     data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4). ``resplit``: seed
-    s >= 1 also draws its own train/test split (seed 0 keeps the data's own), the same for every method."""
+    s >= 1 also draws its own train/test split (seed 0 keeps the data's own), the same for every method.
+    ``folds``: cross-validation instead, seeds ``0..folds-1`` (``seeds`` is then ignored), seed s tested on the
+    s-th of ``folds`` stratified folds of the labelled rows and trained on the others."""
     from apfed.config import DEFAULT_METHODS, parse_method_list, variant_config
     from apfed.evaluate import evaluate
 
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    seeds = folds or seeds
     chosen = parse_method_list(",".join(methods or DEFAULT_METHODS))
     cfg = _config(preset, **settings)
     for m in chosen:
@@ -239,6 +243,7 @@ def compare(
         safety=safety,
         resume=resume,
         resplit=resplit,
+        folds=folds,
     )
 
 

@@ -236,7 +236,7 @@ def evaluate(
             " its own settings, each variant a row: 'local,apfed-c[lam=0.5],apfed-c[lam=2,temperature=0.5]'."
         ),
     ] = ",".join(DEFAULT_METHODS),
-    seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per method (0..N-1; default 3).")] = None,
     epochs: Epochs = None,
     preset: Preset = "default",
     device: Device = "cpu",
@@ -276,6 +276,14 @@ def evaluate(
             " same for every method: the spread then includes the split's.",
         ),
     ] = False,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            min=2,
+            help="Cross-validation: K stratified folds of the labelled rows, seed s trained on the others and tested"
+            " on fold s (K runs per method; every labelled row tested once).",
+        ),
+    ] = None,
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
     from apfed.config import parse_method_list, variant_config
@@ -306,8 +314,14 @@ def evaluate(
             "evaluate ranks methods by their test accuracy: --test-fraction must be above 0 (apfed train"
             " --test-fraction 0 trains a model on every labelled row)"
         )
-    if resplit and overlap is not None:
-        raise ConfigError("--resplit cannot go with --overlap: an overlap study draws the passives' rows from a split")
+    if folds is not None and (seeds is not None or resplit or test_fraction is not None):
+        raise ConfigError(
+            "--folds makes the splits, one seed per fold: leave out --seeds, --resplit and --test-fraction"
+        )
+    if (resplit or folds) and overlap is not None:
+        what = "--resplit" if resplit else "--folds"
+        raise ConfigError(f"{what} cannot go with --overlap: an overlap study draws the passives' rows from one split")
+    seeds = folds or seeds or 3
     _output_dir(out)
     from apfed.evaluate import evaluate as run_eval
 
@@ -319,6 +333,7 @@ def evaluate(
     safety = _safety(encrypt, on_bad_message, None)
     command = shlex.join(["apfed", *sys.argv[1:]])
     options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command, "resplit": resplit}
+    options["folds"] = folds or 0
     run_eval(ds, a, chosen, seeds, cfg, out, preset, **options)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from apfed import __version__
 from apfed.config import TrainConfig, variant_config
+from apfed.data.splits import fold
 from apfed.data.splits import resplit as resplit_rows
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError, DataError
@@ -95,6 +96,7 @@ def evaluate(
     resume: bool = False,
     command: str | None = None,
     resplit: bool = False,
+    folds: int = 0,
 ) -> dict:
     """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report. A method may
     carry its own settings, ``"apfed-c[lam=0.5]"`` (``apfed.config.method_variant``): it is a row of its own. With
@@ -102,7 +104,9 @@ def evaluate(
     same data and settings (an error if one was made with other settings) and trains only the others.
     ``command``: the command line that asked for the comparison, recorded in the report to repeat it. ``resplit``:
     seed s >= 1 also splits the labelled rows again (``apfed.data.splits.resplit``; seed 0 keeps the data's own
-    split), so the spread over seeds includes the split's; each method's seed s is tested on the same rows."""
+    split), so the spread over seeds includes the split's; each method's seed s is tested on the same rows.
+    ``folds`` (= ``seeds``): cross-validation, seed s tests the s-th of ``folds`` stratified folds of the labelled
+    rows (``apfed.data.splits.fold``), so every labelled row is tested once per method."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -116,10 +120,15 @@ def evaluate(
     t0 = time.time()
     labels = [m for m in methods for _ in range(seeds)]
     configs = [variant_config(cfg, m, seed=s) for m in methods for s in range(seeds)]
+    if folds and (resplit or folds != seeds):
+        raise ConfigError("cross-validation runs one seed per fold: give folds alone, not with seeds or resplit")
     try:
-        splits = [resplit_rows(ds, s) if resplit and s else ds for s in range(seeds)]
-    except DataError as e:  # the partial-overlap study keeps its split: a wrong option, not wrong data
-        raise ConfigError(f"--resplit: {e}") from None
+        if folds:
+            splits = [fold(ds, s, folds) for s in range(folds)]
+        else:
+            splits = [resplit_rows(ds, s) if resplit and s else ds for s in range(seeds)]
+    except DataError as e:  # the partial-overlap study keeps its split, too few rows for the folds: wrong options
+        raise ConfigError(f"--{'folds' if folds else 'resplit'}: {e}") from None
     stores = None
     if out is not None:
         digests = {id(d): data_digest(d, active) for d in splits}  # once per distinct split: it hashes the features
@@ -191,7 +200,13 @@ def evaluate(
         "preset": preset,
         "epochs": cfg.epochs,
         "seeds": seeds,
-        "split": "one per seed (seed 0: the data's own)" if resplit else "the data's own",
+        "split": (
+            f"{folds}-fold cross-validation (seed s tests fold s)"
+            if folds
+            else "one per seed (seed 0: the data's own)"
+            if resplit
+            else "the data's own"
+        ),
         "device": cfg.device,
         "eval_last": cfg.eval_last,
         "config": cfg.to_dict(),
@@ -204,7 +219,7 @@ def evaluate(
         "runs": runs,
     }
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr
-        note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, validation=cfg.validation > 0, resplit=resplit)
+        note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, cfg.validation > 0, resplit, folds)
         title = f"{ds.name}, active view {ds.views[active].name}"
         table_console().print(rich_table(summary, title, note))
     if out is not None:

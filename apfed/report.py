@@ -193,11 +193,15 @@ def averaged_over(epochs: int, eval_last: int) -> str:
     return f"all {epochs} epochs" if epochs <= eval_last else f"the last {eval_last} epochs"
 
 
-def accuracy_note(epochs: int, eval_last: int, seeds: int, validation: bool = False, resplit: bool = False) -> str:
+def accuracy_note(
+    epochs: int, eval_last: int, seeds: int, validation: bool = False, resplit: bool = False, folds: int = 0
+) -> str:
     """What the accuracy column holds, under the console table."""
     kept = " (a standalone method's: of the epoch its validation rows picked)" if validation else ""
     over = "one seed" if seeds < 2 else f"mean ± std over {seeds} seeds"
-    if resplit and seeds > 1:
+    if folds:
+        over = f"mean ± std over {folds} folds (cross-validation: seed s tests fold s)"
+    elif resplit and seeds > 1:
         over += ", each with its own train/test split (seed 0 the data's own)"
     return f"accuracy: test accuracy averaged over {averaged_over(epochs, eval_last)}{kept}; {over}"
 
@@ -293,6 +297,8 @@ def write_report(out: Path, report: dict) -> list[Path]:
             "; each seed s >= 1 also drew its own stratified train/test split (seed 0 the data's own), the same for"
             " every method, so the spread includes the split's"
             if report.get("split", "").startswith("one per seed")
+            else f"; {report['split']}: every labelled row is tested once per method, and the spread is over the folds"
+            if "fold" in report.get("split", "")
             else ""
         )
         + "; macro-F1 and ROC-AUC (one class against the rest, averaged over the "

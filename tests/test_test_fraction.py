@@ -181,3 +181,33 @@ def test_tables_and_arrays_in_memory_take_the_test_fraction_too(party_csvs):
     assert len(apfed.from_arrays({"a": X, "b": X}, [0, 1] * 10, test_size=0).test_idx) == 0
     with pytest.raises(ConfigError, match="test fraction must be in"):
         apfed.from_arrays({"a": X, "b": X}, [0, 1] * 10, test_size=1.5)
+
+
+def test_folds_test_every_labelled_row_once(party_csvs):
+    from apfed.data.splits import fold
+
+    files = load_party_files(party_csvs["paths"], "user_id", "label", log=lambda _: None)
+    tested = []
+    for k in range(4):
+        f = fold(files, k, 4)
+        ids = [*files.ids[f.test_idx], *f.unmatched.ids[f.unmatched.test]]
+        trained = [*files.ids[f.train_idx], *f.unmatched.ids[~f.unmatched.test]]
+        assert set(ids).isdisjoint(trained) and len(ids) + len(trained) == 300  # the active party's whole file
+        tested += ids
+    assert sorted(tested) == sorted([*files.ids, *files.unmatched.ids])  # each row once
+    with pytest.raises(apfed.errors.DataError, match="the rarest class has"):
+        fold(load_bundled("digits"), 0, 1000)
+
+
+def test_a_cross_validated_comparison(tmp_path):
+    ds, a = apfed.load_dataset("handwritten", passives="kar", log=lambda _: None)
+    report = apfed.compare(ds, a, ["local", "apfed-c"], folds=3, epochs=1, out=tmp_path, jobs=1)
+    assert sorted({r["seed"] for r in report["runs"]}) == [0, 1, 2] and report["split"].startswith("3-fold")
+    assert report["summary"]["apfed-c"]["vs_local_seeds"] == 3
+    assert "3-fold cross-validation" in (tmp_path / "results.md").read_text()
+    again = apfed.compare(ds, a, ["local", "apfed-c"], folds=3, epochs=1, out=tmp_path, resume=True, jobs=1)
+    assert again["summary"] == report["summary"]
+    code, _, err = run_cli("evaluate", "--folds", "3", "--seeds", "2", cwd=tmp_path)
+    assert code == 2 and err.startswith("error: --folds makes the splits") and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("evaluate", "--folds", "3", "--overlap", "0.5", cwd=tmp_path)
+    assert code == 2 and err.startswith("error: --folds cannot go with --overlap")

@@ -97,17 +97,45 @@ def resplit(ds: MultiViewDataset, seed: int) -> MultiViewDataset:
     """``ds`` with its labelled rows split again, stratified and seeded, into as many test rows as it holds; the
     active party's rows that no passive holds (``ds.unmatched``) are split with the others, as a party's whole file
     is. For a comparison whose spread includes the split's (``apfed evaluate --resplit``)."""
+    rows, labels = _labelled_rows(ds)
+    n_test = len(ds.test_idx) + (int(ds.unmatched.test.sum()) if ds.unmatched is not None else 0)
+    # train_test_split holds out ceil(fraction x rows): just under n_test / rows holds out exactly n_test
+    return _with_split(ds, rows, *stratified_split(labels, (n_test - 0.5) / len(labels), seed))
+
+
+def fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
+    """``ds`` whose test rows are the ``k``-th of ``folds`` stratified folds of its labelled rows (shuffled, seed 0;
+    the rows no passive holds among them), the others training: over k = 0..folds-1 every labelled row is tested
+    once (``apfed evaluate --folds``)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    rows, labels = _labelled_rows(ds)
+    counts = np.bincount(labels)
+    fewest = int(counts[counts > 0].min())
+    if folds < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, got {folds}")
+    if folds > fewest:
+        raise DataError(f"{folds} folds need {folds} labelled rows of every class; the rarest class has {fewest}")
+    train, test = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(labels, labels))[k]
+    return _with_split(ds, rows, train, test)
+
+
+def _labelled_rows(ds: MultiViewDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of ``ds``'s labelled rows (training and test) and the labels of those rows followed by its
+    rows that no passive holds: what a new split draws from."""
     if "overlap" in ds.notes:
         raise DataError("a partial-overlap study draws the passives' rows from the training rows: it keeps its split")
     u = ds.unmatched
     rows = np.sort(np.concatenate([np.asarray(ds.train_idx), np.asarray(ds.test_idx)]))
-    labels = np.concatenate([ds.labels[rows], u.labels if u is not None else ds.labels[:0]])
-    n_test = len(ds.test_idx) + (int(u.test.sum()) if u is not None else 0)
-    # train_test_split holds out ceil(fraction x rows): just under n_test / rows holds out exactly n_test
-    train, test = stratified_split(labels, (n_test - 0.5) / len(labels), seed)
-    is_test = np.zeros(len(labels), dtype=bool)
+    return rows, np.concatenate([ds.labels[rows], u.labels if u is not None else ds.labels[:0]])
+
+
+def _with_split(ds: MultiViewDataset, rows: np.ndarray, train: np.ndarray, test: np.ndarray) -> MultiViewDataset:
+    """``ds`` with the split ``train``/``test`` of ``_labelled_rows``'s order: positions below ``len(rows)`` are
+    ``rows[p]``, the others its rows that no passive holds."""
+    u, m, n = ds.unmatched, len(rows), len(ds.ids)
+    is_test = np.zeros(m + (len(u) if u is not None else 0), dtype=bool)
     is_test[test] = True
-    m, n = len(rows), len(ds.ids)
     return replace(  # in the split's order, as a party file's split lists them
         ds,
         train_idx=compact_index(rows[train[train < m]], n),
