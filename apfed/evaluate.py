@@ -13,7 +13,7 @@ from apfed.data.splits import fold
 from apfed.data.splits import resplit as resplit_rows
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError, DataError
-from apfed.report import accuracy_note, machine, rich_table, summarize, table_console, write_report
+from apfed.report import accuracy_note, interval_basis, machine, rich_table, summarize, table_console, write_report
 from apfed.run_store import RunStore, data_digest
 from apfed.runner import Safety, run
 from apfed.spawning import without_main_script
@@ -187,7 +187,7 @@ def evaluate(
             on_run(k, r)
     fresh = iter(new)
     runs = [_labelled(done[i] if i in done else next(fresh), labels[i]) for i in range(len(configs))]
-    summary = summarize(runs)
+    summary = summarize(runs, _test_share(splits[-1], active) if folds or resplit else None)
     report = {
         "dataset": ds.name,
         "active_view": ds.views[active].name,
@@ -220,6 +220,8 @@ def evaluate(
     }
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr
         note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, cfg.validation > 0, resplit, folds)
+        if any("vs_local_ci95" in r for r in summary.values()):
+            note += f"; vs local [a, b]: 95 % interval of the mean difference ({interval_basis(report['split'])})"
         title = f"{ds.name}, active view {ds.views[active].name}"
         table_console().print(rich_table(summary, title, note))
     if out is not None:
@@ -234,6 +236,12 @@ def _labelled(run: dict, label: str) -> dict:
     if label != run["method"]:
         run["variant"] = label
     return run
+
+
+def _test_share(ds: MultiViewDataset, active: int) -> float:
+    """Test rows per training row of ``ds``'s split (the rows no passive holds included)."""
+    u = _unmatched_counts(ds, active)
+    return (len(ds.test_idx) + u["unmatched_test"]) / (len(ds.train_idx) + u["unmatched_train"])
 
 
 def _unmatched_counts(ds: MultiViewDataset, active: int) -> dict[str, int]:

@@ -95,9 +95,10 @@ def test_provenance(final: dict) -> dict:
     return {"test_accuracy": final["accuracy"], **({"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {})}
 
 
-def summarize(runs: list[dict]) -> dict[str, dict]:
+def summarize(runs: list[dict], test_share: float | None = None) -> dict[str, dict]:
     """Per method (and per derived model: tvfl fills, kd teacher): accuracy mean ± std, macro-F1, standalone,
-    and the fraction of the local → all-parties-TVFL gap closed."""
+    and the fraction of the local → all-parties-TVFL gap closed. ``test_share``: test rows per training row when
+    each seed has a split of its own (``paired_interval``)."""
     rows: dict[str, dict] = {}
     by_method: dict[str, list[dict]] = {}
     for r in runs:  # a method with its own settings (evaluate --methods 'apfed-c[lam=0.5]') is a row of its own
@@ -135,7 +136,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 "derived": True,
             }
             _unmatched_stats(rows[derived], rs, f"unmatched_accuracy_{key[4:]}")  # tvfl, embeddings filled in
-    _paired_with_local(rows, by_method)
+    _paired_with_local(rows, by_method, test_share)
     lo, hi = rows.get("local"), rows.get("tvfl")
     for r in rows.values():
         gap = None  # also where tvfl does no better than local: there is no gap, and a ratio would mislead
@@ -145,10 +146,11 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
     return rows
 
 
-def _paired_with_local(rows: dict[str, dict], by_method: dict[str, list[dict]]) -> None:
+def _paired_with_local(rows: dict[str, dict], by_method: dict[str, list[dict]], test_share: float | None) -> None:
     """Each method's accuracy minus local's of the same seed: ``vs_local_mean``, ``vs_local_std`` and
     ``vs_local_wins`` (seeds where the method is ahead) over the ``vs_local_seeds`` seeds both ran: whether a gain
-    holds seed by seed, or rests on one lucky seed."""
+    holds seed by seed, or rests on one lucky seed; and ``vs_local_ci95``, the 95 % interval of the mean
+    difference (``paired_interval``)."""
     local = {r["seed"]: r["accuracy"] for r in by_method.get("local", [])}
     for m, rs in by_method.items():
         diffs = [r["accuracy"] - local[r["seed"]] for r in rs if r["seed"] in local]
@@ -159,7 +161,30 @@ def _paired_with_local(rows: dict[str, dict], by_method: dict[str, list[dict]]) 
             vs_local_std=float(np.std(diffs)),
             vs_local_wins=sum(d > 0 for d in diffs),
             vs_local_seeds=len(diffs),
+            vs_local_ci95=paired_interval(diffs, test_share),
         )
+
+
+def interval_basis(split: str) -> str:
+    """What ``paired_interval`` covers for a report's ``split``, in words."""
+    if split.startswith("the data's own") or not split:
+        return "Student's t over the seeds, on one split: it covers the seeds' randomness, not the split's"
+    return "Student's t over the seeds, widened for their overlapping training rows (Nadeau and Bengio)"
+
+
+def paired_interval(diffs: list[float], test_share: float | None = None) -> list[float]:
+    """The 95 % interval of the mean of paired differences, Student's t over the seeds. On one split it covers what
+    varies with the seed (initialisation, minibatch order), not the split. With a split per seed (``test_share``:
+    test rows per training row, as in ``--resplit`` or ``--folds``) the runs' training rows overlap, which plain t
+    intervals ignore (too narrow): the variance is widened by Nadeau and Bengio's correction, 1/n + test_share
+    instead of 1/n (Machine Learning 52, 2003)."""
+    from scipy.stats import t
+
+    n = len(diffs)
+    factor = 1 / n + (test_share or 0.0)
+    half = float(t.ppf(0.975, n - 1) * np.sqrt(factor * np.var(diffs, ddof=1)))
+    mean = float(np.mean(diffs))
+    return [mean - half, mean + half]
 
 
 def _mean_of(runs: list[dict], key: str) -> float | None:
@@ -224,6 +249,7 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
         if paired:
             row.append(
                 f"{r['vs_local_mean']:+.2f} ± {r['vs_local_std']:.2f} ({r['vs_local_wins']}/{r['vs_local_seeds']})"
+                + (" [{:+.2f}, {:+.2f}]".format(*r["vs_local_ci95"]) if "vs_local_ci95" in r else "")
                 if "vs_local_mean" in r
                 else ""
             )
@@ -305,7 +331,8 @@ def write_report(out: Path, report: dict) -> list[Path]:
         "classes; 0–1) are the final model's, averaged over seeds."
         + (
             f" {PAIRED_COLUMN}: the method's accuracy minus local's in the run with the same seed, mean ± std over"
-            " seeds, and in how many seeds the method is ahead."
+            " seeds, in how many seeds the method is ahead and, in brackets, the 95 % interval of the mean"
+            f" difference ({interval_basis(report.get('split', ''))})."
             if any("vs_local_mean" in r for r in s.values())
             else ""
         )

@@ -83,3 +83,22 @@ def test_one_seed_has_no_spread_and_a_short_run_says_which_epochs_it_averages(tm
     note = accuracy_note(60, 10, 3, validation=True)
     assert note.startswith("accuracy: test accuracy averaged over the last 10 epochs (a standalone")
     assert note.endswith("; mean ± std over 3 seeds") and rich_table(s, "t", note).caption == note
+
+
+def test_the_paired_interval_by_hand():
+    from apfed.report import paired_interval
+
+    # differences 1, 2, 3: mean 2, sample std 1, t(0.975, 2 dof) = 4.3027
+    lo, hi = paired_interval([1.0, 2.0, 3.0])
+    assert (lo, hi) == pytest.approx((2 - 4.3027 / 3**0.5, 2 + 4.3027 / 3**0.5), abs=1e-3)
+    # with a split per seed, a quarter as many test rows as training rows: variance x (1/3 + 1/4) instead of 1/3
+    lo, hi = paired_interval([1.0, 2.0, 3.0], test_share=0.25)
+    assert hi - 2 == pytest.approx(4.3027 * (1 / 3 + 0.25) ** 0.5, abs=1e-3)
+
+
+def test_a_summary_pairs_each_method_with_local_and_gives_the_interval():
+    runs = _runs({"local": [80.0, 81.0, 82.0], "apfed-c": [81.0, 83.0, 85.0]})
+    plain, widened = summarize(runs)["apfed-c"], summarize(runs, test_share=0.25)["apfed-c"]
+    assert plain["vs_local_mean"] == 2.0 and plain["vs_local_wins"] == 3
+    assert plain["vs_local_ci95"][0] < 2.0 < plain["vs_local_ci95"][1]
+    assert widened["vs_local_ci95"][1] - 2.0 > plain["vs_local_ci95"][1] - 2.0
