@@ -71,6 +71,10 @@ Passives = Annotated[
     str | None,
     typer.Option(help="The passive views, comma-separated names or indices, e.g. 'kar,pix' (default: all others)."),
 ]
+THRESHOLD_HELP = (
+    "CLASS=T: predict CLASS wherever its probability is at least T, instead of the most probable class (fraud,"
+    " churn: apfed score lists how each cut-off does)."
+)
 TestFraction = Annotated[
     float | None,
     typer.Option(
@@ -655,16 +659,19 @@ def predict(
         str | None,
         typer.Option(help="ID column to carry into the output (default: 'id' when the input has one)."),
     ] = None,
+    threshold: Annotated[str | None, typer.Option(help=THRESHOLD_HELP)] = None,
 ):
     """Predict from the active party's data alone: no passive party, no Flower, no network."""
+    from apfed.scoring import parse_threshold, thresholded
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
+    cut = None if threshold is None else parse_threshold(threshold, m.class_names)
     _output_file(output, {"input file": input, "model file": model})
     required, id_column = id_column is not None, id_column or "id"
     ids, X = _read_input(input, m, id_column, required)
     proba = m.predict_proba(X)
-    pred = m.classes_[proba.argmax(1)]
+    pred = m.classes_[proba.argmax(1) if cut is None else thresholded(proba, *cut)]
     from apfed.checkpoint import atomic_file
 
     with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
@@ -726,6 +733,7 @@ def score(
     ] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Shuffles per column for --importance.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of --importance's shuffles.")] = 0,
+    threshold: Annotated[str | None, typer.Option(help=THRESHOLD_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
 ):
     """Score a standalone model on labelled rows of the active party's own data: accuracy, F1, ROC-AUC, each
@@ -733,10 +741,11 @@ def score(
     import json
 
     from apfed.data.encoding import is_missing
-    from apfed.scoring import label_indices, score_report
+    from apfed.scoring import label_indices, parse_threshold, score_report
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
+    cut = None if threshold is None else parse_threshold(threshold, m.class_names)
     if importance and m.spec["kind"] != "tabular":
         raise ConfigError("--importance ranks the columns of a tabular model; this model reads an image strip")
     required, id_column = id_column is not None or labels is not None, id_column or "id"
@@ -763,7 +772,7 @@ def score(
         )
     keep = ~unlabelled
     index, unseen = label_indices(y[keep], m.class_names)
-    report = score_report(index, m.predict_proba(X[keep]), m.class_names, unseen)
+    report = score_report(index, m.predict_proba(X[keep]), m.class_names, unseen, cut)
     if unseen:
         counts = list(report["unseen_labels"].items())
         shown = ", ".join(f"{n!r} ({c:,} row{'s' if c > 1 else ''})" for n, c in counts[:5])

@@ -410,6 +410,29 @@ MAX_UNSEEN_ROWS = 10  # labels that are no class of the model, each a row of the
 MAX_IMPORTANCE_ROWS = 20  # the most important columns shown; --json has them all
 
 
+def _cutoff_table(c: dict):
+    """How flagging ``c["class"]`` at each cut-off of its probability does on the scored rows."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    best = c["best_f1"]
+    table = Table(
+        title=escape(f"cut-offs for class {c['class']!r}"),
+        caption=escape(
+            f"flagged: rows whose probability of {c['class']!r} is at least the cut-off. The best F1 here is at"
+            f" {best['cutoff']:.4f} (chosen on these rows, so optimistic on them): apfed predict --threshold"
+            f" '{c['class']}={best['cutoff']:.4f}'"
+        ),
+    )
+    for col in ("cut-off", "flagged", "precision (%)", "recall (%)", "F1 (%)"):
+        table.add_column(col, justify="right")
+    for r in [*c["cutoffs"], best]:
+        cells = ("–" if r[k] is None else f"{r[k]:.2f}" for k in ("precision", "recall", "f1"))
+        label = f"{r['cutoff']:.4f} (best F1)" if r is best else f"{r['cutoff']:.1f}"
+        table.add_row(label, f"{r['flagged']:,}", *cells)
+    return table
+
+
 def score_tables(report: dict, title: str, repeats: int = 5) -> list:
     """rich tables of ``apfed.scoring.score_report``'s report: the overall metrics, each class, and the confusion
     matrix (left out beyond ``MAX_CONFUSION_CLASSES`` classes)."""
@@ -419,6 +442,10 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
     m = report["metrics"]
     positive = report["positive_class"]
     caption = f"average precision of class {positive!r}, the rarer here" if positive and "roc_auc" in m else None
+    if "threshold" in report:
+        t = report["threshold"]
+        cut = f"predictions: {t['class']!r} wherever its probability is at least {t['cutoff']:g}"
+        caption = f"{caption}; {cut}" if caption else cut
     overall = Table(title=escape(title), caption=caption and escape(caption))
     for col in ("rows", "accuracy (%)", "macro-F1 (%)", "weighted-F1 (%)", "ROC-AUC", "average precision", "log-loss"):
         overall.add_column(col, justify="right")
@@ -456,6 +483,8 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
         for name, counts in zip(conf["true"], conf["counts"], strict=True):
             matrix.add_row(escape(name), *(f"{n:,}" for n in counts))
         tables.append(matrix)
+    if report.get("cutoffs"):
+        tables.append(_cutoff_table(report["cutoffs"]))
     if "importance" in report:
         ranked = report["importance"]
         shown = ranked[:MAX_IMPORTANCE_ROWS]

@@ -36,7 +36,60 @@ def label_indices(labels: np.ndarray, class_names: list[str]) -> tuple[np.ndarra
     return index[inverse.reshape(-1)], unseen
 
 
-def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unseen: list[str]) -> dict:
+CUTOFFS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def parse_threshold(text: str, class_names: list[str]) -> tuple[int, float]:
+    """``"CLASS=T"`` -> (the class's index, T): predict that class wherever its probability is at least T."""
+    name, sep, value = str(text).rpartition("=")
+    if not sep:
+        raise DataError(f"--threshold {text}: name the class, CLASS=T (the model's classes: {_listed(class_names)})")
+    if name not in class_names:
+        raise DataError(f"--threshold {text}: {name!r} is no class of the model ({_listed(class_names)})")
+    t = parse_number(value.strip())
+    if t is None or not 0 < t < 1:
+        raise DataError(f"--threshold {text}: the cut-off must be a probability between 0 and 1, got {value!r}")
+    return class_names.index(name), float(t)
+
+
+def thresholded(proba: np.ndarray, cls: int, t: float) -> np.ndarray:
+    """Predicted class indices with a cut-off: ``cls`` wherever its probability is at least ``t``, elsewhere the
+    most probable of the other classes."""
+    others = proba.copy()
+    others[:, cls] = -1.0
+    return np.where(proba[:, cls] >= t, cls, others.argmax(1))
+
+
+def cutoff_table(y: np.ndarray, p: np.ndarray, cutoffs=CUTOFFS) -> dict:
+    """Precision, recall and F1 (in %) of flagging a class wherever its probability ``p`` is at least each
+    cut-off, against ``y`` (True: a row of the class); and the cut-off with the best F1 on these rows (the lowest
+    probability among the rows it flags: chosen here, so its F1 here is optimistic)."""
+    order = np.argsort(-p, kind="stable")
+    hits = np.cumsum(y[order])  # true positives when the top k rows are flagged
+    flagged = np.arange(1, len(p) + 1)
+    total = int(y.sum())
+
+    def row(k: int, cutoff: float) -> dict:
+        tp = int(hits[k - 1]) if k else 0
+        precision = 100 * tp / k if k else None
+        recall = 100 * tp / total if total else None
+        f1 = 2 * tp / (k + total) * 100 if k + total else None
+        return {"cutoff": cutoff, "flagged": k, "precision": precision, "recall": recall, "f1": f1}
+
+    rows = [row(int((p >= c).sum()), c) for c in cutoffs]
+    f1 = 2 * hits / (flagged + total)
+    last = np.r_[p[order][1:] < p[order][:-1], True]  # a cut-off cannot split rows of equal probability
+    k = int(np.argmax(np.where(last, f1, -1))) + 1
+    return {"cutoffs": rows, "best_f1": row(k, float(p[order][k - 1]))}
+
+
+def score_report(
+    y: np.ndarray,
+    proba: np.ndarray,
+    class_names: list[str],
+    unseen: list[str],
+    threshold: tuple[int, float] | None = None,
+) -> dict:
     """Metrics of predicted probabilities ``proba`` (rows x the model's classes) against class indices ``y``
     (from ``label_indices``; ``unseen`` names the indices past the model's classes).
 
@@ -47,13 +100,15 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
     model: ROC-AUC and average precision (0–1; with two classes, of the rarer class in these rows, the class
     training took as positive: fraud, churn, a diagnosis), and log-loss and the Brier score (the squared distance
     of the probabilities to the one-hot label, summed over the classes; 0 is perfect, 2 the worst), which say how
-    well calibrated the probabilities are."""
+    well calibrated the probabilities are. ``threshold`` (class index, cut-off; ``parse_threshold``): the predictions
+    flag that class wherever its probability reaches the cut-off instead of taking the most probable class; the
+    report's ``cutoffs`` then say how each cut-off would do for that class (``cutoff_table``)."""
     from sklearn.metrics import precision_recall_fscore_support
 
     if len(y) == 0:
         raise DataError("no labelled row to score")
     names = [*class_names, *unseen]
-    pred = proba.argmax(1)
+    pred = proba.argmax(1) if threshold is None else thresholded(proba, *threshold)
     known = y < len(class_names)
     if not known.any():
         raise DataError(
@@ -88,9 +143,15 @@ def score_report(y: np.ndarray, proba: np.ndarray, class_names: list[str], unsee
         }
         for i, n in enumerate(names)
     ]
+    flagged = positive if threshold is None else threshold[0]
+    cutoffs = {} if threshold is None and len(class_names) != 2 else {"class": class_names[flagged]}
+    if cutoffs:
+        cutoffs.update(cutoff_table(y == flagged, proba[:, flagged]))
     return {
         "rows": len(y),
         "metrics": metrics,
+        **({"threshold": {"class": class_names[threshold[0]], "cutoff": threshold[1]}} if threshold else {}),
+        "cutoffs": cutoffs or None,
         "positive_class": class_names[positive] if len(class_names) == 2 else None,
         "classes": per_class,
         "unseen_labels": {n: int(support[len(class_names) + k]) for k, n in enumerate(unseen)},

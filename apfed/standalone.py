@@ -145,25 +145,33 @@ class StandaloneModel:
         )
         return torch.cat(out).numpy()
 
-    def predict(self, X) -> np.ndarray:
-        """Predicted class names."""
-        return self.classes_[self.predict_proba(X).argmax(1)]
+    def predict(self, X, threshold: str | None = None) -> np.ndarray:
+        """Predicted class names: the most probable class, or with ``threshold`` (``"CLASS=T"``) that class wherever
+        its probability is at least T."""
+        proba = self.predict_proba(X)
+        if threshold is None:
+            return self.classes_[proba.argmax(1)]
+        from apfed.scoring import parse_threshold, thresholded
+
+        return self.classes_[thresholded(proba, *parse_threshold(threshold, self.class_names))]
 
     def score(self, X, y) -> float:
         """Mean accuracy (0–1) of ``predict(X)`` against the labels ``y``, as scikit-learn's ``score``."""
         return self.score_report(X, y)["metrics"]["accuracy"] / 100
 
-    def score_report(self, X, y) -> dict:
+    def score_report(self, X, y, threshold: str | None = None) -> dict:
         """Accuracy, macro and weighted F1, ROC-AUC, each class's precision and recall, and the confusion matrix
         of the model on ``X`` against the labels ``y`` (class names, matched as ``apfed.scoring.label_indices``
-        says; a label that is no class of the model counts as wrong and is named in ``unseen_labels``)."""
-        from apfed.scoring import label_indices, score_report
+        says; a label that is no class of the model counts as wrong and is named in ``unseen_labels``), with the
+        predictions of ``predict(X, threshold)``; ``cutoffs``: how each cut-off would do (``cutoff_table``)."""
+        from apfed.scoring import label_indices, parse_threshold, score_report
 
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X):
             raise ApfedError(f"y must hold one label per row of X ({len(X)}), got shape {y.shape}")
         index, unseen = label_indices(y.astype(str), self.class_names)
-        return score_report(index, self.predict_proba(X), self.class_names, unseen)
+        cut = None if threshold is None else parse_threshold(threshold, self.class_names)
+        return score_report(index, self.predict_proba(X), self.class_names, unseen, cut)
 
     def permutation_importance(
         self, X, y, repeats: int = 5, seed: int = 0, progress: Callable[[], object] | None = None

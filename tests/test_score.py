@@ -152,6 +152,9 @@ def test_cli_scores_labels_in_the_input_or_in_a_file_of_their_own(model_and_rows
         (["--label-column", "nope"], "no label column 'nope'"),
         (["--labels", "missing.csv"], "labels file not found"),
         (["--labels", "{bank}", "--label-column", "f0"], "no label is a class of the model"),
+        (["--threshold", "0.3"], "--threshold 0.3: name the class, CLASS=T (the model's classes: 'k0', 'k1', 'k2')"),
+        (["--threshold", "k7=0.3"], "'k7' is no class of the model"),
+        (["--threshold", "k1=1.5"], "the cut-off must be a probability between 0 and 1, got '1.5'"),
     ],
 )
 def test_cli_errors_are_one_line(model_and_rows, extra, match):
@@ -190,3 +193,50 @@ def test_cli_importance_lists_every_column(model_and_rows):
     assert sorted(r["column"] for r in ranked) == ["f0", "f1", "f2"]
     drops = [r["accuracy_drop"] for r in ranked]
     assert drops == sorted(drops, reverse=True) and drops[0] > 0  # every feature carries the label here
+
+
+def test_cutoffs_by_hand():
+    from apfed.scoring import cutoff_table, thresholded
+
+    y = np.array([True, False, True, False, False])
+    t = cutoff_table(y, np.array([0.9, 0.8, 0.6, 0.3, 0.1]), cutoffs=(0.5, 0.95))
+    half, none = t["cutoffs"]
+    assert (half["flagged"], half["precision"], half["recall"], half["f1"]) == (
+        3,
+        pytest.approx(200 / 3),
+        100.0,
+        pytest.approx(80.0),
+    )
+    assert (none["flagged"], none["precision"], none["recall"], none["f1"]) == (0, None, 0.0, 0.0)
+    assert t["best_f1"]["cutoff"] == 0.6 and t["best_f1"]["f1"] == pytest.approx(80.0)  # flag the top 3
+    # a cut-off cannot flag one of two rows of equal probability: the best is to flag both or neither
+    assert cutoff_table(np.array([True, False, False]), np.array([0.5, 0.5, 0.2]))["best_f1"]["flagged"] == 2
+    proba = np.array([[0.5, 0.3, 0.2], [0.6, 0.1, 0.3], [0.1, 0.8, 0.1]])
+    assert thresholded(proba, 2, 0.25).tolist() == [0, 2, 1]  # class 2 from 0.25 up, else the likelier other
+    assert thresholded(proba, 0, 0.55).tolist() == [1, 0, 1]
+
+
+def test_a_cut_off_in_predict_and_score(model_and_rows, tmp_path):
+    from apfed.standalone import StandaloneModel
+
+    path, bank, labels = model_and_rows
+    m = StandaloneModel.load(path)
+    rows = list(csv.reader(bank.read_text().splitlines()))[1:]
+    X = np.array([[float(v) for v in r[1:4]] for r in rows], dtype=np.float32)
+    p = m.predict_proba(X)[:, m.class_names.index("k2")]
+    flagged = m.predict(X, threshold="k2=0.2") == "k2"
+    assert (flagged == (p >= 0.2)).all() and flagged.sum() > (m.predict(X) == "k2").sum()
+    out = tmp_path / "p.csv"
+    code, _, err = run_cli("predict", "--model", path, "--input", bank, "--output", out, "--threshold", "k2=0.2")
+    assert code == 0, err
+    written = [r[1] for r in csv.reader(out.read_text().splitlines())][1:]
+    assert written == m.predict(X, threshold="k2=0.2").tolist()
+    code, stdout, err = run_cli("score", "--model", path, "--input", bank, "--threshold", "k2=0.2", "--json")
+    report = json.loads(stdout)
+    assert report["threshold"] == {"class": "k2", "cutoff": 0.2}
+    assert report["metrics"]["accuracy"] == pytest.approx(100 * np.mean(m.predict(X, threshold="k2=0.2") == labels))
+    c = report["cutoffs"]
+    assert c["class"] == "k2" and [r["cutoff"] for r in c["cutoffs"]][:2] == [0.1, 0.2]
+    assert c["cutoffs"][1]["flagged"] == int(flagged.sum())
+    code, stdout, _ = run_cli("score", "--model", path, "--input", bank, "--threshold", "k2=0.2")
+    assert code == 0 and "cut-offs for class 'k2'" in stdout and "best F1" in stdout
