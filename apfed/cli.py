@@ -893,6 +893,9 @@ def _model_summary(d: dict) -> dict[str, str]:
         lines["test accuracy"] = f"{p['test_accuracy']:.2f} %{auc} (the active party's test rows, {when})"
     elif p.get("test_rows") == 0:
         lines["test accuracy"] = "none: trained on every labelled row (test fraction 0); apfed score tests it"
+    if "calibration_temperature" in p:
+        t = p["calibration_temperature"]
+        lines["calibrated"] = f"temperature {t:.3f} on the validation rows (its logits are divided by it)"
     if "passives" in p:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"

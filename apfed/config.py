@@ -64,6 +64,7 @@ class TrainConfig:
     validation: float = 0.0  # > 0: this share of the training rows is held out to pick the best epoch
     validation_metric: str = "accuracy"  # accuracy | loss | roc_auc: what picks the epoch (and runs out of patience)
     patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
+    calibrate: bool = False  # (needs validation) temperature scaling of the standalone model on the validation rows
 
     def validate(self) -> TrainConfig:
         checks = [
@@ -91,6 +92,14 @@ class TrainConfig:
                 f"validation_metric must be accuracy, loss or roc_auc, got {self.validation_metric!r}",
             ),
             (self.patience == 0 or self.validation > 0, "patience needs validation rows: set validation as well"),
+            (
+                not self.calibrate or self.validation > 0,
+                "calibrate fits a temperature on validation rows: set validation as well",
+            ),
+            (
+                not self.calibrate or STANDALONE.get(self.method, True),
+                f"calibrate scales the standalone model, and {self.method} has none",
+            ),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),

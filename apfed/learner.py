@@ -293,6 +293,16 @@ class ActiveLearner:
             out.append(self.modules["fused_head"](torch.cat(parts, 1)))
         return torch.cat(out)
 
+    @torch.no_grad()
+    def scale_standalone_logits(self, factor: float) -> None:
+        """Multiply the standalone model's logits by ``factor``, in its last layer's weights (in place: captured
+        CUDA graphs keep their parameters)."""
+        last = [m for m in self.modules["head"].modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.mul_(factor)
+        if last.bias is not None:
+            last.bias.mul_(factor)
+        self._version += 1
+
     def standalone_net(self) -> StandaloneNet:
         return StandaloneNet(self.modules["encoder"], self.modules["head"])
 

@@ -27,7 +27,18 @@ def classification_metrics(
         out.update({f"{avg}_precision": p * 100, f"{avg}_recall": r * 100, f"{avg}_f1": f * 100})
     if proba is not None:
         out.update(ranking_metrics(y_true, proba, positive))
+        out.update(calibration_metrics(y_true, proba))
     return {k: float(v) for k, v in out.items()}
+
+
+def calibration_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """How well probabilities ``proba`` (n, classes) are calibrated against class indices ``y_true``: ``log_loss``
+    (the mean negative log-probability of the true class) and ``brier`` (the squared distance of the
+    probabilities to the one-hot label, summed over the classes: 0 is perfect, 2 the worst)."""
+    rows = np.arange(len(y_true))
+    p_true = np.clip(proba[rows, y_true], 1e-12, 1.0)
+    brier = ((proba - np.eye(proba.shape[1])[y_true]) ** 2).sum(1).mean()
+    return {"log_loss": float(-np.log(p_true).mean()), "brier": float(brier)}
 
 
 def ranking_metrics(y_true: np.ndarray, proba: np.ndarray, positive: int = 1) -> dict[str, float]:

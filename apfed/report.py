@@ -64,6 +64,8 @@ def final_note(final: dict) -> str:
     if "best_epoch" in final:
         best, val = final["best_epoch"], final["val_accuracy"]
         note += f"; the model of epoch {best}, picked on the validation rows (validation accuracy {val:.2f} %)"
+    if "calibration_temperature" in final:
+        note += f"; probabilities calibrated on them (temperature {final['calibration_temperature']:.3f})"
     if "unmatched_accuracy" in final:
         note += (
             f"; {final['unmatched_accuracy']:.2f} % on the {final['unmatched_test_rows']} test rows that some"

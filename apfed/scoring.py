@@ -13,7 +13,7 @@ import numpy as np
 
 from apfed.data.encoding import Encoding, parse_number
 from apfed.errors import DataError
-from apfed.metrics import classification_metrics, ranking_metrics
+from apfed.metrics import calibration_metrics, classification_metrics, ranking_metrics
 
 
 def label_indices(labels: np.ndarray, class_names: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -124,9 +124,7 @@ def score_report(
     model_classes = sorted({int(c) for c in np.concatenate([y[known], pred])})
     metrics = classification_metrics(y, pred, labels=model_classes)
     metrics.update(ranking_metrics(y[known], proba[known], positive))  # the rows the model has a column for
-    p_true = np.clip(proba[known][np.arange(int(known.sum())), y[known]], 1e-12, 1.0)
-    metrics["log_loss"] = float(-np.log(p_true).mean())
-    metrics["brier"] = float(((proba[known] - np.eye(len(class_names))[y[known]]) ** 2).sum(1).mean())
+    metrics.update(calibration_metrics(y[known], proba[known]))
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=list(range(len(names))), zero_division=0)
     predicted = np.bincount(pred, minlength=len(names))
     confusion = np.zeros((len(names), len(class_names)), dtype=np.int64)

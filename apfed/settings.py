@@ -90,6 +90,12 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             ),
             ("patience", "> 0 (needs `validation`): stop after this many epochs without a better validation figure"),
             (
+                "calibrate",
+                "true (needs `validation`): after training, temperature scaling on the validation rows: the one T that "
+                "makes the standalone model's probabilities there most likely, folded into its last layer (logits / "
+                "T); its predicted classes are unchanged, its probabilities calibrated (for cut-offs, risk scores)",
+            ),
+            (
                 "eval_last",
                 "`evaluate`'s accuracy column: the mean test accuracy over the last N epochs, the reference's figure",
             ),

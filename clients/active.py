@@ -385,6 +385,7 @@ class ActiveClient:
         self.val_idx = torch.from_numpy(np.concatenate([self.val, own_val_idx]) if len(own_val) else self.val).to(dev)
         self.y_val = compact_labels(d.labels[np.concatenate([keep[self.val], own_val])])
         self.best: dict | None = None  # the epoch of the best validation figure, and its standalone weights
+        self.calibration: dict | None = None  # cfg.calibrate: the temperature fitted on the validation rows
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
         self.emb_stats = [None] * len(self.names)
@@ -608,7 +609,35 @@ class ActiveClient:
                 inflight = self._send_round(*nxt[1:4], nxt[5])
         self._flush()
         self._restore_best()
+        if cfg.calibrate and self.calibration is None:
+            self._calibrate()
         return self.history
+
+    def _calibrate(self) -> None:
+        """Temperature scaling (Guo et al., ICML 2017): the one T > 0 that makes the standalone model's
+        probabilities on the validation rows most likely (the lowest log-loss there), folded into its last layer as
+        logits / T, so predicting, exporting and the model file need nothing new; the predicted classes stay."""
+        logits = self.learner.standalone_logits(self.val_idx).float()
+        y = torch.from_numpy(self.y_val).long().to(logits.device)
+        log_t = torch.zeros((), device=logits.device, requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        t = float(log_t.detach().exp())
+        before = float(torch.nn.functional.cross_entropy(logits, y))
+        after = float(torch.nn.functional.cross_entropy(logits / t, y))
+        self.learner.scale_standalone_logits(1 / t)
+        self.calibration = {"temperature": t, "val_log_loss_before": before, "val_log_loss_after": after}
+        self.log(
+            f"calibrated on the {self.n_val} validation rows: temperature {t:.3f}, their log-loss {before:.4f} ->"
+            f" {after:.4f} (the predicted classes stay)"
+        )
 
     def _stop_early(self, inflight: dict | None, epoch: int) -> None:
         """``patience`` epochs without a better validation figure: the run ends after this epoch. A pipelined
@@ -859,6 +888,9 @@ class ActiveClient:
             row = self.history[self.best["epoch"] - 1]
             out["best_epoch"] = self.best["epoch"]
             out.update({k: v for k, v in row.items() if k.startswith("val_")})
+        if self.calibration is not None:
+            out["calibration_temperature"] = self.calibration["temperature"]
+            out["val_log_loss_calibrated"] = self.calibration["val_log_loss_after"]
         if len(self.own_test) == 0:
             return out
         L, idx, guesses = self.learner, self.own_test_idx, {}
@@ -900,6 +932,7 @@ class ActiveClient:
             "epochs_run": len(self.history),
             **({"validation_rows": self.n_val, "best_epoch": self.best["epoch"]} if self.best else {}),
             **({"unmatched_validation_rows": len(self.own_val)} if self.best and len(self.own_val) else {}),
+            **({"calibration_temperature": self.calibration["temperature"]} if self.calibration else {}),
             **provenance,
         }
         net = self.learner.standalone_net()

@@ -151,3 +151,45 @@ def test_on_a_gpu_the_best_epoch_is_put_back_under_the_captured_cuda_graphs(digi
     assert best < len(history) < 20
     final = client.final_metrics()
     assert final["best_epoch"] == best and final["accuracy"] == history[best - 1]["accuracy"]
+
+
+def test_calibration_divides_the_standalone_models_logits_by_the_temperature_its_validation_rows_pick(digits, tmp_path):
+    plain = apfed.train(digits, 0, "apfed-kd", epochs=8, validation=0.2)
+    lines = []
+    calibrated = apfed.train(digits, 0, "apfed-kd", epochs=8, validation=0.2, calibrate=True, log=lines.append)
+    t = calibrated.final["calibration_temperature"]
+    assert t > 0 and t != 1.0 and calibrated.model.provenance["calibration_temperature"] == t
+    X = digits.views[0].X
+    p0, p1 = plain.model.predict_proba(X), calibrated.model.predict_proba(X)
+    scaled = np.exp(np.log(p0) / t)
+    np.testing.assert_allclose(p1, scaled / scaled.sum(1, keepdims=True), atol=1e-5)
+    assert (plain.model.predict(X) == calibrated.model.predict(X)).all()  # the same classes: the same accuracy
+    assert calibrated.final["accuracy"] == plain.final["accuracy"]
+    # the temperature is the validation rows' best: their log-loss drops, and no nearby temperature does better
+    assert calibrated.final["val_log_loss_calibrated"] <= plain.final["val_loss"] + 1e-6
+    client = build_clients(digits, 0, make_config("default", method="apfed-kd", epochs=8, validation=0.2))
+    client.setup()
+    client.fit()
+    logits = client.learner.standalone_logits(client.val_idx).float()
+    y = torch.from_numpy(client.y_val).long()
+    loss = [float(torch.nn.functional.cross_entropy(logits / (t * f), y)) for f in (0.9, 1.0, 1.1)]
+    assert loss[1] <= min(loss[0], loss[2])
+    assert any("calibrated on the" in line and f"temperature {t:.3f}" in line for line in lines)
+    # it travels in the model file and shows in apfed info; the ONNX export divides too
+    path = calibrated.model.save(tmp_path / "m.safetensors")
+    code, out, err = run_cli("info", "--model", path)
+    assert code == 0 and f"temperature {t:.3f}" in out, err
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(calibrated.model.export_onnx(tmp_path / "m.onnx")))
+    (onnx_p,) = sess.run(None, {"features": X[:50].astype(np.float32)})
+    np.testing.assert_allclose(onnx_p, p1[:50], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [({"calibrate": True}, "calibrate fits a temperature on validation rows"),
+     ({"calibrate": True, "validation": 0.2, "method": "tvfl"}, "tvfl has none")],
+)  # fmt: skip
+def test_calibration_needs_validation_rows_and_a_standalone_model(settings, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config("default", **{"method": "apfed-c", **settings})
