@@ -7,11 +7,12 @@ mean ± std over seeds. Writes benchmarks/results/<date>-calibration-<dataset>-<
 Usage: python benchmarks/calibration.py [--dataset handwritten] [--methods local apfed-kd] [--seeds 3] [--epochs 60]
 """
 
-import argparse
 import datetime
 from pathlib import Path
 
 import numpy as np
+from method_args import command as method_command
+from method_args import method_args
 
 from apfed.api import load_dataset
 from apfed.config import make_config
@@ -20,15 +21,7 @@ from apfed.runner import run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="handwritten")
-    ap.add_argument("--active", default=None)
-    ap.add_argument("--methods", nargs="+", default=["local", "apfed-kd"])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default="benchmarks/results")
-    a = ap.parse_args()
+    a = method_args(__doc__)
     ds, active = load_dataset(a.dataset, active=a.active, log=lambda *_: None)
     rows = []
     for method in a.methods:
@@ -47,11 +40,7 @@ def main() -> None:
             rows.append(row)
             print({k: v for k, v in row.items() if k != "finals"}, flush=True)
     machine = "h200" if a.device.startswith("cuda") else "cpu"
-    command = (
-        f"python benchmarks/calibration.py --dataset {a.dataset}"
-        + (f" --active {a.active}" if a.active else "")
-        + f" --methods {' '.join(a.methods)} --seeds {a.seeds} --epochs {a.epochs} --device {a.device}"
-    )
+    command = method_command("calibration.py", a)
     view = ds.views[active].name
     rep = {"benchmark": "calibration", "dataset": ds.name, "active": view, "epochs": a.epochs, "seeds": a.seeds}
     rep.update(results=rows, command=command)

@@ -8,13 +8,14 @@ Writes benchmarks/results/<date>-every-row-<dataset>-<machine>.{json,md}.
 Usage: python benchmarks/every_row.py [--dataset handwritten] [--methods local apfed-kd] [--seeds 3] [--epochs 60]
 """
 
-import argparse
 import dataclasses
 import datetime
 import time
 from pathlib import Path
 
 import numpy as np
+from method_args import command as method_command
+from method_args import method_args
 
 from apfed.api import load_dataset
 from apfed.config import make_config
@@ -36,15 +37,7 @@ def labelled_part(full: MultiViewDataset, test_fraction: float) -> MultiViewData
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="handwritten")
-    ap.add_argument("--active", default=None)
-    ap.add_argument("--methods", nargs="+", default=["local", "apfed-kd"])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default="benchmarks/results")
-    a = ap.parse_args()
+    a = method_args(__doc__)
     full, active = load_dataset(a.dataset, active=a.active, log=lambda *_: None)
     later = np.asarray(full.test_idx)
     X_later = full.views[active].X[later]
@@ -73,11 +66,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     machine = "h200" if a.device.startswith("cuda") else "cpu"
-    command = (
-        f"python benchmarks/every_row.py --dataset {a.dataset}"
-        + (f" --active {a.active}" if a.active else "")
-        + f" --methods {' '.join(a.methods)} --seeds {a.seeds} --epochs {a.epochs} --device {a.device}"
-    )
+    command = method_command("every_row.py", a)
     name, view = full.name, full.views[active].name
     rep = {"benchmark": "every labelled row", "dataset": name, "active": view, "epochs": a.epochs, "seeds": a.seeds}
     rep.update(later_rows=len(later), results=rows, command=command)
