@@ -169,7 +169,8 @@ def evaluate(
         disable=quiet,
     ) as progress:
         for k, c in enumerate(todo if jobs == 1 else []):
-            task = progress.add_task(f"{escape(labels[left[k]])} seed {c.seed}", total=c.epochs, acc="")
+            run_of = f"fold {c.seed + 1}/{folds}" if folds else f"seed {c.seed}"
+            task = progress.add_task(f"{escape(labels[left[k]])} {run_of}", total=c.epochs, acc="")
 
             def on_epoch(row, task=task):
                 progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
