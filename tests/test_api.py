@@ -147,6 +147,16 @@ def test_compare_resumes_an_interrupted_comparison_from_its_stored_runs(tmp_path
     assert again["runs"][1]["accuracy"] == first["runs"][1]["accuracy"]  # same seed, same run
     assert again["summary"]["local"]["accuracy_mean"] == first["summary"]["local"]["accuracy_mean"]
 
+    # a run stored by an apfed before a setting existed ran as its default does: it is reused
+    stored = json.loads((runs / "local-seed0.json").read_text())
+    del stored["key"]["config"]["calibrate"]
+    (runs / "local-seed0.json").write_text(json.dumps(stored))
+    assert apfed.compare(ds, a, resume=True, **kw)["runs"][0] == first["runs"][0]
+    stored["key"]["config"]["calibrate"] = True  # but not one stored with another value
+    (runs / "local-seed0.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match=r"other settings \(calibrate True, now False\)"):
+        apfed.compare(ds, a, resume=True, **kw)
+    (runs / "local-seed0.json").write_bytes(kept)
     with pytest.raises(ConfigError, match=r"local-seed0.json was made with other settings \(epochs 1, now 2\)"):
         apfed.compare(ds, a, resume=True, **{**kw, "epochs": 2})
     with pytest.raises(ConfigError, match=r"other settings \(the data\)"):
