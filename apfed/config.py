@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 from dataclasses import asdict, dataclass, fields
@@ -293,10 +294,26 @@ def parse_method_list(text: str) -> list[str]:
             start = i + 1
     if depth:
         raise ConfigError(f"--methods: a '[' without its ']' in {text!r}")
-    labels = list(dict.fromkeys(_normal_label(x) for x in labels))
+    labels = list(dict.fromkeys(_normal_label(x) for label in labels for x in _grid(label)))
     if not labels:
         raise ConfigError(f"--methods names no method; choose from {', '.join(METHODS)}")
     return labels
+
+
+def _grid(label: str) -> list[str]:
+    """``"apfed-c[lam=0.5|1,temperature=0.5|1]"`` -> one label per combination of the values a ``|`` separates,
+    the first setting's values outermost: ``apfed-c[lam=0.5,temperature=0.5]``, ``apfed-c[lam=0.5,temperature=1]``,
+    ... A label with no ``|`` (or not of the form METHOD[...], which ``method_variant`` names) is itself."""
+    method, bracket, rest = label.strip().partition("[")
+    inner = rest.rstrip()
+    if not bracket or "|" not in inner or not inner.endswith("]") or "[" in inner:
+        return [label]
+    pairs = [pair.partition("=") for pair in split_sets(inner[:-1])]
+    values = [[v.strip() for v in value.split("|")] for _, _, value in pairs]
+    return [
+        f"{method.strip()}[{','.join(f'{key.strip()}={v}' for (key, _, _), v in zip(pairs, combo, strict=True))}]"
+        for combo in itertools.product(*values)
+    ]
 
 
 def _normal_label(label: str) -> str:

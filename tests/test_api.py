@@ -317,7 +317,18 @@ def test_a_method_with_its_own_settings_is_a_row_of_its_own(tmp_path):
         "local",
         "apfed-m[passive_losses=r,c,lam=2]",
     ]
+    # a grid: each combination of the values that '|' separates is a variant, the first setting outermost
+    assert parse_method_list("local,apfed-c[lam=0.5|2,temperature=0.5|1],apfed-m[passive_losses=r,c|c,r]") == [
+        "local",
+        "apfed-c[lam=0.5,temperature=0.5]",
+        "apfed-c[lam=0.5,temperature=1]",
+        "apfed-c[lam=2,temperature=0.5]",
+        "apfed-c[lam=2,temperature=1]",
+        "apfed-m[passive_losses=r,c]",
+        "apfed-m[passive_losses=c,r]",
+    ]
     for bad, message in (
+        ("apfed-c[lam=0.5|]", "lam: '' is not a valid float"),
         ("apfed-c[lam=0.5", "a '[' without its ']'"),
         ("apfed-c]", "a ']' without its '['"),
         ("apfed-c[]", "has no setting"),
