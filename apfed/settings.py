@@ -92,8 +92,9 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             (
                 "calibrate",
                 "true (needs `validation`): after training, temperature scaling on the validation rows: the one T that "
-                "makes the standalone model's probabilities there most likely, folded into its last layer (logits / "
-                "T); its predicted classes are unchanged, its probabilities calibrated (for cut-offs, risk scores)",
+                "makes the standalone model's probabilities there most likely (within 0.05-20), folded into its last "
+                "layer (logits / T); its predicted classes are unchanged, its probabilities calibrated (for cut-offs, "
+                "risk scores)",
             ),
             (
                 "eval_last",

@@ -38,6 +38,9 @@ ACTIVE = "active"
 BAD_MESSAGE_POLICIES = ("skip", "fail")
 
 
+T_MIN, T_MAX = 0.05, 20.0  # the temperatures calibration may choose (ActiveClient._calibrate)
+
+
 class ActiveClient:
     """Coordinates one training run. ``extra_views`` gives the active party more local views (centralized).
 
@@ -614,29 +617,39 @@ class ActiveClient:
         return self.history
 
     def _calibrate(self) -> None:
-        """Temperature scaling (Guo et al., ICML 2017): the one T > 0 that makes the standalone model's
-        probabilities on the validation rows most likely (the lowest log-loss there), folded into its last layer as
-        logits / T, so predicting, exporting and the model file need nothing new; the predicted classes stay."""
+        """Temperature scaling (Guo et al., ICML 2017): the T that makes the standalone model's probabilities on the
+        validation rows most likely (the lowest log-loss there), folded into its last layer as logits / T, so
+        predicting, exporting and the model file need nothing new; the predicted classes stay. The log-loss is
+        convex in 1/T, so a golden-section search over 1/T finds it; T stays within [0.05, 20], since validation
+        rows that the model gets all right would otherwise drive T to 0 (certainty)."""
         logits = self.learner.standalone_logits(self.val_idx).float()
         y = torch.from_numpy(self.y_val).long().to(logits.device)
-        log_t = torch.zeros((), device=logits.device, requires_grad=True)
-        opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), y)
-            loss.backward()
-            return loss
+        def loss(beta: float) -> float:
+            return float(torch.nn.functional.cross_entropy(logits * beta, y))
 
-        opt.step(closure)
-        t = float(log_t.detach().exp())
-        before = float(torch.nn.functional.cross_entropy(logits, y))
-        after = float(torch.nn.functional.cross_entropy(logits / t, y))
+        lo, hi = 1 / T_MAX, 1 / T_MIN
+        g = (5**0.5 - 1) / 2
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        fa, fb = loss(a), loss(b)
+        for _ in range(60):  # the bracket shrinks by 0.618 each step: far below float precision after 60
+            if fa < fb:
+                hi, b, fb = b, a, fa
+                a = hi - g * (hi - lo)
+                fa = loss(a)
+            else:
+                lo, a, fa = a, b, fb
+                b = lo + g * (hi - lo)
+                fb = loss(b)
+        t = 2 / (lo + hi)
+        before, after = loss(1.0), loss(1 / t)
         self.learner.scale_standalone_logits(1 / t)
         self.calibration = {"temperature": t, "val_log_loss_before": before, "val_log_loss_after": after}
+        at_bound = t < T_MIN * 1.001 or t > T_MAX * 0.999
+        bound = " (at its bound: the validation rows are too easy to calibrate on)" if at_bound else ""
         self.log(
-            f"calibrated on the {self.n_val} validation rows: temperature {t:.3f}, their log-loss {before:.4f} ->"
-            f" {after:.4f} (the predicted classes stay)"
+            f"calibrated on the {self.n_val} validation rows: temperature {t:.3f}{bound}, their log-loss {before:.4f}"
+            f" -> {after:.4f} (the predicted classes stay)"
         )
 
     def _stop_early(self, inflight: dict | None, epoch: int) -> None:

@@ -193,3 +193,17 @@ def test_calibration_divides_the_standalone_models_logits_by_the_temperature_its
 def test_calibration_needs_validation_rows_and_a_standalone_model(settings, match):
     with pytest.raises(ConfigError, match=match):
         make_config("default", **{"method": "apfed-c", **settings})
+
+
+def test_calibration_on_validation_rows_it_gets_all_right_stops_at_the_temperatures_bound():
+    from clients.active import T_MIN
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    X = rng.normal(size=(200, 2)) + 8.0 * y[:, None]  # two classes far apart: every row is right
+    ds = apfed.from_arrays({"a": X, "b": X[:, ::-1].copy()}, y)
+    lines = []
+    r = apfed.train(ds, "a", "local", epochs=5, validation=0.2, calibrate=True, log=lines.append)
+    assert r.final["val_accuracy"] == 100.0
+    assert r.final["calibration_temperature"] == pytest.approx(T_MIN, rel=1e-3)  # not 0: certainty
+    assert any("at its bound" in line for line in lines)
