@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, fields
@@ -185,6 +186,13 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def with_defaults(settings: dict) -> dict:
+    """``settings`` (a ``TrainConfig.to_dict()`` as stored, by this or an earlier apfed) with every setting it lacks
+    at its default. A run stored before a setting existed ran as its default does: a new setting's default keeps
+    the behaviour from before it, so a stored run or checkpoint is read with it."""
+    return {**json.loads(json.dumps(TrainConfig().to_dict())), **settings}
 
 
 PRESETS: dict[str, dict] = {

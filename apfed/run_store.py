@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from apfed.checkpoint import ids_digest, save_atomic
-from apfed.config import TrainConfig
+from apfed.config import TrainConfig, with_defaults
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError, DataError
 
@@ -79,7 +79,7 @@ class RunStore:
             raise DataError(f"{p}: not a stored run ({e}); delete it to train that run again") from None
         want = self.key(cfg)
         if isinstance(key, dict) and isinstance(key.get("config"), dict):
-            key = {**key, "config": {**_setting_defaults(), **key["config"]}}
+            key = {**key, "config": with_defaults(key["config"])}
         if key != want:
             raise ConfigError(
                 f"{p} was made with other settings ({', '.join(_differences(key, want))}); use another --out,"
@@ -89,12 +89,6 @@ class RunStore:
 
     def save(self, cfg: TrainConfig, run: dict, label: str | None = None) -> None:
         save_atomic(self.path(cfg, label), json.dumps({"key": self.key(cfg), "run": run}).encode())
-
-
-def _setting_defaults() -> dict:
-    """Every setting's default, as a stored key holds it. A run stored before a setting existed ran as its default
-    does (a new setting's default keeps the behaviour from before it), so the stored key is read with it."""
-    return json.loads(json.dumps(TrainConfig().to_dict()))
 
 
 def _differences(stored: dict, want: dict) -> list[str]:

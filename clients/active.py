@@ -15,7 +15,7 @@ import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import ids_digest, load_checkpoint, refuse_to_overwrite, save_checkpoint
-from apfed.config import STANDALONE, TrainConfig
+from apfed.config import STANDALONE, TrainConfig, with_defaults
 from apfed.data.splits import stratified_split
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
@@ -729,6 +729,11 @@ class ActiveClient:
         missed that round (gone, or its request expired) resumes from its latest earlier checkpoint instead."""
         ck = load_checkpoint(self.checkpoint, self.cfg.device)
         mine = self._identity()
+        try:  # a checkpoint written before a setting existed is read with its default (apfed.config.with_defaults)
+            stored = {k: v for k, v in with_defaults(json.loads(ck["config"])).items() if k != "device"}
+            ck = {**ck, "config": json.dumps(stored, sort_keys=True)}
+        except (KeyError, TypeError, ValueError):
+            pass  # not a config of ours: the comparison below refuses it
         for key, what in (("config", "training configuration"), ("ids", "active party's data"), ("passives", "")):
             if ck.get(key) != mine[key]:
                 raise DataError(f"{self.checkpoint} was written for another {what or 'set of passives'}; cannot resume")

@@ -212,10 +212,23 @@ def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, digits3,
 def test_resume_refuses_a_checkpoint_of_another_recipe_or_a_damaged_file(tmp_path, digits3):
     cfg = make_config("default", method="apfed-c", epochs=2, batches_per_round=4, seed=0)
     safety = Safety(checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    resumed = dataclasses.replace(safety, resume=True)
     with pytest.raises(Crash):
         run(digits3, 0, cfg, on_batch=_crash_after(9), safety=safety)
     with pytest.raises(DataError, match="another training configuration"):
         run(digits3, 0, dataclasses.replace(cfg, lr=0.5), safety=dataclasses.replace(safety, resume=True))
+    # a checkpoint written by an apfed before a setting existed is read with the setting's default
+    import json
+
+    from apfed.checkpoint import save_checkpoint
+
+    ck = load_checkpoint(tmp_path / "active.ckpt")
+    written = json.loads(ck["config"])
+    del written["calibrate"]
+    save_checkpoint(tmp_path / "active.ckpt", {**ck, "config": json.dumps(written, sort_keys=True)})
+    with pytest.raises(DataError, match="another training configuration"):  # the default is not this run's value
+        run(digits3, 0, dataclasses.replace(cfg, calibrate=True, validation=0.2), safety=resumed)
+    assert len(run(digits3, 0, cfg, safety=resumed).history) == 2
     (tmp_path / "active.ckpt").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable apfed checkpoint"):
         run(digits3, 0, cfg, safety=dataclasses.replace(safety, resume=True))
