@@ -188,7 +188,8 @@ def evaluate(
             on_run(k, r)
     fresh = iter(new)
     runs = [_labelled(done[i] if i in done else next(fresh), labels[i]) for i in range(len(configs))]
-    summary = summarize(runs, _test_share(splits[-1], active) if folds or resplit else None)
+    resampled = bool(folds or resplit)  # a split per seed: the runs' training rows overlap
+    summary = summarize(runs, _test_share(splits[-1], active) if resampled else None)
     report = {
         "dataset": ds.name,
         "active_view": ds.views[active].name,
@@ -208,6 +209,8 @@ def evaluate(
             if resplit
             else "the data's own"
         ),
+        "resplit": resplit,
+        "folds": folds,
         "device": cfg.device,
         "eval_last": cfg.eval_last,
         "config": cfg.to_dict(),
@@ -222,7 +225,7 @@ def evaluate(
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr
         note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, cfg.validation > 0, resplit, folds)
         if any("vs_local_ci95" in r for r in summary.values()):
-            note += f"; vs local [a, b]: 95 % interval of the mean difference ({interval_basis(report['split'])})"
+            note += f"; vs local [a, b]: 95 % interval of the mean difference ({interval_basis(resampled)})"
         title = f"{ds.name}, active view {ds.views[active].name}"
         table_console().print(rich_table(summary, title, note))
     if out is not None:

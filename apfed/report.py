@@ -77,7 +77,7 @@ def final_note(final: dict) -> str:
 def untested_line(final: dict) -> str:
     """A run's one-line summary when it had no test rows (test fraction 0), with the epoch validation picked."""
     line = "no test rows (test fraction 0): trained on every labelled row"
-    return line + final_note({k: v for k, v in final.items() if k != "roc_auc"})
+    return line + final_note(final)
 
 
 def epoch_label(row: dict) -> str:
@@ -167,9 +167,9 @@ def _paired_with_local(rows: dict[str, dict], by_method: dict[str, list[dict]], 
         )
 
 
-def interval_basis(split: str) -> str:
-    """What ``paired_interval`` covers for a report's ``split``, in words."""
-    if split.startswith("the data's own") or not split:
+def interval_basis(resampled: bool) -> str:
+    """What ``paired_interval`` covers, in words: on one split, or with a split per seed (``resampled``)."""
+    if not resampled:
         return "Student's t over the seeds, on one split: it covers the seeds' randomness, not the split's"
     return "Student's t over the seeds, widened for their overlapping training rows (Nadeau and Bengio)"
 
@@ -324,9 +324,9 @@ def write_report(out: Path, report: dict) -> list[Path]:
         + (
             "; each seed s >= 1 also drew its own stratified train/test split (seed 0 the data's own), the same for"
             " every method, so the spread includes the split's"
-            if report.get("split", "").startswith("one per seed")
+            if report.get("resplit")
             else f"; {report['split']}: every labelled row is tested once per method, and the spread is over the folds"
-            if "fold" in report.get("split", "")
+            if report.get("folds")
             else ""
         )
         + "; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
@@ -334,7 +334,7 @@ def write_report(out: Path, report: dict) -> list[Path]:
         + (
             f" {PAIRED_COLUMN}: the method's accuracy minus local's in the run with the same seed, mean ± std over"
             " seeds, in how many seeds the method is ahead and, in brackets, the 95 % interval of the mean"
-            f" difference ({interval_basis(report.get('split', ''))})."
+            f" difference ({interval_basis(bool(report.get('resplit') or report.get('folds')))})."
             if any("vs_local_mean" in r for r in s.values())
             else ""
         )

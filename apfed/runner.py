@@ -27,7 +27,8 @@ from protocols.transport import InProcessTransport
 class RunResult:
     method: str
     seed: int
-    accuracy: float  # mean test accuracy over the last ``eval_last`` epochs, or the best validation epoch's
+    accuracy: float | None  # mean test accuracy over the last ``eval_last`` epochs, or the best validation
+    # epoch's; None with no test rows (test fraction 0)
     final: dict  # metrics of the final model
     history: list[dict]
     extra: dict = field(default_factory=dict)  # e.g. tvfl fills, kd teacher: last-N means

@@ -141,15 +141,15 @@ def score_report(
         }
         for i, n in enumerate(names)
     ]
-    flagged = positive if threshold is None else threshold[0]
-    cutoffs = {} if threshold is None and len(class_names) != 2 else {"class": class_names[flagged]}
-    if cutoffs:
-        cutoffs.update(cutoff_table(y == flagged, proba[:, flagged]))
+    cutoffs = None  # how each cut-off would do: for the class of the threshold, or the positive one of two
+    if threshold is not None or len(class_names) == 2:
+        flagged = positive if threshold is None else threshold[0]
+        cutoffs = {"class": class_names[flagged], **cutoff_table(y == flagged, proba[:, flagged])}
     return {
         "rows": len(y),
         "metrics": metrics,
         **({"threshold": {"class": class_names[threshold[0]], "cutoff": threshold[1]}} if threshold else {}),
-        "cutoffs": cutoffs or None,
+        "cutoffs": cutoffs,
         "positive_class": class_names[positive] if len(class_names) == 2 else None,
         "classes": per_class,
         "unseen_labels": {n: int(support[len(class_names) + k]) for k, n in enumerate(unseen)},

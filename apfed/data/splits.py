@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from apfed.data.views import MultiViewDataset, compact_index
-from apfed.errors import DataError
+from apfed.errors import ConfigError, DataError
 
 
 def stratified_split(
@@ -67,8 +67,6 @@ def labelled_split(
 def check_test_fraction(test_fraction: float) -> float:
     """``test_fraction`` as a float, or a ConfigError: the share of the labelled rows held out to test, in [0, 1)
     (0: train on every labelled row, with no test figure)."""
-    from apfed.errors import ConfigError
-
     if not 0 <= test_fraction < 1:
         raise ConfigError(
             f"test fraction must be in [0, 1) (0: train on every labelled row, no test rows), got {test_fraction}"
