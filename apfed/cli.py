@@ -126,6 +126,13 @@ RoundTimeout = Annotated[
 DpClip = Annotated[float | None, typer.Option(min=0, help="DP: clip each sent embedding to this L2 norm.")]
 DpNoise = Annotated[float | None, typer.Option(min=0, help="DP: Gaussian noise std as a multiple of --dp-clip.")]
 Epochs = Annotated[int | None, typer.Option(min=1, help="Epochs (default: the preset's).")]
+Metrics = Annotated[
+    Path | None,
+    typer.Option(
+        help="Also write the per-epoch metrics (losses, test and validation accuracy, seconds) to this CSV file,"
+        " rewritten after every epoch."
+    ),
+]
 K = Annotated[int | None, typer.Option("--k", min=1, help="Minibatches per exchange (K).")]
 # the recipe's most used settings; every setting also goes through --set KEY=VALUE
 Lr = Annotated[float | None, typer.Option(help="Learning rate.")]
@@ -213,6 +220,21 @@ def _output_file(path: Path, keep: dict[str, list[str] | Path | None] | None = N
                 raise ConfigError(f"{path} is the {what}; refusing to overwrite it (give another output path)")
     _output_dir(path.parent)
     return path
+
+
+def _metrics_file(path: Path | None, model: Path | None, data: list[str] | None) -> None:
+    """Check a --metrics path before training: writable, and neither an input nor the model file."""
+    if path is None:
+        return
+    if model is not None and path.resolve() == model.resolve():
+        raise ConfigError(f"--metrics and --out are the same file ({path}); give the metrics a file of their own")
+    _output_file(path, {"input data": data})
+
+
+def _history_writer(path: Path | None, resume: bool = False):
+    from apfed.history_file import HistoryWriter
+
+    return HistoryWriter(path, resume) if path is not None else None
 
 
 def _check_device(device: str) -> None:
@@ -385,6 +407,7 @@ def train(
         bool, typer.Option("--resume", help="Continue the run checkpointed in --checkpoint-dir.")
     ] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    metrics: Metrics = None,
 ):
     """Train one method and write the active party's standalone model."""
     from apfed.config import STANDALONE
@@ -421,6 +444,7 @@ def train(
     _check_policy(on_bad_message, round_timeout)
     _check_data_options(dataset, views, data, data_dir)
     _output_file(out, {"input data": data})
+    _metrics_file(metrics, out, data)
     if checkpoint_dir is not None:
         _output_dir(checkpoint_dir)
     from rich.console import Console
@@ -442,18 +466,20 @@ def train(
         resume=resume,
     )
     console = Console(stderr=True, log_path=False)  # log lines without the source line that wrote them
+    history = _history_writer(metrics, resume)
     with Progress(console=console) as progress:
         task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
-        r = run(
-            ds,
-            a,
-            cfg,
-            on_epoch=lambda row: progress.update(task, advance=1, description=f"{method} {epoch_label(row)}"),
-            log=lambda m: progress.console.log(m),
-            safety=safety,
-        )
+
+        def on_epoch(row: dict) -> None:
+            progress.update(task, advance=1, description=f"{method} {epoch_label(row)}")
+            if history:
+                history(row)
+
+        r = run(ds, a, cfg, on_epoch=on_epoch, log=lambda m: progress.console.log(m), safety=safety)
         progress.update(task, total=len(r.history), completed=len(r.history))  # an early stop ends the bar too
     r.model.save(out)
+    if history:
+        history.finish(r.history)
     if r.faults:
         console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
     from apfed.report import final_note, untested_line
@@ -496,6 +522,7 @@ def simulate(
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the standalone model file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
+    metrics: Metrics = None,
 ):
     """Multi-process local simulation with the Flower simulation engine: one virtual SuperNode per passive."""
     if method in ("local", "centralized"):
@@ -504,6 +531,8 @@ def simulate(
     _check_device(device)
     if out:
         _output_file(out, {"input data": data})
+    _metrics_file(metrics, out, data)
+    history = _history_writer(metrics)
     from rich.console import Console
     from rich.progress import Progress
 
@@ -520,6 +549,8 @@ def simulate(
 
     def on_epoch(row: dict) -> None:
         progress.update(task, advance=1, description=f"{method} {epoch_label(row)}")
+        if history:
+            history(row)
 
     options = {"lr": lr, "batch_size": batch_size, "lam": lam, "temperature": temperature}
     options |= {"kd_temperature": kd_temperature, "kd_weight": kd_weight, "passive_losses": passive_losses}
@@ -550,6 +581,8 @@ def simulate(
             on_epoch=on_epoch,
         )
         progress.update(task, total=len(r["history"]), completed=len(r["history"]))  # an early stop ends the bar too
+        if history:
+            history.finish(r["history"])
     finally:
         if progress.live.is_started:  # stopping a bar that never showed prints an empty line
             progress.stop()
