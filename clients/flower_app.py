@@ -315,7 +315,12 @@ def simulate(
                 make_server_app(s, on_epoch),
                 make_client_app(s),
                 num_supernodes=n_passives,
-                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)}},
+                backend_config={
+                    "client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)},
+                    # the actors' own output (an idle actor's teardown warning) only with --verbose: a passive's
+                    # error reaches the ServerApp as its reply and is reported from there
+                    "init_args": {"log_to_driver": verbose},
+                },
                 verbose_logging=verbose,
             )
         finally:
