@@ -19,6 +19,7 @@ from pathlib import Path
 from apfed.config import make_config, parse_overrides, split_sets
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ApfedError, ConfigError
+from apfed.history_file import HistoryWriter
 from apfed.metrics import headline_accuracy
 from apfed.report import test_provenance
 from clients.active import ActiveClient
@@ -47,6 +48,7 @@ class RunSettings:
     sets: list[str] = field(default_factory=list)
     model_out: str = ""
     results_out: str = ""
+    metrics_out: str = ""  # the per-epoch metrics as CSV, rewritten after every epoch (apfed.history_file)
     timeout: float = 600.0
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
     passive_views: str = ""  # simulation: the views that take part besides the active one (default: all)
@@ -153,6 +155,8 @@ def epoch_line(row: dict, epochs: int) -> str:
 def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     """The active party's whole run over a Flower Grid: align, train, evaluate, write the model."""
     cfg = s.config()
+    if s.metrics_out and s.metrics_out in (s.model_out, s.results_out):
+        raise ConfigError("metrics-out names the same file as model-out or results-out; give it a file of its own")
     if not s.round_timeout >= 0:  # a negative deadline would drop every training reply
         raise ConfigError(f"round-timeout must be >= 0 seconds (0: no deadline), got {s.round_timeout}")
     from apfed.data.encoding import describe
@@ -200,7 +204,17 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         client.resume()
     else:
         client.setup()
-    history = client.fit(on_epoch=on_epoch or (lambda row: log(epoch_line(row, cfg.epochs))))
+    show = on_epoch or (lambda row: log(epoch_line(row, cfg.epochs)))
+    curve = HistoryWriter(s.metrics_out, resume=s.resume) if s.metrics_out else None
+
+    def each_epoch(row: dict) -> None:
+        show(row)
+        if curve:
+            curve(row)
+
+    history = client.fit(on_epoch=each_epoch)
+    if curve:
+        curve.finish(history)
     preds = client.predictions()
     final = client.final_metrics()
     result = {

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from apfed.history_file import read_history
+
 pytest.importorskip("flwr")
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("deploy", ROOT / "examples" / "deploy-local" / "deploy.py")
@@ -234,6 +236,10 @@ def test_deployment_with_each_party_holding_only_its_own_file_survives_a_crash_o
         assert served.index("resume") < served.index("train")
     assert r["final"]["accuracy"] > 50  # 3 classes, informative features
     assert len(r["history"]) == 4
+    # the learning curve (run config metrics-out), whole although the resumed run trained only its last epochs
+    curve = read_history(tmp_path / "run" / "metrics.csv")
+    assert [row["epoch"] for row in curve] == [1, 2, 3, 4]
+    assert [row["accuracy"] for row in curve] == pytest.approx([h["accuracy"] for h in r["history"]], abs=1e-4)
     n_test = len(r["test_predictions"]["standalone"])
     assert 50 <= n_test <= 60  # 20 % of the 270 ids that all three parties hold (the split is on the active's 300)
     m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
@@ -269,6 +275,8 @@ def test_a_deployment_with_no_test_rows_trains_the_model_of_every_labelled_row(t
     assert all("task_loss" in row and "accuracy" not in row for row in r["history"])
     lines = (tmp_path / "flwr-run.log").read_text()
     assert re.search(r"epoch 2/2: task loss [0-9.]+, [0-9.]+ s", lines), lines[-2000:]
+    curve = read_history(tmp_path / "metrics.csv")
+    assert [row["epoch"] for row in curve] == [1, 2] and all("accuracy" not in row for row in curve)
     m = StandaloneModel.load(tmp_path / "model.safetensors")
     ds, _ = apfed.load_dataset(data=paths, id_column="user_id", log=lambda _: None, test_fraction=0)
     assert m.provenance["test_rows"] == 0 and "test_accuracy" not in m.provenance

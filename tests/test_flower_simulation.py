@@ -120,6 +120,17 @@ def test_a_negative_round_timeout_in_the_run_config_is_refused_before_anything_r
         run_active(None, s)  # refused before the Grid is touched
 
 
+def test_a_metrics_out_naming_the_model_or_results_file_is_refused_before_anything_runs(tmp_path):
+    from apfed.errors import ConfigError
+    from clients.flower_app import RunSettings, run_active
+
+    for key in ("model-out", "results-out"):
+        f = str(tmp_path / "x")
+        s = RunSettings.from_run_config({"dataset": "digits", key: f, "metrics-out": f})
+        with pytest.raises(ConfigError, match="metrics-out names the same file"):
+            run_active(None, s)
+
+
 def test_a_reply_missing_past_the_timeout_names_the_run_config_key():
     """A grid that never answers: outside training rounds (set-up's PSI over every ID, evaluation) the wait ends
     after ``timeout`` with an error that names the run config key to raise."""

@@ -555,7 +555,8 @@ def deploy(
         run_config = (
             f"method='{method}' {data_config} epochs={epochs} seed={seed} batches-per-round={k} "
             f"pipeline={str(pipeline).lower()} "
-            f"model-out='{model_path}' results-out='{result_path}' {seal_run_config} {extra_run_config}"
+            f"model-out='{model_path}' results-out='{result_path}' metrics-out='{out / 'metrics.csv'}' "
+            f"{seal_run_config} {extra_run_config}"
         )
         t1 = time.monotonic()
         injector, done = None, threading.Event()
