@@ -60,6 +60,7 @@ class TrainConfig:
     cuda_graphs: bool = True  # on a GPU, replay each role's training step as a CUDA graph (apfed.graphs)
     payload: str = "float32"  # float32 | float16: the dtype of embeddings and gradients on the wire
     tf32: bool = False  # on a GPU, TF32 matrix multiplies (faster; ~10-bit mantissa products)
+    deterministic: bool = False  # on a GPU, deterministic kernels only: the same seed gives the same model
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
     class_weight: str = "none"  # none | balanced: each class's loss weighted by N / (classes x its training rows)
     unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds

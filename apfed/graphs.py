@@ -13,6 +13,7 @@ signature; the learners choose which steps qualify (no augmentation, no per-step
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -88,11 +89,18 @@ class StepGraphs:
         self.pool = graph.pool()
 
 
-def configure_cuda(device: str, tf32: bool) -> None:
+def configure_cuda(device: str, tf32: bool, deterministic: bool = False) -> None:
     """On a GPU: cuDNN times its convolution algorithms once per shape and keeps the fastest; TF32 matrix
-    multiplies if asked (process-wide torch settings, as torch offers them)."""
+    multiplies if asked. ``deterministic``: only kernels that give the same result on every run instead (cuDNN's
+    deterministic algorithms, cuBLAS with a fixed workspace), so that a seed gives one model. Process-wide torch
+    settings, as torch offers them; each run sets them again."""
     if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
+        if deterministic:
+            # read by cuBLAS when torch creates its handle for a stream: before this process's first matrix multiply
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        torch.use_deterministic_algorithms(deterministic)
         if tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
 

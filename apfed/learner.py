@@ -117,7 +117,7 @@ class ActiveLearner:
                 m[f"encoder_{i + 1}"] = make_encoder(s, cfg.embedding_dim, cfg.hidden_dim)
             return m
 
-        configure_cuda(cfg.device, cfg.tf32)
+        configure_cuda(cfg.device, cfg.tf32, cfg.deterministic)
         self.modules = init_modules(cfg.seed, build).to(cfg.device)
         self._every = list(self.modules.modules())
         # With rows that no passive holds, the standalone model (encoder and head) takes more steps than the other
@@ -382,7 +382,7 @@ class PassiveLearner:
                 m["projection"] = make_projection(d, cfg.projection_dim)
             return m
 
-        configure_cuda(cfg.device, cfg.tf32)
+        configure_cuda(cfg.device, cfg.tf32, cfg.deterministic)
         self.modules = init_modules(seed, build).to(cfg.device)
         self._every = list(self.modules.modules())
         self.opt = make_optimizer(self.modules.parameters(), cfg)

@@ -127,6 +127,11 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
         (
             ("cuda_graphs", "on a GPU, replay each role's training step as a CUDA graph"),
             ("tf32", "on a GPU, TF32 matrix multiplies (faster; about 10-bit mantissa products)"),
+            (
+                "deterministic",
+                "on a GPU, deterministic kernels only (cuDNN's and cuBLAS's), so that the same seed gives the same"
+                " model bit for bit, as it does on the CPU; slower",
+            ),
         ),
     ),
 )

@@ -40,3 +40,19 @@ def test_graph_replay_trains_like_eager_steps(method, preset):
     for e, g in zip(eager.history, graphed.history, strict=True):
         assert abs(e["accuracy"] - g["accuracy"]) < 2.0
         assert abs(e[loss] - g[loss]) < 0.05 * abs(e[loss]) + 1e-3
+
+
+@pytest.mark.parametrize("method", ["apfed-c", "apfed-kd"])
+def test_deterministic_kernels_give_one_model_per_seed(method):
+    """``deterministic=true``: two runs with one seed agree bit for bit (the default cuDNN algorithms do not on
+    mnist5k's conv nets: benchmarks/results/2026-12-04-gpu-determinism-h200.md)."""
+    import numpy as np
+
+    import apfed
+
+    ds = load_bundled("mnist5k", 2)
+    X = ds.views[0].X[np.asarray(ds.test_idx)]
+    runs = [apfed.train(ds, 0, method, epochs=2, device="cuda", deterministic=True) for _ in range(2)]
+    curves = [[{k: v for k, v in row.items() if not k.endswith("_time")} for row in r.history] for r in runs]
+    assert curves[0] == curves[1]
+    assert np.array_equal(runs[0].model.predict_proba(X), runs[1].model.predict_proba(X))

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,30 @@ def test_same_seed_same_result_and_other_seed_differs(digits, method):
         not torch.equal(x, y)
         for x, y in zip(a.model.net.state_dict().values(), c.model.net.state_dict().values(), strict=True)
     )
+
+
+def test_the_deterministic_setting_switches_torchs_kernels_for_a_gpu_run_and_back(monkeypatch):
+    """What ``deterministic=true`` asks of torch on a GPU (the same-seed check itself needs one: tests/test_graphs.py);
+    the settings are process-wide, so a later run without it gets the fast kernels again, and a CPU run changes
+    nothing."""
+    from apfed.graphs import configure_cuda
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        configure_cuda("cpu", False, True)
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+        configure_cuda("cuda", False, True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        configure_cuda("cuda:0", False, False)
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+        assert torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        torch.backends.cudnn.deterministic = False
 
 
 @pytest.mark.parametrize("method", ["apfed-r", "apfed-kd"])
