@@ -350,7 +350,13 @@ def write_report(out: Path, report: dict) -> list[Path]:
             if any("unmatched_accuracy_mean" in r for r in s.values())
             else ""
         )
-        + (f" {no_gap(s)}" if no_gap(s) else ""),
+        + (f" {no_gap(s)}" if no_gap(s) else "")
+        + (
+            " On a GPU without `--set deterministic=true` cuDNN's fastest kernels are not deterministic: a seed's run"
+            " is not reproducible bit for bit, and its pairing with local carries that noise."
+            if str(report["device"]).startswith("cuda") and not report.get("config", {}).get("deterministic")
+            else ""
+        ),
         "",
         markdown_table(s),
         "",

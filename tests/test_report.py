@@ -85,6 +85,18 @@ def test_one_seed_has_no_spread_and_a_short_run_says_which_epochs_it_averages(tm
     assert note.endswith("; mean ± std over 3 seeds") and rich_table(s, "t", note).caption == note
 
 
+def test_a_gpu_report_says_when_its_runs_are_not_reproducible_bit_for_bit(tmp_path):
+    from apfed.report import write_report
+
+    runs = _runs({"local": [80.0, 81.0], "apfed-c": [81.0, 83.0]})
+    base = dict(dataset="d", active_view="v", preset="default", seeds=2, epochs=3, eval_last=10, machine={})
+    warning = "without `--set deterministic=true` cuDNN's fastest kernels are not deterministic"
+    for device, deterministic, warned in (("cuda", False, True), ("cuda", True, False), ("cpu", False, False)):
+        report = {**base, "device": device, "config": {"deterministic": deterministic}, "summary": summarize(runs)}
+        write_report(tmp_path, {**report, "runs": runs})
+        assert (warning in (tmp_path / "results.md").read_text()) == warned, (device, deterministic)
+
+
 def test_the_paired_interval_by_hand():
     from apfed.report import paired_interval
 
