@@ -130,7 +130,7 @@ Metrics = Annotated[
     Path | None,
     typer.Option(
         help="Also write the per-epoch metrics (losses, test and validation accuracy, seconds) to this CSV file,"
-        " rewritten after every epoch."
+        " rewritten as epochs end (at most once a second)."
     ),
 ]
 K = Annotated[int | None, typer.Option("--k", min=1, help="Minibatches per exchange (K).")]

@@ -1,12 +1,13 @@
-"""A run's per-epoch metrics as a CSV file (``apfed train --metrics``, ``apfed simulate --metrics``): one row per
-epoch, a column per metric, rewritten whole and atomically after every epoch so that it can be read (or plotted)
-while the run goes on, and a crash never leaves half a row."""
+"""A run's per-epoch metrics as a CSV file (``apfed train --metrics``, ``apfed simulate --metrics``, a deployment's
+``metrics-out``): one row per epoch, a column per metric, rewritten whole and atomically as epochs end (at most
+once a second) so that it can be read (or plotted) while the run goes on, and a crash never leaves half a row."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,19 +56,24 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 class HistoryWriter:
-    """Keeps ``path`` up to date as epochs end. ``resume``: a continued run keeps the rows the file already holds
-    for the epochs before the first new one (the finished run's own history replaces them all at the end)."""
+    """Keeps ``path`` up to date as epochs end: rewritten after an epoch once ``every_s`` seconds have passed since
+    the last write (epochs of a few milliseconds would otherwise spend more on the file than on training), and
+    always at the end. ``resume``: a continued run keeps the rows the file already holds for the epochs before the
+    first new one (the finished run's own history replaces them all at the end)."""
 
-    def __init__(self, path: str | Path, resume: bool = False):
+    def __init__(self, path: str | Path, resume: bool = False, every_s: float = 1.0):
         self.path = Path(path)
         self.earlier = read_history(self.path) if resume and self.path.exists() else []
         self.rows: list[dict] = []
+        self.every_s, self.written = every_s, -math.inf
 
     def __call__(self, row: dict) -> None:
         if not self.rows:  # the first epoch of this process: keep only the file's epochs before it
             self.earlier = [r for r in self.earlier if r["epoch"] < row["epoch"]]
         self.rows.append(row)
-        write_history(self.path, [*self.earlier, *self.rows])
+        if time.monotonic() - self.written >= self.every_s:
+            write_history(self.path, [*self.earlier, *self.rows])
+            self.written = time.monotonic()
 
     def finish(self, history: Sequence[dict]) -> None:
         """The run's whole history, as the model file's provenance counts it."""

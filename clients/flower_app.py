@@ -48,7 +48,7 @@ class RunSettings:
     sets: list[str] = field(default_factory=list)
     model_out: str = ""
     results_out: str = ""
-    metrics_out: str = ""  # the per-epoch metrics as CSV, rewritten after every epoch (apfed.history_file)
+    metrics_out: str = ""  # the per-epoch metrics as CSV, rewritten as epochs end (apfed.history_file)
     timeout: float = 600.0
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
     passive_views: str = ""  # simulation: the views that take part besides the active one (default: all)

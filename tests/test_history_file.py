@@ -30,13 +30,13 @@ def test_a_written_file_reads_back_and_a_bad_one_is_one_error(tmp_path):
 
 def test_the_file_holds_every_finished_epoch_and_a_resumed_run_keeps_the_earlier_ones(tmp_path):
     p = tmp_path / "m.csv"
-    w = HistoryWriter(p)
+    w = HistoryWriter(p, every_s=0)
     for e in (1, 2, 3):
         w({"epoch": e, "task_loss": 1.0 / e})
         assert [r["epoch"] for r in read_history(p)] == list(range(1, e + 1))  # readable while the run goes on
     # the run died after epoch 3 but its last checkpoint was after epoch 2: the resumed run redoes epoch 3
     w = HistoryWriter(p, resume=True)
-    w({"epoch": 3, "task_loss": 0.3})
+    w({"epoch": 3, "task_loss": 0.3})  # the first epoch of a process is written at once
     assert read_history(p) == [
         {"epoch": 1, "task_loss": 1.0},
         {"epoch": 2, "task_loss": 0.5},
@@ -44,10 +44,13 @@ def test_the_file_holds_every_finished_epoch_and_a_resumed_run_keeps_the_earlier
     ]
     w.finish([{"epoch": 1, "task_loss": 9.0}])  # the run's own history has the last word
     assert read_history(p) == [{"epoch": 1, "task_loss": 9.0}]
-    # without --resume an existing file is replaced from the first epoch
-    w = HistoryWriter(p)
+    # without --resume an existing file is replaced from the first epoch; short epochs are written once a second
+    w = HistoryWriter(p, every_s=3600)
     w({"epoch": 1, "task_loss": 7.0})
+    w({"epoch": 2, "task_loss": 6.0})
     assert read_history(p) == [{"epoch": 1, "task_loss": 7.0}]
+    w.finish([{"epoch": 1, "task_loss": 7.0}, {"epoch": 2, "task_loss": 6.0}])
+    assert len(read_history(p)) == 2
 
 
 def test_train_writes_one_row_per_epoch_matching_the_model_it_wrote(tmp_path):
