@@ -9,7 +9,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -17,6 +17,9 @@ import typer
 from apfed.config import DEFAULT_METHODS
 from apfed.errors import ApfedError, ConfigError, DataError
 from protocols.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from apfed.history_file import HistoryWriter
 
 SET_HELP = "Any training setting, KEY=VALUE (repeatable); docs/settings.md lists them."
 
@@ -231,7 +234,8 @@ def _metrics_file(path: Path | None, model: Path | None, data: list[str] | None)
     _output_file(path, {"input data": data})
 
 
-def _history_writer(path: Path | None, resume: bool = False):
+def _history_writer(path: Path | None, resume: bool = False) -> HistoryWriter | None:
+    """The writer of --metrics (None without it); imported only when asked, as the CLI imports lazily."""
     from apfed.history_file import HistoryWriter
 
     return HistoryWriter(path, resume) if path is not None else None
