@@ -772,6 +772,13 @@ def score(
     repeats: Annotated[int, typer.Option(min=1, help="Shuffles per column for --importance.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of --importance's shuffles.")] = 0,
     threshold: Annotated[str | None, typer.Option(help=THRESHOLD_HELP)] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another standalone model to compare with --model on the same rows (the model in use against a new"
+            " one): both scored, the accuracy difference with its 95 % interval, and McNemar's exact test."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
 ):
     """Score a standalone model on labelled rows of the active party's own data: accuracy, F1, ROC-AUC, each
@@ -779,11 +786,18 @@ def score(
     import json
 
     from apfed.data.encoding import is_missing
-    from apfed.scoring import label_indices, parse_threshold, score_report
+    from apfed.scoring import label_indices, paired_comparison, parse_threshold, predictions, score_report
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
     cut = None if threshold is None else parse_threshold(threshold, m.class_names)
+    other = None if against is None else StandaloneModel.load(against)
+    other_cut = None
+    if threshold is not None and other is not None:
+        try:
+            other_cut = parse_threshold(threshold, other.class_names)
+        except DataError as e:
+            raise DataError(f"{e} (the --against model)") from None
     if importance and m.spec["kind"] != "tabular":
         raise ConfigError("--importance ranks the columns of a tabular model; this model reads an image strip")
     required, id_column = id_column is not None or labels is not None, id_column or "id"
@@ -810,7 +824,20 @@ def score(
         )
     keep = ~unlabelled
     index, unseen = label_indices(y[keep], m.class_names)
-    report = score_report(index, m.predict_proba(X[keep]), m.class_names, unseen, cut)
+    proba = m.predict_proba(X[keep])
+    report = score_report(index, proba, m.class_names, unseen, cut)
+    if other is not None:  # the same rows of the same file, each model reading its own columns
+        _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
+        other_index, other_unseen = label_indices(y[keep], other.class_names)
+        other_proba = other.predict_proba(X_other[keep])
+        other_report = score_report(other_index, other_proba, other.class_names, other_unseen, other_cut)
+        right = predictions(proba, cut) == index  # an unseen label's index is past every class: never right
+        other_right = predictions(other_proba, other_cut) == other_index
+        report["against"] = {
+            "model": str(against),
+            "metrics": other_report["metrics"],
+            "comparison": paired_comparison(right, other_right),
+        }
     if unseen:
         counts = list(report["unseen_labels"].items())
         shown = ", ".join(f"{n!r} ({c:,} row{'s' if c > 1 else ''})" for n, c in counts[:5])
@@ -829,7 +856,7 @@ def score(
     from apfed.report import score_tables, table_console
 
     console = table_console()
-    for t in score_tables(report, f"{model.name} on {input.name}", repeats):
+    for t in score_tables(report, f"{model.name} on {input.name}", repeats, model.name):
         console.print(t)
     if trained is not None:
         rows = m.provenance.get("test_rows")

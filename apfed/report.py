@@ -441,9 +441,9 @@ def _cutoff_table(c: dict):
     return table
 
 
-def score_tables(report: dict, title: str, repeats: int = 5) -> list:
+def score_tables(report: dict, title: str, repeats: int = 5, model_name: str = "model") -> list:
     """rich tables of ``apfed.scoring.score_report``'s report: the overall metrics, each class, and the confusion
-    matrix (left out beyond ``MAX_CONFUSION_CLASSES`` classes)."""
+    matrix (left out beyond ``MAX_CONFUSION_CLASSES`` classes); with ``against``, the two models side by side."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -507,4 +507,29 @@ def score_tables(report: dict, title: str, repeats: int = 5) -> list:
         for r in shown:
             imp.add_row(escape(r["column"]), f"{r['accuracy_drop']:.2f} ± {r['std']:.2f}")
         tables.append(imp)
+    if "against" in report:
+        tables.append(_against_table(report, model_name))
     return tables
+
+
+def _against_table(report: dict, model_name: str):
+    """``apfed score --against``: both models' metrics on the same rows, and what the difference is worth."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    other, c = report["against"], report["against"]["comparison"]
+    lo, hi = c["ci95"]
+    caption = (
+        f"accuracy difference {c['accuracy_difference']:+.2f} points (95 % interval {lo:+.2f} to {hi:+.2f}); only"
+        f" the first right on {c['only_first_right']:,} rows, only the second on {c['only_second_right']:,};"
+        f" McNemar's exact test p = {c['mcnemar_p']:.3g}"
+        + (" (a difference this large is unlikely if the two are equally accurate)" if c["mcnemar_p"] < 0.05 else "")
+    )
+    t = Table(title=f"two models on the same {c['rows']:,} rows", caption=escape(caption))
+    t.add_column("model")
+    for col in ("accuracy (%)", "macro-F1 (%)", "ROC-AUC", "log-loss"):
+        t.add_column(col, justify="right")
+    for name, m in ((model_name, report["metrics"]), (Path(other["model"]).name, other["metrics"])):
+        ranked = [f"{m[k]:.4f}" if k in m else "–" for k in ("roc_auc", "log_loss")]
+        t.add_row(escape(name), f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", *ranked)
+    return t

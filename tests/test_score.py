@@ -240,3 +240,48 @@ def test_a_cut_off_in_predict_and_score(model_and_rows, tmp_path):
     assert c["cutoffs"][1]["flagged"] == int(flagged.sum())
     code, stdout, _ = run_cli("score", "--model", path, "--input", bank, "--threshold", "k2=0.2")
     assert code == 0 and "cut-offs for class 'k2'" in stdout and "best F1" in stdout
+
+
+def test_paired_comparison_by_hand():
+    from apfed.scoring import paired_comparison
+
+    a = np.array([True, True, True, False, False, True])
+    b = np.array([True, False, False, False, True, False])
+    c = paired_comparison(a, b)  # only a right on rows 1, 2 and 5; only b on row 4
+    assert (c["rows"], c["only_first_right"], c["only_second_right"]) == (6, 3, 1)
+    assert c["accuracy_difference"] == pytest.approx(100 * 2 / 6)
+    half = 1.959964 * ((4 / 6 - (2 / 6) ** 2) / 6) ** 0.5
+    assert c["ci95"] == pytest.approx([100 * (2 / 6 - half), 100 * (2 / 6 + half)])
+    # McNemar, exact: 3 of the 4 discordant rows one way; two-sided P(X <= 1 or X >= 3), X ~ Bin(4, 1/2)
+    assert c["mcnemar_p"] == pytest.approx(10 / 16)
+    c = paired_comparison(np.ones(10, bool), np.zeros(10, bool))
+    assert c["mcnemar_p"] == pytest.approx(2 / 2**10) and c["ci95"] == pytest.approx([100.0, 100.0])
+    c = paired_comparison(a, a)  # the same predictions: nothing to tell them apart
+    assert (c["accuracy_difference"], c["mcnemar_p"], c["ci95"]) == (0.0, 1.0, [0.0, 0.0])
+
+
+def test_cli_compares_two_models_on_the_same_rows(model_and_rows, tmp_path):
+    """``score --against``: the model in use against a new one, each reading its own columns of the same rows."""
+    from apfed.api import load_dataset, train
+
+    path, bank, labels = model_and_rows
+    ds, active = load_dataset(data=[bank], log=lambda *_: None)
+    other = train(ds, active, "local", epochs=1).model.save(tmp_path / "local.safetensors")
+    runner = CliRunner()
+    scores = {}
+    for p in (path, other):
+        res = runner.invoke(app, ["score", "--model", str(p), "--input", str(bank), "--json"])
+        scores[p] = json.loads(res.stdout)["metrics"]["accuracy"]
+    res = runner.invoke(app, ["score", "--model", str(path), "--input", str(bank), "--against", str(other), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    c = report["against"]["comparison"]
+    assert report["metrics"]["accuracy"] == pytest.approx(scores[path])
+    assert report["against"]["metrics"]["accuracy"] == pytest.approx(scores[other])
+    assert c["rows"] == len(labels)
+    assert c["accuracy_difference"] == pytest.approx(scores[path] - scores[other])
+    assert c["only_first_right"] - c["only_second_right"] == round((scores[path] - scores[other]) * len(labels) / 100)
+    res = runner.invoke(app, ["score", "--model", str(path), "--input", str(bank), "--against", str(other)])
+    assert res.exit_code == 0 and "two models on the same 240 rows" in res.stdout and "McNemar" in res.stdout
+    code, _, err = run_cli("score", "--model", path, "--input", bank, "--against", tmp_path / "none.safetensors")
+    assert code != 0 and err.count("\n") == 1 and "none.safetensors" in err
