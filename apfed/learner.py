@@ -7,6 +7,7 @@ has no per-sample Python and no host/device copies of features.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,20 @@ def make_optimizer(params, cfg: TrainConfig) -> Optimizer:
     if cfg.optimizer == "sgd":
         return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
+
+
+def chunked(fn: Callable[[torch.Tensor, slice], torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+    """``fn(rows, their slice of idx)`` over ``EVAL_CHUNK`` rows at a time, written into one output tensor. A list of
+    per-chunk outputs kept until the end would settle in the heap's holes that each chunk's freed activations
+    leave, and the heap would grow by a chunk's activations per chunk (StandaloneModel._proba_of_features)."""
+    out = None
+    for start in range(0, len(idx), EVAL_CHUNK):
+        sl = slice(start, start + EVAL_CHUNK)
+        y = fn(idx[sl], sl)
+        if out is None:
+            out = y.new_empty((len(idx), *y.shape[1:]))
+        out[start : start + len(y)] = y
+    return out if out is not None else fn(idx, slice(0, 0))
 
 
 def set_lr(opt: Optimizer | list[Optimizer], lr: float) -> None:
@@ -278,20 +293,20 @@ class ActiveLearner:
     @torch.no_grad()
     def standalone_logits(self, idx: torch.Tensor) -> torch.Tensor:
         self.modules.eval()
-        return torch.cat([self.modules["head"](self.modules["encoder"](self.X[i])) for i in idx.split(EVAL_CHUNK)])
+        return chunked(lambda i, _: self.modules["head"](self.modules["encoder"](self.X[i])), idx)
 
     @torch.no_grad()
     def fused_logits(self, idx: torch.Tensor, embs: list[torch.Tensor]) -> torch.Tensor:
         """Fused-head logits with the given passive embeddings (real, or fills for absent passives)."""
         self.modules.eval()
-        out = []
-        for j, i in enumerate(idx.split(EVAL_CHUNK)):
-            sl = slice(j * EVAL_CHUNK, j * EVAL_CHUNK + len(i))
+
+        def fused(i: torch.Tensor, sl: slice) -> torch.Tensor:
             parts = [self.modules["encoder"](self.X[i]).flatten(1)]
             parts += [self.modules[f"encoder_{k + 1}"](x[i]).flatten(1) for k, x in enumerate(self.extra_X)]
             parts += [e[sl].flatten(1) for e in embs]
-            out.append(self.modules["fused_head"](torch.cat(parts, 1)))
-        return torch.cat(out)
+            return self.modules["fused_head"](torch.cat(parts, 1))
+
+        return chunked(fused, idx)
 
     @torch.no_grad()
     def scale_standalone_logits(self, factor: float) -> None:
@@ -579,7 +594,7 @@ class PassiveLearner:
     @torch.no_grad()
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         self.modules.eval()
-        return torch.cat([self.modules["encoder"](self.X[i]) for i in idx.split(EVAL_CHUNK)])
+        return chunked(lambda i, _: self.modules["encoder"](self.X[i]), idx)
 
     def state(self) -> dict:
         state = {"modules": self.modules.state_dict(), "optimizer": self.opt.state_dict()}

@@ -24,6 +24,7 @@ from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make
 
 FORMAT = "apfed-standalone"
 FORMAT_VERSION = 2  # 2: categorical columns ("encoding") and missing values ("preprocessing" "missing")
+PREDICT_CHUNK = 4096  # rows per forward pass when predicting: bounded memory for any number of rows
 
 
 @dataclass
@@ -138,12 +139,14 @@ class StandaloneModel:
         self.net.eval()
         x = torch.as_tensor(x)
         dev = next(self.net.parameters()).device
-        out = (
-            [torch.softmax(self.net(c.to(dev)), 1).cpu() for c in x.split(4096)]
-            if len(x)
-            else [torch.zeros(0, len(self.class_names))]
-        )
-        return torch.cat(out).numpy()
+        # one output array filled chunk by chunk: a small tensor kept per chunk would settle in the heap's hole
+        # left by the chunk's freed activations, which then cannot be reused, and the heap grew by a chunk's
+        # activations each time (1 GB for a million rows, in some runs)
+        out = torch.empty(len(x), len(self.class_names))
+        for start in range(0, len(x), PREDICT_CHUNK):
+            chunk = x[start : start + PREDICT_CHUNK].to(dev)
+            out[start : start + len(chunk)] = torch.softmax(self.net(chunk), 1)
+        return out.numpy()
 
     def predict(self, X, threshold: str | None = None) -> np.ndarray:
         """Predicted class names: the most probable class, or with ``threshold`` (``"CLASS=T"``) that class wherever

@@ -35,6 +35,19 @@ def test_save_load_predict_matches(tmp_path, trained):
     assert np.allclose(m.predict_proba(X).sum(1), 1, atol=1e-5)
 
 
+def test_rows_beyond_one_chunk_are_predicted_as_alone(trained, monkeypatch):
+    """Predictions go through the network a chunk of rows at a time (bounded memory); every row's probabilities
+    are the network's on that row alone, across the chunks' edges."""
+    import apfed.standalone
+
+    ds, r = trained
+    X = ds.views[1].X[:300]
+    monkeypatch.setattr(apfed.standalone, "PREDICT_CHUNK", 128)
+    chunked = r.model.predict_proba(X)
+    alone = np.concatenate([r.model.predict_proba(X[i : i + 1]) for i in range(len(X))])
+    assert chunked.shape == (300, len(ds.class_names)) and np.allclose(chunked, alone, atol=1e-6)
+
+
 def test_predicting_from_a_model_file_loads_no_training_dependencies(tmp_path, trained):
     """Loading a model and predicting (the standalone model's whole job, and `apfed predict`) imports neither
     scikit-learn nor Flower: each costs about a second of start-up."""
