@@ -55,10 +55,17 @@ def test_simulate_cli(tmp_path):
         "4",
         "--out",
         tmp_path / "m.safetensors",
+        "--metrics",
+        tmp_path / "curve.csv",
         timeout=600,
     )
     assert code == 0, err[-3000:]
     assert "over Flower simulation, 1 passive(s): test accuracy" in out
+    from apfed.history_file import read_history
+
+    (row,) = read_history(tmp_path / "curve.csv")  # the learning curve: one epoch
+    assert row["epoch"] == 1 and f"test accuracy {row['accuracy']:.2f} %" in out
+    assert "ClientAppActor" not in err  # Ray forwards its actors' own lines only with --verbose
     assert "apfed-c acc" in err and "100%" in err  # the epoch progress bar reached its end
     assert "apfed passive1 train" not in err + out  # per-message lines only with --verbose
     assert "DEPRECATED FEATURE" not in err  # Flower's notice about apfed's own run_simulation call
