@@ -238,7 +238,7 @@ def _history_writer(path: Path | None, resume: bool = False) -> HistoryWriter | 
     """The writer of --metrics (None without it); imported only when asked, as the CLI imports lazily."""
     from apfed.history_file import HistoryWriter
 
-    return HistoryWriter(path, resume) if path is not None else None
+    return HistoryWriter(path, resume, warn=lambda m: typer.echo(f"warning: {m}", err=True)) if path else None
 
 
 def _check_device(device: str) -> None:

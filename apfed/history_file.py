@@ -8,7 +8,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from apfed.checkpoint import save_atomic
@@ -61,20 +61,32 @@ class HistoryWriter:
     always at the end. ``resume``: a continued run keeps the rows the file already holds for the epochs before the
     first new one (the finished run's own history replaces them all at the end)."""
 
-    def __init__(self, path: str | Path, resume: bool = False, every_s: float = 1.0):
+    def __init__(
+        self, path: str | Path, resume: bool = False, every_s: float = 1.0, warn: Callable[[str], object] = print
+    ):
         self.path = Path(path)
         self.earlier = read_history(self.path) if resume and self.path.exists() else []
         self.rows: list[dict] = []
-        self.every_s, self.written = every_s, -math.inf
+        self.every_s, self.written, self.warn, self.failed = every_s, -math.inf, warn, False
 
     def __call__(self, row: dict) -> None:
         if not self.rows:  # the first epoch of this process: keep only the file's epochs before it
             self.earlier = [r for r in self.earlier if r["epoch"] < row["epoch"]]
         self.rows.append(row)
-        if time.monotonic() - self.written >= self.every_s:
-            write_history(self.path, [*self.earlier, *self.rows])
+        if not self.failed and time.monotonic() - self.written >= self.every_s:
+            self._write([*self.earlier, *self.rows])
             self.written = time.monotonic()
 
     def finish(self, history: Sequence[dict]) -> None:
         """The run's whole history, as the model file's provenance counts it."""
-        write_history(self.path, history)
+        self._write(history)
+
+    def _write(self, rows: Sequence[dict]) -> None:
+        """A file that cannot be written (a full disk, a folder removed) is a warning, once: the training, and the
+        model it makes, matter more than its curve."""
+        try:
+            write_history(self.path, rows)
+        except OSError as e:
+            if not self.failed:
+                self.warn(f"cannot write the metrics file {self.path}: {e.strerror or e}; the run goes on without it")
+            self.failed = True

@@ -205,7 +205,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     else:
         client.setup()
     show = on_epoch or (lambda row: log(epoch_line(row, cfg.epochs)))
-    curve = HistoryWriter(s.metrics_out, resume=s.resume) if s.metrics_out else None
+    curve = HistoryWriter(s.metrics_out, resume=s.resume, warn=log) if s.metrics_out else None
 
     def each_epoch(row: dict) -> None:
         show(row)

@@ -53,6 +53,17 @@ def test_the_file_holds_every_finished_epoch_and_a_resumed_run_keeps_the_earlier
     assert len(read_history(p)) == 2
 
 
+def test_a_metrics_file_that_cannot_be_written_is_one_warning_and_the_run_goes_on(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    warnings = []
+    w = HistoryWriter(blocker / "m.csv", every_s=0, warn=warnings.append)
+    for e in (1, 2, 3):
+        w({"epoch": e, "task_loss": 1.0})
+    w.finish([{"epoch": 1, "task_loss": 1.0}])
+    assert len(warnings) == 1 and "cannot write the metrics file" in warnings[0] and "goes on" in warnings[0]
+
+
 def test_train_writes_one_row_per_epoch_matching_the_model_it_wrote(tmp_path):
     model, metrics = tmp_path / "m.safetensors", tmp_path / "runs" / "m.csv"
     code, _, err = run_cli(
