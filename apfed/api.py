@@ -210,16 +210,17 @@ def compare(
     **settings,
 ) -> dict:
     """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name; a method may carry its own
-    settings, ``"apfed-c[lam=0.5]"``, a row of its own), as ``apfed evaluate`` does;
-    return its report (``summary``:
+    settings, ``"apfed-c[lam=0.5]"``, a row of its own), as ``apfed evaluate`` does; return its report (``summary``:
     per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``roc_auc_mean``, ``standalone``,
     ``gap_closed``, and against ``local`` with the same seed ``vs_local_mean``, ``vs_local_std``, ``vs_local_wins``
-    and ``vs_local_seeds``; ``runs``: every run). With ``out`` it also writes ``results.json``, ``results.md`` and
-    ``results.png`` there, and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
-    data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4). ``resplit``: seed
-    s >= 1 also draws its own train/test split (seed 0 keeps the data's own), the same for every method.
-    ``folds``: cross-validation instead, seeds ``0..folds-1`` (``seeds`` is then ignored), seed s tested on the
-    s-th of ``folds`` stratified folds of the labelled rows and trained on the others."""
+    and ``vs_local_seeds``; with validation rows (``validation=0.1``) ``val_mean`` and ``val_std``, and the report's
+    ``validation_pick``, the standalone method best on them; ``runs``: every run). With ``out`` it also writes
+    ``results.json``, ``results.md`` and ``results.png`` there, and each finished run to ``out/runs/``;
+    ``resume=True`` reuses those made from the same data and settings. ``jobs``: runs at a time in worker processes
+    (0: one per core, at most 4). ``resplit``: seed s >= 1 also draws its own train/test split (seed 0 keeps the
+    data's own), the same for every method. ``folds``: cross-validation instead, seeds ``0..folds-1`` (``seeds`` is
+    then ignored), seed s tested on the s-th of ``folds`` stratified folds of the labelled rows and trained on the
+    others."""
     from apfed.config import DEFAULT_METHODS, parse_method_list, variant_config
     from apfed.evaluate import evaluate
 

@@ -13,7 +13,16 @@ from apfed.data.splits import fold
 from apfed.data.splits import resplit as resplit_rows
 from apfed.data.views import MultiViewDataset
 from apfed.errors import ConfigError, DataError
-from apfed.report import accuracy_note, interval_basis, machine, rich_table, summarize, table_console, write_report
+from apfed.report import (
+    accuracy_note,
+    interval_basis,
+    machine,
+    rich_table,
+    summarize,
+    table_console,
+    validation_pick,
+    write_report,
+)
 from apfed.run_store import RunStore, data_digest
 from apfed.runner import Safety, run
 from apfed.spawning import without_main_script
@@ -189,7 +198,8 @@ def evaluate(
     fresh = iter(new)
     runs = [_labelled(done[i] if i in done else next(fresh), labels[i]) for i in range(len(configs))]
     resampled = bool(folds or resplit)  # a split per seed: the runs' training rows overlap
-    summary = summarize(runs, _test_share(splits[-1], active) if resampled else None)
+    share = _test_share(splits[-1], active) if resampled else None
+    summary = summarize(runs, share, cfg.eval_last, cfg.validation_metric)
     report = {
         "dataset": ds.name,
         "active_view": ds.views[active].name,
@@ -220,6 +230,7 @@ def evaluate(
         **({"command": command} if command else {}),
         "seconds": time.time() - t0,
         "summary": summary,
+        "validation_pick": validation_pick(summary),
         "runs": runs,
     }
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr

@@ -99,6 +99,17 @@ def headline_accuracy(history: list[dict], final: dict, eval_last: int) -> float
     return float(np.mean([h["accuracy"] for h in history[-eval_last:]]))
 
 
+def headline_validation(history: list[dict], final: dict, eval_last: int, metric: str = "accuracy") -> float | None:
+    """The validation figure (``val_<metric>``) of the model behind a run's headline accuracy: the kept epoch's
+    where validation picked the standalone model's epoch, else the mean over the last ``eval_last`` epochs (as the
+    headline accuracy averages them). None for a run without validation rows."""
+    key = f"val_{metric}"
+    if "best_epoch" in final:
+        return final.get(key)
+    values = [h[key] for h in history[-eval_last:] if h.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
 class RunningMeans:
     """Per-key means of per-minibatch values (0-dim tensors or floats) over an epoch, in O(1) memory: values
     are buffered and folded into float64 sums every ``FOLD_EVERY`` minibatches (one kernel per fold, no host

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from apfed.config import STANDALONE
+from apfed.metrics import headline_validation
 
 
 def machine() -> dict:
@@ -97,10 +98,13 @@ def test_provenance(final: dict) -> dict:
     return {"test_accuracy": final["accuracy"], **({"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {})}
 
 
-def summarize(runs: list[dict], test_share: float | None = None) -> dict[str, dict]:
+def summarize(
+    runs: list[dict], test_share: float | None = None, eval_last: int = 10, metric: str = "accuracy"
+) -> dict[str, dict]:
     """Per method (and per derived model: tvfl fills, kd teacher): accuracy mean ± std, macro-F1, standalone,
     and the fraction of the local → all-parties-TVFL gap closed. ``test_share``: test rows per training row when
-    each seed has a split of its own (``paired_interval``)."""
+    each seed has a split of its own (``paired_interval``). Where every run of a method had validation rows, also
+    ``val_mean``/``val_std``: their ``val_<metric>`` figure (``headline_validation``), to choose a method on."""
     rows: dict[str, dict] = {}
     by_method: dict[str, list[dict]] = {}
     for r in runs:  # a method with its own settings (evaluate --methods 'apfed-c[lam=0.5]') is a row of its own
@@ -117,6 +121,9 @@ def summarize(runs: list[dict], test_share: float | None = None) -> dict[str, di
             "seeds": len(rs),
             "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
         }
+        val = [headline_validation(r.get("history", []), r["final"], eval_last, metric) for r in rs]
+        if all(v is not None for v in val):
+            rows[label].update(val_mean=float(np.mean(val)), val_std=float(np.std(val)), val_metric=metric)
         _unmatched_stats(rows[label], rs, "unmatched_accuracy")  # the standalone model
         for key, what, standalone in (
             ("acc_fill_zero", "passives absent: zero", True),
@@ -146,6 +153,38 @@ def summarize(runs: list[dict], test_share: float | None = None) -> dict[str, di
             gap = (r["accuracy_mean"] - lo["accuracy_mean"]) / (hi["accuracy_mean"] - lo["accuracy_mean"])
         r["gap_closed"] = gap
     return rows
+
+
+def validation_pick(summary: dict[str, dict]) -> str | None:
+    """The standalone method (or variant) whose validation figure is best, where at least two have one: the choice
+    that never looked at the test rows (the best test accuracy of many variants is an optimistic estimate)."""
+    candidates = [m for m, r in summary.items() if r["standalone"] and not r.get("derived") and "val_mean" in r]
+    if len(candidates) < 2 or len({summary[m]["val_metric"] for m in candidates}) > 1:
+        return None
+    lower_is_better = summary[candidates[0]]["val_metric"] == "loss"
+    return (min if lower_is_better else max)(candidates, key=lambda m: summary[m]["val_mean"])
+
+
+def validation_note(summary: dict[str, dict]) -> str | None:
+    """One sentence naming ``validation_pick`` and its test accuracy, the figure to quote for it; else None."""
+    m = validation_pick(summary)
+    if m is None:
+        return None
+    r = summary[m]
+    return (
+        f"picked on the validation rows: {m} (validation {_validation_value(r)}), test accuracy "
+        f"{_mean_std(r['accuracy_mean'], r['accuracy_std'], r['seeds'])} %; the best test accuracy of several"
+        " methods or variants overstates what the chosen one will do on new rows"
+    )
+
+
+def _validation_value(r: dict) -> str:
+    if r["val_metric"] == "accuracy":
+        return f"accuracy {r['val_mean']:.2f} %"
+    return f"{r['val_metric'].replace('_', '-').replace('roc-auc', 'ROC-AUC')} {r['val_mean']:.4f}"
+
+
+VALIDATION_COLUMNS = {"accuracy": "validation accuracy (%)", "loss": "validation loss", "roc_auc": "validation ROC-AUC"}
 
 
 def _paired_with_local(rows: dict[str, dict], by_method: dict[str, list[dict]], test_share: float | None) -> None:
@@ -240,7 +279,9 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
     auc = any(r.get("roc_auc_mean") is not None for r in summary.values())
     paired = any("vs_local_mean" in r for r in summary.values())
     header = ["method", "standalone", "accuracy (%)"] + [PAIRED_COLUMN] * paired + ["macro-F1 (%)"]
-    header += ["ROC-AUC"] * auc + [gap_column] + [UNMATCHED_COLUMN] * unmatched
+    metrics = {r["val_metric"] for r in summary.values() if "val_mean" in r}
+    val_column = [VALIDATION_COLUMNS[next(iter(metrics))]] if len(metrics) == 1 else []
+    header += ["ROC-AUC"] * auc + val_column + [gap_column] + [UNMATCHED_COLUMN] * unmatched
     rows = []
     for m, r in summary.items():
         row = [
@@ -258,6 +299,9 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
         row.append("" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}")
         if auc:
             row.append("" if r.get("roc_auc_mean") is None else f"{r['roc_auc_mean']:.4f}")
+        if val_column:
+            digits = 2 if "accuracy" in val_column[0] else 4
+            row.append(f"{r['val_mean']:.{digits}f}" if "val_mean" in r else "")
         row.append("" if r["gap_closed"] is None else f"{round(100 * r['gap_closed'])} %")  # an int: never "-0 %"
         if unmatched:
             u = r.get("unmatched_accuracy_mean")
@@ -297,7 +341,7 @@ def rich_table(summary: dict[str, dict], title: str, note: str | None = None):
     from rich.markup import escape
     from rich.table import Table
 
-    caption = "\n".join(c for c in (note, no_gap(summary)) if c) or None
+    caption = "\n".join(c for c in (note, no_gap(summary), validation_note(summary)) if c) or None
     t = Table(title=escape(title), caption=caption and escape(caption))
     header, rows = _cells(summary, "gap closed")
     for col in header:
@@ -351,6 +395,11 @@ def write_report(out: Path, report: dict) -> list[Path]:
             else ""
         )
         + (f" {no_gap(s)}" if no_gap(s) else "")
+        + (
+            f" The validation column is the figure of the same model on the validation rows; {validation_note(s)}."
+            if validation_note(s)
+            else ""
+        )
         + (
             " On a GPU without `--set deterministic=true` cuDNN's fastest kernels are not deterministic: a seed's run"
             " is not reproducible bit for bit, and its pairing with local carries that noise."

@@ -338,3 +338,17 @@ def test_a_method_with_its_own_settings_is_a_row_of_its_own(tmp_path):
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             parse_method_list(bad)
+
+
+def test_compare_with_validation_rows_names_the_method_they_pick(tmp_path):
+    """With validation rows every row gets the validation figure of the model behind its accuracy, and the report
+    names the standalone method best on them (what to quote: chosen without looking at the test rows)."""
+    ds, a = apfed.load_dataset("digits")
+    report = apfed.compare(ds, a, ["local", "apfed-c", "tvfl"], seeds=1, epochs=2, out=tmp_path, validation=0.2)
+    s, runs = report["summary"], {r["method"]: r for r in report["runs"]}
+    for m in ("local", "apfed-c"):  # the epoch validation kept
+        assert s[m]["val_mean"] == runs[m]["final"]["val_accuracy"]
+    assert s["tvfl"]["val_mean"] == np.mean([h["val_accuracy"] for h in runs["tvfl"]["history"]])  # its last epochs
+    assert report["validation_pick"] == max(("local", "apfed-c"), key=lambda m: s[m]["val_mean"])
+    md = (tmp_path / "results.md").read_text()
+    assert f"picked on the validation rows: {report['validation_pick']} (validation accuracy" in md

@@ -114,3 +114,65 @@ def test_a_summary_pairs_each_method_with_local_and_gives_the_interval():
     assert plain["vs_local_mean"] == 2.0 and plain["vs_local_wins"] == 3
     assert plain["vs_local_ci95"][0] < 2.0 < plain["vs_local_ci95"][1]
     assert widened["vs_local_ci95"][1] - 2.0 > plain["vs_local_ci95"][1] - 2.0
+
+
+def _validated(accuracies: dict[str, list[float]], val: dict[str, list[float]], key: str = "val_accuracy") -> list:
+    """Runs whose standalone model validation picked: the kept epoch's figure is in ``final``."""
+    runs = _runs(accuracies)
+    for r in runs:
+        r["final"].update(best_epoch=2, **{key: val[r["method"]][r["seed"]]})
+        r["history"] = [{"epoch": 1, key: 0.0}, {"epoch": 2, key: val[r["method"]][r["seed"]]}]
+    return runs
+
+
+def test_the_method_to_quote_is_picked_on_the_validation_rows_not_on_the_test_rows():
+    """Of several variants, the one with the best test accuracy is an optimistic pick; the report names the one
+    with the best validation figure and its test accuracy, and leaves out models that need every party."""
+    from apfed.report import validation_note, validation_pick
+
+    accs = {"local": [80.0, 81.0], "apfed-c[lam=0.5]": [84.0, 85.0], "apfed-c[lam=2]": [82.0, 82.0]}
+    accs["tvfl"] = [95.0, 95.0]
+    val = {
+        "local": [79.0, 80.0],
+        "apfed-c[lam=0.5]": [80.0, 80.0],
+        "apfed-c[lam=2]": [83.0, 84.0],
+        "tvfl": [99.0, 99.0],
+    }
+    runs = _validated(accs, val)
+    for r in runs:  # a variant's method is its base name
+        r["method"], r["variant"] = r["method"].split("[")[0], r["method"]
+    s = summarize(runs)
+    assert s["apfed-c[lam=2]"]["val_mean"] == pytest.approx(83.5) and s["local"]["val_std"] == pytest.approx(0.5)
+    assert validation_pick(s) == "apfed-c[lam=2]"  # not lam=0.5, the best on the test rows; not tvfl
+    note = validation_note(s)
+    assert note.startswith("picked on the validation rows: apfed-c[lam=2] (validation accuracy 83.50 %), test accuracy")
+    assert "82.00 ± 0.00 %" in note and note.replace("[", "\\[") in rich_table(s, "t").caption  # as text, no markup
+    header = markdown_table(s).splitlines()[0]
+    assert "validation accuracy (%)" in header and "| 83.50 |" in markdown_table(s)
+
+
+def test_a_validation_loss_is_picked_lowest_and_without_two_validated_methods_nothing_is_picked():
+    from apfed.report import validation_note, validation_pick
+
+    s = summarize(
+        _validated({"local": [80.0], "apfed-c": [81.0]}, {"local": [0.4], "apfed-c": [0.6]}, "val_loss"), metric="loss"
+    )
+    assert validation_pick(s) == "local" and "validation loss 0.4000" in validation_note(s)
+    assert "validation loss" in markdown_table(s).splitlines()[0]
+    plain = summarize(_runs({"local": [80.0], "apfed-c": [81.0]}))  # no validation rows: no column, no pick
+    assert validation_pick(plain) is None and validation_note(plain) is None
+    assert "validation" not in markdown_table(plain)
+    one = summarize(_validated({"local": [80.0], "tvfl": [90.0]}, {"local": [79.0], "tvfl": [95.0]}))
+    assert validation_pick(one) is None  # one standalone method: nothing to choose between
+
+
+def test_a_runs_validation_figure_goes_with_its_headline_accuracy():
+    """The kept epoch's where validation picked the standalone model; else (tvfl, which keeps its last epoch) the
+    mean over the same last epochs the accuracy averages."""
+    from apfed.metrics import headline_validation
+
+    history = [{"epoch": e, "val_accuracy": float(e), "val_loss": 1.0 / e} for e in range(1, 6)]
+    assert headline_validation(history, {"best_epoch": 3, "val_accuracy": 3.0}, 10) == 3.0
+    assert headline_validation(history, {}, 2) == pytest.approx(4.5)
+    assert headline_validation(history, {}, 10, "loss") == pytest.approx(sum(1.0 / e for e in range(1, 6)) / 5)
+    assert headline_validation([{"epoch": 1, "accuracy": 80.0}], {}, 10) is None
