@@ -1,0 +1,5 @@
+"""``python -m apfed.cli``: the ``apfed`` command."""
+
+from apfed.cli import main
+
+main()

@@ -1,0 +1,390 @@
+"""``apfed predict``, ``apfed score``, ``apfed export`` and ``apfed info``: the commands that use a standalone model
+file."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from apfed.cli.common import THRESHOLD_HELP, _output_file, app
+from apfed.errors import ApfedError, ConfigError, DataError
+
+
+def _read_input(
+    path: Path, model, id_column: str, required: bool = False, label_column: str | None = None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The IDs (None when the input has no ``id_column``; an error if ``required``) and the feature rows; a
+    ``label_column`` is never read as a feature."""
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}")
+    if path.suffix.lower() == ".npz":
+        from apfed.data.files import open_npz
+
+        z = open_npz(path)
+        if "X" not in z.files:
+            raise DataError(f"{path}: an NPZ input needs a feature array named 'X'")
+        if required and id_column not in z.files:
+            raise DataError(f"{path}: no ID array {id_column!r} (arrays: {', '.join(z.files)})")
+        ids = np.asarray(z[id_column]).astype(str) if id_column in z.files else None
+        try:
+            X = np.asarray(z["X"], dtype=np.float32)
+        except (ValueError, TypeError):
+            hint = " (its encoded features; or give a CSV file with its categorical columns as text)"
+            raise DataError(f"{path}: the feature array 'X' must be numeric{hint if model.encoding else ''}") from None
+        _check_finite(path, X, ids, None, model.preprocessor.missing)
+        return ids, X
+    from apfed.data.files import read_csv_columns, read_csv_header
+
+    header = read_csv_header(path)
+    if required and id_column not in header:
+        more = ", ..." if len(header) > 8 else ""
+        raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}{more})")
+    try:
+        take, positional = model.feature_positions(header, skip=(id_column, label_column or id_column))
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    with_id = [header.index(id_column)] if id_column in header else []
+    categorical = model.encoding.categories if model.encoding else {}
+    text = [j for j, c in zip(take, model.raw_columns, strict=False) if c in categorical]
+    numeric = [j for j in take if j not in text]
+    strings, X, _ = read_csv_columns(path, header, with_id + text, numeric)
+    if positional:  # after the read: a file that fails says one line, the error
+        typer.echo(
+            f"warning: {path}: no column is named as in training; its {len(take)} other columns were read in order"
+            " as the model's features",
+            err=True,
+        )
+    ids = strings[0] if with_id else None
+    if model.encoding:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            X = model.encode(X, {header[j]: v for j, v in zip(text, strings[len(with_id) :], strict=True)})
+        for w in caught:
+            typer.echo(f"warning: {path}: {w.message}", err=True)
+    names = model.columns if model.encoding else [header[j] for j in take]
+    _check_finite(path, X, ids, names, model.preprocessor.missing)
+    return ids, X
+
+
+def _check_finite(
+    path: Path, X: np.ndarray, ids: np.ndarray | None, names: list[str] | None, missing: list[int]
+) -> None:
+    """A prediction needs every feature but those the model fills (``missing``: features that had missing values
+    in training): name the first row (CSV: its line, the header being line 1) and column that lack one, and how
+    many rows do."""
+    from apfed.data.views import first_nonfinite
+
+    found = first_nonfinite(X, missing_ok=missing)
+    if found is None:
+        return
+    r, c, n = found
+    where = (f"line {r + 2}" if names else f"row {r}") + (f" (id {ids[r]})" if ids is not None else "")
+    column = f"column {names[c]!r}" if names else f"feature {c}"
+    more = f"; {n} rows lack a feature" if n > 1 else ""
+    if np.isinf(X.reshape(len(X), -1)[r, c]):
+        raise DataError(f"{path}: {where}, {column}: an infinite value, and the model needs every feature{more}")
+    raise DataError(
+        f"{path}: {where}, {column}: no value (empty, NA or NaN); training had none missing in this column, so the"
+        f" model needs it{more}"
+    )
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
+    input: Annotated[Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X').")],
+    output: Annotated[Path, typer.Option(help="Where to write the predictions CSV.")] = Path("predictions.csv"),
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="ID column to carry into the output (default: 'id' when the input has one)."),
+    ] = None,
+    threshold: Annotated[str | None, typer.Option(help=THRESHOLD_HELP)] = None,
+):
+    """Predict from the active party's data alone: no passive party, no Flower, no network."""
+    from apfed.scoring import parse_threshold, thresholded
+    from apfed.standalone import StandaloneModel
+
+    m = StandaloneModel.load(model)
+    cut = None if threshold is None else parse_threshold(threshold, m.class_names)
+    _output_file(output, {"input file": input, "model file": model})
+    required, id_column = id_column is not None, id_column or "id"
+    ids, X = _read_input(input, m, id_column, required)
+    proba = m.predict_proba(X)
+    pred = m.classes_[proba.argmax(1) if cut is None else thresholded(proba, *cut)]
+    from apfed.checkpoint import atomic_file
+
+    with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
+        w = csv.writer(f)
+        w.writerow(([id_column] if ids is not None else []) + ["prediction"] + [f"p_{c}" for c in m.class_names])
+        for i in range(len(pred)):
+            w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + [f"{p:.6f}" for p in proba[i]])
+    typer.echo(f"wrote {len(pred)} predictions to {output}", err=True)
+
+
+def _read_labels(path: Path, label_column: str, id_column: str | None) -> tuple[np.ndarray | None, np.ndarray]:
+    """A file's label column as text, and its ID column (with ``id_column``: an error when it is missing)."""
+    if not path.is_file():
+        raise DataError(f"labels file not found: {path}")
+    if path.suffix.lower() == ".npz":
+        from apfed.data.files import open_npz
+
+        z = open_npz(path)
+        for name, what in ((label_column, "label"), (id_column, "ID")):
+            if name is not None and name not in z.files:
+                raise DataError(f"{path}: no {what} array {name!r} (arrays: {', '.join(z.files)})")
+        labels = np.asarray(z[label_column])
+        if labels.ndim != 1:
+            raise DataError(f"{path}: the label array {label_column!r} must be 1-D, got shape {labels.shape}")
+        return (np.asarray(z[id_column]).astype(str) if id_column else None), labels.astype(str)
+    from apfed.data.files import read_csv_columns, read_csv_header
+
+    header = read_csv_header(path)
+    for name, what in ((label_column, "label"), (id_column, "ID")):
+        if name is not None and name not in header:
+            more = ", ..." if len(header) > 8 else ""
+            raise DataError(f"{path}: no {what} column {name!r} (columns: {', '.join(header[:8])}{more})")
+    wanted = [header.index(label_column)] + ([header.index(id_column)] if id_column else [])
+    strings, _, _ = read_csv_columns(path, header, wanted, [])
+    return (strings[1] if id_column else None), strings[0]
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
+    input: Annotated[Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X') with known labels.")],
+    label_column: Annotated[
+        str, typer.Option(help="The labels' column (in --labels when given, else in --input).")
+    ] = "label",
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="A separate CSV or NPZ of IDs and labels, matched to --input's rows by --id-column."),
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="ID column (default: 'id' when the input has one; needed with --labels).")
+    ] = None,
+    importance: Annotated[
+        bool,
+        typer.Option(
+            "--importance",
+            help="Also rank the model's columns: the accuracy lost when a column's values are shuffled across the"
+            " rows (tabular models).",
+        ),
+    ] = False,
+    repeats: Annotated[int, typer.Option(min=1, help="Shuffles per column for --importance.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of --importance's shuffles.")] = 0,
+    threshold: Annotated[str | None, typer.Option(help=THRESHOLD_HELP)] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another standalone model to compare with --model on the same rows (the model in use against a new"
+            " one): both scored, the accuracy difference with its 95 % interval, and McNemar's exact test."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
+):
+    """Score a standalone model on labelled rows of the active party's own data: accuracy, F1, ROC-AUC, each
+    class's precision and recall, and the confusion matrix. Rows without a label are left out."""
+    import json
+
+    from apfed.data.encoding import is_missing
+    from apfed.scoring import label_indices, paired_comparison, parse_threshold, predictions, score_report
+    from apfed.standalone import StandaloneModel
+
+    m = StandaloneModel.load(model)
+    cut = None if threshold is None else parse_threshold(threshold, m.class_names)
+    other = None if against is None else StandaloneModel.load(against)
+    other_cut = None
+    if threshold is not None and other is not None:
+        try:
+            other_cut = parse_threshold(threshold, other.class_names)
+        except DataError as e:
+            raise DataError(f"{e} (the --against model)") from None
+    if importance and m.spec["kind"] != "tabular":
+        raise ConfigError("--importance ranks the columns of a tabular model; this model reads an image strip")
+    required, id_column = id_column is not None or labels is not None, id_column or "id"
+    ids, X = _read_input(input, m, id_column, required, None if labels else label_column)
+    notes = []  # said once the rows are scored: before, an error is the only line
+    if labels is None:
+        _, y = _read_labels(input, label_column, None)
+    else:
+        label_ids, label_values = _read_labels(labels, label_column, id_column)
+        found = dict(zip(label_ids.tolist(), label_values.tolist(), strict=True))
+        if len(found) < len(label_ids):
+            raise DataError(f"{labels}: the ID column {id_column!r} has duplicate values")
+        y = np.asarray([found.get(i, "") for i in ids.tolist()], dtype=str)
+        if not (matched := len(set(ids.tolist()) & found.keys())):
+            raise DataError(f"no ID of {input} is in {labels} (ID column {id_column!r})")
+        notes.append(f"{labels}: labels for {matched:,} of the {len(ids):,} rows of {input}")
+    unlabelled = is_missing(y)
+    if unlabelled.all():
+        raise DataError(f"{labels or input}: no row has a label in column {label_column!r}")
+    if unlabelled.any():
+        n = int(unlabelled.sum())
+        notes.append(
+            f"warning: {n:,} row{'s have' if n > 1 else ' has'} no label and {'are' if n > 1 else 'is'} left out"
+        )
+    keep = ~unlabelled
+    index, unseen = label_indices(y[keep], m.class_names)
+    proba = m.predict_proba(X[keep])
+    report = score_report(index, proba, m.class_names, unseen, cut)
+    if other is not None:  # the same rows of the same file, each model reading its own columns
+        _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
+        other_index, other_unseen = label_indices(y[keep], other.class_names)
+        other_proba = other.predict_proba(X_other[keep])
+        other_report = score_report(other_index, other_proba, other.class_names, other_unseen, other_cut)
+        right = predictions(proba, cut) == index  # an unseen label's index is past every class: never right
+        other_right = predictions(other_proba, other_cut) == other_index
+        report["against"] = {
+            "model": str(against),
+            "metrics": other_report["metrics"],
+            "comparison": paired_comparison(right, other_right),
+        }
+    if unseen:
+        counts = list(report["unseen_labels"].items())
+        shown = ", ".join(f"{n!r} ({c:,} row{'s' if c > 1 else ''})" for n, c in counts[:5])
+        shown += f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        notes.append(f"warning: labels that are no class of the model count as wrong: {shown}")
+    for line in notes:
+        typer.echo(line, err=True)
+    trained = m.provenance.get("test_accuracy")
+    if trained is not None:
+        report["training_test_accuracy"] = trained
+    if importance:
+        report["importance"] = _importance(m, X[keep], y[keep], repeats, seed)
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
+        return
+    from apfed.report import score_tables, table_console
+
+    console = table_console()
+    for t in score_tables(report, f"{model.name} on {input.name}", repeats, model.name):
+        console.print(t)
+    if trained is not None:
+        rows = m.provenance.get("test_rows")
+        on = f" on its {rows:,} test rows" if isinstance(rows, int) else ""
+        console.print(f"At the end of training the model scored {trained:.2f} %{on}.")
+    elif m.provenance.get("test_rows") == 0:
+        console.print("The model trained on every labelled row it had (test fraction 0): these rows are its test.")
+
+
+def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> list[dict]:
+    """The model's ``permutation_importance``, with a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    columns = len(m.raw_columns) or m.n_features
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"shuffling {columns} columns {repeats}x", total=columns)
+        return m.permutation_importance(X, y, repeats, seed, lambda: progress.advance(task))
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="Standalone model file.")],
+    onnx: Annotated[Path, typer.Option(help="Where to write the ONNX model (raw features in, probabilities out).")],
+):
+    """Export a standalone model to ONNX."""
+    from apfed.standalone import StandaloneModel
+
+    m = StandaloneModel.load(model)
+    _output_file(onnx, {"model file": model})
+    try:
+        m.export_onnx(onnx)
+    except ImportError as e:
+        raise ApfedError(f"ONNX export needs the onnx extra: pip install 'apfed[onnx]' ({e})") from None
+    typer.echo(f"wrote {onnx}", err=True)
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Option(help="Standalone model file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON (for scripts).")] = False,
+):
+    """Show what a standalone model takes (view, features, classes) and where it came from (method, data, run)."""
+    import hashlib
+    import json
+
+    from apfed.standalone import StandaloneModel
+
+    d = StandaloneModel.load(model).describe()
+    d["file"] = {"path": str(model), "bytes": model.stat().st_size}
+    d["file"]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    typer.echo("\n".join(f"{k:<15} {v}" for k, v in _model_summary(d).items()))
+
+
+def _epochs_line(cfg: dict, p: dict) -> str:
+    """``60 epochs``; ``29 of 60 epochs (stopped early), the model of epoch 18 (best on the validation rows)``."""
+    planned, run = cfg.get("epochs", "?"), p.get("epochs_run")
+    epochs = "epoch" if planned == 1 else "epochs"
+    line = f"{planned} {epochs}" if run is None or run == planned else f"{run} of {planned} epochs (stopped early)"
+    if "best_epoch" in p:
+        line += f", the model of epoch {p['best_epoch']} (best on the validation rows)"
+    return line
+
+
+def _table_lines(d: dict) -> dict[str, str]:
+    """``apfed info``'s lines on how a model reads a table: its raw columns (categorical ones) and missing values."""
+    lines = {}
+    if enc := d.get("encoding"):
+        cats = enc["categories"]
+        cols = [f"{c} (categorical, {len(cats[c])} values)" if c in cats else c for c in enc["columns"]]
+        lines["reads columns"] = f"{len(cols)}: " + ", ".join(cols[:8]) + (", ..." if len(cols) > 8 else "")
+    if filled := d.get("fills_missing"):
+        shown = ", ".join(filled[:8]) + (", ..." if len(filled) > 8 else "")
+        lines["missing values"] = f"filled with the training mean in {shown}; missing elsewhere is an error"
+    return lines
+
+
+def _model_summary(d: dict) -> dict[str, str]:
+    """The lines of ``apfed info``: the ones a user checks before predicting, then the provenance."""
+    p, cfg, cols = d["provenance"], d["config"], d["columns"]
+    shown = ", ".join(cols[:8]) + (f", ... ({len(cols)} in all)" if len(cols) > 8 else "") if cols else "(no names)"
+    lines = {
+        "file": f"{d['file']['path']} ({d['file']['bytes']:,} bytes, sha256 {d['file']['sha256'][:16]}...)",
+        "format": f"{d['format']} v{d['format_version']}",
+        "view": f"{d['view_name'] or '?'}: {d['spec']['kind']}, shape {tuple(d['spec']['shape'])}",
+        "features": f"{d['n_features']}: {shown}",
+        **_table_lines(d),
+        "classes": f"{len(d['class_names'])}: {', '.join(map(str, d['class_names'][:20]))}"
+        + (", ..." if len(d["class_names"]) > 20 else ""),
+        "method": f"{cfg.get('method', '?')}, seed {cfg.get('seed', '?')}, {_epochs_line(cfg, p)}",
+        "parameters": f"{d['parameters']:,}",
+    }
+    if "test_accuracy" in p:
+        auc = f", ROC-AUC {p['test_roc_auc']:.4f}" if "test_roc_auc" in p else ""
+        when = f"the model of epoch {p['best_epoch']}" if "best_epoch" in p else "end of training"
+        lines["test accuracy"] = f"{p['test_accuracy']:.2f} %{auc} (the active party's test rows, {when})"
+    elif p.get("test_rows") == 0:
+        lines["test accuracy"] = "none: trained on every labelled row (test fraction 0); apfed score tests it"
+    if "calibration_temperature" in p:
+        t = p["calibration_temperature"]
+        lines["calibrated"] = f"temperature {t:.3f} on the validation rows (its logits are divided by it)"
+    if "passives" in p:
+        names = ", ".join(p["passives"]) or "none"
+        lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
+    if "train_rows" in p:
+        apart = p.get("unmatched_validation_rows", 0)  # validation rows among those that some passive lacks
+        val = f"{p['validation_rows']:,} validation, " if p.get("validation_rows") and not apart else ""
+        lines["rows"] = f"{p['train_rows']:,} training, {val}{p['test_rows']:,} test (aligned with every passive)"
+        if p.get("unmatched_train_rows"):
+            lines["rows"] += f"; {p['unmatched_train_rows']:,} more training rows that some passive lacks"
+        if apart:
+            aligned = p["validation_rows"] - apart
+            lines["rows"] += (
+                f"; {p['validation_rows']:,} validation rows ({aligned:,} aligned with every passive, {apart:,} that"
+                " some passive lacks)"
+            )
+    for key, label in (("dataset", "data"), ("transport", "transport"), ("run_id", "run id")):
+        if key in p:
+            lines[label] = str(p[key])
+    if "trained_at" in p:
+        lines["trained"] = f"{p['trained_at']} with apfed {p.get('apfed_version', '?')}"
+    return lines

@@ -1,0 +1,418 @@
+"""``apfed evaluate``, ``apfed train`` and ``apfed simulate``: the commands that train."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from apfed.cli.common import (
+    SET_HELP,
+    Active,
+    BatchSize,
+    Data,
+    DataDir,
+    Dataset,
+    Device,
+    DpClip,
+    DpNoise,
+    Encrypt,
+    Epochs,
+    IdColumn,
+    K,
+    KdTemperature,
+    KdWeight,
+    LabelColumn,
+    Lam,
+    Lr,
+    Metrics,
+    OnBadMessage,
+    Overlap,
+    PassiveLosses,
+    Passives,
+    Payload,
+    Pipeline,
+    Preset,
+    RoundTimeout,
+    Temperature,
+    TestFraction,
+    Views,
+    _check_data_options,
+    _check_device,
+    _check_policy,
+    _config,
+    _dataset,
+    _history_writer,
+    _metrics_file,
+    _output_dir,
+    _output_file,
+    _safety,
+    app,
+)
+from apfed.config import DEFAULT_METHODS
+from apfed.errors import ConfigError, DataError
+
+
+@app.command()
+def evaluate(
+    dataset: Dataset = None,
+    views: Views = None,
+    active: Active = None,
+    passives: Passives = None,
+    overlap: Overlap = None,
+    test_fraction: TestFraction = None,
+    data: Data = None,
+    data_dir: DataDir = None,
+    id_column: IdColumn = "id",
+    label_column: LabelColumn = "label",
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized; a method may take"
+            " its own settings, each variant a row: 'local,apfed-c[lam=0.5],apfed-c[lam=2,temperature=0.5]'; a grid:"
+            " 'apfed-c[lam=0.5|1|2]'."
+        ),
+    ] = ",".join(DEFAULT_METHODS),
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per method (0..N-1; default 3).")] = None,
+    epochs: Epochs = None,
+    preset: Preset = "default",
+    device: Device = "cpu",
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    lam: Lam = None,
+    temperature: Temperature = None,
+    kd_temperature: KdTemperature = None,
+    kd_weight: KdWeight = None,
+    passive_losses: PassiveLosses = None,
+    batches_per_round: K = None,
+    pipeline: Pipeline = False,
+    payload: Payload = None,
+    dp_clip: DpClip = None,
+    dp_noise: DpNoise = None,
+    encrypt: Encrypt = False,
+    on_bad_message: OnBadMessage = "fail",
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(min=0, help="Runs in parallel processes (0: one per core, at most 4, on the CPU; 1 on a GPU)."),
+    ] = 0,
+    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("results"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Reuse the runs an interrupted comparison finished (stored in OUT/runs/, same data and settings)"
+            " and train only the others.",
+        ),
+    ] = False,
+    resplit: Annotated[
+        bool,
+        typer.Option(
+            "--resplit",
+            help="Each seed s >= 1 also draws its own stratified train/test split (seed 0 keeps the data's own), the"
+            " same for every method: the spread then includes the split's.",
+        ),
+    ] = False,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            min=2,
+            help="Cross-validation: K stratified folds of the labelled rows, seed s trained on the others and tested"
+            " on fold s (K runs per method; every labelled row tested once).",
+        ),
+    ] = None,
+):
+    """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
+    from apfed.config import parse_method_list, variant_config
+
+    chosen = parse_method_list(methods)  # in order, each once; a method may carry its own settings
+    cfg = _config(
+        preset,
+        set_,
+        epochs=epochs,
+        device=device,
+        lr=lr,
+        batch_size=batch_size,
+        lam=lam,
+        temperature=temperature,
+        kd_temperature=kd_temperature,
+        kd_weight=kd_weight,
+        passive_losses=passive_losses,
+        batches_per_round=batches_per_round,
+        pipeline=pipeline or None,
+        payload=payload,
+        dp_clip=dp_clip,
+        dp_noise=dp_noise,
+    )
+    _check_policy(on_bad_message)
+    _check_data_options(dataset, views, data, data_dir)
+    if test_fraction == 0:
+        raise ConfigError(
+            "evaluate ranks methods by their test accuracy: --test-fraction must be above 0 (apfed train"
+            " --test-fraction 0 trains a model on every labelled row)"
+        )
+    if folds is not None and (seeds is not None or resplit or test_fraction is not None):
+        raise ConfigError(
+            "--folds makes the splits, one seed per fold: leave out --seeds, --resplit and --test-fraction"
+        )
+    if (resplit or folds) and overlap is not None:
+        what = "--resplit" if resplit else "--folds"
+        raise ConfigError(f"{what} cannot go with --overlap: an overlap study draws the passives' rows from one split")
+    seeds = folds or seeds or 3
+    _output_dir(out)
+    from apfed.evaluate import evaluate as run_eval
+
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
+    from apfed.api import check_run
+
+    for m in chosen:
+        check_run(ds, a, variant_config(cfg, m))
+    safety = _safety(encrypt, on_bad_message, None)
+    command = shlex.join(["apfed", *sys.argv[1:]])
+    options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command, "resplit": resplit}
+    options["folds"] = folds or 0
+    run_eval(ds, a, chosen, seeds, cfg, out, preset, **options)
+
+
+@app.command()
+def train(
+    method: Annotated[
+        str, typer.Option(help="A standalone method: local, apfed-r, apfed-c, apfed-m, apfed-kd.")
+    ] = "apfed-kd",
+    out: Annotated[Path, typer.Option(help="Where to write the standalone model file.")] = Path("model.safetensors"),
+    dataset: Dataset = None,
+    views: Views = None,
+    active: Active = None,
+    passives: Passives = None,
+    overlap: Overlap = None,
+    test_fraction: TestFraction = None,
+    data: Data = None,
+    data_dir: DataDir = None,
+    id_column: IdColumn = "id",
+    label_column: LabelColumn = "label",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Epochs = None,
+    preset: Preset = "default",
+    device: Device = "cpu",
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    lam: Lam = None,
+    temperature: Temperature = None,
+    kd_temperature: KdTemperature = None,
+    kd_weight: KdWeight = None,
+    passive_losses: PassiveLosses = None,
+    batches_per_round: K = None,
+    pipeline: Pipeline = False,
+    payload: Payload = None,
+    dp_clip: DpClip = None,
+    dp_noise: DpNoise = None,
+    encrypt: Encrypt = False,
+    on_bad_message: OnBadMessage = "fail",
+    round_timeout: RoundTimeout = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Write checkpoints here (the active's and each passive's own).")
+    ] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=0, help="Rounds between checkpoints (0: none).")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run checkpointed in --checkpoint-dir.")
+    ] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    metrics: Metrics = None,
+):
+    """Train one method and write the active party's standalone model."""
+    from apfed.config import STANDALONE
+
+    if method in STANDALONE and not STANDALONE[method]:
+        raise ConfigError(
+            f"{method} needs every party at prediction time, so it yields no standalone model; "
+            "choose local, apfed-r, apfed-c, apfed-m or apfed-kd"
+        )
+    cfg = _config(
+        preset,
+        set_,
+        epochs=epochs,
+        device=device,
+        method=method,
+        seed=seed,
+        lr=lr,
+        batch_size=batch_size,
+        lam=lam,
+        temperature=temperature,
+        kd_temperature=kd_temperature,
+        kd_weight=kd_weight,
+        passive_losses=passive_losses,
+        batches_per_round=batches_per_round,
+        pipeline=pipeline or None,
+        payload=payload,
+        dp_clip=dp_clip,
+        dp_noise=dp_noise,
+    )
+    if (checkpoint_every or resume) and checkpoint_dir is None:
+        raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir")
+    if resume and not (checkpoint_dir / "active.ckpt").exists():
+        raise DataError(f"nothing to resume: {checkpoint_dir / 'active.ckpt'} does not exist")
+    _check_policy(on_bad_message, round_timeout)
+    _check_data_options(dataset, views, data, data_dir)
+    _output_file(out, {"input data": data})
+    _metrics_file(metrics, out, data)
+    if checkpoint_dir is not None:
+        _output_dir(checkpoint_dir)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from apfed.report import epoch_label
+    from apfed.runner import run
+
+    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
+    from apfed.api import check_run
+
+    check_run(ds, a, cfg)
+    safety = _safety(
+        encrypt,
+        on_bad_message,
+        round_timeout,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
+    console = Console(stderr=True, log_path=False)  # log lines without the source line that wrote them
+    history = _history_writer(metrics, resume)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
+
+        def on_epoch(row: dict) -> None:
+            progress.update(task, advance=1, description=f"{method} {epoch_label(row)}")
+            if history:
+                history(row)
+
+        r = run(ds, a, cfg, on_epoch=on_epoch, log=lambda m: progress.console.log(m), safety=safety)
+        progress.update(task, total=len(r.history), completed=len(r.history))  # an early stop ends the bar too
+    r.model.save(out)
+    if history:
+        history.finish(r.history)
+    if r.faults:
+        console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
+    from apfed.report import final_note, untested_line
+
+    if r.accuracy is None:
+        console.print(f"{untested_line(r.final)}; wrote {out}")
+    else:
+        console.print(
+            f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}{final_note(r.final)});"
+            f" wrote {out}"
+        )
+
+
+@app.command()
+def simulate(
+    dataset: Dataset = None,
+    views: Views = None,
+    active: Active = None,
+    passives: Passives = None,
+    overlap: Overlap = None,
+    test_fraction: TestFraction = None,
+    data: Data = None,
+    data_dir: DataDir = None,
+    id_column: IdColumn = "id",
+    label_column: LabelColumn = "label",
+    method: Annotated[str, typer.Option(help="apfed-r, apfed-c, apfed-m, apfed-kd or tvfl.")] = "apfed-c",
+    epochs: Epochs = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    batches_per_round: Annotated[int, typer.Option("--k", min=1, help="Minibatches per exchange (K).")] = 1,
+    pipeline: Pipeline = False,
+    preset: Preset = "default",
+    device: Device = "cpu",
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    lam: Lam = None,
+    temperature: Temperature = None,
+    kd_temperature: KdTemperature = None,
+    kd_weight: KdWeight = None,
+    passive_losses: PassiveLosses = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the standalone model file.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
+    metrics: Metrics = None,
+):
+    """Multi-process local simulation with the Flower simulation engine: one virtual SuperNode per passive."""
+    if method in ("local", "centralized"):
+        raise ConfigError(f"{method} has no passive parties to simulate; use 'apfed evaluate'")
+    _check_data_options(dataset, views, data, data_dir, default="mnist5k")
+    _check_device(device)
+    if out:
+        _output_file(out, {"input data": data})
+    _metrics_file(metrics, out, data)
+    history = _history_writer(metrics)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from apfed.api import simulate as run_sim
+    from apfed.report import epoch_label
+
+    progress = Progress(console=Console(stderr=True, log_path=False))
+    task = progress.add_task(f"{method} over Flower simulation", start=False)
+
+    def on_start(epochs: int) -> None:  # the data and settings are checked: the bar shows from here
+        progress.update(task, total=epochs)
+        progress.start()
+        progress.start_task(task)
+
+    def on_epoch(row: dict) -> None:
+        progress.update(task, advance=1, description=f"{method} {epoch_label(row)}")
+        if history:
+            history(row)
+
+    options = {"lr": lr, "batch_size": batch_size, "lam": lam, "temperature": temperature}
+    options |= {"kd_temperature": kd_temperature, "kd_weight": kd_weight, "passive_losses": passive_losses}
+    recipe = [f"{key}={value}" for key, value in options.items() if value is not None]  # as each node reads --set
+    try:
+        r = run_sim(
+            method,
+            dataset=dataset,
+            views=views,
+            active=active,
+            passives=passives,
+            overlap=overlap,
+            test_fraction=test_fraction,
+            data=data,
+            data_dir=data_dir,
+            id_column=id_column,
+            label_column=label_column,
+            preset=preset,
+            seed=seed,
+            epochs=epochs,
+            batches_per_round=batches_per_round,
+            pipeline=pipeline,
+            device=device,
+            sets=[*recipe, *(set_ or [])],  # --set comes last and wins, as elsewhere
+            model_out=out,
+            verbose=verbose,
+            on_start=on_start,
+            on_epoch=on_epoch,
+        )
+        progress.update(task, total=len(r["history"]), completed=len(r["history"]))  # an early stop ends the bar too
+        if history:
+            history.finish(r["history"])
+    finally:
+        if progress.live.is_started:  # stopping a bar that never showed prints an empty line
+            progress.stop()
+    from apfed.report import final_note, untested_line
+
+    n_passives = r["passives"]
+    if r["accuracy"] is None:
+        tested = untested_line(r["final"])
+    else:
+        mean = "" if "best_epoch" in r["final"] else f"last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
+        tested = (
+            f"test accuracy {r['final']['accuracy']:.2f} %"
+            f" ({(mean + final_note(r['final'])).removeprefix(', ').removeprefix('; ')})"
+        )
+    typer.echo(
+        f"{method} over Flower simulation, {n_passives} passive(s): {tested}, "
+        f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB"
+    )
+    if out:
+        typer.echo(f"wrote {out}", err=True)
