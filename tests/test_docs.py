@@ -43,10 +43,11 @@ def _documents() -> list[Path]:
 
 def _documented_options() -> list[tuple[str, str, str]]:
     """(document, command, option) for every ``apfed COMMAND ... --option`` in the user-facing documents (a
-    command runs to the end of its code span or table cell; ``\\|`` is a pipe escaped inside a table)."""
+    command runs to the end of its code span or table cell; ``\\|`` is a pipe escaped inside a table, and a pipe
+    with no space after it, ``default|paper``, one in a code block)."""
     found = []
     for doc in _documents():
-        for m in re.finditer(r"apfed ([a-z-]+)((?:[ \t]+(?:\\\n)?(?:\\\||[^\s`|])+)*)", doc.read_text()):
+        for m in re.finditer(r"apfed ([a-z-]+)((?:[ \t]+(?:\\\n)?(?:\\\||\|(?=\S)|[^\s`|])+)*)", doc.read_text()):
             for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", m.group(2)):
                 found.append((doc.relative_to(ROOT).as_posix(), m.group(1), option))
     return found
