@@ -165,6 +165,9 @@ def check_device(device: str, asked: str = "device='cuda'", instead: str = "devi
 
         if not torch.cuda.is_available():
             raise ConfigError(f"{asked} was asked for but no CUDA GPU is available; use {instead}")
+        index, count = device.partition(":")[2], torch.cuda.device_count()
+        if index.isdigit() and int(index) >= count:  # a malformed name is the config's error
+            raise ConfigError(f"{device} was asked for but this machine has {count} GPU(s): cuda:0 to cuda:{count - 1}")
 
 
 def train(

@@ -126,8 +126,8 @@ class TrainConfig:
             (self.payload in ("float32", "float16"), f"payload must be float32 or float16, got {self.payload!r}"),
             (self.dp_noise == 0 or self.dp_clip > 0, "dp_noise needs a clip bound: set dp_clip > 0 as well"),
             (
-                self.device == "cpu" or self.device.startswith("cuda"),
-                f"device must be cpu or cuda, got {self.device!r}",
+                re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
+                f"device must be cpu, cuda or cuda:N (a GPU's index), got {self.device!r}",
             ),
             (
                 all(p in ("r", "c") for p in self.passive_loss_list()),

@@ -320,6 +320,27 @@ def test_cuda_without_a_gpu_is_one_clear_line(args):
         assert "--device cuda was asked for" in lines[0] and "use --device cpu" in lines[0], err
 
 
+def test_a_gpu_is_named_by_an_index_the_machine_has(monkeypatch):
+    """cuda:N picks a GPU; an index past the machine's GPUs, or a malformed name, is one clear error (torch's own
+    was a traceback), before any data is read."""
+    import torch
+
+    from apfed.api import check_device
+    from apfed.config import TrainConfig
+    from apfed.errors import ConfigError
+
+    assert TrainConfig(device="cuda:1").validate().device == "cuda:1"
+    for bad in ("cuda:x", "cuda:", "gpu", "cuda1"):
+        with pytest.raises(ConfigError, match=f"device must be cpu, cuda or cuda:N .a GPU's index., got '{bad}'"):
+            TrainConfig(device=bad).validate()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda")
+    check_device("cuda:1")
+    with pytest.raises(ConfigError, match=r"^cuda:2 was asked for but this machine has 2 GPU\(s\): cuda:0 to cuda:1$"):
+        check_device("cuda:2", "--device cuda:2")
+
+
 def test_bad_csv_and_model_file_errors(tmp_path):
     bad = tmp_path / "a.csv"
     bad.write_text("id,x\n1,2\n")

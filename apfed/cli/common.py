@@ -107,7 +107,7 @@ Payload = Annotated[
 ]
 LabelColumn = Annotated[str, typer.Option(help="Label column of the active party's --data file.")]
 Preset = Annotated[str, typer.Option(help="'default' (fast recipe) or 'paper' (reference protocol).")]
-Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N (the GPU of index N).")]
 Encrypt = Annotated[
     bool,
     typer.Option(
