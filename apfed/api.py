@@ -90,7 +90,9 @@ def load_dataset(
         active = "fou" if ds.name == "handwritten" else "0"
     a = ds.view_index(active)
     if passives is not None:
-        ds, a = _with_passives(ds, a, passives)
+        from apfed.data.views import with_passives
+
+        ds, a = with_passives(ds, a, passives)
     if overlap is not None:
         from apfed.data.views import partial_overlap
 
@@ -103,22 +105,6 @@ def load_dataset(
             f" alone {len(ds.unmatched) if ds.unmatched else 0} more"
         )
     return ds, a
-
-
-def _with_passives(
-    ds: MultiViewDataset, active: int, passives: str | Sequence[str | int]
-) -> tuple[MultiViewDataset, int]:
-    """Only the active view and ``passives`` of ``ds``, and the active view's index among them."""
-    keys = [k.strip() for k in passives.split(",")] if isinstance(passives, str) else list(passives)
-    chosen = [ds.view_index(k) for k in keys if str(k)]
-    if not chosen:
-        raise ConfigError("passives names no view; leave it out to take every view besides the active one")
-    if active in chosen:
-        raise ConfigError(f"view {ds.views[active].name!r} is the active party's; passives lists the others")
-    if len(set(chosen)) < len(chosen):
-        raise ConfigError(f"passives names a view twice: {', '.join(map(str, keys))}")
-    keep = sorted({active, *chosen})
-    return ds.select(keep), keep.index(active)
 
 
 def _config(preset: str = "default", **settings) -> TrainConfig:
@@ -213,19 +199,19 @@ def compare(
     **settings,
 ) -> dict:
     """Train every method with seeds ``0..seeds-1`` (``active``: a view index or name; a method may carry its own
-    settings, ``"apfed-c[lam=0.5]"``, a row of its own), as ``apfed evaluate`` does; return its report (``summary``:
-    per method ``accuracy_mean``, ``accuracy_std``, ``macro_f1_mean``, ``roc_auc_mean``, ``standalone``,
-    ``gap_closed``, and against ``local`` with the same seed ``vs_local_mean``, ``vs_local_std``, ``vs_local_wins``
-    and ``vs_local_seeds``; with validation rows (``validation=0.1``) ``val_mean`` and ``val_std``, and the report's
-    ``validation_pick``, the standalone method best on them; ``runs``: every run). With ``out`` it also writes
-    ``results.json``, ``results.md`` and ``results.png`` there, and each finished run to ``out/runs/``;
-    ``resume=True`` reuses those made from the same data and settings. ``jobs``: runs at a time in worker processes
-    (0: one per core, at most 4). ``resplit``: seed s >= 1 also draws its own train/test split (seed 0 keeps the
-    data's own), the same for every method. ``folds``: cross-validation instead, seeds ``0..folds-1`` (``seeds`` is
-    then ignored), seed s tested on the s-th of ``folds`` stratified folds of the labelled rows and trained on the
-    others."""
-    from apfed.config import DEFAULT_METHODS, parse_method_list, variant_config
-    from apfed.evaluate import evaluate
+    settings, ``"apfed-c[lam=0.5]"``, or passives, ``"tvfl[passives=kar]"``, a row of its own), as ``apfed
+    evaluate`` does; return its report (``summary``: per method ``accuracy_mean``, ``accuracy_std``,
+    ``macro_f1_mean``, ``roc_auc_mean``, ``standalone``, ``gap_closed``, and against ``local`` with the same seed
+    ``vs_local_mean``, ``vs_local_std``, ``vs_local_wins`` and ``vs_local_seeds``; with validation rows
+    (``validation=0.1``) ``val_mean`` and ``val_std``, and the report's ``validation_pick``, the standalone method
+    best on them; ``runs``: every run). With ``out`` it also writes ``results.json``, ``results.md`` and
+    ``results.png`` there, and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
+    data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4). ``resplit``: seed
+    s >= 1 also draws its own train/test split (seed 0 keeps the data's own), the same for every method. ``folds``:
+    cross-validation instead, seeds ``0..folds-1`` (``seeds`` is then ignored), seed s tested on the s-th of
+    ``folds`` stratified folds of the labelled rows and trained on the others."""
+    from apfed.config import DEFAULT_METHODS, parse_method_list, variant_config, variant_passives
+    from apfed.evaluate import evaluate, variant_data
 
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}")
@@ -234,6 +220,8 @@ def compare(
     cfg = _config(preset, **settings)
     for m in chosen:
         active = check_run(ds, active, variant_config(cfg, m))
+        if variant_passives(m) is not None:  # a variant with passives of its own: checked on those views
+            check_run(*variant_data(ds, active, m), variant_config(cfg, m))
     return evaluate(
         ds,
         active,

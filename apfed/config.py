@@ -332,7 +332,8 @@ def _normal_label(label: str) -> str:
 
 def method_variant(label: str) -> tuple[str, dict]:
     """``"apfed-c[lam=0.5,temperature=0.2]"`` -> ``("apfed-c", {"lam": 0.5, "temperature": 0.2})``: a method and
-    its own training settings (as ``--set`` takes them); a plain method has none."""
+    its own training settings (as ``--set`` takes them); a plain method has none. ``passives=kar,pix`` is no
+    training setting but the views that take part in that variant's runs (``variant_passives``)."""
     method, bracket, rest = label.strip().partition("[")
     method = method.strip()
     if method not in METHODS:
@@ -345,17 +346,27 @@ def method_variant(label: str) -> tuple[str, dict]:
     pairs = split_sets(inner[:-1])
     if not pairs:
         raise ConfigError(f"--methods: {label.strip()!r} has no setting in its brackets")
+    views = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in pairs) if k.strip() == "passives"}
     try:
-        over = parse_overrides(pairs)
+        over = parse_overrides([p for p in pairs if p.partition("=")[0].strip() != "passives"])
     except ConfigError as e:
         raise ConfigError(f"--methods {label.strip()!r}: {str(e).removeprefix('--set ')}") from None
     for key in ("method", "seed"):
         if key in over:
             raise ConfigError(f"--methods: {label.strip()!r} sets {key}, which --methods and --seeds choose")
-    return method, over
+    if views and not views["passives"]:
+        raise ConfigError(f"--methods: {label.strip()!r} names no passive view")
+    return method, {**over, **views}
 
 
 def variant_config(cfg: TrainConfig, label: str, **more) -> TrainConfig:
     """``cfg`` for one ``--methods`` entry (``method_variant``), with ``more`` settings (the seed), checked."""
     method, over = method_variant(label)
+    over.pop("passives", None)
     return TrainConfig(**{**cfg.to_dict(), **over, "method": method, **more}).validate()
+
+
+def variant_passives(label: str) -> str | None:
+    """The passive views a ``--methods`` entry names (``"tvfl[passives=kar,pix]"`` -> ``"kar,pix"``), else None:
+    every passive of the comparison."""
+    return method_variant(label)[1].get("passives")

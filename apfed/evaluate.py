@@ -8,10 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from apfed import __version__
-from apfed.config import TrainConfig, variant_config
+from apfed.config import TrainConfig, variant_config, variant_passives
 from apfed.data.splits import fold
 from apfed.data.splits import resplit as resplit_rows
-from apfed.data.views import MultiViewDataset
+from apfed.data.views import MultiViewDataset, with_passives
 from apfed.errors import ConfigError, DataError
 from apfed.report import (
     accuracy_note,
@@ -50,8 +50,7 @@ def _ignore_interrupts() -> None:
 
 
 def _parallel(
-    datasets: list[MultiViewDataset],
-    active,
+    datasets: list[tuple[MultiViewDataset, int]],
     configs: list[TrainConfig],
     jobs: int,
     console,
@@ -59,7 +58,7 @@ def _parallel(
     safety=None,
     on_run=None,
 ) -> list[dict]:
-    """Each ``configs[i]`` trained on ``datasets[i]`` in ``jobs`` worker processes."""
+    """Each ``configs[i]`` trained on ``datasets[i]`` (a dataset and its active view) in ``jobs`` worker processes."""
     import multiprocessing as mp
 
     from rich.progress import Progress
@@ -72,7 +71,7 @@ def _parallel(
             task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
             pending = [
                 pool.apply_async(_run_one, (ds, active, c, threads, safety))
-                for ds, c in zip(datasets, configs, strict=True)
+                for (ds, active), c in zip(datasets, configs, strict=True)
             ]
             runs = []
             for i, r in enumerate(pending):
@@ -157,6 +156,8 @@ def evaluate(
         console.print(f"resuming: {len(done)} of {len(configs)} runs already done in {stores[0].root}")
     left = [i for i in range(len(configs)) if i not in done]
     todo = [configs[i] for i in left]
+    # a variant that names its passives trains on those views alone, on the same rows as the others
+    data = [variant_data(splits[configs[i].seed], active, labels[i]) for i in left]
 
     def on_run(k: int, r: dict) -> None:  # the k-th run of todo
         if stores is not None:
@@ -167,7 +168,7 @@ def evaluate(
         jobs = auto_jobs(len(todo), cfg.device)
     jobs = min(jobs, len(todo))  # no idle workers (each would also split the cores' threads)
     if jobs > 1:
-        new = _parallel([splits[c.seed] for c in todo], active, todo, jobs, console, quiet, safety, on_run)
+        new = _parallel(data, todo, jobs, console, quiet, safety, on_run)
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -185,8 +186,7 @@ def evaluate(
                 progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
 
             r = run(
-                splits[c.seed],
-                active,
+                *data[k],
                 c,
                 on_epoch=on_epoch,
                 log=lambda m: progress.console.log(m) if not quiet else None,
@@ -244,6 +244,17 @@ def evaluate(
         if not quiet:
             console.print("wrote " + ", ".join(str(p) for p in paths))
     return report
+
+
+def variant_data(ds: MultiViewDataset, active: int, label: str) -> tuple[MultiViewDataset, int]:
+    """The dataset and active view a ``--methods`` entry trains on: ``ds``, or only the passives it names."""
+    views = variant_passives(label)
+    if views is None:
+        return ds, active
+    try:
+        return with_passives(ds, active, views)
+    except ConfigError as e:
+        raise ConfigError(f"--methods {label!r}: {e}") from None
 
 
 def _labelled(run: dict, label: str) -> dict:

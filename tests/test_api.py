@@ -352,3 +352,32 @@ def test_compare_with_validation_rows_names_the_method_they_pick(tmp_path):
     assert report["validation_pick"] == max(("local", "apfed-c"), key=lambda m: s[m]["val_mean"])
     md = (tmp_path / "results.md").read_text()
     assert f"picked on the validation rows: {report['validation_pick']} (validation accuracy" in md
+
+
+def test_a_variant_may_name_its_passives_to_measure_each_ones_contribution(tmp_path):
+    """'tvfl[passives=middle|bottom]': each passive alone, a row each, on the same rows as the others; each such run
+    is the run of a dataset holding only those views (as --passives makes it). Mistakes name the variant."""
+    from apfed.api import _config
+    from apfed.config import parse_method_list, variant_config, variant_passives
+
+    ds, a = apfed.load_dataset("digits", views=3)
+    methods = parse_method_list("tvfl,tvfl[passives=middle|bottom]")
+    assert methods == ["tvfl", "tvfl[passives=middle]", "tvfl[passives=bottom]"]
+    assert [variant_passives(m) for m in methods] == [None, "middle", "bottom"]
+    assert variant_config(_config(), "apfed-c[lam=2,passives=middle,bottom]").lam == 2.0  # no training setting
+    report = apfed.compare(ds, a, methods, seeds=1, epochs=2, out=tmp_path, jobs=1)
+    runs = {r.get("variant", r["method"]): r for r in report["runs"]}
+    alone = apfed.train(*apfed.load_dataset("digits", views=3, passives="bottom"), "tvfl", epochs=2)
+    assert runs["tvfl[passives=bottom]"]["accuracy"] == alone.accuracy
+    assert runs["tvfl[passives=bottom]"]["accuracy"] != runs["tvfl[passives=middle]"]["accuracy"]
+    assert runs["tvfl"]["wire"]["messages"] == 2 * runs["tvfl[passives=bottom]"]["wire"]["messages"]  # 2 passives
+    assert set(report["summary"]) >= set(methods)
+    again = apfed.compare(ds, a, methods, seeds=1, epochs=2, out=tmp_path, jobs=1, resume=True)  # stored apart
+    assert again["summary"] == report["summary"]
+    for bad, says in (
+        ("tvfl[passives=left]", "unknown view 'left'"),
+        ("tvfl[passives=top]", "view 'top' is the active party's"),
+        ("tvfl[passives=]", "names no passive view"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            apfed.compare(ds, a, ["local", bad], seeds=1, epochs=1)

@@ -167,9 +167,10 @@ def evaluate(
 
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
     from apfed.api import check_run
+    from apfed.evaluate import variant_data
 
-    for m in chosen:
-        check_run(ds, a, variant_config(cfg, m))
+    for m in chosen:  # each on the views it trains on (a variant may name its passives)
+        check_run(*variant_data(ds, a, m), variant_config(cfg, m))
     safety = _safety(encrypt, on_bad_message, None)
     command = shlex.join(["apfed", *sys.argv[1:]])
     options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command, "resplit": resplit}

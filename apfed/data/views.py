@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from apfed.data.encoding import Encoding
-from apfed.errors import DataError
+from apfed.errors import ConfigError, DataError
 
 CONV_MIN_ROWS = 5  # the fewest rows (and columns) of an image strip for the reference conv encoder (5x5, padding 1)
 
@@ -299,3 +299,21 @@ class Preprocessor:
             std=np.asarray(d["std"], np.float32),
             missing=[int(j) for j in d.get("missing", [])],
         )
+
+
+def with_passives(ds: MultiViewDataset, active: int, passives: str | list[str | int]) -> tuple[MultiViewDataset, int]:
+    """Only the active view and ``passives`` of ``ds`` (names or indices, or one comma-separated string), the same
+    rows, and the active view's index among them."""
+    keys = [k.strip() for k in passives.split(",")] if isinstance(passives, str) else list(passives)
+    try:
+        chosen = [ds.view_index(k) for k in keys if str(k)]
+    except DataError as e:  # a wrong argument, not wrong data
+        raise ConfigError(str(e)) from None
+    if not chosen:
+        raise ConfigError("passives names no view; leave it out to take every view besides the active one")
+    if active in chosen:
+        raise ConfigError(f"view {ds.views[active].name!r} is the active party's; passives lists the others")
+    if len(set(chosen)) < len(chosen):
+        raise ConfigError(f"passives names a view twice: {', '.join(map(str, keys))}")
+    keep = sorted({active, *chosen})
+    return ds.select(keep), keep.index(active)
