@@ -330,32 +330,33 @@ def _normal_label(label: str) -> str:
     return method if not over else f"{method}[{','.join(split_sets(label.partition('[')[2].rstrip().rstrip(']')))}]"
 
 
-def method_variant(label: str) -> tuple[str, dict]:
+def method_variant(label: str, option: str = "--methods") -> tuple[str, dict]:
     """``"apfed-c[lam=0.5,temperature=0.2]"`` -> ``("apfed-c", {"lam": 0.5, "temperature": 0.2})``: a method and
     its own training settings (as ``--set`` takes them); a plain method has none. ``passives=kar,pix`` is no
-    training setting but the views that take part in that variant's runs (``variant_passives``)."""
+    training setting but the views that take part in that variant's runs (``variant_passives``). ``option``:
+    how errors name the option that gave ``label``."""
     method, bracket, rest = label.strip().partition("[")
     method = method.strip()
     if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r} in --methods; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {method!r} in {option}; choose from {', '.join(METHODS)}")
     if not bracket:
         return method, {}
     inner = rest.rstrip()
     if not inner.endswith("]") or "[" in inner or "]" in inner[:-1]:
-        raise ConfigError(f"--methods: {label.strip()!r} is not METHOD[KEY=VALUE,...]")
+        raise ConfigError(f"{option}: {label.strip()!r} is not METHOD[KEY=VALUE,...]")
     pairs = split_sets(inner[:-1])
     if not pairs:
-        raise ConfigError(f"--methods: {label.strip()!r} has no setting in its brackets")
+        raise ConfigError(f"{option}: {label.strip()!r} has no setting in its brackets")
     views = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in pairs) if k.strip() == "passives"}
     try:
         over = parse_overrides([p for p in pairs if p.partition("=")[0].strip() != "passives"])
     except ConfigError as e:
-        raise ConfigError(f"--methods {label.strip()!r}: {str(e).removeprefix('--set ')}") from None
+        raise ConfigError(f"{option} {label.strip()!r}: {str(e).removeprefix('--set ')}") from None
     for key in ("method", "seed"):
         if key in over:
-            raise ConfigError(f"--methods: {label.strip()!r} sets {key}, which --methods and --seeds choose")
+            raise ConfigError(f"{option}: {label.strip()!r} sets {key}, which {option} and --seed(s) choose")
     if views and not views["passives"]:
-        raise ConfigError(f"--methods: {label.strip()!r} names no passive view")
+        raise ConfigError(f"{option}: {label.strip()!r} names no passive view")
     return method, {**over, **views}
 
 
@@ -370,3 +371,10 @@ def variant_passives(label: str) -> str | None:
     """The passive views a ``--methods`` entry names (``"tvfl[passives=kar,pix]"`` -> ``"kar,pix"``), else None:
     every passive of the comparison."""
     return method_variant(label)[1].get("passives")
+
+
+def variant_sets(label: str) -> list[str]:
+    """A method entry's own settings as ``--set`` takes them (``"apfed-c[lam=0.5,passives=kar]"`` -> ``["lam=0.5"]``;
+    its passives are not a training setting)."""
+    inner = label.strip().partition("[")[2].rstrip().removesuffix("]")
+    return [p for p in split_sets(inner) if p.partition("=")[0].strip() != "passives"] if inner else []

@@ -609,3 +609,27 @@ def test_preflight_reads_a_party_file_as_its_deployment_will(party_csvs):
         *run_cli("preflight", "--data", shop, "--id-column", "user_id", "--label-column", "label")[::2],
         "no label column 'label'",
     )
+
+
+def test_train_takes_a_method_as_evaluate_names_its_variant(tmp_path):
+    """The variant evaluate picked, 'apfed-c[lam=2,passives=bottom]', trains as --method apfed-c --lam 2 --passives
+    bottom does, to the same model; its passives given twice, or an unknown method, is one line."""
+    from apfed.standalone import StandaloneModel
+
+    common = ["train", "--dataset", "digits", "--views", "3", "--epochs", "1"]
+    code, _, err = run_cli(*common, "--method", "apfed-c[lam=2,passives=bottom]", "--out", tmp_path / "v.safetensors")
+    assert code == 0, err
+    code, _, err = run_cli(
+        *common, "--method", "apfed-c", "--lam", "2", "--passives", "bottom", "--out", tmp_path / "o.safetensors"
+    )
+    assert code == 0, err
+    v, o = (StandaloneModel.load(tmp_path / f"{n}.safetensors") for n in "vo")
+    assert v.config["method"] == "apfed-c" and v.config["lam"] == 2.0 and len(v.provenance["passives"]) == 1
+    X = np.random.default_rng(0).random((5, *v.spec["shape"]), dtype=np.float32) * 16
+    assert np.array_equal(v.predict_proba(X), o.predict_proba(X))
+    for method, extra, says in (
+        ("apfed-c[passives=bottom]", ["--passives", "middle"], "names its passives and so does --passives"),
+        ("apfed-x[lam=2]", [], "unknown method 'apfed-x' in --method"),
+    ):
+        code, _, err = run_cli(*common, "--method", method, *extra, "--out", tmp_path / "x.safetensors")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err

@@ -239,3 +239,15 @@ def _check_device(device: str) -> None:
     from apfed.api import check_device
 
     check_device(device, "--device cuda", "--device cpu")
+
+
+def _method_entry(method: str, passives: str | None) -> tuple[str, list[str], str | None]:
+    """``--method`` as ``evaluate --methods`` names a variant, ``apfed-c[lam=0.25,passives=kar]``: the method, its
+    settings (``--set`` pairs, applied after the command's own) and the passives (``--passives`` or the variant's)."""
+    from apfed.config import method_variant, variant_passives, variant_sets
+
+    base, _ = method_variant(method, "--method")
+    own = variant_passives(method)
+    if own is not None and passives is not None:
+        raise ConfigError(f"--method {method!r} names its passives and so does --passives: give them once")
+    return base, variant_sets(method), own if own is not None else passives

@@ -46,6 +46,7 @@ from apfed.cli.common import (
     _config,
     _dataset,
     _history_writer,
+    _method_entry,
     _metrics_file,
     _output_dir,
     _output_file,
@@ -181,7 +182,11 @@ def evaluate(
 @app.command()
 def train(
     method: Annotated[
-        str, typer.Option(help="A standalone method: local, apfed-r, apfed-c, apfed-m, apfed-kd.")
+        str,
+        typer.Option(
+            help="A standalone method: local, apfed-r, apfed-c, apfed-m, apfed-kd; or a variant as evaluate names it,"
+            " 'apfed-c[lam=0.25]' (its own settings, and passives=...)."
+        ),
     ] = "apfed-kd",
     out: Annotated[Path, typer.Option(help="Where to write the standalone model file.")] = Path("model.safetensors"),
     dataset: Dataset = None,
@@ -226,17 +231,18 @@ def train(
     """Train one method and write the active party's standalone model."""
     from apfed.config import STANDALONE
 
-    if method in STANDALONE and not STANDALONE[method]:
+    base, variant, passives = _method_entry(method, passives)
+    if base in STANDALONE and not STANDALONE[base]:
         raise ConfigError(
-            f"{method} needs every party at prediction time, so it yields no standalone model; "
+            f"{base} needs every party at prediction time, so it yields no standalone model; "
             "choose local, apfed-r, apfed-c, apfed-m or apfed-kd"
         )
     cfg = _config(
         preset,
-        set_,
+        [*(set_ or []), *variant],  # a variant's own settings win, as in evaluate
         epochs=epochs,
         device=device,
-        method=method,
+        method=base,
         seed=seed,
         lr=lr,
         batch_size=batch_size,
@@ -319,7 +325,9 @@ def simulate(
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
-    method: Annotated[str, typer.Option(help="apfed-r, apfed-c, apfed-m, apfed-kd or tvfl.")] = "apfed-c",
+    method: Annotated[
+        str, typer.Option(help="apfed-r, apfed-c, apfed-m, apfed-kd or tvfl; or a variant, 'apfed-c[lam=0.25]'.")
+    ] = "apfed-c",
     epochs: Epochs = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batches_per_round: Annotated[int, typer.Option("--k", min=1, help="Minibatches per exchange (K).")] = 1,
@@ -369,9 +377,10 @@ def simulate(
     options = {"lr": lr, "batch_size": batch_size, "lam": lam, "temperature": temperature}
     options |= {"kd_temperature": kd_temperature, "kd_weight": kd_weight, "passive_losses": passive_losses}
     recipe = [f"{key}={value}" for key, value in options.items() if value is not None]  # as each node reads --set
+    base, variant, passives = _method_entry(method, passives)
     try:
         r = run_sim(
-            method,
+            base,
             dataset=dataset,
             views=views,
             active=active,
@@ -388,7 +397,7 @@ def simulate(
             batches_per_round=batches_per_round,
             pipeline=pipeline,
             device=device,
-            sets=[*recipe, *(set_ or [])],  # --set comes last and wins, as elsewhere
+            sets=[*recipe, *(set_ or []), *variant],  # --set wins over the options, a variant's own over both
             model_out=out,
             verbose=verbose,
             on_start=on_start,
