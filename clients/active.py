@@ -14,21 +14,23 @@ import numpy as np
 import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
-from apfed.checkpoint import ids_digest, load_checkpoint, refuse_to_overwrite, save_checkpoint
-from apfed.config import STANDALONE, TrainConfig, with_defaults
+from apfed.checkpoint import refuse_to_overwrite
+from apfed.config import STANDALONE, TrainConfig
 from apfed.data.splits import stratified_split
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.memory import release_freed_memory
-from apfed.metrics import RunningMeans, classification_metrics, roc_auc
+from apfed.metrics import RunningMeans
 from apfed.models import encoder_output_shape, seed_rng
 from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
+from clients.active_checkpoint import ActiveCheckpoints
+from clients.active_evaluation import ActiveEvaluation
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
-from protocols.messages import ALIGN, EVALUATE, FINISH, HELLO, REPLY, RESUME, SETUP, TRAIN, Message
+from protocols.messages import ALIGN, FINISH, HELLO, REPLY, SETUP, TRAIN, Message
 from protocols.psi import POINT, PsiKey, blind_ids, match, psi_workers
 from protocols.sealing import Channel, Handshake, Sealing
 from protocols.transport import Transport
@@ -38,10 +40,7 @@ ACTIVE = "active"
 BAD_MESSAGE_POLICIES = ("skip", "fail")
 
 
-T_MIN, T_MAX = 0.05, 20.0  # the temperatures calibration may choose (ActiveClient._calibrate)
-
-
-class ActiveClient:
+class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
     """Coordinates one training run. ``extra_views`` gives the active party more local views (centralized).
 
     ``sealing`` turns on end-to-end encryption with every passive (a HELLO key agreement before setup).
@@ -616,42 +615,6 @@ class ActiveClient:
             self._calibrate()
         return self.history
 
-    def _calibrate(self) -> None:
-        """Temperature scaling (Guo et al., ICML 2017): the T that makes the standalone model's probabilities on the
-        validation rows most likely (the lowest log-loss there), folded into its last layer as logits / T, so
-        predicting, exporting and the model file need nothing new; the predicted classes stay. The log-loss is
-        convex in 1/T, so a golden-section search over 1/T finds it; T stays within [0.05, 20], since validation
-        rows that the model gets all right would otherwise drive T to 0 (certainty)."""
-        logits = self.learner.standalone_logits(self.val_idx).float()
-        y = torch.from_numpy(self.y_val).long().to(logits.device)
-
-        def loss(beta: float) -> float:
-            return float(torch.nn.functional.cross_entropy(logits * beta, y))
-
-        lo, hi = 1 / T_MAX, 1 / T_MIN
-        g = (5**0.5 - 1) / 2
-        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        fa, fb = loss(a), loss(b)
-        for _ in range(60):  # the bracket shrinks by 0.618 each step: far below float precision after 60
-            if fa < fb:
-                hi, b, fb = b, a, fa
-                a = hi - g * (hi - lo)
-                fa = loss(a)
-            else:
-                lo, a, fa = a, b, fb
-                b = lo + g * (hi - lo)
-                fb = loss(b)
-        t = 2 / (lo + hi)
-        before, after = loss(1.0), loss(1 / t)
-        self.learner.scale_standalone_logits(1 / t)
-        self.calibration = {"temperature": t, "val_log_loss_before": before, "val_log_loss_after": after}
-        at_bound = t < T_MIN * 1.001 or t > T_MAX * 0.999
-        bound = " (at its bound: the validation rows are too easy to calibrate on)" if at_bound else ""
-        self.log(
-            f"calibrated on the {self.n_val} validation rows: temperature {t:.3f}{bound}, their log-loss {before:.4f}"
-            f" -> {after:.4f} (the predicted classes stay)"
-        )
-
     def _stop_early(self, inflight: dict | None, epoch: int) -> None:
         """``patience`` epochs without a better validation figure: the run ends after this epoch. A pipelined
         round already sent (the next epoch's first) is waited for but not applied: its replies are read, so no
@@ -681,246 +644,6 @@ class ActiveClient:
                 )
             self.pending = {}
             self._exchange(TRAIN, requests, lambda i: {"loss": ArraySpec((None,), required=False)})
-
-    # --- checkpoints --------------------------------------------------------------------------------
-    def _identity(self) -> dict:
-        """What a checkpoint must match to be resumed: the recipe (device aside) and the active party's rows."""
-        cfg = {k: v for k, v in self.cfg.to_dict().items() if k != "device"}
-        if self._ids_digest is None:
-            self._ids_digest = ids_digest(self.data.ids)
-        return {"config": json.dumps(cfg, sort_keys=True), "ids": self._ids_digest, "passives": json.dumps(self.names)}
-
-    def _save_checkpoint(self, metrics: RunningMeans, passive_round: int) -> None:
-        """Everything the active party needs to continue after this round, written atomically.
-        ``passive_round``: the message round after which the passives saved their own checkpoints."""
-        state = {
-            **self._identity(),
-            "run_id": self.run_id,
-            "round": self.round,
-            "passive_round": passive_round,
-            "rounds_sent": self.rounds_sent,
-            "keep": torch.from_numpy(self.keep),
-            "train": torch.from_numpy(self.split[0]),
-            "test": torch.from_numpy(self.split[1]),
-            "own": torch.from_numpy(self.own),
-            "own_test": torch.from_numpy(self.own_test),
-            "val": torch.from_numpy(self.val),
-            "own_val": torch.from_numpy(self.own_val),
-            **({} if self.best is None else {f"best_{k}": v for k, v in self.best.items()}),
-            "infos": json.dumps([[p.loss, list(p.embedding_shape) if p.embedding_shape else None] for p in self.infos]),
-            "learner": self.learner.state(),
-            "pending": {n: [v[0], v[1] or {}, v[2]] for n, v in self.pending.items()},
-            "emb_stats": [list(s) if s is not None else None for s in self.emb_stats],
-            "history": json.dumps(self.history),
-            "wire": json.dumps(self.wire),
-            "faults": json.dumps(self.faults),
-            "metrics": metrics.state(),
-            "aug_rng": self.aug_gen.get_state(),
-            "own_aug_rng": self.own_aug_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.cfg.device.startswith("cuda") else [],
-            "dp_rng": self.dp.gen.get_state() if self.dp.gen is not None else torch.zeros(0, dtype=torch.uint8),
-        }
-        save_checkpoint(self.checkpoint, state)
-
-    def resume(self) -> None:
-        """Continue an interrupted run from the checkpoint (instead of ``setup``): each passive rolls back to
-        its own node-local checkpoint of the same round, so the run ends exactly as an uninterrupted one. A passive that
-        missed that round (gone, or its request expired) resumes from its latest earlier checkpoint instead."""
-        ck = load_checkpoint(self.checkpoint, self.cfg.device)
-        mine = self._identity()
-        try:  # a checkpoint written before a setting existed is read with its default (apfed.config.with_defaults)
-            stored = {k: v for k, v in with_defaults(json.loads(ck["config"])).items() if k != "device"}
-            ck = {**ck, "config": json.dumps(stored, sort_keys=True)}
-        except (KeyError, TypeError, ValueError):
-            pass  # not a config of ours: the comparison below refuses it
-        for key, what in (("config", "training configuration"), ("ids", "active party's data"), ("passives", "")):
-            if ck.get(key) != mine[key]:
-                raise DataError(f"{self.checkpoint} was written for another {what or 'set of passives'}; cannot resume")
-        self.run_id = ck["run_id"]
-        if self.names and self.sealing is not None:
-            self._handshake()
-        if self.names:
-            self.round = -1
-            r = int(ck["passive_round"])
-            # a passive that missed round r (gone, or its request expired) has no checkpoint of it: it resumes from
-            # its latest earlier one, losing only its own updates since, as in rounds it missed
-            back_to = {"resume_round": r, "or_earlier": True}
-            replies = self._exchange(RESUME, {n: ({}, back_to) for n in self.names}, lambda i: {})
-            for n, reply in replies.items():
-                used = reply.config.get("resumed_round", r)
-                if used != r:
-                    self.log(f"{n} resumes from its checkpoint of round {used}: it has none of round {r}")
-        infos = [PassiveInfo(loss, tuple(shape) if shape else None) for loss, shape in json.loads(ck["infos"])]
-        rows = [ck[k].cpu().numpy() for k in ("keep", "train", "test")]  # loaded onto the run's device
-        # a checkpoint older than unmatched rows (or than validation rows among them) has none of these
-        own, own_test, val, own_val = (
-            ck[k].cpu().numpy() if k in ck else rows[0][:0] for k in ("own", "own_test", "val", "own_val")
-        )
-        self._build(*rows, infos, own, own_test, val, own_val)
-        self.learner.load_state(ck["learner"])
-        if "best_epoch" in ck:
-            state = {k: v.to(self.cfg.device) for k, v in ck["best_state"].items()}
-            self.best = {"epoch": int(ck["best_epoch"]), "state": state}
-        self.round, self.rounds_sent = int(ck["round"]), 0
-        self.pending = {n: (v[0].cpu(), v[1] or None, v[2]) for n, v in ck["pending"].items()}
-        self.emb_stats = [list(s) if s is not None else None for s in ck["emb_stats"]]
-        self.history, self.wire = json.loads(ck["history"]), json.loads(ck["wire"])
-        self.faults = json.loads(ck["faults"])
-        self.resumed = ck
-        self.log(f"resumed run {self.run_id} after round {self.round} ({len(self.history)} epochs done)")
-
-    def _restore_rngs_and_metrics(self, ck: dict) -> RunningMeans:
-        self.rounds_sent = int(ck["rounds_sent"])
-        self.aug_gen.set_state(ck["aug_rng"].cpu())  # RNG states are host byte tensors
-        if "own_aug_rng" in ck:
-            self.own_aug_gen.set_state(ck["own_aug_rng"].cpu())
-        torch.set_rng_state(ck["torch_rng"].cpu())
-        if ck["cuda_rng"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
-        if self.dp.gen is not None:
-            self.dp.gen.set_state(ck["dp_rng"].cpu())
-        return RunningMeans.from_state(ck["metrics"])
-
-    # --- evaluation -----------------------------------------------------------------------------------
-    def passive_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        replies = self._exchange(
-            EVALUATE,
-            {n: ({"idx": idx.long()}, {}) for n in self.names},
-            lambda i: {"emb": ArraySpec((len(idx), *self.infos[i].embedding_shape), (self.cfg.payload,))},
-        )
-        return [from_wire(as_tensor(replies[n].arrays["emb"], self.cfg.device)) for n in self.names]
-
-    def _fills(self, kind: str, n: int) -> list[torch.Tensor]:
-        out = []
-        g = torch.Generator().manual_seed(self.cfg.seed + 7)
-        for i, p in enumerate(self.infos):
-            s, ss, cnt = self.emb_stats[i]
-            mean = (s / cnt).float()
-            std = (ss / cnt - (s / cnt) ** 2).clamp_min(0).sqrt().float()
-            shape = (n, *p.embedding_shape)
-            if kind == "zero":
-                out.append(torch.zeros(shape, device=mean.device))
-            elif kind == "mean":
-                out.append(mean.expand(n, -1).reshape(shape))
-            else:
-                noise = torch.randn((n, mean.numel()), generator=g).to(mean.device)
-                out.append((mean + std * noise).reshape(shape))
-        return out
-
-    @property
-    def tested(self) -> bool:
-        """The run holds test rows (a split with a test fraction of 0 trains on every labelled row instead)."""
-        return len(self.test_idx) > 0
-
-    def predictions(self) -> dict[str, np.ndarray]:
-        """Test-set predicted classes of each model this method yields (standalone, fused, fills); none without
-        test rows."""
-        L, idx, out = self.learner, self.test_idx, {}
-        if not self.tested:
-            return out
-        if L.standalone:
-            out["standalone"] = L.standalone_logits(idx).argmax(1).cpu().numpy()
-        if L.fused:
-            embs = self.passive_embeddings(self.test_rows) if self.names else []
-            out["fused"] = L.fused_logits(idx, embs).argmax(1).cpu().numpy()
-            if self.names and self.cfg.method == "tvfl":
-                for kind in ("zero", "mean", "rand"):
-                    out[f"fill_{kind}"] = L.fused_logits(idx, self._fills(kind, len(idx))).argmax(1).cpu().numpy()
-        return out
-
-    @property
-    def n_val(self) -> int:
-        """How many validation rows the run holds out (matched ones and those that some passive lacks)."""
-        return len(self.y_val)
-
-    def evaluate(self) -> dict:
-        """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline (absent
-        without test rows). With validation rows, also the headline model's accuracy, loss and ROC-AUC on them
-        (``val_accuracy``, ...)."""
-        preds = self.predictions()
-        acc = {k: float((v == self.y_test).mean() * 100) for k, v in preds.items()}
-        row = {f"acc_{k}": v for k, v in acc.items()}
-        if acc:
-            row["accuracy"] = acc["standalone"] if "standalone" in acc else acc["fused"]
-        if self.n_val:
-            logits = self._headline_logits(self.val_idx, self.val_rows).float()
-            y = torch.from_numpy(self.y_val).long().to(logits.device)
-            row["val_accuracy"] = float((logits.argmax(1) == y).sum()) * 100 / len(y)
-            row["val_loss"] = float(torch.nn.functional.cross_entropy(logits, y))
-            auc = roc_auc(self.y_val, torch.softmax(logits, 1).cpu().numpy(), self.positive)
-            if auc is not None:
-                row["val_roc_auc"] = auc
-        return row
-
-    def _headline_logits(self, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The logits of the method's headline model (standalone, or fused where it has none) for the aligned rows
-        ``idx`` (``rows``: the same positions on the host, for the passives)."""
-        L = self.learner
-        if L.standalone:
-            return L.standalone_logits(idx)
-        return L.fused_logits(idx, self.passive_embeddings(rows) if self.names else [])
-
-    def _keep_best(self, row: dict) -> bool:
-        """After an epoch with validation rows: remember it (with a copy of the standalone model's weights) if its
-        ``validation_metric`` is the best so far (the first such epoch); True when ``patience`` epochs have passed
-        without a better one."""
-        key = f"val_{self.cfg.validation_metric}"
-        best = None if self.best is None else self.history[self.best["epoch"] - 1][key]
-        if best is None or (row[key] < best if key == "val_loss" else row[key] > best):
-            weights = self.learner.standalone_weights() if self.learner.standalone else {}
-            self.best = {"epoch": row["epoch"], "state": weights}
-        return self._patience_spent()
-
-    def _best_figure(self) -> str:
-        """The best epoch's validation figure, as the logs say it."""
-        metric = self.cfg.validation_metric
-        value = self.history[self.best["epoch"] - 1][f"val_{metric}"]
-        return f"validation {metric} {value:.2f} %" if metric == "accuracy" else f"validation {metric} {value:.4f}"
-
-    def _patience_spent(self) -> bool:
-        """``patience`` epochs have passed since the best validation figure."""
-        done = self.history[-1]["epoch"] if self.history else 0
-        return self.cfg.patience > 0 and self.best is not None and done - self.best["epoch"] >= self.cfg.patience
-
-    def _restore_best(self) -> None:
-        """At the end of a run with validation rows: the standalone model goes back to its best epoch's weights."""
-        if self.best is not None and self.best["state"]:
-            self.learner.restore_standalone(self.best["state"])
-            self.log(
-                f"the standalone model is epoch {self.best['epoch']}'s, the best on the {self.n_val} validation rows"
-                f" ({self._best_figure()})"
-            )
-
-    def final_metrics(self) -> dict:
-        """The final model's test metrics (the standalone model's, or the fused one's where the method has no
-        standalone model), ROC-AUC and average precision from its probabilities included; with test rows that
-        some passive lacks, also the standalone model's accuracy on them (``unmatched_accuracy``,
-        ``unmatched_test_rows``). Without test rows, only what validation picked (or nothing)."""
-        out = {}
-        if self.tested:
-            logits = self._headline_logits(self.test_idx, self.test_rows)
-            proba = torch.softmax(logits.float(), 1).cpu().numpy()
-            out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba, self.positive)
-        if self.best is not None and self.best["state"]:  # the model restored to its best epoch
-            row = self.history[self.best["epoch"] - 1]
-            out["best_epoch"] = self.best["epoch"]
-            out.update({k: v for k, v in row.items() if k.startswith("val_")})
-        if self.calibration is not None:
-            out["calibration_temperature"] = self.calibration["temperature"]
-            out["val_log_loss_calibrated"] = self.calibration["val_log_loss_after"]
-        if len(self.own_test) == 0:
-            return out
-        L, idx, guesses = self.learner, self.own_test_idx, {}
-        if L.standalone:
-            guesses["unmatched_accuracy"] = L.standalone_logits(idx).argmax(1)
-        elif self.cfg.method == "tvfl" and self.names:  # the split model, for customers no passive knows
-            for kind in ("zero", "mean", "rand"):
-                guesses[f"unmatched_accuracy_fill_{kind}"] = L.fused_logits(idx, self._fills(kind, len(idx))).argmax(1)
-        for k, g in guesses.items():
-            out[k] = float((g.cpu().numpy() == self.y_own_test).mean() * 100)
-        out["unmatched_test_rows"] = len(self.own_test)
-        return out
 
     def finish(self) -> None:
         """Tell the passives the run is over. Best effort: the model is already trained, so a passive that

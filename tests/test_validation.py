@@ -196,7 +196,7 @@ def test_calibration_needs_validation_rows_and_a_standalone_model(settings, matc
 
 
 def test_calibration_on_validation_rows_it_gets_all_right_stops_at_the_temperatures_bound():
-    from clients.active import T_MIN
+    from clients.active_evaluation import T_MIN
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 100)
