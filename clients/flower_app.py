@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from apfed.config import make_config, parse_overrides, split_sets
+from apfed.config import make_config, method_variant, parse_overrides, split_sets, variant_passives, variant_sets
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ApfedError, ConfigError
 from apfed.history_file import HistoryWriter
@@ -80,14 +80,22 @@ class RunSettings:
         return cls(**kw)
 
     def config(self):
+        """The training configuration; ``method`` may be a variant as ``apfed evaluate`` names it,
+        ``apfed-c[lam=0.25]``, whose settings come after ``sets``."""
+        base, _ = method_variant(self.method, "the run config's method")
+        if variant_passives(self.method) is not None:
+            raise ConfigError(
+                f"the run config's method {self.method!r} names passives: a run's passives are its SuperNodes"
+                " (in simulation, passive-views)"
+            )
         over = {
             "epochs": self.epochs or None,
-            "method": self.method,
+            "method": base,
             "seed": self.seed,
             "device": self.device,
             "batches_per_round": self.batches_per_round,
             "pipeline": bool(self.pipeline),
-            **parse_overrides(self.sets),
+            **parse_overrides([*self.sets, *variant_sets(self.method)]),
         }
         return make_config(self.preset, **over)
 

@@ -117,6 +117,20 @@ def test_the_run_configs_sets_split_at_each_key_not_at_a_values_comma():
     assert RunSettings.from_run_config({"sets": ""}).sets == []
 
 
+def test_the_run_configs_method_may_be_the_variant_evaluate_picked():
+    """method='apfed-c[lam=0.25]' in a deployment's run config trains apfed-c with that setting, after sets; its
+    passives are its SuperNodes, so a variant naming passives is refused."""
+    from apfed.errors import ConfigError
+    from clients.flower_app import RunSettings
+
+    cfg = RunSettings.from_run_config({"method": "apfed-c[lam=0.25,temperature=0.5]", "sets": "lam=4"}).config()
+    assert (cfg.method, cfg.lam, cfg.temperature) == ("apfed-c", 0.25, 0.5)
+    with pytest.raises(ConfigError, match="names passives: a run's passives are its SuperNodes"):
+        RunSettings.from_run_config({"method": "apfed-c[passives=kar]"}).config()
+    with pytest.raises(ConfigError, match="unknown method 'apfed-x' in the run config's method"):
+        RunSettings.from_run_config({"method": "apfed-x[lam=1]"}).config()
+
+
 @pytest.mark.parametrize("timeout", [-1.0, float("nan")])
 def test_a_negative_round_timeout_in_the_run_config_is_refused_before_anything_runs(timeout):
     from apfed.errors import ConfigError
