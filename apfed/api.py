@@ -210,18 +210,15 @@ def compare(
     s >= 1 also draws its own train/test split (seed 0 keeps the data's own), the same for every method. ``folds``:
     cross-validation instead, seeds ``0..folds-1`` (``seeds`` is then ignored), seed s tested on the s-th of
     ``folds`` stratified folds of the labelled rows and trained on the others."""
-    from apfed.config import DEFAULT_METHODS, parse_method_list, variant_config, variant_passives
-    from apfed.evaluate import evaluate, variant_data
+    from apfed.config import DEFAULT_METHODS, parse_method_list
+    from apfed.evaluate import check_variants, evaluate
 
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}")
     seeds = folds or seeds
     chosen = parse_method_list(",".join(methods or DEFAULT_METHODS))
     cfg = _config(preset, **settings)
-    for m in chosen:
-        active = check_run(ds, active, variant_config(cfg, m))
-        if variant_passives(m) is not None:  # a variant with passives of its own: checked on those views
-            check_run(*variant_data(ds, active, m), variant_config(cfg, m))
+    active = check_variants(ds, active, cfg, chosen)  # each on the views it trains on
     return evaluate(
         ds,
         active,

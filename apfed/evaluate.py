@@ -246,6 +246,24 @@ def evaluate(
     return report
 
 
+def check_variants(ds: MultiViewDataset, active: int | str, cfg: TrainConfig, labels: list[str]) -> int:
+    """Each ``--methods`` entry's settings, checked on the views it trains on, before any training; an error names
+    the entry it is about. Returns the active view's index (``active``: an index or a name)."""
+    from apfed.api import check_run
+
+    for m in labels:
+        try:
+            c = variant_config(cfg, m)
+            active = check_run(ds, active, c)
+            if variant_passives(m) is not None:
+                check_run(*variant_data(ds, active, m), c)
+        except ConfigError as e:
+            if "[" not in m or str(e).startswith("--methods"):
+                raise
+            raise ConfigError(f"--methods {m!r}: {e}") from None
+    return active
+
+
 def variant_data(ds: MultiViewDataset, active: int, label: str) -> tuple[MultiViewDataset, int]:
     """The dataset and active view a ``--methods`` entry trains on: ``ds``, or only the passives it names."""
     views = variant_passives(label)

@@ -127,7 +127,7 @@ def evaluate(
     ] = None,
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
-    from apfed.config import parse_method_list, variant_config
+    from apfed.config import parse_method_list
 
     chosen = parse_method_list(methods)  # in order, each once; a method may carry its own settings
     cfg = _config(
@@ -167,11 +167,9 @@ def evaluate(
     from apfed.evaluate import evaluate as run_eval
 
     ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
-    from apfed.api import check_run
-    from apfed.evaluate import variant_data
+    from apfed.evaluate import check_variants
 
-    for m in chosen:  # each on the views it trains on (a variant may name its passives)
-        check_run(*variant_data(ds, a, m), variant_config(cfg, m))
+    check_variants(ds, a, cfg, chosen)  # each on the views it trains on (a variant may name its passives)
     safety = _safety(encrypt, on_bad_message, None)
     command = shlex.join(["apfed", *sys.argv[1:]])
     options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command, "resplit": resplit}
