@@ -81,8 +81,8 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             (
                 "validation",
                 "> 0 (below 0.5): this share of the training rows (stratified, seeded) trains nothing and picks the "
-                "standalone model's epoch; with a partial overlap the standalone methods also draw them from the "
-                "rows that some passive lacks",
+                "standalone model's epoch (and, in evaluate, the method or variant to quote); with a partial overlap "
+                "the standalone methods also draw them from the rows that some passive lacks",
             ),
             (
                 "validation_metric",
