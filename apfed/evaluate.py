@@ -256,6 +256,8 @@ def check_variants(ds: MultiViewDataset, active: int | str, cfg: TrainConfig, la
             c = variant_config(cfg, m)
             active = check_run(ds, active, c)
             if variant_passives(m) is not None:
+                if c.method == "local":
+                    raise ConfigError("local trains with no passive: passives= would change nothing")
                 check_run(*variant_data(ds, active, m), c)
         except ConfigError as e:
             if "[" not in m or str(e).startswith("--methods"):

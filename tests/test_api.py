@@ -378,6 +378,7 @@ def test_a_variant_may_name_its_passives_to_measure_each_ones_contribution(tmp_p
         ("tvfl[passives=left]", "unknown view 'left'"),
         ("tvfl[passives=top]", "view 'top' is the active party's"),
         ("tvfl[passives=]", "names no passive view"),
+        ("local[passives=bottom]", "local trains with no passive"),
         ("apfed-m[passive_losses=r,c,passives=bottom]", r"^--methods 'apfed-m\[.*\]': passive_losses names 2 losses"),
     ):
         with pytest.raises(ConfigError, match=says):
