@@ -74,7 +74,7 @@ def evaluate(
         typer.Option(
             help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized; a method may take"
             " its own settings, each variant a row: 'local,apfed-c[lam=0.5],apfed-c[lam=2,temperature=0.5]'; a grid:"
-            " 'apfed-c[lam=0.5|1|2]'."
+            " 'apfed-c[lam=0.5|1|2]'; its own passives: 'tvfl[passives=kar|pix]'."
         ),
     ] = ",".join(DEFAULT_METHODS),
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per method (0..N-1; default 3).")] = None,
