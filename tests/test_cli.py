@@ -633,3 +633,14 @@ def test_train_takes_a_method_as_evaluate_names_its_variant(tmp_path):
     ):
         code, _, err = run_cli(*common, "--method", method, *extra, "--out", tmp_path / "x.safetensors")
         assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
+@pytest.mark.parametrize(
+    "command,shown",
+    [("evaluate", "'apfed-c[lam=0.5|1|2]'"), ("train", "'apfed-c[lam=0.25]'"), ("simulate", "'apfed-c[lam=0.25]'")],
+)
+def test_the_help_shows_a_variants_brackets(command, shown):
+    """The help is rich markup, which read 'apfed-c[lam=0.5]' as a tag and printed 'apfed-c' alone."""
+    env = {**os.environ, "COLUMNS": "300"}
+    p = subprocess.run([sys.executable, "-m", "apfed.cli", command, "--help"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and shown in p.stdout, p.stdout

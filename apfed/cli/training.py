@@ -73,8 +73,8 @@ def evaluate(
         str,
         typer.Option(
             help="Comma-separated: local, apfed-r, apfed-c, apfed-m, apfed-kd, tvfl, centralized; a method may take"
-            " its own settings, each variant a row: 'local,apfed-c[lam=0.5],apfed-c[lam=2,temperature=0.5]'; a grid:"
-            " 'apfed-c[lam=0.5|1|2]'; its own passives: 'tvfl[passives=kar|pix]'."
+            " its own settings, each variant a row: 'local,apfed-c\\[lam=0.5],apfed-c\\[lam=2,temperature=0.5]';"
+            " a grid: 'apfed-c\\[lam=0.5|1|2]'; its own passives: 'tvfl\\[passives=kar|pix]'."
         ),
     ] = ",".join(DEFAULT_METHODS),
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per method (0..N-1; default 3).")] = None,
@@ -183,7 +183,7 @@ def train(
         str,
         typer.Option(
             help="A standalone method: local, apfed-r, apfed-c, apfed-m, apfed-kd; or a variant as evaluate names it,"
-            " 'apfed-c[lam=0.25]' (its own settings, and passives=...)."
+            " 'apfed-c\\[lam=0.25]' (its own settings, and passives=...)."
         ),
     ] = "apfed-kd",
     out: Annotated[Path, typer.Option(help="Where to write the standalone model file.")] = Path("model.safetensors"),
@@ -324,7 +324,7 @@ def simulate(
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
     method: Annotated[
-        str, typer.Option(help="apfed-r, apfed-c, apfed-m, apfed-kd or tvfl; or a variant, 'apfed-c[lam=0.25]'.")
+        str, typer.Option(help="apfed-r, apfed-c, apfed-m, apfed-kd or tvfl; or a variant, 'apfed-c\\[lam=0.25]'.")
     ] = "apfed-c",
     epochs: Epochs = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
