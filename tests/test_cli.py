@@ -644,3 +644,15 @@ def test_the_help_shows_a_variants_brackets(command, shown):
     env = {**os.environ, "COLUMNS": "300"}
     p = subprocess.run([sys.executable, "-m", "apfed.cli", command, "--help"], capture_output=True, text=True, env=env)
     assert p.returncode == 0 and shown in p.stdout, p.stdout
+
+
+def test_every_bracket_in_the_help_is_escaped_from_rich_markup():
+    import re
+
+    import typer.main
+
+    from apfed.cli import app
+
+    for name, command in typer.main.get_command(app).commands.items():
+        for text in [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]:
+            assert not re.search(r"(?<!\\)\[", text), (name, text)  # write \\[ in the source
