@@ -426,6 +426,16 @@ def write_report(out: Path, report: dict) -> list[Path]:
     return paths
 
 
+def mean_curve(curves: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs 1..longest and, at each, the mean over the runs that reached it (a run stopped early by its validation
+    rows is shorter than the others)."""
+    longest = max(map(len, curves))
+    padded = np.full((len(curves), longest), np.nan)
+    for i, c in enumerate(curves):
+        padded[i, : len(c)] = c
+    return np.arange(1, longest + 1), np.nanmean(padded, 0)
+
+
 def _plot(path: Path, report: dict) -> Path:
     import matplotlib
 
@@ -433,8 +443,8 @@ def _plot(path: Path, report: dict) -> Path:
     import matplotlib.pyplot as plt
 
     s = report["summary"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
     names = list(s)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.22 * len(names) + 1.5)))  # a bar's label stays legible
     a.barh(
         names,
         [s[n]["accuracy_mean"] for n in names],
@@ -449,8 +459,8 @@ def _plot(path: Path, report: dict) -> Path:
     by: dict[str, list] = {}
     for r in report["runs"]:
         by.setdefault(r.get("variant", r["method"]), []).append([h["accuracy"] for h in r["history"]])
-    for m, curves in by.items():
-        b.plot(np.arange(1, len(curves[0]) + 1), np.mean(curves, 0), label=m)
+    for i, (m, curves) in enumerate(by.items()):
+        b.plot(*mean_curve(curves), label=m, linestyle=("-", "--", ":", "-.")[i // 10 % 4])  # 10 colours a style
     b.set_xlabel("epoch")
     b.set_ylabel("test accuracy (%)")
     b.set_ylim(max(0, lo - 15), 100)

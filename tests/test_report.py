@@ -176,3 +176,18 @@ def test_a_runs_validation_figure_goes_with_its_headline_accuracy():
     assert headline_validation(history, {}, 2) == pytest.approx(4.5)
     assert headline_validation(history, {}, 10, "loss") == pytest.approx(sum(1.0 / e for e in range(1, 6)) / 5)
     assert headline_validation([{"epoch": 1, "accuracy": 80.0}], {}, 10) is None
+
+
+def test_the_plot_averages_runs_that_stopped_early_over_the_seeds_still_running(tmp_path):
+    """Early stopping gives the seeds' runs different lengths: the plot (which failed on them, so that no
+    results.png was written) averages each epoch over the runs that reached it."""
+    from apfed.report import mean_curve, write_report
+
+    epochs, mean = mean_curve([[1.0, 2.0, 3.0], [3.0, 4.0]])
+    assert list(epochs) == [1, 2, 3] and list(mean) == [2.0, 3.0, 3.0]
+    runs = _runs({"local": [80.0, 81.0], "apfed-c": [82.0, 83.0]})
+    for r, n in zip(runs, (3, 5, 4, 2), strict=True):
+        r["history"] = [{"epoch": e, "accuracy": 70.0 + e} for e in range(1, n + 1)]
+    report = {"dataset": "d", "active_view": "v", "preset": "default", "epochs": 5, "seeds": 2, "device": "cpu"}
+    report |= {"eval_last": 10, "summary": summarize(runs), "runs": runs, "machine": {"cpus": 2}}
+    assert tmp_path / "results.png" in write_report(tmp_path, report)
