@@ -502,6 +502,10 @@ def test_a_bundled_dataset_deploys_one_supernode_per_passive_view(tmp_path):
     timeout: the number of SuperNodes now follows the dataset's views."""
     assert deploy.check_settings("apfed-c", 1, 16, 0, None, "handwritten", "fou", 0, None) == 5
     assert deploy.check_settings("apfed-c", 1, 16, 0, None, "mnist5k", "top", 3, None) == 2
+    # the variant evaluate picked deploys as it is named; one naming passives is refused before anything starts
+    assert deploy.check_settings("apfed-c[lam=2]", 1, 16, 0, None, "handwritten", "fou", 0, None) == 5
+    with pytest.raises(deploy.ConfigError, match="names passives: a run's passives are its SuperNodes"):
+        deploy.check_settings("apfed-c[passives=kar]", 1, 16, 0, None, "handwritten", "fou", 0, None)
     with pytest.raises(deploy.ConfigError, match="handwritten has 5 passive view"):
         deploy.deploy(tmp_path, dataset="handwritten", active="fou", n_passives=1)
     assert not any(tmp_path.iterdir())  # refused before anything started or was written

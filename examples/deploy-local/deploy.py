@@ -368,7 +368,7 @@ def check_inputs(
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, passive_party_file, refuse_passive_labels
 
-    if method in ("local", "centralized"):
+    if method.partition("[")[0].strip() in ("local", "centralized"):  # a variant, 'local[lam=0]', too
         raise ConfigError(f"{method} has no passive parties to deploy; use 'apfed train' or 'apfed evaluate'")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -399,13 +399,13 @@ def check_settings(
 ) -> int | None:
     """The training settings, checked as the ServerApp will check them, but before any process starts; returns
     how many passive parties a bundled dataset has (one per view but the active one; None with --data files)."""
-    from apfed.config import make_config, parse_overrides
+    from clients.flower_app import RunSettings
 
-    over = {"method": method, "epochs": epochs, "batches_per_round": k, "seed": seed, **parse_overrides(sets)}
-    for s in sets:
+    for s in [*sets, method]:
         if "'" in s or '"' in s:
-            raise ConfigError(f"--set {s!r}: a value cannot hold quotes in a Flower run config")
-    make_config("default", **over)
+            raise ConfigError(f"{s!r}: a value cannot hold quotes in a Flower run config")
+    # as the ServerApp reads them; the method may be a variant evaluate picked, 'apfed-c[lam=0.25]'
+    RunSettings(method=method, epochs=epochs, batches_per_round=k, seed=seed, sets=list(sets)).config()
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     if not files:
@@ -639,7 +639,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/deploy"))
-    ap.add_argument("--method", default="apfed-c")
+    ap.add_argument("--method", default="apfed-c", help="a method, or a variant as evaluate names it: 'apfed-c[lam=2]'")
     ap.add_argument("--dataset", default="mnist5k")
     ap.add_argument("--active", help="the active party's view (default: fou on handwritten, else the first)")
     ap.add_argument("--epochs", type=int, default=2)
