@@ -178,6 +178,18 @@ def validation_note(summary: dict[str, dict]) -> str | None:
     )
 
 
+def selection_hint(summary: dict[str, dict]) -> str | None:
+    """Where variants of one method are compared with no validation rows: how to choose among them honestly."""
+    standalone = [m for m, r in summary.items() if r["standalone"] and not r.get("derived")]
+    bases = [m.partition("[")[0] for m in standalone]
+    if any("val_mean" in r for r in summary.values()) or len(bases) == len(set(bases)):
+        return None
+    return (
+        "to choose among the variants without looking at the test rows, add --set validation=0.1: the table then"
+        " names the one its validation rows pick"
+    )
+
+
 def _validation_value(r: dict) -> str:
     if r["val_metric"] == "accuracy":
         return f"accuracy {r['val_mean']:.2f} %"
@@ -341,7 +353,8 @@ def rich_table(summary: dict[str, dict], title: str, note: str | None = None):
     from rich.markup import escape
     from rich.table import Table
 
-    caption = "\n".join(c for c in (note, no_gap(summary), validation_note(summary)) if c) or None
+    notes = (note, no_gap(summary), validation_note(summary), selection_hint(summary))
+    caption = "\n".join(c for c in notes if c) or None
     t = Table(title=escape(title), caption=caption and escape(caption))
     header, rows = _cells(summary, "gap closed")
     for col in header:

@@ -191,3 +191,18 @@ def test_the_plot_averages_runs_that_stopped_early_over_the_seeds_still_running(
     report = {"dataset": "d", "active_view": "v", "preset": "default", "epochs": 5, "seeds": 2, "device": "cpu"}
     report |= {"eval_last": 10, "summary": summarize(runs), "runs": runs, "machine": {"cpus": 2}}
     assert tmp_path / "results.png" in write_report(tmp_path, report)
+
+
+def test_variants_compared_without_validation_rows_get_a_hint_to_choose_on_them():
+    from apfed.report import selection_hint
+
+    runs = _runs({"local": [80.0, 81.0], "apfed-c[lam=0.5]": [82.0, 83.0], "apfed-c[lam=2]": [81.0, 84.0]})
+    for r in runs:
+        r["method"], r["variant"] = r["method"].split("[")[0], r["method"]
+    s = summarize(runs)
+    assert "add --set validation=0.1" in selection_hint(s) and "validation=0.1" in rich_table(s, "t").caption
+    assert selection_hint(summarize(_runs({"local": [80.0], "apfed-c": [81.0], "tvfl": [90.0]}))) is None
+    validated = _validated({"local": [80.0], "apfed-c": [81.0]}, {"local": [79.0], "apfed-c": [80.0]})
+    validated[1]["variant"] = "apfed-c[lam=2]"
+    validated.append({**validated[1], "variant": "apfed-c[lam=4]"})
+    assert selection_hint(summarize(validated)) is None  # the validation rows already pick one
