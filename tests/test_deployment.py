@@ -427,7 +427,7 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         (["--checkpoint-dir", "/nonexistent-checkpoints", "--resume"], "nothing to resume"),
         (["--checkpoint-dir", "/tmp", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
         (["--checkpoint-dir", "CKDIR", "--checkpoint-every", "2"], "holds the checkpoint of an earlier run"),
-        (["--method", "nope"], "method must be one of"),  # these three started everything, then failed
+        (["--method", "nope"], "unknown method 'nope'"),  # these three started everything, then failed
         (["--dataset", "nope"], "--dataset must be one of mnist5k, handwritten, digits"),
         (["--epochs", "0"], "epochs must be >= 1"),  # this one trained the preset's 60 epochs
         (["--set", "validation=0.7"], "validation must be a share in [0, 0.5)"),

@@ -405,7 +405,8 @@ def check_settings(
         if "'" in s or '"' in s:
             raise ConfigError(f"{s!r}: a value cannot hold quotes in a Flower run config")
     # as the ServerApp reads them; the method may be a variant evaluate picked, 'apfed-c[lam=0.25]'
-    RunSettings(method=method, epochs=epochs, batches_per_round=k, seed=seed, sets=list(sets)).config()
+    cfg = RunSettings(method=method, epochs=epochs, batches_per_round=k, seed=seed, sets=list(sets)).config()
+    type(cfg)(**{**cfg.to_dict(), "epochs": epochs}).validate()  # the run config reads epochs=0 as the preset's
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     if not files:
