@@ -235,6 +235,32 @@ def make_config(preset: str = "default", **overrides) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
+RUN_KEYS = ("method", "seed", "epochs", "device", "cuda_graphs", "eval_last")  # not the recipe: said apart, or speed
+
+
+def recipe_of(config: dict) -> tuple[str, str]:
+    """A stored run's configuration as a preset and a method named as ``evaluate`` names a variant: the preset it
+    differs least from, and the method with the settings that differ from that preset
+    (``("default", "apfed-c[lam=2,temperature=0.5]")``), which ``train --preset P --method M`` trains again."""
+    stored = with_defaults(config)
+    best = None
+    for preset in PRESETS:
+        base = make_config(preset).to_dict()
+        diffs = [k for k in base if k not in RUN_KEYS and k in stored and stored[k] != base[k]]
+        if best is None or len(diffs) < len(best[1]):
+            best = (preset, diffs)
+    preset, diffs = best
+    settings = ",".join(f"{k}={_setting_text(stored[k])}" for k in diffs)
+    method = str(stored.get("method", "?"))
+    return preset, f"{method}[{settings}]" if settings else method
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def unknown_setting(key: str) -> str:
     """The error for a training setting that does not exist, with the nearest names."""
     close = difflib.get_close_matches(key, [f.name for f in fields(TrainConfig)], n=3, cutoff=0.6)

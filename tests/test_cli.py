@@ -591,7 +591,7 @@ def test_train_with_only_the_active_partys_file_is_an_error_for_a_federated_meth
     code, _, err = run_cli("train", *base, "--method", "local", "--out", tmp_path / "m.safetensors")
     assert code == 0 and (tmp_path / "m.safetensors").exists(), err
     code, out, _ = run_cli("info", "--model", tmp_path / "m.safetensors")
-    assert code == 0 and "local, seed 0, 1 epoch\n" in out  # not "1 epochs"
+    assert code == 0 and "local (preset default), seed 0, 1 epoch\n" in out  # not "1 epochs"
 
 
 def test_preflight_reads_a_party_file_as_its_deployment_will(party_csvs):
@@ -656,3 +656,21 @@ def test_every_bracket_in_the_help_is_escaped_from_rich_markup():
     for name, command in typer.main.get_command(app).commands.items():
         for text in [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]:
             assert not re.search(r"(?<!\\)\[", text), (name, text)  # write \\[ in the source
+
+
+def test_info_names_a_models_recipe_as_a_variant_that_trains_it_again(tmp_path):
+    """apfed info's method line is the preset and the method with its own settings, as evaluate names a variant:
+    `train --preset P --method M` trains that recipe again."""
+    from apfed.config import RUN_KEYS, make_config, recipe_of, variant_config
+
+    for preset, over in (("paper", {"lam": 2.0, "method": "apfed-kd"}), ("default", {"deterministic": True})):
+        cfg = make_config(preset, seed=3, epochs=7, **over).to_dict()
+        p, label = recipe_of(cfg)
+        again = variant_config(make_config(p), label).to_dict()
+        assert p == preset and all(again[k] == v for k, v in cfg.items() if k not in RUN_KEYS), (label, again)
+    assert recipe_of(make_config("paper", lam=2.0, method="apfed-kd").to_dict()) == ("paper", "apfed-kd[lam=2]")
+    assert recipe_of(make_config("default", method="apfed-c").to_dict()) == ("default", "apfed-c")
+    common = ["--dataset", "digits", "--views", "3", "--epochs", "1", "--out", tmp_path / "m.safetensors"]
+    assert run_cli("train", "--method", "apfed-c[lam=2,temperature=0.5]", *common)[0] == 0
+    code, out, err = run_cli("info", "--model", tmp_path / "m.safetensors")
+    assert code == 0 and "apfed-c[lam=2,temperature=0.5] (preset default), seed 0, 1 epoch" in out, out + err

@@ -320,6 +320,17 @@ def info(
     typer.echo("\n".join(f"{k:<15} {v}" for k, v in _model_summary(d).items()))
 
 
+def _recipe_text(cfg: dict) -> str:
+    """``apfed-c[lam=2] (preset default)``: what ``train --method M --preset P`` trains again."""
+    from apfed.config import recipe_of
+
+    try:
+        preset, method = recipe_of(cfg)
+    except (ApfedError, TypeError, ValueError):  # a configuration this apfed cannot read: as it is stored
+        return str(cfg.get("method", "?"))
+    return f"{method} (preset {preset})"
+
+
 def _epochs_line(cfg: dict, p: dict) -> str:
     """``60 epochs``; ``29 of 60 epochs (stopped early), the model of epoch 18 (best on the validation rows)``."""
     planned, run = cfg.get("epochs", "?"), p.get("epochs_run")
@@ -355,7 +366,7 @@ def _model_summary(d: dict) -> dict[str, str]:
         **_table_lines(d),
         "classes": f"{len(d['class_names'])}: {', '.join(map(str, d['class_names'][:20]))}"
         + (", ..." if len(d["class_names"]) > 20 else ""),
-        "method": f"{cfg.get('method', '?')}, seed {cfg.get('seed', '?')}, {_epochs_line(cfg, p)}",
+        "method": f"{_recipe_text(cfg)}, seed {cfg.get('seed', '?')}, {_epochs_line(cfg, p)}",
         "parameters": f"{d['parameters']:,}",
     }
     if "test_accuracy" in p:
