@@ -29,11 +29,27 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+def run_bounded(cmd: list, timeout: float, **popen) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=...)``, but a command past its deadline is
+    stopped, not killed: SIGTERM first (deploy.py and apfed then stop every process they started; a SIGKILL left a
+    deployment's SuperLink and SuperNodes running), 30 s to exit, then SIGKILL. TimeoutExpired is raised after."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def run_cli(*args, cwd=None, timeout=300):
     """Run ``apfed ARGS`` in a subprocess; return (exit code, stdout, stderr)."""
-    p = subprocess.run(
-        [sys.executable, "-m", "apfed.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
-    )
+    p = run_bounded([sys.executable, "-m", "apfed.cli", *map(str, args)], timeout, cwd=cwd)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -674,3 +674,19 @@ def test_info_names_a_models_recipe_as_a_variant_that_trains_it_again(tmp_path):
     assert run_cli("train", "--method", "apfed-c[lam=2,temperature=0.5]", *common)[0] == 0
     code, out, err = run_cli("info", "--model", tmp_path / "m.safetensors")
     assert code == 0 and "apfed-c[lam=2,temperature=0.5] (preset default), seed 0, 1 epoch" in out, out + err
+
+
+def test_a_command_past_its_deadline_is_stopped_with_sigterm_so_it_can_stop_what_it_started(tmp_path):
+    """The tests' subprocess deadline (conftest.run_bounded): a SIGKILL left a deployment's SuperLink and
+    SuperNodes running when deploy.py overran; SIGTERM lets it stop them first."""
+    from conftest import run_bounded
+
+    flag = tmp_path / "stopped"
+    script = (
+        "import signal, sys, time, pathlib\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(flag)!r}).write_text('1'), sys.exit(143)))\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_bounded([sys.executable, "-c", script], 3)
+    assert flag.read_text() == "1"

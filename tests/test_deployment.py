@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_bounded
 
 from apfed.history_file import read_history
 
@@ -399,12 +400,10 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
     other = tmp_path / "other-ids.csv"
     other.write_text(shop.read_text().replace("user-", "USER"))
     out = tmp_path / "run"
-    p = subprocess.run(
+    p = run_bounded(
         [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
         + ["--data", str(bank), "--data", str(other), "--id-column", "user_id", "--epochs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        300,
     )
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln.lower()]  # before it, the run's progress lines
@@ -448,18 +447,10 @@ def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_pa
     names = {"ACTIVE": str(party_csvs["paths"][0]), "RAGGED": str(ragged), "CKDIR": str(tmp_path / "ck")}
     args = [names.get(a, a) for a in args]
     out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
-    r = subprocess.run(
-        [
-            deploy.sys.executable,
-            str(ROOT / "examples" / "deploy-local" / "deploy.py"),
-            *out,
-            *args,
-            "--id-column",
-            "user_id",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    r = run_bounded(  # past its deadline (a check that let the deployment start), deploy.py is stopped, not killed
+        [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), *out, *args]
+        + ["--id-column", "user_id"],
+        120,
     )
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], r.stderr
