@@ -268,7 +268,9 @@ def simulate(
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
     the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives``,
     ``overlap`` and ``test_fraction``: as ``load_dataset``'s."""
-    if method.partition("[")[0].strip() in ("local", "centralized"):  # a variant, 'local[lam=0]', too
+    from apfed.config import method_variant
+
+    if method_variant(method, "method")[0] in ("local", "centralized"):  # a variant, 'local[lam=0]', too
         raise ConfigError(f"{method} has no passive parties to simulate; use train() or compare()")
     data = [str(p) for p in data or []]
     ds, a = load_dataset(

@@ -353,7 +353,7 @@ def _grid(label: str) -> list[str]:
 
 def _normal_label(label: str) -> str:
     method, over = method_variant(label)
-    return method if not over else f"{method}[{','.join(split_sets(label.partition('[')[2].rstrip().rstrip(']')))}]"
+    return method if not over else f"{method}[{','.join(_bracket_pairs(label))}]"
 
 
 def method_variant(label: str, option: str = "--methods") -> tuple[str, dict]:
@@ -402,5 +402,10 @@ def variant_passives(label: str) -> str | None:
 def variant_sets(label: str) -> list[str]:
     """A method entry's own settings as ``--set`` takes them (``"apfed-c[lam=0.5,passives=kar]"`` -> ``["lam=0.5"]``;
     its passives are not a training setting)."""
+    return [p for p in _bracket_pairs(label) if p.partition("=")[0].strip() != "passives"]
+
+
+def _bracket_pairs(label: str) -> list[str]:
+    """The KEY=VALUE pairs in a method entry's brackets, as written (``"apfed-c[lam=0.5]"`` -> ``["lam=0.5"]``)."""
     inner = label.strip().partition("[")[2].rstrip().removesuffix("]")
-    return [p for p in split_sets(inner) if p.partition("=")[0].strip() != "passives"] if inner else []
+    return split_sets(inner) if inner else []

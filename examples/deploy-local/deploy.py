@@ -365,10 +365,11 @@ def check_inputs(
 ) -> list[str]:
     """Everything a user gives that can be wrong, checked before any process starts (one clear error each).
     Returns what was found in the party files (categorical columns, missing values), a line each."""
+    from apfed.config import method_variant
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, passive_party_file, refuse_passive_labels
 
-    if method.partition("[")[0].strip() in ("local", "centralized"):  # a variant, 'local[lam=0]', too
+    if method_variant(method, "--method")[0] in ("local", "centralized"):  # a variant, 'local[lam=0]', too
         raise ConfigError(f"{method} has no passive parties to deploy; use 'apfed train' or 'apfed evaluate'")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -399,6 +400,8 @@ def check_settings(
 ) -> int | None:
     """The training settings, checked as the ServerApp will check them, but before any process starts; returns
     how many passive parties a bundled dataset has (one per view but the active one; None with --data files)."""
+    from dataclasses import replace
+
     from clients.flower_app import RunSettings
 
     for s in [*sets, method]:
@@ -406,7 +409,7 @@ def check_settings(
             raise ConfigError(f"{s!r}: a value cannot hold quotes in a Flower run config")
     # as the ServerApp reads them; the method may be a variant evaluate picked, 'apfed-c[lam=0.25]'
     cfg = RunSettings(method=method, epochs=epochs, batches_per_round=k, seed=seed, sets=list(sets)).config()
-    type(cfg)(**{**cfg.to_dict(), "epochs": epochs}).validate()  # the run config reads epochs=0 as the preset's
+    replace(cfg, epochs=epochs).validate()  # the run config reads epochs=0 as the preset's; deploy.py refuses it
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     if not files:
