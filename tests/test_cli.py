@@ -658,6 +658,18 @@ def test_every_bracket_in_the_help_is_escaped_from_rich_markup():
             assert not re.search(r"(?<!\\)\[", text), (name, text)  # write \\[ in the source
 
 
+def test_every_commands_summary_is_one_line_of_its_docstring():
+    """The command list shows a docstring's first paragraph with its line breaks kept: a summary wrapped in the
+    source showed as a broken line there (score's did)."""
+    import typer.main
+
+    from apfed.cli import app
+
+    for name, command in typer.main.get_command(app).commands.items():
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert summary and "\n" not in summary, (name, summary)
+
+
 def test_info_names_a_models_recipe_as_a_variant_that_trains_it_again(tmp_path):
     """apfed info's method line is the preset and the method with its own settings, as evaluate names a variant:
     `train --preset P --method M` trains that recipe again."""

@@ -187,8 +187,10 @@ def score(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
 ):
-    """Score a standalone model on labelled rows of the active party's own data: accuracy, F1, ROC-AUC, each
-    class's precision and recall, and the confusion matrix. Rows without a label are left out."""
+    """Score a standalone model on labelled rows of the active party's own data.
+
+    Accuracy, F1, ROC-AUC, each class's precision and recall, and the confusion matrix.
+    Rows without a label are left out."""
     import json
 
     from apfed.data.encoding import is_missing
