@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from apfed.checkpoint import atomic_file
 from apfed.config import TrainConfig
 from apfed.data.encoding import Encoding, as_numbers, as_text
-from apfed.data.views import Preprocessor, first_nonfinite
+from apfed.data.views import FAR_SDS, Preprocessor, first_nonfinite
 from apfed.errors import ApfedError, DataError
 from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make_head
 
@@ -127,7 +127,32 @@ class StandaloneModel:
         if (found := first_nonfinite(X, missing_ok=self.preprocessor.missing)) is not None:
             r, c, n = found
             raise ApfedError(f"X holds NaN or infinite values ({n} rows; the first: row {r}, feature {c})")
+        if (note := self.far_columns_note(X.reshape(len(X), -1))) is not None:
+            warnings.warn(note, stacklevel=3)
         return torch.from_numpy(self.preprocessor(X))
+
+    def far_columns_note(self, X: np.ndarray) -> str | None:
+        """A warning naming the numeric columns of raw feature rows ``X`` (rows x features) whose values lie far
+        from training's (``Preprocessor.far_features``): most often a column in other units, or another column's
+        values under its name; None when there is none. The model predicts all the same."""
+        numeric = None
+        if self.encoding:
+            numeric = [p for c, ps in self.encoding.groups() if c not in self.encoding.categories for p in ps]
+        far = self.preprocessor.far_features(X, numeric)
+        if not far:
+            return None
+        names = self.columns or []
+        shown = []
+        for j, distance, spread in far[:5]:
+            name = repr(names[j]) if j < len(names) else f"feature {j}"
+            what = f"mean {distance:,.0f} SDs from training's" if distance > FAR_SDS else ""
+            wide = f"spread {spread:,.0f}x training's" if spread > FAR_SDS else ""
+            shown.append(f"{name} ({', '.join(w for w in (what, wide) if w)})")
+        more = f" and {len(far) - 5} more" if len(far) > 5 else ""
+        return (
+            f"{len(far)} column(s) far from their values in training (other units, or another column's values?):"
+            f" {', '.join(shown)}{more}"
+        )
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""

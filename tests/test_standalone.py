@@ -234,3 +234,28 @@ def test_info_shows_what_the_model_takes_and_where_it_came_from(tmp_path, traine
     assert f"{r.final['accuracy']:.2f} %, ROC-AUC {r.final['roc_auc']:.4f}" in res.output
     assert p["test_roc_auc"] == r.final["roc_auc"]
     assert f"{len(passives)} passive(s): {', '.join(passives)}" in res.output
+
+
+def test_a_column_far_from_its_training_values_is_named_in_a_warning(trained):
+    """A column in other units (or another column's values under its name) gives garbage predictions without an
+    error; the model says which column lies far from its training values, and predicts all the same."""
+    import warnings
+
+    ds, r = trained
+    m = r.model
+    X = ds.views[1].X[ds.test_idx].astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rows it was tested on: no warning
+        expected = m.predict_proba(X)
+    scaled, shifted = X.copy(), X.copy()
+    scaled[:, 12] *= 1000  # a spread 1000 times training's (and a mean far off)
+    shifted[:, 20] += 100 * m.preprocessor.std[20]
+    name12, name20 = m.columns[12], m.columns[20]
+    with pytest.warns(UserWarning, match=rf"1 column\(s\) far from their values in training .*'{name12}' \(mean"):
+        m.predict_proba(scaled)
+    with pytest.warns(UserWarning, match=rf"'{name20}' \(mean 100 SDs from training's\)$") as caught:
+        assert m.predict_proba(shifted).shape == expected.shape
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a few rows may well be unusual: too few to judge
+        m.predict_proba(scaled[:19])

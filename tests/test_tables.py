@@ -256,3 +256,34 @@ def test_a_semicolon_tab_or_bar_separated_file_reads_as_the_comma_one(tmp_path, 
         assert code == 0, err
         outputs.append((tmp_path / "p.csv").read_text())
     assert outputs[0] == outputs[1] and outputs[0].startswith("id,prediction,p_a,p_b,p_c\nn1,")
+
+
+def test_predict_and_score_name_a_numeric_column_far_from_training_in_one_warning_line(tmp_path):
+    """income in other units is one warning line naming it, from predict and score alike; the predictions are
+    still written. A categorical column's features are never judged so: rows that all share one city may be a
+    subset, not a mistake."""
+    y, age, city, income, shop = _bank()
+    paths, _ = _write_csvs(tmp_path, y, age, city, income, shop)
+    data, _ = apfed.load_dataset(data=paths, log=lambda _: None)
+    path = apfed.train(data, "bank", "apfed-c", epochs=1).model.save(tmp_path / "m.safetensors")
+    rows = list(csv.reader((tmp_path / "bank.csv").read_text().splitlines()))
+    income_col = rows[0].index("income")
+    for row in rows[1:]:
+        row[income_col] = f"{float(row[income_col]) * 1000:.1f}"
+    with (tmp_path / "cents.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    for command in (["predict", "--output", tmp_path / "p.csv"], ["score", "--label-column", "label"]):
+        code, _, err = run_cli(*command, "--model", path, "--input", tmp_path / "cents.csv")
+        lines = [line for line in err.splitlines() if line.startswith("warning:")]
+        assert code == 0 and len(lines) == 1, err
+        assert "1 column(s) far from their values in training" in lines[0] and "'income' (" in lines[0], err
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == len(rows)
+    model = StandaloneModel.load(path)
+    X = data.views[0].X[data.test_idx].copy()
+    city = [j for j, name in enumerate(model.columns) if name.startswith("city=")]
+    X[:, city] = 0.0
+    X[:, city[0]] = 1.0  # every row in one city, and as if it had been rare in training
+    model.preprocessor.std[city[0]] = model.preprocessor.mean[city[0]] = 0.01
+    assert len(city) == 4 and model.far_columns_note(X) is None
+    X[:, model.columns.index("income")] *= 1000
+    assert "'income' (" in model.far_columns_note(X)

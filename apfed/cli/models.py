@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,17 @@ import typer
 
 from apfed.cli.common import THRESHOLD_HELP, _output_file, app
 from apfed.errors import ApfedError, ConfigError, DataError
+
+
+@contextmanager
+def _echoed_warnings(path: Path) -> Iterator[None]:
+    """The warnings of a model reading ``path``'s rows, each said once on stderr as ``warning: PATH: ...``, not
+    as Python's warning lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        typer.echo(f"warning: {path}: {message}", err=True)
 
 
 def _read_input(
@@ -61,11 +74,8 @@ def _read_input(
         )
     ids = strings[0] if with_id else None
     if model.encoding:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _echoed_warnings(path):
             X = model.encode(X, {header[j]: v for j, v in zip(text, strings[len(with_id) :], strict=True)})
-        for w in caught:
-            typer.echo(f"warning: {path}: {w.message}", err=True)
     names = model.columns if model.encoding else [header[j] for j in take]
     _check_finite(path, X, ids, names, model.preprocessor.missing)
     return ids, X
@@ -114,7 +124,8 @@ def predict(
     _output_file(output, {"input file": input, "model file": model})
     required, id_column = id_column is not None, id_column or "id"
     ids, X = _read_input(input, m, id_column, required)
-    proba = m.predict_proba(X)
+    with _echoed_warnings(input):
+        proba = m.predict_proba(X)
     pred = m.classes_[proba.argmax(1) if cut is None else thresholded(proba, *cut)]
     from apfed.checkpoint import atomic_file
 
@@ -232,12 +243,14 @@ def score(
         )
     keep = ~unlabelled
     index, unseen = label_indices(y[keep], m.class_names)
-    proba = m.predict_proba(X[keep])
+    with _echoed_warnings(input):
+        proba = m.predict_proba(X[keep])
     report = score_report(index, proba, m.class_names, unseen, cut)
     if other is not None:  # the same rows of the same file, each model reading its own columns
         _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
         other_index, other_unseen = label_indices(y[keep], other.class_names)
-        other_proba = other.predict_proba(X_other[keep])
+        with _echoed_warnings(input):
+            other_proba = other.predict_proba(X_other[keep])
         other_report = score_report(other_index, other_proba, other.class_names, other_unseen, other_cut)
         right = predictions(proba, cut) == index  # an unseen label's index is past every class: never right
         other_right = predictions(other_proba, other_cut) == other_index
@@ -257,7 +270,9 @@ def score(
     if trained is not None:
         report["training_test_accuracy"] = trained
     if importance:
-        report["importance"] = _importance(m, X[keep], y[keep], repeats, seed)
+        with warnings.catch_warnings():  # said above, for the rows as they are
+            warnings.simplefilter("ignore")
+            report["importance"] = _importance(m, X[keep], y[keep], repeats, seed)
     if as_json:
         typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
         return

@@ -239,6 +239,11 @@ def image_strips(
     ]
 
 
+FAR_SDS = 10.0  # Preprocessor.far_features: a column this many training SDs off (or this much wider) is far
+FAR_MIN_ROWS = 20
+FAR_SAMPLE = 10_000
+
+
 @dataclass
 class Preprocessor:
     """Maps a view's raw features to model inputs. Fitted on training rows only; stored in the model file.
@@ -282,6 +287,29 @@ class Preprocessor:
             filled[np.isnan(filled)] = 0.0
             z[:, self.missing] = filled
         return z
+
+    def far_features(self, x: np.ndarray, positions: list[int] | None = None) -> list[tuple[int, float, float]]:
+        """The features of raw rows ``x`` (rows x features) whose values lie far from training's, as (position,
+        distance of their mean from the training mean, their spread), both in training standard deviations: a
+        distance or a spread over ``FAR_SDS``, the mark of other units or of another column's values. Only
+        ``positions`` (default: every feature) of a tabular view, and only with ``FAR_MIN_ROWS`` rows or more (a
+        few rows may well be unusual); at most ``FAR_SAMPLE`` rows are read, evenly spaced; missing values are
+        ignored."""
+        if self.kind != "tabular" or len(x) < FAR_MIN_ROWS:
+            return []
+        cols = np.arange(x.shape[1]) if positions is None else np.asarray(positions, dtype=np.int64)
+        if not len(cols):
+            return []
+        sample = x[:: max(1, len(x) // FAR_SAMPLE)]
+        distance, spread = np.empty(len(cols)), np.empty(len(cols))
+        for k in range(0, len(cols), 256):  # bounded memory for wide tables
+            c = cols[k : k + 256]
+            z = (sample[:, c].astype(np.float64) - self.mean[c]) / self.std[c]
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value at all
+                distance[k : k + 256], spread[k : k + 256] = np.abs(np.nanmean(z, axis=0)), np.nanstd(z, axis=0)
+        far = (distance > FAR_SDS) | (spread > FAR_SDS)
+        return [(int(c), float(d), float(s)) for c, d, s in zip(cols[far], distance[far], spread[far], strict=True)]
 
     def to_json(self) -> dict:
         if self.kind == "image":
