@@ -127,7 +127,8 @@ class StandaloneModel:
         if (found := first_nonfinite(X, missing_ok=self.preprocessor.missing)) is not None:
             r, c, n = found
             raise ApfedError(f"X holds NaN or infinite values ({n} rows; the first: row {r}, feature {c})")
-        if (note := self.far_columns_note(X.reshape(len(X), -1))) is not None:
+        note = self.preprocessor.pixel_range_note(X) or self.far_columns_note(X.reshape(len(X), -1))
+        if note is not None:
             warnings.warn(note, stacklevel=3)
         return torch.from_numpy(self.preprocessor(X))
 

@@ -259,3 +259,22 @@ def test_a_column_far_from_its_training_values_is_named_in_a_warning(trained):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a few rows may well be unusual: too few to judge
         m.predict_proba(scaled[:19])
+
+
+def test_pixels_on_another_scale_than_training_are_named_in_a_warning():
+    """A model trained on 8-bit pixels (0-255) given pixels scaled to 0-1, or 16-bit ones, says so; predicting
+    the pixels as training read them does not."""
+    import warnings
+
+    ds = load_bundled("mnist5k")
+    ds.train_idx, ds.test_idx = ds.train_idx[:256], ds.test_idx[:64]
+    m = run(ds, 0, make_config("default", method="local", epochs=1)).model
+    X = ds.views[0].X[ds.test_idx]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.predict_proba(X)
+        m.predict_proba(X[:19] / 255.0)  # too few rows to judge
+    with pytest.warns(UserWarning, match="pixel values lie within 0-1, but the model was trained on 0-255"):
+        m.predict_proba(X / 255.0)
+    with pytest.warns(UserWarning, match="pixel values reach 65535, .* divide them by 257"):
+        m.predict_proba(X.astype(np.float32) * 257)

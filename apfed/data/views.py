@@ -241,7 +241,7 @@ def image_strips(
 
 FAR_SDS = 10.0  # Preprocessor.far_features: a column this many training SDs off (or this much wider) is far
 FAR_MIN_ROWS = 20
-FAR_SAMPLE = 10_000
+FAR_SAMPLE = 1_000  # rows read, evenly spaced: plenty for a shift of 10 SDs, and cheap
 
 
 @dataclass
@@ -300,16 +300,33 @@ class Preprocessor:
         cols = np.arange(x.shape[1]) if positions is None else np.asarray(positions, dtype=np.int64)
         if not len(cols):
             return []
-        sample = x[:: max(1, len(x) // FAR_SAMPLE)]
-        distance, spread = np.empty(len(cols)), np.empty(len(cols))
-        for k in range(0, len(cols), 256):  # bounded memory for wide tables
-            c = cols[k : k + 256]
-            z = (sample[:, c].astype(np.float64) - self.mean[c]) / self.std[c]
+        sample = x[:: -(-len(x) // FAR_SAMPLE)]
+        z = (sample[:, cols].astype(np.float32) - self.mean[cols]) / self.std[cols]
+        if self.missing:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value at all
-                distance[k : k + 256], spread[k : k + 256] = np.abs(np.nanmean(z, axis=0)), np.nanstd(z, axis=0)
+                distance, spread = np.abs(np.nanmean(z, axis=0)), np.nanstd(z, axis=0)
+        else:
+            distance, spread = np.abs(z.mean(axis=0)), z.std(axis=0)
         far = (distance > FAR_SDS) | (spread > FAR_SDS)
         return [(int(c), float(d), float(s)) for c, d, s in zip(cols[far], distance[far], spread[far], strict=True)]
+
+    def pixel_range_note(self, x: np.ndarray) -> str | None:
+        """For an image view: a warning when raw pixels ``x`` seem to be on another scale than training's (the
+        model reads raw values from 0 to 1/``scale``, 255 for 8-bit images): all within 0-1 where training's went
+        to 255, or beyond 1.5 times training's top; None otherwise, for fewer than ``FAR_MIN_ROWS`` rows, and for
+        images trained as floats (``scale`` 1), whose range apfed does not know."""
+        top = 1.0 / self.scale
+        if self.kind != "image" or len(x) < FAR_MIN_ROWS or top <= 1.5:  # float images may hold any values
+            return None
+        seen = float(np.nanmax(x[:: -(-len(x) // FAR_SAMPLE)]))
+        if 0.0 < seen <= 1.0:
+            return f"pixel values lie within 0-1, but the model was trained on 0-{top:g}: multiply them by {top:g}?"
+        if seen > 1.5 * top:
+            return (
+                f"pixel values reach {seen:g}, but the model was trained on 0-{top:g}: divide them by {seen / top:.3g}?"
+            )
+        return None
 
     def to_json(self) -> dict:
         if self.kind == "image":
