@@ -82,12 +82,19 @@ def slice_augmentation(aug: dict | None, start: int, size: int) -> dict[str, tor
 
 
 def mixed_cross_entropy(
-    logits: torch.Tensor, y: torch.Tensor, aug: dict | None, weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    aug: dict | None,
+    weight: torch.Tensor | None = None,
+    unlabelled: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy against the mixed labels of a mixup batch (plain cross-entropy otherwise); ``weight``: one
-    per class, the loss then being the weighted mean over the minibatch, as ``F.cross_entropy``'s."""
+    per class, the loss then being the weighted mean over the minibatch, as ``F.cross_entropy``'s. ``unlabelled``:
+    ``y`` may hold -1 (no label), which counts for nothing; a minibatch with no label at all has loss 0."""
     import torch.nn.functional as F
 
+    if unlabelled:
+        return _labelled_cross_entropy(logits, y, aug, weight)
     if aug is None or "perm" not in aug:
         return F.cross_entropy(logits, y, weight=weight)
     lam, y2 = aug["lam"], y[aug["perm"]]
@@ -97,3 +104,26 @@ def mixed_cross_entropy(
     if weight is None:
         return per_sample.mean()
     return per_sample.sum() / (lam * weight[y] + (1 - lam) * weight[y2]).sum()
+
+
+def _labelled_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, aug: dict | None, weight: torch.Tensor | None
+) -> torch.Tensor:
+    """``mixed_cross_entropy`` over the rows that have a label (y >= 0): each row's (and with mixup, each of its
+    two labels') weight is 0 without one, and the loss is the weighted mean, computed on the device (no sync, as a
+    CUDA graph needs)."""
+    import torch.nn.functional as F
+
+    def part(labels: torch.Tensor, share) -> tuple[torch.Tensor, torch.Tensor]:
+        has = labels >= 0
+        safe = labels.clamp(min=0)
+        w = has.to(logits.dtype) * (weight[safe] if weight is not None else 1.0) * share
+        return (w * F.cross_entropy(logits, safe, reduction="none")).sum(), w.sum()
+
+    if aug is None or "perm" not in aug:
+        total, count = part(y, 1.0)
+    else:
+        lam = aug["lam"]
+        (t1, c1), (t2, c2) = part(y, lam), part(y[aug["perm"]], 1 - lam)
+        total, count = t1 + t2, c1 + c2
+    return total / count.clamp(min=1e-12)

@@ -64,6 +64,7 @@ class TrainConfig:
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
     class_weight: str = "none"  # none | balanced: each class's loss weighted by N / (classes x its training rows)
     unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds
+    unlabelled_rows: str = "train"  # train | drop: the rows every party holds that have no label (apfed-r/c/m/kd)
     validation: float = 0.0  # > 0: this share of the training rows is held out to pick the best epoch
     validation_metric: str = "accuracy"  # accuracy | loss | roc_auc: what picks the epoch (and runs out of patience)
     patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
@@ -83,6 +84,10 @@ class TrainConfig:
             (
                 self.unmatched_rows in ("train", "drop"),
                 f"unmatched_rows must be train or drop, got {self.unmatched_rows!r}",
+            ),
+            (
+                self.unlabelled_rows in ("train", "drop"),
+                f"unlabelled_rows must be train or drop, got {self.unlabelled_rows!r}",
             ),
             (
                 self.class_weight in ("none", "balanced"),
@@ -144,6 +149,13 @@ class TrainConfig:
         """Whether the run also trains on the active party's rows that no passive holds: a standalone method's
         task loss can (``unmatched_rows=train``); a model that reads every party's data cannot."""
         return self.unmatched_rows == "train" and STANDALONE[self.method]
+
+    @property
+    def trains_unlabelled(self) -> bool:
+        """Whether the run also trains on the rows every party holds that have no label: the passives' APFed losses
+        need none (nor does apfed-kd's distillation from its teacher), so apfed-r, -c, -m and -kd can
+        (``unlabelled_rows=train``); a task loss alone (local, tvfl, centralized) cannot."""
+        return self.unlabelled_rows == "train" and self.method in ("apfed-r", "apfed-c", "apfed-m", "apfed-kd")
 
     @property
     def holds_unmatched(self) -> bool:

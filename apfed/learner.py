@@ -93,7 +93,8 @@ class PassiveInfo:
 class ActiveLearner:
     """Encoder, standalone head, projection head and (tvfl, apfed-kd, centralized) a fused head.
 
-    ``y``: class indices of any integer dtype (the active party holds them as int16); a minibatch's are widened."""
+    ``y``: class indices of any integer dtype (the active party holds them as int16; -1: a row with no label, which
+    only the passives' losses and the distillation train on); a minibatch's are widened."""
 
     def __init__(
         self,
@@ -107,9 +108,12 @@ class ActiveLearner:
         extra_X: list[torch.Tensor] | None = None,
         class_weights: torch.Tensor | None = None,
         own_rows: bool = False,
+        unlabelled: bool = False,
     ):
-        """``own_rows``: ``X`` also holds rows that no passive holds, trained by ``own_step``."""
+        """``own_rows``: ``X`` also holds rows that no passive holds, trained by ``own_step``; ``unlabelled``: some
+        training rows have no label."""
         self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
+        self.unlabelled = unlabelled  # some training rows have no label (-1): the task losses skip them
         self.class_weights = class_weights  # the task losses' weight per class (cfg.class_weight), or None
         self.extra_X = extra_X or []
         extra_specs = extra_specs or []
@@ -238,7 +242,7 @@ class ActiveLearner:
     def _own_step(self, t: dict[str, torch.Tensor], captured: bool, aug: dict | None = None) -> dict:
         idx = t["idx"]
         logits = self.modules["head"](self.modules["encoder"](apply_augmentation(self.X[idx], aug)))
-        task = mixed_cross_entropy(logits, self.y[idx].long(), aug, self.class_weights)
+        task = mixed_cross_entropy(logits, self.y[idx].long(), aug, self.class_weights, self.unlabelled)
         update(self.opts[0], task, captured)
         return {"task_loss": task.detach()}
 
@@ -258,7 +262,7 @@ class ActiveLearner:
         if self.standalone:
             hidden = self.modules["head"][:3](h)
             logits = self.modules["head"][3:](hidden)
-            task = mixed_cross_entropy(logits, y, aug, self.class_weights)
+            task = mixed_cross_entropy(logits, y, aug, self.class_weights, self.unlabelled)
             loss = loss + task
             metrics["task_loss"] = task.detach()
         if self.fused:
@@ -270,7 +274,7 @@ class ActiveLearner:
             parts += [e.flatten(1) for e in leaves if e is not None]
             fused_hidden = self.modules["fused_head"][:3](torch.cat(parts, 1))
             fused_logits = self.modules["fused_head"][3:](fused_hidden)
-            fused = mixed_cross_entropy(fused_logits, y, aug, self.class_weights)
+            fused = mixed_cross_entropy(fused_logits, y, aug, self.class_weights, self.unlabelled)
             loss = loss + fused
             metrics["fused_loss"] = fused.detach()
             if self.standalone:  # apfed-kd: the active-only student learns from the fused teacher

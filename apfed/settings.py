@@ -70,6 +70,12 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
                 "the active party's labelled rows that some passive lacks: `train` (the standalone methods' task "
                 "loss takes them, in local steps) or `drop`",
             ),
+            (
+                "unlabelled_rows",
+                "the rows every party holds that have no label (an empty label cell): `train` (apfed-r, -c, -m and -kd "
+                "train the passives' losses on them, and apfed-kd its distillation; the task loss skips them) or "
+                "`drop`; local, tvfl and centralized leave them out",
+            ),
             ("mixup", "> 0: mixup with Beta(a, a) weights, the same mix at every party (0: off)"),
             ("shift", "image views: a random horizontal shift of up to N pixels, the same at every party"),
         ),

@@ -237,8 +237,11 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         keep = np.flatnonzero(present)
         train = np.flatnonzero(np.isin(keep, train_pos))
         test = np.flatnonzero(np.isin(keep, test_pos))
+        unlabelled = np.flatnonzero(np.isin(keep, d.unlabelled_rows)) if d.unlabelled_rows is not None else test[:0]
+        without = f", {len(unlabelled)} with no label" if len(unlabelled) else ""
         self.log(
-            f"{len(keep)} of {len(d.ids)} active rows are held by every passive ({len(train)} train, {len(test)} test)"
+            f"{len(keep)} of {len(d.ids)} active rows are held by every passive ({len(train)} train, {len(test)} test"
+            f"{without})"
         )
         if len(train) == 0 or (len(test) == 0 and len(test_pos)):  # a split with no test rows trains on every one
             raise DataError("no training or no test rows are shared with the passives; check the ID columns")
@@ -247,6 +250,19 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         unmatched = np.sort(np.asarray(train_pos)[~present[train_pos]])
         own = unmatched if cfg.trains_unmatched else unmatched[:0]
         train, val, own, own_val = self._hold_out(keep, train, own)
+        if len(unlabelled):
+            self.log(
+                f"{len(unlabelled)} rows with no label: "
+                + (
+                    "the passives' losses train on them too (unlabelled_rows=train)"
+                    if cfg.trains_unlabelled
+                    else "left out (unlabelled_rows=drop)"
+                    if cfg.method in ("apfed-r", "apfed-c", "apfed-m", "apfed-kd")
+                    else f"left out ({cfg.method} learns from labels alone)"
+                )
+            )
+            if cfg.trains_unlabelled:  # training rows like the others, with no task loss (apfed.learner)
+                train = np.sort(np.concatenate([train, unlabelled]))
         standalone = STANDALONE[cfg.method]
         tested = standalone or cfg.method == "tvfl"  # tvfl: with the passives' embeddings filled in
         own_test = np.sort(np.asarray(test_pos)[~present[test_pos]]) if tested else np.asarray(test_pos)[:0]
@@ -362,15 +378,27 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         extra_X = [device_rows(v, keep, Preprocessor.fit(v, keep[train]), dev) for v in self.extra_views]
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
         weights = None
-        counts = np.bincount(d.labels[trained], minlength=len(d.class_names)).astype(np.float64)
+        labelled = d.labels[trained]
+        labelled = labelled[labelled >= 0]
+        counts = np.bincount(labelled, minlength=len(d.class_names)).astype(np.float64)
         # two classes: the rarer in training (fraud, churn, a diagnosis) is the positive class of average precision
         self.positive = 0 if len(counts) == 2 and counts[0] < counts[1] else 1
         if cfg.class_weight == "balanced":  # from the training rows' labels: N / (classes x the class's rows)
             weights = torch.tensor(
-                len(trained) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
+                len(labelled) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
             )
         self.learner = ActiveLearner(
-            spec, cfg, len(d.class_names), X, y, infos, extra_specs, extra_X, weights, own_rows=len(own) > 0
+            spec,
+            cfg,
+            len(d.class_names),
+            X,
+            y,
+            infos,
+            extra_specs,
+            extra_X,
+            weights,
+            own_rows=len(own) > 0,
+            unlabelled=len(labelled) < len(trained),
         )
         self.spec, self.infos = spec, infos
         self.sent_shapes = [tuple(h_shape) if p.loss == "r" else (cfg.projection_dim,) for p in infos]
@@ -380,6 +408,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         self.train_idx = self.train_rows.to(dev)
         self.test_idx = self.test_rows.to(dev)
         self.y_test = compact_labels(d.labels[keep[test]])
+        self.n_unlabelled = len(trained) - len(labelled)
         self.val = compact_index(val, len(keep))
         self.val_rows = torch.from_numpy(self.val)  # the matched ones on the host, for a fused model's passives
         # every validation row in the learner's positions: the matched ones, then those that some passive lacks
@@ -670,6 +699,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             "train_rows": len(self.train_rows),
             "test_rows": len(self.test_rows),
             **({"unmatched_train_rows": len(self.own)} if len(self.own) else {}),
+            **({"unlabelled_train_rows": self.n_unlabelled} if self.n_unlabelled else {}),
             "epochs_run": len(self.history),
             **({"validation_rows": self.n_val, "best_epoch": self.best["epoch"]} if self.best else {}),
             **({"unmatched_validation_rows": len(self.own_val)} if self.best and len(self.own_val) else {}),

@@ -105,7 +105,6 @@ def test_a_label_column_that_is_the_id_column_or_sits_in_a_passive_file_is_a_cle
         ("id,x,label\n1,0.5,a\n2,0.7,b\n1,0.2,a\n2,0.1,b\n2,0.1,b\n", "'1' appears 2 times, and 1 more duplicated ID$"),
         ("id,x,y,label\n1,0.5,0,a\n2,0.7,inf,b\n3,nan,-inf,b\n", "infinite values: ID '2', column 'y'; 2 rows have"),
         ("id,x,label\n", "at least one data row"),
-        ("id,x,label\n1,0.5,a\n2,0.7, \n3,0.1,NaN\n4,0.2,n/a\n", r"3 rows have no label \(IDs 2, 3, 4\)"),
         ("id,x,x,label\n1,0.5,0.9,a\n", "column names used more than once: 'x'"),  # was read as two copies of x
         ("id,x,label,label\n1,0.5,a,b\n", "more than once: 'label'"),
         (

@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -95,7 +96,10 @@ def test_no_raw_features_or_labels_in_any_message(digits, method):
             if a.dtype.kind in "iu" and a.ndim == 1 and len(a) >= 16:
                 assert not np.array_equal(a, labels[: len(a)]), f"{name} carries labels"
                 assert not np.array_equal(a % 10, labels[a % len(labels)]), f"{name} carries labels"
-        assert "label" not in str(m.config).lower()
+        config = dict(m.config)
+        train_config = json.loads(config.pop("train_config", "{}"))
+        assert "label" not in str(config).lower()
+        assert "label" not in str(list(train_config.values())).lower()  # a setting's name (unlabelled_rows) is none
 
 
 def test_k_minibatches_per_round_trains_and_cuts_messages(digits):

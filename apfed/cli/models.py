@@ -402,6 +402,8 @@ def _model_summary(d: dict) -> dict[str, str]:
         apart = p.get("unmatched_validation_rows", 0)  # validation rows among those that some passive lacks
         val = f"{p['validation_rows']:,} validation, " if p.get("validation_rows") and not apart else ""
         lines["rows"] = f"{p['train_rows']:,} training, {val}{p['test_rows']:,} test (aligned with every passive)"
+        if p.get("unlabelled_train_rows"):
+            lines["rows"] += f"; {p['unlabelled_train_rows']:,} of the training rows had no label"
         if p.get("unmatched_train_rows"):
             lines["rows"] += f"; {p['unmatched_train_rows']:,} more training rows that some passive lacks"
         if apart:

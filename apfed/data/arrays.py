@@ -53,7 +53,8 @@ def from_arrays(
 ) -> MultiViewDataset:
     """A dataset from in-memory views: ``views`` maps each view's name to its features (a 2-D numpy array or a
     pandas DataFrame, whose column names are kept, or 4-D images N x C x H x W), ``labels`` the class of every row
-    (any values: their sorted distinct values become the classes). Every view has the same rows in the same
+    (any values: their sorted distinct values become the classes; None or NaN marks a row with no label, which
+    only the passives' losses train on: ``TrainConfig.unlabelled_rows``). Every view has the same rows in the same
     order; ``ids`` names them (default 0..N-1). The split is stratified (``test_size``, ``seed``), as for files.
     A column of text (strings in a DataFrame or an object array) is categorical, one 0/1 feature per value; a
     missing value (NaN, None, an empty string or an NA marker) is filled with its column's training mean, as for
@@ -77,16 +78,6 @@ def from_arrays(
             raise DataError(
                 f"view {key!r} has {len(X)} rows but there are {n} labels; every view needs one row per label"
             )
-    if y.dtype.kind == "f":
-        missing = np.flatnonzero(np.isnan(y))
-    elif y.dtype == object:
-        missing = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in y.tolist()])
-    else:
-        missing = np.empty(0, dtype=np.int64)
-    if len(missing):
-        raise DataError(
-            f"{len(missing)} rows have no label (first: row {missing[0]}); fill them or leave those rows out"
-        )
     row_ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
     if row_ids.shape != (n,):
         raise DataError(f"ids must be one value per row ({n}), got shape {row_ids.shape}")
@@ -107,7 +98,7 @@ def from_arrays(
             where = f"column {columns[empty]!r}" if columns else f"feature {empty}"
             raise DataError(f"view {key!r}: {where} has no value in any row; drop it")
     try:
-        class_names, encoded, train, test = labelled_split(y, "the labels hold", test_size, seed)
+        class_names, encoded, train, test, unlabelled = labelled_split(y, "the labels hold", test_size, seed)
     except TypeError:
         raise DataError("labels mix types that cannot be ordered (e.g. numbers and strings); give one kind") from None
     built = [
@@ -116,7 +107,8 @@ def from_arrays(
         else View(key, "tabular", X, columns or [f"{key}_{j}" for j in range(X.shape[1])], encoding=encoding)
         for key, (X, columns, encoding) in arrays.items()
     ]
-    return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test)
+    unlabelled = unlabelled if len(unlabelled) else None
+    return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test, unlabelled=unlabelled)
 
 
 def from_parties(

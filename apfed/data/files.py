@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apfed.data.encoding import Encoding, describe, encode_table, is_missing, is_missing_value, one_hot, parse_number
+from apfed.data.encoding import Encoding, describe, encode_table, is_missing_value, one_hot, parse_number
 from apfed.data.splits import labelled_split, split_name
 from apfed.data.views import MultiViewDataset, UnmatchedRows, View, compact_index, first_empty_column, first_nonfinite
 from apfed.errors import DataError
@@ -265,14 +265,6 @@ def _checked(t: PartyTable) -> PartyTable:
         raise DataError(f"{t.path}: features hold infinite values: {where}{more}")
     if (empty := first_empty_column(t.X)) is not None:
         raise DataError(f"{t.path}: column {t.columns[empty]!r} has no value in any row; drop it")
-    if t.labels is not None:
-        missing = np.flatnonzero(is_missing(t.labels))
-        if len(missing):
-            first = ", ".join(map(str, t.ids[missing[:3]]))
-            raise DataError(
-                f"{t.path}: {len(missing)} rows have no label (IDs {first}{', ...' if len(missing) > 3 else ''});"
-                " fill them or leave those rows out"
-            )
     return t
 
 
@@ -306,7 +298,7 @@ def active_party_file(
     from apfed.data.views import PartyData
 
     t = read_party_file(path, id_column, label_column)
-    class_names, labels, train, test = labelled_split(
+    class_names, labels, train, test, unlabelled = labelled_split(
         t.labels, f"{t.path}: label column {label_column!r} holds", test_fraction, split_seed
     )
     return PartyData(
@@ -316,6 +308,7 @@ def active_party_file(
         class_names=class_names,
         train_rows=train,
         test_rows=test,
+        unlabelled_rows=unlabelled if len(unlabelled) else None,
     )
 
 
@@ -354,6 +347,8 @@ def _load_multi_view(
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     log(f"{path.name}: {len(ds.labels)} rows, {len(views)} views ({', '.join(views)}) aligned in the file")
+    if ds.unlabelled is not None:
+        log(unlabelled_note(path.name, len(ds.unlabelled), len(ds.unlabelled), len(views) > 1))
     return ds
 
 
@@ -410,7 +405,7 @@ def dataset_from_tables(
     # the active party's whole file is split, as in a deployment (apfed.data.files.active_party_file), so that a
     # run here and a deployment train and test on the same rows; the rows some passive lacks are the unmatched ones
     active = tables[0]
-    class_names, labels, train, test = labelled_split(
+    class_names, labels, train, test, unlabelled = labelled_split(
         active.labels, f"{active.path}: label column {label_column!r} holds", test_fraction, split_seed
     )
     is_test = np.zeros(len(active.ids), dtype=bool)
@@ -427,10 +422,13 @@ def dataset_from_tables(
         )
     views = [t.view(r) for t, r in zip(tables, rows, strict=True)]
     unmatched = None
-    if len(tables) > 1 and len(common) < len(active.ids):
-        rest = np.ones(len(active.ids), dtype=bool)
+    rest = np.zeros(len(active.ids), dtype=bool)
+    if len(tables) > 1:
+        rest[:] = True
         rest[first] = False
-        others = np.flatnonzero(rest)
+        rest[unlabelled] = False  # a row with no label that some passive lacks has nothing to train
+    others = np.flatnonzero(rest)
+    if len(others):
         unmatched = UnmatchedRows(0, active.X[others], labels[others], active.ids[others], is_test[others])
         n_test = int(is_test[others].sum())
         log(
@@ -438,6 +436,10 @@ def dataset_from_tables(
             f" ({len(others) - n_test} train, {n_test} test): standalone methods also train and are tested on them"
             " (unmatched_rows=train, the default; tvfl and centralized cannot)"
         )
+    held = position[unlabelled]
+    held = held[held >= 0]
+    if len(unlabelled):
+        log(unlabelled_note(active.path.name, len(unlabelled), len(held), len(tables) > 1))
     return MultiViewDataset(
         name="+".join(t.path.stem for t in tables),
         views=views,
@@ -447,4 +449,16 @@ def dataset_from_tables(
         train_idx=compact_index(train_idx, len(common)),
         test_idx=compact_index(test_idx, len(common)),
         unmatched=unmatched,
+        unlabelled=np.sort(held) if len(held) else None,
+    )
+
+
+def unlabelled_note(name: str, rows: int, held: int, passives: bool = True) -> str:
+    """The line that says what becomes of a file's ``rows`` rows with no label, ``held`` of them by every party."""
+    lacking = f" ({rows - held} of them, which some passive lacks, are left out)" if held < rows else ""
+    if not passives:
+        return f"{name}: {rows} rows have no label: left out (only the passives' losses can use them)"
+    return (
+        f"{name}: {rows} rows have no label{lacking}: apfed-r, -c, -m and -kd train the passives' losses on them"
+        " (unlabelled_rows=train, the default; local, tvfl and centralized leave them out), and none is tested"
     )

@@ -38,12 +38,39 @@ def stratified_split(
     return compact_index(train, n), compact_index(test, n)
 
 
+def missing_labels(raw_labels: np.ndarray) -> np.ndarray:
+    """Which rows have no label: NaN or None, an empty text or an NA marker (as in a feature column)."""
+    from apfed.data.encoding import is_missing
+
+    y = np.asarray(raw_labels)
+    if y.dtype.kind == "f":
+        return np.isnan(y)
+    if y.dtype.kind in "US":
+        return is_missing(y)
+    if y.dtype == object:
+        return np.asarray(
+            [
+                v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and bool(is_missing([v])[0]))
+                for v in y.tolist()
+            ],
+            dtype=bool,
+        ).reshape(len(y))
+    return np.zeros(len(y), dtype=bool)
+
+
 def labelled_split(
     raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Class names (the sorted distinct labels), each row's class index (int64) and a stratified split; a
-    DataError naming ``holder`` (what holds the labels) when there is a single class."""
-    class_names, labels = np.unique(raw_labels, return_inverse=True)
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Class names (the sorted distinct labels), each row's class index (int64; -1 for a row with no label), a
+    stratified split of the labelled rows, and the rows with no label (``missing_labels``: they are never tested,
+    and train only the methods that need no label, ``TrainConfig.unlabelled_rows``); a DataError naming ``holder``
+    (what holds the labels) when there is no label or a single class."""
+    missing = missing_labels(raw_labels)
+    if missing.all():
+        raise DataError(f"{holder} no label in any row; the active party's rows need labels, at least some")
+    labelled = np.flatnonzero(~missing)
+    raw = np.asarray(raw_labels)[labelled] if missing.any() else np.asarray(raw_labels)
+    class_names, labels = np.unique(raw, return_inverse=True)
     if len(class_names) < 2:
         raise DataError(f"{holder} a single class ({str(class_names[0])!r}); a classifier needs at least 2")
     single = np.flatnonzero(np.bincount(labels) == 1) if test_size else []
@@ -61,7 +88,13 @@ def labelled_split(
             f" split needs at least 2 rows of every class{hint}"
         )
     train, test = stratified_split(labels, test_size, seed)
-    return [str(c) for c in class_names], labels.astype(np.int64), train, test
+    names = [str(c) for c in class_names]
+    if not missing.any():
+        return names, labels.astype(np.int64), train, test, np.empty(0, dtype=np.int64)
+    n = len(missing)
+    codes = np.full(n, -1, dtype=np.int64)
+    codes[labelled] = labels
+    return names, codes, compact_index(labelled[train], n), compact_index(labelled[test], n), np.flatnonzero(missing)
 
 
 def check_test_fraction(test_fraction: float) -> float:

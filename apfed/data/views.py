@@ -42,9 +42,9 @@ def first_empty_column(X: np.ndarray) -> int | None:
 
 
 def compact_labels(labels: np.ndarray) -> np.ndarray:
-    """Class indices as int16 where they fit (int32 otherwise); a loss widens just its minibatch."""
+    """Class indices (-1: no label) as int16 where they fit (int32 otherwise); a loss widens just its minibatch."""
     labels = np.asarray(labels)
-    fits = labels.size == 0 or (labels.min() >= 0 and labels.max() < 2**15)
+    fits = labels.size == 0 or (labels.min() >= -1 and labels.max() < 2**15)  # -1: no label
     return labels.astype(np.int16 if fits else np.int32, copy=False)
 
 
@@ -88,7 +88,8 @@ class UnmatchedRows:
 @dataclass
 class MultiViewDataset:
     """All views of a dataset plus labels; only evaluation and simulation hold this whole. ``views``, ``labels``
-    and ``ids`` are the rows every party holds; ``unmatched``, the active party's rows no passive holds."""
+    and ``ids`` are the rows every party holds; ``unmatched``, the active party's labelled rows no passive holds;
+    ``unlabelled``, the rows (held by every party) with no label, in neither ``train_idx`` nor ``test_idx``."""
 
     name: str
     views: list[View]
@@ -99,6 +100,8 @@ class MultiViewDataset:
     test_idx: np.ndarray
     notes: dict = field(default_factory=dict)
     unmatched: UnmatchedRows | None = None
+    unlabelled: np.ndarray | None = None  # positions of the rows with no label (label -1): never tested, and
+    # trained only by the methods that need no label (TrainConfig.unlabelled_rows)
 
     def select(self, keep: list[int]) -> MultiViewDataset:
         """The same rows with only the views at ``keep`` (in the dataset's order)."""
@@ -133,6 +136,7 @@ class PartyData:
     class_names: list[str] | None = None
     train_rows: np.ndarray | None = None
     test_rows: np.ndarray | None = None
+    unlabelled_rows: np.ndarray | None = None  # rows with no label (label -1), in neither split
     matched: np.ndarray | None = None  # in-process: which rows every passive holds (bool per row), for a run that
     # has no passive to ask (local); a deployment learns it from the private set intersection
 
@@ -168,6 +172,7 @@ def split_parties(ds: MultiViewDataset, active: int, unmatched: bool = True) -> 
         class_names=ds.class_names,
         train_rows=train,
         test_rows=test,
+        unlabelled_rows=ds.unlabelled,
         matched=matched,
     )
     passives = [PartyData(view=v, ids=ds.ids) for i, v in enumerate(ds.views) if i != active]
@@ -191,7 +196,8 @@ def partial_overlap(ds: MultiViewDataset, active: int, overlap: float, seed: int
     kept, moved = np.sort(shuffled[:n_keep]), np.sort(shuffled[n_keep:])
     if not len(moved):
         return ds
-    rows = np.sort(np.concatenate([kept, np.asarray(ds.test_idx)]))
+    unlabelled = np.asarray(ds.unlabelled if ds.unlabelled is not None else ds.test_idx[:0])
+    rows = np.sort(np.concatenate([kept, np.asarray(ds.test_idx), unlabelled]))
     position = np.full(len(ds.ids), -1, dtype=np.int64)
     position[rows] = np.arange(len(rows))
     views = [replace(v, X=v.X[rows]) for v in ds.views]
@@ -208,6 +214,7 @@ def partial_overlap(ds: MultiViewDataset, active: int, overlap: float, seed: int
         compact_index(position[np.asarray(ds.test_idx)], len(rows)),
         notes,
         unmatched,
+        None if ds.unlabelled is None else position[unlabelled],
     )
 
 
@@ -344,6 +351,32 @@ class Preprocessor:
             std=np.asarray(d["std"], np.float32),
             missing=[int(j) for j in d.get("missing", [])],
         )
+
+
+def hide_labels(ds: MultiViewDataset, share: float, seed: int = 0) -> MultiViewDataset:
+    """The same data as if only a fraction ``share`` of its training rows had a label (drawn at random, seeded,
+    stratified by class so every class keeps some): the others become rows with no label (``unlabelled``). The test
+    rows keep theirs. For studying how much the rows with no label help, on bundled data."""
+    if not 0 < share <= 1:
+        raise DataError(f"the labelled share must be in (0, 1], got {share}")
+    if ds.unlabelled is not None:
+        raise DataError(f"{ds.name} already has rows with no label")
+    train = np.asarray(ds.train_idx)
+    if share == 1:
+        return ds
+    from apfed.data.splits import stratified_split
+
+    kept, hidden = stratified_split(ds.labels[train], 1 - share, seed, held_out="unlabelled")
+    labels = ds.labels.copy()
+    labels[train[hidden]] = -1
+    n = len(ds.ids)
+    return replace(
+        ds,
+        labels=labels,
+        train_idx=compact_index(np.sort(train[kept]), n),
+        unlabelled=np.sort(train[hidden]),
+        notes={**ds.notes, "labelled_share": share},
+    )
 
 
 def with_passives(ds: MultiViewDataset, active: int, passives: str | list[str | int]) -> tuple[MultiViewDataset, int]:
