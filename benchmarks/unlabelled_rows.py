@@ -11,11 +11,14 @@ rows keep theirs), trains, paired by seed:
 Reports the mean ± std of the last-10-epoch test accuracy over seeds, and each setting's gain over local with the
 same seed. Writes benchmarks/results/<date>-unlabelled-rows-<dataset>-<machine>.{json,md}.
 Usage: python benchmarks/unlabelled_rows.py [--dataset handwritten] [--shares 0.05 0.1 0.25 1] [--seeds 3]
+       python benchmarks/unlabelled_rows.py --dataset D --device cuda --merge A.json B.json  (one report of runs made
+       apart, e.g. two share lists at once on one GPU)
 """
 
 import argparse
 import dataclasses
 import datetime
+import json
 import time
 from pathlib import Path
 
@@ -47,10 +50,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--merge", nargs="+", default=None, help="write one report of these reports' rows instead")
     a = ap.parse_args()
     full, active = load_dataset(a.dataset, views=a.views, active=a.active, log=lambda *_: None)
     rows = []
-    for share in a.shares:
+    if a.merge:  # runs made apart (on one machine, at the same time): one table
+        rows = [r for f in a.merge for r in json.loads(Path(f).read_text())["results"]]
+        rows.sort(key=lambda r: r["labelled_share"])
+        a.shares = sorted({r["labelled_share"] for r in rows})
+    for share in [] if a.merge else a.shares:
         ds = hide_labels(full, share, seed=0)
         local = []
         for label, method, unlabelled in SETTINGS:
@@ -78,6 +86,8 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     machine = "h200" if a.device.startswith("cuda") else "cpu"
+    if a.merge:
+        a.seeds = len(rows[0]["runs"])
     name = full.name if a.views is None else f"{full.name}{a.views}"
     command = (
         f"python benchmarks/unlabelled_rows.py --dataset {a.dataset}"
@@ -85,6 +95,9 @@ def main() -> None:
         + (f" --active {a.active}" if a.active else "")
         + f" --shares {' '.join(map(str, a.shares))} --seeds {a.seeds} --epochs {a.epochs} --device {a.device}"
     )
+    if a.merge:
+        parts = [json.loads(Path(f).read_text())["command"] for f in a.merge]
+        command = " & ".join(parts) + f"; wait; then the same with --merge and the {len(parts)} reports' JSON"
     rep = {"benchmark": "unlabelled rows", "dataset": name, "active": full.views[active].name, "epochs": a.epochs}
     rep.update(seeds=a.seeds, results=rows, command=command)
     header = "| setting | " + " | ".join(f"{s:.0%} labelled" for s in a.shares) + " |"
