@@ -54,6 +54,7 @@ def load_dataset(
     passives: str | Sequence[str | int] | None = None,
     overlap: float | None = None,
     test_fraction: float | None = None,
+    labelled: float | None = None,
 ) -> tuple[MultiViewDataset, int]:
     """A dataset and the index of the active party's view.
 
@@ -67,11 +68,18 @@ def load_dataset(
     only some customers; the others become unmatched rows (``MultiViewDataset.unmatched``). ``test_fraction``: the
     share of the labelled rows held out to test, stratified and seeded (default 0.2, the bundled sets' reference
     split; 0: every labelled row trains and the run reports no test figure, for the model put to use once a run
-    with test rows has been judged; full image sets keep their own test set)."""
+    with test rows has been judged; full image sets keep their own test set). ``labelled``: a fraction in (0, 1]:
+    only that share of the training rows keep their label (stratified, seed 0), the others become rows with no label
+    (``MultiViewDataset.unlabelled``), as if the outcome were known for only some customers (in files, an empty
+    label cell marks such a row)."""
     data = [str(p) for p in data or []]
     check_data_options(dataset, views, data, data_dir, default)
     if overlap is not None and data:
         raise ConfigError("overlap applies to a dataset, not to --data files: their IDs say which rows match")
+    if labelled is not None and data:
+        raise ConfigError(
+            "labelled applies to a dataset, not to --data files: an empty label cell marks a row with no label"
+        )
     from apfed.data import load_bundled, load_image_dir, load_party_files
     from apfed.data.splits import check_test_fraction
 
@@ -93,6 +101,15 @@ def load_dataset(
         from apfed.data.views import with_passives
 
         ds, a = with_passives(ds, a, passives)
+    if labelled is not None:  # before an overlap, which then draws from the rows that kept their label
+        from apfed.data.views import hide_labels
+
+        try:
+            ds = hide_labels(ds, labelled)
+        except DataError as e:  # a wrong argument, not wrong data
+            raise ConfigError(str(e)) from None
+        hidden = 0 if ds.unlabelled is None else len(ds.unlabelled)
+        log(f"{ds.name}: {len(ds.train_idx)} training rows keep their label ({labelled:.0%}), {hidden} have none")
     if overlap is not None:
         from apfed.data.views import partial_overlap
 
@@ -260,6 +277,7 @@ def simulate(
     passives: str | Sequence[str | int] | None = None,
     overlap: float | None = None,
     test_fraction: float | None = None,
+    labelled: float | None = None,
 ) -> dict:
     """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
     ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
@@ -267,7 +285,7 @@ def simulate(
     (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
     the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives``,
-    ``overlap`` and ``test_fraction``: as ``load_dataset``'s."""
+    ``overlap``, ``test_fraction`` and ``labelled``: as ``load_dataset``'s."""
     from apfed.config import method_variant
 
     if method_variant(method, "method")[0] in ("local", "centralized"):  # a variant, 'local[lam=0]', too
@@ -286,6 +304,7 @@ def simulate(
         passives=passives,
         overlap=overlap,
         test_fraction=test_fraction,
+        labelled=labelled,
     )
     from clients.flower_app import RunSettings
 
@@ -302,6 +321,7 @@ def simulate(
         active=chosen,
         passive_views=passives or "",
         overlap=overlap or 0.0,
+        labelled=labelled or 0.0,
         test_fraction=0.2 if test_fraction is None else test_fraction,
         data=data,
         data_dir=str(data_dir or ""),

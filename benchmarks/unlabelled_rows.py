@@ -2,7 +2,8 @@
 
 For each labelled share (the share of the training rows that keep their label, stratified and seeded; the test
 rows keep theirs), trains, paired by seed:
-- ``local`` on the labelled rows (no passive, nothing to learn from a row with no label);
+- ``local`` on the labelled rows (no passive, nothing to learn from a row with no label), and again for as many
+  optimizer steps as apfed-c takes over every row (more epochs): the control for the steps alone;
 - ``apfed-c`` and ``apfed-kd`` with the rows with no label in the passives' losses (and apfed-kd's distillation):
   ``unlabelled_rows=train``, the default;
 - the same two on the labelled rows alone (``unlabelled_rows=drop``: what apfed did before, and what a VFL
@@ -19,6 +20,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from apfed.runner import run
 
 SETTINGS = [  # (label, method, unlabelled_rows)
     ("local", "local", "train"),
+    ("local, as many steps as apfed-c", "local", "steps"),
     ("apfed-c", "apfed-c", "train"),
     ("apfed-c, labelled rows only", "apfed-c", "drop"),
     ("apfed-kd", "apfed-kd", "train"),
@@ -65,7 +68,13 @@ def main() -> None:
             accs, t0 = [], time.perf_counter()
             for seed in range(a.seeds):
                 cfg = make_config("default", method=method, epochs=a.epochs, seed=seed, device=a.device)
-                accs.append(run(ds, active, dataclasses.replace(cfg, unlabelled_rows=unlabelled)).accuracy)
+                if unlabelled == "steps":  # an epoch of local takes ceil(labelled / batch) steps, of apfed-c more
+                    every = len(ds.train_idx) + (0 if ds.unlabelled is None else len(ds.unlabelled))
+                    steps = math.ceil(every / cfg.batch_size) / math.ceil(len(ds.train_idx) / cfg.batch_size)
+                    cfg, unlabelled_setting = dataclasses.replace(cfg, epochs=round(a.epochs * steps)), "train"
+                else:
+                    unlabelled_setting = unlabelled
+                accs.append(run(ds, active, dataclasses.replace(cfg, unlabelled_rows=unlabelled_setting)).accuracy)
             local = local or accs
             gains = [x - y for x, y in zip(accs, local, strict=True)]
             row = {

@@ -53,6 +53,7 @@ class RunSettings:
     passives: int = 0  # with a single `data` file (the active party's own): how many passives to expect
     passive_views: str = ""  # simulation: the views that take part besides the active one (default: all)
     overlap: float = 0.0  # simulation: > 0, the share of the training rows the passives hold (load_dataset)
+    labelled: float = 0.0  # simulation: > 0, the share of the training rows that keep their label (load_dataset)
     test_fraction: float = 0.2  # the share of the active party's labelled rows held out to test (0: none)
     simulation: bool = False  # set by simulate(): virtual nodes may run two messages at once
     seal_key: str = ""  # encryption on: the active party's X25519 key file ...
@@ -116,6 +117,7 @@ def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
         default="mnist5k",
         passives=s.passive_views or None,
         overlap=s.overlap or None,
+        labelled=s.labelled or None,
         test_fraction=None if s.test_fraction == 0.2 else s.test_fraction,
     )
 

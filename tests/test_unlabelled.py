@@ -145,3 +145,30 @@ def test_party_files_with_empty_label_cells(tmp_path):
     (tmp_path / "none.csv").write_text("id,x,label\n1,0.5,\n2,0.7,NA\n")
     with pytest.raises(DataError, match="label column 'label' holds no label in any row"):
         active_party_file(tmp_path / "none.csv", "id", "label")
+
+
+def test_a_study_takes_away_labels_from_the_command_line(tmp_path, party_csvs):
+    """--labelled: only a share of the training rows keep their label (stratified, seeded), in evaluate, train and
+    simulate's nodes alike; the others become rows with no label. For --data files an empty cell says it."""
+    from conftest import run_cli
+
+    from clients.flower_app import RunSettings, load_dataset
+
+    common = ["--dataset", "digits", "--views", "2", "--epochs", "1"]
+    code, _, err = run_cli(
+        "evaluate", *common, "--seeds", "1", "--methods", "local,apfed-c", "--labelled", "0.25", "--out", tmp_path / "e"
+    )
+    assert code == 0, err
+    ds, _ = load_dataset(RunSettings(dataset="digits", views=2, labelled=0.25))
+    kept, hidden = len(ds.train_idx), len(ds.unlabelled)
+    assert kept == round(0.25 * (kept + hidden)) and f"{kept} training rows keep their label (25%), {hidden}" in err
+    code, _, err = run_cli("train", *common, "--method", "apfed-kd", "--labelled", "0.25", "--out", tmp_path / "m")
+    assert code == 0 and f"{hidden} rows with no label: the passives' losses train on them too" in err, err
+    for args, says in (
+        (["--labelled", "0"], "the labelled share must be in (0, 1], got 0.0"),
+        (["--labelled", "0.5", "--resplit"], "--resplit cannot go with --labelled"),
+        (["--labelled", "0.5", "--data", party_csvs["paths"][0]], "labelled applies to a dataset, not to --data files"),
+    ):
+        base = common if "--data" not in args else ["--epochs", "1", "--id-column", "user_id"]
+        code, _, err = run_cli("evaluate", *base, *args, "--out", tmp_path / "x")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err

@@ -86,6 +86,14 @@ Overlap = Annotated[
         " the standalone methods also train on the rest (bundled and image sets; --data files match by ID).",
     ),
 ]
+Labelled = Annotated[
+    float | None,
+    typer.Option(
+        help="Study rows with no label: only this share of the training rows keep their label (stratified, seeded);"
+        " apfed-r/c/m/kd also train the passives' losses on the others (bundled and image sets; in --data files an"
+        " empty label cell marks such a row).",
+    ),
+]
 Data = Annotated[
     list[str] | None,
     typer.Option(
@@ -166,7 +174,9 @@ def _check_data_options(dataset, views, data, data_dir, default="handwritten") -
     check_data_options(dataset, views, data, data_dir, default)
 
 
-def _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction):
+def _dataset(
+    dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction, labelled=None
+):
     """The dataset and active view the data options name (handwritten by default), its log lines on stderr."""
     from apfed.api import load_dataset
 
@@ -182,6 +192,7 @@ def _dataset(dataset, views, active, data, data_dir, id_column, label_column, pa
         passives=passives,
         overlap=overlap,
         test_fraction=test_fraction,
+        labelled=labelled,
     )
 
 

@@ -26,6 +26,7 @@ from apfed.cli.common import (
     KdTemperature,
     KdWeight,
     LabelColumn,
+    Labelled,
     Lam,
     Lr,
     Metrics,
@@ -64,6 +65,7 @@ def evaluate(
     active: Active = None,
     passives: Passives = None,
     overlap: Overlap = None,
+    labelled: Labelled = None,
     test_fraction: TestFraction = None,
     data: Data = None,
     data_dir: DataDir = None,
@@ -159,14 +161,19 @@ def evaluate(
         raise ConfigError(
             "--folds makes the splits, one seed per fold: leave out --seeds, --resplit and --test-fraction"
         )
-    if (resplit or folds) and overlap is not None:
-        what = "--resplit" if resplit else "--folds"
-        raise ConfigError(f"{what} cannot go with --overlap: an overlap study draws the passives' rows from one split")
+    if (resplit or folds) and (overlap is not None or labelled is not None):
+        what, study = "--resplit" if resplit else "--folds", "--overlap" if overlap is not None else "--labelled"
+        raise ConfigError(
+            f"{what} cannot go with {study}: such a study draws its rows (the passives', or those that keep a label)"
+            " from one split"
+        )
     seeds = folds or seeds or 3
     _output_dir(out)
     from apfed.evaluate import evaluate as run_eval
 
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
+    ds, a = _dataset(
+        dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction, labelled
+    )
     from apfed.evaluate import check_variants
 
     check_variants(ds, a, cfg, chosen)  # each on the views it trains on (a variant may name its passives)
@@ -192,6 +199,7 @@ def train(
     active: Active = None,
     passives: Passives = None,
     overlap: Overlap = None,
+    labelled: Labelled = None,
     test_fraction: TestFraction = None,
     data: Data = None,
     data_dir: DataDir = None,
@@ -271,7 +279,9 @@ def train(
     from apfed.report import epoch_label
     from apfed.runner import run
 
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction)
+    ds, a = _dataset(
+        dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction, labelled
+    )
     from apfed.api import check_run
 
     check_run(ds, a, cfg)
@@ -318,6 +328,7 @@ def simulate(
     active: Active = None,
     passives: Passives = None,
     overlap: Overlap = None,
+    labelled: Labelled = None,
     test_fraction: TestFraction = None,
     data: Data = None,
     data_dir: DataDir = None,
@@ -384,6 +395,7 @@ def simulate(
             active=active,
             passives=passives,
             overlap=overlap,
+            labelled=labelled,
             test_fraction=test_fraction,
             data=data,
             data_dir=data_dir,
