@@ -2,6 +2,7 @@
 Keys and certificates are generated at test time; every wait is bounded; every process is stopped by PID."""
 
 import contextlib
+import csv
 import importlib.util
 import json
 import os
@@ -283,6 +284,31 @@ def test_a_deployment_with_no_test_rows_trains_the_model_of_every_labelled_row(t
     assert m.provenance["test_rows"] == 0 and "test_accuracy" not in m.provenance
     assert m.provenance["train_rows"] + m.provenance["unmatched_train_rows"] == 300  # the active party's whole file
     here = apfed.train(ds, 0, "apfed-kd", epochs=2, batches_per_round=2, pipeline=True)
+    X = ds.views[0].X
+    np.testing.assert_allclose(m.predict_proba(X), here.model.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_a_deployment_trains_the_passives_losses_on_the_rows_with_no_label(tmp_path, party_csvs):
+    """An active file with empty label cells: the deployed active party sends those rows to the SuperNodes with
+    the others, its task losses skip them, and the model is the one the same files make in one process."""
+    import apfed
+    from apfed.standalone import StandaloneModel
+
+    bank, shop, telco = party_csvs["paths"]
+    rows = list(csv.reader(bank.read_text().splitlines()))
+    for i, row in enumerate(rows[1:]):
+        if i % 4 == 0:
+            row[-1] = ""
+    partial = tmp_path / "bank.csv"
+    with partial.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    files = [partial, shop, telco]
+    r = deploy.deploy(tmp_path / "run", method="apfed-kd", epochs=1, k=2, files=files, id_column="user_id", timeout=600)
+    m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
+    ds, _ = apfed.load_dataset(data=files, id_column="user_id", log=lambda _: None)
+    assert m.provenance["unlabelled_train_rows"] == len(ds.unlabelled) > 0
+    here = apfed.train(ds, 0, "apfed-kd", epochs=1, batches_per_round=2, pipeline=True)
+    assert r["final"]["accuracy"] == here.final["accuracy"]
     X = ds.views[0].X
     np.testing.assert_allclose(m.predict_proba(X), here.model.predict_proba(X), rtol=1e-5, atol=1e-6)
 
