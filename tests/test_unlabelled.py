@@ -172,3 +172,51 @@ def test_a_study_takes_away_labels_from_the_command_line(tmp_path, party_csvs):
         base = common if "--data" not in args else ["--epochs", "1", "--id-column", "user_id"]
         code, _, err = run_cli("evaluate", *base, *args, "--out", tmp_path / "x")
         assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
+def test_validation_rows_and_class_weights_come_from_the_rows_with_a_label(halves):
+    with_rows, _, hidden = halves
+    cfg = make_config("default", method="apfed-c", epochs=1, seed=0, validation=0.2, class_weight="balanced")
+    client = build_clients(with_rows, 0, cfg, log=lambda _: None)
+    client.setup()
+    labels = client.learner.y.long()
+    n_labelled = len(with_rows.train_idx)
+    assert len(client.val) == round(0.2 * n_labelled) and (labels[client.val_idx] >= 0).all()
+    trained = client.train_idx
+    assert len(trained) == n_labelled - len(client.val) + len(hidden)  # the rows with no label all train
+    assert int((labels[trained] < 0).sum()) == len(hidden)
+    own = labels[trained][labels[trained] >= 0]
+    counts = torch.bincount(own, minlength=len(with_rows.class_names)).double()
+    expected = len(own) / (len(counts) * counts.clamp(min=1))
+    assert torch.allclose(client.learner.class_weights.double(), expected)
+    client.fit()
+    assert np.isfinite(client.history[-1]["val_accuracy"])
+    client.finish()
+
+
+def test_a_resumed_run_with_rows_with_no_label_equals_the_uninterrupted_one(tmp_path, halves):
+    import dataclasses
+
+    from apfed.runner import Safety, run
+
+    with_rows = halves[0]
+    cfg = make_config("default", method="apfed-kd", epochs=2, batches_per_round=2, pipeline=True, seed=3)
+    whole = run(with_rows, 0, cfg, safety=Safety(checkpoint_dir=str(tmp_path / "a"), checkpoint_every=2))
+    crashed = Safety(checkpoint_dir=str(tmp_path / "b"), checkpoint_every=2)
+
+    class Crash(Exception):
+        pass
+
+    seen = [0]
+
+    def on_batch():
+        seen[0] += 1
+        if seen[0] == 9:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run(with_rows, 0, cfg, on_batch=on_batch, safety=crashed)
+    resumed = run(with_rows, 0, cfg, safety=dataclasses.replace(crashed, resume=True))
+    assert resumed.final == whole.final
+    a, b = whole.model.net.state_dict(), resumed.model.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
