@@ -208,6 +208,7 @@ def evaluate(
             "matched_train": len(ds.train_idx),
             "test": len(ds.test_idx),
             **_unmatched_counts(ds, active),
+            "unlabelled": 0 if ds.unlabelled is None else len(ds.unlabelled),  # train apfed-r/c/m/kd only
         },
         "preset": preset,
         "epochs": cfg.epochs,

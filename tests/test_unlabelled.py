@@ -3,6 +3,7 @@
 losses skip them, no method is tested on them, and a method that learns from labels alone leaves them out."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -162,6 +163,8 @@ def test_a_study_takes_away_labels_from_the_command_line(tmp_path, party_csvs):
     ds, _ = load_dataset(RunSettings(dataset="digits", views=2, labelled=0.25))
     kept, hidden = len(ds.train_idx), len(ds.unlabelled)
     assert kept == round(0.25 * (kept + hidden)) and f"{kept} training rows keep their label (25%), {hidden}" in err
+    rows = json.loads((tmp_path / "e" / "results.json").read_text())["rows"]
+    assert (rows["matched_train"], rows["unlabelled"]) == (kept, hidden)
     code, _, err = run_cli("train", *common, "--method", "apfed-kd", "--labelled", "0.25", "--out", tmp_path / "m")
     assert code == 0 and f"{hidden} rows with no label: the passives' losses train on them too" in err, err
     for args, says in (
