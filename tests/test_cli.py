@@ -603,7 +603,14 @@ def test_preflight_reads_a_party_file_as_its_deployment_will(party_csvs):
     assert f"data {bank}: the active party's file, 3 classes, 300 rows of 4 features (60 held out to test)\n" in out
     code, out, err = run_cli(*["preflight", "--data", bank, "--id-column", "user_id", "--label-column", "label"],
                              "--test-fraction", "0")  # fmt: skip
-    assert code == 0 and "300 rows of 4 features (every row trains: test fraction 0)\n" in out, err
+    assert code == 0 and "300 rows of 4 features (every labelled row trains: test fraction 0)\n" in out, err
+    rows = bank.read_text().splitlines()
+    blanked = [rows[0]] + [r.rsplit(",", 1)[0] + "," if i < 50 else r for i, r in enumerate(rows[1:])]
+    partial = bank.with_name("partial.csv")
+    partial.write_text("\n".join(blanked) + "\n")
+    code, out, err = run_cli("preflight", "--data", partial, "--id-column", "user_id", "--label-column", "label")
+    said = "300 rows of 4 features (50 held out to test), 50 with no label (they train apfed-r/c/m/kd through"
+    assert code == 0 and said in out, out + err
     _one_error_line(*run_cli("preflight", "--data", shop)[::2], "no ID column 'id'")
     _one_error_line(
         *run_cli("preflight", "--data", shop, "--id-column", "user_id", "--label-column", "label")[::2],

@@ -190,7 +190,9 @@ def _data_line(path: Path, id_column: str, label_column: str | None, test_fracti
     line = f"data {path}: {what}, {len(d.ids)} rows of {shape} features"
     if label_column is not None:
         n_test = len(d.test_rows)
-        line += f" ({n_test} held out to test)" if n_test else " (every row trains: test fraction 0)"
+        line += f" ({n_test} held out to test)" if n_test else " (every labelled row trains: test fraction 0)"
+        if (n := 0 if d.unlabelled_rows is None else len(d.unlabelled_rows)) > 0:
+            line += f", {n} with no label (they train apfed-r/c/m/kd through the passives' losses)"
     return line + (f"; {notes}" if notes else "")
 
 
