@@ -156,7 +156,7 @@ def test_a_study_takes_away_labels_from_the_command_line(tmp_path, party_csvs):
     from clients.flower_app import RunSettings, load_dataset
 
     common = ["--dataset", "digits", "--views", "2", "--epochs", "1"]
-    code, _, err = run_cli(
+    code, out, err = run_cli(
         "evaluate", *common, "--seeds", "1", "--methods", "local,apfed-c", "--labelled", "0.25", "--out", tmp_path / "e"
     )
     assert code == 0, err
@@ -165,6 +165,8 @@ def test_a_study_takes_away_labels_from_the_command_line(tmp_path, party_csvs):
     assert kept == round(0.25 * (kept + hidden)) and f"{kept} training rows keep their label (25%), {hidden}" in err
     rows = json.loads((tmp_path / "e" / "results.json").read_text())["rows"]
     assert (rows["matched_train"], rows["unlabelled"]) == (kept, hidden)
+    said = f"{hidden:,} training rows have no label: apfed-r, -c, -m and -kd also train on them"
+    assert said in (tmp_path / "e" / "results.md").read_text() and said in " ".join(out.split()), out
     code, _, err = run_cli("train", *common, "--method", "apfed-kd", "--labelled", "0.25", "--out", tmp_path / "m")
     assert code == 0 and f"{hidden} rows with no label: the passives' losses train on them too" in err, err
     for args, says in (
