@@ -275,7 +275,8 @@ def test_evaluate_studies_a_partial_overlap_of_a_bundled_set(tmp_path):
     assert "digits: the passives hold 30% of the training rows (431), the active party alone 1006 more" in err
     assert "1006 labelled training rows are missing at some passive" not in err  # evaluate's runs log quietly
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["rows"] == {"matched_train": 431, "test": 360, "unmatched_train": 1006, "unmatched_test": 0}
+    rows = {"matched_train": 431, "test": 360, "unmatched_train": 1006, "unmatched_test": 0, "unlabelled": 0}
+    assert report["rows"] == rows
     for args, line in [
         (["--overlap", "1.5"], "error: overlap must be a fraction in (0, 1], got 1.5"),
         (
