@@ -225,3 +225,17 @@ def test_a_resumed_run_with_rows_with_no_label_equals_the_uninterrupted_one(tmp_
     assert resumed.final == whole.final
     a, b = whole.model.net.state_dict(), resumed.model.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_labelled_share_keeps_every_class_and_the_test_rows():
+    from apfed.data.views import hide_labels
+
+    ds = load_bundled("handwritten")
+    few = hide_labels(ds, 0.05, seed=0)
+    kept = few.labels[np.asarray(few.train_idx)]
+    assert len(kept) == 80 and (np.bincount(kept, minlength=10) == 8).all()  # stratified: 8 of each class
+    assert np.array_equal(few.test_idx, ds.test_idx) and (few.labels[np.asarray(few.test_idx)] >= 0).all()
+    assert len(few.unlabelled) == 1520 and (few.labels[few.unlabelled] == -1).all()
+    assert np.array_equal(few.views[0].X, ds.views[0].X) and hide_labels(ds, 1.0) is ds
+    with pytest.raises(DataError, match="already has rows with no label"):
+        hide_labels(few, 0.5)
