@@ -239,3 +239,14 @@ def test_a_labelled_share_keeps_every_class_and_the_test_rows():
     assert np.array_equal(few.views[0].X, ds.views[0].X) and hide_labels(ds, 1.0) is ds
     with pytest.raises(DataError, match="already has rows with no label"):
         hide_labels(few, 0.5)
+
+
+def test_a_missing_label_is_none_nan_or_an_empty_or_na_text_in_any_array():
+    from apfed.data.splits import missing_labels
+
+    mixed = np.array([1, None, float("nan"), "NA", "x", 2.5, " ", "n/a"], dtype=object)
+    assert missing_labels(mixed).tolist() == [False, True, True, True, False, False, True, True]
+    assert missing_labels(np.array(["a", "", "NaN", "b"])).tolist() == [False, True, True, False]
+    assert missing_labels(np.array([0.0, np.nan, 1.0])).tolist() == [False, True, False]
+    assert missing_labels(np.array([3, 1, 2])).tolist() == [False, False, False]
+    assert missing_labels(np.array([], dtype=object)).tolist() == []

@@ -47,14 +47,13 @@ def missing_labels(raw_labels: np.ndarray) -> np.ndarray:
         return np.isnan(y)
     if y.dtype.kind in "US":
         return is_missing(y)
-    if y.dtype == object:
-        return np.asarray(
-            [
-                v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and bool(is_missing([v])[0]))
-                for v in y.tolist()
-            ],
-            dtype=bool,
-        ).reshape(len(y))
+    if y.dtype == object:  # None, NaN, or text (vectorized: a pandas column of text is an object array)
+        items = y.tolist()
+        missing = np.fromiter((v is None or (isinstance(v, float) and v != v) for v in items), bool, len(items))
+        text = np.fromiter((isinstance(v, str) for v in items), bool, len(items))
+        if text.any():
+            missing[text] = is_missing(y[text])
+        return missing
     return np.zeros(len(y), dtype=bool)
 
 
