@@ -13,6 +13,7 @@ from apfed.errors import ConfigError
 
 METHODS = ("local", "apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl", "centralized")
 USES_PASSIVE_LOSSES = ("apfed-m", "apfed-kd")  # methods that read passive_losses
+NEEDS_NO_LABEL = ("apfed-r", "apfed-c", "apfed-m", "apfed-kd")  # methods that can also train on rows with no label
 DEFAULT_METHODS = ("local", "apfed-c", "apfed-kd", "tvfl")  # what `apfed evaluate` compares by default
 STANDALONE = {
     "local": True,
@@ -155,7 +156,7 @@ class TrainConfig:
         """Whether the run also trains on the rows every party holds that have no label: the passives' APFed losses
         need none (nor does apfed-kd's distillation from its teacher), so apfed-r, -c, -m and -kd can
         (``unlabelled_rows=train``); a task loss alone (local, tvfl, centralized) cannot."""
-        return self.unlabelled_rows == "train" and self.method in ("apfed-r", "apfed-c", "apfed-m", "apfed-kd")
+        return self.unlabelled_rows == "train" and self.method in NEEDS_NO_LABEL
 
     @property
     def holds_unmatched(self) -> bool:

@@ -20,7 +20,7 @@ from apfed.report import (
     rich_table,
     summarize,
     table_console,
-    unlabelled_note,
+    unlabelled_caption,
     validation_pick,
     write_report,
 )
@@ -240,7 +240,7 @@ def evaluate(
         if any("vs_local_ci95" in r for r in summary.values()):
             note += f"; vs local [a, b]: 95 % interval of the mean difference ({interval_basis(resampled)})"
         if report["rows"]["unlabelled"]:
-            note += f"\n{unlabelled_note(report['rows']['unlabelled'])}"
+            note += f"\n{unlabelled_caption(report['rows']['unlabelled'])}"
         title = f"{ds.name}, active view {ds.views[active].name}"
         table_console().print(rich_table(summary, title, note))
     if out is not None:

@@ -271,7 +271,7 @@ def averaged_over(epochs: int, eval_last: int) -> str:
     return f"all {epochs} epochs" if epochs <= eval_last else f"the last {eval_last} epochs"
 
 
-def unlabelled_note(rows: int) -> str:
+def unlabelled_caption(rows: int) -> str:
     """What a comparison did with its training rows that have no label."""
     return (
         f"{rows:,} training rows have no label: apfed-r, -c, -m and -kd also train on them through the passives'"
@@ -416,7 +416,7 @@ def write_report(out: Path, report: dict) -> list[Path]:
             else ""
         )
         + (f" {no_gap(s)}" if no_gap(s) else "")
-        + (f" {unlabelled_note(report['rows']['unlabelled'])}." if report.get("rows", {}).get("unlabelled") else "")
+        + (f" {unlabelled_caption(report['rows']['unlabelled'])}." if report.get("rows", {}).get("unlabelled") else "")
         + (
             f" The validation column is the figure of the same model on the validation rows; {validation_note(s)}."
             if validation_note(s)

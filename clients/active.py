@@ -15,7 +15,7 @@ import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import refuse_to_overwrite
-from apfed.config import STANDALONE, TrainConfig
+from apfed.config import NEEDS_NO_LABEL, STANDALONE, TrainConfig
 from apfed.data.splits import stratified_split
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
@@ -257,7 +257,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
                     "the passives' losses train on them too (unlabelled_rows=train)"
                     if cfg.trains_unlabelled
                     else "left out (unlabelled_rows=drop)"
-                    if cfg.method in ("apfed-r", "apfed-c", "apfed-m", "apfed-kd")
+                    if cfg.method in NEEDS_NO_LABEL
                     else f"left out ({cfg.method} learns from labels alone)"
                 )
             )

@@ -14,6 +14,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+class Crash(Exception):
+    """What ``whole_and_resumed`` raises to kill a run in the middle."""
+
+
+def whole_and_resumed(ds, active, cfg, tmp_path, crash_at: int, checkpoint_every: int = 2):
+    """The same run twice: uninterrupted, and killed after ``crash_at`` minibatches, then resumed from its last
+    checkpoint (one every ``checkpoint_every`` rounds) by fresh clients. Returns (whole, resumed)."""
+    import dataclasses
+
+    from apfed.runner import Safety, run
+
+    whole = run(ds, active, cfg, safety=Safety(checkpoint_dir=str(tmp_path / "a"), checkpoint_every=checkpoint_every))
+    crashed = Safety(checkpoint_dir=str(tmp_path / "b"), checkpoint_every=checkpoint_every)
+    seen = [0]
+
+    def on_batch():
+        seen[0] += 1
+        if seen[0] == crash_at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run(ds, active, cfg, on_batch=on_batch, safety=crashed)
+    return whole, run(ds, active, cfg, safety=dataclasses.replace(crashed, resume=True))
+
+
 def pytest_collection_modifyitems(config, items):
     """The real Flower deployments first: scripts/test.sh runs the suite on two pytest-xdist workers, one file at
     a time each, in this order; tests/test_deployment.py (minutes, mostly waiting on Flower's polling)

@@ -200,28 +200,10 @@ def test_validation_rows_and_class_weights_come_from_the_rows_with_a_label(halve
 
 
 def test_a_resumed_run_with_rows_with_no_label_equals_the_uninterrupted_one(tmp_path, halves):
-    import dataclasses
+    from conftest import whole_and_resumed
 
-    from apfed.runner import Safety, run
-
-    with_rows = halves[0]
     cfg = make_config("default", method="apfed-kd", epochs=2, batches_per_round=2, pipeline=True, seed=3)
-    whole = run(with_rows, 0, cfg, safety=Safety(checkpoint_dir=str(tmp_path / "a"), checkpoint_every=2))
-    crashed = Safety(checkpoint_dir=str(tmp_path / "b"), checkpoint_every=2)
-
-    class Crash(Exception):
-        pass
-
-    seen = [0]
-
-    def on_batch():
-        seen[0] += 1
-        if seen[0] == 9:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run(with_rows, 0, cfg, on_batch=on_batch, safety=crashed)
-    resumed = run(with_rows, 0, cfg, safety=dataclasses.replace(crashed, resume=True))
+    whole, resumed = whole_and_resumed(halves[0], 0, cfg, tmp_path, crash_at=9)
     assert resumed.final == whole.final
     a, b = whole.model.net.state_dict(), resumed.model.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -8,14 +8,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, whole_and_resumed
 
 import apfed
 from apfed.config import make_config
 from apfed.data import load_bundled, load_party_files
 from apfed.data.views import partial_overlap, split_parties
 from apfed.errors import ConfigError, DataError
-from apfed.runner import Safety, build_clients, run
+from apfed.runner import build_clients
 from protocols import decode
 from protocols.messages import TRAIN
 
@@ -173,22 +173,7 @@ def test_a_resumed_run_with_unmatched_rows_equals_the_uninterrupted_one(tmp_path
     cfg = make_config(
         "default", method="apfed-kd", epochs=3, batches_per_round=2, pipeline=True, seed=3, validation=validation
     )
-    whole = run(ds, 0, cfg, safety=Safety(checkpoint_dir=str(tmp_path / "a"), checkpoint_every=2))
-    crashed = Safety(checkpoint_dir=str(tmp_path / "b"), checkpoint_every=2)
-
-    class Crash(Exception):
-        pass
-
-    seen = [0]
-
-    def on_batch():
-        seen[0] += 1
-        if seen[0] == 5:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run(ds, 0, cfg, on_batch=on_batch, safety=crashed)
-    resumed = run(ds, 0, cfg, safety=dataclasses.replace(crashed, resume=True))
+    whole, resumed = whole_and_resumed(ds, 0, cfg, tmp_path, crash_at=5)
     figures = [[(h["accuracy"], h.get("val_loss")) for h in r.history] for r in (resumed, whole)]
     assert figures[0] == figures[1] and resumed.final == whole.final
     assert ("val_accuracy" in whole.final) == (validation > 0)
