@@ -383,12 +383,13 @@ def method_variant(label: str, option: str = "--methods") -> tuple[str, dict]:
     inner = rest.rstrip()
     if not inner.endswith("]") or "[" in inner or "]" in inner[:-1]:
         raise ConfigError(f"{option}: {label.strip()!r} is not METHOD[KEY=VALUE,...]")
-    pairs = split_sets(inner[:-1])
+    pairs = _bracket_pairs(label)
     if not pairs:
         raise ConfigError(f"{option}: {label.strip()!r} has no setting in its brackets")
-    views = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in pairs) if k.strip() == "passives"}
+    named = [p.partition("=")[2].strip() for p in pairs if _names_passives(p)]
+    views = {"passives": named[-1]} if named else {}
     try:
-        over = parse_overrides([p for p in pairs if p.partition("=")[0].strip() != "passives"])
+        over = parse_overrides([p for p in pairs if not _names_passives(p)])
     except ConfigError as e:
         raise ConfigError(f"{option} {label.strip()!r}: {str(e).removeprefix('--set ')}") from None
     for key in ("method", "seed"):
@@ -415,7 +416,12 @@ def variant_passives(label: str) -> str | None:
 def variant_sets(label: str) -> list[str]:
     """A method entry's own settings as ``--set`` takes them (``"apfed-c[lam=0.5,passives=kar]"`` -> ``["lam=0.5"]``;
     its passives are not a training setting)."""
-    return [p for p in _bracket_pairs(label) if p.partition("=")[0].strip() != "passives"]
+    return [p for p in _bracket_pairs(label) if not _names_passives(p)]
+
+
+def _names_passives(pair: str) -> bool:
+    """Whether a bracket's ``KEY=VALUE`` pair is ``passives=...`` (views, not a training setting)."""
+    return pair.partition("=")[0].strip() == "passives"
 
 
 def _bracket_pairs(label: str) -> list[str]:
