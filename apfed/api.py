@@ -55,6 +55,7 @@ def load_dataset(
     overlap: float | None = None,
     test_fraction: float | None = None,
     labelled: float | None = None,
+    task: str = "classification",
 ) -> tuple[MultiViewDataset, int]:
     """A dataset and the index of the active party's view.
 
@@ -71,8 +72,11 @@ def load_dataset(
     with test rows has been judged; full image sets keep their own test set). ``labelled``: a fraction in (0, 1]:
     only that share of the training rows keep their label (stratified, seed 0), the others become rows with no label
     (``MultiViewDataset.unlabelled``), as if the outcome were known for only some customers (in files, an empty
-    label cell marks such a row)."""
-    data = [str(p) for p in data or []]
+    label cell marks such a row). ``task``: ``regression`` for ``data`` files whose labels are numbers to predict
+    (the bundled and image sets are classifications)."""
+    from apfed.data.splits import check_task, check_test_fraction
+
+    data, task = [str(p) for p in data or []], check_task(task)
     check_data_options(dataset, views, data, data_dir, default)
     if overlap is not None and data:
         raise ConfigError("overlap applies to a dataset, not to --data files: their IDs say which rows match")
@@ -80,12 +84,13 @@ def load_dataset(
         raise ConfigError(
             "labelled applies to a dataset, not to --data files: an empty label cell marks a row with no label"
         )
+    if task == "regression" and not data:
+        raise ConfigError(f"{dataset or default} is a classification; --task regression applies to --data files")
     from apfed.data import load_bundled, load_image_dir, load_party_files
-    from apfed.data.splits import check_test_fraction
 
     split = 0.2 if test_fraction is None else check_test_fraction(test_fraction)
     if data:
-        ds = load_party_files(data, id_column, label_column, log=log, test_fraction=split)
+        ds = load_party_files(data, id_column, label_column, log=log, test_fraction=split, task=task)
     else:
         name = dataset or default
         if name in IMAGE_SETS and test_fraction is not None:
@@ -150,6 +155,10 @@ def check_run(ds: MultiViewDataset, active: int | str, cfg: TrainConfig) -> int:
             " (a --data file each), or use the method local"
         )
     cfg.check_passives(len(ds.views) - 1)
+    from apfed.config import check_task_settings
+    from apfed.data.views import is_regression
+
+    check_task_settings(cfg, is_regression(ds.labels))
     check_shift(ds, cfg)
     check_device(cfg.device)
     return active
@@ -278,6 +287,7 @@ def simulate(
     overlap: float | None = None,
     test_fraction: float | None = None,
     labelled: float | None = None,
+    task: str = "classification",
 ) -> dict:
     """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
     ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
@@ -285,7 +295,7 @@ def simulate(
     (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
     the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives``,
-    ``overlap``, ``test_fraction`` and ``labelled``: as ``load_dataset``'s."""
+    ``overlap``, ``test_fraction``, ``labelled`` and ``task``: as ``load_dataset``'s."""
     from apfed.config import method_variant
 
     if method_variant(method, "method")[0] in ("local", "centralized"):  # a variant, 'local[lam=0]', too
@@ -305,6 +315,7 @@ def simulate(
         overlap=overlap,
         test_fraction=test_fraction,
         labelled=labelled,
+        task=task,
     )
     from clients.flower_app import RunSettings
 
@@ -327,6 +338,7 @@ def simulate(
         data_dir=str(data_dir or ""),
         id_column=id_column,
         label_column=label_column,
+        task=task,
         method=method,
         preset=preset,
         epochs=epochs or 0,

@@ -127,3 +127,21 @@ def _labelled_cross_entropy(
         (t1, c1), (t2, c2) = part(y, lam), part(y[aug["perm"]], 1 - lam)
         total, count = t1 + t2, c1 + c2
     return total / count.clamp(min=1e-12)
+
+
+def mixed_squared_error(
+    out: torch.Tensor, y: torch.Tensor, aug: dict | None, weight: None = None, unlabelled: bool = False
+) -> torch.Tensor:
+    """A regression task's loss: the mean squared error of the outputs ``out`` (n, 1) against the (standardized)
+    targets ``y`` (n,), with mixup against the mixed targets (the same gradient as mixing the two errors).
+    ``unlabelled``: ``y`` may hold NaN (no label), which counts for nothing; a minibatch with no label has loss 0,
+    computed on the device (no sync, as a CUDA graph needs). ``weight`` is there to match ``mixed_cross_entropy``;
+    a regression has no classes to weigh."""
+    pred = out.reshape(len(out))
+    if aug is not None and "perm" in aug:
+        y = aug["lam"] * y + (1 - aug["lam"]) * y[aug["perm"]]  # a row mixed with one that has no label has none
+    if not unlabelled:
+        return ((pred - y) ** 2).mean()
+    has = ~torch.isnan(y)
+    err = torch.where(has, pred - torch.nan_to_num(y), torch.zeros_like(pred))
+    return (err**2).sum() / has.sum().to(pred.dtype).clamp(min=1)

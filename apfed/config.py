@@ -67,7 +67,8 @@ class TrainConfig:
     unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds
     unlabelled_rows: str = "train"  # train | drop: the rows every party holds that have no label (apfed-r/c/m/kd)
     validation: float = 0.0  # > 0: this share of the training rows is held out to pick the best epoch
-    validation_metric: str = "accuracy"  # accuracy | loss | roc_auc: what picks the epoch (and runs out of patience)
+    validation_metric: str = "accuracy"  # accuracy | loss | roc_auc | r2: what picks the epoch (and runs out of
+    # patience); for a regression, accuracy stands for r2 (the task's headline figure)
     patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
     calibrate: bool = False  # (needs validation) temperature scaling of the standalone model on the validation rows
 
@@ -97,8 +98,8 @@ class TrainConfig:
             (0 <= self.validation < 0.5, f"validation must be a share in [0, 0.5), got {self.validation}"),
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
             (
-                self.validation_metric in ("accuracy", "loss", "roc_auc"),
-                f"validation_metric must be accuracy, loss or roc_auc, got {self.validation_metric!r}",
+                self.validation_metric in ("accuracy", "loss", "roc_auc", "r2"),
+                f"validation_metric must be accuracy, loss, roc_auc or r2, got {self.validation_metric!r}",
             ),
             (self.patience == 0 or self.validation > 0, "patience needs validation rows: set validation as well"),
             (
@@ -200,6 +201,21 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def check_task_settings(cfg: TrainConfig, regression: bool) -> None:
+    """A ConfigError for a setting that has no meaning for the run's task: weighing or calibrating classes, or
+    ranking them, for a regression target; R² for a classification."""
+    if not regression:
+        if cfg.validation_metric == "r2":
+            raise ConfigError("validation_metric=r2 is a regression's figure; this target has classes")
+        return
+    if cfg.class_weight != "none":
+        raise ConfigError(f"class_weight={cfg.class_weight} weighs classes; a regression target has none")
+    if cfg.calibrate:
+        raise ConfigError("calibrate fits class probabilities; a regression model predicts numbers")
+    if cfg.validation_metric == "roc_auc":
+        raise ConfigError("validation_metric=roc_auc ranks classes; for a regression choose r2 or loss")
 
 
 def with_defaults(settings: dict) -> dict:

@@ -11,10 +11,11 @@ from apfed import __version__
 from apfed.config import TrainConfig, variant_config, variant_passives
 from apfed.data.splits import fold
 from apfed.data.splits import resplit as resplit_rows
-from apfed.data.views import MultiViewDataset, with_passives
+from apfed.data.views import MultiViewDataset, is_regression, with_passives
 from apfed.errors import ConfigError, DataError
 from apfed.report import (
     accuracy_note,
+    epoch_label,
     interval_basis,
     machine,
     rich_table,
@@ -184,7 +185,7 @@ def evaluate(
             task = progress.add_task(f"{escape(labels[left[k]])} {run_of}", total=c.epochs, acc="")
 
             def on_epoch(row, task=task):
-                progress.update(task, advance=1, acc=f"acc {row['accuracy']:.2f}")
+                progress.update(task, advance=1, acc=epoch_label(row))
 
             r = run(
                 *data[k],
@@ -205,6 +206,7 @@ def evaluate(
         "dataset": ds.name,
         "active_view": ds.views[active].name,
         "views": [v.name for v in ds.views],
+        "task": "regression" if is_regression(ds.labels) else "classification",
         "rows": {
             "matched_train": len(ds.train_idx),
             "test": len(ds.test_idx),
@@ -236,7 +238,9 @@ def evaluate(
         "runs": runs,
     }
     if not quiet:  # the table is the result: stdout; progress and logs went to stderr
-        note = accuracy_note(cfg.epochs, cfg.eval_last, seeds, cfg.validation > 0, resplit, folds)
+        note = accuracy_note(
+            cfg.epochs, cfg.eval_last, seeds, cfg.validation > 0, resplit, folds, report["task"] == "regression"
+        )
         if any("vs_local_ci95" in r for r in summary.values()):
             note += f"; vs local [a, b]: 95 % interval of the mean difference ({interval_basis(resampled)})"
         if report["rows"]["unlabelled"]:

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apfed.augment import apply_augmentation, mixed_cross_entropy
+from apfed.augment import apply_augmentation, mixed_cross_entropy, mixed_squared_error
 from apfed.config import TrainConfig, lr_at
 from apfed.graphs import StepGraphs, configure_cuda, enabled
-from apfed.losses import distillation, nt_xent, reconstruction
+from apfed.losses import distillation, nt_xent, reconstruction, regression_distillation
 from apfed.models import (
     StandaloneNet,
     encoder_output_shape,
@@ -94,7 +94,9 @@ class ActiveLearner:
     """Encoder, standalone head, projection head and (tvfl, apfed-kd, centralized) a fused head.
 
     ``y``: class indices of any integer dtype (the active party holds them as int16; -1: a row with no label, which
-    only the passives' losses and the distillation train on); a minibatch's are widened."""
+    only the passives' losses and the distillation train on); a minibatch's are widened. Float ``y`` is a
+    regression target (standardized; NaN: no label): one output, squared errors, and distillation by the squared
+    distance to the teacher's output. ``n_classes`` is then 1."""
 
     def __init__(
         self,
@@ -114,6 +116,8 @@ class ActiveLearner:
         training rows have no label."""
         self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
         self.unlabelled = unlabelled  # some training rows have no label (-1): the task losses skip them
+        self.regression = y.is_floating_point()
+        self._task_loss = mixed_squared_error if self.regression else mixed_cross_entropy
         self.class_weights = class_weights  # the task losses' weight per class (cfg.class_weight), or None
         self.extra_X = extra_X or []
         extra_specs = extra_specs or []
@@ -242,9 +246,15 @@ class ActiveLearner:
     def _own_step(self, t: dict[str, torch.Tensor], captured: bool, aug: dict | None = None) -> dict:
         idx = t["idx"]
         logits = self.modules["head"](self.modules["encoder"](apply_augmentation(self.X[idx], aug)))
-        task = mixed_cross_entropy(logits, self.y[idx].long(), aug, self.class_weights, self.unlabelled)
+        task = self._task_loss(logits, self._targets(idx), aug, self.class_weights, self.unlabelled)
         update(self.opts[0], task, captured)
         return {"task_loss": task.detach()}
+
+    def _targets(self, idx: torch.Tensor) -> torch.Tensor:
+        """A minibatch's labels: class indices widened to int64 (they are held narrow,
+        ``apfed.data.views.compact_labels``), or a regression's float targets."""
+        y = self.y[idx]
+        return y if self.regression else y.long()
 
     def _objective(
         self,
@@ -256,13 +266,13 @@ class ActiveLearner:
         aug: dict | None,
     ) -> tuple[torch.Tensor, dict]:
         """The active party's loss for one minibatch, and its metrics (detached tensors)."""
-        y = self.y[idx].long()  # labels are held narrow (apfed.data.views.compact_labels)
+        y = self._targets(idx)
         loss = h.new_zeros(())
         metrics = {}
         if self.standalone:
             hidden = self.modules["head"][:3](h)
             logits = self.modules["head"][3:](hidden)
-            task = mixed_cross_entropy(logits, y, aug, self.class_weights, self.unlabelled)
+            task = self._task_loss(logits, y, aug, self.class_weights, self.unlabelled)
             loss = loss + task
             metrics["task_loss"] = task.detach()
         if self.fused:
@@ -274,11 +284,14 @@ class ActiveLearner:
             parts += [e.flatten(1) for e in leaves if e is not None]
             fused_hidden = self.modules["fused_head"][:3](torch.cat(parts, 1))
             fused_logits = self.modules["fused_head"][3:](fused_hidden)
-            fused = mixed_cross_entropy(fused_logits, y, aug, self.class_weights, self.unlabelled)
+            fused = self._task_loss(fused_logits, y, aug, self.class_weights, self.unlabelled)
             loss = loss + fused
             metrics["fused_loss"] = fused.detach()
             if self.standalone:  # apfed-kd: the active-only student learns from the fused teacher
-                kd = distillation(logits, fused_logits, self.cfg.kd_temperature)
+                if self.regression:
+                    kd = regression_distillation(logits, fused_logits)
+                else:
+                    kd = distillation(logits, fused_logits, self.cfg.kd_temperature)
                 loss = loss + self.cfg.kd_weight * kd
                 metrics["kd_loss"] = kd.detach()
                 if self.cfg.feature_weight > 0:

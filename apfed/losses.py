@@ -32,3 +32,9 @@ def distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
         log_target=True,
         reduction="batchmean",
     ) * (t * t)
+
+
+def regression_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """A regression's distillation: the mean squared distance of the student's outputs to the teacher's (which is
+    not updated); there are no probabilities to soften, so no temperature."""
+    return F.mse_loss(student, teacher.detach())

@@ -31,6 +31,17 @@ def classification_metrics(
     return {k: float(v) for k, v in out.items()}
 
 
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """A regression's figures: ``r2`` (the coefficient of determination: 1 is perfect, 0 is as good as predicting
+    the rows' mean, below 0 worse), ``rmse`` and ``mae`` (root mean squared and mean absolute error, in the
+    target's units)."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    err = y_pred - y_true
+    sse, sst = float((err**2).sum()), float(((y_true - y_true.mean()) ** 2).sum())
+    r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0)
+    return {"r2": r2, "rmse": float(np.sqrt((err**2).mean())), "mae": float(np.abs(err).mean())}
+
+
 def calibration_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """How well probabilities ``proba`` (n, classes) are calibrated against class indices ``y_true``: ``log_loss``
     (the mean negative log-probability of the true class) and ``brier`` (the squared distance of the
@@ -91,12 +102,13 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray, classes: list[int]) -> float
 def headline_accuracy(history: list[dict], final: dict, eval_last: int) -> float | None:
     """The accuracy a run reports: the mean test accuracy over its last ``eval_last`` epochs (the reference's
     figure); with validation rows that picked the standalone model's epoch, that model's test accuracy. None for a
-    run with no test rows (test fraction 0)."""
-    if "accuracy" not in final:
+    run with no test rows (test fraction 0). A regression's: R² instead of accuracy."""
+    key = "r2" if "r2" in final else "accuracy"
+    if key not in final:
         return None
     if "best_epoch" in final:
-        return float(final["accuracy"])
-    return float(np.mean([h["accuracy"] for h in history[-eval_last:]]))
+        return float(final[key])
+    return float(np.mean([h[key] for h in history[-eval_last:]]))
 
 
 def headline_validation(history: list[dict], final: dict, eval_last: int, metric: str = "accuracy") -> float | None:

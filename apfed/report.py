@@ -62,9 +62,12 @@ def final_note(final: dict) -> str:
     it, the epoch that validation picked, then ``; 88.57 % on the 35 test rows that some passive lacks`` when they
     have that figure."""
     note = f", ROC-AUC {final['roc_auc']:.4f}" if "roc_auc" in final else ""
+    if "rmse" in final:  # a regression
+        note = f", RMSE {final['rmse']:.4g}, MAE {final['mae']:.4g}"
     if "best_epoch" in final:
-        best, val = final["best_epoch"], final["val_accuracy"]
-        note += f"; the model of epoch {best}, picked on the validation rows (validation accuracy {val:.2f} %)"
+        best = final["best_epoch"]
+        val = f"R² {final['val_r2']:.4f}" if "val_r2" in final else f"accuracy {final['val_accuracy']:.2f} %"
+        note += f"; the model of epoch {best}, picked on the validation rows (validation {val})"
     if "calibration_temperature" in final:
         note += f"; probabilities calibrated on them (temperature {final['calibration_temperature']:.3f})"
     if "unmatched_accuracy" in final:
@@ -72,7 +75,21 @@ def final_note(final: dict) -> str:
             f"; {final['unmatched_accuracy']:.2f} % on the {final['unmatched_test_rows']} test rows that some"
             " passive lacks"
         )
+    if "unmatched_r2" in final:
+        note += (
+            f"; R² {final['unmatched_r2']:.4f} on the {final['unmatched_test_rows']} test rows that some passive lacks"
+        )
     return note
+
+
+def test_line(final: dict) -> str:
+    """A run's one-line summary: its test figures (accuracy and macro-F1, or a regression's R², RMSE and MAE) and
+    ``final_note``'s, or ``untested_line`` without test rows."""
+    if "r2" in final:
+        return f"test R² {final['r2']:.4f} ({final_note(final).removeprefix(', ')})"
+    if "accuracy" in final:
+        return f"test accuracy {final['accuracy']:.2f} % (macro-F1 {final['macro_f1']:.2f}{final_note(final)})"
+    return untested_line(final)
 
 
 def untested_line(final: dict) -> str:
@@ -86,13 +103,19 @@ def epoch_label(row: dict) -> str:
     loss (a run with no test rows)."""
     if "accuracy" in row:
         return f"acc {row['accuracy']:.2f}"
+    if "r2" in row:
+        return f"R² {row['r2']:.4f}"
     if "val_accuracy" in row:
         return f"val acc {row['val_accuracy']:.2f}"
+    if "val_r2" in row:
+        return f"val R² {row['val_r2']:.4f}"
     return f"loss {row['task_loss']:.4f}" if "task_loss" in row else f"epoch {row['epoch']}"
 
 
 def test_provenance(final: dict) -> dict:
     """What a model file records of its final test metrics (``apfed info`` shows them)."""
+    if "r2" in final:
+        return {"test_r2": final["r2"], "test_rmse": final["rmse"], "test_mae": final["mae"]}
     if "accuracy" not in final:  # trained on every labelled row: nothing was tested
         return {}
     return {"test_accuracy": final["accuracy"], **({"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {})}
@@ -104,19 +127,31 @@ def summarize(
     """Per method (and per derived model: tvfl fills, kd teacher): accuracy mean ± std, macro-F1, standalone,
     and the fraction of the local → all-parties-TVFL gap closed. ``test_share``: test rows per training row when
     each seed has a split of its own (``paired_interval``). Where every run of a method had validation rows, also
-    ``val_mean``/``val_std``: their ``val_<metric>`` figure (``headline_validation``), to choose a method on."""
+    ``val_mean``/``val_std``: their ``val_<metric>`` figure (``headline_validation``), to choose a method on. A
+    regression's runs (their ``r2``) give ``r2_mean``/``r2_std``, ``rmse_mean`` and ``mae_mean`` instead of the
+    accuracy and macro-F1; ``metric`` accuracy then stands for r2."""
     rows: dict[str, dict] = {}
     by_method: dict[str, list[dict]] = {}
+    head = "r2" if any("r2" in r for r in runs) else "accuracy"
+    if head == "r2" and metric == "accuracy":
+        metric = "r2"
     for r in runs:  # a method with its own settings (evaluate --methods 'apfed-c[lam=0.5]') is a row of its own
         by_method.setdefault(r.get("variant", r["method"]), []).append(r)
     for label, rs in by_method.items():
         m = rs[0]["method"]
-        acc = [r["accuracy"] for r in rs]
+        acc = [r[head] for r in rs]
+        figures = (
+            {"rmse_mean": _mean_of(rs, "rmse"), "mae_mean": _mean_of(rs, "mae")}
+            if head == "r2"
+            else {
+                "macro_f1_mean": float(np.mean([r["final"]["macro_f1"] for r in rs])),
+                "roc_auc_mean": _mean_of(rs, "roc_auc"),
+            }
+        )
         rows[label] = {
-            "accuracy_mean": float(np.mean(acc)),
-            "accuracy_std": float(np.std(acc)),
-            "macro_f1_mean": float(np.mean([r["final"]["macro_f1"] for r in rs])),
-            "roc_auc_mean": _mean_of(rs, "roc_auc"),
+            f"{head}_mean": float(np.mean(acc)),
+            f"{head}_std": float(np.std(acc)),
+            **figures,
             "standalone": STANDALONE[m],
             "seeds": len(rs),
             "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
@@ -124,33 +159,35 @@ def summarize(
         val = [headline_validation(r.get("history", []), r["final"], eval_last, metric) for r in rs]
         if all(v is not None for v in val):
             rows[label].update(val_mean=float(np.mean(val)), val_std=float(np.std(val)), val_metric=metric)
-        _unmatched_stats(rows[label], rs, "unmatched_accuracy")  # the standalone model
-        for key, what, standalone in (
-            ("acc_fill_zero", "passives absent: zero", True),
-            ("acc_fill_mean", "passives absent: mean", True),
-            ("acc_fill_rand", "passives absent: rand", True),
-            ("acc_fused", "teacher, all parties", False),
+        unmatched = f"unmatched_{head}"
+        _unmatched_stats(rows[label], rs, unmatched)  # the standalone model
+        prefix = "r2_" if head == "r2" else "acc_"
+        for model, what, standalone in (
+            ("fill_zero", "passives absent: zero", True),
+            ("fill_mean", "passives absent: mean", True),
+            ("fill_rand", "passives absent: rand", True),
+            ("fused", "teacher, all parties", False),
         ):
-            if m == "tvfl" and key == "acc_fused" or m != "tvfl" and key != "acc_fused" or key not in rs[0]["extra"]:
+            key = prefix + model
+            if m == "tvfl" and model == "fused" or m != "tvfl" and model != "fused" or key not in rs[0]["extra"]:
                 continue
             vals = [r["extra"][key] for r in rs]
             derived = f"{label} ({what})"
             rows[derived] = {
-                "accuracy_mean": float(np.mean(vals)),
-                "accuracy_std": float(np.std(vals)),
-                "macro_f1_mean": None,
-                "roc_auc_mean": None,
+                f"{head}_mean": float(np.mean(vals)),
+                f"{head}_std": float(np.std(vals)),
+                **dict.fromkeys(figures),
                 "standalone": standalone,
                 "seeds": len(rs),
                 "derived": True,
             }
-            _unmatched_stats(rows[derived], rs, f"unmatched_accuracy_{key[4:]}")  # tvfl, embeddings filled in
-    _paired_with_local(rows, by_method, test_share)
-    lo, hi = rows.get("local"), rows.get("tvfl")
+            _unmatched_stats(rows[derived], rs, f"{unmatched}_{model}", unmatched)  # tvfl, embeddings filled in
+    _paired_with_local(rows, by_method, test_share, head)
+    lo, hi, key = rows.get("local"), rows.get("tvfl"), f"{head}_mean"
     for r in rows.values():
         gap = None  # also where tvfl does no better than local: there is no gap, and a ratio would mislead
-        if lo and hi and hi["accuracy_mean"] > lo["accuracy_mean"]:
-            gap = (r["accuracy_mean"] - lo["accuracy_mean"]) / (hi["accuracy_mean"] - lo["accuracy_mean"])
+        if lo and hi and hi[key] > lo[key]:
+            gap = (r[key] - lo[key]) / (hi[key] - lo[key])
         r["gap_closed"] = gap
     return rows
 
@@ -171,11 +208,25 @@ def validation_note(summary: dict[str, dict]) -> str | None:
     if m is None:
         return None
     r = summary[m]
+    head = headline_of(r)
+    test = f"test {HEADLINE_NAMES[head]} {_figure(r, head)}" + (" %" if head == "accuracy" else "")
     return (
-        f"picked on the validation rows: {m} (validation {_validation_value(r)}), test accuracy "
-        f"{_mean_std(r['accuracy_mean'], r['accuracy_std'], r['seeds'])} %; the best test accuracy of several"
-        " methods or variants overstates what the chosen one will do on new rows"
+        f"picked on the validation rows: {m} (validation {_validation_value(r)}), {test}; the best test"
+        f" {HEADLINE_NAMES[head]} of several methods or variants overstates what the chosen one will do on new rows"
     )
+
+
+HEADLINE_NAMES = {"accuracy": "accuracy", "r2": "R²"}
+
+
+def headline_of(row: dict) -> str:
+    """A summary row's headline figure: accuracy, or a regression's r2."""
+    return "r2" if "r2_mean" in row else "accuracy"
+
+
+def _figure(row: dict, head: str) -> str:
+    """A summary row's headline, ``mean ± std`` (R² to 4 digits)."""
+    return _mean_std(row[f"{head}_mean"], row[f"{head}_std"], row["seeds"], 4 if head == "r2" else 2)
 
 
 def selection_hint(summary: dict[str, dict]) -> str | None:
@@ -193,20 +244,29 @@ def selection_hint(summary: dict[str, dict]) -> str | None:
 def _validation_value(r: dict) -> str:
     if r["val_metric"] == "accuracy":
         return f"accuracy {r['val_mean']:.2f} %"
+    if r["val_metric"] == "r2":
+        return f"R² {r['val_mean']:.4f}"
     return f"{r['val_metric'].replace('_', '-').replace('roc-auc', 'ROC-AUC')} {r['val_mean']:.4f}"
 
 
-VALIDATION_COLUMNS = {"accuracy": "validation accuracy (%)", "loss": "validation loss", "roc_auc": "validation ROC-AUC"}
+VALIDATION_COLUMNS = {
+    "accuracy": "validation accuracy (%)",
+    "loss": "validation loss",
+    "roc_auc": "validation ROC-AUC",
+    "r2": "validation R²",
+}
 
 
-def _paired_with_local(rows: dict[str, dict], by_method: dict[str, list[dict]], test_share: float | None) -> None:
-    """Each method's accuracy minus local's of the same seed: ``vs_local_mean``, ``vs_local_std`` and
-    ``vs_local_wins`` (seeds where the method is ahead) over the ``vs_local_seeds`` seeds both ran: whether a gain
-    holds seed by seed, or rests on one lucky seed; and ``vs_local_ci95``, the 95 % interval of the mean
+def _paired_with_local(
+    rows: dict[str, dict], by_method: dict[str, list[dict]], test_share: float | None, head: str = "accuracy"
+) -> None:
+    """Each method's accuracy (``head``: or R²) minus local's of the same seed: ``vs_local_mean``, ``vs_local_std``
+    and ``vs_local_wins`` (seeds where the method is ahead) over the ``vs_local_seeds`` seeds both ran: whether a
+    gain holds seed by seed, or rests on one lucky seed; and ``vs_local_ci95``, the 95 % interval of the mean
     difference (``paired_interval``)."""
-    local = {r["seed"]: r["accuracy"] for r in by_method.get("local", [])}
+    local = {r["seed"]: r[head] for r in by_method.get("local", [])}
     for m, rs in by_method.items():
-        diffs = [r["accuracy"] - local[r["seed"]] for r in rs if r["seed"] in local]
+        diffs = [r[head] - local[r["seed"]] for r in rs if r["seed"] in local]
         if m == "local" or len(diffs) < 2:
             continue
         rows[m].update(
@@ -247,21 +307,22 @@ def _mean_of(runs: list[dict], key: str) -> float | None:
     return None if None in values else float(np.mean(values))
 
 
-def _unmatched_stats(row: dict, runs: list[dict], key: str) -> None:
-    """Mean and std over the runs of final metric ``key``, an accuracy on the test rows that some passive lacks,
-    when the runs have it."""
+def _unmatched_stats(row: dict, runs: list[dict], key: str, name: str | None = None) -> None:
+    """Mean and std over the runs of final metric ``key``, an accuracy (or R²) on the test rows that some passive
+    lacks, when the runs have it, as ``<name>_mean`` and ``<name>_std`` (``name``: ``key`` by default)."""
     values = [r["final"][key] for r in runs if key in r["final"]]
+    name = name or key
     if values:
-        row["unmatched_accuracy_mean"], row["unmatched_accuracy_std"] = float(np.mean(values)), float(np.std(values))
+        row[f"{name}_mean"], row[f"{name}_std"] = float(np.mean(values)), float(np.std(values))
 
 
 UNMATCHED_COLUMN = "unmatched test rows (%)"
 PAIRED_COLUMN = "vs local, same seed"
 
 
-def _mean_std(mean: float, std: float, seeds: int) -> str:
+def _mean_std(mean: float, std: float, seeds: int, digits: int = 2) -> str:
     """``mean ± std``; the mean alone for one seed, whose spread is unknown rather than 0."""
-    return f"{mean:.2f}" if seeds < 2 else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.{digits}f}" if seeds < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def averaged_over(epochs: int, eval_last: int) -> str:
@@ -280,52 +341,68 @@ def unlabelled_caption(rows: int) -> str:
 
 
 def accuracy_note(
-    epochs: int, eval_last: int, seeds: int, validation: bool = False, resplit: bool = False, folds: int = 0
+    epochs: int,
+    eval_last: int,
+    seeds: int,
+    validation: bool = False,
+    resplit: bool = False,
+    folds: int = 0,
+    regression: bool = False,
 ) -> str:
-    """What the accuracy column holds, under the console table."""
+    """What the accuracy column (a regression's: R²) holds, under the console table."""
     kept = " (a standalone method's: of the epoch its validation rows picked)" if validation else ""
     over = "one seed" if seeds < 2 else f"mean ± std over {seeds} seeds"
     if folds:
         over = f"mean ± std over {folds} folds (cross-validation: seed s tests fold s)"
     elif resplit and seeds > 1:
         over += ", each with its own train/test split (seed 0 the data's own)"
+    if regression:
+        return (
+            f"R²: test R² (1 is perfect, 0 predicts the mean) averaged over {averaged_over(epochs, eval_last)}{kept};"
+            f" {over}; RMSE and MAE: the final model's, in the target's units"
+        )
     return f"accuracy: test accuracy averaged over {averaged_over(epochs, eval_last)}{kept}; {over}"
 
 
 def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[list[str]]]:
     """The comparison table's header and rows; the test rows that some passive lacks get a column when a run
-    had any (the final standalone model's accuracy on them)."""
-    unmatched = any("unmatched_accuracy_mean" in r for r in summary.values())
+    had any (the final standalone model's accuracy on them). A regression's table has R², RMSE and MAE instead of
+    accuracy, macro-F1 and ROC-AUC."""
+    head = headline_of(next(iter(summary.values())))
+    digits = 4 if head == "r2" else 2
+    unmatched = any(f"unmatched_{head}_mean" in r for r in summary.values())
     auc = any(r.get("roc_auc_mean") is not None for r in summary.values())
     paired = any("vs_local_mean" in r for r in summary.values())
-    header = ["method", "standalone", "accuracy (%)"] + [PAIRED_COLUMN] * paired + ["macro-F1 (%)"]
+    figures = ["RMSE", "MAE"] if head == "r2" else ["macro-F1 (%)"]
+    header = ["method", "standalone", "R²" if head == "r2" else "accuracy (%)"] + [PAIRED_COLUMN] * paired + figures
     metrics = {r["val_metric"] for r in summary.values() if "val_mean" in r}
     val_column = [VALIDATION_COLUMNS[next(iter(metrics))]] if len(metrics) == 1 else []
-    header += ["ROC-AUC"] * auc + val_column + [gap_column] + [UNMATCHED_COLUMN] * unmatched
+    unmatched_column = UNMATCHED_COLUMN.replace("(%)", "(R²)") if head == "r2" else UNMATCHED_COLUMN
+    header += ["ROC-AUC"] * auc + val_column + [gap_column] + [unmatched_column] * unmatched
     rows = []
     for m, r in summary.items():
-        row = [
-            m,
-            "yes" if r["standalone"] else "no",
-            _mean_std(r["accuracy_mean"], r["accuracy_std"], r["seeds"]),
-        ]
+        row = [m, "yes" if r["standalone"] else "no", _figure(r, head)]
         if paired:
             row.append(
-                f"{r['vs_local_mean']:+.2f} ± {r['vs_local_std']:.2f} ({r['vs_local_wins']}/{r['vs_local_seeds']})"
-                + (" [{:+.2f}, {:+.2f}]".format(*r["vs_local_ci95"]) if "vs_local_ci95" in r else "")
+                f"{r['vs_local_mean']:+.{digits}f} ± {r['vs_local_std']:.{digits}f}"
+                f" ({r['vs_local_wins']}/{r['vs_local_seeds']})"
+                + (" [{:+.{d}f}, {:+.{d}f}]".format(*r["vs_local_ci95"], d=digits) if "vs_local_ci95" in r else "")
                 if "vs_local_mean" in r
                 else ""
             )
-        row.append("" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}")
+        if head == "r2":
+            row += ["" if r.get(k) is None else f"{r[k]:.4g}" for k in ("rmse_mean", "mae_mean")]
+        else:
+            row.append("" if r["macro_f1_mean"] is None else f"{r['macro_f1_mean']:.2f}")
         if auc:
             row.append("" if r.get("roc_auc_mean") is None else f"{r['roc_auc_mean']:.4f}")
         if val_column:
-            digits = 2 if "accuracy" in val_column[0] else 4
-            row.append(f"{r['val_mean']:.{digits}f}" if "val_mean" in r else "")
+            places = 2 if "accuracy" in val_column[0] else 4
+            row.append(f"{r['val_mean']:.{places}f}" if "val_mean" in r else "")
         row.append("" if r["gap_closed"] is None else f"{round(100 * r['gap_closed'])} %")  # an int: never "-0 %"
         if unmatched:
-            u = r.get("unmatched_accuracy_mean")
-            row.append("" if u is None else _mean_std(u, r["unmatched_accuracy_std"], r["seeds"]))
+            u = r.get(f"unmatched_{head}_mean")
+            row.append("" if u is None else _mean_std(u, r[f"unmatched_{head}_std"], r["seeds"], digits))
         rows.append(row)
     return header, rows
 
@@ -333,10 +410,14 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
 def no_gap(summary: dict[str, dict]) -> str | None:
     """The note for a comparison whose tvfl does no better than local (no gap to close), else None."""
     lo, hi = summary.get("local"), summary.get("tvfl")
-    if lo and hi and hi["accuracy_mean"] <= lo["accuracy_mean"]:
+    head = headline_of(lo or {})
+    key, unit = f"{head}_mean", " %" if head == "accuracy" else ""
+    if lo and hi and hi[key] <= lo[key]:
+        what = "R² " if head == "r2" else ""
         return (
-            f"tvfl ({hi['accuracy_mean']:.2f} %) does no better than local ({lo['accuracy_mean']:.2f} %) here: there is"
-            " no local→TVFL gap to close, so that column is empty."
+            f"tvfl ({what}{hi[key]:.{4 if head == 'r2' else 2}f}{unit}) does no better than local"
+            f" ({what}{lo[key]:.{4 if head == 'r2' else 2}f}{unit}) here: there is no local→TVFL gap to close, so that"
+            " column is empty."
         )
     return None
 
@@ -379,11 +460,19 @@ def write_report(out: Path, report: dict) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(out / "results.json", json.dumps(report, indent=1).encode())
     s = report["summary"]
+    regression = report.get("task") == "regression"
+    what = "R² is the test R² (1 is perfect, 0 predicts the mean)" if regression else "Accuracy is the test accuracy"
+    figures = (
+        "; RMSE and MAE (in the target's units) are the final model's, averaged over seeds."
+        if regression
+        else "; macro-F1 and ROC-AUC (one class against the rest, averaged over the classes; 0–1) are the final"
+        " model's, averaged over seeds."
+    )
     md = [
         f"# apfed evaluate: {report['dataset']} (active view {report['active_view']})",
         "",
         f"Preset `{report['preset']}`, {report['epochs']} epochs, seeds {report['seeds']}, device "
-        f"`{report['device']}`. Accuracy is the test accuracy averaged over "
+        f"`{report['device']}`. {what} averaged over "
         f"{averaged_over(report['epochs'], report['eval_last'])}"
         + (", then mean ± std over seeds" if report["seeds"] > 1 else " (one seed: no spread)")
         + (
@@ -394,10 +483,10 @@ def write_report(out: Path, report: dict) -> list[Path]:
             if report.get("folds")
             else ""
         )
-        + "; macro-F1 and ROC-AUC (one class against the rest, averaged over the "
-        "classes; 0–1) are the final model's, averaged over seeds."
+        + figures
         + (
-            f" {PAIRED_COLUMN}: the method's accuracy minus local's in the run with the same seed, mean ± std over"
+            f" {PAIRED_COLUMN}: the method's {'R²' if regression else 'accuracy'} minus local's in the run with the"
+            " same seed, mean ± std over"
             " seeds, in how many seeds the method is ahead and, in brackets, the 95 % interval of the mean"
             f" difference ({interval_basis(bool(report.get('resplit') or report.get('folds')))})."
             if any("vs_local_mean" in r for r in s.values())
@@ -466,26 +555,29 @@ def _plot(path: Path, report: dict) -> Path:
 
     s = report["summary"]
     names = list(s)
+    head = headline_of(s[names[0]])
+    name, top = ("test R²", 1.0) if head == "r2" else ("test accuracy (%)", 100)
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.22 * len(names) + 1.5)))  # a bar's label stays legible
     a.barh(
         names,
-        [s[n]["accuracy_mean"] for n in names],
-        xerr=[s[n]["accuracy_std"] for n in names],
+        [s[n][f"{head}_mean"] for n in names],
+        xerr=[s[n][f"{head}_std"] for n in names],
         color=["tab:green" if s[n]["standalone"] else "tab:gray" for n in names],
     )
     a.invert_yaxis()
-    a.set_xlabel("test accuracy (%)")
-    lo = min(s[n]["accuracy_mean"] for n in names)
-    a.set_xlim(max(0, lo - 10), 100)
-    a.set_title("accuracy per method (green: standalone)")
+    a.set_xlabel(name)
+    lo = min(s[n][f"{head}_mean"] for n in names)
+    floor = max(0, lo - 10) if head == "accuracy" else min(0.0, lo - 0.1)  # R² may be below 0
+    a.set_xlim(floor, top)
+    a.set_title(f"{HEADLINE_NAMES[head]} per method (green: standalone)")
     by: dict[str, list] = {}
     for r in report["runs"]:
-        by.setdefault(r.get("variant", r["method"]), []).append([h["accuracy"] for h in r["history"]])
+        by.setdefault(r.get("variant", r["method"]), []).append([h[head] for h in r["history"]])
     for i, (m, curves) in enumerate(by.items()):
         b.plot(*mean_curve(curves), label=m, linestyle=("-", "--", ":", "-.")[i // 10 % 4])  # 10 colours a style
     b.set_xlabel("epoch")
-    b.set_ylabel("test accuracy (%)")
-    b.set_ylim(max(0, lo - 15), 100)
+    b.set_ylabel(name)
+    b.set_ylim(floor, top)
     b.legend()
     b.set_title("learning curves (mean over seeds)")
     fig.tight_layout()

@@ -28,7 +28,7 @@ class RunResult:
     method: str
     seed: int
     accuracy: float | None  # mean test accuracy over the last ``eval_last`` epochs, or the best validation
-    # epoch's; None with no test rows (test fraction 0)
+    # epoch's; None with no test rows (test fraction 0); a regression's R² (``headline`` r2)
     final: dict  # metrics of the final model
     history: list[dict]
     extra: dict = field(default_factory=dict)  # e.g. tvfl fills, kd teacher: last-N means
@@ -37,6 +37,7 @@ class RunResult:
     wire: dict = field(default_factory=dict)
     model: StandaloneModel | None = None
     faults: list[dict] = field(default_factory=list)  # passive contributions skipped (deadline, bad message)
+    headline: str = "accuracy"  # what ``accuracy`` holds: accuracy in %, or r2 (a regression)
 
     @property
     def standalone(self) -> bool:
@@ -46,7 +47,7 @@ class RunResult:
         return {
             "method": self.method,
             "seed": self.seed,
-            "accuracy": self.accuracy,
+            self.headline: self.accuracy,
             "final": self.final,
             "extra": self.extra,
             "seconds": self.seconds,
@@ -145,7 +146,7 @@ def run(
         client.setup()
     history = client.fit(on_epoch=on_epoch, on_batch=on_batch)
     last = history[-cfg.eval_last :]
-    extra = {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("acc_")}
+    extra = {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith(("acc_", "r2_"))}
     final = client.final_metrics()
     model = None
     if STANDALONE[cfg.method]:
@@ -172,4 +173,5 @@ def run(
         wire=dict(client.wire),
         model=model,
         faults=list(client.faults),
+        headline=client.headline,
     )

@@ -14,7 +14,7 @@ import numpy as np
 
 from apfed.data.encoding import Encoding, parse_number
 from apfed.errors import DataError
-from apfed.metrics import calibration_metrics, classification_metrics, ranking_metrics
+from apfed.metrics import calibration_metrics, classification_metrics, ranking_metrics, regression_metrics
 
 
 def label_indices(labels: np.ndarray, class_names: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -181,6 +181,21 @@ def score_report(
         "classes": per_class,
         "unseen_labels": {n: int(support[len(class_names) + k]) for k, n in enumerate(unseen)},
         "confusion": {"true": names, "predicted": list(class_names), "counts": confusion.tolist()},
+    }
+
+
+def regression_report(y: np.ndarray, pred: np.ndarray) -> dict:
+    """A regression model's predictions ``pred`` against the numbers ``y`` (NaN: no label, left out): R², RMSE and
+    MAE (``apfed.metrics.regression_metrics``), and the mean target and prediction (a bias shows there)."""
+    has = ~np.isnan(y)
+    if not has.any():
+        raise DataError("no labelled row to score")
+    y, pred = y[has], pred[has]
+    return {
+        "rows": int(has.sum()),
+        "metrics": regression_metrics(y, pred),
+        "target_mean": float(y.mean()),
+        "prediction_mean": float(pred.mean()),
     }
 
 

@@ -92,7 +92,8 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             ),
             (
                 "validation_metric",
-                "what picks the epoch: `accuracy`, `loss` or `roc_auc` (the better choice for a rare class)",
+                "what picks the epoch: `accuracy`, `loss` or `roc_auc` (the better choice for a rare class); for a"
+                " regression `r2` (what `accuracy` stands for there) or `loss` (the mean squared error)",
             ),
             ("patience", "> 0 (needs `validation`): stop after this many epochs without a better validation figure"),
             (
@@ -104,7 +105,8 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             ),
             (
                 "eval_last",
-                "`evaluate`'s accuracy column: the mean test accuracy over the last N epochs, the reference's figure",
+                "`evaluate`'s accuracy column (a regression's R²): the mean test figure over the last N epochs, the"
+                " reference's figure",
             ),
         ),
     ),

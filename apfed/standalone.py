@@ -23,13 +23,15 @@ from apfed.errors import ApfedError, DataError
 from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make_head
 
 FORMAT = "apfed-standalone"
-FORMAT_VERSION = 2  # 2: categorical columns ("encoding") and missing values ("preprocessing" "missing")
+FORMAT_VERSION = 3  # 2: categorical columns ("encoding") and missing values ("preprocessing" "missing"); 3: "task"
 PREDICT_CHUNK = 4096  # rows per forward pass when predicting: bounded memory for any number of rows
 
 
 @dataclass
 class StandaloneModel:
-    """Predicts from the active party's view alone: ``predict`` and ``predict_proba`` on raw numpy features."""
+    """Predicts from the active party's view alone: ``predict`` and ``predict_proba`` on raw numpy features. A
+    regression model (``task`` ``regression``, no class names) predicts a number per row, in the target's units
+    (its standardization is folded into the last layer)."""
 
     net: StandaloneNet
     spec: dict
@@ -40,6 +42,12 @@ class StandaloneModel:
     config: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     encoding: Encoding | None = None  # categorical columns: how a raw table's columns become ``columns``
+    task: str = "classification"
+    target: dict | None = None  # regression: the training target's mean and std (for ``describe``)
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def classes_(self) -> np.ndarray:
@@ -157,6 +165,8 @@ class StandaloneModel:
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
+        if self.regression:
+            raise ApfedError("a regression model predicts numbers, not class probabilities: use predict")
         return self._proba_of_features(self._inputs(X))
 
     @torch.no_grad()
@@ -168,15 +178,25 @@ class StandaloneModel:
         # one output array filled chunk by chunk: a small tensor kept per chunk would settle in the heap's hole
         # left by the chunk's freed activations, which then cannot be reused, and the heap grew by a chunk's
         # activations each time (1 GB for a million rows, in some runs)
-        out = torch.empty(len(x), len(self.class_names))
+        out = torch.empty(len(x), self.outputs)
         for start in range(0, len(x), PREDICT_CHUNK):
             chunk = x[start : start + PREDICT_CHUNK].to(dev)
-            out[start : start + len(chunk)] = torch.softmax(self.net(chunk), 1)
+            y = self.net(chunk)
+            out[start : start + len(chunk)] = y if self.regression else torch.softmax(y, 1)
         return out.numpy()
+
+    @property
+    def outputs(self) -> int:
+        """The network's outputs per row: one per class, or one value."""
+        return 1 if self.regression else len(self.class_names)
 
     def predict(self, X, threshold: str | None = None) -> np.ndarray:
         """Predicted class names: the most probable class, or with ``threshold`` (``"CLASS=T"``) that class wherever
-        its probability is at least T."""
+        its probability is at least T. A regression model: the predicted values (float, the target's units)."""
+        if self.regression:
+            if threshold is not None:
+                raise ApfedError("a threshold picks a class; a regression model predicts numbers")
+            return self._proba_of_features(self._inputs(X))[:, 0]
         proba = self.predict_proba(X)
         if threshold is None:
             return self.classes_[proba.argmax(1)]
@@ -185,8 +205,10 @@ class StandaloneModel:
         return self.classes_[thresholded(proba, *parse_threshold(threshold, self.class_names))]
 
     def score(self, X, y) -> float:
-        """Mean accuracy (0–1) of ``predict(X)`` against the labels ``y``, as scikit-learn's ``score``."""
-        return self.score_report(X, y)["metrics"]["accuracy"] / 100
+        """Mean accuracy (0–1) of ``predict(X)`` against the labels ``y``, as scikit-learn's ``score``; a regression
+        model's R², as a scikit-learn regressor's."""
+        m = self.score_report(X, y)["metrics"]
+        return m["r2"] if self.regression else m["accuracy"] / 100
 
     def score_report(self, X, y, threshold: str | None = None) -> dict:
         """Accuracy, macro and weighted F1, ROC-AUC, each class's precision and recall, and the confusion matrix
@@ -198,6 +220,12 @@ class StandaloneModel:
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X):
             raise ApfedError(f"y must hold one label per row of X ({len(X)}), got shape {y.shape}")
+        if self.regression:
+            from apfed.scoring import regression_report
+
+            if threshold is not None:
+                raise ApfedError("a threshold picks a class; a regression model predicts numbers")
+            return regression_report(target_values(y), self.predict(X))
         index, unseen = label_indices(y.astype(str), self.class_names)
         cut = None if threshold is None else parse_threshold(threshold, self.class_names)
         return score_report(index, self.predict_proba(X), self.class_names, unseen, cut)
@@ -210,6 +238,8 @@ class StandaloneModel:
         ``progress`` is called once per column."""
         from apfed.scoring import feature_groups, label_indices, permutation_importance
 
+        if self.regression:
+            raise ApfedError("permutation importance scores a classifier's accuracy; this is a regression model")
         if self.spec["kind"] != "tabular":
             raise ApfedError("permutation importance is for tabular models (an image strip's pixels are no columns)")
         features = self._inputs(X).numpy()  # preprocessed; shuffling a column of it shuffles the raw column
@@ -221,9 +251,13 @@ class StandaloneModel:
         # a model that fills missing values or encodes categorical columns is format 2: an older apfed refuses
         # it rather than read its table wrongly; any other stays format 1, readable by every apfed
         extras = {"encoding": self.encoding.to_json()} if self.encoding else {}
+        version = 2 if extras or self.preprocessor.missing else 1
+        if self.regression:  # an older apfed would read its one output as a class
+            extras.update(task=self.task, target=self.target or {})
+            version = 3
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION if extras or self.preprocessor.missing else 1,
+            "format_version": version,
             **extras,
             "spec": self.spec,
             "preprocessing": self.preprocessor.to_json(),
@@ -273,12 +307,13 @@ class StandaloneModel:
         _check_metadata(meta)
         cfg = TrainConfig.from_dict(meta["config"]).validate()
         spec = meta["spec"]
+        regression = meta.get("task") == "regression"
 
         def build() -> StandaloneNet:
             d = int(np.prod(encoder_output_shape(spec, cfg.embedding_dim)))
             return StandaloneNet(
                 make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim),
-                make_head(d, cfg.head_hidden, len(meta["class_names"]), cfg.dropout),
+                make_head(d, cfg.head_hidden, 1 if regression else len(meta["class_names"]), cfg.dropout),
             )
 
         with torch.device("meta"):
@@ -299,6 +334,8 @@ class StandaloneModel:
             config=meta["config"],
             provenance=meta["provenance"],
             encoding=Encoding.from_json(meta["encoding"]) if "encoding" in meta else None,
+            task=meta.get("task", "classification"),
+            target=meta.get("target"),
         )
 
     def describe(self) -> dict:
@@ -313,18 +350,20 @@ class StandaloneModel:
         return out
 
     def export_onnx(self, path: str | Path) -> Path:
-        """ONNX graph from raw features (flattened, float32) to class probabilities."""
+        """ONNX graph from raw features (flattened, float32) to class probabilities (a regression model: to its
+        predicted values, ``prediction`` of shape (batch,))."""
         path = Path(path)
         wrapper = _OnnxWrapper(self).eval()
         dummy = torch.zeros(2, self.n_features)
+        output = "prediction" if self.regression else "probabilities"
         with atomic_file(path) as tmp:  # an export that fails leaves an earlier file at ``path`` as it was
             torch.onnx.export(
                 wrapper,
                 (dummy,),
                 str(tmp),
                 input_names=["features"],
-                output_names=["probabilities"],
-                dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
+                output_names=[output],
+                dynamic_axes={"features": {0: "batch"}, output: {0: "batch"}},
                 dynamo=False,
             )
         return path
@@ -335,6 +374,7 @@ class _OnnxWrapper(torch.nn.Module):
         super().__init__()
         self.net = m.net.cpu()
         self.shape = tuple(m.spec["shape"])
+        self.regression = m.regression
         p = m.preprocessor
         if p.kind == "image":
             self.register_buffer("mean", torch.zeros(()))
@@ -352,7 +392,8 @@ class _OnnxWrapper(torch.nn.Module):
         if self.fill is not None:
             x = torch.where(torch.isnan(x) & self.fill, self.mean, x)
         x = ((x - self.mean) * self.scale).reshape(-1, *self.shape)
-        return torch.softmax(self.net(x), 1)
+        y = self.net(x)
+        return y[:, 0] if self.regression else torch.softmax(y, 1)
 
 
 def _check_metadata(meta: dict) -> None:
@@ -383,7 +424,12 @@ def _check_metadata(meta: dict) -> None:
         f"spec 'shape' {shape!r} is not a {spec['kind']} shape",
     )
     names = meta["class_names"]
-    ensure(len(names) >= 1 and all(isinstance(c, str) for c in names), "'class_names' is not a list of names")
+    ensure(meta.get("task", "classification") in ("classification", "regression"), "'task' is no task apfed knows")
+    if meta.get("task") == "regression":
+        ensure(names == [], "a regression model has no 'class_names'")
+        ensure(isinstance(meta.get("target"), dict), "'target' is not a mapping")
+    else:
+        ensure(len(names) >= 1 and all(isinstance(c, str) for c in names), "'class_names' is not a list of names")
     n = math.prod(shape)
     columns = meta.get("columns")
     named = isinstance(columns, list) and len(columns) == n and all(isinstance(c, str) for c in columns)
@@ -418,3 +464,12 @@ def _same_kind(value, default) -> bool:
 
 def _is_number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def target_values(y) -> np.ndarray:
+    """Labels given to score a regression model, as float64 numbers; an ApfedError when one is not a number."""
+    y = np.asarray(y)
+    try:
+        return y.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ApfedError("a regression model is scored against numbers; a label is not a number") from None

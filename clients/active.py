@@ -4,6 +4,7 @@ standalone model."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import time
@@ -15,10 +16,10 @@ import torch
 
 from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import refuse_to_overwrite
-from apfed.config import NEEDS_NO_LABEL, STANDALONE, TrainConfig
+from apfed.config import NEEDS_NO_LABEL, STANDALONE, TrainConfig, check_task_settings
 from apfed.data.splits import stratified_split
 from apfed.data.streamed import device_rows
-from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels
+from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels, is_regression
 from apfed.errors import DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.memory import release_freed_memory
@@ -66,6 +67,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             raise DataError("the active party needs labels and a train/test split")
         if on_bad_message not in BAD_MESSAGE_POLICIES:
             raise DataError(f"on_bad_message must be skip or fail, got {on_bad_message!r}")
+        check_task_settings(cfg, is_regression(data.labels))
         self.sealing, self.on_bad_message = sealing, on_bad_message
         self.channels: dict[str, Channel] = {}
         self.faults: list[dict] = []  # every skipped contribution: round, passive, reason
@@ -371,7 +373,13 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         self.preprocessor = Preprocessor.fit(d.view, trained)
         dev = cfg.device
         X = device_rows(d.view, held, self.preprocessor, dev)
-        y = torch.from_numpy(compact_labels(d.labels[held])).to(dev)
+        self.regression, self.target = is_regression(d.labels), None
+        y = compact_labels(d.labels[held])
+        if self.regression:  # the learner fits the target standardized by its training rows' mean and std
+            known = d.labels[trained][~np.isnan(d.labels[trained])]
+            self.target = {"mean": float(known.mean()), "std": float(known.std()) or 1.0}
+            y = (y - self.target["mean"]) / self.target["std"]
+        y = torch.from_numpy(y).to(dev)
         self.own_idx = torch.arange(len(keep), len(keep) + len(own), device=dev)
         self.own_test_idx = torch.arange(len(keep) + len(own), len(keep) + len(own) + len(own_test), device=dev)
         self.y_own_test = compact_labels(d.labels[own_test])
@@ -379,8 +387,8 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         extra_specs = [{"kind": v.kind, "shape": list(v.shape)} for v in self.extra_views]
         weights = None
         labelled = d.labels[trained]
-        labelled = labelled[labelled >= 0]
-        counts = np.bincount(labelled, minlength=len(d.class_names)).astype(np.float64)
+        labelled = labelled[~np.isnan(labelled)] if self.regression else labelled[labelled >= 0]
+        counts = np.zeros(0) if self.regression else np.bincount(labelled, minlength=len(d.class_names)).astype(float)
         # two classes: the rarer in training (fraud, churn, a diagnosis) is the positive class of average precision
         self.positive = 0 if len(counts) == 2 and counts[0] < counts[1] else 1
         if cfg.class_weight == "balanced":  # from the training rows' labels: N / (classes x the class's rows)
@@ -390,7 +398,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         self.learner = ActiveLearner(
             spec,
             cfg,
-            len(d.class_names),
+            1 if self.regression else len(d.class_names),
             X,
             y,
             infos,
@@ -707,6 +715,12 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             **provenance,
         }
         net = self.learner.standalone_net()
+        if self.regression:  # the model file predicts in the target's units: its standardization folded in
+            net = copy.deepcopy(net)
+            last = [m for m in net.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+            with torch.no_grad():
+                last.weight.mul_(self.target["std"])
+                last.bias.mul_(self.target["std"]).add_(self.target["mean"])
         return StandaloneModel(
             net=net,
             spec=self.spec,
@@ -717,4 +731,6 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             config=self.cfg.to_dict(),
             provenance=provenance,
             encoding=self.data.view.encoding,
+            task="regression" if self.regression else "classification",
+            target=self.target,
         )

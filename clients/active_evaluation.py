@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from apfed.metrics import classification_metrics, roc_auc
+from apfed.metrics import classification_metrics, regression_metrics, roc_auc
 from clients.tensors import as_tensor, from_wire
 from protocols.messages import EVALUATE
 from protocols.validation import ArraySpec
@@ -83,20 +83,38 @@ class ActiveEvaluation:
         """The run holds test rows (a split with a test fraction of 0 trains on every labelled row instead)."""
         return len(self.test_idx) > 0
 
+    def predicted(self, outputs: torch.Tensor) -> np.ndarray:
+        """What a model predicts from its outputs: the class of the largest logit, or a regression's value in the
+        target's units."""
+        if self.regression:
+            return (outputs[:, 0].double() * self.target["std"] + self.target["mean"]).cpu().numpy()
+        return outputs.argmax(1).cpu().numpy()
+
+    def scored(self, pred: np.ndarray, y: np.ndarray) -> float:
+        """The task's headline figure of predictions ``pred`` against ``y``: accuracy in %, or R²."""
+        if self.regression:
+            return regression_metrics(y, pred)["r2"]
+        return float((pred == y).mean() * 100)
+
+    @property
+    def headline(self) -> str:
+        """The key of the task's headline figure in an epoch's row and the final metrics: accuracy, or r2."""
+        return "r2" if self.regression else "accuracy"
+
     def predictions(self) -> dict[str, np.ndarray]:
-        """Test-set predicted classes of each model this method yields (standalone, fused, fills); none without
-        test rows."""
+        """Test-set predictions (classes, or a regression's values) of each model this method yields (standalone,
+        fused, fills); none without test rows."""
         L, idx, out = self.learner, self.test_idx, {}
         if not self.tested:
             return out
         if L.standalone:
-            out["standalone"] = L.standalone_logits(idx).argmax(1).cpu().numpy()
+            out["standalone"] = self.predicted(L.standalone_logits(idx))
         if L.fused:
             embs = self.passive_embeddings(self.test_rows) if self.names else []
-            out["fused"] = L.fused_logits(idx, embs).argmax(1).cpu().numpy()
+            out["fused"] = self.predicted(L.fused_logits(idx, embs))
             if self.names and self.cfg.method == "tvfl":
                 for kind in ("zero", "mean", "rand"):
-                    out[f"fill_{kind}"] = L.fused_logits(idx, self._fills(kind, len(idx))).argmax(1).cpu().numpy()
+                    out[f"fill_{kind}"] = self.predicted(L.fused_logits(idx, self._fills(kind, len(idx))))
         return out
 
     @property
@@ -105,15 +123,22 @@ class ActiveEvaluation:
         return len(self.y_val)
 
     def evaluate(self) -> dict:
-        """Test accuracy (in %) of every model the method yields; ``accuracy`` is the method's headline (absent
-        without test rows). With validation rows, also the headline model's accuracy, loss and ROC-AUC on them
-        (``val_accuracy``, ...)."""
+        """Test accuracy (in %) of every model the method yields (``acc_standalone``, ...); ``accuracy`` is the
+        method's headline (absent without test rows). With validation rows, also the headline model's accuracy,
+        loss and ROC-AUC on them (``val_accuracy``, ...). A regression: R² instead of accuracy (``r2_standalone``,
+        ``r2``, ``val_r2``), and the validation loss is the mean squared error of the standardized target."""
         preds = self.predictions()
-        acc = {k: float((v == self.y_test).mean() * 100) for k, v in preds.items()}
-        row = {f"acc_{k}": v for k, v in acc.items()}
+        acc = {k: self.scored(v, self.y_test) for k, v in preds.items()}
+        prefix = "r2" if self.regression else "acc"
+        row = {f"{prefix}_{k}": v for k, v in acc.items()}
         if acc:
-            row["accuracy"] = acc["standalone"] if "standalone" in acc else acc["fused"]
-        if self.n_val:
+            row[self.headline] = acc["standalone"] if "standalone" in acc else acc["fused"]
+        if self.n_val and self.regression:
+            outputs = self._headline_logits(self.val_idx, self.val_rows).float()
+            row["val_r2"] = self.scored(self.predicted(outputs), self.y_val)
+            standardized = (torch.from_numpy(self.y_val).to(outputs.device) - self.target["mean"]) / self.target["std"]
+            row["val_loss"] = float(((outputs[:, 0] - standardized) ** 2).mean())
+        elif self.n_val:
             logits = self._headline_logits(self.val_idx, self.val_rows).float()
             y = torch.from_numpy(self.y_val).long().to(logits.device)
             row["val_accuracy"] = float((logits.argmax(1) == y).sum()) * 100 / len(y)
@@ -135,7 +160,7 @@ class ActiveEvaluation:
         """After an epoch with validation rows: remember it (with a copy of the standalone model's weights) if its
         ``validation_metric`` is the best so far (the first such epoch); True when ``patience`` epochs have passed
         without a better one."""
-        key = f"val_{self.cfg.validation_metric}"
+        key = f"val_{self.validation_metric}"
         best = None if self.best is None else self.history[self.best["epoch"] - 1][key]
         if best is None or (row[key] < best if key == "val_loss" else row[key] > best):
             weights = self.learner.standalone_weights() if self.learner.standalone else {}
@@ -144,9 +169,15 @@ class ActiveEvaluation:
 
     def _best_figure(self) -> str:
         """The best epoch's validation figure, as the logs say it."""
-        metric = self.cfg.validation_metric
+        metric = self.validation_metric
         value = self.history[self.best["epoch"] - 1][f"val_{metric}"]
         return f"validation {metric} {value:.2f} %" if metric == "accuracy" else f"validation {metric} {value:.4f}"
+
+    @property
+    def validation_metric(self) -> str:
+        """What picks the epoch: ``cfg.validation_metric``, where ``accuracy`` stands for R² in a regression."""
+        metric = self.cfg.validation_metric
+        return "r2" if self.regression and metric == "accuracy" else metric
 
     def _patience_spent(self) -> bool:
         """``patience`` epochs have passed since the best validation figure."""
@@ -168,7 +199,9 @@ class ActiveEvaluation:
         some passive lacks, also the standalone model's accuracy on them (``unmatched_accuracy``,
         ``unmatched_test_rows``). Without test rows, only what validation picked (or nothing)."""
         out = {}
-        if self.tested:
+        if self.tested and self.regression:
+            out = regression_metrics(self.y_test, self.predicted(self._headline_logits(self.test_idx, self.test_rows)))
+        elif self.tested:
             logits = self._headline_logits(self.test_idx, self.test_rows)
             proba = torch.softmax(logits.float(), 1).cpu().numpy()
             out = classification_metrics(self.y_test, logits.argmax(1).cpu().numpy(), proba, self.positive)
@@ -182,12 +215,13 @@ class ActiveEvaluation:
         if len(self.own_test) == 0:
             return out
         L, idx, guesses = self.learner, self.own_test_idx, {}
+        key = f"unmatched_{self.headline}"
         if L.standalone:
-            guesses["unmatched_accuracy"] = L.standalone_logits(idx).argmax(1)
+            guesses[key] = self.predicted(L.standalone_logits(idx))
         elif self.cfg.method == "tvfl" and self.names:  # the split model, for customers no passive knows
             for kind in ("zero", "mean", "rand"):
-                guesses[f"unmatched_accuracy_fill_{kind}"] = L.fused_logits(idx, self._fills(kind, len(idx))).argmax(1)
+                guesses[f"{key}_fill_{kind}"] = self.predicted(L.fused_logits(idx, self._fills(kind, len(idx))))
         for k, g in guesses.items():
-            out[k] = float((g.cpu().numpy() == self.y_own_test).mean() * 100)
+            out[k] = self.scored(g, self.y_own_test)
         out["unmatched_test_rows"] = len(self.own_test)
         return out

@@ -38,6 +38,7 @@ class RunSettings:
     data_dir: str = ""
     id_column: str = "id"
     label_column: str = "label"
+    task: str = "classification"  # or regression: the labels are numbers to predict
     method: str = "apfed-c"
     preset: str = "default"
     epochs: int = 0
@@ -119,6 +120,7 @@ def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
         overlap=s.overlap or None,
         labelled=s.labelled or None,
         test_fraction=None if s.test_fraction == 0.2 else s.test_fraction,
+        task=s.task,
     )
 
 
@@ -153,8 +155,12 @@ def epoch_line(row: dict, epochs: int) -> str:
     """One epoch's log line for a deployment, whose operator follows the run in Flower's log (``flwr run
     --stream``): ``epoch 3/60: test accuracy 84.10 %, validation 83.75 %, task loss 0.4121, 12.3 s``."""
     parts = [f"test accuracy {row['accuracy']:.2f} %"] if "accuracy" in row else []
+    if "r2" in row:
+        parts.append(f"test R² {row['r2']:.4f}")
     if "val_accuracy" in row:
         parts.append(f"validation {row['val_accuracy']:.2f} %")
+    if "val_r2" in row:
+        parts.append(f"validation R² {row['val_r2']:.4f}")
     if "task_loss" in row:
         parts.append(f"task loss {row['task_loss']:.4f}")
     if "train_time" in row:
@@ -171,7 +177,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         raise ConfigError(f"round-timeout must be >= 0 seconds (0: no deadline), got {s.round_timeout}")
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, multi_view_npz
-    from apfed.data.splits import check_test_fraction
+    from apfed.data.splits import check_task, check_test_fraction
 
     def log(line: str) -> None:  # the lines `flwr run --stream` shows the active party's operator
         logging.getLogger("flwr").info("apfed: %s", line)
@@ -180,7 +186,9 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         if s.passives < 1:
             raise ConfigError("with only the active party's data file, set passives=N (the number of passive parties)")
         test_fraction = check_test_fraction(s.test_fraction)
-        active_data = active_party_file(s.data[0], s.id_column, s.label_column, test_fraction=test_fraction)
+        active_data = active_party_file(
+            s.data[0], s.id_column, s.label_column, test_fraction=test_fraction, task=check_task(s.task)
+        )
         n_passives, name = s.passives, Path(s.data[0]).stem
         for line in describe(Path(s.data[0]).name, active_data.view):
             log(line)

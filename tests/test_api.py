@@ -232,7 +232,7 @@ def test_from_arrays_is_the_same_dataset_and_model_as_the_same_rows_in_files(tmp
             {"a": np.zeros((200, 2))},
             np.linspace(0, 1, 200),
             {},
-            "200 distinct labels in 200 rows look like a continuous target, and apfed trains classifiers",
+            "200 distinct labels in 200 rows look like a continuous target: train a regression",
         ),
     ],
 )

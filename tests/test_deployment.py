@@ -313,6 +313,40 @@ def test_a_deployment_trains_the_passives_losses_on_the_rows_with_no_label(tmp_p
     np.testing.assert_allclose(m.predict_proba(X), here.model.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
+def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
+    """A numeric label column and ``task='regression'`` in the run config: the deployed active party trains on
+    the target standardized, reports R², and its model file predicts what the same files give in one process."""
+    import apfed
+    from apfed.standalone import StandaloneModel
+
+    bank, shop, telco = party_csvs["paths"]
+    rows = list(csv.reader(bank.read_text().splitlines()))
+    for i, row in enumerate(rows[1:]):
+        row[-1] = "" if i % 9 == 0 else f"{10 * int(row[-1].removeprefix('class_')) + float(row[1]):.4f}"
+    numeric = tmp_path / "bank.csv"
+    with numeric.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    files = [numeric, shop, telco]
+    r = deploy.deploy(
+        tmp_path / "run",
+        method="apfed-kd",
+        epochs=1,
+        k=2,
+        files=files,
+        id_column="user_id",
+        timeout=600,
+        task="regression",
+    )
+    assert {"r2", "rmse", "mae"} <= r["final"].keys() and "accuracy" not in r["final"]
+    m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
+    assert m.regression and m.provenance["test_r2"] == r["final"]["r2"]
+    ds, _ = apfed.load_dataset(data=files, id_column="user_id", log=lambda _: None, task="regression")
+    here = apfed.train(ds, 0, "apfed-kd", epochs=1, batches_per_round=2, pipeline=True)
+    assert r["final"]["r2"] == pytest.approx(here.final["r2"], abs=1e-6)
+    X = ds.views[0].X
+    np.testing.assert_allclose(m.predict(X), here.model.predict(X), rtol=1e-5, atol=1e-4)
+
+
 def _log_count(path: Path, needle: str) -> int:
     return path.read_text(errors="replace").count(needle) if path.exists() else 0
 

@@ -94,6 +94,13 @@ Labelled = Annotated[
         " empty label cell marks such a row).",
     ),
 ]
+Task = Annotated[
+    str,
+    typer.Option(
+        help="classification (the labels are classes) or regression (the labels are numbers to predict; --data"
+        " files only).",
+    ),
+]
 Data = Annotated[
     list[str] | None,
     typer.Option(
@@ -175,7 +182,18 @@ def _check_data_options(dataset, views, data, data_dir, default="handwritten") -
 
 
 def _dataset(
-    dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction, labelled=None
+    dataset,
+    views,
+    active,
+    data,
+    data_dir,
+    id_column,
+    label_column,
+    passives,
+    overlap,
+    test_fraction,
+    labelled=None,
+    task="classification",
 ):
     """The dataset and active view the data options name (handwritten by default), its log lines on stderr."""
     from apfed.api import load_dataset
@@ -193,6 +211,7 @@ def _dataset(
         overlap=overlap,
         test_fraction=test_fraction,
         labelled=labelled,
+        task=task,
     )
 
 

@@ -173,18 +173,28 @@ def audit(
     table_console().print(t)
 
 
-def _data_line(path: Path, id_column: str, label_column: str | None, test_fraction: float = 0.2) -> str:
+def _data_line(
+    path: Path, id_column: str, label_column: str | None, test_fraction: float = 0.2, task: str = "classification"
+) -> str:
     """``preflight --data``: read a party's file as its deployment will, and say what it holds."""
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, passive_party_file
-    from apfed.data.splits import check_test_fraction
+    from apfed.data.splits import check_task, check_test_fraction
 
     if label_column is None:
         d = passive_party_file(path, id_column)
         what = "a passive party's file"
     else:
-        d = active_party_file(path, id_column, label_column, test_fraction=check_test_fraction(test_fraction))
-        what = f"the active party's file, {len(d.class_names)} classes"
+        d = active_party_file(
+            path, id_column, label_column, test_fraction=check_test_fraction(test_fraction), task=check_task(task)
+        )
+        if task == "regression":
+            import numpy as np
+
+            known = d.labels[~np.isnan(d.labels)]
+            what = f"the active party's file, a numeric target from {known.min():.4g} to {known.max():.4g}"
+        else:
+            what = f"the active party's file, {len(d.class_names)} classes"
     notes = "; ".join(line.removeprefix(f"{path.name}: ") for line in describe(path.name, d.view))
     shape = "x".join(map(str, d.view.shape))
     line = f"data {path}: {what}, {len(d.ids)} rows of {shape} features"
@@ -220,6 +230,9 @@ def preflight(
     test_fraction: Annotated[
         float, typer.Option(help="With --label-column: the run config's test-fraction, the split to check.")
     ] = 0.2,
+    task: Annotated[
+        str, typer.Option(help="With --label-column: the run config's task, classification or regression.")
+    ] = "classification",
     worker_socket: Annotated[
         str | None,
         typer.Option(help="A passive's SuperNode user: the socket of its own worker (apfed worker), to reach."),
@@ -264,7 +277,7 @@ def preflight(
             typer.echo(f"port {p} on {host}: free")
             checked += 1
         if data is not None:
-            typer.echo(_data_line(data, id_column, label_column, test_fraction))
+            typer.echo(_data_line(data, id_column, label_column, test_fraction, task))
             checked += 1
         if connect:
             if not authorities:

@@ -120,13 +120,18 @@ def predict(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
+    if m.regression and threshold is not None:
+        raise ConfigError("--threshold picks a class; this regression model predicts numbers")
     cut = None if threshold is None else parse_threshold(threshold, m.class_names)
     _output_file(output, {"input file": input, "model file": model})
     required, id_column = id_column is not None, id_column or "id"
     ids, X = _read_input(input, m, id_column, required)
     with _echoed_warnings(input):
-        proba = m.predict_proba(X)
-    pred = m.classes_[proba.argmax(1) if cut is None else thresholded(proba, *cut)]
+        proba = m.predict(X)[:, None] if m.regression else m.predict_proba(X)
+    if m.regression:  # one column, the predicted value (as many significant digits as float32 holds)
+        pred, proba = [f"{v:.7g}" for v in proba[:, 0]], proba[:, :0]
+    else:
+        pred = m.classes_[proba.argmax(1) if cut is None else thresholded(proba, *cut)]
     from apfed.checkpoint import atomic_file
 
     with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
@@ -209,6 +214,10 @@ def score(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
+    if m.regression:
+        for given, option in ((threshold, "--threshold"), (against, "--against"), (importance or None, "--importance")):
+            if given is not None:
+                raise ConfigError(f"{option} is for classifiers; this model is a regression (R², RMSE and MAE)")
     cut = None if threshold is None else parse_threshold(threshold, m.class_names)
     other = None if against is None else StandaloneModel.load(against)
     other_cut = None
@@ -242,6 +251,9 @@ def score(
             f"warning: {n:,} row{'s have' if n > 1 else ' has'} no label and {'are' if n > 1 else 'is'} left out"
         )
     keep = ~unlabelled
+    if m.regression:
+        _regression_score(m, X[keep], y[keep], model, input, notes, as_json)
+        return
     index, unseen = label_indices(y[keep], m.class_names)
     with _echoed_warnings(input):
         proba = m.predict_proba(X[keep])
@@ -281,12 +293,54 @@ def score(
     console = table_console()
     for t in score_tables(report, f"{model.name} on {input.name}", repeats, model.name):
         console.print(t)
-    if trained is not None:
+    if (line := _training_line(m, None if trained is None else f"{trained:.2f} %")) is not None:
+        console.print(line)
+
+
+def _training_line(m, figure: str | None) -> str | None:
+    """What ``apfed score`` adds after its figures: the model's own test ``figure`` at the end of training, or that
+    it trained on every labelled row (None when the file says neither)."""
+    if figure is not None:
         rows = m.provenance.get("test_rows")
         on = f" on its {rows:,} test rows" if isinstance(rows, int) else ""
-        console.print(f"At the end of training the model scored {trained:.2f} %{on}.")
-    elif m.provenance.get("test_rows") == 0:
-        console.print("The model trained on every labelled row it had (test fraction 0): these rows are its test.")
+        return f"At the end of training the model scored {figure}{on}."
+    if m.provenance.get("test_rows") == 0:
+        return "The model trained on every labelled row it had (test fraction 0): these rows are its test."
+    return None
+
+
+def _regression_score(m, X: np.ndarray, y: np.ndarray, model: Path, input: Path, notes: list[str], as_json: bool):
+    """``apfed score`` of a regression model: R², RMSE and MAE on the labelled rows, and the mean target and
+    prediction; a label that is not a number is one error line."""
+    import json
+
+    from apfed.data.encoding import parse_number
+    from apfed.scoring import regression_report
+
+    try:
+        values = np.char.strip(y.astype(str)).astype(np.float64)
+    except ValueError:
+        bad = next(v for v in y.tolist() if parse_number(str(v).strip()) is None)
+        raise DataError(f"{input}: the label {bad!r} is not a number; this model predicts numbers") from None
+    if not np.isfinite(values).all():
+        raise DataError(f"{input}: a label is infinite; score a regression model against finite numbers")
+    with _echoed_warnings(input):
+        report = regression_report(values, m.predict(X))
+    for line in notes:
+        typer.echo(line, err=True)
+    trained = m.provenance.get("test_r2")
+    if trained is not None:
+        report["training_test_r2"] = trained
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
+        return
+    r = report["metrics"]
+    typer.echo(
+        f"{model.name} on {input.name}: {report['rows']:,} rows, R² {r['r2']:.4f}, RMSE {r['rmse']:.4g}, MAE"
+        f" {r['mae']:.4g} (mean label {report['target_mean']:.4g}, mean prediction {report['prediction_mean']:.4g})"
+    )
+    if (line := _training_line(m, None if trained is None else f"R² {trained:.4f}")) is not None:
+        typer.echo(line)
 
 
 def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> list[dict]:
@@ -303,7 +357,10 @@ def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> lis
 @app.command()
 def export(
     model: Annotated[Path, typer.Option(help="Standalone model file.")],
-    onnx: Annotated[Path, typer.Option(help="Where to write the ONNX model (raw features in, probabilities out).")],
+    onnx: Annotated[
+        Path,
+        typer.Option(help="Where to write the ONNX model (raw features in, probabilities out; a regression's values)."),
+    ],
 ):
     """Export a standalone model to ONNX."""
     from apfed.standalone import StandaloneModel
@@ -371,6 +428,16 @@ def _table_lines(d: dict) -> dict[str, str]:
     return lines
 
 
+def _target_line(d: dict) -> dict[str, str]:
+    """``apfed info``'s line on what the model predicts: its classes, or a regression's target."""
+    if d.get("task") == "regression":
+        t = d.get("target") or {}
+        stats = f" (training mean {t['mean']:.4g}, std {t['std']:.4g})" if {"mean", "std"} <= t.keys() else ""
+        return {"predicts": f"a number (regression){stats}"}
+    names = d["class_names"]
+    return {"classes": f"{len(names)}: {', '.join(map(str, names[:20]))}" + (", ..." if len(names) > 20 else "")}
+
+
 def _model_summary(d: dict) -> dict[str, str]:
     """The lines of ``apfed info``: the ones a user checks before predicting, then the provenance."""
     p, cfg, cols = d["provenance"], d["config"], d["columns"]
@@ -381,12 +448,17 @@ def _model_summary(d: dict) -> dict[str, str]:
         "view": f"{d['view_name'] or '?'}: {d['spec']['kind']}, shape {tuple(d['spec']['shape'])}",
         "features": f"{d['n_features']}: {shown}",
         **_table_lines(d),
-        "classes": f"{len(d['class_names'])}: {', '.join(map(str, d['class_names'][:20]))}"
-        + (", ..." if len(d["class_names"]) > 20 else ""),
+        **_target_line(d),
         "method": f"{_recipe_text(cfg)}, seed {cfg.get('seed', '?')}, {_epochs_line(cfg, p)}",
         "parameters": f"{d['parameters']:,}",
     }
-    if "test_accuracy" in p:
+    if "test_r2" in p:
+        when = f"the model of epoch {p['best_epoch']}" if "best_epoch" in p else "end of training"
+        lines["test R²"] = (
+            f"{p['test_r2']:.4f}, RMSE {p['test_rmse']:.4g}, MAE {p['test_mae']:.4g} (the active party's test rows,"
+            f" {when})"
+        )
+    elif "test_accuracy" in p:
         auc = f", ROC-AUC {p['test_roc_auc']:.4f}" if "test_roc_auc" in p else ""
         when = f"the model of epoch {p['best_epoch']}" if "best_epoch" in p else "end of training"
         lines["test accuracy"] = f"{p['test_accuracy']:.2f} %{auc} (the active party's test rows, {when})"

@@ -38,6 +38,7 @@ from apfed.cli.common import (
     Pipeline,
     Preset,
     RoundTimeout,
+    Task,
     Temperature,
     TestFraction,
     Views,
@@ -71,6 +72,7 @@ def evaluate(
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
+    task: Task = "classification",
     methods: Annotated[
         str,
         typer.Option(
@@ -172,7 +174,18 @@ def evaluate(
     from apfed.evaluate import evaluate as run_eval
 
     ds, a = _dataset(
-        dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction, labelled
+        dataset,
+        views,
+        active,
+        data,
+        data_dir,
+        id_column,
+        label_column,
+        passives,
+        overlap,
+        test_fraction,
+        labelled,
+        task,
     )
     from apfed.evaluate import check_variants
 
@@ -205,6 +218,7 @@ def train(
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
+    task: Task = "classification",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     epochs: Epochs = None,
     preset: Preset = "default",
@@ -280,7 +294,18 @@ def train(
     from apfed.runner import run
 
     ds, a = _dataset(
-        dataset, views, active, data, data_dir, id_column, label_column, passives, overlap, test_fraction, labelled
+        dataset,
+        views,
+        active,
+        data,
+        data_dir,
+        id_column,
+        label_column,
+        passives,
+        overlap,
+        test_fraction,
+        labelled,
+        task,
     )
     from apfed.api import check_run
 
@@ -296,29 +321,23 @@ def train(
     console = Console(stderr=True, log_path=False)  # log lines without the source line that wrote them
     history = _history_writer(metrics, resume)
     with Progress(console=console) as progress:
-        task = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
+        bar = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
 
         def on_epoch(row: dict) -> None:
-            progress.update(task, advance=1, description=f"{method} {epoch_label(row)}")
+            progress.update(bar, advance=1, description=f"{method} {epoch_label(row)}")
             if history:
                 history(row)
 
         r = run(ds, a, cfg, on_epoch=on_epoch, log=lambda m: progress.console.log(m), safety=safety)
-        progress.update(task, total=len(r.history), completed=len(r.history))  # an early stop ends the bar too
+        progress.update(bar, total=len(r.history), completed=len(r.history))  # an early stop ends the bar too
     r.model.save(out)
     if history:
         history.finish(r.history)
     if r.faults:
         console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
-    from apfed.report import final_note, untested_line
+    from apfed.report import test_line
 
-    if r.accuracy is None:
-        console.print(f"{untested_line(r.final)}; wrote {out}")
-    else:
-        console.print(
-            f"test accuracy {r.final['accuracy']:.2f} % (macro-F1 {r.final['macro_f1']:.2f}{final_note(r.final)});"
-            f" wrote {out}"
-        )
+    console.print(f"{test_line(r.final)}; wrote {out}")
 
 
 @app.command()
@@ -334,6 +353,7 @@ def simulate(
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
+    task: Task = "classification",
     method: Annotated[
         str, typer.Option(help="apfed-r, apfed-c, apfed-m, apfed-kd or tvfl; or a variant, 'apfed-c\\[lam=0.25]'.")
     ] = "apfed-c",
@@ -371,15 +391,15 @@ def simulate(
     from apfed.report import epoch_label
 
     progress = Progress(console=Console(stderr=True, log_path=False))
-    task = progress.add_task(f"{method} over Flower simulation", start=False)
+    bar = progress.add_task(f"{method} over Flower simulation", start=False)
 
     def on_start(epochs: int) -> None:  # the data and settings are checked: the bar shows from here
-        progress.update(task, total=epochs)
+        progress.update(bar, total=epochs)
         progress.start()
-        progress.start_task(task)
+        progress.start_task(bar)
 
     def on_epoch(row: dict) -> None:
-        progress.update(task, advance=1, description=f"{method} {epoch_label(row)}")
+        progress.update(bar, advance=1, description=f"{method} {epoch_label(row)}")
         if history:
             history(row)
 
@@ -401,6 +421,7 @@ def simulate(
             data_dir=data_dir,
             id_column=id_column,
             label_column=label_column,
+            task=task,
             preset=preset,
             seed=seed,
             epochs=epochs,
@@ -413,17 +434,17 @@ def simulate(
             on_start=on_start,
             on_epoch=on_epoch,
         )
-        progress.update(task, total=len(r["history"]), completed=len(r["history"]))  # an early stop ends the bar too
+        progress.update(bar, total=len(r["history"]), completed=len(r["history"]))  # an early stop ends the bar too
         if history:
             history.finish(r["history"])
     finally:
         if progress.live.is_started:  # stopping a bar that never showed prints an empty line
             progress.stop()
-    from apfed.report import final_note, untested_line
+    from apfed.report import final_note, test_line
 
     n_passives = r["passives"]
-    if r["accuracy"] is None:
-        tested = untested_line(r["final"])
+    if r["accuracy"] is None or "r2" in r["final"]:
+        tested = test_line(r["final"])
     else:
         mean = "" if "best_epoch" in r["final"] else f"last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
         tested = (

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from apfed.data.encoding import Encoding, encode_table
-from apfed.data.splits import check_test_fraction, labelled_split
+from apfed.data.splits import check_task, check_test_fraction, split_labels
 from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
@@ -50,18 +50,20 @@ def from_arrays(
     name: str = "arrays",
     test_size: float = 0.2,
     seed: int = 0,
+    task: str = "classification",
 ) -> MultiViewDataset:
     """A dataset from in-memory views: ``views`` maps each view's name to its features (a 2-D numpy array or a
     pandas DataFrame, whose column names are kept, or 4-D images N x C x H x W), ``labels`` the class of every row
     (any values: their sorted distinct values become the classes; None or NaN marks a row with no label, which
     only the passives' losses train on: ``TrainConfig.unlabelled_rows``). Every view has the same rows in the same
     order; ``ids`` names them (default 0..N-1). The split is stratified (``test_size``, ``seed``), as for files.
+    ``task="regression"``: the labels are numbers to predict (the split is stratified by their quantiles).
     A column of text (strings in a DataFrame or an object array) is categorical, one 0/1 feature per value; a
     missing value (NaN, None, an empty string or an NA marker) is filled with its column's training mean, as for
     files. Use the result like ``apfed.load_dataset``'s (``apfed.train``, ``apfed.compare``; ``apfed.simulate``, whose
     virtual SuperNodes each load their own data, takes the arrays saved as a multi-view NPZ file instead: an array
     ``view_<name>`` per view and the labels), the active view given by index or name."""
-    test_size = check_test_fraction(test_size)
+    test_size, task = check_test_fraction(test_size), check_task(task)
     if not isinstance(views, Mapping) or not views:
         raise DataError("give the views as a mapping of view name to array, e.g. {'bank': X_bank, 'shop': X_shop}")
     arrays = {}
@@ -98,7 +100,7 @@ def from_arrays(
             where = f"column {columns[empty]!r}" if columns else f"feature {empty}"
             raise DataError(f"view {key!r}: {where} has no value in any row; drop it")
     try:
-        class_names, encoded, train, test, unlabelled = labelled_split(y, "the labels hold", test_size, seed)
+        class_names, encoded, train, test, unlabelled = split_labels(y, "the labels hold", test_size, seed, task)
     except TypeError:
         raise DataError("labels mix types that cannot be ordered (e.g. numbers and strings); give one kind") from None
     built = [
@@ -119,6 +121,7 @@ def from_parties(
     test_size: float = 0.2,
     seed: int = 0,
     log=print,
+    task: str = "classification",
 ) -> MultiViewDataset:
     """A dataset from each party's own table in memory, as its file would hold it: ``parties`` maps each party's
     name to a pandas DataFrame (or a mapping of column name to values), the active party's first, with its labels
@@ -126,7 +129,7 @@ def from_parties(
     or text: categorical; missing values as for files). Rows are aligned by ID, never by position, exactly as
     ``load_dataset(data=[...])`` aligns party files: the active party's whole table is split (``test_size`` of it
     to test, 0: none; ``seed``), and its rows that some passive lacks train and test its standalone model
-    (``MultiViewDataset.unmatched``). ``log`` receives how many rows matched."""
+    (``MultiViewDataset.unmatched``). ``log`` receives how many rows matched; ``task``: as for ``from_arrays``."""
     from apfed.data.files import PartyTable, _checked, dataset_from_tables
 
     if not isinstance(parties, Mapping) or not parties:
@@ -168,7 +171,8 @@ def from_parties(
         X, names, encoding = encode_table(f"party {name!r}", raw, features)
         labels = values[label_column].astype(str) if i == 0 else None
         tables.append(_checked(PartyTable(Path(name), values[id_column].astype(str), X, names, labels, encoding)))
-    return dataset_from_tables(tables, id_column, label_column, seed, log, check_test_fraction(test_size))
+    test_size = check_test_fraction(test_size)
+    return dataset_from_tables(tables, id_column, label_column, seed, log, test_size, check_task(task))
 
 
 def _column(party: str, name: str, values: Any) -> np.ndarray:

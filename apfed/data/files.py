@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from apfed.data.encoding import Encoding, describe, encode_table, is_missing_value, one_hot, parse_number
-from apfed.data.splits import labelled_split, split_name
+from apfed.data.splits import split_labels, split_name
 from apfed.data.views import MultiViewDataset, UnmatchedRows, View, compact_index, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
@@ -288,18 +288,23 @@ def passive_party_file(path: str | Path, id_column: str):
 
 
 def active_party_file(
-    path: str | Path, id_column: str, label_column: str, split_seed: int = 0, test_fraction: float = 0.2
+    path: str | Path,
+    id_column: str,
+    label_column: str,
+    split_seed: int = 0,
+    test_fraction: float = 0.2,
+    task: str = "classification",
 ):
     """The active party's own file (with labels) as its PartyData, with a seeded stratified split (``test_fraction``
-    of the rows to test; 0: none).
+    of the rows to test; 0: none); ``task`` ``regression``: the labels are numbers to predict.
 
     Used where the active party holds only its own file (a real deployment); rows are aligned with the
     passives later, inside the protocol."""
     from apfed.data.views import PartyData
 
     t = read_party_file(path, id_column, label_column)
-    class_names, labels, train, test, unlabelled = labelled_split(
-        t.labels, f"{t.path}: label column {label_column!r} holds", test_fraction, split_seed
+    class_names, labels, train, test, unlabelled = split_labels(
+        t.labels, f"{t.path}: label column {label_column!r} holds", test_fraction, split_seed, task
     )
     return PartyData(
         view=t.view(),
@@ -327,7 +332,14 @@ def multi_view_npz(path: str | Path) -> list[str] | None:
 
 
 def _load_multi_view(
-    path: Path, arrays: list[str], id_column: str, label_column: str, split_seed: int, test_fraction: float, log
+    path: Path,
+    arrays: list[str],
+    id_column: str,
+    label_column: str,
+    split_seed: int,
+    test_fraction: float,
+    log,
+    task: str = "classification",
 ):
     """A whole benchmark in one NPZ file: every view's rows in the same order, as ``apfed.from_arrays`` takes
     them."""
@@ -343,7 +355,7 @@ def _load_multi_view(
         ids = z[id_column] if id_column in z.files else None
         labels = z[label_column]
     try:
-        ds = from_arrays(views, labels, ids=ids, name=path.stem, test_size=test_fraction, seed=split_seed)
+        ds = from_arrays(views, labels, ids=ids, name=path.stem, test_size=test_fraction, seed=split_seed, task=task)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     log(f"{path.name}: {len(ds.labels)} rows, {len(views)} views ({', '.join(views)}) aligned in the file")
@@ -370,20 +382,26 @@ def align_tables(tables: list[PartyTable]) -> tuple[np.ndarray, list[np.ndarray]
 
 
 def load_party_files(
-    paths: list[str], id_column: str, label_column: str, split_seed: int = 0, log=print, test_fraction: float = 0.2
+    paths: list[str],
+    id_column: str,
+    label_column: str,
+    split_seed: int = 0,
+    log=print,
+    test_fraction: float = 0.2,
+    task: str = "classification",
 ) -> MultiViewDataset:
     """Load one file per party (active first) and align rows by ID; the active party's whole file is split
     (``test_fraction`` of its rows to test; its rows that some passive lacks are the dataset's ``unmatched``
-    rows)."""
+    rows). ``task`` ``regression``: the labels are numbers to predict."""
     if len(paths) < 1:
         raise DataError("give at least one --data file (the active party's, with labels)")
     if len(paths) == 1 and (views := multi_view_npz(paths[0])) is not None:
-        return _load_multi_view(Path(paths[0]), views, id_column, label_column, split_seed, test_fraction, log)
+        return _load_multi_view(Path(paths[0]), views, id_column, label_column, split_seed, test_fraction, log, task)
     _distinct_columns(id_column, label_column)
     for p in paths[1:]:
         refuse_passive_labels(p, label_column)
     tables = [read_party_file(p, id_column, label_column if i == 0 else None) for i, p in enumerate(paths)]
-    return dataset_from_tables(tables, id_column, label_column, split_seed, log, test_fraction)
+    return dataset_from_tables(tables, id_column, label_column, split_seed, log, test_fraction, task)
 
 
 def dataset_from_tables(
@@ -393,6 +411,7 @@ def dataset_from_tables(
     split_seed: int = 0,
     log=print,
     test_fraction: float = 0.2,
+    task: str = "classification",
 ) -> MultiViewDataset:
     """The dataset of the parties' tables (the active party's first): rows aligned by ID, the active party's whole
     table split (``test_fraction`` to test, 20 % by default; 0: every row trains), its rows that some passive lacks
@@ -405,8 +424,8 @@ def dataset_from_tables(
     # the active party's whole file is split, as in a deployment (apfed.data.files.active_party_file), so that a
     # run here and a deployment train and test on the same rows; the rows some passive lacks are the unmatched ones
     active = tables[0]
-    class_names, labels, train, test, unlabelled = labelled_split(
-        active.labels, f"{active.path}: label column {label_column!r} holds", test_fraction, split_seed
+    class_names, labels, train, test, unlabelled = split_labels(
+        active.labels, f"{active.path}: label column {label_column!r} holds", test_fraction, split_seed, task
     )
     is_test = np.zeros(len(active.ids), dtype=bool)
     is_test[test] = True

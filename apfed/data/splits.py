@@ -1,4 +1,4 @@
-"""Seeded, stratified train/test splits."""
+"""Seeded, stratified train/test splits (a regression target is stratified by its quantiles)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a stratified split, exactly ``train_test_split(range(N), stratify=y, random_state=seed)``;
     ``held_out`` names the second part in errors (the test rows, or the validation rows). ``test_size`` 0: every
-    row trains and none is held out (a production model trained on every labelled row)."""
+    row trains and none is held out (a production model trained on every labelled row). Float labels are a
+    regression target: the strata are its quantile bins (``quantile_strata``)."""
     if not 0 <= test_size < 1:
         raise ValueError(f"test_size must be a fraction in [0, 1), got {test_size}")
     n = len(labels)
     if test_size == 0:
         return compact_index(np.arange(n), n), compact_index(np.arange(0), n)
+    if np.asarray(labels).dtype.kind == "f":
+        held = _test_rows(n, test_size)
+        labels = quantile_strata(labels, min(10, held, n - held))
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any():
         raise DataError("every class needs at least 2 labelled rows for a stratified split")
@@ -36,6 +40,62 @@ def stratified_split(
 
     train, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
     return compact_index(train, n), compact_index(test, n)
+
+
+def quantile_strata(values: np.ndarray, bins: int) -> np.ndarray:
+    """Each value's quantile bin (0 .. bins-1, equal counts, ties broken by position): the strata of a regression
+    target, so that a split's parts span its range alike."""
+    n = len(values)
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[np.argsort(values, kind="stable")] = np.arange(n)
+    return ranks * max(1, bins) // max(n, 1)
+
+
+def regression_split(
+    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A regression target: each row's value (float32; NaN for a row with no label), a split of the labelled rows
+    stratified by the target's quantiles, and the rows with no label; a DataError naming ``holder`` when a label is
+    not a number or no row has one."""
+    missing = missing_labels(raw_labels)
+    if missing.all():
+        raise DataError(f"{holder} no label in any row; the active party's rows need labels, at least some")
+    raw = np.asarray(raw_labels)
+    values = np.full(len(raw), np.nan, dtype=np.float64)
+    labelled = np.flatnonzero(~missing)
+    try:
+        values[labelled] = raw[labelled].astype(np.float64)
+    except (TypeError, ValueError):
+        from apfed.data.encoding import parse_number
+
+        bad = [i for i in labelled if parse_number(str(raw[i]).strip()) is None]
+        more = f" (and {len(bad) - 1} more such label{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise DataError(
+            f"{holder} {str(raw[bad[0]])!r}, not a number{more}: a regression target is numeric (--task regression)"
+        ) from None
+    if not np.isfinite(values[labelled]).all():
+        bad = labelled[~np.isfinite(values[labelled])][0]
+        raise DataError(f"{holder} {str(raw[bad])!r}: a regression target must be finite")
+    if len(labelled) < 2 or np.ptp(values[labelled]) == 0:
+        raise DataError(f"{holder} a single value; a regression target needs at least 2 distinct values")
+    train, test = stratified_split(values[labelled], test_size, seed)
+    n = len(raw)
+    return (
+        values.astype(np.float32),
+        compact_index(labelled[train], n),
+        compact_index(labelled[test], n),
+        np.flatnonzero(missing),
+    )
+
+
+def split_labels(
+    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0, task: str = "classification"
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``labelled_split`` for a classification task; for a regression task, ``regression_split`` with no class
+    names (an empty list)."""
+    if task == "regression":
+        return [], *regression_split(raw_labels, holder, test_size, seed)
+    return labelled_split(raw_labels, holder, test_size, seed)
 
 
 def missing_labels(raw_labels: np.ndarray) -> np.ndarray:
@@ -77,8 +137,8 @@ def labelled_split(
         shown = ", ".join(repr(str(class_names[i])) for i in single[:5]) + (", ..." if len(single) > 5 else "")
         continuous = len(class_names) > 50 and len(class_names) > len(labels) / 4
         hint = (
-            f"; {len(class_names)} distinct labels in {len(labels)} rows look like a continuous target, and apfed"
-            " trains classifiers (bin the target into classes)"
+            f"; {len(class_names)} distinct labels in {len(labels)} rows look like a continuous target: train a"
+            " regression (--task regression; in the API task='regression')"
             if continuous
             else "; drop those rows or merge those classes"
         )
@@ -94,6 +154,16 @@ def labelled_split(
     codes = np.full(n, -1, dtype=np.int64)
     codes[labelled] = labels
     return names, codes, compact_index(labelled[train], n), compact_index(labelled[test], n), np.flatnonzero(missing)
+
+
+TASKS = ("classification", "regression")
+
+
+def check_task(task: str) -> str:
+    """``task`` if it is one apfed trains (``TASKS``), else a ConfigError."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return task
 
 
 def check_test_fraction(test_fraction: float) -> float:
@@ -140,6 +210,8 @@ def fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
     from sklearn.model_selection import StratifiedKFold
 
     rows, labels = _labelled_rows(ds)
+    if labels.dtype.kind == "f":  # a regression target: folds stratified by its quantiles
+        labels = quantile_strata(labels, min(10, len(labels) // max(folds, 1)))
     counts = np.bincount(labels)
     fewest = int(counts[counts > 0].min())
     if folds < 2:

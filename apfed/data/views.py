@@ -41,9 +41,17 @@ def first_empty_column(X: np.ndarray) -> int | None:
     return int(empty[0]) if len(empty) else None
 
 
+def is_regression(labels: np.ndarray) -> bool:
+    """Labels that are numbers to predict (float; NaN: no label), not class indices."""
+    return np.asarray(labels).dtype.kind == "f"
+
+
 def compact_labels(labels: np.ndarray) -> np.ndarray:
-    """Class indices (-1: no label) as int16 where they fit (int32 otherwise); a loss widens just its minibatch."""
+    """Class indices (-1: no label) as int16 where they fit (int32 otherwise); a loss widens just its minibatch. A
+    regression target (``is_regression``) stays float32."""
     labels = np.asarray(labels)
+    if is_regression(labels):
+        return labels.astype(np.float32, copy=False)
     fits = labels.size == 0 or (labels.min() >= -1 and labels.max() < 2**15)  # -1: no label
     return labels.astype(np.int16 if fits else np.int32, copy=False)
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout: apfed and protocols import
 
 from apfed.data.splits import check_test_fraction  # noqa: E402
 from apfed.errors import ApfedError, ArgumentParser, ConfigError  # noqa: E402
-from apfed.report import final_note, untested_line  # noqa: E402
+from apfed.report import final_note, test_line  # noqa: E402
 
 
 def free_port() -> int:
@@ -361,13 +361,23 @@ def node_settings(pairs: list[str], n_passives: int) -> dict[int, str]:
 
 
 def check_inputs(
-    out: Path, method: str, files: list[Path] | None, id_column: str, label_column: str, test_fraction: float = 0.2
+    out: Path,
+    method: str,
+    files: list[Path] | None,
+    id_column: str,
+    label_column: str,
+    test_fraction: float = 0.2,
+    task: str = "classification",
 ) -> list[str]:
     """Everything a user gives that can be wrong, checked before any process starts (one clear error each).
     Returns what was found in the party files (categorical columns, missing values), a line each."""
     from apfed.config import method_variant
     from apfed.data.encoding import describe
     from apfed.data.files import active_party_file, passive_party_file, refuse_passive_labels
+    from apfed.data.splits import check_task
+
+    if check_task(task) == "regression" and not files:
+        raise ConfigError("--task regression applies to --data files (the bundled sets are classifications)")
 
     if method_variant(method, "--method")[0] in ("local", "centralized"):  # a variant, 'local[lam=0]', too
         raise ConfigError(f"{method} has no passive parties to deploy; use 'apfed train' or 'apfed evaluate'")
@@ -378,7 +388,7 @@ def check_inputs(
     if files:
         if len(files) < 2:
             raise ConfigError("--data takes the active party's file, then one file per passive (at least two)")
-        parties = [active_party_file(files[0], id_column, label_column, test_fraction=test_fraction)]
+        parties = [active_party_file(files[0], id_column, label_column, test_fraction=test_fraction, task=task)]
         for f in files[1:]:
             refuse_passive_labels(f, label_column)
             parties.append(passive_party_file(f, id_column))
@@ -440,6 +450,7 @@ def deploy(
     id_column: str = "id",
     label_column: str = "label",
     test_fraction: float = 0.2,
+    task: str = "classification",
     pipeline: bool = True,
     threads: int | None = None,
     encrypt: bool = False,
@@ -482,7 +493,9 @@ def deploy(
         extra_run_config += " sets='" + ",".join(sets) + "'"
     if check_test_fraction(test_fraction) != 0.2:
         extra_run_config += f" test-fraction={test_fraction}"
-    described = check_inputs(out, method, files, id_column, label_column, test_fraction)
+    described = check_inputs(out, method, files, id_column, label_column, test_fraction, task)
+    if task != "classification":
+        extra_run_config += f" task='{task}'"
     for line in described:
         show(line)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
@@ -665,6 +678,12 @@ def main() -> None:
         default=0.2,
         help="share of the active party's labelled rows held out to test (0: train on every one)",
     )
+    ap.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        default="classification",
+        help="regression: the label column holds numbers to predict (--data files)",
+    )
     ap.add_argument("--encrypt", action="store_true", help="seal every payload end to end (keys made here)")
     ap.add_argument("--round-timeout", type=float, help="seconds a passive has per round before it is skipped")
     ap.add_argument("--on-bad-message", choices=("skip", "fail"), default="fail")
@@ -718,7 +737,7 @@ def main() -> None:
     tested = (
         f"test accuracy {r['final']['accuracy']:.2f} %{final_note(r['final'])}"
         if "accuracy" in r["final"]
-        else untested_line(r["final"])
+        else test_line(r["final"])
     )
     print(
         f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: {tested}, "
@@ -740,6 +759,7 @@ def run_from_args(a, extra: str) -> dict:
         id_column=a.id_column,
         label_column=a.label_column,
         test_fraction=a.test_fraction,
+        task=a.task,
         pipeline=a.pipeline,
         threads=a.threads,
         encrypt=a.encrypt,
