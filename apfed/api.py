@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apfed.catalog import BUNDLED, IMAGE_SETS
+from apfed.catalog import BUNDLED, IMAGE_SETS, REGRESSION_SETS
 from apfed.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -84,8 +84,11 @@ def load_dataset(
         raise ConfigError(
             "labelled applies to a dataset, not to --data files: an empty label cell marks a row with no label"
         )
-    if task == "regression" and not data:
-        raise ConfigError(f"{dataset or default} is a classification; --task regression applies to --data files")
+    if task == "regression" and not data and (dataset or default) not in REGRESSION_SETS:
+        raise ConfigError(
+            f"{dataset or default} is a classification; --task regression applies to --data files (and"
+            f" {', '.join(REGRESSION_SETS)}, a regression already)"
+        )
     from apfed.data import load_bundled, load_image_dir, load_party_files
 
     split = 0.2 if test_fraction is None else check_test_fraction(test_fraction)

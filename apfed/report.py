@@ -169,7 +169,8 @@ def summarize(
             ("fused", "teacher, all parties", False),
         ):
             key = prefix + model
-            if m == "tvfl" and model == "fused" or m != "tvfl" and model != "fused" or key not in rs[0]["extra"]:
+            # tvfl's fills; apfed-kd's teacher (tvfl's and centralized's fused model is their headline already)
+            if (m == "tvfl") != (model != "fused") or m == "centralized" or key not in rs[0]["extra"]:
                 continue
             vals = [r["extra"][key] for r in rs]
             derived = f"{label} ({what})"

@@ -206,7 +206,16 @@ def test_evaluate_compares_methods_on_a_regression_by_r2(tmp_path):
     bank, shop = _csvs(tmp_path)
     data = ["--data", bank, "--data", shop, "--label-column", "spend", "--task", "regression"]
     code, out, err = run_cli(
-        "evaluate", *data, "--methods", "local,apfed-c,tvfl", "--seeds", "2", "--epochs", "2", "--out", tmp_path / "r"
+        "evaluate",
+        *data,
+        "--methods",
+        "local,apfed-c,tvfl,centralized",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path / "r",
     )
     assert code == 0, err
     rep = json.loads((tmp_path / "r" / "results.json").read_text())
@@ -217,6 +226,8 @@ def test_evaluate_compares_methods_on_a_regression_by_r2(tmp_path):
     diffs = [r["r2"] - local[r["seed"]] for r in rep["runs"] if r["method"] == "apfed-c"]
     assert s["apfed-c"]["vs_local_mean"] == pytest.approx(np.mean(diffs))
     assert "tvfl (passives absent: zero)" in s and "R²" in out and "RMSE" in out
+    # centralized's fused model is its headline: no second "teacher" row of the same model
+    assert [m for m in s if m.startswith("centralized")] == ["centralized"]
     md = (tmp_path / "r" / "results.md").read_text()
     assert "| R² |" in md and "R² is the test R²" in md and "accuracy" not in md.split("|")[0].lower()
 
@@ -243,3 +254,45 @@ def test_a_label_that_is_not_a_number_is_one_clear_line(tmp_path):
     )
     lines = err.strip().splitlines()
     assert code == 2 and "holds 'lots', not a number" in lines[-1] and sum(e.startswith("error") for e in lines) == 1
+
+
+def test_diabetes_is_a_bundled_regression_of_two_parties():
+    ds, a = apfed.load_dataset("diabetes", log=lambda _: None)
+    assert [v.name for v in ds.views] == ["clinic", "lab"] and a == 0
+    assert ds.views[0].columns == ["age", "sex", "bmi", "bp"] and ds.views[1].X.shape == (442, 6)
+    assert ds.labels.dtype == np.float32 and ds.class_names == [] and 25 <= ds.labels.min() < ds.labels.max() <= 346
+    assert len(ds.test_idx) == 89 and not set(ds.train_idx) & set(ds.test_idx)
+    # the bundled regression takes --task regression (a no-op); a classification set refuses it
+    assert apfed.load_dataset("diabetes", task="regression", log=lambda _: None)[0].labels.dtype == np.float32
+    with pytest.raises(ConfigError, match="digits is a classification"):
+        apfed.load_dataset("digits", task="regression")
+
+
+def test_a_labelled_share_of_a_regression_hides_the_others_as_nan():
+    ds, _ = apfed.load_dataset("diabetes", labelled=0.25, log=lambda _: None)
+    hidden = ds.unlabelled
+    assert np.isnan(ds.labels[hidden]).all() and not np.isnan(ds.labels[ds.train_idx]).any()
+    assert len(ds.train_idx) == pytest.approx(0.25 * (len(ds.train_idx) + len(hidden)), abs=1)
+    r = apfed.train(ds, 0, "apfed-c", epochs=2)
+    assert r.model.provenance["unlabelled_train_rows"] == len(hidden) and np.isfinite(r.accuracy)
+
+
+def test_cross_validation_folds_a_regression_by_its_quantiles():
+    from apfed.data.splits import fold
+
+    ds, _ = apfed.load_dataset("diabetes", log=lambda _: None)
+    tested = np.concatenate([np.asarray(fold(ds, k, 5).test_idx) for k in range(5)])
+    assert sorted(tested) == sorted(np.r_[ds.train_idx, ds.test_idx])  # every labelled row tested once
+
+
+def test_a_resumed_regression_equals_the_uninterrupted_one(tmp_path):
+    from conftest import whole_and_resumed
+
+    from apfed.config import make_config
+
+    ds, _ = apfed.load_dataset("diabetes", labelled=0.5, log=lambda _: None)
+    cfg = make_config("default", method="apfed-kd", epochs=2, batches_per_round=1, seed=1)
+    whole, resumed = whole_and_resumed(ds, 0, cfg, tmp_path, crash_at=3, checkpoint_every=1)
+    assert resumed.final == whole.final and "r2" in whole.final
+    a, b = whole.model.net.state_dict(), resumed.model.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,5 @@
-"""Bundled offline datasets: mnist5k, handwritten (UCI Multiple Features) and digits (scikit-learn)."""
+"""Bundled offline datasets: mnist5k, handwritten (UCI Multiple Features), digits and diabetes (scikit-learn's; a
+regression)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, image_strips
 from apfed.errors import DataError
 
 HANDWRITTEN_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
+# diabetes (Efron et al., 2004): a clinic's measurements and a lab's blood serum tests of 442 patients
+DIABETES_VIEWS = {"clinic": ("age", "sex", "bmi", "bp"), "lab": ("tc", "ldl", "hdl", "tch", "ltg", "glu")}
 
 
 def _npz(name: str) -> np.lib.npyio.NpzFile:
@@ -34,6 +37,8 @@ def load_bundled(
     of the rows test (stratified, seeded: 0.2 and seed 0 give the reference's mnist5k split; 0: none)."""
     if name not in BUNDLED:
         raise DataError(f"unknown dataset {name!r}; bundled datasets are {', '.join(BUNDLED)}")
+    if name == "diabetes":
+        return _diabetes(n_views, split_seed, test_fraction)
     if name == "handwritten":
         if n_views not in (None, 6):
             raise DataError("handwritten has exactly 6 natural views (fou, fac, kar, pix, zer, mor); drop --views")
@@ -71,6 +76,32 @@ def load_bundled(
         labels=labels.astype(np.int64),
         ids=np.arange(len(labels)).astype(str),
         class_names=[str(c) for c in range(int(labels.max()) + 1)],
+        train_idx=train,
+        test_idx=test,
+    )
+
+
+def _diabetes(n_views: int | None, split_seed: int, test_fraction: float) -> MultiViewDataset:
+    """scikit-learn's diabetes set in its original units as two parties: the clinic (age, sex, BMI, blood pressure)
+    and the lab (six blood serum measurements); the target, a measure of disease progression one year later, is a
+    regression's, split stratified by its quantiles."""
+    from sklearn.datasets import load_diabetes
+
+    if n_views not in (None, 2):
+        raise DataError("diabetes has exactly 2 natural views (clinic, lab); drop --views")
+    d = load_diabetes(scaled=False)
+    X, y = d.data.astype(np.float32), d.target.astype(np.float32)
+    views, start = [], 0
+    for view, columns in DIABETES_VIEWS.items():
+        views.append(View(name=view, kind="tabular", X=X[:, start : start + len(columns)], columns=list(columns)))
+        start += len(columns)
+    train, test = stratified_split(y, test_fraction, split_seed)
+    return MultiViewDataset(
+        name="diabetes",
+        views=views,
+        labels=y,
+        ids=np.arange(len(y)).astype(str),
+        class_names=[],
         train_idx=train,
         test_idx=test,
     )

@@ -376,7 +376,7 @@ def hide_labels(ds: MultiViewDataset, share: float, seed: int = 0) -> MultiViewD
 
     kept, hidden = stratified_split(ds.labels[train], 1 - share, seed, held_out="unlabelled")
     labels = ds.labels.copy()
-    labels[train[hidden]] = -1
+    labels[train[hidden]] = np.nan if is_regression(labels) else -1
     n = len(ds.ids)
     return replace(
         ds,
