@@ -9,8 +9,9 @@ rows keep theirs), trains, paired by seed:
 - the same two on the labelled rows alone (``unlabelled_rows=drop``: what apfed did before, and what a VFL
   framework that trains its task loss only does);
 - ``tvfl`` (every party, labelled rows).
-Reports the mean ± std of the last-10-epoch test accuracy over seeds, and each setting's gain over local with the
-same seed. Writes benchmarks/results/<date>-unlabelled-rows-<dataset>-<machine>.{json,md}.
+Reports the mean ± std of the last-10-epoch test accuracy (a regression's R², e.g. ``--dataset diabetes``) over
+seeds, and each setting's gain over local with the same seed. Writes
+benchmarks/results/<date>-unlabelled-rows-<dataset>-<machine>.{json,md}.
 Usage: python benchmarks/unlabelled_rows.py [--dataset handwritten] [--shares 0.05 0.1 0.25 1] [--seeds 3]
        python benchmarks/unlabelled_rows.py --dataset D --device cuda --merge A.json B.json  (one report of runs made
        apart, e.g. two share lists at once on one GPU)
@@ -56,6 +57,8 @@ def main() -> None:
     ap.add_argument("--merge", nargs="+", default=None, help="write one report of these reports' rows instead")
     a = ap.parse_args()
     full, active = load_dataset(a.dataset, views=a.views, active=a.active, log=lambda *_: None)
+    regression = full.labels.dtype.kind == "f"
+    digits = 4 if regression else 2
     rows = []
     if a.merge:  # runs made apart (on one machine, at the same time): one table
         rows = [r for f in a.merge for r in json.loads(Path(f).read_text())["results"]]
@@ -114,8 +117,8 @@ def main() -> None:
     for label, _, _ in SETTINGS:
         cells = []
         for r in (r for r in rows if r["setting"] == label):
-            gain = "" if label == "local" else f" ({r['vs_local_mean']:+.2f}, {r['vs_local_wins']}/{a.seeds})"
-            cells.append(f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}{gain}")
+            gain = "" if label == "local" else f" ({r['vs_local_mean']:+.{digits}f}, {r['vs_local_wins']}/{a.seeds})"
+            cells.append(f"{r['accuracy_mean']:.{digits}f} ± {r['accuracy_std']:.{digits}f}{gain}")
         table.append(f"| {label} | " + " | ".join(cells) + " |")
     counts = ", ".join(
         f"{r['labelled_share']:.0%}: {r['labelled_train_rows']} + {r['unlabelled_rows']}"
@@ -129,8 +132,9 @@ def main() -> None:
         "Labelled share: the share of the training rows that keep their label (stratified, seeded; the test rows"
         " keep theirs, so every setting is tested on the same rows). Training rows, labelled + with no label:"
         f" {counts}."
-        " Accuracy: test accuracy in %, mean of the last 10 epochs, mean ± std over seeds; in brackets the mean gain"
-        " over local with the same seed, and in how many seeds the setting is ahead.",
+        f" {'R²: test R² (a regression; 1 is perfect)' if regression else 'Accuracy: test accuracy in %'}, mean of"
+        " the last 10 epochs, mean ± std over seeds; in brackets the mean gain over local with the same seed, and in"
+        " how many seeds the setting is ahead (`accuracy_mean` in the JSON holds the R² of a regression).",
         "",
         *table,
     ]
