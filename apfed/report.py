@@ -668,22 +668,33 @@ def score_tables(report: dict, title: str, repeats: int = 5, model_name: str = "
     if report.get("cutoffs"):
         tables.append(_cutoff_table(report["cutoffs"]))
     if "importance" in report:
-        ranked = report["importance"]
-        shown = ranked[:MAX_IMPORTANCE_ROWS]
-        more = f"; {len(ranked) - len(shown)} more in --json" if len(ranked) > len(shown) else ""
-        imp = Table(
-            title="columns by importance",
-            caption=f"accuracy lost when the column's values are shuffled across the rows, mean ± std of {repeats}"
-            f" shuffles{more}",
-        )
-        imp.add_column("column")
-        imp.add_column("accuracy drop (points)", justify="right")
-        for r in shown:
-            imp.add_row(escape(r["column"]), f"{r['accuracy_drop']:.2f} ± {r['std']:.2f}")
-        tables.append(imp)
+        tables.append(importance_table(report["importance"], repeats))
     if "against" in report:
         tables.append(_against_table(report, model_name))
     return tables
+
+
+def importance_table(ranked: list[dict], repeats: int):
+    """A rich table of ``permutation_importance``'s columns, the most important first: the accuracy (a regression's
+    R²) lost when each is shuffled."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    regression = bool(ranked) and "r2_drop" in ranked[0]
+    key, what = ("r2_drop", "R²") if regression else ("accuracy_drop", "accuracy")
+    shown = ranked[:MAX_IMPORTANCE_ROWS]
+    more = f"; {len(ranked) - len(shown)} more in --json" if len(ranked) > len(shown) else ""
+    imp = Table(
+        title="columns by importance",
+        caption=f"{what} lost when the column's values are shuffled across the rows, mean ± std of {repeats}"
+        f" shuffles{more}",
+    )
+    imp.add_column("column")
+    imp.add_column("R² drop" if regression else "accuracy drop (points)", justify="right")
+    digits = 4 if regression else 2
+    for r in shown:
+        imp.add_row(escape(r["column"]), f"{r[key]:.{digits}f} ± {r['std']:.{digits}f}")
+    return imp
 
 
 def _against_table(report: dict, model_name: str):

@@ -222,16 +222,23 @@ def permutation_importance(
     repeats: int = 5,
     seed: int = 0,
     progress: Callable[[], object] | None = None,
+    regression: bool = False,
 ) -> list[dict]:
     """How much each column matters to the model on these rows: the accuracy it loses (in points) when the
     column's values are shuffled across the rows, which breaks its link to the label and keeps its distribution
     (mean and standard deviation over ``repeats`` shuffles; a categorical column's features move together).
     ``X``: the model's features (rows x features), ``y``: class indices as ``label_indices`` gives them.
-    Sorted by the loss, largest first; ``progress`` is called once per column."""
+    Sorted by the loss, largest first; ``progress`` is called once per column. ``regression``: ``predict_proba``
+    gives each row's value and ``y`` holds numbers; the loss is in R² (``r2_drop``)."""
     if repeats < 1:
         raise DataError(f"repeats must be at least 1, got {repeats}")
+
+    def score(out: np.ndarray) -> float:
+        return regression_metrics(y, out[:, 0])["r2"] if regression else float((out.argmax(1) == y).mean() * 100)
+
+    key = "r2_drop" if regression else "accuracy_drop"
     X = np.array(X, dtype=np.float32)  # a copy: the shuffles write into it
-    base = float((predict_proba(X).argmax(1) == y).mean() * 100)
+    base = score(predict_proba(X))
     rng = np.random.default_rng(seed)
     out = []
     for name, idx in groups:
@@ -239,9 +246,9 @@ def permutation_importance(
         drops = []
         for _ in range(repeats):
             X[:, idx] = kept[rng.permutation(len(X))]
-            drops.append(base - float((predict_proba(X).argmax(1) == y).mean() * 100))
+            drops.append(base - score(predict_proba(X)))
         X[:, idx] = kept
-        out.append({"column": name, "accuracy_drop": float(np.mean(drops)), "std": float(np.std(drops))})
+        out.append({"column": name, key: float(np.mean(drops)), "std": float(np.std(drops))})
         if progress is not None:
             progress()
-    return sorted(out, key=lambda r: -r["accuracy_drop"])
+    return sorted(out, key=lambda r: -r[key])

@@ -233,19 +233,22 @@ class StandaloneModel:
     def permutation_importance(
         self, X, y, repeats: int = 5, seed: int = 0, progress: Callable[[], object] | None = None
     ) -> list[dict]:
-        """Each raw column's importance on these rows: the accuracy (in points) lost when its values are shuffled
-        across the rows (``apfed.scoring.permutation_importance``), largest first. Tabular models only.
-        ``progress`` is called once per column."""
+        """Each raw column's importance on these rows: the accuracy (in points; a regression model's R²,
+        ``r2_drop``) lost when its values are shuffled across the rows (``apfed.scoring.permutation_importance``),
+        largest first. Tabular models only. ``progress`` is called once per column."""
         from apfed.scoring import feature_groups, label_indices, permutation_importance
 
-        if self.regression:
-            raise ApfedError("permutation importance scores a classifier's accuracy; this is a regression model")
         if self.spec["kind"] != "tabular":
             raise ApfedError("permutation importance is for tabular models (an image strip's pixels are no columns)")
         features = self._inputs(X).numpy()  # preprocessed; shuffling a column of it shuffles the raw column
-        index, _ = label_indices(np.asarray(y).astype(str), self.class_names)
+        if self.regression:
+            index = target_values(y)
+        else:
+            index, _ = label_indices(np.asarray(y).astype(str), self.class_names)
         groups = feature_groups(self.columns, self.encoding, self.n_features)
-        return permutation_importance(self._proba_of_features, features, index, groups, repeats, seed, progress)
+        return permutation_importance(
+            self._proba_of_features, features, index, groups, repeats, seed, progress, self.regression
+        )
 
     def metadata(self) -> dict:
         # a model that fills missing values or encodes categorical columns is format 2: an older apfed refuses

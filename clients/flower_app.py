@@ -240,7 +240,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         "seed": cfg.seed,
         "history": history,
         "final": final,
-        "accuracy": headline_accuracy(history, final, cfg.eval_last),
+        client.headline: headline_accuracy(history, final, cfg.eval_last),  # a regression's: "r2"
         "wire": client.wire,
         "batches_per_round_used": client.k_used,
         "faults": client.faults,

@@ -194,8 +194,16 @@ def test_the_commands_train_predict_score_and_describe_a_regression(tmp_path):
     assert report["rows"] == 380 and 0 < report["metrics"]["r2"] < 1 and "20 rows have no label" in err
     code, out, _ = run_cli("info", "--model", model)
     assert code == 0 and "a number (regression)" in out and "test R²" in out
+    # permutation importance in R²: a0 and a1 carry the active view's signal, a2 and a3 are noise
+    args = ["score", "--model", model, "--input", bank, "--label-column", "spend", "--importance", "--json"]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    ranked = json.loads(out)["importance"]
+    assert {r["column"] for r in ranked[:2]} == {"a0", "a1"} and ranked[0]["r2_drop"] > 0.05 > ranked[-1]["r2_drop"]
+    code, out, _ = run_cli(*args[:-1])
+    assert code == 0 and "R² drop" in out and "columns by importance" in out
     for args, message in (
-        (["score", "--model", model, "--input", bank, "--label-column", "spend", "--importance"], "--importance is"),
+        (["score", "--model", model, "--input", bank, "--label-column", "spend", "--against", model], "--against is"),
         (["predict", "--model", model, "--input", bank, "--threshold", "x=0.5"], "--threshold picks a class"),
     ):
         code, _, err = run_cli(*args)

@@ -187,8 +187,8 @@ def score(
         bool,
         typer.Option(
             "--importance",
-            help="Also rank the model's columns: the accuracy lost when a column's values are shuffled across the"
-            " rows (tabular models).",
+            help="Also rank the model's columns: the accuracy (a regression's R²) lost when a column's values are"
+            " shuffled across the rows (tabular models).",
         ),
     ] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Shuffles per column for --importance.")] = 5,
@@ -215,7 +215,7 @@ def score(
 
     m = StandaloneModel.load(model)
     if m.regression:
-        for given, option in ((threshold, "--threshold"), (against, "--against"), (importance or None, "--importance")):
+        for given, option in ((threshold, "--threshold"), (against, "--against")):
             if given is not None:
                 raise ConfigError(f"{option} is for classifiers; this model is a regression (R², RMSE and MAE)")
     cut = None if threshold is None else parse_threshold(threshold, m.class_names)
@@ -252,7 +252,7 @@ def score(
         )
     keep = ~unlabelled
     if m.regression:
-        _regression_score(m, X[keep], y[keep], model, input, notes, as_json)
+        _regression_score(m, X[keep], y[keep], model, input, notes, as_json, (repeats, seed) if importance else None)
         return
     index, unseen = label_indices(y[keep], m.class_names)
     with _echoed_warnings(input):
@@ -309,9 +309,19 @@ def _training_line(m, figure: str | None) -> str | None:
     return None
 
 
-def _regression_score(m, X: np.ndarray, y: np.ndarray, model: Path, input: Path, notes: list[str], as_json: bool):
+def _regression_score(
+    m,
+    X: np.ndarray,
+    y: np.ndarray,
+    model: Path,
+    input: Path,
+    notes: list[str],
+    as_json: bool,
+    importance: tuple[int, int] | None,
+):
     """``apfed score`` of a regression model: R², RMSE and MAE on the labelled rows, and the mean target and
-    prediction; a label that is not a number is one error line."""
+    prediction (with ``importance`` (repeats, seed), each column's R² lost when shuffled); a label that is not a
+    number is one error line."""
     import json
 
     from apfed.data.encoding import parse_number
@@ -331,6 +341,10 @@ def _regression_score(m, X: np.ndarray, y: np.ndarray, model: Path, input: Path,
     trained = m.provenance.get("test_r2")
     if trained is not None:
         report["training_test_r2"] = trained
+    if importance is not None:
+        with warnings.catch_warnings():  # said above, for the rows as they are
+            warnings.simplefilter("ignore")
+            report["importance"] = _importance(m, X, values, *importance)
     if as_json:
         typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
         return
@@ -341,6 +355,10 @@ def _regression_score(m, X: np.ndarray, y: np.ndarray, model: Path, input: Path,
     )
     if (line := _training_line(m, None if trained is None else f"R² {trained:.4f}")) is not None:
         typer.echo(line)
+    if importance is not None:
+        from apfed.report import importance_table, table_console
+
+        table_console().print(importance_table(report["importance"], importance[0]))
 
 
 def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> list[dict]:

@@ -443,7 +443,7 @@ def simulate(
     from apfed.report import final_note, test_line
 
     n_passives = r["passives"]
-    if r["accuracy"] is None or "r2" in r["final"]:
+    if r.get("accuracy") is None:  # no test rows, or a regression (its "r2")
         tested = test_line(r["final"])
     else:
         mean = "" if "best_epoch" in r["final"] else f"last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
