@@ -72,3 +72,20 @@ def test_local_simulation_example_reloads_its_model_and_matches_flower(tmp_path)
     assert (
         p.returncode == 2 and p.stderr.strip() == f"error: unknown dataset 'nope'; choose one of {NAMES} or give --data"
     )
+
+
+def test_csv_regression_trains_the_clinics_model_and_predicts_new_patients_from_the_clinic_alone(tmp_path):
+    out = tmp_path / "clinic"
+    p = _run(["bash", ROOT / "examples/csv-regression/run.sh", out, "2"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "clinic.csv: 402 rows, 385 matched by 'patient_id'" in p.stderr
+    assert "categorical columns, one feature per value: sex (2 values)" in p.stderr
+    report = json.loads((out / "evaluate/results.json").read_text())
+    assert report["task"] == "regression" and report["rows"]["unlabelled"] == 37
+    assert {"local", "apfed-c", "apfed-kd", "tvfl"} <= set(report["summary"])
+    assert "a number (regression; training mean" in p.stdout
+    with (out / "new_patients_predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["patient_id", "prediction"] and len(rows) == 40
+    assert all(float(r["prediction"]) == float(r["prediction"]) for r in rows)  # numbers, none NaN
+    assert "40 rows, R² " in p.stdout and "columns by importance" in p.stdout
