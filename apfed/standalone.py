@@ -171,7 +171,8 @@ class StandaloneModel:
 
     @torch.no_grad()
     def _proba_of_features(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Probabilities from preprocessed features (what ``_inputs`` returns)."""
+        """Probabilities from preprocessed features (what ``_inputs`` returns); a regression model's values, one
+        column."""
         self.net.eval()
         x = torch.as_tensor(x)
         dev = next(self.net.parameters()).device

@@ -304,3 +304,13 @@ def test_a_resumed_regression_equals_the_uninterrupted_one(tmp_path):
     assert resumed.final == whole.final and "r2" in whole.final
     a, b = whole.model.net.state_dict(), resumed.model.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_preflight_reads_the_active_partys_regression_file_as_its_deployment_will(tmp_path):
+    bank, _ = _csvs(tmp_path, 100)
+    args = ["preflight", "--data", bank, "--id-column", "id", "--label-column", "spend"]
+    code, out, err = run_cli(*args, "--task", "regression")
+    assert code == 0, err
+    assert "a numeric target from" in out and "(19 held out to test), 5 with no label" in out
+    code, _, err = run_cli(*args)  # without the task: read as classes, which these numbers are not
+    assert code == 2 and "train a regression (--task regression" in err and len(err.strip().splitlines()) == 1
