@@ -130,18 +130,28 @@ def _labelled_cross_entropy(
 
 
 def mixed_squared_error(
-    out: torch.Tensor, y: torch.Tensor, aug: dict | None, weight: None = None, unlabelled: bool = False
+    out: torch.Tensor,
+    y: torch.Tensor,
+    aug: dict | None,
+    weight: None = None,
+    unlabelled: bool = False,
+    huber: float = 0.0,
 ) -> torch.Tensor:
     """A regression task's loss: the mean squared error of the outputs ``out`` (n, 1) against the (standardized)
-    targets ``y`` (n,), with mixup against the mixed targets (the same gradient as mixing the two errors).
+    targets ``y`` (n,), with mixup against the mixed targets (for the squared error, the same gradient as mixing
+    the two errors). ``huber`` > 0: the Huber loss with that threshold instead (squared below it, linear above).
     ``unlabelled``: ``y`` may hold NaN (no label), which counts for nothing; a minibatch with no label has loss 0,
     computed on the device (no sync, as a CUDA graph needs). ``weight`` is there to match ``mixed_cross_entropy``;
     a regression has no classes to weigh."""
+    import torch.nn.functional as F
+
     pred = out.reshape(len(out))
     if aug is not None and "perm" in aug:
         y = aug["lam"] * y + (1 - aug["lam"]) * y[aug["perm"]]  # a row mixed with one that has no label has none
-    if not unlabelled:
-        return ((pred - y) ** 2).mean()
-    has = ~torch.isnan(y)
-    err = torch.where(has, pred - torch.nan_to_num(y), torch.zeros_like(pred))
-    return (err**2).sum() / has.sum().to(pred.dtype).clamp(min=1)
+    has = ~torch.isnan(y) if unlabelled else None
+    if has is not None:
+        y = torch.where(has, y, pred.detach())  # no label: no error, and no gradient
+    per_row = F.huber_loss(pred, y, reduction="none", delta=huber) if huber > 0 else (pred - y) ** 2
+    if has is None:
+        return per_row.mean()
+    return per_row.sum() / has.sum().to(pred.dtype).clamp(min=1)

@@ -6,6 +6,7 @@ has no per-sample Python and no host/device copies of features.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +118,10 @@ class ActiveLearner:
         self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
         self.unlabelled = unlabelled  # some training rows have no label (-1): the task losses skip them
         self.regression = y.is_floating_point()
-        self._task_loss = mixed_squared_error if self.regression else mixed_cross_entropy
+        if self.regression:
+            self._task_loss = functools.partial(mixed_squared_error, huber=cfg.huber)
+        else:
+            self._task_loss = mixed_cross_entropy
         self.class_weights = class_weights  # the task losses' weight per class (cfg.class_weight), or None
         self.extra_X = extra_X or []
         extra_specs = extra_specs or []

@@ -66,6 +66,11 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
                 "`balanced`: each class's loss weighted by N / (classes × its training rows), for imbalanced labels",
             ),
             (
+                "huber",
+                "a regression: > 0, the task losses are the Huber loss with this threshold, in standard deviations of "
+                "the target (squared below it, linear above: outliers weigh less); 0: the squared error",
+            ),
+            (
                 "unmatched_rows",
                 "the active party's labelled rows that some passive lacks: `train` (the standalone methods' task "
                 "loss takes them, in local steps) or `drop`",

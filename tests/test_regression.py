@@ -314,3 +314,22 @@ def test_preflight_reads_the_active_partys_regression_file_as_its_deployment_wil
     assert "a numeric target from" in out and "(19 held out to test), 5 with no label" in out
     code, _, err = run_cli(*args)  # without the task: read as classes, which these numbers are not
     assert code == 2 and "train a regression (--task regression" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_huber_loss_weighs_outliers_linearly_and_skips_rows_with_no_label():
+    import torch.nn.functional as F
+
+    out = torch.tensor([[0.0], [0.5], [4.0], [1.0]], requires_grad=True)
+    y = torch.tensor([0.0, 0.0, 0.0, float("nan")])
+    loss = mixed_squared_error(out, y, None, unlabelled=True, huber=1.0)
+    expected = F.huber_loss(out[:3, 0], y[:3], delta=1.0)
+    assert loss.item() == pytest.approx(expected.item())  # 0, 0.125 and 3.5 over the 3 labelled rows
+    loss.backward()
+    assert out.grad[2, 0].item() == pytest.approx(1 / 3) and out.grad[3, 0].item() == 0.0  # linear; no label
+    a, b, y = _signal(300)
+    ds = from_arrays({"bank": a, "shop": b}, y, task="regression")
+    r = apfed.train(ds, 0, "apfed-c", epochs=3, huber=1.0)
+    assert r.model.config["huber"] == 1.0 and 0 < r.accuracy < 1
+    classes = from_arrays({"bank": a, "shop": b}, (y > 50).astype(int))
+    with pytest.raises(ConfigError, match="huber is a regression's loss"):
+        apfed.train(classes, 0, "local", epochs=1, huber=1.0)
