@@ -65,6 +65,7 @@ class TrainConfig:
     eval_last: int = 10  # the reported accuracy is the mean test accuracy over the last N epochs
     class_weight: str = "none"  # none | balanced: each class's loss weighted by N / (classes x its training rows)
     huber: float = 0.0  # a regression: > 0, the Huber loss with this threshold on the standardized target (0: MSE)
+    target_transform: str = "none"  # a regression: none | log (train on log(1 + y); predictions back in y's units)
     unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds
     unlabelled_rows: str = "train"  # train | drop: the rows every party holds that have no label (apfed-r/c/m/kd)
     validation: float = 0.0  # > 0: this share of the training rows is held out to pick the best epoch
@@ -93,6 +94,10 @@ class TrainConfig:
                 f"unlabelled_rows must be train or drop, got {self.unlabelled_rows!r}",
             ),
             (self.huber >= 0, f"huber must be >= 0 (0: squared error), got {self.huber}"),
+            (
+                self.target_transform in ("none", "log"),
+                f"target_transform must be none or log, got {self.target_transform!r}",
+            ),
             (
                 self.class_weight in ("none", "balanced"),
                 f"class_weight must be none or balanced, got {self.class_weight!r}",
@@ -211,8 +216,9 @@ def check_task_settings(cfg: TrainConfig, regression: bool) -> None:
     if not regression:
         if cfg.validation_metric == "r2":
             raise ConfigError("validation_metric=r2 is a regression's figure; this target has classes")
-        if cfg.huber > 0:
-            raise ConfigError("huber is a regression's loss; this target has classes")
+        if cfg.huber > 0 or cfg.target_transform != "none":
+            what = "huber is a regression's loss" if cfg.huber > 0 else "target_transform is for a regression's target"
+            raise ConfigError(f"{what}; this target has classes")
         return
     if cfg.class_weight != "none":
         raise ConfigError(f"class_weight={cfg.class_weight} weighs classes; a regression target has none")

@@ -71,6 +71,11 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
                 "the target (squared below it, linear above: outliers weigh less); 0: the squared error",
             ),
             (
+                "target_transform",
+                "a regression: `log` trains on log(1 + y) (for a skewed target: amounts, counts, durations; every "
+                "label above -1), the model predicting back in y's units; `none`",
+            ),
+            (
                 "unmatched_rows",
                 "the active party's labelled rows that some passive lacks: `train` (the standalone methods' task "
                 "loss takes them, in local steps) or `drop`",

@@ -183,8 +183,14 @@ class StandaloneModel:
         for start in range(0, len(x), PREDICT_CHUNK):
             chunk = x[start : start + PREDICT_CHUNK].to(dev)
             y = self.net(chunk)
-            out[start : start + len(chunk)] = y if self.regression else torch.softmax(y, 1)
+            out[start : start + len(chunk)] = (y.expm1() if self.logged else y) if self.regression else y.softmax(1)
         return out.numpy()
+
+    @property
+    def logged(self) -> bool:
+        """A regression trained on log(1 + y) (``target_transform=log``): its network's output is that, and
+        predicting takes exp(.) - 1 of it."""
+        return self.regression and (self.target or {}).get("transform") == "log"
 
     @property
     def outputs(self) -> int:
@@ -378,7 +384,7 @@ class _OnnxWrapper(torch.nn.Module):
         super().__init__()
         self.net = m.net.cpu()
         self.shape = tuple(m.spec["shape"])
-        self.regression = m.regression
+        self.regression, self.logged = m.regression, m.logged
         p = m.preprocessor
         if p.kind == "image":
             self.register_buffer("mean", torch.zeros(()))
@@ -397,7 +403,9 @@ class _OnnxWrapper(torch.nn.Module):
             x = torch.where(torch.isnan(x) & self.fill, self.mean, x)
         x = ((x - self.mean) * self.scale).reshape(-1, *self.shape)
         y = self.net(x)
-        return y[:, 0] if self.regression else torch.softmax(y, 1)
+        if self.regression:
+            return torch.exp(y[:, 0]) - 1 if self.logged else y[:, 0]  # exp - 1: every ONNX opset has Exp
+        return torch.softmax(y, 1)
 
 
 def _check_metadata(meta: dict) -> None:
@@ -432,6 +440,7 @@ def _check_metadata(meta: dict) -> None:
     if meta.get("task") == "regression":
         ensure(names == [], "a regression model has no 'class_names'")
         ensure(isinstance(meta.get("target"), dict), "'target' is not a mapping")
+        ensure(meta["target"].get("transform", "none") in ("none", "log"), "'target' 'transform' is unknown")
     else:
         ensure(len(names) >= 1 and all(isinstance(c, str) for c in names), "'class_names' is not a list of names")
     n = math.prod(shape)

@@ -375,9 +375,18 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         X = device_rows(d.view, held, self.preprocessor, dev)
         self.regression, self.target = is_regression(d.labels), None
         y = compact_labels(d.labels[held])
-        if self.regression:  # the learner fits the target standardized by its training rows' mean and std
+        if self.regression:  # the learner fits the target (log(1 + y) with target_transform=log) standardized
             known = d.labels[trained][~np.isnan(d.labels[trained])]
+            if cfg.target_transform == "log":
+                if known.min() <= -1:
+                    raise DataError(
+                        f"target_transform=log takes log(1 + y), and a training label is {known.min():g}: every"
+                        " label must be above -1"
+                    )
+                known, y = np.log1p(known), np.log1p(y)
             self.target = {"mean": float(known.mean()), "std": float(known.std()) or 1.0}
+            if cfg.target_transform == "log":
+                self.target["transform"] = "log"
             y = (y - self.target["mean"]) / self.target["std"]
         y = torch.from_numpy(y).to(dev)
         self.own_idx = torch.arange(len(keep), len(keep) + len(own), device=dev)

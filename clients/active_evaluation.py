@@ -87,7 +87,8 @@ class ActiveEvaluation:
         """What a model predicts from its outputs: the class of the largest logit, or a regression's value in the
         target's units."""
         if self.regression:
-            return (outputs[:, 0].double() * self.target["std"] + self.target["mean"]).cpu().numpy()
+            values = outputs[:, 0].double() * self.target["std"] + self.target["mean"]
+            return (values.expm1() if self.target.get("transform") == "log" else values).cpu().numpy()
         return outputs.argmax(1).cpu().numpy()
 
     def scored(self, pred: np.ndarray, y: np.ndarray) -> float:
@@ -136,7 +137,9 @@ class ActiveEvaluation:
         if self.n_val and self.regression:
             outputs = self._headline_logits(self.val_idx, self.val_rows).float()
             row["val_r2"] = self.scored(self.predicted(outputs), self.y_val)
-            standardized = (torch.from_numpy(self.y_val).to(outputs.device) - self.target["mean"]) / self.target["std"]
+            y = torch.from_numpy(self.y_val).to(outputs.device)
+            y = y.log1p() if self.target.get("transform") == "log" else y
+            standardized = (y - self.target["mean"]) / self.target["std"]
             row["val_loss"] = float(((outputs[:, 0] - standardized) ** 2).mean())
         elif self.n_val:
             logits = self._headline_logits(self.val_idx, self.val_rows).float()

@@ -333,3 +333,28 @@ def test_the_huber_loss_weighs_outliers_linearly_and_skips_rows_with_no_label():
     classes = from_arrays({"bank": a, "shop": b}, (y > 50).astype(int))
     with pytest.raises(ConfigError, match="huber is a regression's loss"):
         apfed.train(classes, 0, "local", epochs=1, huber=1.0)
+
+
+def test_a_log_target_trains_on_log1p_and_predicts_in_the_targets_units(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    a, b, y = _signal(500)
+    amounts = np.exp(y / 20)  # a skewed target: amounts
+    ds = from_arrays({"bank": a, "shop": b}, amounts, task="regression")
+    r = apfed.train(ds, 0, "apfed-kd", epochs=8, target_transform="log")
+    m = r.model
+    assert (
+        m.logged
+        and m.target["transform"] == "log"
+        and m.target["mean"] == pytest.approx(np.log1p(amounts[ds.train_idx]).mean(), rel=1e-4)
+    )
+    pred = m.predict(a[ds.test_idx])
+    assert pred.min() > 0  # exp(.) - 1 of the network's output: in the amounts' units
+    assert regression_metrics(amounts[ds.test_idx], pred)["rmse"] == pytest.approx(r.final["rmse"], rel=1e-4)
+    again = apfed.StandaloneModel.load(m.save(tmp_path / "m.safetensors"))
+    np.testing.assert_allclose(again.predict(a[:20]), m.predict(a[:20]), rtol=1e-6)
+    sess = ort.InferenceSession(str(m.export_onnx(tmp_path / "m.onnx")))
+    (onnx,) = sess.run(None, {"features": a[:20].astype(np.float32)})
+    np.testing.assert_allclose(onnx, m.predict(a[:20]), rtol=1e-4)
+    negative = from_arrays({"bank": a, "shop": b}, y - 100, task="regression")
+    with pytest.raises(DataError, match="every label must be above -1"):
+        apfed.train(negative, 0, "local", epochs=1, target_transform="log")

@@ -450,7 +450,8 @@ def _target_line(d: dict) -> dict[str, str]:
     """``apfed info``'s line on what the model predicts: its classes, or a regression's target."""
     if d.get("task") == "regression":
         t = d.get("target") or {}
-        stats = f"; training mean {t['mean']:.4g}, std {t['std']:.4g}" if {"mean", "std"} <= t.keys() else ""
+        of = " of log(1 + y)" if t.get("transform") == "log" else ""
+        stats = f"; training mean{of} {t['mean']:.4g}, std {t['std']:.4g}" if {"mean", "std"} <= t.keys() else ""
         return {"predicts": f"a number (regression{stats})"}
     names = d["class_names"]
     return {"classes": f"{len(names)}: {', '.join(map(str, names[:20]))}" + (", ..." if len(names) > 20 else "")}
