@@ -87,6 +87,28 @@ def paired_comparison(right_a: np.ndarray, right_b: np.ndarray) -> dict:
     }
 
 
+def paired_regression_comparison(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
+    """Two regression models scored on the same rows: the difference of their mean squared errors, a − b, with its
+    95 % interval and the paired t-test's two-sided p on the rows' squared errors (a Diebold-Mariano test with
+    independent rows), and on how many rows each is the closer."""
+    from scipy.stats import t as student
+
+    sq_a, sq_b = (pred_a - y) ** 2, (pred_b - y) ** 2
+    d = sq_a - sq_b
+    n, mean = len(d), float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+    half = float(student.ppf(0.975, n - 1)) * se if n > 1 else math.inf
+    p = float(2 * student.sf(abs(mean) / se, n - 1)) if se > 0 else (1.0 if mean == 0 else 0.0)
+    return {
+        "rows": n,
+        "mse_difference": mean,
+        "ci95": [mean - half, mean + half],
+        "first_closer": int((sq_a < sq_b).sum()),
+        "second_closer": int((sq_b < sq_a).sum()),
+        "paired_t_p": p,
+    }
+
+
 def cutoff_table(y: np.ndarray, p: np.ndarray, cutoffs=CUTOFFS) -> dict:
     """Precision, recall and F1 (in %) of flagging a class wherever its probability ``p`` is at least each
     cut-off, against ``y`` (True: a row of the class); and the cut-off with the best F1 on these rows (the lowest

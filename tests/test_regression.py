@@ -202,8 +202,23 @@ def test_the_commands_train_predict_score_and_describe_a_regression(tmp_path):
     assert {r["column"] for r in ranked[:2]} == {"a0", "a1"} and ranked[0]["r2_drop"] > 0.05 > ranked[-1]["r2_drop"]
     code, out, _ = run_cli(*args[:-1])
     assert code == 0 and "R² drop" in out and "columns by importance" in out
+    # the model in use against a new one, on the same rows: the difference of their squared errors
+    newer = tmp_path / "newer.safetensors"
+    assert run_cli("train", *data, "--method", "local", "--epochs", "1", "--out", newer)[0] == 0
+    score = ["score", "--model", model, "--input", bank, "--label-column", "spend"]
+    code, out, err = run_cli(*score, "--against", newer, "--json")
+    assert code == 0, err
+    c, both = json.loads(out)["against"]["comparison"], json.loads(out)
+    rows = np.array([float(r["spend"]) for r in csv.DictReader(bank.open()) if r["spend"]])
+    assert c["rows"] == 380 and c["first_closer"] + c["second_closer"] <= 380 and c["ci95"][0] < c["mse_difference"]
+    mse = [both["metrics"]["rmse"] ** 2, both["against"]["metrics"]["rmse"] ** 2]
+    assert c["mse_difference"] == pytest.approx(mse[0] - mse[1], rel=1e-3) and len(rows) == 380
+    code, out, _ = run_cli(*score, "--against", newer)
+    assert code == 0 and "mean squared error difference" in out and "paired t-test p =" in out
+    classifier = tmp_path / "classes.safetensors"
+    assert run_cli("train", "--dataset", "digits", "--method", "local", "--epochs", "1", "--out", classifier)[0] == 0
     for args, message in (
-        (["score", "--model", model, "--input", bank, "--label-column", "spend", "--against", model], "--against is"),
+        ([*score, "--against", classifier], "compare like with like"),
         (["predict", "--model", model, "--input", bank, "--threshold", "x=0.5"], "--threshold picks a class"),
     ):
         code, _, err = run_cli(*args)

@@ -214,12 +214,14 @@ def score(
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
-    if m.regression:
-        for given, option in ((threshold, "--threshold"), (against, "--against")):
-            if given is not None:
-                raise ConfigError(f"{option} is for classifiers; this model is a regression (R², RMSE and MAE)")
+    if m.regression and threshold is not None:
+        raise ConfigError("--threshold is for classifiers; this model is a regression (R², RMSE and MAE)")
     cut = None if threshold is None else parse_threshold(threshold, m.class_names)
     other = None if against is None else StandaloneModel.load(against)
+    if other is not None and other.regression != m.regression:
+        raise ConfigError(
+            f"--against {against} is a {other.task} model and --model a {m.task} one: compare like with like"
+        )
     other_cut = None
     if threshold is not None and other is not None:
         try:
@@ -252,7 +254,12 @@ def score(
         )
     keep = ~unlabelled
     if m.regression:
-        _regression_score(m, X[keep], y[keep], model, input, notes, as_json, (repeats, seed) if importance else None)
+        X_other = None
+        if other is not None:
+            _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
+        importance_args = (repeats, seed) if importance else None
+        against_args = None if other is None else (other, against, X_other[keep])
+        _regression_score(m, X[keep], y[keep], model, input, notes, as_json, importance_args, against_args)
         return
     index, unseen = label_indices(y[keep], m.class_names)
     with _echoed_warnings(input):
@@ -318,10 +325,12 @@ def _regression_score(
     notes: list[str],
     as_json: bool,
     importance: tuple[int, int] | None,
+    against: tuple | None = None,
 ):
     """``apfed score`` of a regression model: R², RMSE and MAE on the labelled rows, and the mean target and
-    prediction (with ``importance`` (repeats, seed), each column's R² lost when shuffled); a label that is not a
-    number is one error line."""
+    prediction (with ``importance`` (repeats, seed), each column's R² lost when shuffled; with ``against`` (the
+    other model, its path, its features of these rows), both models and the difference of their squared errors);
+    a label that is not a number is one error line."""
     import json
 
     from apfed.data.encoding import parse_number
@@ -335,7 +344,17 @@ def _regression_score(
     if not np.isfinite(values).all():
         raise DataError(f"{input}: a label is infinite; score a regression model against finite numbers")
     with _echoed_warnings(input):
-        report = regression_report(values, m.predict(X))
+        pred = m.predict(X)
+        report = regression_report(values, pred)
+        if against is not None:
+            from apfed.scoring import paired_regression_comparison
+
+            other_pred = against[0].predict(against[2])
+            report["against"] = {
+                "model": str(against[1]),
+                "metrics": regression_report(values, other_pred)["metrics"],
+                "comparison": paired_regression_comparison(values, pred, other_pred),
+            }
     for line in notes:
         typer.echo(line, err=True)
     trained = m.provenance.get("test_r2")
@@ -355,6 +374,15 @@ def _regression_score(
     )
     if (line := _training_line(m, None if trained is None else f"R² {trained:.4f}")) is not None:
         typer.echo(line)
+    if against is not None:
+        o, c = report["against"]["metrics"], report["against"]["comparison"]
+        lo, hi = c["ci95"]
+        typer.echo(
+            f"{Path(against[1]).name} on the same rows: R² {o['r2']:.4f}, RMSE {o['rmse']:.4g}, MAE {o['mae']:.4g};"
+            f" mean squared error difference {c['mse_difference']:+.4g} (95 % interval {lo:+.4g} to {hi:+.4g}),"
+            f" paired t-test p = {c['paired_t_p']:.3g}; the first closer on {c['first_closer']:,} rows, the second"
+            f" on {c['second_closer']:,}"
+        )
     if importance is not None:
         from apfed.report import importance_table, table_console
 
