@@ -439,8 +439,10 @@ def _check_metadata(meta: dict) -> None:
     ensure(meta.get("task", "classification") in ("classification", "regression"), "'task' is no task apfed knows")
     if meta.get("task") == "regression":
         ensure(names == [], "a regression model has no 'class_names'")
-        ensure(isinstance(meta.get("target"), dict), "'target' is not a mapping")
-        ensure(meta["target"].get("transform", "none") in ("none", "log"), "'target' 'transform' is unknown")
+        target = meta.get("target")
+        ensure(isinstance(target, dict), "'target' is not a mapping")
+        ensure(target.get("transform", "none") in ("none", "log"), "'target' 'transform' is unknown")
+        ensure(numbers([target.get("mean"), target.get("std")], 2), "'target' has no finite mean and std")
     else:
         ensure(len(names) >= 1 and all(isinstance(c, str) for c in names), "'class_names' is not a list of names")
     n = math.prod(shape)

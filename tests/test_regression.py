@@ -373,3 +373,29 @@ def test_a_log_target_trains_on_log1p_and_predicts_in_the_targets_units(tmp_path
     negative = from_arrays({"bank": a, "shop": b}, y - 100, task="regression")
     with pytest.raises(DataError, match="every label must be above -1"):
         apfed.train(negative, 0, "local", epochs=1, target_transform="log")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "match"),
+    [
+        (lambda m: m["target"].update(mean="x"), "'target' has no finite mean and std"),
+        (lambda m: m["target"].update(transform="sqrt"), "'target' 'transform' is unknown"),
+        (lambda m: m.update(task="ranking"), "'task' is no task apfed knows"),
+        (lambda m: m.update(class_names=["a", "b"]), "a regression model has no 'class_names'"),
+        (lambda m: m.pop("target"), "'target' is not a mapping"),
+    ],
+)
+def test_a_malformed_regression_model_file_is_one_clear_line(tmp_path, regression_runs, tamper, match):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = regression_runs[3]["local"].model.save(tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["apfed"])
+    tensors = load_file(str(path))
+    tamper(meta)
+    save_file(tensors, str(path), metadata={"apfed": json.dumps(meta)})
+    with pytest.raises(ApfedError, match=f"malformed apfed model file: {match}"):
+        apfed.StandaloneModel.load(path)
+    code, _, err = run_cli("info", "--model", path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and match in err
