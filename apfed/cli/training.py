@@ -443,12 +443,15 @@ def simulate(
     from apfed.report import final_note, test_line
 
     n_passives = r["passives"]
-    if r.get("accuracy") is None:  # no test rows, or a regression (its "r2")
+    head = "r2" if "r2" in r else "accuracy"  # a regression's headline is its R²
+    if r.get(head) is None:  # no test rows
         tested = test_line(r["final"])
     else:
-        mean = "" if "best_epoch" in r["final"] else f"last-{len(r['history'][-10:])}-epoch mean {r['accuracy']:.2f}"
+        places, name, unit = (4, "R²", "") if head == "r2" else (2, "accuracy", " %")
+        last = f"last-{len(r['history'][-10:])}-epoch mean {r[head]:.{places}f}"
+        mean = "" if "best_epoch" in r["final"] else last
         tested = (
-            f"test accuracy {r['final']['accuracy']:.2f} %"
+            f"test {name} {r['final'][head]:.{places}f}{unit}"
             f" ({(mean + final_note(r['final'])).removeprefix(', ').removeprefix('; ')})"
         )
     typer.echo(
