@@ -218,6 +218,7 @@ def validation_note(summary: dict[str, dict]) -> str | None:
 
 
 HEADLINE_NAMES = {"accuracy": "accuracy", "r2": "R²"}
+HEADLINE_DIGITS = {"accuracy": 2, "r2": 4}  # decimals a headline figure is shown with
 
 
 def headline_of(row: dict) -> str:
@@ -227,7 +228,7 @@ def headline_of(row: dict) -> str:
 
 def _figure(row: dict, head: str) -> str:
     """A summary row's headline, ``mean ± std`` (R² to 4 digits)."""
-    return _mean_std(row[f"{head}_mean"], row[f"{head}_std"], row["seeds"], 4 if head == "r2" else 2)
+    return _mean_std(row[f"{head}_mean"], row[f"{head}_std"], row["seeds"], HEADLINE_DIGITS[head])
 
 
 def selection_hint(summary: dict[str, dict]) -> str | None:
@@ -370,7 +371,7 @@ def _cells(summary: dict[str, dict], gap_column: str) -> tuple[list[str], list[l
     had any (the final standalone model's accuracy on them). A regression's table has R², RMSE and MAE instead of
     accuracy, macro-F1 and ROC-AUC."""
     head = headline_of(next(iter(summary.values())))
-    digits = 4 if head == "r2" else 2
+    digits = HEADLINE_DIGITS[head]
     unmatched = any(f"unmatched_{head}_mean" in r for r in summary.values())
     auc = any(r.get("roc_auc_mean") is not None for r in summary.values())
     paired = any("vs_local_mean" in r for r in summary.values())
@@ -412,13 +413,16 @@ def no_gap(summary: dict[str, dict]) -> str | None:
     """The note for a comparison whose tvfl does no better than local (no gap to close), else None."""
     lo, hi = summary.get("local"), summary.get("tvfl")
     head = headline_of(lo or {})
-    key, unit = f"{head}_mean", " %" if head == "accuracy" else ""
+    key = f"{head}_mean"
+
+    def shown(value: float) -> str:  # "83.30 %", or "R² 0.3920"
+        figure = f"{value:.{HEADLINE_DIGITS[head]}f}"
+        return f"R² {figure}" if head == "r2" else f"{figure} %"
+
     if lo and hi and hi[key] <= lo[key]:
-        what = "R² " if head == "r2" else ""
         return (
-            f"tvfl ({what}{hi[key]:.{4 if head == 'r2' else 2}f}{unit}) does no better than local"
-            f" ({what}{lo[key]:.{4 if head == 'r2' else 2}f}{unit}) here: there is no local→TVFL gap to close, so that"
-            " column is empty."
+            f"tvfl ({shown(hi[key])}) does no better than local ({shown(lo[key])}) here: there is no local→TVFL gap"
+            " to close, so that column is empty."
         )
     return None
 
