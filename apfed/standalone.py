@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from apfed.data.encoding import Encoding, as_numbers, as_text
 from apfed.data.views import FAR_SDS, Preprocessor, first_nonfinite
 from apfed.errors import ApfedError, DataError
 from apfed.models import StandaloneNet, encoder_output_shape, make_encoder, make_head
+
+if TYPE_CHECKING:
+    from apfed.explain import Explanation
 
 FORMAT = "apfed-standalone"
 FORMAT_VERSION = 3  # 2: categorical columns ("encoding") and missing values ("preprocessing" "missing"); 3: "task"
@@ -255,6 +259,57 @@ class StandaloneModel:
         groups = feature_groups(self.columns, self.encoding, self.n_features)
         return permutation_importance(
             self._proba_of_features, features, index, groups, repeats, seed, progress, self.regression
+        )
+
+    def explain(
+        self, X, target: str | None = None, steps: int = 32, progress: Callable[[int], object] | None = None
+    ) -> Explanation:
+        """Why each row got its prediction: each raw column's effect on the row's explained output against the
+        average training row's (integrated gradients from that row, summed per column; ``apfed.explain``). A
+        classification explains the probability of the predicted class, or of the class ``target`` for every row;
+        a regression its value. Tabular models only. ``progress`` gets the rows done after each pass."""
+        from apfed.explain import Explanation, column_effects, integrated_gradients
+        from apfed.scoring import feature_groups
+
+        if self.spec["kind"] != "tabular":
+            raise ApfedError("explanations are per column, for tabular models (an image strip's pixels are no columns)")
+        if steps < 1:
+            raise ApfedError(f"steps must be at least 1, got {steps}")
+        if target is not None and self.regression:
+            raise ApfedError("a target class is for a classification; a regression model explains its value")
+        if target is not None and str(target) not in self.class_names:
+            raise ApfedError(f"{target!r} is no class of this model ({', '.join(map(repr, self.class_names))})")
+        self.net.eval()
+        dev = next(self.net.parameters()).device
+        x = self._inputs(X).to(dev)
+        baseline = torch.zeros(x.shape[1:], device=dev)  # every feature at its training mean
+
+        def output(z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+            y = self.net(z)
+            if self.regression:
+                return y[:, 0].expm1() if self.logged else y[:, 0]
+            return y.softmax(1).gather(1, cls[:, None])[:, 0]
+
+        with torch.no_grad():
+            if self.regression:
+                cls = torch.zeros(len(x), dtype=torch.long, device=dev)
+            elif target is not None:
+                cls = torch.full((len(x),), self.class_names.index(str(target)), dtype=torch.long, device=dev)
+            else:
+                cls = torch.from_numpy(self._proba_of_features(x).argmax(1)).to(dev)
+            value = torch.cat(
+                [output(x[s : s + PREDICT_CHUNK], cls[s : s + PREDICT_CHUNK]) for s in range(0, len(x), PREDICT_CHUNK)]
+            )
+            base = self.net(baseline[None])
+            base = (base[0, :1].expm1() if self.logged else base[0, :1]) if self.regression else base.softmax(1)[0]
+        attributions = integrated_gradients(output, x, cls, baseline, steps, progress)
+        groups = feature_groups(self.columns, self.encoding, self.n_features)
+        return Explanation(
+            columns=[name for name, _ in groups],
+            effects=column_effects(attributions, groups),
+            value=value.cpu().numpy(),
+            baseline=base[cls].cpu().numpy(),
+            explained=None if self.regression else self.classes_[cls.cpu().numpy()],
         )
 
     def metadata(self) -> dict:

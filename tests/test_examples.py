@@ -86,6 +86,8 @@ def test_csv_regression_trains_the_clinics_model_and_predicts_new_patients_from_
     assert "a number (regression; training mean" in p.stdout
     with (out / "new_patients_predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["patient_id", "prediction"] and len(rows) == 40
+    reasons = [f"{w}_{j}" for j in (1, 2, 3) for w in ("reason", "effect")]
+    assert list(rows[0]) == ["patient_id", "prediction", "baseline", *reasons] and len(rows) == 40
     assert all(float(r["prediction"]) == float(r["prediction"]) for r in rows)  # numbers, none NaN
+    assert all({r["reason_1"], r["reason_2"], r["reason_3"]} <= {"age", "sex", "bmi", "bp"} for r in rows)
     assert "40 rows, R² " in p.stdout and "columns by importance" in p.stdout

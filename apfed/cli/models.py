@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -114,6 +114,16 @@ def predict(
         typer.Option(help="ID column to carry into the output (default: 'id' when the input has one)."),
     ] = None,
     threshold: Annotated[str | None, typer.Option(help=THRESHOLD_HELP)] = None,
+    explain: Annotated[
+        int,
+        typer.Option(
+            help="Also write each row's N columns that moved its prediction most from the average training row's"
+            " (integrated gradients; tabular models): reason_1, effect_1, ... and the average row's value, baseline."
+            " A classification's effects are on the predicted class's probability (with --threshold C=T, on C's),"
+            " named in the column explained; a regression's on its value.",
+            min=0,
+        ),
+    ] = 0,
 ):
     """Predict from the active party's data alone: no passive party, no Flower, no network."""
     from apfed.scoring import parse_threshold, thresholded
@@ -122,6 +132,8 @@ def predict(
     m = StandaloneModel.load(model)
     if m.regression and threshold is not None:
         raise ConfigError("--threshold picks a class; this regression model predicts numbers")
+    if explain and m.spec["kind"] != "tabular":
+        raise ConfigError("--explain names columns, for tabular models (an image strip's pixels are no columns)")
     cut = None if threshold is None else parse_threshold(threshold, m.class_names)
     _output_file(output, {"input file": input, "model file": model})
     required, id_column = id_column is not None, id_column or "id"
@@ -132,14 +144,45 @@ def predict(
         pred, proba = [f"{v:.7g}" for v in proba[:, 0]], proba[:, :0]
     else:
         pred = m.classes_[proba.argmax(1) if cut is None else thresholded(proba, *cut)]
+    header, extra = _explanations(m, X, explain, None if cut is None else m.class_names[cut[0]])
     from apfed.checkpoint import atomic_file
 
     with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
         w = csv.writer(f)
-        w.writerow(([id_column] if ids is not None else []) + ["prediction"] + [f"p_{c}" for c in m.class_names])
+        w.writerow(
+            ([id_column] if ids is not None else []) + ["prediction"] + [f"p_{c}" for c in m.class_names] + header
+        )
         for i in range(len(pred)):
-            w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + [f"{p:.6f}" for p in proba[i]])
-    typer.echo(f"wrote {len(pred)} predictions to {output}", err=True)
+            w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + [f"{p:.6f}" for p in proba[i]] + extra(i))
+    explained = (
+        f", each with the {min(explain, len(m.raw_columns) or m.n_features)} columns that moved it most"
+        if explain
+        else ""
+    )
+    typer.echo(f"wrote {len(pred)} predictions{explained} to {output}", err=True)
+
+
+def _explanations(m, X: np.ndarray, k: int, target: str | None) -> tuple[list[str], Callable[[int], list[str]]]:
+    """``predict --explain K``'s extra columns: their header, and row i's cells (none when ``k`` is 0)."""
+    if not k:
+        return [], lambda i: []
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predicting has shown them
+        task = progress.add_task(f"explaining {len(X)} predictions", total=len(X))
+        e = m.explain(X, target=target, progress=lambda n: progress.advance(task, n))
+    names, effects = e.top(k)
+    number = "{:.7g}" if m.regression else "{:+.6f}"  # a value in the target's units, or a probability's change
+    header = ([] if m.regression else ["explained"]) + ["baseline"]
+    header += [f"{what}_{j + 1}" for j in range(names.shape[1]) for what in ("reason", "effect")]
+
+    def cells(i: int) -> list[str]:
+        row = ([] if m.regression else [str(e.explained[i])]) + [number.format(e.baseline[i]).lstrip("+")]
+        return row + [c for j in range(names.shape[1]) for c in (names[i, j], number.format(effects[i, j]))]
+
+    return header, cells
 
 
 def _read_labels(path: Path, label_column: str, id_column: str | None) -> tuple[np.ndarray | None, np.ndarray]:

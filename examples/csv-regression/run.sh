@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A regression across two organizations: a clinic (the active party, with the outcome) and a lab, aligned by
 # patient ID; compare the methods, train the clinic's standalone model, predict new patients from the clinic's
-# columns alone and score it once their outcomes are known. Run from a checkout with apfed installed
-# (bash scripts/setup.sh):
+# columns alone (with the three columns that moved each prediction most) and score it once their outcomes are
+# known. Run from a checkout with apfed installed (bash scripts/setup.sh):
 #
 #     bash examples/csv-regression/run.sh [OUT_DIR] [EPOCHS]
 #
@@ -22,6 +22,6 @@ parties=(--data "$out/clinic.csv" --data "$out/lab.csv" --id-column patient_id -
 "$apfed" train "${parties[@]}" --method apfed-c --epochs "$epochs" --out "$out/clinic_model.safetensors"
 "$apfed" info --model "$out/clinic_model.safetensors"
 "$apfed" predict --model "$out/clinic_model.safetensors" --input "$out/new_patients.csv" --id-column patient_id \
-    --output "$out/new_patients_predictions.csv"
+    --explain 3 --output "$out/new_patients_predictions.csv"
 "$apfed" score --model "$out/clinic_model.safetensors" --input "$out/new_patients.csv" --id-column patient_id \
     --labels "$out/new_patients_progression.csv" --label-column progression --importance
