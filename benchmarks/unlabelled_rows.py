@@ -101,6 +101,7 @@ def main() -> None:
     if a.merge:
         a.seeds = len(rows[0]["runs"])
     name = full.name if a.views is None else f"{full.name}{a.views}"
+    suffix = f"-{full.views[active].name}" if a.active else ""  # two strips' reports side by side
     command = (
         f"python benchmarks/unlabelled_rows.py --dataset {a.dataset}"
         + (f" --views {a.views}" if a.views else "")
@@ -112,6 +113,8 @@ def main() -> None:
         command = " & ".join(parts) + f"; wait; then the same with --merge and the {len(parts)} reports' JSON"
     rep = {"benchmark": "unlabelled rows", "dataset": name, "active": full.views[active].name, "epochs": a.epochs}
     rep.update(seeds=a.seeds, results=rows, command=command)
+    if a.merge:  # the machine the runs ran on, not this one
+        rep["machine"] = json.loads(Path(a.merge[0]).read_text())["machine"]
     header = "| setting | " + " | ".join(f"{s:.0%} labelled" for s in a.shares) + " |"
     table = [header, "|---" * (len(a.shares) + 1) + "|"]
     for label, _, _ in SETTINGS:
@@ -138,7 +141,7 @@ def main() -> None:
         "",
         *table,
     ]
-    write_benchmark(Path(a.out) / f"{datetime.date.today()}-unlabelled-rows-{name}-{machine}", rep, md)
+    write_benchmark(Path(a.out) / f"{datetime.date.today()}-unlabelled-rows-{name}{suffix}-{machine}", rep, md)
 
 
 if __name__ == "__main__":
