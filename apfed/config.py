@@ -73,6 +73,7 @@ class TrainConfig:
     # patience); for a regression, accuracy stands for r2 (the task's headline figure)
     patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
     calibrate: bool = False  # (needs validation) temperature scaling of the standalone model on the validation rows
+    conformal: float = 0.0  # (needs validation) > 0: prediction intervals or sets covering this share of new rows
 
     def validate(self) -> TrainConfig:
         checks = [
@@ -116,6 +117,18 @@ class TrainConfig:
             (
                 not self.calibrate or STANDALONE.get(self.method, True),
                 f"calibrate scales the standalone model, and {self.method} has none",
+            ),
+            (
+                0 <= self.conformal < 1,
+                f"conformal must be a coverage in (0, 1), e.g. 0.9 (0: off), got {self.conformal}",
+            ),
+            (
+                not self.conformal or self.validation > 0,
+                "conformal calibrates on validation rows: set validation as well",
+            ),
+            (
+                not self.conformal or STANDALONE.get(self.method, True),
+                f"conformal calibrates the standalone model, and {self.method} has none",
             ),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),

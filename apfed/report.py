@@ -70,6 +70,13 @@ def final_note(final: dict) -> str:
         note += f"; the model of epoch {best}, picked on the validation rows (validation {val})"
     if "calibration_temperature" in final:
         note += f"; probabilities calibrated on them (temperature {final['calibration_temperature']:.3f})"
+    if "conformal_coverage" in final:
+        what = (
+            f"intervals {final['interval_width']:.4g} wide on average"
+            if "interval_width" in final
+            else f"sets of {final['set_size']:.2f} classes on average"
+        )
+        note += f"; conformal {what}, holding the truth for {final['conformal_coverage']:.1f} % of the test rows"
     if "unmatched_accuracy" in final:
         note += (
             f"; {final['unmatched_accuracy']:.2f} % on the {final['unmatched_test_rows']} test rows that some"
@@ -114,11 +121,13 @@ def epoch_label(row: dict) -> str:
 
 def test_provenance(final: dict) -> dict:
     """What a model file records of its final test metrics (``apfed info`` shows them)."""
+    held = {"test_conformal_coverage": final["conformal_coverage"]} if "conformal_coverage" in final else {}
     if "r2" in final:
-        return {"test_r2": final["r2"], "test_rmse": final["rmse"], "test_mae": final["mae"]}
+        return {"test_r2": final["r2"], "test_rmse": final["rmse"], "test_mae": final["mae"], **held}
     if "accuracy" not in final:  # trained on every labelled row: nothing was tested
         return {}
-    return {"test_accuracy": final["accuracy"], **({"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {})}
+    auc = {"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {}
+    return {"test_accuracy": final["accuracy"], **auc, **held}
 
 
 def summarize(

@@ -114,6 +114,13 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
                 "risk scores)",
             ),
             (
+                "conformal",
+                "> 0, below 1 (needs `validation`): split conformal prediction on half the validation rows, kept apart"
+                " (they pick no epoch): each prediction also gets an interval (a regression) or a set of classes that"
+                " holds the truth for at least this share of new rows, e.g. 0.9 (`predict`'s lower/upper or"
+                " prediction_set columns)",
+            ),
+            (
                 "eval_last",
                 "`evaluate`'s accuracy column (a regression's R²): the mean test figure over the last N epochs, the"
                 " reference's figure",

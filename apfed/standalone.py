@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from apfed.explain import Explanation
 
 FORMAT = "apfed-standalone"
-FORMAT_VERSION = 3  # 2: categorical columns ("encoding") and missing values ("preprocessing" "missing"); 3: "task"
+FORMAT_VERSION = 4  # 2: categorical columns ("encoding") and missing values ("preprocessing" "missing"); 3: "task";
+# 4: "conformal" (prediction intervals or sets)
 PREDICT_CHUNK = 4096  # rows per forward pass when predicting: bounded memory for any number of rows
 
 
@@ -48,6 +49,7 @@ class StandaloneModel:
     encoding: Encoding | None = None  # categorical columns: how a raw table's columns become ``columns``
     task: str = "classification"
     target: dict | None = None  # regression: the training target's mean and std (for ``describe``)
+    conformal: dict | None = None  # ``conformal`` training: its coverage, quantile q and calibration rows
 
     @property
     def regression(self) -> bool:
@@ -174,9 +176,9 @@ class StandaloneModel:
         return self._proba_of_features(self._inputs(X))
 
     @torch.no_grad()
-    def _proba_of_features(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    def _proba_of_features(self, x: torch.Tensor | np.ndarray, raw: bool = False) -> np.ndarray:
         """Probabilities from preprocessed features (what ``_inputs`` returns); a regression model's values, one
-        column."""
+        column (``raw``: the network's output, log(1 + y) for a model trained on ``target_transform=log``)."""
         self.net.eval()
         x = torch.as_tensor(x)
         dev = next(self.net.parameters()).device
@@ -187,7 +189,10 @@ class StandaloneModel:
         for start in range(0, len(x), PREDICT_CHUNK):
             chunk = x[start : start + PREDICT_CHUNK].to(dev)
             y = self.net(chunk)
-            out[start : start + len(chunk)] = (y.expm1() if self.logged else y) if self.regression else y.softmax(1)
+            if self.regression:
+                out[start : start + len(chunk)] = y.expm1() if self.logged and not raw else y
+            else:
+                out[start : start + len(chunk)] = y.softmax(1)
         return out.numpy()
 
     @property
@@ -214,6 +219,37 @@ class StandaloneModel:
         from apfed.scoring import parse_threshold, thresholded
 
         return self.classes_[thresholded(proba, *parse_threshold(threshold, self.class_names))]
+
+    def predict_interval(self, X) -> np.ndarray:
+        """A regression model trained with ``conformal``: each row's interval (rows x 2: lower, upper, in the
+        target's units) that holds the true value for at least ``conformal["coverage"]`` of new rows drawn like
+        its validation rows (``apfed.conformal``)."""
+        from apfed.conformal import intervals
+
+        self._needs_conformal(regression=True)
+        outputs = self._proba_of_features(self._inputs(X), raw=True)[:, 0]  # the units the quantile is in
+        return intervals(outputs, self.conformal["q"], self.logged)
+
+    def predict_set(self, X) -> np.ndarray:
+        """A classification model trained with ``conformal``: each row's set of classes (rows x classes, bool,
+        columns in ``classes_`` order) that holds the true class for at least ``conformal["coverage"]`` of new rows
+        drawn like its validation rows: the classes of probability at least 1 - q, and the predicted one."""
+        from apfed.conformal import prediction_sets
+
+        self._needs_conformal(regression=False)
+        return prediction_sets(self.predict_proba(X), self.conformal["q"])
+
+    def _needs_conformal(self, regression: bool) -> None:
+        if self.regression != regression:
+            raise ApfedError(
+                "a regression model gives intervals: use predict_interval"
+                if self.regression
+                else "a classification model gives sets of classes: use predict_set"
+            )
+        if not self.conformal:
+            raise ApfedError(
+                "this model was trained without conformal: train it with --set conformal=0.9 and validation"
+            )
 
     def score(self, X, y) -> float:
         """Mean accuracy (0–1) of ``predict(X)`` against the labels ``y``, as scikit-learn's ``score``; a regression
@@ -320,6 +356,9 @@ class StandaloneModel:
         if self.regression:  # an older apfed would read its one output as a class
             extras.update(task=self.task, target=self.target or {})
             version = 3
+        if self.conformal:
+            extras["conformal"] = self.conformal
+            version = 4
         return {
             "format": FORMAT,
             "format_version": version,
@@ -401,6 +440,7 @@ class StandaloneModel:
             encoding=Encoding.from_json(meta["encoding"]) if "encoding" in meta else None,
             task=meta.get("task", "classification"),
             target=meta.get("target"),
+            conformal=meta.get("conformal"),
         )
 
     def describe(self) -> dict:
@@ -500,6 +540,11 @@ def _check_metadata(meta: dict) -> None:
         ensure(numbers([target.get("mean"), target.get("std")], 2), "'target' has no finite mean and std")
     else:
         ensure(len(names) >= 1 and all(isinstance(c, str) for c in names), "'class_names' is not a list of names")
+    if "conformal" in meta:
+        c = meta["conformal"]
+        ensure(isinstance(c, dict), "'conformal' is not a mapping")
+        ok = numbers([c.get("coverage"), c.get("q")], 2) and 0 < c["coverage"] < 1 and c["q"] >= 0
+        ensure(ok and isinstance(c.get("rows"), int) and c["rows"] >= 1, "'conformal' has no coverage, q and rows")
     n = math.prod(shape)
     columns = meta.get("columns")
     named = isinstance(columns, list) and len(columns) == n and all(isinstance(c, str) for c in columns)

@@ -17,6 +17,7 @@ import torch
 from apfed.augment import join_augmentations, sample_augmentation
 from apfed.checkpoint import refuse_to_overwrite
 from apfed.config import NEEDS_NO_LABEL, STANDALONE, TrainConfig, check_task_settings
+from apfed.conformal import rows_needed
 from apfed.data.splits import stratified_split
 from apfed.data.streamed import device_rows
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels, is_regression
@@ -337,6 +338,25 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         self.log(f"{len(val) + len(own_val)} of the training rows are held out for validation{some}; {kept}")
         return train, val, own, own_val
 
+    def _set_conformal_rows(self, matched: int) -> None:
+        """``conformal``: half the validation rows (seeded, at random) are kept apart to calibrate the intervals or
+        sets; they pick no epoch and fit no temperature, so the coverage holds as conformal prediction promises (rows
+        that also picked the epoch would make the intervals a little too narrow). ``matched``: the rows every passive
+        holds (the learner's first positions)."""
+        n, need = len(self.y_val), rows_needed(self.cfg.conformal)
+        order = np.random.default_rng(self.cfg.seed + 13).permutation(n)
+        conf, pick = np.sort(order[: (n + 1) // 2]), np.sort(order[(n + 1) // 2 :])
+        if len(conf) < need:
+            raise DataError(
+                f"conformal={self.cfg.conformal:g} calibrates on half the validation rows and needs at least {need} of"
+                f" them; the run holds {n} validation rows: raise validation, or ask for a lower coverage"
+            )
+        idx = self.val_idx.cpu().numpy()
+        self.conf_idx, self.y_conf = self.val_idx[torch.from_numpy(conf)], self.y_val[conf]
+        self.val_idx, self.y_val = self.val_idx[torch.from_numpy(pick)], self.y_val[pick]
+        self.val_rows = torch.from_numpy(idx[pick][idx[pick] < matched])
+        self.log(f"{len(conf)} of the {n} validation rows are kept apart to calibrate the conformal predictions")
+
     def _build(
         self,
         keep: np.ndarray,
@@ -434,6 +454,10 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         self.y_val = compact_labels(d.labels[np.concatenate([keep[self.val], own_val])])
         self.best: dict | None = None  # the epoch of the best validation figure, and its standalone weights
         self.calibration: dict | None = None  # cfg.calibrate: the temperature fitted on the validation rows
+        self.conformal: dict | None = None  # cfg.conformal: the coverage and quantile fitted on the validation rows
+        self.conf_idx, self.y_conf = self.val_idx[:0], self.y_val[:0]
+        if cfg.conformal:
+            self._set_conformal_rows(len(keep))
         self.n = len(keep)
         self.pending: dict[str, tuple] = {}
         self.emb_stats = [None] * len(self.names)
@@ -659,6 +683,8 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         self._restore_best()
         if cfg.calibrate and self.calibration is None:
             self._calibrate()
+        if cfg.conformal and self.conformal is None:
+            self._conformalize()
         return self.history
 
     def _stop_early(self, inflight: dict | None, epoch: int) -> None:
@@ -668,7 +694,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         if inflight is not None and inflight["sent"] is not None:
             self._collect(inflight["sent"], lambda i: self._reply_specs(i, len(inflight["flat"])))
         self.log(
-            f"early stop after epoch {epoch}: no better validation {self.cfg.validation_metric} for"
+            f"early stop after epoch {epoch}: no better validation {self.validation_metric} for"
             f" {self.cfg.patience} epoch(s)"
             f" (the best: epoch {self.best['epoch']}, {self._best_figure()})"
         )
@@ -708,6 +734,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             raise DataError(f"method {self.cfg.method} needs every party at prediction time: no standalone model")
         from apfed import __version__
 
+        unmatched_val = int((self.val_idx >= self.n).sum())  # validation rows that some passive lacks
         provenance = {
             "apfed_version": __version__,
             "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -719,7 +746,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             **({"unlabelled_train_rows": self.n_unlabelled} if self.n_unlabelled else {}),
             "epochs_run": len(self.history),
             **({"validation_rows": self.n_val, "best_epoch": self.best["epoch"]} if self.best else {}),
-            **({"unmatched_validation_rows": len(self.own_val)} if self.best and len(self.own_val) else {}),
+            **({"unmatched_validation_rows": unmatched_val} if self.best and unmatched_val else {}),
             **({"calibration_temperature": self.calibration["temperature"]} if self.calibration else {}),
             **provenance,
         }
@@ -742,4 +769,5 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             encoding=self.data.view.encoding,
             task="regression" if self.regression else "classification",
             target=self.target,
+            conformal=self.conformal,
         )

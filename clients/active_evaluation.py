@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from apfed.conformal import class_scores, coverage_report, intervals, prediction_sets, quantile, residual_scores
 from apfed.metrics import classification_metrics, regression_metrics, roc_auc
 from clients.tensors import as_tensor, from_wire
 from protocols.messages import EVALUATE
@@ -53,6 +54,39 @@ class ActiveEvaluation:
             f" -> {after:.4f} (the predicted classes stay)"
         )
 
+    def _conformalize(self) -> None:
+        """Split conformal prediction on the validation rows kept apart for it (``apfed.conformal``): the quantile
+        ``q`` of their scores that makes the standalone model's intervals (a regression) or sets of classes cover at
+        least ``conformal`` of new rows. After calibration, so a set reads the probabilities the model file gives."""
+        coverage, n = self.cfg.conformal, len(self.y_conf)
+        outputs = self.learner.standalone_logits(self.conf_idx).float()
+        if self.regression:
+            scores = residual_scores(self.output_units(outputs), self.y_conf, self.logged)
+        else:
+            scores = class_scores(torch.softmax(outputs, 1).cpu().numpy(), self.y_conf)
+        q = quantile(scores, coverage)
+        self.conformal = {"coverage": coverage, "q": q, "rows": n}
+        if self.regression:
+            what = f"intervals of the prediction ± {q:.4g}" + (" in log(1 + y)" if self.logged else "")
+        else:
+            what = f"sets of the classes of probability at least {max(0.0, 1 - q):.4f} (and the predicted one)"
+        self.log(f"conformal on the {n} validation rows kept apart: {coverage * 100:g} % {what}")
+
+    def conformal_metrics(self) -> dict:
+        """How the conformal intervals or sets did on the test rows: the share that held the truth and their mean
+        width or size (``apfed.conformal.coverage_report``); nothing without them or without test rows."""
+        if self.conformal is None or not self.tested:
+            return {}
+        outputs, q = self.learner.standalone_logits(self.test_idx).float(), self.conformal["q"]
+        if self.regression:
+            bounds = intervals(self.output_units(outputs), q, self.logged)
+            covered = (self.y_test >= bounds[:, 0]) & (self.y_test <= bounds[:, 1])
+            report = coverage_report(covered, bounds[:, 1] - bounds[:, 0], True)
+        else:
+            sets = prediction_sets(torch.softmax(outputs, 1).cpu().numpy(), q)
+            report = coverage_report(sets[np.arange(len(sets)), self.y_test], sets.sum(1), False)
+        return {**report, "conformal_q": q, "conformal_rows": self.conformal["rows"]}
+
     def passive_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:
         replies = self._exchange(
             EVALUATE,
@@ -87,9 +121,19 @@ class ActiveEvaluation:
         """What a model predicts from its outputs: the class of the largest logit, or a regression's value in the
         target's units."""
         if self.regression:
-            values = outputs[:, 0].double() * self.target["std"] + self.target["mean"]
-            return (values.expm1() if self.target.get("transform") == "log" else values).cpu().numpy()
+            values = self.output_units(outputs)
+            return np.expm1(values) if self.logged else values
         return outputs.argmax(1).cpu().numpy()
+
+    def output_units(self, outputs: torch.Tensor) -> np.ndarray:
+        """A regression's outputs with the target's standardization undone (what the model file's network gives):
+        the target's units, or log(1 + y) with ``target_transform=log``."""
+        return (outputs[:, 0].double() * self.target["std"] + self.target["mean"]).cpu().numpy()
+
+    @property
+    def logged(self) -> bool:
+        """A regression trained on log(1 + y)."""
+        return self.regression and self.target.get("transform") == "log"
 
     def scored(self, pred: np.ndarray, y: np.ndarray) -> float:
         """The task's headline figure of predictions ``pred`` against ``y``: accuracy in %, or R²."""
@@ -138,7 +182,7 @@ class ActiveEvaluation:
             outputs = self._headline_logits(self.val_idx, self.val_rows).float()
             row["val_r2"] = self.scored(self.predicted(outputs), self.y_val)
             y = torch.from_numpy(self.y_val).to(outputs.device)
-            y = y.log1p() if self.target.get("transform") == "log" else y
+            y = y.log1p() if self.logged else y
             standardized = (y - self.target["mean"]) / self.target["std"]
             row["val_loss"] = float(((outputs[:, 0] - standardized) ** 2).mean())
         elif self.n_val:
@@ -215,6 +259,7 @@ class ActiveEvaluation:
         if self.calibration is not None:
             out["calibration_temperature"] = self.calibration["temperature"]
             out["val_log_loss_calibrated"] = self.calibration["val_log_loss_after"]
+        out.update(self.conformal_metrics())
         if len(self.own_test) == 0:
             return out
         L, idx, guesses = self.learner, self.own_test_idx, {}

@@ -144,22 +144,35 @@ def predict(
         pred, proba = [f"{v:.7g}" for v in proba[:, 0]], proba[:, :0]
     else:
         pred = m.classes_[proba.argmax(1) if cut is None else thresholded(proba, *cut)]
+    bounds_header, bounds = _conformal_columns(m, X)
     header, extra = _explanations(m, X, explain, None if cut is None else m.class_names[cut[0]])
+    header = [f"p_{c}" for c in m.class_names] + bounds_header + header  # a regression has no p_ columns
     from apfed.checkpoint import atomic_file
 
     with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
         w = csv.writer(f)
-        w.writerow(
-            ([id_column] if ids is not None else []) + ["prediction"] + [f"p_{c}" for c in m.class_names] + header
-        )
+        w.writerow(([id_column] if ids is not None else []) + ["prediction"] + header)
         for i in range(len(pred)):
-            w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + [f"{p:.6f}" for p in proba[i]] + extra(i))
-    explained = (
-        f", each with the {min(explain, len(m.raw_columns) or m.n_features)} columns that moved it most"
-        if explain
-        else ""
-    )
+            cells = [f"{p:.6f}" for p in proba[i]] + bounds(i) + extra(i)
+            w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + cells)
+    shown = min(explain, len(m.raw_columns) or m.n_features)
+    explained = "" if not explain else f", each with the {shown} column{'s' if shown > 1 else ''} that moved it most"
     typer.echo(f"wrote {len(pred)} predictions{explained} to {output}", err=True)
+
+
+def _conformal_columns(m, X: np.ndarray) -> tuple[list[str], Callable[[int], list[str]]]:
+    """A model trained with ``conformal``: its interval (``lower``, ``upper``) or set of classes
+    (``prediction_set``, the names joined by ``|``) per row; their header, and row i's cells."""
+    if not m.conformal:
+        return [], lambda i: []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predicting has shown them
+        if m.regression:
+            bounds = m.predict_interval(X)
+            return ["lower", "upper"], lambda i: [f"{bounds[i, 0]:.7g}", f"{bounds[i, 1]:.7g}"]
+        sets = m.predict_set(X)
+    names = m.classes_
+    return ["prediction_set"], lambda i: ["|".join(names[sets[i]])]
 
 
 def _explanations(m, X: np.ndarray, k: int, target: str | None) -> tuple[list[str], Callable[[int], list[str]]]:
@@ -308,6 +321,13 @@ def score(
     with _echoed_warnings(input):
         proba = m.predict_proba(X[keep])
     report = score_report(index, proba, m.class_names, unseen, cut)
+    if m.conformal:
+        from apfed.conformal import prediction_sets
+
+        sets = prediction_sets(proba, m.conformal["q"])
+        known = index < len(m.class_names)  # a label that is no class of the model is in no set
+        covered = known & sets[np.arange(len(index)), np.minimum(index, len(m.class_names) - 1)]
+        report["conformal"] = _conformal_report(m, covered, sets.sum(1))
     if other is not None:  # the same rows of the same file, each model reading its own columns
         _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
         other_index, other_unseen = label_indices(y[keep], other.class_names)
@@ -345,6 +365,29 @@ def score(
         console.print(t)
     if (line := _training_line(m, None if trained is None else f"{trained:.2f} %")) is not None:
         console.print(line)
+    if "conformal" in report:
+        console.print(_conformal_line(report["conformal"]))
+
+
+def _conformal_report(m, covered: np.ndarray, sizes: np.ndarray) -> dict:
+    """How a conformal model's intervals or sets did on the scored rows (``apfed.conformal.coverage_report``), with
+    the coverage it was calibrated for."""
+    from apfed.conformal import coverage_report
+
+    c = m.conformal
+    return {"coverage": c["coverage"], "validation_rows": c["rows"], **coverage_report(covered, sizes, m.regression)}
+
+
+def _conformal_line(c: dict) -> str:
+    """``apfed score``'s line on a conformal model's intervals or sets."""
+    what = (
+        f"intervals held the true value for {c['conformal_coverage']:.1f} % of these rows, {c['interval_width']:.4g}"
+        " wide on average"
+        if "interval_width" in c
+        else f"sets held the true class for {c['conformal_coverage']:.1f} % of these rows, {c['set_size']:.2f}"
+        " classes on average"
+    )
+    return f"Its {c['coverage'] * 100:g} % conformal {what} (calibrated on {c['validation_rows']:,} validation rows)."
 
 
 def _training_line(m, figure: str | None) -> str | None:
@@ -389,6 +432,10 @@ def _regression_score(
     with _echoed_warnings(input):
         pred = m.predict(X)
         report = regression_report(values, pred)
+        if m.conformal:
+            bounds = m.predict_interval(X)
+            covered = (values >= bounds[:, 0]) & (values <= bounds[:, 1])
+            report["conformal"] = _conformal_report(m, covered, bounds[:, 1] - bounds[:, 0])
         if against is not None:
             from apfed.scoring import paired_regression_comparison
 
@@ -417,6 +464,8 @@ def _regression_score(
     )
     if (line := _training_line(m, None if trained is None else f"R² {trained:.4f}")) is not None:
         typer.echo(line)
+    if "conformal" in report:
+        typer.echo(_conformal_line(report["conformal"]))
     if against is not None:
         o, c = report["against"]["metrics"], report["against"]["comparison"]
         lo, hi = c["ci95"]
@@ -557,6 +606,16 @@ def _model_summary(d: dict) -> dict[str, str]:
     if "calibration_temperature" in p:
         t = p["calibration_temperature"]
         lines["calibrated"] = f"temperature {t:.3f} on the validation rows (its logits are divided by it)"
+    if c := d.get("conformal"):
+        log = " in log(1 + y)" if (d.get("target") or {}).get("transform") == "log" else ""
+        what = (
+            f"intervals: the prediction ± {c['q']:.4g}{log}"
+            if d.get("task") == "regression"
+            else f"sets: the classes of probability at least {max(0.0, 1 - c['q']):.4f}, and the predicted one"
+        )
+        held = p.get("test_conformal_coverage")
+        held = f"; {held:.1f} % of the test rows held the truth" if held is not None else ""
+        lines["conformal"] = f"{c['coverage'] * 100:g} % {what} (from {c['rows']:,} validation rows{held})"
     if "passives" in p:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
