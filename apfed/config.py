@@ -440,10 +440,15 @@ def method_variant(label: str, option: str = "--methods") -> tuple[str, dict]:
 
 
 def variant_config(cfg: TrainConfig, label: str, **more) -> TrainConfig:
-    """``cfg`` for one ``--methods`` entry (``method_variant``), with ``more`` settings (the seed), checked."""
+    """``cfg`` for one ``--methods`` entry (``method_variant``), with ``more`` settings (the seed), checked. What
+    only a standalone model takes (``calibrate``, ``conformal``) is left out of a method that has none, unless the
+    entry asks for it itself."""
     method, over = method_variant(label)
     over.pop("passives", None)
-    return TrainConfig(**{**cfg.to_dict(), **over, "method": method, **more}).validate()
+    base = cfg.to_dict()
+    if not STANDALONE[method]:  # `--set conformal=0.9` for a comparison: tvfl and centralized train without
+        base.update(calibrate=False, conformal=0.0)
+    return TrainConfig(**{**base, **over, "method": method, **more}).validate()
 
 
 def variant_passives(label: str) -> str | None:

@@ -168,6 +168,11 @@ def summarize(
         val = [headline_validation(r.get("history", []), r["final"], eval_last, metric) for r in rs]
         if all(v is not None for v in val):
             rows[label].update(val_mean=float(np.mean(val)), val_std=float(np.std(val)), val_metric=metric)
+        if all("conformal_coverage" in r["final"] for r in rs):  # conformal=C: how its ranges did on the test rows
+            size = "interval_width" if head == "r2" else "set_size"
+            rows[label].update(
+                conformal_coverage_mean=_mean_of(rs, "conformal_coverage"), **{f"{size}_mean": _mean_of(rs, size)}
+            )
         unmatched = f"unmatched_{head}"
         _unmatched_stats(rows[label], rs, unmatched)  # the standalone model
         prefix = "r2_" if head == "r2" else "acc_"
@@ -224,6 +229,22 @@ def validation_note(summary: dict[str, dict]) -> str | None:
         f"picked on the validation rows: {m} (validation {_validation_value(r)}), {test}; the best test"
         f" {HEADLINE_NAMES[head]} of several methods or variants overstates what the chosen one will do on new rows"
     )
+
+
+def conformal_note(summary: dict[str, dict], coverage: float | None) -> str | None:
+    """One sentence on how each method's conformal intervals or sets (``conformal`` = ``coverage``) did on the test
+    rows; None without them."""
+    done = [(m, r) for m, r in summary.items() if "conformal_coverage_mean" in r]
+    if not done or not coverage:
+        return None
+    regression = "interval_width_mean" in done[0][1]
+    parts = [
+        f"{m} {r['conformal_coverage_mean']:.1f} %"
+        + (f" ({r['interval_width_mean']:.4g} wide)" if regression else f" ({r['set_size_mean']:.2f} classes)")
+        for m, r in done
+    ]
+    what = "intervals" if regression else "sets of classes"
+    return f"conformal {what} for {coverage * 100:g} % held the truth on the test rows for: {', '.join(parts)}"
 
 
 HEADLINE_NAMES = {"accuracy": "accuracy", "r2": "R²"}
@@ -450,13 +471,19 @@ def table_console():
     return Console() if Console().is_terminal else Console(width=160)
 
 
-def rich_table(summary: dict[str, dict], title: str, note: str | None = None):
+def rich_table(summary: dict[str, dict], title: str, note: str | None = None, coverage: float | None = None):
     """The comparison table for the console; ``note`` (what the accuracy is) and, where tvfl does no better than
     local, why the gap column is empty, go under it."""
     from rich.markup import escape
     from rich.table import Table
 
-    notes = (note, no_gap(summary), validation_note(summary), selection_hint(summary))
+    notes = (
+        note,
+        no_gap(summary),
+        validation_note(summary),
+        conformal_note(summary, coverage),
+        selection_hint(summary),
+    )
     caption = "\n".join(c for c in notes if c) or None
     t = Table(title=escape(title), caption=caption and escape(caption))
     header, rows = _cells(summary, "gap closed")
@@ -474,6 +501,7 @@ def write_report(out: Path, report: dict) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(out / "results.json", json.dumps(report, indent=1).encode())
     s = report["summary"]
+    conformal = report.get("config", {}).get("conformal")
     regression = report.get("task") == "regression"
     what = "R² is the test R² (1 is perfect, 0 predicts the mean)" if regression else "Accuracy is the test accuracy"
     figures = (
@@ -523,6 +551,11 @@ def write_report(out: Path, report: dict) -> list[Path]:
         + (
             f" The validation column is the figure of the same model on the validation rows; {validation_note(s)}."
             if validation_note(s)
+            else ""
+        )
+        + (
+            f" {conformal_note(s, conformal)[0].upper()}{conformal_note(s, conformal)[1:]}."
+            if conformal_note(s, conformal)
             else ""
         )
         + (

@@ -205,3 +205,24 @@ def test_predict_writes_a_classifiers_sets(tmp_path, party_csvs):
     code, out, err = run_cli("score", "--model", model, "--input", active, "--id-column", "user_id", "--json")
     assert code == 0, err
     assert 1 <= json.loads(out)["conformal"]["set_size"] <= len(classes)
+
+
+def test_a_comparison_gives_conformal_to_the_standalone_methods_and_says_how_they_did():
+    from apfed.config import make_config, variant_config
+    from apfed.report import conformal_note, summarize
+
+    cfg = make_config("default", validation=0.25, conformal=0.9)
+    assert variant_config(cfg, "local").conformal == 0.9
+    assert variant_config(cfg, "tvfl").conformal == 0 and not variant_config(cfg, "centralized").calibrate
+    with pytest.raises(ConfigError, match="tvfl has none"):
+        variant_config(cfg, "tvfl[conformal=0.8]")  # asked for by the entry itself
+    a, b, y = _regression(400)
+    ds = from_arrays({"clinic": a, "lab": b}, y, task="regression")
+    report = apfed.compare(ds, 0, ["local", "tvfl"], seeds=2, epochs=3, validation=0.25, conformal=0.9)
+    s = report["summary"]
+    assert "conformal_coverage_mean" in s["local"] and "conformal_coverage_mean" not in s["tvfl"]
+    finals = [r["final"] for r in report["runs"] if r["method"] == "local"]
+    assert s["local"]["interval_width_mean"] == pytest.approx(np.mean([f["interval_width"] for f in finals]))
+    note = conformal_note(s, 0.9)
+    assert note.startswith("conformal intervals for 90 % held the truth on the test rows for: local ")
+    assert "tvfl" not in note and conformal_note(summarize(report["runs"][2:]), 0.9) is None
