@@ -315,7 +315,8 @@ def test_a_deployment_trains_the_passives_losses_on_the_rows_with_no_label(tmp_p
 
 def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
     """A numeric label column and ``task='regression'`` in the run config: the deployed active party trains on
-    the target standardized, reports R², and its model file predicts what the same files give in one process."""
+    the target standardized, reports R², and its model file predicts what the same files give in one process,
+    with the same conformal intervals (``--set conformal``)."""
     import apfed
     from apfed.standalone import StandaloneModel
 
@@ -336,16 +337,24 @@ def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
         id_column="user_id",
         timeout=600,
         task="regression",
+        sets=["validation=0.3", "conformal=0.8"],
     )
-    assert {"r2", "rmse", "mae"} <= r["final"].keys() and "accuracy" not in r["final"] and "accuracy" not in r
+    assert (
+        {"r2", "rmse", "mae", "conformal_coverage"} <= r["final"].keys()
+        and "accuracy" not in r["final"]
+        and "accuracy" not in r
+    )
     assert r["r2"] == pytest.approx(np.mean([h["r2"] for h in r["history"][-10:]]))
     m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
     assert m.regression and m.provenance["test_r2"] == r["final"]["r2"]
     ds, _ = apfed.load_dataset(data=files, id_column="user_id", log=lambda _: None, task="regression")
-    here = apfed.train(ds, 0, "apfed-kd", epochs=1, batches_per_round=2, pipeline=True)
+    here = apfed.train(ds, 0, "apfed-kd", epochs=1, batches_per_round=2, pipeline=True, validation=0.3, conformal=0.8)
     assert r["final"]["r2"] == pytest.approx(here.final["r2"], abs=1e-6)
+    assert r["final"]["conformal_coverage"] == here.final["conformal_coverage"]
+    assert m.conformal["q"] == pytest.approx(here.model.conformal["q"], rel=1e-5)
     X = ds.views[0].X
     np.testing.assert_allclose(m.predict(X), here.model.predict(X), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(m.predict_interval(X), here.model.predict_interval(X), rtol=1e-5, atol=1e-3)
 
 
 def _log_count(path: Path, needle: str) -> int:
