@@ -764,3 +764,46 @@ def _against_table(report: dict, model_name: str):
         ranked = [f"{m[k]:.4f}" if k in m else "–" for k in ("roc_auc", "log_loss")]
         t.add_row(escape(name), f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", *ranked)
     return t
+
+
+def group_table(by: dict, regression: bool):
+    """A rich table of ``apfed score --by``'s groups (``apfed.scoring.classification_groups`` or
+    ``regression_groups``), the largest first."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    groups = by["groups"]
+    held = "conformal_coverage" in groups[0]
+    flagged = by.get("flagged_class")
+    caption = None
+    if flagged is not None:
+        caption = (
+            f"flagged: the share of the group's rows predicted {flagged!r}; its recall: the share of the group's"
+            f" {flagged!r} rows predicted so"
+        )
+    t = Table(title=escape(f"by {by['column']}"), caption=caption and escape(caption))
+    t.add_column(escape(by["column"]))
+    if regression:
+        cols = ["rows", "R²", "RMSE", "MAE", "mean label", "mean prediction"]
+    else:
+        cols = ["rows", "accuracy (%)", "macro-F1 (%)", "ROC-AUC"] + (
+            [f"flagged {flagged!r} (%)", f"recall of {flagged!r} (%)"] if flagged is not None else []
+        )
+    for col in cols + (["conformal held (%)"] if held else []):
+        t.add_column(escape(col), justify="right")
+
+    def num(v, fmt: str) -> str:
+        return "–" if v is None else format(v, fmt)
+
+    for g in groups:
+        if regression:
+            cells = [num(g["r2"], ".4f"), num(g["rmse"], ".4g"), num(g["mae"], ".4g")]
+            cells += [num(g["target_mean"], ".4g"), num(g["prediction_mean"], ".4g")]
+        else:
+            cells = [num(g["accuracy"], ".2f"), num(g["macro_f1"], ".2f"), num(g.get("roc_auc"), ".4f")]
+            if flagged is not None:
+                cells += [num(g["flagged_rate"], ".1f"), num(g["flagged_recall"], ".1f")]
+        t.add_row(
+            escape(g["value"]), f"{g['rows']:,}", *cells, *([num(g["conformal_coverage"], ".1f")] if held else [])
+        )
+    return t

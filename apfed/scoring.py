@@ -274,3 +274,80 @@ def permutation_importance(
         if progress is not None:
             progress()
     return sorted(out, key=lambda r: -r[key])
+
+
+MAX_GROUPS = 50  # score --by: the most groups a column may split the rows into
+
+
+def groups_of(values: np.ndarray, column: str, most: int = MAX_GROUPS) -> list[tuple[str, np.ndarray]]:
+    """The rows of each value of a column (text; an empty or NA cell is the group ``(missing)``), the largest
+    group first: (value, row mask) pairs. More than ``most`` values is an error: a group per row says nothing."""
+    from apfed.data.encoding import is_missing
+
+    text = np.char.strip(np.asarray(values).astype(str))
+    text = np.where(is_missing(text), "(missing)", text)
+    names, inverse, counts = np.unique(text, return_inverse=True, return_counts=True)
+    if len(names) > most:
+        raise DataError(
+            f"--by {column!r}: {len(names):,} distinct values; it takes a column of at most {most} groups (a category,"
+            " a region, an age band)"
+        )
+    order = np.argsort(-counts, kind="stable")
+    return [(str(names[i]), inverse == i) for i in order]
+
+
+def classification_groups(
+    groups: list[tuple[str, np.ndarray]],
+    y: np.ndarray,
+    proba: np.ndarray,
+    n_classes: int,
+    threshold: tuple[int, float] | None = None,
+    flagged: int | None = None,
+) -> list[dict]:
+    """Each group's rows, accuracy and macro-F1 (%), ROC-AUC (where its rows hold two classes or more), and with
+    ``flagged`` (a class index: the positive class of two, or the threshold's) the share of its rows predicted as
+    that class (``flagged_rate``, demographic parity) and that class's recall (``flagged_recall``, equal
+    opportunity). ``y``: class indices (``label_indices``; past ``n_classes``: a label the model never saw)."""
+    pred = predictions(proba, threshold)
+    out = []
+    for value, mask in groups:
+        yg, pg = y[mask], pred[mask]
+        known = yg < n_classes
+        row = {"value": value, "rows": int(mask.sum())}
+        row.update(
+            {k: v for k, v in classification_metrics(yg, pg).items() if k in ("accuracy", "macro_f1")},
+            **{k: v for k, v in ranking_metrics(yg[known], proba[mask][known]).items() if k == "roc_auc"},
+        )
+        if flagged is not None:
+            of = yg == flagged
+            row["flagged_rate"] = float((pg == flagged).mean() * 100)
+            row["flagged_recall"] = float((pg[of] == flagged).mean() * 100) if of.any() else None
+        out.append(row)
+    return out
+
+
+def regression_groups(groups: list[tuple[str, np.ndarray]], y: np.ndarray, pred: np.ndarray) -> list[dict]:
+    """Each group's rows, R² (None with fewer than 2 rows), RMSE and MAE, and its mean label and prediction (a
+    bias for one group shows there)."""
+    out = []
+    for value, mask in groups:
+        m = regression_metrics(y[mask], pred[mask])
+        out.append(
+            {
+                "value": value,
+                "rows": int(mask.sum()),
+                "r2": m["r2"] if mask.sum() >= 2 else None,
+                "rmse": m["rmse"],
+                "mae": m["mae"],
+                "target_mean": float(y[mask].mean()),
+                "prediction_mean": float(pred[mask].mean()),
+            }
+        )
+    return out
+
+
+def add_group_coverage(rows: list[dict], groups: list[tuple[str, np.ndarray]], covered: np.ndarray) -> None:
+    """Each group's share (%) of rows whose conformal interval or set held the truth: the promise holds over all
+    rows, not within each group, and this shows where it falls short."""
+    for row, (_, mask) in zip(rows, groups, strict=True):
+        row["conformal_coverage"] = float(covered[mask].mean() * 100)

@@ -90,4 +90,4 @@ def test_csv_regression_trains_the_clinics_model_and_predicts_new_patients_from_
     assert list(rows[0]) == ["patient_id", "prediction", "baseline", *reasons] and len(rows) == 40
     assert all(float(r["prediction"]) == float(r["prediction"]) for r in rows)  # numbers, none NaN
     assert all({r["reason_1"], r["reason_2"], r["reason_3"]} <= {"age", "sex", "bmi", "bp"} for r in rows)
-    assert "40 rows, R² " in p.stdout and "columns by importance" in p.stdout
+    assert "40 rows, R² " in p.stdout and "columns by importance" in p.stdout and "by sex" in p.stdout

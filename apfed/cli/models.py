@@ -198,28 +198,31 @@ def _explanations(m, X: np.ndarray, k: int, target: str | None) -> tuple[list[st
     return header, cells
 
 
-def _read_labels(path: Path, label_column: str, id_column: str | None) -> tuple[np.ndarray | None, np.ndarray]:
-    """A file's label column as text, and its ID column (with ``id_column``: an error when it is missing)."""
+def _read_labels(
+    path: Path, label_column: str, id_column: str | None, what: str = "label"
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """A file's label column (or another: ``what`` names it in errors) as text, and its ID column (with
+    ``id_column``: an error when it is missing)."""
     if not path.is_file():
         raise DataError(f"labels file not found: {path}")
     if path.suffix.lower() == ".npz":
         from apfed.data.files import open_npz
 
         z = open_npz(path)
-        for name, what in ((label_column, "label"), (id_column, "ID")):
+        for name, kind in ((label_column, what), (id_column, "ID")):
             if name is not None and name not in z.files:
-                raise DataError(f"{path}: no {what} array {name!r} (arrays: {', '.join(z.files)})")
+                raise DataError(f"{path}: no {kind} array {name!r} (arrays: {', '.join(z.files)})")
         labels = np.asarray(z[label_column])
         if labels.ndim != 1:
-            raise DataError(f"{path}: the label array {label_column!r} must be 1-D, got shape {labels.shape}")
+            raise DataError(f"{path}: the {what} array {label_column!r} must be 1-D, got shape {labels.shape}")
         return (np.asarray(z[id_column]).astype(str) if id_column else None), labels.astype(str)
     from apfed.data.files import read_csv_columns, read_csv_header
 
     header = read_csv_header(path)
-    for name, what in ((label_column, "label"), (id_column, "ID")):
+    for name, kind in ((label_column, what), (id_column, "ID")):
         if name is not None and name not in header:
             more = ", ..." if len(header) > 8 else ""
-            raise DataError(f"{path}: no {what} column {name!r} (columns: {', '.join(header[:8])}{more})")
+            raise DataError(f"{path}: no {kind} column {name!r} (columns: {', '.join(header[:8])}{more})")
     wanted = [header.index(label_column)] + ([header.index(id_column)] if id_column else [])
     strings, _, _ = read_csv_columns(path, header, wanted, [])
     return (strings[1] if id_column else None), strings[0]
@@ -257,6 +260,14 @@ def score(
             " one): both scored, the accuracy difference with its 95 % interval, and McNemar's exact test."
         ),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help="Also score each group of rows that share a value of this column of --input (a region, a sex, an"
+            " age band; any column, used by the model or not; at most 50 values): accuracy, macro-F1 and ROC-AUC (a"
+            " regression's R², RMSE, MAE and mean label and prediction), and how a conformal model's ranges held.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
 ):
     """Score a standalone model on labelled rows of the active party's own data.
@@ -286,6 +297,8 @@ def score(
             raise DataError(f"{e} (the --against model)") from None
     if importance and m.spec["kind"] != "tabular":
         raise ConfigError("--importance ranks the columns of a tabular model; this model reads an image strip")
+    if by is not None and other is not None:
+        raise ConfigError("--by scores one model group by group; score --against without it")
     required, id_column = id_column is not None or labels is not None, id_column or "id"
     ids, X = _read_input(input, m, id_column, required, None if labels else label_column)
     notes = []  # said once the rows are scored: before, an error is the only line
@@ -300,6 +313,7 @@ def score(
         if not (matched := len(set(ids.tolist()) & found.keys())):
             raise DataError(f"no ID of {input} is in {labels} (ID column {id_column!r})")
         notes.append(f"{labels}: labels for {matched:,} of the {len(ids):,} rows of {input}")
+    by_values = None if by is None else _read_labels(input, by, None, what="--by")[1]
     unlabelled = is_missing(y)
     if unlabelled.all():
         raise DataError(f"{labels or input}: no row has a label in column {label_column!r}")
@@ -315,7 +329,8 @@ def score(
             _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
         importance_args = (repeats, seed) if importance else None
         against_args = None if other is None else (other, against, X_other[keep])
-        _regression_score(m, X[keep], y[keep], model, input, notes, as_json, importance_args, against_args)
+        by_args = None if by is None else (by, by_values[keep])
+        _regression_score(m, X[keep], y[keep], model, input, notes, as_json, importance_args, against_args, by_args)
         return
     index, unseen = label_indices(y[keep], m.class_names)
     with _echoed_warnings(input):
@@ -328,6 +343,21 @@ def score(
         known = index < len(m.class_names)  # a label that is no class of the model is in no set
         covered = known & sets[np.arange(len(index)), np.minimum(index, len(m.class_names) - 1)]
         report["conformal"] = _conformal_report(m, covered, sets.sum(1))
+    if by is not None:
+        from apfed.scoring import add_group_coverage, classification_groups, groups_of
+
+        groups = groups_of(by_values[keep], by)
+        flagged = cut[0] if cut else None
+        if flagged is None and report["positive_class"] is not None:
+            flagged = m.class_names.index(report["positive_class"])
+        rows = classification_groups(groups, index, proba, len(m.class_names), cut, flagged)
+        if m.conformal:
+            add_group_coverage(rows, groups, covered)
+        report["by"] = {
+            "column": by,
+            "flagged_class": None if flagged is None else m.class_names[flagged],
+            "groups": rows,
+        }
     if other is not None:  # the same rows of the same file, each model reading its own columns
         _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
         other_index, other_unseen = label_indices(y[keep], other.class_names)
@@ -367,6 +397,10 @@ def score(
         console.print(line)
     if "conformal" in report:
         console.print(_conformal_line(report["conformal"]))
+    if "by" in report:
+        from apfed.report import group_table
+
+        console.print(group_table(report["by"], regression=False))
 
 
 def _conformal_report(m, covered: np.ndarray, sizes: np.ndarray) -> dict:
@@ -412,11 +446,13 @@ def _regression_score(
     as_json: bool,
     importance: tuple[int, int] | None,
     against: tuple | None = None,
+    by: tuple[str, np.ndarray] | None = None,
 ):
     """``apfed score`` of a regression model: R², RMSE and MAE on the labelled rows, and the mean target and
     prediction (with ``importance`` (repeats, seed), each column's R² lost when shuffled; with ``against`` (the
-    other model, its path, its features of these rows), both models and the difference of their squared errors);
-    a label that is not a number is one error line."""
+    other model, its path, its features of these rows), both models and the difference of their squared errors;
+    with ``by`` (a column's name and values), each group's figures); a label that is not a number is one error
+    line."""
     import json
 
     from apfed.data.encoding import parse_number
@@ -436,6 +472,14 @@ def _regression_score(
             bounds = m.predict_interval(X)
             covered = (values >= bounds[:, 0]) & (values <= bounds[:, 1])
             report["conformal"] = _conformal_report(m, covered, bounds[:, 1] - bounds[:, 0])
+        if by is not None:
+            from apfed.scoring import add_group_coverage, groups_of, regression_groups
+
+            groups = groups_of(by[1], by[0])
+            rows = regression_groups(groups, values, pred)
+            if m.conformal:
+                add_group_coverage(rows, groups, covered)
+            report["by"] = {"column": by[0], "groups": rows}
         if against is not None:
             from apfed.scoring import paired_regression_comparison
 
@@ -466,6 +510,10 @@ def _regression_score(
         typer.echo(line)
     if "conformal" in report:
         typer.echo(_conformal_line(report["conformal"]))
+    if "by" in report:
+        from apfed.report import group_table, table_console
+
+        table_console().print(group_table(report["by"], regression=True))
     if against is not None:
         o, c = report["against"]["metrics"], report["against"]["comparison"]
         lo, hi = c["ci95"]

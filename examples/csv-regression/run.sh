@@ -24,4 +24,4 @@ parties=(--data "$out/clinic.csv" --data "$out/lab.csv" --id-column patient_id -
 "$apfed" predict --model "$out/clinic_model.safetensors" --input "$out/new_patients.csv" --id-column patient_id \
     --explain 3 --output "$out/new_patients_predictions.csv"
 "$apfed" score --model "$out/clinic_model.safetensors" --input "$out/new_patients.csv" --id-column patient_id \
-    --labels "$out/new_patients_progression.csv" --label-column progression --importance
+    --labels "$out/new_patients_progression.csv" --label-column progression --importance --by sex
