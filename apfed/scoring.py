@@ -279,13 +279,18 @@ def permutation_importance(
 MAX_GROUPS = 50  # score --by: the most groups a column may split the rows into
 
 
-def groups_of(values: np.ndarray, column: str, most: int = MAX_GROUPS) -> list[tuple[str, np.ndarray]]:
+def groups_of(values: np.ndarray, column: str, most: int = MAX_GROUPS, bins: int = 0) -> list[tuple[str, np.ndarray]]:
     """The rows of each value of a column (text; an empty or NA cell is the group ``(missing)``), the largest
-    group first: (value, row mask) pairs. More than ``most`` values is an error: a group per row says nothing."""
+    group first: (value, row mask) pairs. More than ``most`` values is an error: a group per row says nothing.
+    ``bins`` > 0: a column of numbers is cut into that many bands of about equal rows (its quantiles over these
+    rows), each named by its range, ``[19, 35)``, in order."""
     from apfed.data.encoding import is_missing
 
     text = np.char.strip(np.asarray(values).astype(str))
-    text = np.where(is_missing(text), "(missing)", text)
+    missing = is_missing(text)
+    if bins:
+        return _bands(text, missing, column, bins)
+    text = np.where(missing, "(missing)", text)
     names, inverse, counts = np.unique(text, return_inverse=True, return_counts=True)
     if len(names) > most:
         raise DataError(
@@ -351,3 +356,27 @@ def add_group_coverage(rows: list[dict], groups: list[tuple[str, np.ndarray]], c
     rows, not within each group, and this shows where it falls short."""
     for row, (_, mask) in zip(rows, groups, strict=True):
         row["conformal_coverage"] = float(covered[mask].mean() * 100)
+
+
+def _bands(text: np.ndarray, missing: np.ndarray, column: str, bins: int) -> list[tuple[str, np.ndarray]]:
+    """``groups_of`` with ``bins``: the rows of each band of a numeric column, in order, then ``(missing)``."""
+    from apfed.data.encoding import parse_number
+
+    numbers = np.full(len(text), np.nan)
+    for i in np.flatnonzero(~missing):
+        if (v := parse_number(str(text[i]))) is None:
+            raise DataError(f"--by {column!r} --bins: {str(text[i])!r} is not a number; bins cut a column of numbers")
+        numbers[i] = v
+    known = numbers[~missing]
+    if not len(known):
+        raise DataError(f"--by {column!r}: no row has a value")
+    edges = np.unique(np.quantile(known, np.linspace(0, 1, bins + 1)))
+    out = []
+    for k in range(max(len(edges) - 1, 1)):
+        lo, hi = edges[k], edges[min(k + 1, len(edges) - 1)]
+        last = k + 2 >= len(edges)
+        mask = ~missing & (numbers >= lo) & ((numbers <= hi) if last else (numbers < hi))
+        out.append((f"[{lo:.4g}, {hi:.4g}{']' if last else ')'}", mask))
+    if missing.any():
+        out.append(("(missing)", missing))
+    return out

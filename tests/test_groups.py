@@ -22,6 +22,17 @@ def test_groups_are_the_columns_values_largest_first_with_missing_ones_together(
         groups_of(np.arange(60), "age")
 
 
+def test_bins_cut_a_column_of_numbers_into_bands_of_about_equal_rows():
+    ages = np.array([str(a) for a in range(20, 80)] + ["", "NA"])
+    groups = groups_of(ages, "age", bins=3)
+    assert [v for v, _ in groups] == ["[20, 39.67)", "[39.67, 59.33)", "[59.33, 79]", "(missing)"]
+    assert [int(m.sum()) for _, m in groups] == [20, 20, 20, 2]
+    assert np.all(np.logical_or.reduce([m for _, m in groups]))  # every row in one band
+    assert [v for v, _ in groups_of(np.array(["5", "5", "5"]), "n", bins=4)] == ["[5, 5]"]
+    with pytest.raises(DataError, match="--by 'city' --bins: 'Paris' is not a number"):
+        groups_of(np.array(["1", "Paris"]), "city", bins=2)
+
+
 def test_each_groups_accuracy_flag_rate_and_recall_are_its_own_rows():
     y = np.array([1, 1, 0, 0, 1, 0])
     proba = np.array([[0.2, 0.8], [0.7, 0.3], [0.9, 0.1], [0.4, 0.6], [0.1, 0.9], [0.8, 0.2]])
@@ -118,3 +129,8 @@ def test_score_by_a_column_of_a_regression(tmp_path):
     assert all({"r2", "rmse", "mae", "target_mean", "prediction_mean"} <= g.keys() for g in groups)
     code, out, _ = run_cli(*score)
     assert code == 0 and "by site" in out and "mean prediction" in out
+    code, out, err = run_cli(*score[:-1], "a0", "--bins", "4", "--json")
+    assert code == 0, err
+    assert [g["rows"] for g in json.loads(out)["by"]["groups"]] == [75, 75, 75, 75]
+    code, _, err = run_cli(*score[:-2], "--bins", "4")
+    assert code == 2 and "--bins cuts the --by column into bands: give --by COLUMN as well" in err

@@ -268,6 +268,14 @@ def score(
             " regression's R², RMSE, MAE and mean label and prediction), and how a conformal model's ranges held.",
         ),
     ] = None,
+    bins: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With --by a column of numbers (an age, an income): cut it into this many bands of about equal rows,"
+            " each named by its range.",
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,
 ):
     """Score a standalone model on labelled rows of the active party's own data.
@@ -297,6 +305,8 @@ def score(
             raise DataError(f"{e} (the --against model)") from None
     if importance and m.spec["kind"] != "tabular":
         raise ConfigError("--importance ranks the columns of a tabular model; this model reads an image strip")
+    if bins and by is None:
+        raise ConfigError("--bins cuts the --by column into bands: give --by COLUMN as well")
     if by is not None and other is not None:
         raise ConfigError("--by scores one model group by group; score --against without it")
     required, id_column = id_column is not None or labels is not None, id_column or "id"
@@ -329,7 +339,7 @@ def score(
             _, X_other = _read_input(input, other, id_column, required, None if labels else label_column)
         importance_args = (repeats, seed) if importance else None
         against_args = None if other is None else (other, against, X_other[keep])
-        by_args = None if by is None else (by, by_values[keep])
+        by_args = None if by is None else (by, by_values[keep], bins)
         _regression_score(m, X[keep], y[keep], model, input, notes, as_json, importance_args, against_args, by_args)
         return
     index, unseen = label_indices(y[keep], m.class_names)
@@ -346,7 +356,7 @@ def score(
     if by is not None:
         from apfed.scoring import add_group_coverage, classification_groups, groups_of
 
-        groups = groups_of(by_values[keep], by)
+        groups = groups_of(by_values[keep], by, bins=bins)
         flagged = cut[0] if cut else None
         if flagged is None and report["positive_class"] is not None:
             flagged = m.class_names.index(report["positive_class"])
@@ -446,12 +456,12 @@ def _regression_score(
     as_json: bool,
     importance: tuple[int, int] | None,
     against: tuple | None = None,
-    by: tuple[str, np.ndarray] | None = None,
+    by: tuple[str, np.ndarray, int] | None = None,
 ):
     """``apfed score`` of a regression model: R², RMSE and MAE on the labelled rows, and the mean target and
     prediction (with ``importance`` (repeats, seed), each column's R² lost when shuffled; with ``against`` (the
     other model, its path, its features of these rows), both models and the difference of their squared errors;
-    with ``by`` (a column's name and values), each group's figures); a label that is not a number is one error
+    with ``by`` (a column's name, values and bins), each group's figures); a label that is not a number is one error
     line."""
     import json
 
@@ -475,7 +485,7 @@ def _regression_score(
         if by is not None:
             from apfed.scoring import add_group_coverage, groups_of, regression_groups
 
-            groups = groups_of(by[1], by[0])
+            groups = groups_of(by[1], by[0], bins=by[2])
             rows = regression_groups(groups, values, pred)
             if m.conformal:
                 add_group_coverage(rows, groups, covered)
