@@ -62,6 +62,20 @@ def prediction_sets(proba: np.ndarray, q: float) -> np.ndarray:
     return sets
 
 
+def interval_hits(bounds: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each row's interval (rows x 2) holds its value ``y``, and each interval's width."""
+    return (y >= bounds[:, 0]) & (y <= bounds[:, 1]), bounds[:, 1] - bounds[:, 0]
+
+
+def set_hits(sets: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each row's set of classes (rows x classes, bool) holds its class index ``y`` (an index past the
+    classes, a label the model never saw, is in no set), and each set's size."""
+    y = np.asarray(y)
+    known = y < sets.shape[1]
+    covered = known & sets[np.arange(len(y)), np.where(known, y, 0)]
+    return covered, sets.sum(1)
+
+
 def coverage_report(covered: np.ndarray, sizes: np.ndarray, regression: bool) -> dict[str, float]:
     """How the intervals or sets did on labelled rows: the share (%) that held the truth, and their mean width
     (target units) or mean number of classes."""

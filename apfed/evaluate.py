@@ -246,7 +246,7 @@ def evaluate(
         if report["rows"]["unlabelled"]:
             note += f"\n{unlabelled_caption(report['rows']['unlabelled'])}"
         title = f"{ds.name}, active view {ds.views[active].name}"
-        table_console().print(rich_table(summary, title, note, cfg.conformal))
+        table_console().print(rich_table(summary, title, note))
     if out is not None:
         paths = write_report(Path(out), report)
         if not quiet:

@@ -171,7 +171,9 @@ def summarize(
         if all("conformal_coverage" in r["final"] for r in rs):  # conformal=C: how its ranges did on the test rows
             size = "interval_width" if head == "r2" else "set_size"
             rows[label].update(
-                conformal_coverage_mean=_mean_of(rs, "conformal_coverage"), **{f"{size}_mean": _mean_of(rs, size)}
+                conformal_asked=rs[0]["final"].get("conformal_asked"),
+                conformal_coverage_mean=_mean_of(rs, "conformal_coverage"),
+                **{f"{size}_mean": _mean_of(rs, size)},
             )
         unmatched = f"unmatched_{head}"
         _unmatched_stats(rows[label], rs, unmatched)  # the standalone model
@@ -231,20 +233,20 @@ def validation_note(summary: dict[str, dict]) -> str | None:
     )
 
 
-def conformal_note(summary: dict[str, dict], coverage: float | None) -> str | None:
-    """One sentence on how each method's conformal intervals or sets (``conformal`` = ``coverage``) did on the test
-    rows; None without them."""
+def conformal_note(summary: dict[str, dict]) -> str | None:
+    """One sentence on how each method's conformal intervals or sets did on the test rows, against the coverage
+    each asked; None without them."""
     done = [(m, r) for m, r in summary.items() if "conformal_coverage_mean" in r]
-    if not done or not coverage:
+    if not done:
         return None
     regression = "interval_width_mean" in done[0][1]
-    parts = [
-        f"{m} {r['conformal_coverage_mean']:.1f} %"
-        + (f" ({r['interval_width_mean']:.4g} wide)" if regression else f" ({r['set_size_mean']:.2f} classes)")
-        for m, r in done
-    ]
+    parts = []
+    for m, r in done:
+        asked = f"asked {r['conformal_asked'] * 100:g} %, " if r.get("conformal_asked") else ""
+        size = f"{r['interval_width_mean']:.4g} wide" if regression else f"{r['set_size_mean']:.2f} classes"
+        parts.append(f"{m} {r['conformal_coverage_mean']:.1f} % ({asked}{size})")
     what = "intervals" if regression else "sets of classes"
-    return f"conformal {what} for {coverage * 100:g} % held the truth on the test rows for: {', '.join(parts)}"
+    return f"conformal {what} held the truth on the test rows for: {', '.join(parts)}"
 
 
 HEADLINE_NAMES = {"accuracy": "accuracy", "r2": "R²"}
@@ -471,7 +473,7 @@ def table_console():
     return Console() if Console().is_terminal else Console(width=160)
 
 
-def rich_table(summary: dict[str, dict], title: str, note: str | None = None, coverage: float | None = None):
+def rich_table(summary: dict[str, dict], title: str, note: str | None = None):
     """The comparison table for the console; ``note`` (what the accuracy is) and, where tvfl does no better than
     local, why the gap column is empty, go under it."""
     from rich.markup import escape
@@ -481,7 +483,7 @@ def rich_table(summary: dict[str, dict], title: str, note: str | None = None, co
         note,
         no_gap(summary),
         validation_note(summary),
-        conformal_note(summary, coverage),
+        conformal_note(summary),
         selection_hint(summary),
     )
     caption = "\n".join(c for c in notes if c) or None
@@ -501,7 +503,7 @@ def write_report(out: Path, report: dict) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(out / "results.json", json.dumps(report, indent=1).encode())
     s = report["summary"]
-    conformal = report.get("config", {}).get("conformal")
+    conformal = conformal_note(s)
     regression = report.get("task") == "regression"
     what = "R² is the test R² (1 is perfect, 0 predicts the mean)" if regression else "Accuracy is the test accuracy"
     figures = (
@@ -553,11 +555,7 @@ def write_report(out: Path, report: dict) -> list[Path]:
             if validation_note(s)
             else ""
         )
-        + (
-            f" {conformal_note(s, conformal)[0].upper()}{conformal_note(s, conformal)[1:]}."
-            if conformal_note(s, conformal)
-            else ""
-        )
+        + (f" {conformal[0].upper()}{conformal[1:]}." if conformal else "")
         + (
             " On a GPU without `--set deterministic=true` cuDNN's fastest kernels are not deterministic: a seed's run"
             " is not reproducible bit for bit, and its pairing with local carries that noise."

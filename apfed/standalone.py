@@ -326,26 +326,21 @@ class StandaloneModel:
                 return y[:, 0].expm1() if self.logged else y[:, 0]
             return y.softmax(1).gather(1, cls[:, None])[:, 0]
 
-        with torch.no_grad():
-            if self.regression:
-                cls = torch.zeros(len(x), dtype=torch.long, device=dev)
-            elif target is not None:
-                cls = torch.full((len(x),), self.class_names.index(str(target)), dtype=torch.long, device=dev)
-            else:
-                cls = torch.from_numpy(self._proba_of_features(x).argmax(1)).to(dev)
-            value = torch.cat(
-                [output(x[s : s + PREDICT_CHUNK], cls[s : s + PREDICT_CHUNK]) for s in range(0, len(x), PREDICT_CHUNK)]
-            )
-            base = self.net(baseline[None])
-            base = (base[0, :1].expm1() if self.logged else base[0, :1]) if self.regression else base.softmax(1)[0]
-        attributions = integrated_gradients(output, x, cls, baseline, steps, progress)
+        outputs, base = self._proba_of_features(x), self._proba_of_features(baseline[None])[0]
+        if self.regression:
+            cls = np.zeros(len(x), dtype=np.int64)
+        elif target is not None:
+            cls = np.full(len(x), self.class_names.index(str(target)), dtype=np.int64)
+        else:
+            cls = outputs.argmax(1)
+        attributions = integrated_gradients(output, x, torch.from_numpy(cls).to(dev), baseline, steps, progress)
         groups = feature_groups(self.columns, self.encoding, self.n_features)
         return Explanation(
             columns=[name for name, _ in groups],
             effects=column_effects(attributions, groups),
-            value=value.cpu().numpy(),
-            baseline=base[cls].cpu().numpy(),
-            explained=None if self.regression else self.classes_[cls.cpu().numpy()],
+            value=outputs[np.arange(len(x)), cls],
+            baseline=base[cls],
+            explained=None if self.regression else self.classes_[cls],
         )
 
     def metadata(self) -> dict:

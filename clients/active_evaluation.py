@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from apfed.conformal import class_scores, coverage_report, intervals, prediction_sets, quantile, residual_scores
+from apfed.conformal import (
+    class_scores,
+    coverage_report,
+    interval_hits,
+    intervals,
+    prediction_sets,
+    quantile,
+    residual_scores,
+    set_hits,
+)
 from apfed.metrics import classification_metrics, regression_metrics, roc_auc
 from clients.tensors import as_tensor, from_wire
 from protocols.messages import EVALUATE
@@ -79,13 +88,16 @@ class ActiveEvaluation:
             return {}
         outputs, q = self.learner.standalone_logits(self.test_idx).float(), self.conformal["q"]
         if self.regression:
-            bounds = intervals(self.output_units(outputs), q, self.logged)
-            covered = (self.y_test >= bounds[:, 0]) & (self.y_test <= bounds[:, 1])
-            report = coverage_report(covered, bounds[:, 1] - bounds[:, 0], True)
+            hits = interval_hits(intervals(self.output_units(outputs), q, self.logged), self.y_test)
         else:
-            sets = prediction_sets(torch.softmax(outputs, 1).cpu().numpy(), q)
-            report = coverage_report(sets[np.arange(len(sets)), self.y_test], sets.sum(1), False)
-        return {**report, "conformal_q": q, "conformal_rows": self.conformal["rows"]}
+            hits = set_hits(prediction_sets(torch.softmax(outputs, 1).cpu().numpy(), q), self.y_test)
+        c = self.conformal
+        return {
+            **coverage_report(*hits, self.regression),
+            "conformal_asked": c["coverage"],
+            "conformal_q": q,
+            "conformal_rows": c["rows"],
+        }
 
     def passive_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:
         replies = self._exchange(

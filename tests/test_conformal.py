@@ -218,11 +218,15 @@ def test_a_comparison_gives_conformal_to_the_standalone_methods_and_says_how_the
         variant_config(cfg, "tvfl[conformal=0.8]")  # asked for by the entry itself
     a, b, y = _regression(400)
     ds = from_arrays({"clinic": a, "lab": b}, y, task="regression")
-    report = apfed.compare(ds, 0, ["local", "tvfl"], seeds=2, epochs=3, validation=0.25, conformal=0.9)
+    methods = ["local", "tvfl", "local[conformal=0.8]"]
+    report = apfed.compare(ds, 0, methods, seeds=2, epochs=3, validation=0.25, conformal=0.9)
     s = report["summary"]
     assert "conformal_coverage_mean" in s["local"] and "conformal_coverage_mean" not in s["tvfl"]
-    finals = [r["final"] for r in report["runs"] if r["method"] == "local"]
+    finals = [r["final"] for r in report["runs"] if r.get("variant", r["method"]) == "local"]
     assert s["local"]["interval_width_mean"] == pytest.approx(np.mean([f["interval_width"] for f in finals]))
-    note = conformal_note(s, 0.9)
-    assert note.startswith("conformal intervals for 90 % held the truth on the test rows for: local ")
-    assert "tvfl" not in note and conformal_note(summarize(report["runs"][2:]), 0.9) is None
+    note = conformal_note(s)
+    assert note.startswith("conformal intervals held the truth on the test rows for: local ")
+    assert "(asked 90 %, " in note
+    assert "local[conformal=0.8] " in note and "(asked 80 %, " in note  # each variant's own coverage
+    tvfl_runs = [r for r in report["runs"] if r["method"] == "tvfl"]
+    assert "tvfl" not in note and conformal_note(summarize(tvfl_runs)) is None

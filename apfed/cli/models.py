@@ -347,12 +347,10 @@ def score(
         proba = m.predict_proba(X[keep])
     report = score_report(index, proba, m.class_names, unseen, cut)
     if m.conformal:
-        from apfed.conformal import prediction_sets
+        from apfed.conformal import prediction_sets, set_hits
 
-        sets = prediction_sets(proba, m.conformal["q"])
-        known = index < len(m.class_names)  # a label that is no class of the model is in no set
-        covered = known & sets[np.arange(len(index)), np.minimum(index, len(m.class_names) - 1)]
-        report["conformal"] = _conformal_report(m, covered, sets.sum(1))
+        covered, sizes = set_hits(prediction_sets(proba, m.conformal["q"]), index)
+        report["conformal"] = _conformal_report(m, covered, sizes)
     if by is not None:
         from apfed.scoring import add_group_coverage, classification_groups, groups_of
 
@@ -479,9 +477,10 @@ def _regression_score(
         pred = m.predict(X)
         report = regression_report(values, pred)
         if m.conformal:
-            bounds = m.predict_interval(X)
-            covered = (values >= bounds[:, 0]) & (values <= bounds[:, 1])
-            report["conformal"] = _conformal_report(m, covered, bounds[:, 1] - bounds[:, 0])
+            from apfed.conformal import interval_hits
+
+            covered, widths = interval_hits(m.predict_interval(X), values)
+            report["conformal"] = _conformal_report(m, covered, widths)
         if by is not None:
             from apfed.scoring import add_group_coverage, groups_of, regression_groups
 
