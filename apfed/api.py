@@ -56,6 +56,7 @@ def load_dataset(
     test_fraction: float | None = None,
     labelled: float | None = None,
     task: str = "classification",
+    time_column: str | None = None,
 ) -> tuple[MultiViewDataset, int]:
     """A dataset and the index of the active party's view.
 
@@ -73,13 +74,17 @@ def load_dataset(
     only that share of the training rows keep their label (stratified, seed 0), the others become rows with no label
     (``MultiViewDataset.unlabelled``), as if the outcome were known for only some customers (in files, an empty
     label cell marks such a row). ``task``: ``regression`` for ``data`` files whose labels are numbers to predict
-    (the bundled and image sets are classifications)."""
+    (the bundled and image sets are classifications). ``time_column``: a column of the active party's ``data`` file
+    (dates or numbers, not a feature) whose latest ``test_fraction`` of the labelled rows are the test rows, instead
+    of a stratified draw: an out-of-time test, as a model put to use meets later rows."""
     from apfed.data.splits import check_task, check_test_fraction
 
     data, task = [str(p) for p in data or []], check_task(task)
     check_data_options(dataset, views, data, data_dir, default)
     if overlap is not None and data:
         raise ConfigError("overlap applies to a dataset, not to --data files: their IDs say which rows match")
+    if time_column is not None and not data:
+        raise ConfigError("time column applies to --data files; the bundled and image sets have no time column")
     if labelled is not None and data:
         raise ConfigError(
             "labelled applies to a dataset, not to --data files: an empty label cell marks a row with no label"
@@ -93,7 +98,9 @@ def load_dataset(
 
     split = 0.2 if test_fraction is None else check_test_fraction(test_fraction)
     if data:
-        ds = load_party_files(data, id_column, label_column, log=log, test_fraction=split, task=task)
+        ds = load_party_files(
+            data, id_column, label_column, log=log, test_fraction=split, task=task, time_column=time_column
+        )
     else:
         name = dataset or default
         if name in IMAGE_SETS and test_fraction is not None:
@@ -291,6 +298,7 @@ def simulate(
     test_fraction: float | None = None,
     labelled: float | None = None,
     task: str = "classification",
+    time_column: str | None = None,
 ) -> dict:
     """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
     ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
@@ -298,7 +306,7 @@ def simulate(
     (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
     the data and settings are checked, before Flower starts; ``on_epoch`` each epoch's metrics. ``passives``,
-    ``overlap``, ``test_fraction``, ``labelled`` and ``task``: as ``load_dataset``'s."""
+    ``overlap``, ``test_fraction``, ``labelled``, ``task`` and ``time_column``: as ``load_dataset``'s."""
     from apfed.config import method_variant
 
     if method_variant(method, "method")[0] in ("local", "centralized"):  # a variant, 'local[lam=0]', too
@@ -319,6 +327,7 @@ def simulate(
         test_fraction=test_fraction,
         labelled=labelled,
         task=task,
+        time_column=time_column,
     )
     from clients.flower_app import RunSettings
 
@@ -337,6 +346,7 @@ def simulate(
         overlap=overlap or 0.0,
         labelled=labelled or 0.0,
         test_fraction=0.2 if test_fraction is None else test_fraction,
+        time_column=time_column or "",
         data=data,
         data_dir=str(data_dir or ""),
         id_column=id_column,

@@ -11,6 +11,7 @@ from apfed import __version__
 from apfed.config import TrainConfig, variant_config, variant_passives
 from apfed.data.splits import fold
 from apfed.data.splits import resplit as resplit_rows
+from apfed.data.timesplit import time_split_text
 from apfed.data.views import MultiViewDataset, is_regression, with_passives
 from apfed.errors import ConfigError, DataError
 from apfed.report import (
@@ -221,8 +222,11 @@ def evaluate(
             if folds
             else "one per seed (seed 0: the data's own)"
             if resplit
+            else time_split_text(ds.notes["test_split"])
+            if "test_split" in ds.notes
             else "the data's own"
         ),
+        **({"test_split": ds.notes["test_split"]} if "test_split" in ds.notes else {}),
         "resplit": resplit,
         "folds": folds,
         "device": cfg.device,

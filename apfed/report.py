@@ -525,6 +525,8 @@ def write_report(out: Path, report: dict) -> list[Path]:
             if report.get("resplit")
             else f"; {report['split']}: every labelled row is tested once per method, and the spread is over the folds"
             if report.get("folds")
+            else f"; the test rows are the latest ({report['split']}), the same for every seed"
+            if report.get("test_split")
             else ""
         )
         + figures

@@ -742,6 +742,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             "passives": list(self.names),
             "train_rows": len(self.train_rows),
             "test_rows": len(self.test_rows),
+            **({"test_split": self.data.split} if self.data.split else {}),
             **({"unmatched_train_rows": len(self.own)} if len(self.own) else {}),
             **({"unlabelled_train_rows": self.n_unlabelled} if self.n_unlabelled else {}),
             "epochs_run": len(self.history),

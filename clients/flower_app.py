@@ -56,6 +56,7 @@ class RunSettings:
     overlap: float = 0.0  # simulation: > 0, the share of the training rows the passives hold (load_dataset)
     labelled: float = 0.0  # simulation: > 0, the share of the training rows that keep their label (load_dataset)
     test_fraction: float = 0.2  # the share of the active party's labelled rows held out to test (0: none)
+    time_column: str = ""  # a column of the active party's file: its latest rows are the test rows (out of time)
     simulation: bool = False  # set by simulate(): virtual nodes may run two messages at once
     seal_key: str = ""  # encryption on: the active party's X25519 key file ...
     pins: list[str] = field(default_factory=list)  # ... and "passiveN=sha256:..." for every passive
@@ -121,6 +122,7 @@ def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
         labelled=s.labelled or None,
         test_fraction=None if s.test_fraction == 0.2 else s.test_fraction,
         task=s.task,
+        time_column=s.time_column or None,
     )
 
 
@@ -187,7 +189,13 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
             raise ConfigError("with only the active party's data file, set passives=N (the number of passive parties)")
         test_fraction = check_test_fraction(s.test_fraction)
         active_data = active_party_file(
-            s.data[0], s.id_column, s.label_column, test_fraction=test_fraction, task=check_task(s.task)
+            s.data[0],
+            s.id_column,
+            s.label_column,
+            test_fraction=test_fraction,
+            task=check_task(s.task),
+            time_column=s.time_column or None,
+            log=log,
         )
         n_passives, name = s.passives, Path(s.data[0]).stem
         for line in describe(Path(s.data[0]).name, active_data.view):

@@ -316,14 +316,17 @@ def test_a_deployment_trains_the_passives_losses_on_the_rows_with_no_label(tmp_p
 def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
     """A numeric label column and ``task='regression'`` in the run config: the deployed active party trains on
     the target standardized, reports R², and its model file predicts what the same files give in one process,
-    with the same conformal intervals (``--set conformal``)."""
+    with the same conformal intervals (``--set conformal``), the test rows the latest by a date column
+    (``time-column``)."""
     import apfed
     from apfed.standalone import StandaloneModel
 
     bank, shop, telco = party_csvs["paths"]
     rows = list(csv.reader(bank.read_text().splitlines()))
+    rows[0].append("opened")
     for i, row in enumerate(rows[1:]):
         row[-1] = "" if i % 9 == 0 else f"{10 * int(row[-1].removeprefix('class_')) + float(row[1]):.4f}"
+        row.append(str(np.datetime64("2024-01-01") + (i * 37) % 200))
     numeric = tmp_path / "bank.csv"
     with numeric.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
@@ -338,6 +341,7 @@ def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
         timeout=600,
         task="regression",
         sets=["validation=0.3", "conformal=0.8"],
+        time_column="opened",
     )
     assert (
         {"r2", "rmse", "mae", "conformal_coverage"} <= r["final"].keys()
@@ -347,7 +351,11 @@ def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
     assert r["r2"] == pytest.approx(np.mean([h["r2"] for h in r["history"][-10:]]))
     m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
     assert m.regression and m.provenance["test_r2"] == r["final"]["r2"]
-    ds, _ = apfed.load_dataset(data=files, id_column="user_id", log=lambda _: None, task="regression")
+    ds, _ = apfed.load_dataset(
+        data=files, id_column="user_id", log=lambda _: None, task="regression", time_column="opened"
+    )
+    assert m.provenance["test_split"] == ds.notes["test_split"]
+    assert m.provenance["test_split"]["test_from"] > m.provenance["test_split"]["train_until"]
     here = apfed.train(ds, 0, "apfed-kd", epochs=1, batches_per_round=2, pipeline=True, validation=0.3, conformal=0.8)
     assert r["final"]["r2"] == pytest.approx(here.final["r2"], abs=1e-6)
     assert r["final"]["conformal_coverage"] == here.final["conformal_coverage"]
@@ -504,6 +512,8 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         (["--bogus"], "unrecognized arguments: --bogus (see 'deploy.py --help')"),  # was argparse's 13-line usage
         (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
         (["--test-fraction", "1"], "test fraction must be in [0, 1)"),
+        (["--data", "ACTIVE", "--data", "RAGGED", "--time-column", "opened"], "no time column 'opened'"),
+        (["--time-column", "opened"], "--time-column applies to --data files"),
         (["--node-set", "party=passive9"], "--node-set party=passive9: give KEY=VALUE, KEY one of send-embeddings"),
         (["--node-set", "min-rows=many"], "node config min-rows='many': give a number >= 0"),
         (["--node-set", "audit-log=/nonexistent/a.jsonl"], "audit-log: directory /nonexistent does not exist"),

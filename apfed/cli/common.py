@@ -79,6 +79,13 @@ TestFraction = Annotated[
         " labelled row, for the model put to use once a run with test rows has been judged (no test figure).",
     ),
 ]
+TimeColumn = Annotated[
+    str | None,
+    typer.Option(
+        help="A column of the active party's --data file (dates such as 2024-03-01, or numbers; not a feature): the"
+        " latest --test-fraction of the labelled rows by it are the test rows, an out-of-time test.",
+    ),
+]
 Overlap = Annotated[
     float | None,
     typer.Option(
@@ -194,6 +201,7 @@ def _dataset(
     test_fraction,
     labelled=None,
     task="classification",
+    time_column=None,
 ):
     """The dataset and active view the data options name (handwritten by default), its log lines on stderr."""
     from apfed.api import load_dataset
@@ -212,6 +220,7 @@ def _dataset(
         test_fraction=test_fraction,
         labelled=labelled,
         task=task,
+        time_column=time_column,
     )
 
 

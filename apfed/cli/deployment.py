@@ -174,7 +174,12 @@ def audit(
 
 
 def _data_line(
-    path: Path, id_column: str, label_column: str | None, test_fraction: float = 0.2, task: str = "classification"
+    path: Path,
+    id_column: str,
+    label_column: str | None,
+    test_fraction: float = 0.2,
+    task: str = "classification",
+    time_column: str | None = None,
 ) -> str:
     """``preflight --data``: read a party's file as its deployment will, and say what it holds."""
     from apfed.data.encoding import describe
@@ -182,11 +187,18 @@ def _data_line(
     from apfed.data.splits import check_task, check_test_fraction
 
     if label_column is None:
+        if time_column is not None:
+            raise ConfigError("--time-column goes with --label-column: the active party's file splits by time")
         d = passive_party_file(path, id_column)
         what = "a passive party's file"
     else:
         d = active_party_file(
-            path, id_column, label_column, test_fraction=check_test_fraction(test_fraction), task=check_task(task)
+            path,
+            id_column,
+            label_column,
+            test_fraction=check_test_fraction(test_fraction),
+            task=check_task(task),
+            time_column=time_column,
         )
         if task == "regression":
             import numpy as np
@@ -201,6 +213,10 @@ def _data_line(
     if label_column is not None:
         n_test = len(d.test_rows)
         line += f" ({n_test} held out to test)" if n_test else " (every labelled row trains: test fraction 0)"
+        if d.split:
+            from apfed.data.timesplit import time_split_text
+
+            line += f", {time_split_text(d.split)}"
         if (n := 0 if d.unlabelled_rows is None else len(d.unlabelled_rows)) > 0:
             line += f", {n} with no label (they train apfed-r/c/m/kd through the passives' losses)"
     return line + (f"; {notes}" if notes else "")
@@ -233,6 +249,9 @@ def preflight(
     task: Annotated[
         str, typer.Option(help="With --label-column: the run config's task, classification or regression.")
     ] = "classification",
+    time_column: Annotated[
+        str | None, typer.Option(help="With --label-column: the run config's time-column, the split to check.")
+    ] = None,
     worker_socket: Annotated[
         str | None,
         typer.Option(help="A passive's SuperNode user: the socket of its own worker (apfed worker), to reach."),
@@ -277,7 +296,7 @@ def preflight(
             typer.echo(f"port {p} on {host}: free")
             checked += 1
         if data is not None:
-            typer.echo(_data_line(data, id_column, label_column, test_fraction, task))
+            typer.echo(_data_line(data, id_column, label_column, test_fraction, task, time_column))
             checked += 1
         if connect:
             if not authorities:

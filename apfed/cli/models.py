@@ -690,6 +690,10 @@ def _model_summary(d: dict) -> dict[str, str]:
                 f"; {p['validation_rows']:,} validation rows ({aligned:,} aligned with every passive, {apart:,} that"
                 " some passive lacks)"
             )
+    if t := p.get("test_split"):
+        from apfed.data.timesplit import time_split_text
+
+        lines["split"] = time_split_text(t)
     for key, label in (("dataset", "data"), ("transport", "transport"), ("run_id", "run id")):
         if key in p:
             lines[label] = str(p[key])

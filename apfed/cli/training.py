@@ -41,6 +41,7 @@ from apfed.cli.common import (
     Task,
     Temperature,
     TestFraction,
+    TimeColumn,
     Views,
     _check_data_options,
     _check_device,
@@ -68,6 +69,7 @@ def evaluate(
     overlap: Overlap = None,
     labelled: Labelled = None,
     test_fraction: TestFraction = None,
+    time_column: TimeColumn = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -163,6 +165,11 @@ def evaluate(
         raise ConfigError(
             "--folds makes the splits, one seed per fold: leave out --seeds, --resplit and --test-fraction"
         )
+    if (resplit or folds) and time_column is not None:
+        raise ConfigError(
+            f"{'--resplit' if resplit else '--folds'} cannot go with --time-column: an out-of-time split has one set"
+            " of test rows, the latest"
+        )
     if (resplit or folds) and (overlap is not None or labelled is not None):
         what, study = "--resplit" if resplit else "--folds", "--overlap" if overlap is not None else "--labelled"
         raise ConfigError(
@@ -186,6 +193,7 @@ def evaluate(
         test_fraction,
         labelled,
         task,
+        time_column,
     )
     from apfed.evaluate import check_variants
 
@@ -214,6 +222,7 @@ def train(
     overlap: Overlap = None,
     labelled: Labelled = None,
     test_fraction: TestFraction = None,
+    time_column: TimeColumn = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -306,6 +315,7 @@ def train(
         test_fraction,
         labelled,
         task,
+        time_column,
     )
     from apfed.api import check_run
 
@@ -349,6 +359,7 @@ def simulate(
     overlap: Overlap = None,
     labelled: Labelled = None,
     test_fraction: TestFraction = None,
+    time_column: TimeColumn = None,
     data: Data = None,
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
@@ -417,6 +428,7 @@ def simulate(
             overlap=overlap,
             labelled=labelled,
             test_fraction=test_fraction,
+            time_column=time_column,
             data=data,
             data_dir=data_dir,
             id_column=id_column,

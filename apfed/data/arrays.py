@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from apfed.data.encoding import Encoding, encode_table
-from apfed.data.splits import check_task, check_test_fraction, split_labels
+from apfed.data.splits import TimeOrder, check_task, check_test_fraction, split_labels
+from apfed.data.timesplit import describe_split, parse_times
 from apfed.data.views import CONV_MIN_ROWS, MultiViewDataset, View, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
@@ -51,12 +52,17 @@ def from_arrays(
     test_size: float = 0.2,
     seed: int = 0,
     task: str = "classification",
+    times: Any = None,
+    time_column: str = "time",
+    log=lambda *_: None,
 ) -> MultiViewDataset:
     """A dataset from in-memory views: ``views`` maps each view's name to its features (a 2-D numpy array or a
     pandas DataFrame, whose column names are kept, or 4-D images N x C x H x W), ``labels`` the class of every row
     (any values: their sorted distinct values become the classes; None or NaN marks a row with no label, which
     only the passives' losses train on: ``TrainConfig.unlabelled_rows``). Every view has the same rows in the same
-    order; ``ids`` names them (default 0..N-1). The split is stratified (``test_size``, ``seed``), as for files.
+    order; ``ids`` names them (default 0..N-1). The split is stratified (``test_size``, ``seed``), as for files;
+    with ``times`` (one per row: dates, ISO text or numbers, named ``time_column`` in messages) it is out of time:
+    the latest ``test_size`` of the labelled rows test, and ``log`` gets the periods.
     ``task="regression"``: the labels are numbers to predict (the split is stratified by their quantiles).
     A column of text (strings in a DataFrame or an object array) is categorical, one 0/1 feature per value; a
     missing value (NaN, None, an empty string or an NA marker) is filled with its column's training mean, as for
@@ -99,8 +105,17 @@ def from_arrays(
         if tabular and (empty := first_empty_column(X)) is not None:
             where = f"column {columns[empty]!r}" if columns else f"feature {empty}"
             raise DataError(f"view {key!r}: {where} has no value in any row; drop it")
+    by_time = None
+    if times is not None:
+        t = np.asarray(times.to_numpy() if hasattr(times, "to_numpy") else times)
+        if t.shape != (n,):
+            raise DataError(f"times must be one value per row ({n}), got shape {t.shape}")
+        parsed = parse_times(t, time_column, "times", lines=False)
+        by_time = TimeOrder(parsed, row_ids, f"time column {time_column!r}")
     try:
-        class_names, encoded, train, test, unlabelled = split_labels(y, "the labels hold", test_size, seed, task)
+        class_names, encoded, train, test, unlabelled = split_labels(
+            y, "the labels hold", test_size, seed, task, by_time
+        )
     except TypeError:
         raise DataError("labels mix types that cannot be ordered (e.g. numbers and strings); give one kind") from None
     built = [
@@ -110,7 +125,12 @@ def from_arrays(
         for key, (X, columns, encoding) in arrays.items()
     ]
     unlabelled = unlabelled if len(unlabelled) else None
-    return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test, unlabelled=unlabelled)
+    notes = {}
+    if by_time is not None:
+        notes["test_split"], lines = describe_split(name, by_time.times, encoded, class_names, train, test)
+        for line in lines:
+            log(line)
+    return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test, notes=notes, unlabelled=unlabelled)
 
 
 def from_parties(
@@ -122,6 +142,7 @@ def from_parties(
     seed: int = 0,
     log=print,
     task: str = "classification",
+    time_column: str | None = None,
 ) -> MultiViewDataset:
     """A dataset from each party's own table in memory, as its file would hold it: ``parties`` maps each party's
     name to a pandas DataFrame (or a mapping of column name to values), the active party's first, with its labels
@@ -129,13 +150,14 @@ def from_parties(
     or text: categorical; missing values as for files). Rows are aligned by ID, never by position, exactly as
     ``load_dataset(data=[...])`` aligns party files: the active party's whole table is split (``test_size`` of it
     to test, 0: none; ``seed``), and its rows that some passive lacks train and test its standalone model
-    (``MultiViewDataset.unmatched``). ``log`` receives how many rows matched; ``task``: as for ``from_arrays``."""
-    from apfed.data.files import PartyTable, _checked, dataset_from_tables
+    (``MultiViewDataset.unmatched``). ``log`` receives how many rows matched; ``task``: as for ``from_arrays``.
+    ``time_column``: a column of the active party's table (dates or numbers, not a feature) whose latest rows test
+    instead (an out-of-time split)."""
+    from apfed.data.files import PartyTable, _checked, _distinct_columns, dataset_from_tables
 
     if not isinstance(parties, Mapping) or not parties:
         raise DataError("give the parties as a mapping of party name to table, the active party's first")
-    if id_column == label_column:
-        raise DataError(f"the ID column and the label column are both {id_column!r}; name two different columns")
+    _distinct_columns(id_column, label_column, time_column)
     tables = []
     for i, (name, table) in enumerate(parties.items()):
         if not isinstance(name, str) or not name:
@@ -152,15 +174,18 @@ def from_parties(
             raise DataError(f"party {name!r}: no ID column {id_column!r} (columns: {', '.join(columns[:10])})")
         if i == 0 and label_column not in columns:
             raise DataError(f"party {name!r} (the active party): no label column {label_column!r}")
+        if i == 0 and time_column is not None and time_column not in columns:
+            raise DataError(f"party {name!r} (the active party): no time column {time_column!r}")
+        timed = time_column if i == 0 else None
         if i > 0 and label_column in columns:
             raise DataError(
                 f"party {name!r}: a passive party's table has the label column {label_column!r}; passive parties"
                 " hold no labels (drop or rename that column)"
             )
-        features = [c for c in columns if c not in (id_column, label_column)]
+        features = [c for c in columns if c not in (id_column, label_column, timed)]
         if not features:
             raise DataError(f"party {name!r}: no feature column besides {id_column!r}")
-        wanted = [id_column, *features] + ([label_column] if i == 0 else [])
+        wanted = [id_column, *features] + ([label_column] if i == 0 else []) + ([timed] if timed else [])
         values = {c: _column(name, c, table[by_name[c]]) for c in wanted}
         n = len(values[id_column])
         if any(len(v) != n for v in values.values()):
@@ -170,7 +195,9 @@ def from_parties(
             raw[:, j] = values[c]
         X, names, encoding = encode_table(f"party {name!r}", raw, features)
         labels = values[label_column].astype(str) if i == 0 else None
-        tables.append(_checked(PartyTable(Path(name), values[id_column].astype(str), X, names, labels, encoding)))
+        when = parse_times(values[timed], timed, f"party {name!r}", lines=False) if timed else None
+        table = PartyTable(Path(name), values[id_column].astype(str), X, names, labels, encoding, when)
+        tables.append(_checked(table))
     test_size = check_test_fraction(test_size)
     return dataset_from_tables(tables, id_column, label_column, seed, log, test_size, check_task(task))
 

@@ -107,12 +107,30 @@ def find_categories(columns: list[str], text: Mapping[str, np.ndarray], where: s
         values = np.char.strip(np.asarray(values, dtype=str))
         distinct = np.unique(values[~is_missing(values)])
         if len(distinct) > MAX_CATEGORIES:
+            if _all_dates(distinct):
+                raise DataError(
+                    f"{where}: column {c!r} holds dates, not features; name it with --time-column to test on the"
+                    " latest rows (the active party's file), or drop it"
+                )
             raise DataError(
                 f"{where}: column {c!r} holds text with {len(distinct)} distinct values, too many for a categorical"
                 f" column (at most {MAX_CATEGORIES}); encode it as numbers or drop it"
             )
         categories[c] = [str(v) for v in distinct]
     return Encoding(list(columns), categories)
+
+
+def _all_dates(values: np.ndarray) -> bool:
+    """Whether every one of these text values is an ISO date (``2024-03-01``, ``2024-03-01 14:30``)."""
+    import warnings
+
+    with warnings.catch_warnings():  # numpy warns about a time zone offset, which it reads as UTC
+        warnings.simplefilter("ignore")
+        try:
+            values.astype("datetime64[s]")
+        except ValueError:
+            return False
+    return True
 
 
 def describe(where: str, view) -> list[str]:

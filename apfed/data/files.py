@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from apfed.data.encoding import Encoding, describe, encode_table, is_missing_value, one_hot, parse_number
-from apfed.data.splits import split_labels, split_name
+from apfed.data.splits import TimeOrder, split_labels, split_name
+from apfed.data.timesplit import Times, describe_split, parse_times
 from apfed.data.views import MultiViewDataset, UnmatchedRows, View, compact_index, first_empty_column, first_nonfinite
 from apfed.errors import DataError
 
@@ -25,6 +26,13 @@ class PartyTable:
     columns: list[str]
     labels: np.ndarray | None
     encoding: Encoding | None = None  # set when the file has categorical columns (``columns`` are then features)
+    times: Times | None = None  # the time column's values (``time_column``): the test rows are the latest
+
+    def time_order(self) -> TimeOrder | None:
+        """What an out-of-time split of this table needs (None without a time column)."""
+        if self.times is None:
+            return None
+        return TimeOrder(self.times, self.ids, f"{self.path}: time column {self.times.column!r}")
 
     def view(self, rows: np.ndarray | None = None) -> View:
         """This party's view (of ``rows`` only, if given), named after the file."""
@@ -36,21 +44,27 @@ class PartyTable:
         return describe(self.path.name, self.view())
 
 
-def read_party_file(path: str | Path, id_column: str, label_column: str | None = None) -> PartyTable:
-    """Read one party's CSV or NPZ file. The label column is taken only if ``label_column`` is given."""
+def read_party_file(
+    path: str | Path, id_column: str, label_column: str | None = None, time_column: str | None = None
+) -> PartyTable:
+    """Read one party's CSV or NPZ file. The label column is taken only if ``label_column`` is given; the time
+    column (``time_column``: dates or numbers, not a feature) only if it is."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     if label_column is not None:
-        _distinct_columns(id_column, label_column)
+        _distinct_columns(id_column, label_column, time_column)
     if path.suffix.lower() == ".npz":
-        return _read_npz(path, id_column, label_column)
-    return _read_csv(path, id_column, label_column)
+        return _read_npz(path, id_column, label_column, time_column)
+    return _read_csv(path, id_column, label_column, time_column)
 
 
-def _distinct_columns(id_column: str, label_column: str) -> None:
+def _distinct_columns(id_column: str, label_column: str, time_column: str | None = None) -> None:
     if label_column == id_column:
         raise DataError(f"the ID column and the label column are both {id_column!r}; name two different columns")
+    if time_column in (id_column, label_column):
+        what = "ID" if time_column == id_column else "label"
+        raise DataError(f"the time column and the {what} column are both {time_column!r}; name two different columns")
 
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -196,21 +210,26 @@ def _parse_rows(
     return X, first_text, numeric
 
 
-def _read_csv(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+def _read_csv(path: Path, id_column: str, label_column: str | None, time_column: str | None = None) -> PartyTable:
     header = read_csv_header(path)
     if id_column not in header:
         raise DataError(f"{path}: no ID column {id_column!r} (columns: {', '.join(header[:8])}…); set --id-column")
     if label_column is not None and label_column not in header:
         raise DataError(f"{path}: no label column {label_column!r}; set --label-column")
-    feature_names = [h for h in header if h not in (id_column, label_column)]
+    if time_column is not None and time_column not in header:
+        raise DataError(f"{path}: no time column {time_column!r}; set --time-column")
+    feature_names = [h for h in header if h not in (id_column, label_column, time_column)]
     if not feature_names:
-        raise DataError(f"{path}: no feature columns besides the ID and label columns")
-    text = [header.index(id_column)] + ([header.index(label_column)] if label_column else [])
-    strings, X, found = read_csv_columns(path, header, text, [header.index(c) for c in feature_names], discover=True)
+        raise DataError(f"{path}: no feature columns besides the ID, label and time columns")
+    named = [c for c in (id_column, label_column, time_column) if c is not None]
+    strings, X, found = read_csv_columns(
+        path, header, [header.index(c) for c in named], [header.index(c) for c in feature_names], discover=True
+    )
     labels = strings[1] if label_column else None
+    times = parse_times(strings[-1], time_column, str(path)) if time_column else None
     text_columns = {feature_names[k]: v for k, v in found.items()}
     X, columns, encoding = one_hot(str(path), feature_names, np.delete(X, list(found), axis=1), text_columns)
-    return _checked(PartyTable(path, strings[0], X, columns, labels, encoding))
+    return _checked(PartyTable(path, strings[0], X, columns, labels, encoding, times))
 
 
 def open_npz(path: Path):
@@ -224,10 +243,12 @@ def open_npz(path: Path):
         raise DataError(f"{path}: not a readable NPZ file ({e})") from None
 
 
-def _read_npz(path: Path, id_column: str, label_column: str | None) -> PartyTable:
+def _read_npz(path: Path, id_column: str, label_column: str | None, time_column: str | None = None) -> PartyTable:
     z = open_npz(path)
     if id_column not in z.files:
         raise DataError(f"{path}: no ID array {id_column!r} (arrays: {', '.join(z.files)}); set --id-column")
+    if time_column is not None and time_column not in z.files:
+        raise DataError(f"{path}: no time array {time_column!r} (arrays: {', '.join(z.files)}); set --time-column")
     if "X" not in z.files:
         raise DataError(f"{path}: an NPZ party file needs a 2-D feature array named 'X'")
     if label_column is not None and label_column not in z.files:
@@ -246,7 +267,16 @@ def _read_npz(path: Path, id_column: str, label_column: str | None) -> PartyTabl
     else:
         raise DataError(f"{path}: 'X' must hold numbers (or text, for categorical columns), got {raw.dtype}")
     labels = np.asarray(z[label_column]).astype(str) if label_column else None
-    return _checked(PartyTable(path, np.asarray(z[id_column]).astype(str), X, columns, labels, encoding))
+    times = _npz_times(path, z, time_column, len(raw)) if time_column else None
+    return _checked(PartyTable(path, np.asarray(z[id_column]).astype(str), X, columns, labels, encoding, times))
+
+
+def _npz_times(path: Path, z, time_column: str, n: int) -> Times:
+    """An NPZ file's time array (numbers, numpy datetimes or ISO dates as text), one value per row."""
+    raw = np.asarray(z[time_column])
+    if raw.shape != (n,):
+        raise DataError(f"{path}: time array {time_column!r} must hold one value per row ({n}), got shape {raw.shape}")
+    return parse_times(raw, time_column, str(path), lines=False)
 
 
 def _checked(t: PartyTable) -> PartyTable:
@@ -294,18 +324,22 @@ def active_party_file(
     split_seed: int = 0,
     test_fraction: float = 0.2,
     task: str = "classification",
+    time_column: str | None = None,
+    log=lambda *_: None,
 ):
     """The active party's own file (with labels) as its PartyData, with a seeded stratified split (``test_fraction``
-    of the rows to test; 0: none); ``task`` ``regression``: the labels are numbers to predict.
+    of the rows to test; 0: none; with ``time_column``, the latest rows by it test); ``task`` ``regression``: the
+    labels are numbers to predict. ``log`` gets an out-of-time split's lines.
 
     Used where the active party holds only its own file (a real deployment); rows are aligned with the
     passives later, inside the protocol."""
     from apfed.data.views import PartyData
 
-    t = read_party_file(path, id_column, label_column)
+    t = read_party_file(path, id_column, label_column, time_column)
     class_names, labels, train, test, unlabelled = split_labels(
-        t.labels, f"{t.path}: label column {label_column!r} holds", test_fraction, split_seed, task
+        t.labels, f"{t.path}: label column {label_column!r} holds", test_fraction, split_seed, task, t.time_order()
     )
+    split = _time_split_note(t, labels, class_names, train, test, log)
     return PartyData(
         view=t.view(),
         ids=t.ids,
@@ -314,7 +348,18 @@ def active_party_file(
         train_rows=train,
         test_rows=test,
         unlabelled_rows=unlabelled if len(unlabelled) else None,
+        split=split,
     )
+
+
+def _time_split_note(t: PartyTable, labels, class_names, train, test, log) -> dict | None:
+    """An out-of-time split's summary (``describe_split``), its lines logged; None for a stratified split."""
+    if t.times is None:
+        return None
+    summary, lines = describe_split(t.path.name, t.times, labels, class_names, train, test)
+    for line in lines:
+        log(line)
+    return summary
 
 
 VIEW_PREFIX = "view_"
@@ -340,9 +385,10 @@ def _load_multi_view(
     test_fraction: float,
     log,
     task: str = "classification",
+    time_column: str | None = None,
 ):
     """A whole benchmark in one NPZ file: every view's rows in the same order, as ``apfed.from_arrays`` takes
-    them."""
+    them (``time_column``: the array of their times, for an out-of-time split)."""
     from apfed.data.arrays import from_arrays
 
     with open_npz(path) as z:
@@ -354,11 +400,28 @@ def _load_multi_view(
         views = {a[len(VIEW_PREFIX) :]: z[a] for a in arrays}
         ids = z[id_column] if id_column in z.files else None
         labels = z[label_column]
+        if time_column is not None and time_column not in z.files:
+            raise DataError(f"{path}: no time array {time_column!r} (arrays: {', '.join(z.files)}); set --time-column")
+        times = z[time_column] if time_column is not None else None
+    split_lines: list[str] = []
     try:
-        ds = from_arrays(views, labels, ids=ids, name=path.stem, test_size=test_fraction, seed=split_seed, task=task)
+        ds = from_arrays(
+            views,
+            labels,
+            ids=ids,
+            name=path.stem,
+            test_size=test_fraction,
+            seed=split_seed,
+            task=task,
+            times=times,
+            time_column=time_column or "time",
+            log=split_lines.append,
+        )
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     log(f"{path.name}: {len(ds.labels)} rows, {len(views)} views ({', '.join(views)}) aligned in the file")
+    for line in split_lines:
+        log(line.replace(f"{path.stem}: ", f"{path.name}: ", 1))
     if ds.unlabelled is not None:
         log(unlabelled_note(path.name, len(ds.unlabelled), len(ds.unlabelled), len(views) > 1))
     return ds
@@ -389,18 +452,25 @@ def load_party_files(
     log=print,
     test_fraction: float = 0.2,
     task: str = "classification",
+    time_column: str | None = None,
 ) -> MultiViewDataset:
     """Load one file per party (active first) and align rows by ID; the active party's whole file is split
-    (``test_fraction`` of its rows to test; its rows that some passive lacks are the dataset's ``unmatched``
-    rows). ``task`` ``regression``: the labels are numbers to predict."""
+    (``test_fraction`` of its rows to test, stratified and seeded, or with ``time_column`` the latest by that column
+    of the active party's file; its rows that some passive lacks are the dataset's ``unmatched`` rows). ``task``
+    ``regression``: the labels are numbers to predict."""
     if len(paths) < 1:
         raise DataError("give at least one --data file (the active party's, with labels)")
     if len(paths) == 1 and (views := multi_view_npz(paths[0])) is not None:
-        return _load_multi_view(Path(paths[0]), views, id_column, label_column, split_seed, test_fraction, log, task)
-    _distinct_columns(id_column, label_column)
+        return _load_multi_view(
+            Path(paths[0]), views, id_column, label_column, split_seed, test_fraction, log, task, time_column
+        )
+    _distinct_columns(id_column, label_column, time_column)
     for p in paths[1:]:
         refuse_passive_labels(p, label_column)
-    tables = [read_party_file(p, id_column, label_column if i == 0 else None) for i, p in enumerate(paths)]
+    tables = [
+        read_party_file(p, id_column, label_column if i == 0 else None, time_column if i == 0 else None)
+        for i, p in enumerate(paths)
+    ]
     return dataset_from_tables(tables, id_column, label_column, split_seed, log, test_fraction, task)
 
 
@@ -425,8 +495,14 @@ def dataset_from_tables(
     # run here and a deployment train and test on the same rows; the rows some passive lacks are the unmatched ones
     active = tables[0]
     class_names, labels, train, test, unlabelled = split_labels(
-        active.labels, f"{active.path}: label column {label_column!r} holds", test_fraction, split_seed, task
+        active.labels,
+        f"{active.path}: label column {label_column!r} holds",
+        test_fraction,
+        split_seed,
+        task,
+        active.time_order(),
     )
+    split = _time_split_note(active, labels, class_names, train, test, log)
     is_test = np.zeros(len(active.ids), dtype=bool)
     is_test[test] = True
     first = rows[0]
@@ -469,6 +545,7 @@ def dataset_from_tables(
         test_idx=compact_index(test_idx, len(common)),
         unmatched=unmatched,
         unlabelled=np.sort(held) if len(held) else None,
+        notes={"test_split": split} if split else {},
     )
 
 

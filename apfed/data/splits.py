@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from apfed.data.timesplit import Times, time_split
 from apfed.data.views import MultiViewDataset, compact_index
 from apfed.errors import ConfigError, DataError
 
@@ -52,11 +53,11 @@ def quantile_strata(values: np.ndarray, bins: int) -> np.ndarray:
 
 
 def regression_split(
-    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0
+    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0, by_time: TimeOrder | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A regression target: each row's value (float32; NaN for a row with no label), a split of the labelled rows
-    stratified by the target's quantiles, and the rows with no label; a DataError naming ``holder`` when a label is
-    not a number or no row has one."""
+    stratified by the target's quantiles (with ``by_time``, out of time: ``labelled_split``), and the rows with no
+    label; a DataError naming ``holder`` when a label is not a number or no row has one."""
     missing = missing_labels(raw_labels)
     if missing.all():
         raise DataError(f"{holder} no label in any row; the active party's rows need labels, at least some")
@@ -78,7 +79,7 @@ def regression_split(
         raise DataError(f"{holder} {str(raw[bad])!r}: a regression target must be finite")
     if len(labelled) < 2 or np.ptp(values[labelled]) == 0:
         raise DataError(f"{holder} a single value; a regression target needs at least 2 distinct values")
-    train, test = stratified_split(values[labelled], test_size, seed)
+    train, test = _split_of(labelled, values[labelled], test_size, seed, by_time)
     n = len(raw)
     return (
         values.astype(np.float32),
@@ -88,14 +89,39 @@ def regression_split(
     )
 
 
+@dataclass(frozen=True)
+class TimeOrder:
+    """An out-of-time split's input: every row's time (``apfed.data.timesplit.Times``), the rows' IDs (to name a
+    row with no time) and where the column is, for errors."""
+
+    times: Times
+    ids: np.ndarray
+    holder: str
+
+
+def _split_of(
+    labelled: np.ndarray, strata: np.ndarray, test_size: float, seed: int, by_time: TimeOrder | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions among the ``labelled`` rows of the training and test rows: stratified by ``strata``, or the latest
+    by time."""
+    if by_time is None:
+        return stratified_split(strata, test_size, seed)
+    return time_split(by_time.times.values[labelled], test_size, by_time.holder, by_time.ids[labelled])
+
+
 def split_labels(
-    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0, task: str = "classification"
+    raw_labels: np.ndarray,
+    holder: str,
+    test_size: float = 0.2,
+    seed: int = 0,
+    task: str = "classification",
+    by_time: TimeOrder | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``labelled_split`` for a classification task; for a regression task, ``regression_split`` with no class
     names (an empty list)."""
     if task == "regression":
-        return [], *regression_split(raw_labels, holder, test_size, seed)
-    return labelled_split(raw_labels, holder, test_size, seed)
+        return [], *regression_split(raw_labels, holder, test_size, seed, by_time)
+    return labelled_split(raw_labels, holder, test_size, seed, by_time)
 
 
 def missing_labels(raw_labels: np.ndarray) -> np.ndarray:
@@ -118,10 +144,11 @@ def missing_labels(raw_labels: np.ndarray) -> np.ndarray:
 
 
 def labelled_split(
-    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0
+    raw_labels: np.ndarray, holder: str, test_size: float = 0.2, seed: int = 0, by_time: TimeOrder | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Class names (the sorted distinct labels), each row's class index (int64; -1 for a row with no label), a
-    stratified split of the labelled rows, and the rows with no label (``missing_labels``: they are never tested,
+    stratified split of the labelled rows (with ``by_time``, the latest ``test_size`` of them by time test:
+    ``apfed.data.timesplit.time_split``), and the rows with no label (``missing_labels``: they are never tested,
     and train only the methods that need no label, ``TrainConfig.unlabelled_rows``); a DataError naming ``holder``
     (what holds the labels) when there is no label or a single class."""
     missing = missing_labels(raw_labels)
@@ -132,7 +159,7 @@ def labelled_split(
     class_names, labels = np.unique(raw, return_inverse=True)
     if len(class_names) < 2:
         raise DataError(f"{holder} a single class ({str(class_names[0])!r}); a classifier needs at least 2")
-    single = np.flatnonzero(np.bincount(labels) == 1) if test_size else []
+    single = np.flatnonzero(np.bincount(labels) == 1) if test_size and by_time is None else []
     if len(single):
         shown = ", ".join(repr(str(class_names[i])) for i in single[:5]) + (", ..." if len(single) > 5 else "")
         continuous = len(class_names) > 50 and len(class_names) > len(labels) / 4
@@ -146,7 +173,7 @@ def labelled_split(
             f"{holder} {len(single)} class{'es' if len(single) > 1 else ''} with a single row ({shown}): a stratified"
             f" split needs at least 2 rows of every class{hint}"
         )
-    train, test = stratified_split(labels, test_size, seed)
+    train, test = _split_of(labelled, labels, test_size, seed, by_time)
     names = [str(c) for c in class_names]
     if not missing.any():
         return names, labels.astype(np.int64), train, test, np.empty(0, dtype=np.int64)

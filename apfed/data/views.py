@@ -147,6 +147,7 @@ class PartyData:
     unlabelled_rows: np.ndarray | None = None  # rows with no label (label -1), in neither split
     matched: np.ndarray | None = None  # in-process: which rows every passive holds (bool per row), for a run that
     # has no passive to ask (local); a deployment learns it from the private set intersection
+    split: dict | None = None  # an out-of-time split's summary (apfed.data.timesplit.describe_split); None: stratified
 
     @property
     def train_ids(self) -> np.ndarray | None:
@@ -182,6 +183,7 @@ def split_parties(ds: MultiViewDataset, active: int, unmatched: bool = True) -> 
         test_rows=test,
         unlabelled_rows=ds.unlabelled,
         matched=matched,
+        split=ds.notes.get("test_split"),
     )
     passives = [PartyData(view=v, ids=ds.ids) for i, v in enumerate(ds.views) if i != active]
     return active_party, passives

@@ -368,6 +368,7 @@ def check_inputs(
     label_column: str,
     test_fraction: float = 0.2,
     task: str = "classification",
+    time_column: str | None = None,
 ) -> list[str]:
     """Everything a user gives that can be wrong, checked before any process starts (one clear error each).
     Returns what was found in the party files (categorical columns, missing values), a line each."""
@@ -388,7 +389,11 @@ def check_inputs(
     if files:
         if len(files) < 2:
             raise ConfigError("--data takes the active party's file, then one file per passive (at least two)")
-        parties = [active_party_file(files[0], id_column, label_column, test_fraction=test_fraction, task=task)]
+        parties = [
+            active_party_file(
+                files[0], id_column, label_column, test_fraction=test_fraction, task=task, time_column=time_column
+            )
+        ]
         for f in files[1:]:
             refuse_passive_labels(f, label_column)
             parties.append(passive_party_file(f, id_column))
@@ -451,6 +456,7 @@ def deploy(
     label_column: str = "label",
     test_fraction: float = 0.2,
     task: str = "classification",
+    time_column: str | None = None,
     pipeline: bool = True,
     threads: int | None = None,
     encrypt: bool = False,
@@ -493,9 +499,13 @@ def deploy(
         extra_run_config += " sets='" + ",".join(sets) + "'"
     if check_test_fraction(test_fraction) != 0.2:
         extra_run_config += f" test-fraction={test_fraction}"
-    described = check_inputs(out, method, files, id_column, label_column, test_fraction, task)
+    if time_column and not files:
+        raise ConfigError("--time-column applies to --data files (the bundled sets have no time column)")
+    described = check_inputs(out, method, files, id_column, label_column, test_fraction, task, time_column)
     if task != "classification":
         extra_run_config += f" task='{task}'"
+    if time_column:
+        extra_run_config += f" time-column={json.dumps(time_column)}"  # a TOML string, whatever the name
     for line in described:
         show(line)
     if files:  # bring-your-own data: the active party's file first, then one file per passive
@@ -679,6 +689,10 @@ def main() -> None:
         help="share of the active party's labelled rows held out to test (0: train on every one)",
     )
     ap.add_argument(
+        "--time-column",
+        help="a column of the active party's file (dates or numbers): its latest rows are the test rows",
+    )
+    ap.add_argument(
         "--task",
         choices=("classification", "regression"),
         default="classification",
@@ -760,6 +774,7 @@ def run_from_args(a, extra: str) -> dict:
         label_column=a.label_column,
         test_fraction=a.test_fraction,
         task=a.task,
+        time_column=a.time_column,
         pipeline=a.pipeline,
         threads=a.threads,
         encrypt=a.encrypt,
