@@ -121,6 +121,13 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
                 " prediction_set columns)",
             ),
             (
+                "profile",
+                "true (tabular models): the model file keeps a profile of its training rows: each numeric column's"
+                " deciles and the share of rows between them, each category's share, the shares missing, for"
+                " `apfed drift`; false leaves it out (the file then tells of those rows only each feature's mean and"
+                " standard deviation)",
+            ),
+            (
                 "eval_last",
                 "`evaluate`'s accuracy column (a regression's R²): the mean test figure over the last N epochs, the"
                 " reference's figure",

@@ -50,6 +50,7 @@ class StandaloneModel:
     task: str = "classification"
     target: dict | None = None  # regression: the training target's mean and std (for ``describe``)
     conformal: dict | None = None  # ``conformal`` training: its coverage, quantile q and calibration rows
+    profile: dict | None = None  # tabular: its training rows' column distributions, for ``drift`` (apfed.drift)
 
     @property
     def regression(self) -> bool:
@@ -122,6 +123,18 @@ class StandaloneModel:
         return self.encode(np.stack(numeric, 1) if numeric else np.zeros((len(values), 0), np.float32), text)
 
     def _inputs(self, X) -> torch.Tensor:
+        X = self._feature_rows(X)
+        if (found := first_nonfinite(X, missing_ok=self.preprocessor.missing)) is not None:
+            r, c, n = found
+            raise ApfedError(f"X holds NaN or infinite values ({n} rows; the first: row {r}, feature {c})")
+        note = self.preprocessor.pixel_range_note(X) or self.far_columns_note(X.reshape(len(X), -1))
+        if note is not None:
+            warnings.warn(note, stacklevel=3)
+        return torch.from_numpy(self.preprocessor(X))
+
+    def _feature_rows(self, X) -> np.ndarray:
+        """Raw feature rows in the view's shape from a DataFrame (its columns by name) or a numeric array (rows x
+        features, or rows in the view's shape); NaN and infinite values are left for the caller to judge."""
         if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame: its columns are taken by name
             X = self._frame(X)
         X = np.asarray(X)
@@ -138,13 +151,24 @@ class StandaloneModel:
         else:
             forms = dict.fromkeys([f"(n, {self.n_features})", f"(n, {', '.join(map(str, shape))})"])
             raise ApfedError(f"X has shape {X.shape}; this model takes {' or '.join(forms)}")
-        if (found := first_nonfinite(X, missing_ok=self.preprocessor.missing)) is not None:
-            r, c, n = found
-            raise ApfedError(f"X holds NaN or infinite values ({n} rows; the first: row {r}, feature {c})")
-        note = self.preprocessor.pixel_range_note(X) or self.far_columns_note(X.reshape(len(X), -1))
-        if note is not None:
-            warnings.warn(note, stacklevel=3)
-        return torch.from_numpy(self.preprocessor(X))
+        return X
+
+    def drift(self, X) -> list[dict]:
+        """How far rows ``X`` (as ``predict`` takes them; missing values as NaN) have moved from the training rows,
+        column by column: each column's population stability index (``psi``; ``verdict`` stable below 0.1, moved
+        to 0.25, shifted above), its training and new shares missing and, for a number, medians; the largest
+        first (``apfed.drift``). No labels needed: a check of new rows before trusting the predictions."""
+        from apfed.drift import compare
+
+        if self.profile is None:
+            image = self.spec["kind"] == "image"
+            why = "an image model's pixels are no columns" if image else "trained by an earlier apfed"
+            raise ApfedError(f"this model file keeps no profile of its training rows ({why}): nothing to compare")
+        X = self._feature_rows(X).reshape(len(X), -1)
+        if np.isinf(X).any():
+            r, c = np.argwhere(np.isinf(X))[0]
+            raise ApfedError(f"X holds infinite values (the first: row {r}, feature {c})")
+        return compare(self.profile, X)
 
     def far_columns_note(self, X: np.ndarray) -> str | None:
         """A warning naming the numeric columns of raw feature rows ``X`` (rows x features) whose values lie far
@@ -354,6 +378,8 @@ class StandaloneModel:
         if self.conformal:
             extras["conformal"] = self.conformal
             version = 4
+        if self.profile:  # an older apfed reads the file and ignores it
+            extras["profile"] = self.profile
         return {
             "format": FORMAT,
             "format_version": version,
@@ -436,12 +462,15 @@ class StandaloneModel:
             task=meta.get("task", "classification"),
             target=meta.get("target"),
             conformal=meta.get("conformal"),
+            profile=meta.get("profile"),
         )
 
     def describe(self) -> dict:
         """What the model takes and where it came from: its metadata plus the parameter count."""
         out = self.metadata()
         out.pop("preprocessing")  # per-feature statistics: in the file, too long to show
+        if profile := out.pop("profile", None):  # every column's deciles: as long
+            out["profile_rows"] = profile["rows"]
         if self.preprocessor.missing:
             names = self.columns or [f"feature {j}" for j in range(self.n_features)]
             out["fills_missing"] = [names[j] for j in self.preprocessor.missing]
@@ -554,6 +583,11 @@ def _check_metadata(meta: dict) -> None:
         filled = pre.get("missing", [])
         ok = isinstance(filled, list) and all(isinstance(j, int) and not isinstance(j, bool) for j in filled)
         ensure(ok and all(0 <= j < n for j in filled), f"'preprocessing' 'missing' is not a list of features below {n}")
+    if "profile" in meta:
+        from apfed.drift import check_profile
+
+        ensure(spec["kind"] == "tabular", "'profile' is for a tabular model")
+        check_profile(meta["profile"], n)
     if "encoding" in meta:
         ensure(isinstance(meta["encoding"], dict), "'encoding' is not a mapping")
         encoding = Encoding.from_json(meta["encoding"])

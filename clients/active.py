@@ -726,6 +726,20 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             except ProtocolError as e:
                 self.log(f"finish: {e}")
 
+    def _profile(self) -> dict | None:
+        """A tabular model's profile of its training rows' columns (``apfed.drift``), for ``apfed drift``."""
+        from apfed.drift import profile, sample_rows
+        from apfed.scoring import feature_groups
+
+        d = self.data
+        if d.view.kind != "tabular" or not self.cfg.profile:
+            return None
+        train = self.keep[self.split[0]]
+        trained = np.concatenate([train, self.own]) if len(self.own) else train
+        groups = feature_groups(d.view.columns, d.view.encoding, int(np.prod(d.view.shape)))
+        categorical = set(d.view.encoding.categories) if d.view.encoding else set()
+        return profile(d.view.X[sample_rows(trained, self.cfg.seed)], groups, categorical, len(trained))
+
     def standalone_model(self, provenance: dict) -> StandaloneModel:
         """The active party's complete model, ready to save, load and predict with no passive. ``provenance``
         adds to (or overrides) what this party knows: the apfed version, when, its view, the passives' names and
@@ -761,6 +775,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         return StandaloneModel(
             net=net,
             spec=self.spec,
+            profile=self._profile(),
             preprocessor=self.preprocessor,
             class_names=list(self.data.class_names),
             columns=self.data.view.columns,

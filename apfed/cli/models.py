@@ -29,10 +29,11 @@ def _echoed_warnings(path: Path) -> Iterator[None]:
 
 
 def _read_input(
-    path: Path, model, id_column: str, required: bool = False, label_column: str | None = None
+    path: Path, model, id_column: str, required: bool = False, label_column: str | None = None, complete: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """The IDs (None when the input has no ``id_column``; an error if ``required``) and the feature rows; a
-    ``label_column`` is never read as a feature."""
+    ``label_column`` is never read as a feature. ``complete``: a missing value the model cannot fill is an error
+    (a prediction needs it); else it stays NaN."""
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     if path.suffix.lower() == ".npz":
@@ -49,7 +50,7 @@ def _read_input(
         except (ValueError, TypeError):
             hint = " (its encoded features; or give a CSV file with its categorical columns as text)"
             raise DataError(f"{path}: the feature array 'X' must be numeric{hint if model.encoding else ''}") from None
-        _check_finite(path, X, ids, None, model.preprocessor.missing)
+        _check_finite(path, X, ids, None, model.preprocessor.missing if complete else True)
         return ids, X
     from apfed.data.files import read_csv_columns, read_csv_header
 
@@ -77,16 +78,16 @@ def _read_input(
         with _echoed_warnings(path):
             X = model.encode(X, {header[j]: v for j, v in zip(text, strings[len(with_id) :], strict=True)})
     names = model.columns if model.encoding else [header[j] for j in take]
-    _check_finite(path, X, ids, names, model.preprocessor.missing)
+    _check_finite(path, X, ids, names, model.preprocessor.missing if complete else True)
     return ids, X
 
 
 def _check_finite(
-    path: Path, X: np.ndarray, ids: np.ndarray | None, names: list[str] | None, missing: list[int]
+    path: Path, X: np.ndarray, ids: np.ndarray | None, names: list[str] | None, missing: list[int] | bool
 ) -> None:
     """A prediction needs every feature but those the model fills (``missing``: features that had missing values
-    in training): name the first row (CSV: its line, the header being line 1) and column that lack one, and how
-    many rows do."""
+    in training; True: any may be missing): name the first row (CSV: its line, the header being line 1) and column
+    that lack one, and how many rows do; an infinite value is never read."""
     from apfed.data.views import first_nonfinite
 
     found = first_nonfinite(X, missing_ok=missing)
@@ -550,6 +551,60 @@ def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> lis
 
 
 @app.command()
+def drift(
+    model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
+    input: Annotated[
+        Path, typer.Option("--input", help="New rows of the active party's columns (CSV, or NPZ with 'X'); no labels.")
+    ],
+    id_column: Annotated[str, typer.Option(help="The input's ID column, never read as a feature.")] = "id",
+    fail_above: Annotated[
+        float | None,
+        typer.Option(
+            help="Exit with status 1 when some column's PSI is above this (0.25: a shift), for a scheduled check.",
+            min=0,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every column's figures as JSON.")] = False,
+):
+    """Have new rows moved from the training rows? Each column's population stability index (PSI), no labels needed."""
+    import json
+
+    from apfed.drift import MOVED, SHIFTED
+    from apfed.standalone import StandaloneModel
+
+    m = StandaloneModel.load(model)
+    if m.spec["kind"] != "tabular":
+        raise ConfigError("drift compares columns, for tabular models (an image strip's pixels are no columns)")
+    if m.profile is None:
+        raise ConfigError(
+            f"{model} keeps no profile of its training rows (trained by an earlier apfed); train it again to compare"
+        )
+    _, X = _read_input(input, m, id_column, complete=False)
+    rows = m.drift(X)
+    shifted = [r for r in rows if r["verdict"] == "shifted"]
+    moved = [r for r in rows if r["verdict"] == "moved"]
+    if as_json:
+        typer.echo(json.dumps({"rows": len(X), "training_rows": m.profile["rows"], "columns": rows}, indent=1))
+    else:
+        from apfed.report import drift_table, table_console
+
+        names = m.encoding.categories if m.encoding else {}
+        table_console().print(drift_table(rows, names))
+        typer.echo(
+            f"{len(X):,} rows against {m.profile['rows']:,} training rows: {len(shifted)} column(s) shifted (PSI >"
+            f" {SHIFTED}), {len(moved)} moved ({MOVED}-{SHIFTED}), {len(rows) - len(shifted) - len(moved)} stable"
+        )
+        if len(X) < 200:
+            typer.echo(
+                f"note: PSI over {len(X)} rows is noisy: rows drawn like the training rows can read 0.1 by chance",
+                err=True,
+            )
+    if fail_above is not None and rows and rows[0]["psi"] > fail_above:
+        typer.echo(f"drift: {rows[0]['column']!r} has PSI {rows[0]['psi']:.3f}, above {fail_above:g}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
 def export(
     model: Annotated[Path, typer.Option(help="Standalone model file.")],
     onnx: Annotated[
@@ -673,6 +728,8 @@ def _model_summary(d: dict) -> dict[str, str]:
         held = p.get("test_conformal_coverage")
         held = f"; {held:.1f} % of the test rows held the truth" if held is not None else ""
         lines["conformal"] = f"{c['coverage'] * 100:g} % {what} (from {c['rows']:,} validation rows{held})"
+    if d.get("profile_rows"):
+        lines["profile"] = f"the columns of {d['profile_rows']:,} training rows (apfed drift compares new rows with it)"
     if "passives" in p:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
