@@ -18,6 +18,7 @@ BINS = 10  # decile bands per numeric column
 PROFILE_ROWS = 100_000  # the training rows a profile is computed from, at most (drawn at random beyond)
 FLOOR = 1e-4  # a bin's share is at least this in the PSI: an empty bin would make it infinite
 MOVED, SHIFTED = 0.1, 0.25
+NOISY = 0.05  # a chance level (``chance_level``) from which some stable columns read ``moved``
 
 
 def sample_rows(rows: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -104,6 +105,13 @@ def compare(prof: dict, X: np.ndarray) -> list[dict]:
         row["verdict"] = verdict(row["psi"])
         out.append(row)
     return sorted(out, key=lambda r: -r["psi"])
+
+
+def chance_level(rows: int, training_rows: int, bins: int = BINS) -> float:
+    """About what a column's PSI reads by chance alone when ``rows`` new rows are drawn like the training rows
+    (``training_rows`` profiled): (bins - 1) x (1 / rows + 1 / training rows), the expectation of a chi-squared
+    statistic scaled to the shares, which the PSI is close to for small differences."""
+    return (bins - 1) * (1 / max(rows, 1) + 1 / max(min(training_rows, PROFILE_ROWS), 1))
 
 
 def verdict(value: float) -> str:

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 
 import apfed
-from apfed.drift import compare, profile, psi, verdict
+from apfed.drift import chance_level, compare, profile, psi, verdict
 from apfed.errors import ApfedError
 from apfed.standalone import StandaloneModel
 
@@ -51,6 +51,14 @@ def test_rows_like_the_training_rows_are_stable_and_a_moved_column_is_named():
     city_row = next(r for r in compare(prof, flipped) if r["column"] == "city")
     assert city_row["verdict"] == "shifted" and city_row["most_moved"] in (0, 2)
     assert city_row["new_share"] == pytest.approx([0.2, 0.3, 0.5][city_row["most_moved"]], abs=0.02)
+
+
+def test_the_chance_level_is_what_rows_drawn_like_the_training_rows_read():
+    rng = np.random.default_rng(1)
+    prof = profile(rng.normal(size=(2000, 1)), [("x", [0])], set(), rows=2000)
+    for n in (100, 400):
+        reads = [compare(prof, rng.normal(size=(n, 1)))[0]["psi"] for _ in range(200)]
+        assert np.mean(reads) == pytest.approx(chance_level(n, 2000), rel=0.2)
 
 
 def _frames(tmp_path, n=600):
@@ -138,6 +146,7 @@ def test_the_drift_command_flags_a_shift_and_fails_above_a_threshold(tmp_path):
     code, out, _ = run_cli("drift", "--model", model, "--input", tmp_path / "new.csv", "--json")
     report = json.loads(out)
     assert report["rows"] == 400 and {c["column"] for c in report["columns"]} == {"income", "age", "city"}
+    assert report["chance_level"] == pytest.approx(9 * (1 / 400 + 1 / 480))
     assert next(c for c in report["columns"] if c["column"] == "age")["new_missing"] == pytest.approx(0.1)
     code, _, err = run_cli("drift", "--model", model, "--input", tmp_path / "new.csv", "--fail-above", "0.25")
     assert code == 1 and "has PSI" in err and "above 0.25" in err

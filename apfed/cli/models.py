@@ -569,7 +569,7 @@ def drift(
     """Have new rows moved from the training rows? Each column's population stability index (PSI), no labels needed."""
     import json
 
-    from apfed.drift import MOVED, SHIFTED
+    from apfed.drift import MOVED, NOISY, SHIFTED, chance_level
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
@@ -584,19 +584,24 @@ def drift(
     shifted = [r for r in rows if r["verdict"] == "shifted"]
     moved = [r for r in rows if r["verdict"] == "moved"]
     if as_json:
-        typer.echo(json.dumps({"rows": len(X), "training_rows": m.profile["rows"], "columns": rows}, indent=1))
+        chance = chance_level(len(X), m.profile["rows"])
+        report = {"rows": len(X), "training_rows": m.profile["rows"], "chance_level": chance, "columns": rows}
+        typer.echo(json.dumps(report, indent=1))
     else:
         from apfed.report import drift_table, table_console
 
         names = m.encoding.categories if m.encoding else {}
         table_console().print(drift_table(rows, names))
+        chance = chance_level(len(X), m.profile["rows"])
         typer.echo(
             f"{len(X):,} rows against {m.profile['rows']:,} training rows: {len(shifted)} column(s) shifted (PSI >"
-            f" {SHIFTED}), {len(moved)} moved ({MOVED}-{SHIFTED}), {len(rows) - len(shifted) - len(moved)} stable"
+            f" {SHIFTED}), {len(moved)} moved ({MOVED}-{SHIFTED}), {len(rows) - len(shifted) - len(moved)} stable;"
+            f" rows drawn like the training rows would read about {chance:.3f} by chance"
         )
-        if len(X) < 200:
+        if chance >= NOISY:
             typer.echo(
-                f"note: PSI over {len(X)} rows is noisy: rows drawn like the training rows can read 0.1 by chance",
+                f"note: over {len(X):,} rows chance alone reads about {chance:.2f}, so some columns read 'moved' by"
+                " chance: compare more rows",
                 err=True,
             )
     if fail_above is not None and rows and rows[0]["psi"] > fail_above:
