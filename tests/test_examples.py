@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ def test_csv_parties_aligns_three_labs_and_predicts_new_rows_from_the_active_par
     assert [r["form_id"] for r in rows] == asked and len(asked) == 200
     assert {r["prediction"] for r in rows} <= {str(d) for d in range(10)}
     assert (out / "lab_a_model.onnx").stat().st_size > 1000
+    # apfed drift: the new forms are drawn like lab A's training forms, so no column of the 77 has shifted
+    assert re.search(r"200 rows against [\d,]+ training rows: 0 column\(s\) shifted", p.stdout), p.stdout[-3000:]
     assert "2 passive(s): passive1, passive2" in p.stdout and "training, " in p.stdout  # apfed info
     # lab A's 180 forms that another lab lacks still train its standalone model
     assert "lab_a.csv: 180 labelled rows are missing at some passive" in p.stderr

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Three labs' CSV files, aligned by form ID: compare the methods, train lab A's standalone model, show what it
-# takes, predict new forms from lab A's data alone, export it to ONNX and score it on the new forms' digits. Run
+# takes, predict new forms from lab A's data alone, check they are like its training forms (drift), export it to
+# ONNX and score it on the new forms' digits. Run
 # from a checkout with apfed installed (bash scripts/setup.sh):
 #
 #     bash examples/csv-parties/run.sh [OUT_DIR] [EPOCHS]
@@ -21,6 +22,7 @@ parties=(--data "$out/lab_a.csv" --data "$out/lab_b.csv" --data "$out/lab_c.csv"
 "$apfed" info --model "$out/lab_a_model.safetensors"
 "$apfed" predict --model "$out/lab_a_model.safetensors" --input "$out/new_forms.csv" --id-column form_id \
     --output "$out/new_forms_predictions.csv"
+"$apfed" drift --model "$out/lab_a_model.safetensors" --input "$out/new_forms.csv" --id-column form_id
 "$apfed" export --model "$out/lab_a_model.safetensors" --onnx "$out/lab_a_model.onnx"
 "$apfed" score --model "$out/lab_a_model.safetensors" --input "$out/new_forms.csv" --id-column form_id \
     --labels "$out/new_forms_digits.csv" --label-column digit
