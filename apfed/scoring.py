@@ -359,24 +359,31 @@ def add_group_coverage(rows: list[dict], groups: list[tuple[str, np.ndarray]], c
 
 
 def _bands(text: np.ndarray, missing: np.ndarray, column: str, bins: int) -> list[tuple[str, np.ndarray]]:
-    """``groups_of`` with ``bins``: the rows of each band of a numeric column, in order, then ``(missing)``."""
-    from apfed.data.encoding import parse_number
+    """``groups_of`` with ``bins``: the rows of each band of a column of numbers or of dates (ISO: ``2024-03-01``;
+    a band is then a period, named by its first and last dates), in order, then ``(missing)``."""
+    from apfed.data.timesplit import is_time, parse_times
 
-    numbers = np.full(len(text), np.nan)
-    for i in np.flatnonzero(~missing):
-        if (v := parse_number(str(text[i]))) is None:
-            raise DataError(f"--by {column!r} --bins: {str(text[i])!r} is not a number; bins cut a column of numbers")
-        numbers[i] = v
-    known = numbers[~missing]
+    try:
+        times = parse_times(text, column, "--by")
+    except DataError:
+        bad = next(str(v) for v in text[~missing] if not is_time(str(v)))
+        raise DataError(
+            f"--by {column!r} --bins: {bad!r} is neither a number nor an ISO date; bins cut a column of numbers or"
+            " dates"
+        ) from None
+    values = times.values
+    known = values[~missing]
     if not len(known):
         raise DataError(f"--by {column!r}: no row has a value")
-    edges = np.unique(np.quantile(known, np.linspace(0, 1, bins + 1)))
+    dated = times.kind == "date"  # a date band starts on a date of the data, not between two
+    edges = np.unique(np.quantile(known, np.linspace(0, 1, bins + 1), method="higher" if dated else "linear"))
+    name = times.text if dated else (lambda v: f"{v:.4g}")
     out = []
     for k in range(max(len(edges) - 1, 1)):
         lo, hi = edges[k], edges[min(k + 1, len(edges) - 1)]
         last = k + 2 >= len(edges)
-        mask = ~missing & (numbers >= lo) & ((numbers <= hi) if last else (numbers < hi))
-        out.append((f"[{lo:.4g}, {hi:.4g}{']' if last else ')'}", mask))
+        mask = ~missing & (values >= lo) & ((values <= hi) if last else (values < hi))
+        out.append((f"[{name(lo)}, {name(hi)}{']' if last else ')'}", mask))
     if missing.any():
         out.append(("(missing)", missing))
     return out

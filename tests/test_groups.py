@@ -29,8 +29,21 @@ def test_bins_cut_a_column_of_numbers_into_bands_of_about_equal_rows():
     assert [int(m.sum()) for _, m in groups] == [20, 20, 20, 2]
     assert np.all(np.logical_or.reduce([m for _, m in groups]))  # every row in one band
     assert [v for v, _ in groups_of(np.array(["5", "5", "5"]), "n", bins=4)] == ["[5, 5]"]
-    with pytest.raises(DataError, match="--by 'city' --bins: 'Paris' is not a number"):
+    with pytest.raises(DataError, match="--by 'city' --bins: 'Paris' is neither a number nor an ISO date"):
         groups_of(np.array(["1", "Paris"]), "city", bins=2)
+
+
+def test_bins_cut_a_column_of_dates_into_periods():
+    days = np.array([str(np.datetime64("2024-01-01") + d) for d in range(360)] + [""])
+    groups = groups_of(days, "opened", bins=4)
+    assert [v for v, _ in groups] == [
+        "[2024-01-01, 2024-03-31)",
+        "[2024-03-31, 2024-06-29)",
+        "[2024-06-29, 2024-09-27)",
+        "[2024-09-27, 2024-12-25]",
+        "(missing)",
+    ]
+    assert [int(m.sum()) for _, m in groups] == [90, 90, 90, 90, 1]
 
 
 def test_each_groups_accuracy_flag_rate_and_recall_are_its_own_rows():

@@ -273,8 +273,8 @@ def score(
         int,
         typer.Option(
             min=0,
-            help="With --by a column of numbers (an age, an income): cut it into this many bands of about equal rows,"
-            " each named by its range.",
+            help="With --by a column of numbers (an age, an income) or of ISO dates: cut it into this many bands of"
+            " about equal rows (periods, for dates), each named by its range.",
         ),
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON (for scripts).")] = False,

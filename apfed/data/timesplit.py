@@ -76,6 +76,14 @@ def _at(row: int, lines: bool) -> str:
     return f"line {row + 2}" if lines else f"row {row}"  # a CSV file's header is its line 1
 
 
+def is_time(value: str) -> bool:
+    """Whether one text value is a time ``parse_times`` reads: a finite number or an ISO date."""
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return _is_date(value.strip())
+
+
 def _is_date(value: str) -> bool:
     return _all_dates(np.array([value]))
 
