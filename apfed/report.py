@@ -779,7 +779,9 @@ def drift_table(rows: list[dict], names: dict[str, list[str]], most: int = MAX_I
 
 
 def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if 1e4 <= abs(x) < 1e15 else f"{x:.4g}"  # an income as 42,013, not 4.2e+04
 
 
 def _against_table(report: dict, model_name: str):

@@ -94,3 +94,19 @@ def test_csv_regression_trains_the_clinics_model_and_predicts_new_patients_from_
     assert all(float(r["prediction"]) == float(r["prediction"]) for r in rows)  # numbers, none NaN
     assert all({r["reason_1"], r["reason_2"], r["reason_3"]} <= {"age", "sex", "bmi", "bp"} for r in rows)
     assert "40 rows, R² " in p.stdout and "columns by importance" in p.stdout and "by sex" in p.stdout
+
+
+def test_over_time_tests_the_latest_rows_checks_new_customers_and_scores_them_by_period(tmp_path):
+    out = tmp_path / "over-time"
+    p = _run(["bash", ROOT / "examples/over-time/run.sh", out, "2"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    # the test rows are the latest labelled months, the same for every method and seed
+    assert "bank.csv: out of time by 'opened': test rows from 2024-06-21 to 2024-10-31" in p.stderr
+    report = json.loads((out / "evaluate/results.json").read_text())
+    assert report["test_split"]["test_from"] == "2024-06-21" and report["test_split"]["train_until"] == "2024-06-20"
+    assert "validation" in (out / "evaluate/results.md").read_text()
+    assert "split           out of time by 'opened'" in p.stdout  # apfed info
+    # the new quarter's incomes rose and are more often missing: drift names income, and only income
+    assert re.search(r"│ income\s+│ 0\.19\d │ moved", p.stdout), p.stdout[-4000:]
+    assert "600 rows against 3,228 training rows: 0 column(s) shifted (PSI > 0.25), 1 moved" in p.stdout
+    assert "[2025-01-01, 2025-01-31)" in p.stdout and "[2025-03-03, 2025-03-31]" in p.stdout  # score by period
