@@ -9,7 +9,7 @@ from pathlib import Path
 
 from apfed import __version__
 from apfed.config import TrainConfig, variant_config, variant_passives
-from apfed.data.splits import fold
+from apfed.data.splits import fold, time_fold
 from apfed.data.splits import resplit as resplit_rows
 from apfed.data.timesplit import time_split_text
 from apfed.data.views import MultiViewDataset, is_regression, with_passives
@@ -135,7 +135,8 @@ def evaluate(
         raise ConfigError("cross-validation runs one seed per fold: give folds alone, not with seeds or resplit")
     try:
         if folds:
-            splits = [fold(ds, s, folds) for s in range(folds)]
+            by = time_fold if ds.times is not None else fold
+            splits = [by(ds, s, folds) for s in range(folds)]
         else:
             splits = [resplit_rows(ds, s) if resplit and s else ds for s in range(seeds)]
     except DataError as e:  # the partial-overlap study keeps its split, too few rows for the folds: wrong options
@@ -218,7 +219,10 @@ def evaluate(
         "epochs": cfg.epochs,
         "seeds": seeds,
         "split": (
-            f"{folds}-fold cross-validation (seed s tests fold s)"
+            f"{folds} folds in time by {ds.notes['test_split']['time_column']!r} (fold k tests period k + 1 of"
+            f" {folds + 1} of about equal rows, trained on the periods before it)"
+            if folds and ds.times is not None
+            else f"{folds}-fold cross-validation (seed s tests fold s)"
             if folds
             else "one per seed (seed 0: the data's own)"
             if resplit
@@ -227,6 +231,7 @@ def evaluate(
             else "the data's own"
         ),
         **({"test_split": ds.notes["test_split"]} if "test_split" in ds.notes else {}),
+        **({"fold_periods": [d.notes["fold_period"] for d in splits]} if folds and ds.times is not None else {}),
         "resplit": resplit,
         "folds": folds,
         "device": cfg.device,

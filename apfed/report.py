@@ -523,6 +523,10 @@ def write_report(out: Path, report: dict) -> list[Path]:
             "; each seed s >= 1 also drew its own stratified train/test split (seed 0 the data's own), the same for"
             " every method, so the spread includes the split's"
             if report.get("resplit")
+            else f"; {report['split']}: each fold tests a later period, trained only on the past (periods tested: "
+            + ", ".join(f"{p['test_from']} to {p['test_until']}" for p in report["fold_periods"])
+            + "), and the spread is over the folds"
+            if report.get("fold_periods")
             else f"; {report['split']}: every labelled row is tested once per method, and the spread is over the folds"
             if report.get("folds")
             else f"; the test rows are the latest ({report['split']}), the same for every seed"

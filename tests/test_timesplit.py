@@ -1,6 +1,7 @@
 """Out-of-time test rows (``--time-column``): the latest labelled rows by a column of the active party's file test."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -83,6 +84,7 @@ def test_party_files_split_by_time_the_same_in_process_and_in_a_deployment(tmp_p
     assert len(test_days) == 60 and min(test_days) == 180 and max(train_days) == 179
     assert ds.notes["test_split"] == {
         "time_column": "opened",
+        "kind": "date",
         "train_from": "2024-01-01",
         "train_until": str(np.datetime64("2024-01-01") + 179),
         "test_from": str(np.datetime64("2024-01-01") + 180),
@@ -153,10 +155,8 @@ def test_the_cli_trains_on_the_early_rows_and_the_model_says_so(tmp_path):
     assert code == 0 and "out of time by 'opened'" in err, err
     _, out, _ = run_cli("info", "--model", model)
     assert "out of time by 'opened': test rows from 2024-07-11 to 2024-08-27" in out, out
-    code, _, err = run_cli("evaluate", *data, "--folds", "3", "--out", tmp_path / "ev")
-    assert code != 0 and err.strip() == (
-        "error: --folds cannot go with --time-column: an out-of-time split has one set of test rows, the latest"
-    )
+    code, _, err = run_cli("evaluate", *data, "--resplit", "--out", tmp_path / "ev")
+    assert code != 0 and err.strip().startswith("error: --resplit cannot go with --time-column"), err
     code, _, err = run_cli("train", "--dataset", "digits", "--time-column", "opened", "--out", model)
     assert code != 0 and err.strip().startswith("error: time column applies to --data files"), err
     code, out, err = run_cli("preflight", "--data", files[0], "--label-column", "label", "--time-column", "opened")
@@ -180,3 +180,59 @@ def test_the_time_column_cannot_be_the_id_or_the_label_column(tmp_path):
         apfed.load_dataset(data=files, time_column="label", log=lambda _: None)
     with pytest.raises(ConfigError, match="time column applies to --data files"):
         apfed.load_dataset("digits", time_column="opened")
+
+
+def test_folds_in_time_test_each_later_period_trained_on_the_past_only(tmp_path):
+    from apfed.data.splits import time_fold
+
+    files, days = _files(tmp_path, with_gaps=True)  # rows with no label stay out of every fold
+    ds, _ = apfed.load_dataset(data=files, time_column="opened", log=lambda _: None)
+    index = {f"u{i}": d for i, d in enumerate(days)}
+    tested = []
+    for k in range(3):
+        f = time_fold(ds, k, 3)
+        train = [index[i] for i in f.ids[f.train_idx]]
+        test = [index[i] for i in f.ids[f.test_idx]]
+        assert max(train) < min(test) and len(test) == 54  # 216 labelled rows in 4 periods of 54
+        assert f.notes["fold_period"]["test_from"] == str(np.datetime64("2024-01-01") + min(test))
+        tested.append((min(test), max(test)))
+        assert len(train) == 54 * (k + 1)  # every labelled row before the period, and none after it
+    assert tested[0][1] < tested[1][0] and tested[1][1] < tested[2][0]
+    code, out, err = run_cli(
+        "evaluate",
+        "--data",
+        files[0],
+        "--data",
+        files[1],
+        "--time-column",
+        "opened",
+        "--folds",
+        "3",
+        "--methods",
+        "local",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "ev",
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert report["split"].startswith("3 folds in time by 'opened'") and len(report["fold_periods"]) == 3
+    assert "each fold tests a later period, trained only on the past" in (tmp_path / "ev" / "results.md").read_text()
+
+
+def test_folds_in_time_leave_out_the_later_rows_that_no_passive_holds(tmp_path):
+    from apfed.data.splits import time_fold
+
+    files, days = _files(tmp_path)
+    lines = files[1].read_text().splitlines()
+    files[1].write_text("\n".join(line for line in lines if not line.startswith(("u1,", "u2", "u3"))) + "\n")
+    ds, _ = apfed.load_dataset(data=files, time_column="opened", log=lambda _: None)
+    assert ds.unmatched is not None and len(ds.unmatched) == 63
+    index = {f"u{i}": d for i, d in enumerate(days)}
+    f = time_fold(ds, 0, 3)  # the second of four periods: the first trains, the last two are left out
+    u = f.unmatched
+    test_days = [index[i] for i in f.ids[f.test_idx]] + [index[i] for i in u.ids[u.test]]
+    train_days = [index[i] for i in f.ids[f.train_idx]] + [index[i] for i in u.ids[~u.test]]
+    assert max(train_days) < min(test_days) and len(train_days) == len(test_days) == 60
+    assert len(u) < len(ds.unmatched)  # the unmatched rows of the last two periods are in neither part

@@ -161,14 +161,14 @@ def evaluate(
             "evaluate ranks methods by their test accuracy: --test-fraction must be above 0 (apfed train"
             " --test-fraction 0 trains a model on every labelled row)"
         )
-    if folds is not None and (seeds is not None or resplit or test_fraction is not None):
+    if folds is not None and (seeds is not None or resplit or test_fraction is not None):  # with a time column too
         raise ConfigError(
             "--folds makes the splits, one seed per fold: leave out --seeds, --resplit and --test-fraction"
         )
-    if (resplit or folds) and time_column is not None:
+    if resplit and time_column is not None:
         raise ConfigError(
-            f"{'--resplit' if resplit else '--folds'} cannot go with --time-column: an out-of-time split has one set"
-            " of test rows, the latest"
+            "--resplit cannot go with --time-column: an out-of-time split tests the latest rows (--folds K with"
+            " --time-column tests K periods in turn, each trained on the periods before it)"
         )
     if (resplit or folds) and (overlap is not None or labelled is not None):
         what, study = "--resplit" if resplit else "--folds", "--overlap" if overlap is not None else "--labelled"

@@ -130,7 +130,10 @@ def from_arrays(
         notes["test_split"], lines = describe_split(name, by_time.times, encoded, class_names, train, test)
         for line in lines:
             log(line)
-    return MultiViewDataset(name, built, encoded, row_ids, class_names, train, test, notes=notes, unlabelled=unlabelled)
+    times = by_time.times.values if by_time is not None else None
+    return MultiViewDataset(
+        name, built, encoded, row_ids, class_names, train, test, notes=notes, unlabelled=unlabelled, times=times
+    )
 
 
 def from_parties(

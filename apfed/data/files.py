@@ -524,7 +524,8 @@ def dataset_from_tables(
         rest[unlabelled] = False  # a row with no label that some passive lacks has nothing to train
     others = np.flatnonzero(rest)
     if len(others):
-        unmatched = UnmatchedRows(0, active.X[others], labels[others], active.ids[others], is_test[others])
+        when = active.times.values[others] if active.times is not None else None
+        unmatched = UnmatchedRows(0, active.X[others], labels[others], active.ids[others], is_test[others], when)
         n_test = int(is_test[others].sum())
         log(
             f"{active.path.name}: {len(others)} labelled rows are missing at some passive"
@@ -546,6 +547,7 @@ def dataset_from_tables(
         unmatched=unmatched,
         unlabelled=np.sort(held) if len(held) else None,
         notes={"test_split": split} if split else {},
+        times=active.times.values[first] if active.times is not None else None,
     )
 
 

@@ -249,6 +249,46 @@ def fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
     return _with_split(ds, rows, train, test)
 
 
+def time_fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
+    """``ds`` (split out of time: ``ds.times``) whose test rows are the ``k + 1``-th of ``folds + 1`` periods of
+    about equal labelled rows, in time, and whose training rows are every labelled row before that period (an
+    expanding window, ``apfed evaluate --folds`` with ``--time-column``): each fold tests a later period, trained
+    only on the past, and no fold trains on a row later than those it tests."""
+    if ds.times is None:
+        raise DataError("folds in time need the rows' times (--time-column)")
+    if folds < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, got {folds}")
+    rows, _ = _labelled_rows(ds)
+    u = ds.unmatched
+    later = u.times if u is not None and u.times is not None else ds.times[:0]
+    times = np.concatenate([ds.times[rows], later])
+    order, n = np.sort(times), len(times)
+    bounds = [order[(j * n) // (folds + 1)] for j in range(1, folds + 1)] + [np.inf]
+    lo, hi = bounds[k], bounds[k + 1]
+    train, test = np.flatnonzero(times < lo), np.flatnonzero((times >= lo) & (times < hi))
+    if not len(train) or not len(test):
+        raise DataError(
+            f"fold {k + 1} of {folds} in time has no {'test' if len(train) else 'training'} row: too many rows share"
+            " a time, or too few rows for that many folds"
+        )
+    when = Times("", times, ds.notes.get("test_split", {}).get("kind", "number")).text
+    period = {"train_from": when(order[0]), "train_until": when(times[train].max())}
+    period |= {"test_from": when(times[test].min()), "test_until": when(times[test].max())}
+    out = replace(_with_split(ds, rows, train, test), notes={**ds.notes, "fold_period": period})
+    if u is not None:  # the rows no passive holds after the period tested: in neither part (_with_split trains them)
+        m = len(rows)
+        used = np.zeros(len(u), dtype=bool)
+        used[np.concatenate([train, test])[np.concatenate([train, test]) >= m] - m] = True
+        v = out.unmatched
+        out = replace(
+            out,
+            unmatched=replace(
+                v, X=v.X[used], labels=v.labels[used], ids=v.ids[used], test=v.test[used], times=v.times[used]
+            ),
+        )
+    return out
+
+
 def _labelled_rows(ds: MultiViewDataset) -> tuple[np.ndarray, np.ndarray]:
     """The positions of ``ds``'s labelled rows (training and test) and the labels of those rows followed by its
     rows that no passive holds: what a new split draws from."""

@@ -123,7 +123,7 @@ def describe_split(
     (a model learns nothing of a class that first shows after its training rows)."""
     tr, te = times.values[train], times.values[test]
     tr = tr[~np.isnan(tr)]  # test fraction 0: the training rows need no time
-    summary = {"time_column": times.column}
+    summary = {"time_column": times.column, "kind": times.kind}
     if len(tr):
         summary |= {"train_from": times.text(tr.min()), "train_until": times.text(tr.max())}
     if len(te):

@@ -88,6 +88,7 @@ class UnmatchedRows:
     labels: np.ndarray
     ids: np.ndarray
     test: np.ndarray  # bool per row: a test row
+    times: np.ndarray | None = None  # an out-of-time split's time per row (``MultiViewDataset.times``)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,6 +111,8 @@ class MultiViewDataset:
     unmatched: UnmatchedRows | None = None
     unlabelled: np.ndarray | None = None  # positions of the rows with no label (label -1): never tested, and
     # trained only by the methods that need no label (TrainConfig.unlabelled_rows)
+    times: np.ndarray | None = None  # an out-of-time split (notes["test_split"]): each row's time, as a number
+    # (apfed.data.timesplit.Times.values), for folds in time (apfed.data.splits.time_fold)
 
     def select(self, keep: list[int]) -> MultiViewDataset:
         """The same rows with only the views at ``keep`` (in the dataset's order)."""
