@@ -69,6 +69,7 @@ class TrainConfig:
     unmatched_rows: str = "train"  # train | drop: the active party's labelled rows that no passive holds
     unlabelled_rows: str = "train"  # train | drop: the rows every party holds that have no label (apfed-r/c/m/kd)
     validation: float = 0.0  # > 0: this share of the training rows is held out to pick the best epoch
+    validation_split: str = "random"  # random | latest: the validation rows drawn at random, or the latest by time
     validation_metric: str = "accuracy"  # accuracy | loss | roc_auc | r2: what picks the epoch (and runs out of
     # patience); for a regression, accuracy stands for r2 (the task's headline figure)
     patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
@@ -111,6 +112,14 @@ class TrainConfig:
                 f"validation_metric must be accuracy, loss, roc_auc or r2, got {self.validation_metric!r}",
             ),
             (self.patience == 0 or self.validation > 0, "patience needs validation rows: set validation as well"),
+            (
+                self.validation_split in ("random", "latest"),
+                f"validation_split must be random or latest, got {self.validation_split!r}",
+            ),
+            (
+                self.validation_split == "random" or self.validation > 0,
+                "validation_split=latest chooses validation rows: set validation as well",
+            ),
             (
                 not self.calibrate or self.validation > 0,
                 "calibrate fits a temperature on validation rows: set validation as well",

@@ -105,6 +105,12 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
                 "what picks the epoch: `accuracy`, `loss` or `roc_auc` (the better choice for a rare class); for a"
                 " regression `r2` (what `accuracy` stands for there) or `loss` (the mean squared error)",
             ),
+            (
+                "validation_split",
+                "`random` (stratified, seeded) or `latest` (needs `validation` and a time column, `--time-column`):"
+                " the validation rows are the latest training rows by time, the period just before the test rows,"
+                " so the epoch kept is the one that does best on the most recent rows",
+            ),
             ("patience", "> 0 (needs `validation`): stop after this many epochs without a better validation figure"),
             (
                 "calibrate",

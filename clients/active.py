@@ -20,8 +20,9 @@ from apfed.config import NEEDS_NO_LABEL, STANDALONE, TrainConfig, check_task_set
 from apfed.conformal import rows_needed
 from apfed.data.splits import stratified_split
 from apfed.data.streamed import device_rows
+from apfed.data.timesplit import time_split
 from apfed.data.views import PartyData, Preprocessor, View, compact_index, compact_labels, is_regression
-from apfed.errors import DataError
+from apfed.errors import ConfigError, DataError
 from apfed.learner import ActiveLearner, PassiveInfo
 from apfed.memory import release_freed_memory
 from apfed.metrics import RunningMeans
@@ -315,11 +316,20 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         v = self.cfg.validation
         if v == 0:
             return train, train[:0], own, own[:0]
-        labels = self.data.labels
-        try:
-            tr, va = stratified_split(
-                np.concatenate([labels[keep[train]], labels[own]]), v, self.cfg.seed + 11, held_out="validation"
+        labels, times = self.data.labels, self.data.times
+        latest = self.cfg.validation_split == "latest"
+        if latest and times is None:
+            raise ConfigError(
+                "validation_split=latest takes the latest training rows by time: split the rows by a time column"
+                " (--time-column)"
             )
+        try:
+            if latest:  # the period just before the test rows
+                tr, va = time_split(np.concatenate([times[keep[train]], times[own]]), v, "the time column")
+            else:
+                tr, va = stratified_split(
+                    np.concatenate([labels[keep[train]], labels[own]]), v, self.cfg.seed + 11, held_out="validation"
+                )
         except DataError as e:
             raise DataError(f"validation={v}: {e}") from None
         m = len(train)  # positions below m are matched rows, the others rows of ``own``
@@ -335,7 +345,8 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             else f"{self.cfg.method} keeps its last epoch (it has no standalone model to put back)"
         )
         some = f" ({len(own_val)} of them rows that some passive lacks)" if len(own_val) else ""
-        self.log(f"{len(val) + len(own_val)} of the training rows are held out for validation{some}; {kept}")
+        which = "the latest " if latest else ""
+        self.log(f"{which}{len(val) + len(own_val)} of the training rows are held out for validation{some}; {kept}")
         return train, val, own, own_val
 
     def _set_conformal_rows(self, matched: int) -> None:

@@ -236,3 +236,34 @@ def test_folds_in_time_leave_out_the_later_rows_that_no_passive_holds(tmp_path):
     train_days = [index[i] for i in f.ids[f.train_idx]] + [index[i] for i in u.ids[~u.test]]
     assert max(train_days) < min(test_days) and len(train_days) == len(test_days) == 60
     assert len(u) < len(ds.unmatched)  # the unmatched rows of the last two periods are in neither part
+
+
+def test_validation_rows_can_be_the_latest_training_rows(tmp_path):
+    from apfed.config import make_config
+    from apfed.runner import build_clients
+
+    files, days = _files(tmp_path, with_gaps=True)
+    ds, a = apfed.load_dataset(data=files, time_column="opened", log=lambda _: None)
+    index = {f"u{i}": d for i, d in enumerate(days)}
+    cfg = make_config("default", method="local", epochs=1, validation=0.25, validation_split="latest")
+    client = build_clients(ds, a, cfg)
+    client.setup()
+    ids = client.data.ids
+    val = [index[i] for i in ids[client.keep[client.val]]]
+    train = [index[i] for i in ids[client.keep[client.split[0]]]]
+    test = [index[i] for i in ids[client.keep[client.split[1]]]]
+    assert len(val) == 43 and max(train) < min(val) and max(val) < min(test)  # 25 % of the 172 training rows
+    client.finish()
+    r = apfed.train(ds, a, "local", epochs=2, validation=0.25, validation_split="latest")
+    assert r.model.provenance["validation_rows"] == 43
+    with pytest.raises(ConfigError, match="validation_split=latest takes the latest training rows by time"):
+        apfed.train(
+            apfed.from_arrays({"a": np.ones((40, 2)), "b": np.ones((40, 1))}, np.arange(40) % 2),
+            0,
+            "local",
+            epochs=1,
+            validation=0.25,
+            validation_split="latest",
+        )
+    with pytest.raises(ConfigError, match="validation_split=latest chooses validation rows: set validation"):
+        make_config("default", validation_split="latest")

@@ -349,6 +349,7 @@ def active_party_file(
         test_rows=test,
         unlabelled_rows=unlabelled if len(unlabelled) else None,
         split=split,
+        times=t.times.values if t.times is not None else None,
     )
 
 

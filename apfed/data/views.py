@@ -151,6 +151,7 @@ class PartyData:
     matched: np.ndarray | None = None  # in-process: which rows every passive holds (bool per row), for a run that
     # has no passive to ask (local); a deployment learns it from the private set intersection
     split: dict | None = None  # an out-of-time split's summary (apfed.data.timesplit.describe_split); None: stratified
+    times: np.ndarray | None = None  # an out-of-time split: each row's time as a number (validation_split=latest)
 
     @property
     def train_ids(self) -> np.ndarray | None:
@@ -168,10 +169,12 @@ def split_parties(ds: MultiViewDataset, active: int, unmatched: bool = True) -> 
     ones, as training or test rows: as in a deployment, its private set intersection with the passives then finds
     that no passive holds them (``matched`` says so to a run without passives)."""
     view, ids, labels, train, test = ds.views[active], ds.ids, ds.labels, ds.train_idx, ds.test_idx
-    u, matched = ds.unmatched, None
+    u, matched, times = ds.unmatched, None, ds.times
     if unmatched and u is not None and u.view == active and len(u):
         n, m = len(ids), len(u)
         view = replace(view, X=np.concatenate([view.X, u.X]))
+        if times is not None:
+            times = np.concatenate([times, u.times if u.times is not None else np.full(m, np.nan)])
         ids, labels = np.concatenate([ids, u.ids]), np.concatenate([labels, u.labels.astype(labels.dtype)])
         is_test = np.asarray(u.test, dtype=bool)
         train = compact_index(np.concatenate([train, n + np.flatnonzero(~is_test)]), n + m)
@@ -187,6 +190,7 @@ def split_parties(ds: MultiViewDataset, active: int, unmatched: bool = True) -> 
         unlabelled_rows=ds.unlabelled,
         matched=matched,
         split=ds.notes.get("test_split"),
+        times=times,
     )
     passives = [PartyData(view=v, ids=ds.ids) for i, v in enumerate(ds.views) if i != active]
     return active_party, passives
