@@ -267,3 +267,17 @@ def test_validation_rows_can_be_the_latest_training_rows(tmp_path):
         )
     with pytest.raises(ConfigError, match="validation_split=latest chooses validation rows: set validation"):
         make_config("default", validation_split="latest")
+
+
+def test_a_few_dates_read_as_categories_are_named_in_a_warning(tmp_path):
+    rows = ["id,month,x,label"] + [
+        f"r{i},2024-0{1 + i % 3},{i * 0.1:.1f},{'yes' if i % 2 else 'no'}" for i in range(40)
+    ]
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    lines = []
+    ds, _ = apfed.load_dataset(data=[tmp_path / "a.csv"], log=lines.append)
+    assert "month=2024-01" in ds.views[0].columns  # read as asked, one feature per month
+    assert any("warning: 'month' holds dates, read as categories; name it with --time-column" in x for x in lines)
+    lines.clear()
+    apfed.load_dataset(data=[tmp_path / "a.csv"], log=lines.append, time_column="month")
+    assert not any("holds dates" in x for x in lines)

@@ -140,6 +140,12 @@ def describe(where: str, view) -> list[str]:
     if view.encoding is not None and view.encoding.categories:
         cats = ", ".join(f"{c} ({len(v)} values)" for c, v in view.encoding.categories.items())
         lines.append(f"{where}: categorical columns, one feature per value: {cats}")
+        dated = [c for c, v in view.encoding.categories.items() if len(v) > 1 and _all_dates(np.asarray(v))]
+        if dated:  # a model that learns each month as a category meets only months it never saw
+            lines.append(
+                f"{where}: warning: {', '.join(repr(c) for c in dated)} holds dates, read as categories; name it"
+                " with --time-column to test on the latest rows, or drop it"
+            )
     X = view.X
     if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f":
         holes = np.isnan(X).sum(0)
