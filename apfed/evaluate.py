@@ -254,6 +254,11 @@ def evaluate(
             note += f"; vs local [a, b]: 95 % interval of the mean difference ({interval_basis(resampled)})"
         if report["rows"]["unlabelled"]:
             note += f"\n{unlabelled_caption(report['rows']['unlabelled'])}"
+        if "fold_periods" in report:
+            periods = ", ".join(f"{p['test_from']} to {p['test_until']}" for p in report["fold_periods"])
+            note += f"\n{report['split']}; periods tested: {periods}"
+        elif "test_split" in report:
+            note += f"\ntest rows: the latest ({report['split']})"
         title = f"{ds.name}, active view {ds.views[active].name}"
         table_console().print(rich_table(summary, title, note))
     if out is not None:

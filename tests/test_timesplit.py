@@ -218,6 +218,7 @@ def test_folds_in_time_test_each_later_period_trained_on_the_past_only(tmp_path)
     assert code == 0, err
     report = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert report["split"].startswith("3 folds in time by 'opened'") and len(report["fold_periods"]) == 3
+    assert "periods tested: " in " ".join(out.split())  # under the table, as rich wraps it
     assert "each fold tests a later period, trained only on the past" in (tmp_path / "ev" / "results.md").read_text()
 
 
