@@ -495,7 +495,37 @@ class StandaloneModel:
                 dynamic_axes={"features": {0: "batch"}, output: {0: "batch"}},
                 dynamo=False,
             )
+            import onnx
+
+            graph = onnx.load(str(tmp))
+            for key, value in self.onnx_metadata(output).items():
+                graph.metadata_props.add(key=key, value=value)
+            onnx.save(graph, str(tmp))
         return path
+
+    def onnx_metadata(self, output: str) -> dict[str, str]:
+        """What an ONNX consumer needs beside the graph, as its metadata properties (text; lists as JSON): the
+        features' names in input order, the classes in output order (or the regression's output), which features
+        may be NaN (filled with the training mean), a categorical column's values, and a conformal model's q."""
+        names = self.columns or [f"feature {j}" for j in range(self.n_features)]
+        meta = {
+            "apfed_format": f"{FORMAT} (exported)",
+            "task": self.task,
+            "input_features": json.dumps(names),
+            "output": output,
+            "view": self.view_name,
+        }
+        if not self.regression:
+            meta["class_names"] = json.dumps(self.class_names)
+        if self.preprocessor.missing:
+            meta["nan_filled_features"] = json.dumps([names[j] for j in self.preprocessor.missing])
+        if self.encoding:
+            meta["categorical_columns"] = json.dumps(self.encoding.categories)
+        if self.conformal:
+            meta["conformal"] = json.dumps(self.conformal)
+        if self.logged:
+            meta["target_transform"] = "log"  # the output is already in the target's units
+        return meta
 
 
 class _OnnxWrapper(torch.nn.Module):

@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -87,6 +88,11 @@ def test_onnx_parity(tmp_path, trained):
     (onnx_p,) = sess.run(None, {"features": X})
     assert np.allclose(onnx_p, r.model.predict_proba(X), atol=1e-5)
     assert (onnx_p.argmax(1) == r.model.predict_proba(X).argmax(1)).all()
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["class_names"]) == r.model.class_names and props["task"] == "classification"
+    assert json.loads(props["input_features"]) == (r.model.columns or [f"feature {j}" for j in range(X.shape[1])])
 
 
 def test_onnx_parity_for_image_strips(tmp_path):
