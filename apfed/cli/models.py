@@ -334,6 +334,8 @@ def score(
             f"warning: {n:,} row{'s have' if n > 1 else ' has'} no label and {'are' if n > 1 else 'is'} left out"
         )
     keep = ~unlabelled
+    if (line := _drift_note(m, X[keep])) is not None:
+        notes.append(line)
     if m.regression:
         X_other = None
         if other is not None:
@@ -410,6 +412,24 @@ def score(
         from apfed.report import group_table
 
         console.print(group_table(report["by"], regression=False))
+
+
+def _drift_note(m, X: np.ndarray) -> str | None:
+    """A line naming the columns of the scored rows that moved from the training rows (``apfed drift``): a reason a
+    model scores less well than on its test rows. None when none moved, the model keeps no profile, or the rows
+    are too few to tell (their chance level is 0.05 or more)."""
+    from apfed.drift import NOISY, chance_level
+
+    if m.profile is None or not len(X) or chance_level(len(X), m.profile["rows"]) >= NOISY:
+        return None
+    moved = [r for r in m.drift(X) if r["verdict"] != "stable"]
+    if not moved:
+        return None
+    shown = ", ".join(f"{r['column']} {r['psi']:.2f}" for r in moved[:5]) + (" ..." if len(moved) > 5 else "")
+    return (
+        f"note: {len(moved)} column(s) of these rows moved from the training rows (PSI {shown}); apfed drift shows"
+        " every column"
+    )
 
 
 def _conformal_report(m, covered: np.ndarray, sizes: np.ndarray) -> dict:
