@@ -400,7 +400,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         self.keep, self.split, self.own, self.own_test, self.own_val = keep, (train, test), own, own_test, own_val
         unmatched = [own, own_test, own_val]
         held = np.concatenate([keep, *unmatched]) if sum(map(len, unmatched)) else keep  # the learner's rows
-        trained = np.concatenate([keep[train], own]) if len(own) else keep[train]
+        trained = self._trained_rows()
         self.preprocessor = Preprocessor.fit(d.view, trained)
         dev = cfg.device
         X = device_rows(d.view, held, self.preprocessor, dev)
@@ -737,6 +737,13 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             except ProtocolError as e:
                 self.log(f"finish: {e}")
 
+    def _trained_rows(self) -> np.ndarray:
+        """The party's rows the standalone model trains on: the matched training rows (those with no label too, when
+        they train), then its own rows that no passive holds; what the preprocessing statistics and the profile are
+        computed from."""
+        train = self.keep[self.split[0]]
+        return np.concatenate([train, self.own]) if len(self.own) else train
+
     def _profile(self) -> dict | None:
         """A tabular model's profile of its training rows' columns (``apfed.drift``), for ``apfed drift``."""
         from apfed.drift import profile, sample_rows
@@ -745,8 +752,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         d = self.data
         if d.view.kind != "tabular" or not self.cfg.profile:
             return None
-        train = self.keep[self.split[0]]
-        trained = np.concatenate([train, self.own]) if len(self.own) else train
+        trained = self._trained_rows()
         groups = feature_groups(d.view.columns, d.view.encoding, int(np.prod(d.view.shape)))
         categorical = set(d.view.encoding.categories) if d.view.encoding else set()
         return profile(d.view.X[sample_rows(trained, self.cfg.seed)], groups, categorical, len(trained))

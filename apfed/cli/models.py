@@ -603,8 +603,8 @@ def drift(
     rows = m.drift(X)
     shifted = [r for r in rows if r["verdict"] == "shifted"]
     moved = [r for r in rows if r["verdict"] == "moved"]
+    chance = chance_level(len(X), m.profile["rows"])
     if as_json:
-        chance = chance_level(len(X), m.profile["rows"])
         report = {"rows": len(X), "training_rows": m.profile["rows"], "chance_level": chance, "columns": rows}
         typer.echo(json.dumps(report, indent=1))
     else:
@@ -612,7 +612,6 @@ def drift(
 
         names = m.encoding.categories if m.encoding else {}
         table_console().print(drift_table(rows, names))
-        chance = chance_level(len(X), m.profile["rows"])
         typer.echo(
             f"{len(X):,} rows against {m.profile['rows']:,} training rows: {len(shifted)} column(s) shifted (PSI >"
             f" {SHIFTED}), {len(moved)} moved ({MOVED}-{SHIFTED}), {len(rows) - len(shifted) - len(moved)} stable;"

@@ -276,16 +276,12 @@ def time_fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
     period |= {"test_from": when(times[test].min()), "test_until": when(times[test].max())}
     out = replace(_with_split(ds, rows, train, test), notes={**ds.notes, "fold_period": period})
     if u is not None:  # the rows no passive holds after the period tested: in neither part (_with_split trains them)
-        m = len(rows)
+        picked, m = np.concatenate([train, test]), len(rows)
         used = np.zeros(len(u), dtype=bool)
-        used[np.concatenate([train, test])[np.concatenate([train, test]) >= m] - m] = True
+        used[picked[picked >= m] - m] = True
         v = out.unmatched
-        out = replace(
-            out,
-            unmatched=replace(
-                v, X=v.X[used], labels=v.labels[used], ids=v.ids[used], test=v.test[used], times=v.times[used]
-            ),
-        )
+        kept = {"X": v.X[used], "labels": v.labels[used], "ids": v.ids[used], "test": v.test[used]}
+        out = replace(out, unmatched=replace(v, **kept, times=None if v.times is None else v.times[used]))
     return out
 
 
