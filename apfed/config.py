@@ -75,7 +75,7 @@ class TrainConfig:
     patience: int = 0  # > 0 (needs validation): stop after this many epochs without a better validation figure
     calibrate: bool = False  # (needs validation) temperature scaling of the standalone model on the validation rows
     conformal: float = 0.0  # (needs validation) > 0: prediction intervals or sets covering this share of new rows
-    profile: bool = True  # tabular: the model file keeps its training rows' column distributions (apfed drift)
+    profile: bool = True  # the model file keeps its training rows' columns' and its outputs' distributions (drift)
 
     def validate(self) -> TrainConfig:
         checks = [

@@ -4,7 +4,12 @@ At training time the active party's model file keeps a profile of its training r
 column, its deciles and the share of rows in each band between them, and the share missing; for each categorical
 column, the share of each category (and of none). ``compare`` bins new rows the same way and gives each column's
 PSI = sum over bins of (new share - training share) x ln(new share / training share). The usual reading: below 0.1 the
-column is stable, 0.1 to 0.25 it moved, above 0.25 it shifted: the model meets rows unlike those it learned from."""
+column is stable, 0.1 to 0.25 it moved, above 0.25 it shifted: the model meets rows unlike those it learned from.
+
+The model's outputs are profiled the same way (``output_profile``, any model, image ones too): the share of each
+predicted class and the deciles of the score (the positive class's probability with two classes, else the predicted
+class's), or of a regression's predicted value, on rows held out from training (the test rows, else the validation
+rows): a model's outputs on the rows it learned from are surer than on new rows drawn like them."""
 
 from __future__ import annotations
 
@@ -107,6 +112,62 @@ def compare(prof: dict, X: np.ndarray) -> list[dict]:
     return sorted(out, key=lambda r: -r["psi"])
 
 
+OUTPUT_SOURCES = ("test", "validation", "training")  # the rows an output profile is computed on, by preference
+
+
+def output_features(outputs: np.ndarray, regression: bool, positive: int | None = None) -> np.ndarray:
+    """A model's outputs (rows x classes of probabilities, or rows x 1 predicted values) as profile features: a
+    classification's predicted class, one 0/1 feature per class, then its score (with two classes the probability of
+    class ``positive``, else the predicted class's); a regression's predicted value."""
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    if regression:
+        return outputs[:, :1]
+    predicted = np.eye(outputs.shape[1])[outputs.argmax(1)]
+    score = outputs[:, positive] if outputs.shape[1] == 2 and positive is not None else outputs.max(1)
+    return np.column_stack([predicted, score])
+
+
+def output_columns(
+    class_names: list[str], regression: bool, positive: int | None = None
+) -> list[tuple[str, list[int]]]:
+    """The names and features of ``output_features``'s columns: ``predicted class`` and the score, or ``prediction``."""
+    if regression:
+        return [("prediction", [0])]
+    c = len(class_names)
+    score = f"P({class_names[positive]})" if c == 2 and positive is not None else "confidence"
+    return [("predicted class", list(range(c))), (score, [c])]
+
+
+def output_profile(
+    outputs: np.ndarray, class_names: list[str], regression: bool, source: str, rows: int, positive: int | None = None
+) -> dict:
+    """The profile of a model's ``outputs`` on ``rows`` rows of ``source`` (one of ``OUTPUT_SOURCES``; the outputs
+    of at most ``PROFILE_ROWS`` of them): what ``compare_outputs`` reads new rows' outputs against."""
+    groups = output_columns(class_names, regression, positive)
+    prof = profile(output_features(outputs, regression, positive), groups, {"predicted class"}, rows)
+    return prof | {"source": source, **({"positive": positive} if len(class_names) == 2 and not regression else {})}
+
+
+def compare_outputs(prof: dict, outputs: np.ndarray, regression: bool) -> list[dict]:
+    """Each output column's PSI (``compare``) on new rows' ``outputs``, marked ``output``."""
+    rows = compare(prof, output_features(outputs, regression, prof.get("positive")))
+    return [r | {"output": True} for r in rows]
+
+
+def check_output_profile(prof, class_names: list[str], regression: bool) -> None:
+    """Raise ApfedError naming what is wrong with a model file's ``output_profile``."""
+    outputs = 1 if regression else len(class_names) + 1
+    check_profile(prof, outputs, "output_profile")
+    if prof.get("source") not in OUTPUT_SOURCES:
+        raise ApfedError("'output_profile' has no source of its rows")
+    positive = prof.get("positive")
+    if len(class_names) == 2 and not regression and positive not in (0, 1):
+        raise ApfedError("'output_profile' has no positive class")
+    names = [name for name, _ in output_columns(class_names, regression, positive)]
+    if [c["column"] for c in prof["columns"]] != names:
+        raise ApfedError("'output_profile' does not profile this model's outputs")
+
+
 def chance_level(rows: int, training_rows: int, bins: int = BINS) -> float:
     """About what a column's PSI reads by chance alone when ``rows`` new rows are drawn like the training rows
     (``training_rows`` profiled): (bins - 1) x (1 / rows + 1 / training rows), the expectation of a chi-squared
@@ -119,12 +180,13 @@ def verdict(value: float) -> str:
     return "shifted" if value > SHIFTED else "moved" if value >= MOVED else "stable"
 
 
-def check_profile(prof, n_features: int) -> None:
-    """Raise ApfedError naming what is wrong with a model file's ``profile`` (``n_features``: the model's)."""
+def check_profile(prof, n_features: int, key: str = "profile") -> None:
+    """Raise ApfedError naming what is wrong with a model file's ``profile`` (``n_features``: the model's; ``key``:
+    the metadata's name for it)."""
 
     def ensure(ok: bool, what: str) -> None:
         if not ok:
-            raise ApfedError(f"'profile' {what}")
+            raise ApfedError(f"'{key}' {what}")
 
     def shares(v) -> bool:
         return isinstance(v, list) and all(_finite(x) and 0 <= x <= 1 for x in v)

@@ -747,23 +747,31 @@ def importance_table(ranked: list[dict], repeats: int):
     return imp
 
 
-def drift_table(rows: list[dict], names: dict[str, list[str]], most: int = MAX_IMPORTANCE_ROWS):
+def drift_table(
+    rows: list[dict], names: dict[str, list[str]], most: int = MAX_IMPORTANCE_ROWS, outputs: str | None = None
+):
     """``apfed drift``'s table: each column's PSI against the training rows, the largest first, with what moved
     (a numeric column's median, a categorical column's category whose share moved most; ``names``: each
-    categorical column's categories) and the shares missing."""
+    categorical column's categories) and the shares missing. ``outputs``: the rows are the model's outputs, against
+    its outputs on these rows (test, validation or training)."""
     from rich.markup import escape
     from rich.table import Table
 
     shown = rows[:most]
     more = f"; {len(rows) - len(shown)} more in --json" if len(rows) > len(shown) else ""
+    old = outputs or "training"
     t = Table(
-        title="columns against the training rows",
-        caption="PSI: population stability index over the training deciles (a category's shares); below 0.1"
+        title=f"the model's outputs against its outputs on the {outputs} rows"
+        if outputs
+        else "columns against the training rows",
+        caption=f"PSI: population stability index over the {old} deciles (a category's shares); below 0.1"
         f" stable, 0.1-0.25 moved, above 0.25 shifted{more}",
     )
-    for name, justify in (("column", "left"), ("PSI", "right"), ("", "left"), ("training → new", "left")):
+    first = "output" if outputs else "column"
+    for name, justify in ((first, "left"), ("PSI", "right"), ("", "left"), (f"{old} → new", "left")):
         t.add_column(name, justify=justify)
-    t.add_column("missing, training → new", justify="right")
+    if not outputs:
+        t.add_column("missing, training → new", justify="right")
     for r in shown:
         if r["kind"] == "numeric":
             old, new = r["train_median"], r["new_median"]
@@ -772,12 +780,13 @@ def drift_table(rows: list[dict], names: dict[str, list[str]], most: int = MAX_I
             category = names[r["column"]][r["most_moved"]] if names.get(r["column"]) else "?"
             what = f"{escape(category)}: {r['train_share']:.1%} → {r['new_share']:.1%}"
         style = {"shifted": "bold red", "moved": "yellow"}.get(r["verdict"], "")
+        missing = [] if outputs else [f"{r['train_missing']:.1%} → {r['new_missing']:.1%}"]
         t.add_row(
             escape(r["column"]),
             f"{r['psi']:.3f}",
             f"[{style}]{r['verdict']}[/]" if style else r["verdict"],
             what,
-            f"{r['train_missing']:.1%} → {r['new_missing']:.1%}",
+            *missing,
         )
     return t
 

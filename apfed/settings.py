@@ -128,10 +128,11 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             ),
             (
                 "profile",
-                "true (tabular models): the model file keeps a profile of its training rows: each numeric column's"
-                " deciles and the share of rows between them, each category's share, the shares missing, for"
-                " `apfed drift`; false leaves it out (the file then tells of those rows only each feature's mean and"
-                " standard deviation)",
+                "true: the model file keeps, for `apfed drift`, a profile of its training rows (tabular models: each"
+                " numeric column's deciles and the share of rows between them, each category's share, the shares"
+                " missing) and of its outputs on the test rows (else the validation rows): each predicted class's"
+                " share and the score's deciles, or the predicted values'; false leaves both out (the file then"
+                " tells of those rows only each feature's mean and standard deviation)",
             ),
             (
                 "eval_last",

@@ -51,6 +51,7 @@ class StandaloneModel:
     target: dict | None = None  # regression: the training target's mean and std (for ``describe``)
     conformal: dict | None = None  # ``conformal`` training: its coverage, quantile q and calibration rows
     profile: dict | None = None  # tabular: its training rows' column distributions, for ``drift`` (apfed.drift)
+    output_profile: dict | None = None  # its outputs on held-out rows, for ``drift`` (apfed.drift)
 
     @property
     def regression(self) -> bool:
@@ -157,18 +158,32 @@ class StandaloneModel:
         """How far rows ``X`` (as ``predict`` takes them; missing values as NaN) have moved from the training rows,
         column by column: each column's population stability index (``psi``; ``verdict`` stable below 0.1, moved
         to 0.25, shifted above), its training and new shares missing and, for a number, medians; the largest
-        first (``apfed.drift``). No labels needed: a check of new rows before trusting the predictions."""
-        from apfed.drift import compare
+        first (``apfed.drift``). Then the model's outputs on those rows against its outputs on rows held out from
+        training (``output``: True; ``rows``: the rows it could predict, those with no missing value it cannot fill):
+        its predicted classes' shares and its score, or its predicted values. No labels needed: a check of new rows
+        before trusting the predictions. An image model has its outputs only."""
+        from apfed.drift import compare, compare_outputs
 
-        if self.profile is None:
-            image = self.spec["kind"] == "image"
-            why = "an image model's pixels are no columns" if image else "trained by an earlier apfed"
+        if self.profile is None and self.output_profile is None:
+            why = "trained by an earlier apfed, or with profile=false"
             raise ApfedError(f"this model file keeps no profile of its training rows ({why}): nothing to compare")
-        X = self._feature_rows(X).reshape(len(X), -1)
-        if np.isinf(X).any():
-            r, c = np.argwhere(np.isinf(X))[0]
+        X = self._feature_rows(X)
+        flat = X.reshape(len(X), -1)
+        if np.isinf(flat).any():
+            r, c = np.argwhere(np.isinf(flat))[0]
             raise ApfedError(f"X holds infinite values (the first: row {r}, feature {c})")
-        return compare(self.profile, X)
+        rows = compare(self.profile, flat) if self.profile is not None else []
+        if self.output_profile is not None:
+            unfilled = np.ones(flat.shape[1], dtype=bool)
+            unfilled[self.preprocessor.missing] = False
+            complete = ~np.isnan(flat[:, unfilled]).any(1) if np.issubdtype(flat.dtype, np.floating) else None
+            ready = X if complete is None or complete.all() else X[complete]
+            if len(ready):
+                outputs = self._proba_of_features(torch.from_numpy(self.preprocessor(ready)))
+                rows += [
+                    r | {"rows": len(ready)} for r in compare_outputs(self.output_profile, outputs, self.regression)
+                ]
+        return rows
 
     def far_columns_note(self, X: np.ndarray) -> str | None:
         """A warning naming the numeric columns of raw feature rows ``X`` (rows x features) whose values lie far
@@ -380,6 +395,8 @@ class StandaloneModel:
             version = 4
         if self.profile:  # an older apfed reads the file and ignores it
             extras["profile"] = self.profile
+        if self.output_profile:
+            extras["output_profile"] = self.output_profile
         return {
             "format": FORMAT,
             "format_version": version,
@@ -463,6 +480,7 @@ class StandaloneModel:
             target=meta.get("target"),
             conformal=meta.get("conformal"),
             profile=meta.get("profile"),
+            output_profile=meta.get("output_profile"),
         )
 
     def describe(self) -> dict:
@@ -471,6 +489,8 @@ class StandaloneModel:
         out.pop("preprocessing")  # per-feature statistics: in the file, too long to show
         if profile := out.pop("profile", None):  # every column's deciles: as long
             out["profile_rows"] = profile["rows"]
+        if outputs := out.pop("output_profile", None):
+            out["output_profile_rows"] = {"rows": outputs["rows"], "source": outputs["source"]}
         if self.preprocessor.missing:
             names = self.columns or [f"feature {j}" for j in range(self.n_features)]
             out["fills_missing"] = [names[j] for j in self.preprocessor.missing]
@@ -618,6 +638,10 @@ def _check_metadata(meta: dict) -> None:
 
         ensure(spec["kind"] == "tabular", "'profile' is for a tabular model")
         check_profile(meta["profile"], n)
+    if "output_profile" in meta:
+        from apfed.drift import check_output_profile
+
+        check_output_profile(meta["output_profile"], names, meta.get("task") == "regression")
     if "encoding" in meta:
         ensure(isinstance(meta["encoding"], dict), "'encoding' is not a mapping")
         encoding = Encoding.from_json(meta["encoding"])

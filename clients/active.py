@@ -757,6 +757,23 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
         categorical = set(d.view.encoding.categories) if d.view.encoding else set()
         return profile(d.view.X[sample_rows(trained, self.cfg.seed)], groups, categorical, len(trained))
 
+    def _output_profile(self, model: StandaloneModel) -> dict | None:
+        """The profile of the standalone model's outputs (``apfed.drift.output_profile``) on rows it did not train on:
+        the test rows, else the validation rows; the training rows only when every row trained."""
+        from apfed.drift import output_profile, sample_rows
+
+        if not self.cfg.profile:
+            return None
+        test = np.concatenate([self.keep[self.split[1]], self.own_test])
+        val = np.concatenate([self.keep[self.val], self.own_val])
+        rows, source = (
+            (test, "test") if len(test) else (val, "validation") if len(val) else (self._trained_rows(), "training")
+        )
+        x = self.data.view.X[sample_rows(np.sort(rows), self.cfg.seed)]
+        outputs = model._proba_of_features(torch.from_numpy(model.preprocessor(x)))
+        positive = self.positive if len(self.data.class_names) == 2 and not self.regression else None
+        return output_profile(outputs, list(self.data.class_names), self.regression, source, len(rows), positive)
+
     def standalone_model(self, provenance: dict) -> StandaloneModel:
         """The active party's complete model, ready to save, load and predict with no passive. ``provenance``
         adds to (or overrides) what this party knows: the apfed version, when, its view, the passives' names and
@@ -789,7 +806,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             with torch.no_grad():
                 last.weight.mul_(self.target["std"])
                 last.bias.mul_(self.target["std"]).add_(self.target["mean"])
-        return StandaloneModel(
+        model = StandaloneModel(
             net=net,
             spec=self.spec,
             profile=self._profile(),
@@ -804,3 +821,5 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             target=self.target,
             conformal=self.conformal,
         )
+        model.output_profile = self._output_profile(model)
+        return model

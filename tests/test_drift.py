@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -157,13 +158,78 @@ def test_the_drift_command_flags_a_shift_and_fails_above_a_threshold(tmp_path):
     assert code != 0 and err.strip() == f"error: input file not found: {tmp_path / 'nope.csv'}"
 
 
-def test_an_image_model_has_no_columns_to_compare(tmp_path):
+def test_the_model_file_keeps_its_outputs_on_held_out_rows_and_drift_compares_new_rows_outputs(tmp_path):
+    active, passive = _frames(tmp_path)
+    ds = apfed.from_parties({"bank": active, "shop": passive}, log=lambda *_: None)
+    model = apfed.train(ds, 0, "apfed-c", epochs=3).model
+    out = model.output_profile
+    assert out["source"] == "test" and out["rows"] == len(ds.test_idx) and out["positive"] == 1  # "yes" is rarer
+    assert [c["column"] for c in out["columns"]] == ["predicted class", "P(yes)"]
+    m = StandaloneModel.load(model.save(tmp_path / "m.safetensors"))
+    assert m.output_profile == out and m.describe()["output_profile_rows"] == {"rows": 120, "source": "test"}
+    test = ds.views[0].X[ds.test_idx]
+    outputs = {r["column"]: r for r in m.drift(test) if r.get("output")}
+    assert all(r["psi"] < 1e-9 and r["rows"] == 120 for r in outputs.values())  # the very rows it was profiled on
+    richer = test.copy()
+    richer[:, 0] += 15  # incomes up by 1.5 SDs: the label follows income, so the model says "yes" far more often
+    richer[:20, 1] = np.nan  # age had no gap in training: those rows cannot be predicted, their columns still count
+    outputs = {r["column"]: r for r in m.drift(richer) if r.get("output")}
+    assert outputs["P(yes)"]["verdict"] == "shifted" and outputs["P(yes)"]["new_median"] > out["columns"][1]["median"]
+    assert outputs["predicted class"]["psi"] > 0.1 and outputs["P(yes)"]["rows"] == 100
+    every = apfed.from_parties({"bank": active, "shop": passive}, test_size=0, log=lambda *_: None)
+    held = apfed.train(every, 0, "local", epochs=1, validation=0.25).model.output_profile
+    assert held["source"] == "validation" and held["rows"] == 150
+    assert apfed.train(every, 0, "local", epochs=1).model.output_profile["source"] == "training"
+    regression = apfed.from_parties(
+        {"bank": {**active, "label": active["income"] * 2.0}, "shop": passive}, task="regression", log=lambda *_: None
+    )
+    reg = apfed.train(regression, 0, "local", epochs=2).model
+    assert [c["column"] for c in reg.output_profile["columns"]] == ["prediction"]
+    assert StandaloneModel.load(reg.save(tmp_path / "r.safetensors")).output_profile == reg.output_profile
+
+
+def test_a_tampered_output_profile_is_a_malformed_model_file(tmp_path):
+    import safetensors.torch
+
+    active, passive = _frames(tmp_path)
+    model = apfed.train(apfed.from_parties({"bank": active, "shop": passive}), 0, "local", epochs=1).model
+    tensors = {k: v.contiguous() for k, v in model.net.state_dict().items()}
+    for change, why in (
+        (lambda o: o.update(source="somewhere"), "'output_profile' has no source of its rows"),
+        (lambda o: o["columns"].reverse(), "'output_profile' does not profile this model's outputs"),
+        (lambda o: o["columns"][1].update(feature=7), "'output_profile' column 'P(yes)' is malformed"),
+    ):
+        meta = json.loads(json.dumps(model.metadata()))  # a copy: the model's own profile stays as it was
+        change(meta["output_profile"])
+        safetensors.torch.save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={"apfed": json.dumps(meta)})
+        with pytest.raises(ApfedError, match=re.escape(f"malformed apfed model file: {why}")):
+            StandaloneModel.load(tmp_path / "bad.safetensors")
+
+
+def test_an_image_model_compares_its_outputs(tmp_path):
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (60, 1, 8, 8), dtype=np.uint8)
-    ds = apfed.from_arrays({"top": images, "bottom": images[:, :, ::-1]}, np.arange(60) % 2)
-    model = apfed.train(ds, 0, "local", epochs=1).model
-    assert model.profile is None
+    labels = np.arange(200) % 2
+    images = (rng.integers(0, 100, (200, 1, 8, 8)) + 120 * labels[:, None, None, None]).astype(np.uint8)
+    ds = apfed.from_arrays({"top": images, "bottom": images[:, :, ::-1]}, labels)
+    model = apfed.train(ds, 0, "local", epochs=5).model
+    assert model.profile is None and model.output_profile["source"] == "test"
     model.save(tmp_path / "img.safetensors")
-    np.savez(tmp_path / "x.npz", X=images[:5].reshape(5, -1).astype(np.float32))
-    code, _, err = run_cli("drift", "--model", tmp_path / "img.safetensors", "--input", tmp_path / "x.npz")
-    assert code != 0 and "drift compares columns, for tabular models" in err
+    np.savez(tmp_path / "same.npz", X=images[ds.test_idx].reshape(40, -1).astype(np.float32))
+    dark = images[ds.test_idx] // 4  # every image darker: the model sees the dim class everywhere
+    np.savez(tmp_path / "dark.npz", X=dark.reshape(40, -1).astype(np.float32))
+    code, out, err = run_cli("drift", "--model", tmp_path / "img.safetensors", "--input", tmp_path / "same.npz")
+    assert code == 0, err
+    assert "the model's outputs on 40 rows against its test rows (40): largest PSI 0.000 (stable)" in out, out
+    assert "columns against the training rows" not in out
+    cmd = ("drift", "--model", tmp_path / "img.safetensors", "--input", tmp_path / "dark.npz", "--fail-above", "0.25")
+    code, out, err = run_cli(*cmd)
+    assert code == 1 and "drift: the model's output 'P(1)' has PSI" in err and "chance alone reads" in err, out + err
+    report = json.loads(run_cli(*cmd[:5], "--json")[1])
+    assert "columns" not in report and report["outputs"]["reference"] == "test"
+    predicted = next(c for c in report["outputs"]["columns"] if c["column"] == "predicted class")
+    assert predicted["verdict"] == "shifted" and predicted["new_share"] == pytest.approx(1.0)
+    bare = apfed.train(ds, 0, "local", epochs=1, profile=False).model
+    assert bare.output_profile is None
+    bare.save(tmp_path / "bare.safetensors")
+    code, _, err = run_cli("drift", "--model", tmp_path / "bare.safetensors", "--input", tmp_path / "same.npz")
+    assert code != 0 and "keeps no profile of its training rows" in err

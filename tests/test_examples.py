@@ -109,5 +109,6 @@ def test_over_time_tests_the_latest_rows_checks_new_customers_and_scores_them_by
     # the new quarter's incomes rose and are more often missing: drift names income, and only income
     assert re.search(r"│ income\s+│ 0\.19\d │ moved", p.stdout), p.stdout[-4000:]
     assert "600 rows against 3,228 training rows: 0 column(s) shifted (PSI > 0.25), 1 moved" in p.stdout
+    assert "the model's outputs on 600 rows against its test rows (731): largest PSI" in p.stdout  # its outputs too
     assert "[2025-01-01, 2025-01-31)" in p.stdout and "[2025-03-03, 2025-03-31]" in p.stdout  # score by period
     assert "note: 1 column(s) of these rows moved from the training rows (PSI income 0.19)" in p.stderr  # score

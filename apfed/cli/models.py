@@ -422,7 +422,7 @@ def _drift_note(m, X: np.ndarray) -> str | None:
 
     if m.profile is None or not len(X) or chance_level(len(X), m.profile["rows"]) >= NOISY:
         return None
-    moved = [r for r in m.drift(X) if r["verdict"] != "stable"]
+    moved = [r for r in m.drift(X) if r["verdict"] != "stable" and not r.get("output")]
     if not moved:
         return None
     shown = ", ".join(f"{r['column']} {r['psi']:.2f}" for r in moved[:5]) + (" ..." if len(moved) > 5 else "")
@@ -586,45 +586,71 @@ def drift(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every column's figures as JSON.")] = False,
 ):
-    """Have new rows moved from the training rows? Each column's population stability index (PSI), no labels needed."""
+    """Have new rows, or the model's outputs on them, moved from training? Population stability indexes, no labels.
+
+    Each column's PSI against the training rows, and the model's outputs' against its outputs on its test rows."""
     import json
 
     from apfed.drift import MOVED, NOISY, SHIFTED, chance_level
     from apfed.standalone import StandaloneModel
 
     m = StandaloneModel.load(model)
-    if m.spec["kind"] != "tabular":
-        raise ConfigError("drift compares columns, for tabular models (an image strip's pixels are no columns)")
-    if m.profile is None:
+    if m.profile is None and m.output_profile is None:
         raise ConfigError(
-            f"{model} keeps no profile of its training rows (trained by an earlier apfed); train it again to compare"
+            f"{model} keeps no profile of its training rows (trained by an earlier apfed, or with profile=false); train"
+            " it again to compare"
         )
     _, X = _read_input(input, m, id_column, complete=False)
     rows = m.drift(X)
-    shifted = [r for r in rows if r["verdict"] == "shifted"]
-    moved = [r for r in rows if r["verdict"] == "moved"]
-    chance = chance_level(len(X), m.profile["rows"])
+    columns = [r for r in rows if not r.get("output")]
+    outputs = [r for r in rows if r.get("output")]
+    out_ref = m.output_profile or {}
+    predicted = outputs[0]["rows"] if outputs else 0
+    chance = chance_level(len(X), m.profile["rows"]) if m.profile else None
+    out_chance = chance_level(predicted, out_ref["rows"]) if outputs else None
     if as_json:
-        report = {"rows": len(X), "training_rows": m.profile["rows"], "chance_level": chance, "columns": rows}
+        report: dict = {"rows": len(X)}
+        if m.profile:
+            report |= {"training_rows": m.profile["rows"], "chance_level": chance, "columns": columns}
+        if m.output_profile:
+            report["outputs"] = {"reference": out_ref["source"], "reference_rows": out_ref["rows"]}
+            report["outputs"] |= {"rows": predicted, "chance_level": out_chance, "columns": outputs}
         typer.echo(json.dumps(report, indent=1))
     else:
         from apfed.report import drift_table, table_console
 
-        names = m.encoding.categories if m.encoding else {}
-        table_console().print(drift_table(rows, names))
-        typer.echo(
-            f"{len(X):,} rows against {m.profile['rows']:,} training rows: {len(shifted)} column(s) shifted (PSI >"
-            f" {SHIFTED}), {len(moved)} moved ({MOVED}-{SHIFTED}), {len(rows) - len(shifted) - len(moved)} stable;"
-            f" rows drawn like the training rows would read about {chance:.3f} by chance"
-        )
-        if chance >= NOISY:
+        console = table_console()
+        if m.profile:
+            names = m.encoding.categories if m.encoding else {}
+            console.print(drift_table(columns, names))
+            shifted = sum(r["verdict"] == "shifted" for r in columns)
+            moved = sum(r["verdict"] == "moved" for r in columns)
             typer.echo(
-                f"note: over {len(X):,} rows chance alone reads about {chance:.2f}, so some columns read 'moved' by"
-                " chance: compare more rows",
+                f"{len(X):,} rows against {m.profile['rows']:,} training rows: {shifted} column(s) shifted (PSI >"
+                f" {SHIFTED}), {moved} moved ({MOVED}-{SHIFTED}), {len(columns) - shifted - moved} stable;"
+                f" rows drawn like the training rows would read about {chance:.3f} by chance"
+            )
+        if outputs:
+            console.print(drift_table(outputs, {"predicted class": m.class_names}, outputs=out_ref["source"]))
+            left = f" ({len(X) - predicted:,} rows lack a value the model cannot fill)" if predicted < len(X) else ""
+            typer.echo(
+                f"the model's outputs on {predicted:,} rows{left} against its {out_ref['source']} rows"
+                f" ({out_ref['rows']:,}): largest PSI {outputs[0]['psi']:.3f} ({outputs[0]['verdict']}); rows drawn"
+                f" like those would read about {out_chance:.3f} by chance"
+            )
+        elif m.output_profile:
+            typer.echo("no row has every value the model needs: its outputs are not compared", err=True)
+        if max(chance or 0, out_chance or 0) >= NOISY:
+            level = max(chance or 0, out_chance or 0)
+            typer.echo(
+                f"note: over {len(X):,} rows chance alone reads about {level:.2f}, so some columns or outputs read"
+                " 'moved' by chance: compare more rows",
                 err=True,
             )
-    if fail_above is not None and rows and rows[0]["psi"] > fail_above:
-        typer.echo(f"drift: {rows[0]['column']!r} has PSI {rows[0]['psi']:.3f}, above {fail_above:g}", err=True)
+    worst = max(rows, key=lambda r: r["psi"]) if rows else None
+    if fail_above is not None and worst and worst["psi"] > fail_above:
+        what = "the model's output" if worst.get("output") else "column"
+        typer.echo(f"drift: {what} {worst['column']!r} has PSI {worst['psi']:.3f}, above {fail_above:g}", err=True)
         raise typer.Exit(1)
 
 
@@ -754,6 +780,11 @@ def _model_summary(d: dict) -> dict[str, str]:
         lines["conformal"] = f"{c['coverage'] * 100:g} % {what} (from {c['rows']:,} validation rows{held})"
     if d.get("profile_rows"):
         lines["profile"] = f"the columns of {d['profile_rows']:,} training rows (apfed drift compares new rows with it)"
+    if out := d.get("output_profile_rows"):
+        lines["outputs"] = (
+            f"its outputs on {out['rows']:,} {out['source']} rows (apfed drift compares its outputs on new rows"
+            " with them)"
+        )
     if "passives" in p:
         names = ", ".join(p["passives"]) or "none"
         lines["trained with"] = f"{len(p['passives'])} passive(s): {names}"
