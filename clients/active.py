@@ -529,7 +529,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
                 arrays.update(
                     {
                         "prev_idx": prev_idx,
-                        "prev_grad": to_wire(prev_grad, self.cfg.payload),
+                        "prev_grad": to_wire(self.dp.gradient(prev_grad), self.cfg.payload),
                         **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
                     }
                 )
@@ -720,7 +720,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
                         "sizes": torch.zeros(0, dtype=torch.int64),
                         "progress": np.zeros(0),
                         "prev_idx": prev_idx,
-                        "prev_grad": to_wire(prev_grad, self.cfg.payload),
+                        "prev_grad": to_wire(self.dp.gradient(prev_grad), self.cfg.payload),
                         **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
                     },
                     {},

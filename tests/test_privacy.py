@@ -45,15 +45,18 @@ def test_every_sent_row_is_clipped_and_noised_on_the_wire():
     plain_rec, dp_rec = [], []
     run(ds, 0, base, record=plain_rec)
     run(ds, 0, dataclasses.replace(base, dp_clip=clip, dp_noise=0.0), record=dp_rec)
-    sent = {"act": [], "emb": []}
+    # embeddings both ways; gradients both ways: the passive's of the active's embedding, the active's of the
+    # passive's (until 2026-12-05 the active party sent that one unclipped and unnoised: `apfed leakage` showed it)
+    sent = {"act": [], "emb": [], "grad": [], "prev_grad": []}
     for data in dp_rec:
         msg = decode(data)
         for k in sent:
             if k in msg.arrays and len(msg.arrays[k]):
                 sent[k].append(np.linalg.norm(msg.arrays[k].reshape(len(msg.arrays[k]), -1), axis=1))
-    assert sent["act"] and sent["emb"]
+    assert all(sent.values())
     for k, norms in sent.items():
-        assert np.concatenate(norms).max() <= clip * (1 + 1e-5), k
+        bound = clip / base.batch_size if "grad" in k else clip
+        assert np.concatenate(norms).max() <= bound * (1 + 1e-5), k
     plain_norms = [
         np.linalg.norm(decode(d).arrays["act"], axis=1).max() for d in plain_rec if "act" in decode(d).arrays
     ]
