@@ -861,3 +861,85 @@ def group_table(by: dict, regression: bool):
             escape(g["value"]), f"{g['rows']:,}", *cells, *([num(g["conformal_coverage"], ".1f")] if held else [])
         )
     return t
+
+
+LEAKAGE_HEADER = [
+    "method",
+    "test acc.",
+    "passive",
+    "labels: chance",
+    "its own features",
+    "its trained encoder",
+    "what it received",
+    "features R²: active's own",
+    "what it sent",
+]
+
+
+def leakage_rows(report: dict) -> list[list[str]]:
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f}"
+
+    def r2(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    rows = []
+    for run in report["runs"]:
+        acc = run["test"].get("accuracy")
+        for p in run["passives"]:
+            lab, feat = p["labels"], p["features"]
+            rows.append(
+                [
+                    run["method"],
+                    pct(acc),
+                    p["passive"],
+                    pct(lab["chance"]),
+                    pct(lab["own_features"]),
+                    pct(lab["own_encoder"]),
+                    pct(lab["received"]) + _epoch(lab["received_epoch"]),
+                    r2(feat["active_features"]),
+                    r2(feat["received"]) + _epoch(feat["received_epoch"]),
+                ]
+            )
+    return rows
+
+
+def _epoch(epoch: int | None) -> str:
+    return "" if epoch is None else f" ({epoch})"
+
+
+def leakage_caption(report: dict) -> str:
+    """What ``apfed leakage``'s figures are."""
+    dp = report["dp"]
+    noise = f"DP clip {dp['clip']:g}, noise {dp['noise']:g}" if dp["clip"] else "no DP noise"
+    return (
+        f"{report['dataset']}, active view {report['active_view']}, {report['epochs']} epochs, seed {report['seed']},"
+        f" {noise}. Labels: the accuracy (%) with which the passive labels the training rows it was sent, from"
+        f" {report['known_labels_per_class']} known labels per class (logistic regression), with its own features,"
+        " its encoder as the run trained it, or what the active party sent it. Features: the R² with which the active"
+        f" party predicts the passive's features on the training rows, knowing them on {report['known_rows']:.0%} of"
+        " the rows (ridge regression), from its own features or from what the passive sent it. What was sent is that"
+        " of the first, the middle or the last epoch, whichever served the attack best (in brackets). A figure above"
+        " the one from the party's own data is what the run let it learn."
+    )
+
+
+def leakage_table(report: dict):
+    """``apfed leakage``'s console table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="what each party could infer from the run", caption=leakage_caption(report))
+    for i, name in enumerate(LEAKAGE_HEADER):
+        t.add_column(name, justify="left" if i in (0, 2) else "right")
+    for row in leakage_rows(report):
+        t.add_row(*map(escape, row))
+    return t
+
+
+def leakage_markdown(report: dict) -> str:
+    """``apfed leakage``'s report as markdown: the table, what it measures, and the command."""
+    lines = ["# What each party could infer from the run", "", f"`{report['command']}`", ""]
+    lines += ["| " + " | ".join(LEAKAGE_HEADER) + " |", "|---" * len(LEAKAGE_HEADER) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in leakage_rows(report)]
+    return "\n".join([*lines, "", leakage_caption(report), ""])

@@ -5,7 +5,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = {"api", "runner", "evaluate", "report", "speed", "bench", "bench_goals"}  # apfed's top layer, with apfed/cli/
+TOP = {
+    "api",
+    "runner",
+    "evaluate",
+    "report",
+    "speed",
+    "bench",
+    "bench_goals",
+    "leakage",
+}  # apfed's top layer, with apfed/cli/
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,7 +1,7 @@
 """The ``apfed`` command line. Each command lives in the module of its kind (``training``: evaluate, train,
-simulate; ``models``: predict, score, export, info; ``tools``: bench, settings; ``deployment``: certs, nodekey,
-worker, keygen, audit, preflight), all on the one Typer app of ``common``; ``main`` turns a user's mistake into
-one line and an exit code."""
+simulate; ``models``: predict, score, drift, export, info; ``tools``: bench, settings; ``leakage``; ``deployment``:
+certs, nodekey, worker, keygen, audit, preflight), all on the one Typer app of ``common``; ``main`` turns a user's
+mistake into one line and an exit code."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ from protocols.errors import ProtocolError
 
 __all__ = ["app", "main"]
 
-for _module in ("training", "models", "tools", "deployment"):  # each registers its commands; --help lists them so
+for _module in (
+    "training",
+    "models",
+    "tools",
+    "leakage",
+    "deployment",
+):  # each registers its commands; --help lists them so
     importlib.import_module(f"apfed.cli.{_module}")
 
 
