@@ -108,6 +108,7 @@ def evaluate(
     command: str | None = None,
     resplit: bool = False,
     folds: int = 0,
+    window: int = 0,
 ) -> dict:
     """Train each method with seeds 0..seeds-1 in-process; return (and write to ``out``) the report. A method may
     carry its own settings, ``"apfed-c[lam=0.5]"`` (``apfed.config.method_variant``): it is a row of its own. With
@@ -117,7 +118,9 @@ def evaluate(
     seed s >= 1 also splits the labelled rows again (``apfed.data.splits.resplit``; seed 0 keeps the data's own
     split), so the spread over seeds includes the split's; each method's seed s is tested on the same rows.
     ``folds`` (= ``seeds``): cross-validation, seed s tests the s-th of ``folds`` stratified folds of the labelled
-    rows (``apfed.data.splits.fold``), so every labelled row is tested once per method."""
+    rows (``apfed.data.splits.fold``), so every labelled row is tested once per method; with a time column, seed s
+    tests the (s + 1)-th period in time (``apfed.data.splits.time_fold``), trained on every earlier one or, with
+    ``window``, on the ``window`` periods just before it."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -135,8 +138,11 @@ def evaluate(
         raise ConfigError("cross-validation runs one seed per fold: give folds alone, not with seeds or resplit")
     try:
         if folds:
-            by = time_fold if ds.times is not None else fold
-            splits = [by(ds, s, folds) for s in range(folds)]
+            if window and ds.times is None:
+                raise ConfigError("--window slides over periods in time: give --time-column with --folds")
+            splits = [
+                time_fold(ds, s, folds, window) if ds.times is not None else fold(ds, s, folds) for s in range(folds)
+            ]
         else:
             splits = [resplit_rows(ds, s) if resplit and s else ds for s in range(seeds)]
     except DataError as e:  # the partial-overlap study keeps its split, too few rows for the folds: wrong options
@@ -220,7 +226,8 @@ def evaluate(
         "seeds": seeds,
         "split": (
             f"{folds} folds in time by {ds.notes['test_split']['time_column']!r} (fold k tests period k + 1 of"
-            f" {folds + 1} of about equal rows, trained on the periods before it)"
+            f" {folds + 1} of about equal rows, trained on"
+            f" {f'the {window} period(s) just before it' if window else 'every period before it'})"
             if folds and ds.times is not None
             else f"{folds}-fold cross-validation (seed s tests fold s)"
             if folds
@@ -234,6 +241,7 @@ def evaluate(
         **({"fold_periods": [d.notes["fold_period"] for d in splits]} if folds and ds.times is not None else {}),
         "resplit": resplit,
         "folds": folds,
+        **({"window": window} if window else {}),
         "device": cfg.device,
         "eval_last": cfg.eval_last,
         "config": cfg.to_dict(),

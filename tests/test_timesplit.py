@@ -198,6 +198,15 @@ def test_folds_in_time_test_each_later_period_trained_on_the_past_only(tmp_path)
         tested.append((min(test), max(test)))
         assert len(train) == 54 * (k + 1)  # every labelled row before the period, and none after it
     assert tested[0][1] < tested[1][0] and tested[1][1] < tested[2][0]
+    for k in range(3):  # a sliding window of one period: the one just before the tested one trains, alone
+        f = time_fold(ds, k, 3, window=1)
+        train = [index[i] for i in f.ids[f.train_idx]]
+        test = [index[i] for i in f.ids[f.test_idx]]
+        assert len(train) == 54 and max(train) < min(test)
+        assert k == 0 or (min(train), max(train)) == tested[k - 1]  # the period the fold before tested
+        assert (min(test), max(test)) == tested[k]
+    code, _, err = run_cli("evaluate", "--data", files[0], "--data", files[1], "--folds", "3", "--window", "1")
+    assert code == 2 and "--window slides over periods in time" in err
     code, out, err = run_cli(
         "evaluate",
         "--data",
@@ -282,3 +291,16 @@ def test_a_few_dates_read_as_categories_are_named_in_a_warning(tmp_path):
     lines.clear()
     apfed.load_dataset(data=[tmp_path / "a.csv"], log=lines.append, time_column="month")
     assert not any("holds dates" in x for x in lines)
+
+
+def test_a_sliding_window_of_folds_in_time_trains_on_the_latest_periods_only(tmp_path):
+    files, _ = _files(tmp_path)
+    args = ["--data", files[0], "--data", files[1], "--time-column", "opened", "--folds", "3", "--methods", "local"]
+    code, out, err = run_cli("evaluate", *args, "--window", "1", "--epochs", "1", "--out", tmp_path / "ev")
+    assert code == 0, err
+    report = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert report["window"] == 1 and "trained on the 1 period(s) just before it" in report["split"]
+    periods = report["fold_periods"]
+    # each fold's training rows start after the previous fold's began: the earlier periods no longer train
+    assert all(periods[k]["train_from"] > periods[k - 1]["train_from"] for k in (1, 2))
+    assert all(periods[k]["train_until"] < periods[k]["test_from"] for k in range(3))

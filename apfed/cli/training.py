@@ -131,6 +131,14 @@ def evaluate(
             " on fold s (K runs per method; every labelled row tested once).",
         ),
     ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --folds K and --time-column: each fold trains on the W periods just before the one it tests (a"
+            " sliding window), not on every earlier one.",
+        ),
+    ] = None,
 ):
     """Compare methods on one dataset; write results.json, results.md and results.png to --out."""
     from apfed.config import parse_method_list
@@ -176,6 +184,8 @@ def evaluate(
             f"{what} cannot go with {study}: such a study draws its rows (the passives', or those that keep a label)"
             " from one split"
         )
+    if window is not None and (folds is None or time_column is None):
+        raise ConfigError("--window slides over periods in time: give it with --folds K and --time-column")
     seeds = folds or seeds or 3
     _output_dir(out)
     from apfed.evaluate import evaluate as run_eval
@@ -201,7 +211,7 @@ def evaluate(
     safety = _safety(encrypt, on_bad_message, None)
     command = shlex.join(["apfed", *sys.argv[1:]])
     options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command, "resplit": resplit}
-    options["folds"] = folds or 0
+    options["folds"], options["window"] = folds or 0, window or 0
     run_eval(ds, a, chosen, seeds, cfg, out, preset, **options)
 
 

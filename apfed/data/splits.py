@@ -249,11 +249,12 @@ def fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
     return _with_split(ds, rows, train, test)
 
 
-def time_fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
+def time_fold(ds: MultiViewDataset, k: int, folds: int, window: int = 0) -> MultiViewDataset:
     """``ds`` (split out of time: ``ds.times``) whose test rows are the ``k + 1``-th of ``folds + 1`` periods of
     about equal labelled rows, in time, and whose training rows are every labelled row before that period (an
     expanding window, ``apfed evaluate --folds`` with ``--time-column``): each fold tests a later period, trained
-    only on the past, and no fold trains on a row later than those it tests."""
+    only on the past, and no fold trains on a row later than those it tests. ``window`` (``--window``): only the
+    ``window`` periods just before the tested one train (a sliding window); the earlier rows are in neither part."""
     if ds.times is None:
         raise DataError("folds in time need the rows' times (--time-column)")
     if folds < 2:
@@ -265,14 +266,15 @@ def time_fold(ds: MultiViewDataset, k: int, folds: int) -> MultiViewDataset:
     order, n = np.sort(times), len(times)
     bounds = [order[(j * n) // (folds + 1)] for j in range(1, folds + 1)] + [np.inf]
     lo, hi = bounds[k], bounds[k + 1]
-    train, test = np.flatnonzero(times < lo), np.flatnonzero((times >= lo) & (times < hi))
+    start = bounds[k - window] if window and k - window >= 0 else -np.inf
+    train, test = np.flatnonzero((times >= start) & (times < lo)), np.flatnonzero((times >= lo) & (times < hi))
     if not len(train) or not len(test):
         raise DataError(
             f"fold {k + 1} of {folds} in time has no {'test' if len(train) else 'training'} row: too many rows share"
             " a time, or too few rows for that many folds"
         )
     when = Times("", times, ds.notes.get("test_split", {}).get("kind", "number")).text
-    period = {"train_from": when(order[0]), "train_until": when(times[train].max())}
+    period = {"train_from": when(times[train].min()), "train_until": when(times[train].max())}
     period |= {"test_from": when(times[test].min()), "test_until": when(times[test].max())}
     out = replace(_with_split(ds, rows, train, test), notes={**ds.notes, "fold_period": period})
     if u is not None:  # the rows no passive holds after the period tested: in neither part (_with_split trains them)
