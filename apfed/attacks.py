@@ -63,7 +63,7 @@ def feature_attack(vectors: np.ndarray, targets: np.ndarray, known: np.ndarray) 
     if not y.shape[1]:
         return 0.0
     model = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x[known], y[known])
-    residual = y[~known] - model.predict(x[~known])
+    residual = y[~known] - model.predict(x[~known]).reshape(-1, y.shape[1])  # one target: sklearn gives 1-D
     total = y[~known] - y[known].mean(0)
     return float(1 - (residual**2).sum() / max((total**2).sum(), 1e-12))
 

@@ -101,9 +101,9 @@ def audit(
 ) -> dict:
     """Train ``cfg.method`` on ``ds`` in-process, then attack what crossed: for each passive, how well it labels the
     training rows from ``per_class`` known labels per class with its own features, its trained encoder or what it
-    received, and how well the active party predicts that passive's features from ``share`` of its rows with its
-    own features or with what it received (of the epoch that served each attack best). Returns the figures and the
-    run's test metrics."""
+    received (a regression: the R² of the target from ``share`` of the rows' targets), and how well the active party
+    predicts that passive's features from ``share`` of its rows with its own features or with what it received (of
+    the epoch that served each attack best). Returns the figures and the run's test metrics."""
     from apfed.runner import build_clients, in_process_passives
 
     if cfg.method in ("local", "centralized"):
@@ -122,12 +122,12 @@ def audit(
     final = client.final_metrics()
     keep, train = np.asarray(client.keep), np.asarray(client.split[0])
     labels_all = np.asarray(client.data.labels)[keep]
-    if labels_all.dtype.kind == "f":
-        raise DataError("the label attack is for classification; this dataset's labels are numbers (a regression)")
+    regression = labels_all.dtype.kind == "f"  # a regression's target: the label attack is a ridge regression too
+    labelled = ~np.isnan(labels_all) if regression else labels_all >= 0
     names = [v.name for i, v in enumerate(ds.views) if i != active]
     out = []
     for name, party, p in zip(names, client.names, in_process_passives(client), strict=True):
-        rows = train[(labels_all[train] >= 0) & tap.rows_seen(party, TO_PASSIVE + TO_ACTIVE)[train]]
+        rows = train[labelled[train] & tap.rows_seen(party, TO_PASSIVE + TO_ACTIVE)[train]]
         if len(rows) < 20:
             raise DataError(f"{name}: too few training rows crossed the boundary to attack ({len(rows)})")
         labels = labels_all[rows]
@@ -136,17 +136,28 @@ def audit(
         if "encoder" in p.learner.modules:  # an APFed-R passive trains a decoder only
             with torch.no_grad():
                 encoder = p.learner.embed(torch.as_tensor(rows, device=cfg.device)).float().cpu().numpy()
-        known = known_per_class(labels, per_class, cfg.seed)
+        known_rows = known_share(len(rows), share, cfg.seed)
+        if regression:  # R² of the target from the known rows' targets, as the feature attack's
+            known, chance = known_rows, 0.0
+
+            def attack(v, known=known_rows, y=labels[:, None]):
+                return feature_attack(v, y, known)
+        else:
+            known = known_per_class(labels, per_class, cfg.seed)
+            chance = majority_share(labels, known)
+
+            def attack(v, known=known, y=labels):
+                return label_attack(v, y, known)
+
         got, got_names = tap.received(party, TO_PASSIVE, rows)
         label = {
-            "chance": majority_share(labels, known),
-            "own_features": label_attack(own, labels, known),
-            "own_encoder": label_attack(encoder, labels, known) if encoder is not None else None,
+            "chance": chance,
+            "own_features": attack(own),
+            "own_encoder": attack(encoder) if encoder is not None else None,
         }
-        label["received"], label["received_epoch"] = _best({e: label_attack(v, labels, known) for e, v in got.items()})
+        label["received"], label["received_epoch"] = _best({e: attack(v) for e, v in got.items()})
         mine = _flat(client.data.view.X[keep[rows]])
         sent, sent_names = tap.received(party, TO_ACTIVE, rows)
-        known_rows = known_share(len(rows), share, cfg.seed)
         features = {"active_features": feature_attack(mine, own, known_rows)}
         features["received"], features["received_epoch"] = _best(
             {e: feature_attack(v, own, known_rows) for e, v in sent.items()}
@@ -162,7 +173,12 @@ def audit(
             }
         )
     client.finish()
-    return {"method": cfg.method, "test": final, "passives": out}
+    return {
+        "method": cfg.method,
+        "task": "regression" if regression else "classification",
+        "test": final,
+        "passives": out,
+    }
 
 
 def _best(by_epoch: dict[int, float]) -> tuple[float | None, int | None]:

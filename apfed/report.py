@@ -865,7 +865,7 @@ def group_table(by: dict, regression: bool):
 
 LEAKAGE_HEADER = [
     "method",
-    "test acc.",
+    "test acc. (R²)",
     "passive",
     "labels: chance",
     "its own features",
@@ -885,18 +885,20 @@ def leakage_rows(report: dict) -> list[list[str]]:
 
     rows = []
     for run in report["runs"]:
-        acc = run["test"].get("accuracy")
+        regression = run.get("task") == "regression"
+        score = r2 if regression else pct
+        test = r2(run["test"].get("r2")) if regression else pct(run["test"].get("accuracy"))
         for p in run["passives"]:
             lab, feat = p["labels"], p["features"]
             rows.append(
                 [
                     run["method"],
-                    pct(acc),
+                    test,
                     p["passive"],
-                    pct(lab["chance"]),
-                    pct(lab["own_features"]),
-                    pct(lab["own_encoder"]),
-                    pct(lab["received"]) + _epoch(lab["received_epoch"]),
+                    score(lab["chance"]),
+                    score(lab["own_features"]),
+                    score(lab["own_encoder"]),
+                    score(lab["received"]) + _epoch(lab["received_epoch"]),
                     r2(feat["active_features"]),
                     r2(feat["received"]) + _epoch(feat["received_epoch"]),
                 ]
@@ -915,7 +917,8 @@ def leakage_caption(report: dict) -> str:
     return (
         f"{report['dataset']}, active view {report['active_view']}, {report['epochs']} epochs, seed {report['seed']},"
         f" {noise}. Labels: the accuracy (%) with which the passive labels the training rows it was sent, from"
-        f" {report['known_labels_per_class']} known labels per class (logistic regression), with its own features,"
+        f" {report['known_labels_per_class']} known labels per class (logistic regression; a regression's target: the"
+        f" R² from the targets of {report['known_rows']:.0%} of the rows, ridge regression), with its own features,"
         " its encoder as the run trained it, or what the active party sent it. Features: the R² with which the active"
         f" party predicts the passive's features on the training rows, knowing them on {report['known_rows']:.0%} of"
         " the rows (ridge regression), from its own features or from what the passive sent it. What was sent is that"

@@ -32,6 +32,7 @@ def test_the_feature_attack_gives_the_share_of_the_features_it_explains():
     known = known_share(2000, 0.1, seed=0)
     assert known.sum() == 200
     assert feature_attack(x, targets, known) > 0.95
+    assert feature_attack(x, targets[:, :1], known) > 0.95  # one feature: sklearn predicts it as a 1-D array
     assert abs(feature_attack(rng.normal(size=(2000, 8)), targets, known)) < 0.05
     half = np.column_stack([x[:, :1], rng.normal(size=(2000, 1))])  # one of the three sources of the targets
     assert 0.1 < feature_attack(half, targets, known) < 0.7
@@ -70,3 +71,21 @@ def test_the_command_writes_its_report_and_refuses_methods_that_send_nothing(tmp
     assert code == 2 and err.strip().startswith("error: --methods takes apfed-r") and "not 'local'" in err
     with pytest.raises(ConfigError, match="sends no message"):
         audit(*apfed.load_dataset("digits"), make_config("default", method="local", epochs=1))
+
+
+def test_a_regression_s_target_is_attacked_by_its_r2():
+    rng = np.random.default_rng(3)
+    n = 400
+    a, b = rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
+    target = a[:, 0] + 2 * b[:, 0] + rng.normal(0, 0.1, n)
+    ids = [f"p{i}" for i in range(n)]
+    parties = {
+        "clinic": {"id": ids, **{f"a{j}": a[:, j] for j in range(3)}, "label": target},
+        "lab": {"id": ids, **{f"b{j}": b[:, j] for j in range(3)}},
+    }
+    ds = apfed.from_parties(parties, task="regression", log=lambda *_: None)
+    run = audit(ds, 0, make_config("default", method="tvfl", epochs=3))
+    [p] = run["passives"]
+    assert run["task"] == "regression" and p["labels"]["chance"] == 0.0
+    # the lab's own column b0 explains about 4/5 of the target's variance; the gradients it receives, more
+    assert 0.5 < p["labels"]["own_features"] < 0.95 and p["labels"]["received"] > 0.3

@@ -24,6 +24,7 @@ from apfed.cli.common import (
     LabelColumn,
     Passives,
     Preset,
+    Task,
     TestFraction,
     Views,
     _check_data_options,
@@ -48,6 +49,7 @@ def leakage(
     data_dir: DataDir = None,
     id_column: IdColumn = "id",
     label_column: LabelColumn = "label",
+    task: Task = "classification",
     methods: Annotated[
         str,
         typer.Option(help="Comma-separated methods that exchange messages: apfed-r, apfed-c, apfed-m, apfed-kd, tvfl."),
@@ -59,7 +61,11 @@ def leakage(
     dp_clip: DpClip = None,
     dp_noise: DpNoise = None,
     known_labels: Annotated[
-        int, typer.Option(min=1, help="Labels per class that the attacking passive knows (of training rows).")
+        int,
+        typer.Option(
+            min=1,
+            help="Labels per class that the attacking passive knows (of training rows); a regression's: --known-rows.",
+        ),
     ] = 4,
     known_rows: Annotated[
         float,
@@ -90,7 +96,9 @@ def leakage(
     from apfed.leakage import audit
     from apfed.report import leakage_markdown, leakage_table
 
-    ds, a = _dataset(dataset, views, active, data, data_dir, id_column, label_column, passives, None, test_fraction)
+    ds, a = _dataset(
+        dataset, views, active, data, data_dir, id_column, label_column, passives, None, test_fraction, None, task
+    )
     cfgs = [replace(base, method=m).validate() for m in chosen]
     for cfg in cfgs:
         check_run(ds, a, cfg)
