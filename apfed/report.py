@@ -865,7 +865,7 @@ def group_table(by: dict, regression: bool):
 
 LEAKAGE_HEADER = [
     "method",
-    "test acc. (R²)",
+    "test",
     "passive",
     "labels: chance",
     "its own features",
@@ -887,7 +887,7 @@ def leakage_rows(report: dict) -> list[list[str]]:
     for run in report["runs"]:
         regression = run.get("task") == "regression"
         score = r2 if regression else pct
-        test = r2(run["test"].get("r2")) if regression else pct(run["test"].get("accuracy"))
+        test = f"R² {r2(run['test'].get('r2'))}" if regression else f"{pct(run['test'].get('accuracy'))} %"
         for p in run["passives"]:
             lab, feat = p["labels"], p["features"]
             rows.append(

@@ -40,6 +40,11 @@ def test_csv_parties_aligns_three_labs_and_predicts_new_rows_from_the_active_par
     assert [r["form_id"] for r in rows] == asked and len(asked) == 200
     assert {r["prediction"] for r in rows} <= {str(d) for d in range(10)}
     assert (out / "lab_a_model.onnx").stat().st_size > 1000
+    # apfed leakage, without and with DP noise: one row per passive lab, each with its own name
+    for name in ("leakage", "leakage-dp"):
+        leak = json.loads((out / name / "leakage.json").read_text())
+        assert [p["passive"] for p in leak["runs"][0]["passives"]] == ["lab_b", "lab_c"]
+    assert leak["dp"] == {"clip": 1.0, "noise": 1.0}
     # apfed drift: the new forms are drawn like lab A's training forms, so no column of the 77 has shifted
     assert re.search(r"200 rows against [\d,]+ training rows: 0 column\(s\) shifted", p.stdout), p.stdout[-3000:]
     assert "2 passive(s): passive1, passive2" in p.stdout and "training, " in p.stdout  # apfed info

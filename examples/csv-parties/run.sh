@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Three labs' CSV files, aligned by form ID: compare the methods, train lab A's standalone model, show what it
+# Three labs' CSV files, aligned by form ID: compare the methods, measure what each lab could learn of the others'
+# data from the run's messages (without and with DP noise), train lab A's standalone model, show what it
 # takes, predict new forms from lab A's data alone, check they are like its training forms (drift), export it to
 # ONNX and score it on the new forms' digits. Run
 # from a checkout with apfed installed (bash scripts/setup.sh):
@@ -18,6 +19,8 @@ parties=(--data "$out/lab_a.csv" --data "$out/lab_b.csv" --data "$out/lab_c.csv"
 
 "$python" "$here/make_parties.py" "$out"
 "$apfed" evaluate "${parties[@]}" --methods local,apfed-c,apfed-kd,tvfl --seeds 1 --epochs "$epochs" --out "$out/evaluate"
+"$apfed" leakage "${parties[@]}" --methods apfed-kd --epochs "$epochs" --out "$out/leakage"
+"$apfed" leakage "${parties[@]}" --methods apfed-kd --epochs "$epochs" --dp-clip 1 --dp-noise 1 --out "$out/leakage-dp"
 "$apfed" train "${parties[@]}" --method apfed-kd --epochs "$epochs" --out "$out/lab_a_model.safetensors"
 "$apfed" info --model "$out/lab_a_model.safetensors"
 "$apfed" predict --model "$out/lab_a_model.safetensors" --input "$out/new_forms.csv" --id-column form_id \
