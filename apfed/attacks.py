@@ -42,6 +42,8 @@ def label_attack(vectors: np.ndarray, labels: np.ndarray, known: np.ndarray) -> 
     x = _standardized(vectors)
     if known.all() or not known.any():
         raise ApfedError("the label attack needs known and unknown rows")
+    if len(np.unique(labels[known])) < 2:  # one class known: all the attacker can say is that class
+        return majority_share(labels, known)
     model = LogisticRegression(max_iter=2000).fit(x[known], labels[known])
     return float((model.predict(x[~known]) == labels[~known]).mean() * 100)
 

@@ -23,6 +23,8 @@ def test_the_label_attack_reads_labels_that_are_there_and_not_those_that_are_not
     assert label_attack(telling, labels, known) > 95
     chance = majority_share(labels, known)
     assert 15 < chance < 25 and label_attack(noise, labels, known) < chance + 10
+    one = labels == 0  # every known row of one class: nothing to fit, the attacker guesses that class
+    assert label_attack(telling, labels, one & known) == majority_share(labels, one & known)
 
 
 def test_the_feature_attack_gives_the_share_of_the_features_it_explains():
