@@ -108,8 +108,8 @@ def audit(
 
     if cfg.method in ("local", "centralized"):
         raise ConfigError(f"{cfg.method} sends no message between parties: nothing to attack")
-    rows = len(ds.ids) + (len(ds.unmatched.ids) if ds.unmatched is not None else 0)
-    tap = MessageTap(rows, keep_epochs=(1, max(1, cfg.epochs // 2)))
+    n_rows = len(ds.ids) + (len(ds.unmatched.ids) if ds.unmatched is not None else 0)
+    tap = MessageTap(n_rows, keep_epochs=(1, max(1, cfg.epochs // 2)))
     client = build_clients(ds, active, cfg, serialize=True, record=tap, log=log)
     client.setup()
 

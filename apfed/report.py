@@ -943,6 +943,10 @@ def leakage_table(report: dict):
 def leakage_markdown(report: dict) -> str:
     """``apfed leakage``'s report as markdown: the table, what it measures, and the command."""
     lines = ["# What each party could infer from the run", "", f"`{report['command']}`", ""]
-    lines += ["| " + " | ".join(LEAKAGE_HEADER) + " |", "|---" * len(LEAKAGE_HEADER) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in leakage_rows(report)]
-    return "\n".join([*lines, "", leakage_caption(report), ""])
+    return "\n".join([*lines, *leakage_markdown_table(report)])
+
+
+def leakage_markdown_table(report: dict) -> list[str]:
+    """The lines of ``apfed leakage``'s markdown table, then its caption."""
+    lines = ["| " + " | ".join(LEAKAGE_HEADER) + " |", "|---" * len(LEAKAGE_HEADER) + "|"]
+    return [*lines, *("| " + " | ".join(r) + " |" for r in leakage_rows(report)), "", leakage_caption(report), ""]

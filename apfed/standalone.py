@@ -176,8 +176,7 @@ class StandaloneModel:
         if self.output_profile is not None:
             unfilled = np.ones(flat.shape[1], dtype=bool)
             unfilled[self.preprocessor.missing] = False
-            complete = ~np.isnan(flat[:, unfilled]).any(1) if np.issubdtype(flat.dtype, np.floating) else None
-            ready = X if complete is None or complete.all() else X[complete]
+            ready = X[~np.isnan(flat[:, unfilled]).any(1)] if flat.dtype.kind == "f" else X
             if len(ready):
                 outputs = self._proba_of_features(torch.from_numpy(self.preprocessor(ready)))
                 rows += [

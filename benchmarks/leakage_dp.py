@@ -13,7 +13,7 @@ from pathlib import Path
 import apfed
 from apfed.config import make_config
 from apfed.leakage import audit
-from apfed.report import LEAKAGE_HEADER, leakage_caption, leakage_rows, write_benchmark
+from apfed.report import leakage_markdown_table, write_benchmark
 
 
 def main() -> None:
@@ -48,8 +48,7 @@ def main() -> None:
         }
         reports.append(report)
         md += [f"## {'no DP noise' if noise == 0 else f'DP noise {noise:g} (clip {a.clip:g})'}", ""]
-        md += ["| " + " | ".join(LEAKAGE_HEADER) + " |", "|---" * len(LEAKAGE_HEADER) + "|"]
-        md += ["| " + " | ".join(r) + " |" for r in leakage_rows(report)] + ["", leakage_caption(report), ""]
+        md += leakage_markdown_table(report)
     cmd = (
         f"python benchmarks/leakage_dp.py --dataset {a.dataset} --methods {a.methods} --noise {a.noise}"
         f" --clip {a.clip:g} --epochs {a.epochs} --device {a.device}"
