@@ -525,14 +525,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             if self.infos[i].loss is not None:
                 arrays["act"] = to_wire(self.dp.embedding(torch.cat([s[i] for s in sent])), self.cfg.payload)
             if n in self.pending:
-                prev_idx, prev_aug, prev_grad = self.pending.pop(n)
-                arrays.update(
-                    {
-                        "prev_idx": prev_idx,
-                        "prev_grad": to_wire(self.dp.gradient(prev_grad), self.cfg.payload),
-                        **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
-                    }
-                )
+                arrays.update(self._pending_gradient(n))
             requests[n] = (arrays, {"checkpoint": True} if ckpt else {})
         rnd.update(flat=flat, rows=flat_rows, joined=joined, sent=self._submit(TRAIN, requests))
         return rnd
@@ -710,22 +703,22 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             f" (the best: epoch {self.best['epoch']}, {self._best_figure()})"
         )
 
+    def _pending_gradient(self, name: str) -> dict:
+        """The arrays that send passive ``name`` its pending embedding gradient (taken off ``pending``): the rows, their
+        augmentation and the gradient, clipped and noised under DP like every row a party sends."""
+        prev_idx, prev_aug, prev_grad = self.pending.pop(name)
+        return {
+            "prev_idx": prev_idx,
+            "prev_grad": to_wire(self.dp.gradient(prev_grad), self.cfg.payload),
+            **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
+        }
+
     def _flush(self) -> None:
         if self.pending:
             requests = {}
-            for n, (prev_idx, prev_aug, prev_grad) in self.pending.items():
-                requests[n] = (
-                    {
-                        "idx": torch.zeros(0, dtype=torch.int64),
-                        "sizes": torch.zeros(0, dtype=torch.int64),
-                        "progress": np.zeros(0),
-                        "prev_idx": prev_idx,
-                        "prev_grad": to_wire(self.dp.gradient(prev_grad), self.cfg.payload),
-                        **{f"prev_{k}": v for k, v in (prev_aug or {}).items()},
-                    },
-                    {},
-                )
-            self.pending = {}
+            for n in list(self.pending):
+                empty = {k: torch.zeros(0, dtype=torch.int64) for k in ("idx", "sizes")}
+                requests[n] = ({**empty, "progress": np.zeros(0), **self._pending_gradient(n)}, {})
             self._exchange(TRAIN, requests, lambda i: {"loss": ArraySpec((None,), required=False)})
 
     def finish(self) -> None:
