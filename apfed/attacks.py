@@ -18,10 +18,16 @@ import numpy as np
 from apfed.errors import ApfedError
 
 
-def _standardized(x: np.ndarray) -> np.ndarray:
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64).reshape(len(x), -1))
-    std = x.std(0)
-    return (x - x.mean(0)) / np.where(std > 0, std, 1.0)
+def _flat(x: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.asarray(x, dtype=np.float64).reshape(len(x), -1))
+
+
+def _standardizer(x: np.ndarray):
+    """Standardizes rows with the mean and deviation of ``x`` (NaN counts as 0)."""
+    x = _flat(x)
+    mean, std = x.mean(0), x.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return lambda v: (_flat(v) - mean) / std
 
 
 def known_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -34,39 +40,51 @@ def known_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
     return known
 
 
-def label_attack(vectors: np.ndarray, labels: np.ndarray, known: np.ndarray) -> float:
+def label_attack(
+    vectors: np.ndarray, labels: np.ndarray, known: np.ndarray, new: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
     """Accuracy (%) on the rows not ``known`` of a logistic regression fitted on the ``known`` rows' standardized
-    ``vectors`` (rows x anything) and labels."""
+    ``vectors`` (rows x anything) and labels. ``new`` = (vectors, labels) of other rows: the accuracy on those
+    instead (rows that did not exist when the attacker fitted, standardized with the first rows' statistics)."""
     from sklearn.linear_model import LogisticRegression
 
-    x = _standardized(vectors)
+    scale = _standardizer(vectors)
     if known.all() or not known.any():
         raise ApfedError("the label attack needs known and unknown rows")
+    x_new, y_new = (scale(new[0]), new[1]) if new is not None else (scale(vectors)[~known], labels[~known])
     if len(np.unique(labels[known])) < 2:  # one class known: all the attacker can say is that class
-        return majority_share(labels, known)
-    model = LogisticRegression(max_iter=2000).fit(x[known], labels[known])
-    return float((model.predict(x[~known]) == labels[~known]).mean() * 100)
+        return majority_share(labels, known, y_new)
+    model = LogisticRegression(max_iter=2000).fit(scale(vectors)[known], labels[known])
+    return float((model.predict(x_new) == y_new).mean() * 100)
 
 
-def majority_share(labels: np.ndarray, known: np.ndarray) -> float:
-    """Accuracy (%) of always guessing the class most frequent among the known rows, on the others: chance."""
+def majority_share(labels: np.ndarray, known: np.ndarray, others: np.ndarray | None = None) -> float:
+    """Accuracy (%) of always guessing the class most frequent among the known rows, on the others (or on the
+    labels ``others``): chance."""
     values, counts = np.unique(labels[known], return_counts=True)
-    return float((labels[~known] == values[np.argmax(counts)]).mean() * 100)
+    others = labels[~known] if others is None else others
+    return float((others == values[np.argmax(counts)]).mean() * 100)
 
 
-def feature_attack(vectors: np.ndarray, targets: np.ndarray, known: np.ndarray) -> float:
+def feature_attack(
+    vectors: np.ndarray, targets: np.ndarray, known: np.ndarray, new: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
     """R² on the rows not ``known`` of a ridge regression (its penalty chosen by cross-validation on the known
     rows) from standardized ``vectors`` to standardized ``targets`` (rows x features; NaN counts as the mean),
-    pooled over the features: 1 - residual sum of squares / total, 0 for predicting each feature's mean."""
+    pooled over the features: 1 - residual sum of squares / total, 0 for predicting each feature's mean.
+    ``new`` = (vectors, targets) of other rows: the R² on those instead."""
     from sklearn.linear_model import RidgeCV
 
-    x, y = _standardized(vectors), _standardized(targets)
-    y = y[:, y[known].std(0) > 0]  # a feature constant on the known rows tells nothing
-    if not y.shape[1]:
+    scale_x, scale_y = _standardizer(vectors), _standardizer(targets)
+    x, y = scale_x(vectors), scale_y(targets)
+    x_new, y_new = (scale_x(new[0]), scale_y(new[1])) if new is not None else (x[~known], y[~known])
+    varies = y[known].std(0) > 0  # a feature constant on the known rows tells nothing
+    if not varies.any():
         return 0.0
+    y, y_new = y[:, varies], y_new[:, varies]
     model = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x[known], y[known])
-    residual = y[~known] - model.predict(x[~known]).reshape(-1, y.shape[1])  # one target: sklearn gives 1-D
-    total = y[~known] - y[known].mean(0)
+    residual = y_new - model.predict(x_new).reshape(-1, y.shape[1])  # one target: sklearn gives 1-D
+    total = y_new - y[known].mean(0)
     return float(1 - (residual**2).sum() / max((total**2).sum(), 1e-12))
 
 

@@ -101,9 +101,10 @@ def audit(
 ) -> dict:
     """Train ``cfg.method`` on ``ds`` in-process, then attack what crossed: for each passive, how well it labels the
     training rows from ``per_class`` known labels per class with its own features, its trained encoder or what it
-    received (a regression: the R² of the target from ``share`` of the rows' targets), and how well the active party
-    predicts that passive's features from ``share`` of its rows with its own features or with what it received (of
-    the epoch that served each attack best). Returns the figures and the run's test metrics."""
+    received (a regression: the R² of the target from ``share`` of the rows' targets), the same attack on the test
+    rows (``new_rows``: rows the run never trained on) from its own features or its encoder, and how well the active
+    party predicts that passive's features from ``share`` of its rows with its own features or with what it received
+    (of the epoch that served each attack best). Returns the figures and the run's test metrics."""
     from apfed.runner import build_clients, in_process_passives
 
     if cfg.method in ("local", "centralized"):
@@ -120,7 +121,7 @@ def audit(
 
     client.fit(on_epoch=ended)
     final = client.final_metrics()
-    keep, train = np.asarray(client.keep), np.asarray(client.split[0])
+    keep, train, test = np.asarray(client.keep), np.asarray(client.split[0]), np.asarray(client.split[1])
     labels_all = np.asarray(client.data.labels)[keep]
     regression = labels_all.dtype.kind == "f"  # a regression's target: the label attack is a ridge regression too
     labelled = ~np.isnan(labels_all) if regression else labels_all >= 0
@@ -131,23 +132,23 @@ def audit(
         if len(rows) < 20:
             raise DataError(f"{name}: too few training rows crossed the boundary to attack ({len(rows)})")
         labels = labels_all[rows]
-        own = p.data.view.X[np.asarray(p.rows)[rows]]
-        encoder = None
+        new_rows = test[labelled[test]]  # rows it never trained on: a future customer's
+        own, own_new = (p.data.view.X[np.asarray(p.rows)[r]] for r in (rows, new_rows))
+        encoder = encoder_new = None
         if "encoder" in p.learner.modules:  # an APFed-R passive trains a decoder only
-            with torch.no_grad():
-                encoder = p.learner.embed(torch.as_tensor(rows, device=cfg.device)).float().cpu().numpy()
+            encoder, encoder_new = (_embedded(p, r, cfg.device) for r in (rows, new_rows))
         known_rows = known_share(len(rows), share, cfg.seed)
         if regression:  # R² of the target from the known rows' targets, as the feature attack's
             known, chance = known_rows, 0.0
 
-            def attack(v, known=known_rows, y=labels[:, None]):
-                return feature_attack(v, y, known)
+            def attack(v, new=None, known=known_rows, y=labels[:, None]):
+                return feature_attack(v, y, known, new)
         else:
             known = known_per_class(labels, per_class, cfg.seed)
             chance = majority_share(labels, known)
 
-            def attack(v, known=known, y=labels):
-                return label_attack(v, y, known)
+            def attack(v, new=None, known=known, y=labels):
+                return label_attack(v, y, known, new)
 
         got, got_names = tap.received(party, TO_PASSIVE, rows)
         label = {
@@ -156,6 +157,12 @@ def audit(
             "own_encoder": attack(encoder) if encoder is not None else None,
         }
         label["received"], label["received_epoch"] = _best({e: attack(v) for e, v in got.items()})
+        target_new = labels_all[new_rows][:, None] if regression else labels_all[new_rows]
+        label["new_rows"] = {"rows": len(new_rows), "own_features": None, "own_encoder": None}
+        if len(new_rows):
+            label["new_rows"]["own_features"] = attack(own, (own_new, target_new))
+            if encoder is not None:
+                label["new_rows"]["own_encoder"] = attack(encoder, (encoder_new, target_new))
         mine = _flat(client.data.view.X[keep[rows]])
         sent, sent_names = tap.received(party, TO_ACTIVE, rows)
         features = {"active_features": feature_attack(mine, own, known_rows)}
@@ -179,6 +186,12 @@ def audit(
         "test": final,
         "passives": out,
     }
+
+
+def _embedded(passive, rows: np.ndarray, device: str) -> np.ndarray:
+    """The passive's trained encoder's output for ``rows`` (positions among the aligned rows)."""
+    with torch.no_grad():
+        return passive.learner.embed(torch.as_tensor(rows, device=device)).float().cpu().numpy()
 
 
 def _best(by_epoch: dict[int, float]) -> tuple[float | None, int | None]:

@@ -871,6 +871,7 @@ LEAKAGE_HEADER = [
     "its own features",
     "its trained encoder",
     "what it received",
+    "new rows: own · its encoder",
     "features R²: active's own",
     "what it sent",
 ]
@@ -890,6 +891,7 @@ def leakage_rows(report: dict) -> list[list[str]]:
         test = f"R² {r2(run['test'].get('r2'))}" if regression else f"{pct(run['test'].get('accuracy'))} %"
         for p in run["passives"]:
             lab, feat = p["labels"], p["features"]
+            new = lab.get("new_rows") or {}  # reports written before 2026-12-05 have none
             rows.append(
                 [
                     run["method"],
@@ -899,6 +901,7 @@ def leakage_rows(report: dict) -> list[list[str]]:
                     score(lab["own_features"]),
                     score(lab["own_encoder"]),
                     score(lab["received"]) + _epoch(lab["received_epoch"]),
+                    f"{score(new.get('own_features'))} · {score(new.get('own_encoder'))}",
                     r2(feat["active_features"]),
                     r2(feat["received"]) + _epoch(feat["received_epoch"]),
                 ]
@@ -919,7 +922,10 @@ def leakage_caption(report: dict) -> str:
         f" {noise}. Labels: the accuracy (%) with which the passive labels the training rows it was sent, from"
         f" {report['known_labels_per_class']} known labels per class (logistic regression; a regression's target: the"
         f" R² from the targets of {report['known_rows']:.0%} of the rows, ridge regression), with its own features,"
-        " its encoder as the run trained it, or what the active party sent it. Features: the R² with which the active"
+        " its encoder as the run trained it, or what the active party sent it. New rows: the same attack, fitted on"
+        " the same known rows, labelling the test rows (rows the run never trained on: future customers) from the"
+        " passive's own features or its trained encoder, which it keeps after the run. Features: the R² with which"
+        " the active"
         f" party predicts the passive's features on the training rows, knowing them on {report['known_rows']:.0%} of"
         " the rows (ridge regression), from its own features or from what the passive sent it. What was sent is that"
         " of the first, the middle or the last epoch, whichever served the attack best (in brackets). A figure above"

@@ -27,6 +27,25 @@ def test_the_label_attack_reads_labels_that_are_there_and_not_those_that_are_not
     assert label_attack(telling, labels, one & known) == majority_share(labels, one & known)
 
 
+def test_the_attacks_label_new_rows_with_what_they_fitted_on_the_old_ones():
+    rng = np.random.default_rng(2)
+    labels, later = rng.integers(0, 5, 1000), rng.integers(0, 5, 300)
+    known = known_per_class(labels, 4, seed=0)
+
+    def telling(y):  # the same map for old and new rows, far from zero mean and unit scale
+        return 50 + 10 * (np.eye(5)[y] + rng.normal(0, 0.3, (len(y), 5)))
+
+    assert label_attack(telling(labels), labels, known, (telling(later), later)) > 90
+    # a map that changes for the new rows does not carry over: the attack is fitted once, on the old rows
+    assert label_attack(telling(labels), labels, known, (telling((later + 1) % 5), later)) < 10
+    assert majority_share(labels, known, later) == (later == 0).mean() * 100  # every class known 4 times: 0 wins
+    x, x_new = rng.normal(size=(1000, 4)), rng.normal(size=(300, 4))
+    w = rng.normal(size=(4, 2))
+    fitted = known_share(1000, 0.2, seed=0)
+    assert feature_attack(x, 5 + x @ w, fitted, (x_new, 5 + x_new @ w)) > 0.99
+    assert feature_attack(x, 5 + x @ w, fitted, (x_new, 5 - x_new @ w)) < 0  # worse than each feature's mean
+
+
 def test_the_feature_attack_gives_the_share_of_the_features_it_explains():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2000, 8))
@@ -53,6 +72,9 @@ def test_a_run_s_messages_let_a_party_learn_and_dp_noise_takes_it_away(method):
         assert label["received"] > label["own_features"] + 20 and label["received"] > 90
     else:  # its encoder, trained to agree with the active party's embedding, holds its own encoder only
         assert label["own_encoder"] is not None
+    # the encoder it keeps labels rows the run never saw (the test rows) at least as well as its own features do
+    new = label["new_rows"]
+    assert new["rows"] == len(ds.test_idx) and new["own_encoder"] > new["own_features"] > label["chance"]
     # what a passive sends back tells the active party about the passive's features, beyond what its own tell
     assert features["received"] > features["active_features"] + 0.1 and features["received_epoch"] in (1, 3)
     noisy = audit(ds, a, make_config("default", method=method, epochs=3, dp_clip=1.0, dp_noise=30.0))
@@ -69,6 +91,8 @@ def test_the_command_writes_its_report_and_refuses_methods_that_send_nothing(tmp
     report = json.loads((tmp_path / "r/leakage.json").read_text())
     assert [r["method"] for r in report["runs"]] == ["tvfl"] and report["known_labels_per_class"] == 4
     assert "what it received" in (tmp_path / "r/leakage.md").read_text() and "tvfl" in out
+    new = report["runs"][0]["passives"][0]["labels"]["new_rows"]
+    assert f"{new['own_features']:.1f} · {new['own_encoder']:.1f}" in (tmp_path / "r/leakage.md").read_text()
     code, _, err = run_cli("leakage", "--dataset", "digits", "--methods", "local,tvfl", "--out", tmp_path / "r")
     assert code == 2 and err.strip().startswith("error: --methods takes apfed-r") and "not 'local'" in err
     with pytest.raises(ConfigError, match="sends no message"):
