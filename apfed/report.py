@@ -909,6 +909,41 @@ def leakage_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def leakage_summary(report: dict) -> list[str]:
+    """One line per method: the largest gain of each attack over what the attacking party's own data gave, and
+    the passive it came from (points for labels, R² for a regression's target and for features)."""
+    lines = []
+    for run in report["runs"]:
+        regression = run.get("task") == "regression"
+        unit = (lambda v: f"{v:+.2f} R²") if regression else (lambda v: f"{v:+.1f} points")
+        gains = {"received": [], "new": [], "features": []}
+        for p in run["passives"]:
+            lab, feat, new = p["labels"], p["features"], p["labels"].get("new_rows") or {}
+            if lab["received"] is not None:
+                gains["received"].append((lab["received"] - lab["own_features"], p["passive"]))
+            if new.get("own_encoder") is not None:
+                gains["new"].append((new["own_encoder"] - new["own_features"], p["passive"]))
+            if feat["received"] is not None:
+                gains["features"].append((feat["received"] - feat["active_features"], p["passive"]))
+        parts = []
+        what = {
+            "received": ("a passive labels its training rows from what it received", unit),
+            "new": ("its trained encoder labels new rows", unit),
+            "features": ("the active party predicts a passive's features", lambda v: f"{v:+.2f} R²"),
+        }
+        for key, (text, fmt) in what.items():
+            if gains[key]:
+                gain, who = max(gains[key])
+                parts.append(
+                    f"{text} at up to {fmt(gain)} over its own data ({who})"
+                    if gain > 0
+                    else f"{text} no better than from its own data"
+                )
+        if parts:
+            lines.append(f"{run['method']}: " + "; ".join(parts))
+    return lines
+
+
 def _epoch(epoch: int | None) -> str:
     return "" if epoch is None else f" ({epoch})"
 
@@ -955,4 +990,10 @@ def leakage_markdown(report: dict) -> str:
 def leakage_markdown_table(report: dict) -> list[str]:
     """The lines of ``apfed leakage``'s markdown table, then its caption."""
     lines = ["| " + " | ".join(LEAKAGE_HEADER) + " |", "|---" * len(LEAKAGE_HEADER) + "|"]
-    return [*lines, *("| " + " | ".join(r) + " |" for r in leakage_rows(report)), "", leakage_caption(report), ""]
+    table = [*lines, *("| " + " | ".join(r) + " |" for r in leakage_rows(report)), "", leakage_caption(report), ""]
+    summary = leakage_summary(report)
+    return (
+        [*table, *(["The largest gains over each party's own data:", ""] + [f"- {s}" for s in summary] + [""])]
+        if summary
+        else table
+    )

@@ -92,7 +92,12 @@ def test_the_command_writes_its_report_and_refuses_methods_that_send_nothing(tmp
     assert [r["method"] for r in report["runs"]] == ["tvfl"] and report["known_labels_per_class"] == 4
     assert "what it received" in (tmp_path / "r/leakage.md").read_text() and "tvfl" in out
     new = report["runs"][0]["passives"][0]["labels"]["new_rows"]
-    assert f"{new['own_features']:.1f} · {new['own_encoder']:.1f}" in (tmp_path / "r/leakage.md").read_text()
+    md = (tmp_path / "r/leakage.md").read_text()
+    assert f"{new['own_features']:.1f} · {new['own_encoder']:.1f}" in md
+    p = report["runs"][0]["passives"][0]
+    gain = p["labels"]["received"] - p["labels"]["own_features"]  # tvfl's gradients: the labels, well above
+    line = f"- tvfl: a passive labels its training rows from what it received at up to {gain:+.1f} points"
+    assert gain > 0 and line in md and line[2:] in " ".join(out.split())  # the console wraps it
     code, _, err = run_cli("leakage", "--dataset", "digits", "--methods", "local,tvfl", "--out", tmp_path / "r")
     assert code == 2 and err.strip().startswith("error: --methods takes apfed-r") and "not 'local'" in err
     with pytest.raises(ConfigError, match="sends no message"):

@@ -94,7 +94,7 @@ def leakage(
 
     from apfed.api import check_run
     from apfed.leakage import audit
-    from apfed.report import leakage_markdown, leakage_table
+    from apfed.report import leakage_markdown, leakage_summary, leakage_table
 
     ds, a = _dataset(
         dataset, views, active, data, data_dir, id_column, label_column, passives, None, test_fraction, None, task
@@ -132,4 +132,6 @@ def leakage(
     (out / "leakage.md").write_text(leakage_markdown(report))
     table_console = Console()
     table_console.print(leakage_table(report))
+    for line in leakage_summary(report):
+        table_console.print(line, markup=False, highlight=False)
     console.print(f"wrote {out / 'leakage.json'} and {out / 'leakage.md'}")
