@@ -120,3 +120,5 @@ def test_a_regression_s_target_is_attacked_by_its_r2():
     assert run["task"] == "regression" and p["labels"]["chance"] == 0.0
     # the lab's own column b0 explains about 4/5 of the target's variance; the gradients it receives, more
     assert 0.5 < p["labels"]["own_features"] < 0.95 and p["labels"]["received"] > 0.3
+    new = p["labels"]["new_rows"]  # the same on the test rows, with the ridge fitted on the known training rows
+    assert new["rows"] == 80 and 0.5 < new["own_features"] < 0.95 and new["own_encoder"] is not None
