@@ -51,7 +51,7 @@ def main() -> None:
         md += leakage_markdown_table(report)
     cmd = (
         f"python benchmarks/leakage_dp.py --dataset {a.dataset} --methods {a.methods} --noise {a.noise}"
-        f" --clip {a.clip:g} --epochs {a.epochs} --device {a.device}"
+        f" --clip {a.clip:g} --epochs {a.epochs} --device {a.device}" + (f" --tag={a.tag}" if a.tag else "")
     )
     device = "gpu" if a.device.startswith("cuda") else "cpu"
     out = Path(f"benchmarks/results/{date.today()}-leakage-{a.dataset}-{device}{a.tag}")
