@@ -926,9 +926,10 @@ def leakage_summary(report: dict) -> list[str]:
             if feat["received"] is not None:
                 gains["features"].append((feat["received"] - feat["active_features"], p["passive"]))
         parts = []
+        verb = "predicts the target of" if regression else "labels"
         what = {
-            "received": ("a passive labels its training rows from what it received", unit),
-            "new": ("its trained encoder labels new rows", unit),
+            "received": (f"a passive {verb} its training rows from what it received", unit),
+            "new": (f"its trained encoder {verb} new rows", unit),
             "features": ("the active party predicts a passive's features", lambda v: f"{v:+.2f} R²"),
         }
         for key, (text, fmt) in what.items():
