@@ -48,13 +48,14 @@ def label_attack(
     instead (rows that did not exist when the attacker fitted, standardized with the first rows' statistics)."""
     from sklearn.linear_model import LogisticRegression
 
-    scale = _standardizer(vectors)
     if known.all() or not known.any():
         raise ApfedError("the label attack needs known and unknown rows")
-    x_new, y_new = (scale(new[0]), new[1]) if new is not None else (scale(vectors)[~known], labels[~known])
+    scale = _standardizer(vectors)
+    x = scale(vectors)
+    x_new, y_new = (scale(new[0]), new[1]) if new is not None else (x[~known], labels[~known])
     if len(np.unique(labels[known])) < 2:  # one class known: all the attacker can say is that class
         return majority_share(labels, known, y_new)
-    model = LogisticRegression(max_iter=2000).fit(scale(vectors)[known], labels[known])
+    model = LogisticRegression(max_iter=2000).fit(x[known], labels[known])
     return float((model.predict(x_new) == y_new).mean() * 100)
 
 

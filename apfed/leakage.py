@@ -126,13 +126,14 @@ def audit(
     regression = labels_all.dtype.kind == "f"  # a regression's target: the label attack is a ridge regression too
     labelled = ~np.isnan(labels_all) if regression else labels_all >= 0
     names = [v.name for i, v in enumerate(ds.views) if i != active]
+    new_rows = test[labelled[test]]  # rows no party trained on: a future customer's
+    target_new = labels_all[new_rows][:, None] if regression else labels_all[new_rows]
     out = []
     for name, party, p in zip(names, client.names, in_process_passives(client), strict=True):
         rows = train[labelled[train] & tap.rows_seen(party, TO_PASSIVE + TO_ACTIVE)[train]]
         if len(rows) < 20:
             raise DataError(f"{name}: too few training rows crossed the boundary to attack ({len(rows)})")
         labels = labels_all[rows]
-        new_rows = test[labelled[test]]  # rows it never trained on: a future customer's
         own, own_new = (p.data.view.X[np.asarray(p.rows)[r]] for r in (rows, new_rows))
         encoder = encoder_new = None
         if "encoder" in p.learner.modules:  # an APFed-R passive trains a decoder only
@@ -157,7 +158,6 @@ def audit(
             "own_encoder": attack(encoder) if encoder is not None else None,
         }
         label["received"], label["received_epoch"] = _best({e: attack(v) for e, v in got.items()})
-        target_new = labels_all[new_rows][:, None] if regression else labels_all[new_rows]
         label["new_rows"] = {"rows": len(new_rows), "own_features": None, "own_encoder": None}
         if len(new_rows):
             label["new_rows"]["own_features"] = attack(own, (own_new, target_new))

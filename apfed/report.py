@@ -961,11 +961,10 @@ def leakage_caption(report: dict) -> str:
         " its encoder as the run trained it, or what the active party sent it. New rows: the same attack, fitted on"
         " the same known rows, labelling the test rows (rows the run never trained on: future customers) from the"
         " passive's own features or its trained encoder, which it keeps after the run. Features: the R² with which"
-        " the active"
-        f" party predicts the passive's features on the training rows, knowing them on {report['known_rows']:.0%} of"
-        " the rows (ridge regression), from its own features or from what the passive sent it. What was sent is that"
-        " of the first, the middle or the last epoch, whichever served the attack best (in brackets). A figure above"
-        " the one from the party's own data is what the run let it learn."
+        " the active party predicts the passive's features on the training rows, knowing them on"
+        f" {report['known_rows']:.0%} of the rows (ridge regression), from its own features or from what the passive"
+        " sent it. What was sent is that of the first, the middle or the last epoch, whichever served the attack best"
+        " (in brackets). A figure above the one from the party's own data is what the run let it learn."
     )
 
 
@@ -989,12 +988,9 @@ def leakage_markdown(report: dict) -> str:
 
 
 def leakage_markdown_table(report: dict) -> list[str]:
-    """The lines of ``apfed leakage``'s markdown table, then its caption."""
+    """The lines of ``apfed leakage``'s markdown table, its caption, and the summary lines (``leakage_summary``)."""
     lines = ["| " + " | ".join(LEAKAGE_HEADER) + " |", "|---" * len(LEAKAGE_HEADER) + "|"]
-    table = [*lines, *("| " + " | ".join(r) + " |" for r in leakage_rows(report)), "", leakage_caption(report), ""]
-    summary = leakage_summary(report)
-    return (
-        [*table, *(["The largest gains over each party's own data:", ""] + [f"- {s}" for s in summary] + [""])]
-        if summary
-        else table
-    )
+    lines += ["| " + " | ".join(r) + " |" for r in leakage_rows(report)] + ["", leakage_caption(report), ""]
+    if summary := leakage_summary(report):
+        lines += ["The largest gains over each party's own data:", "", *(f"- {s}" for s in summary), ""]
+    return lines
