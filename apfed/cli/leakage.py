@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +31,7 @@ from apfed.cli.common import (
     _output_dir,
     app,
 )
+from apfed.cli.config_file import ConfigFile, command_line
 from apfed.errors import ConfigError
 
 ATTACKED = ("apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl")  # the methods whose parties exchange messages
@@ -40,6 +39,7 @@ ATTACKED = ("apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl")  # the methods 
 
 @app.command()
 def leakage(
+    config: ConfigFile = None,
     dataset: Dataset = None,
     views: Views = None,
     active: Active = None,
@@ -120,7 +120,7 @@ def leakage(
     report = {
         "dataset": ds.name,
         "active_view": ds.views[a].name,
-        "command": shlex.join(["apfed", *sys.argv[1:]]),
+        "command": command_line(),
         "known_labels_per_class": known_labels,
         "known_rows": known_rows,
         "dp": {"clip": base.dp_clip, "noise": base.dp_noise},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -56,12 +54,14 @@ from apfed.cli.common import (
     _safety,
     app,
 )
+from apfed.cli.config_file import ConfigFile, command_line
 from apfed.config import DEFAULT_METHODS
 from apfed.errors import ConfigError, DataError
 
 
 @app.command()
 def evaluate(
+    config: ConfigFile = None,
     dataset: Dataset = None,
     views: Views = None,
     active: Active = None,
@@ -209,14 +209,14 @@ def evaluate(
 
     check_variants(ds, a, cfg, chosen)  # each on the views it trains on (a variant may name its passives)
     safety = _safety(encrypt, on_bad_message, None)
-    command = shlex.join(["apfed", *sys.argv[1:]])
-    options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command, "resplit": resplit}
+    options = {"jobs": jobs, "safety": safety, "resume": resume, "command": command_line(), "resplit": resplit}
     options["folds"], options["window"] = folds or 0, window or 0
     run_eval(ds, a, chosen, seeds, cfg, out, preset, **options)
 
 
 @app.command()
 def train(
+    config: ConfigFile = None,
     method: Annotated[
         str,
         typer.Option(
@@ -362,6 +362,7 @@ def train(
 
 @app.command()
 def simulate(
+    config: ConfigFile = None,
     dataset: Dataset = None,
     views: Views = None,
     active: Active = None,

@@ -1,0 +1,121 @@
+"""``--config FILE``: a command's options in a TOML file, so a run's recipe can be kept, reviewed and shared. The
+file's keys are the command's long options (``batch-size`` or ``batch_size``), read before the command line, whose
+options win; ``set`` may be a table of settings."""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from apfed.errors import ConfigError
+
+
+def _setting(value: Any) -> str:
+    """A ``[set]`` table's TOML value as ``--set KEY=VALUE`` writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _options_by_key(command: click.Command) -> dict[str, click.Option]:
+    """Each option the file may set, under its long names with dashes and with underscores."""
+    keys = {}
+    for p in command.params:
+        if isinstance(p, click.Option) and p.name != "config" and not p.hidden:
+            for opt in p.opts:
+                if opt.startswith("--"):
+                    keys[opt[2:]] = keys[opt[2:].replace("-", "_")] = p
+    return keys
+
+
+def read_config(ctx: click.Context, path: Path) -> dict[str, Any]:
+    """The options ``path`` sets for ``ctx``'s command, cast and checked as the command line's are, by parameter
+    name (click's ``default_map``). A mistake is a ``ConfigError`` naming the file and the key."""
+    import tomllib
+
+    command = f"apfed {ctx.command.name}"
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; --config takes a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    keys = _options_by_key(ctx.command)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        p = keys.get(key)
+        if p is None:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (see '{command} --help')"
+            raise ConfigError(f"{path}: {key!r} is not an option of {command}{hint}")
+        if p.name in values:
+            raise ConfigError(f"{path}: {key!r} sets --{p.opts[0].lstrip('-')} a second time")
+        if p.multiple:
+            if isinstance(value, dict) and p.opts == ["--set"]:
+                value = [f"{k}={_setting(v)}" for k, v in value.items()]
+            elif not isinstance(value, list):
+                value = [value]
+        elif isinstance(value, list | dict):
+            kind = "list" if isinstance(value, list) else "table"
+            raise ConfigError(f"{path}: {key!r} takes one value, not a {kind}")
+        if p.is_flag and not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key!r} is a flag: true or false, got {value!r}")
+        if any(isinstance(v, dict | list) for v in (value if p.multiple else [value])):
+            raise ConfigError(f"{path}: {key!r}: each value must be a string or a number")
+        try:
+            values[p.name] = p.type_cast_value(ctx, value)
+        except click.BadParameter as e:
+            raise ConfigError(f"{path}: {key!r}: {e.message}") from None
+    return values
+
+
+def _load(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    if value is not None:  # an eager option: read before every other, so the file's values are their defaults
+        ctx.default_map = {**(ctx.default_map or {}), **read_config(ctx, value)}
+    return value
+
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        is_eager=True,
+        callback=_load,
+        help="A TOML file of this command's options (keys as the long options: epochs = 30, data = \\['a.csv',"
+        " 'b.csv'], a \\[set] table of settings); options on the command line win.",
+    ),
+]
+
+
+def command_line() -> str:
+    """The running command as one line to run again, with the options its ``--config`` file gave written out (the
+    file itself may not travel with the report)."""
+    ctx = click.get_current_context()
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--config":
+            skip = True
+        elif not a.startswith("--config="):
+            args.append(a)
+    for p in ctx.command.params:
+        if p.name == "config" or ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT_MAP:
+            continue
+        value, opt = ctx.params[p.name], p.opts[0]
+        if p.is_flag:
+            args += [opt] if value else list(p.secondary_opts[:1])
+        else:
+            args += [x for v in (value if p.multiple else [value]) for x in (opt, str(v))]
+    return shlex.join(["apfed", *args])

@@ -1,0 +1,138 @@
+"""``--config FILE``: a command's options in a TOML file, read before the command line's, which win."""
+
+import json
+import shlex
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+
+def _toml(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_a_config_file_trains_the_model_its_options_train_on_the_command_line(tmp_path, party_csvs):
+    """The file's options (a list of data files, both spellings of a key, a flag, a [set] table) train the model
+    the same options give on the command line, bit for bit; an option on the command line wins over the file's."""
+    import apfed
+    from apfed.standalone import StandaloneModel
+
+    a, b, c = party_csvs["paths"]
+    config = _toml(
+        tmp_path / "recipe.toml",
+        f"""# the bank's recipe
+data = ["{a}", "{b}", "{c}"]
+id-column = "user_id"
+method = "apfed-c"
+epochs = 5
+lam = 2
+k = 2
+pipeline = true
+
+[set]
+temperature = 0.5
+hidden_dim = 32
+""",
+    )
+    code, _, err = run_cli("train", "--config", config, "--epochs", "2", "--out", tmp_path / "file.safetensors")
+    assert code == 0, err
+    code, _, err = run_cli(
+        "train", "--data", a, "--data", b, "--data", c, "--id-column", "user_id", "--method", "apfed-c",
+        "--epochs", "2", "--lam", "2", "--k", "2", "--pipeline", "--set", "temperature=0.5", "--set", "hidden_dim=32",
+        "--out", tmp_path / "line.safetensors",
+    )  # fmt: skip
+    assert code == 0, err
+    from_file, from_line = (StandaloneModel.load(tmp_path / f"{n}.safetensors") for n in ("file", "line"))
+    cfg = from_file.config
+    assert (cfg["epochs"], cfg["lam"], cfg["temperature"], cfg["hidden_dim"]) == (2, 2.0, 0.5, 32)
+    assert (cfg["batches_per_round"], cfg["pipeline"]) == (2, True)
+    assert cfg == from_line.config
+    ds, _ = apfed.load_dataset(data=[a, b, c], id_column="user_id", log=lambda _: None)
+    X = ds.views[0].X
+    np.testing.assert_array_equal(from_file.predict_proba(X), from_line.predict_proba(X))
+
+
+def test_a_comparison_from_a_config_file_records_a_command_that_runs_without_it(tmp_path, party_csvs):
+    """results.json's command writes out what the file gave, so the report reproduces once the file is gone."""
+    a, b, _ = party_csvs["paths"]
+    config = _toml(
+        tmp_path / "cmp.toml",
+        f'data = ["{a}", "{b}"]\nid_column = "user_id"\nmethods = "local,apfed-c"\nseeds = 1\nepochs = 1\njobs = 1\n',
+    )
+    code, _, err = run_cli("evaluate", "--config", config, "--out", tmp_path / "first")
+    assert code == 0, err
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    command = shlex.split(first["command"])
+    assert command[:2] == ["apfed", "evaluate"] and "--config" not in command
+    config.unlink()
+    at = command.index("--out")
+    code, _, err = run_cli(*command[1:at], *command[at + 2 :], "--out", tmp_path / "again")
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    figures = ("accuracy_mean", "macro_f1_mean", "roc_auc_mean")  # not the seconds an epoch took
+    assert {m: [v[f] for f in figures] for m, v in again["summary"].items()} == {
+        m: [v[f] for f in figures] for m, v in first["summary"].items()
+    }
+    assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("epoch = 3", r"'epoch' is not an option of apfed train; did you mean 'epochs'\?"),
+        ("color = 3", r"'color' is not an option of apfed train \(see 'apfed train --help'\)"),
+        ('epochs = "ten"', r"'epochs': 'ten' is not a valid integer"),
+        ("k = 0", r"'k': 0 is not in the range"),
+        ("epochs = 3\nepochs", r"not valid TOML: .*line 2"),
+        ('pipeline = "yes"', r"'pipeline' is a flag: true or false, got 'yes'"),
+        ("lr = [1, 2]", r"'lr' takes one value, not a list"),
+        ("data = [['a.csv']]", r"'data': each value must be a string or a number"),
+        ("batch-size = 64\nbatch_size = 32", r"'batch_size' sets --batch-size a second time"),
+        ('config = "other.toml"', r"'config' is not an option"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, match):
+    import re
+
+    config = _toml(tmp_path / "bad.toml", text + "\n")
+    code, out, err = run_cli("train", "--config", config, "--out", tmp_path / "m.safetensors")
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}: "), err
+    assert re.search(match, lines[0]), lines[0]
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_missing_or_unreadable_config_file_is_one_line(tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    for path, match in [
+        (tmp_path / "none.toml", "no such config file"),
+        (tmp_path, "is a directory; --config takes a TOML file"),
+        (binary, "not valid TOML: not UTF-8 text"),
+    ]:
+        code, _, err = run_cli("evaluate", "--config", path, "--out", tmp_path / "out")
+        assert code == 2 and err.strip().count("\n") == 0 and match in err, err
+
+
+def test_the_documented_config_file_is_one_apfed_train_reads(tmp_path):
+    """docs/commands.md's example file: every key an option of apfed train, every value of its type."""
+    import re
+    from pathlib import Path
+
+    import click
+    import typer
+
+    from apfed.cli import app
+    from apfed.cli.config_file import read_config
+
+    text = (Path(__file__).parents[1] / "docs" / "commands.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert blocks
+    command = typer.main.get_command(app).commands["train"]
+    for block in blocks:
+        values = read_config(click.Context(command), _toml(tmp_path / "doc.toml", block))
+        assert values["data"] == ("bank.csv", "shop.csv") and values["set_"] == ("validation=0.1", "calibrate=true")
+        assert values["pipeline"] is True and values["lam"] == 2.0
