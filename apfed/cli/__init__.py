@@ -1,7 +1,7 @@
 """The ``apfed`` command line. Each command lives in the module of its kind (``training``: evaluate, train,
 simulate; ``models``: predict, score, drift, export, info; ``tools``: bench, settings; ``leakage``; ``deployment``:
-certs, nodekey, worker, keygen, audit, preflight), all on the one Typer app of ``common``; ``main`` turns a user's
-mistake into one line and an exit code."""
+certs, nodekey, worker, keygen, audit, preflight), all on the one Typer app of ``common``; ``config_file`` reads
+``--config`` TOML files; ``main`` turns a user's mistake into one line and an exit code."""
 
 from __future__ import annotations
 
