@@ -300,20 +300,26 @@ def make_config(preset: str = "default", **overrides) -> TrainConfig:
 RUN_KEYS = ("method", "seed", "epochs", "device", "cuda_graphs", "eval_last")  # not the recipe: said apart, or speed
 
 
-def recipe_of(config: dict) -> tuple[str, str]:
-    """A stored run's configuration as a preset and a method named as ``evaluate`` names a variant: the preset it
-    differs least from, and the method with the settings that differ from that preset
-    (``("default", "apfed-c[lam=2,temperature=0.5]")``), which ``train --preset P --method M`` trains again."""
+def recipe_settings(config: dict) -> tuple[str, dict]:
+    """A stored run's configuration as the preset it differs least from and the settings that differ from that
+    preset (the run's own keys, ``RUN_KEYS``, apart): ``("default", {"lam": 2.0})``."""
     stored = with_defaults(config)
     best = None
     for preset in PRESETS:
         base = make_config(preset).to_dict()
-        diffs = [k for k in base if k not in RUN_KEYS and k in stored and stored[k] != base[k]]
+        diffs = {k: stored[k] for k in base if k not in RUN_KEYS and k in stored and stored[k] != base[k]}
         if best is None or len(diffs) < len(best[1]):
             best = (preset, diffs)
-    preset, diffs = best
-    settings = ",".join(f"{k}={_setting_text(stored[k])}" for k in diffs)
-    method = str(stored.get("method", "?"))
+    return best
+
+
+def recipe_of(config: dict) -> tuple[str, str]:
+    """A stored run's configuration as a preset and a method named as ``evaluate`` names a variant: the preset it
+    differs least from, and the method with the settings that differ from that preset
+    (``("default", "apfed-c[lam=2,temperature=0.5]")``), which ``train --preset P --method M`` trains again."""
+    preset, diffs = recipe_settings(config)
+    settings = ",".join(f"{k}={_setting_text(v)}" for k, v in diffs.items())
+    method = str(with_defaults(config).get("method", "?"))
     return preset, f"{method}[{settings}]" if settings else method
 
 

@@ -136,3 +136,34 @@ def test_the_documented_config_file_is_one_apfed_train_reads(tmp_path):
         values = read_config(click.Context(command), _toml(tmp_path / "doc.toml", block))
         assert values["data"] == ("bank.csv", "shop.csv") and values["set_"] == ("validation=0.1", "calibrate=true")
         assert values["pipeline"] is True and values["lam"] == 2.0
+
+
+def test_info_writes_a_models_recipe_that_trains_the_same_model_again(tmp_path, party_csvs):
+    """``apfed info --recipe``: a TOML file of the model's method, preset, seed, epochs and the settings that differ
+    from the preset; ``train --config`` with it and the same data makes the same model, bit for bit."""
+    import apfed
+    from apfed.standalone import StandaloneModel
+
+    a, b, c = party_csvs["paths"]
+    data = ["--data", a, "--data", b, "--data", c, "--id-column", "user_id"]
+    first = tmp_path / "first.safetensors"
+    code, _, err = run_cli(
+        "train", *data, "--method", "apfed-c[lam=2]", "--seed", "3", "--epochs", "2", "--set", "validation=0.2",
+        "--set", "passive_losses=c,c", "--test-fraction", "0", "--out", first,
+    )  # fmt: skip
+    assert code == 0, err
+    code, recipe, err = run_cli("info", "--model", first, "--recipe")
+    assert code == 0, err
+    assert '\nmethod = "apfed-c"\npreset = "default"\nseed = 3\nepochs = 2\ntest-fraction = 0.0\n' in recipe
+    assert "\n[set]\nlam = 2.0\n" in recipe and 'passive_losses = "c,c"' in recipe
+    config = _toml(tmp_path / "recipe.toml", recipe)
+    again = tmp_path / "again.safetensors"
+    code, _, err = run_cli("train", "--config", config, *data, "--out", again)
+    assert code == 0, err
+    m1, m2 = StandaloneModel.load(first), StandaloneModel.load(again)
+    assert m1.config == m2.config and m2.provenance["test_rows"] == 0
+    ds, _ = apfed.load_dataset(data=[a, b, c], id_column="user_id", log=lambda _: None)
+    X = ds.views[0].X
+    np.testing.assert_array_equal(m1.predict_proba(X), m2.predict_proba(X))
+    code, out, err = run_cli("info", "--model", first, "--recipe", "--json")
+    assert code == 2 and err.strip() == "error: --json and --recipe print different things: give one"

@@ -678,6 +678,12 @@ def export(
 def info(
     model: Annotated[Path, typer.Option(help="Standalone model file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON (for scripts).")] = False,
+    recipe: Annotated[
+        bool,
+        typer.Option(
+            "--recipe", help="Print the model's recipe as a TOML file for 'apfed train --config' (add the data)."
+        ),
+    ] = False,
 ):
     """Show what a standalone model takes (view, features, classes) and where it came from (method, data, run)."""
     import hashlib
@@ -685,13 +691,52 @@ def info(
 
     from apfed.standalone import StandaloneModel
 
+    if as_json and recipe:
+        raise ConfigError("--json and --recipe print different things: give one")
     d = StandaloneModel.load(model).describe()
+    if recipe:
+        typer.echo(_recipe_toml(d, model), nl=False)
+        return
     d["file"] = {"path": str(model), "bytes": model.stat().st_size}
     d["file"]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
     typer.echo("\n".join(f"{k:<15} {v}" for k, v in _model_summary(d).items()))
+
+
+def _toml_value(value) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+def _recipe_toml(d: dict, model: Path) -> str:
+    """``apfed info --recipe``: the options that train the model again, as ``train --config`` reads them."""
+    from apfed.config import recipe_settings
+
+    cfg, p = d["config"], d["provenance"]
+    preset, diffs = recipe_settings(cfg)
+    options = {"method": cfg.get("method", "apfed-kd"), "preset": preset, "seed": cfg.get("seed", 0)}
+    if cfg.get("epochs"):
+        options["epochs"] = cfg["epochs"]
+    if d.get("task") == "regression":
+        options["task"] = "regression"
+    if p.get("test_rows") == 0:
+        options["test-fraction"] = 0.0
+    lines = [
+        f"# the recipe of {model.name}: {options['method']} on {p.get('dataset', '?')},"
+        f" trained {p.get('trained_at', '?')} with apfed {p.get('apfed_version', '?')}",
+        "# apfed train --config THIS.toml --data ACTIVE.csv --data PASSIVE.csv ... --out MODEL.safetensors",
+        *(f"{k} = {_toml_value(v)}" for k, v in options.items()),
+    ]
+    if diffs:
+        lines += ["", "[set]", *(f"{k} = {_toml_value(v)}" for k, v in diffs.items())]
+    return "\n".join(lines) + "\n"
 
 
 def _recipe_text(cfg: dict) -> str:
