@@ -59,13 +59,16 @@ def test_a_comparison_from_a_config_file_records_a_command_that_runs_without_it(
     a, b, _ = party_csvs["paths"]
     config = _toml(
         tmp_path / "cmp.toml",
-        f'data = ["{a}", "{b}"]\nid_column = "user_id"\nmethods = "local,apfed-c"\nseeds = 1\nepochs = 1\njobs = 1\n',
+        f'data = ["{a}", "{b}"]\nid_column = "user_id"\nmethods = ["local", "apfed-c"]\n'
+        "seeds = 1\nepochs = 1\njobs = 1\n",
     )
     code, _, err = run_cli("evaluate", "--config", config, "--out", tmp_path / "first")
     assert code == 0, err
     first = json.loads((tmp_path / "first" / "results.json").read_text())
     command = shlex.split(first["command"])
     assert command[:2] == ["apfed", "evaluate"] and "--config" not in command
+    assert command[command.index("--methods") + 1] == "local,apfed-c"  # a TOML list, comma-separated
+    assert sorted(first["summary"]) == ["apfed-c", "local"]
     config.unlink()
     at = command.index("--out")
     code, _, err = run_cli(*command[1:at], *command[at + 2 :], "--out", tmp_path / "again")

@@ -15,6 +15,9 @@ import typer
 
 from apfed.errors import ConfigError
 
+# the options that take a comma-separated list, which a TOML list may give too
+COMMA_SEPARATED = ("methods", "passives", "passive_losses")
+
 
 def _setting(value: Any) -> str:
     """A ``[set]`` table's TOML value as ``--set KEY=VALUE`` writes it."""
@@ -66,6 +69,8 @@ def read_config(ctx: click.Context, path: Path) -> dict[str, Any]:
                 value = [f"{k}={_setting(v)}" for k, v in value.items()]
             elif not isinstance(value, list):
                 value = [value]
+        elif p.name in COMMA_SEPARATED and isinstance(value, list):
+            value = ",".join(map(str, value))
         elif isinstance(value, list | dict):
             kind = "list" if isinstance(value, list) else "table"
             raise ConfigError(f"{path}: {key!r} takes one value, not a {kind}")
