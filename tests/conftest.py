@@ -72,9 +72,57 @@ def run_bounded(cmd: list, timeout: float, **popen) -> subprocess.CompletedProce
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
+# commands that start Flower or a long-lived server, whose processes a fresh interpreter's exit stops: run as a
+# fresh `python -m apfed.cli`, never forked
+NOT_FORKED = ("simulate", "worker", "bench")
+_fork_server = []
+
+
+def _forked_cli(args: list[str], cwd, timeout: float) -> subprocess.CompletedProcess:
+    """``apfed ARGS`` in a process forked from a server that has imported the CLI and torch already (see
+    ``cli_child``): its own process, exit code, stdout and stderr, as ``python -m apfed.cli`` would have them,
+    without each command's 2 s of imports. Past ``timeout``: SIGTERM, 30 s, then SIGKILL, as ``run_bounded``."""
+    import multiprocessing
+    import tempfile
+
+    import cli_child
+
+    from apfed.spawning import without_main_script
+
+    if not _fork_server:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(cli_child.PRELOAD)
+        _fork_server.append(ctx)
+    with tempfile.TemporaryDirectory(prefix="apfed-cli-") as d:
+        out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
+        for path in (out, err):  # there even if the child fails before it runs the command
+            open(path, "w").close()
+        p = _fork_server[0].Process(
+            target=cli_child.run, args=(args, None if cwd is None else str(cwd), dict(os.environ), out, err)
+        )
+        with without_main_script():  # the child must not run the caller's main script (pytest's) again
+            p.start()
+        p.join(timeout)
+        if p.is_alive():
+            p.terminate()
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+            raise subprocess.TimeoutExpired(["apfed", *args], timeout)
+        with open(out) as fo, open(err) as fe:
+            return subprocess.CompletedProcess(["apfed", *args], p.exitcode, fo.read(), fe.read())
+
+
 def run_cli(*args, cwd=None, timeout=300):
-    """Run ``apfed ARGS`` in a subprocess; return (exit code, stdout, stderr)."""
-    p = run_bounded([sys.executable, "-m", "apfed.cli", *map(str, args)], timeout, cwd=cwd)
+    """Run ``apfed ARGS`` in a process of its own; return (exit code, stdout, stderr). Forked from a server that
+    has imported the CLI (``_forked_cli``), or with ``APFED_TEST_FORK=0`` and for ``NOT_FORKED`` commands a fresh
+    ``python -m apfed.cli``."""
+    args = list(map(str, args))
+    if os.environ.get("APFED_TEST_FORK", "1") != "0" and not (args and args[0] in NOT_FORKED):
+        p = _forked_cli(args, cwd, timeout)
+    else:
+        p = run_bounded([sys.executable, "-m", "apfed.cli", *args], timeout, cwd=cwd)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -1,0 +1,28 @@
+"""The child side of ``conftest.run_cli``'s fork server: ``apfed ARGS`` run as ``python -m apfed.cli ARGS`` runs
+it, in a process forked from a server that has imported the CLI, torch and the other heavy libraries once (a fresh
+interpreter spends about 2 s of CPU importing them, for each of the suite's few hundred commands)."""
+
+import os
+import sys
+from pathlib import Path
+
+# what the server imports once: the CLI and the libraries its commands import (each command imports apfed's own
+# modules when it runs, as a fresh process does)
+PRELOAD = ["apfed.cli", "torch", "numpy", "sklearn.metrics", "safetensors.torch", "rich.console", "matplotlib"]
+
+
+def run(args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str) -> None:
+    """In the forked child: the caller's environment and directory, stdout and stderr into the files, then the
+    CLI's ``main`` with the command line ``python -m apfed.cli`` would give it (it ends with ``sys.exit``)."""
+    os.environ.clear()
+    os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
+    for fd, path in ((1, out_path), (2, err_path)):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(f, fd)
+        os.close(f)
+    import apfed.cli
+
+    sys.argv = [str(Path(apfed.cli.__file__).with_name("__main__.py")), *args]
+    apfed.cli.main()
