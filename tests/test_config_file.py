@@ -15,7 +15,8 @@ def _toml(path, text):
 
 def test_a_config_file_trains_the_model_its_options_train_on_the_command_line(tmp_path, party_csvs):
     """The file's options (a list of data files, both spellings of a key, a flag, a [set] table) train the model
-    the same options give on the command line, bit for bit; an option on the command line wins over the file's."""
+    the same options give on the command line, bit for bit; an option on the command line wins over the file's, and
+    its --set pairs add to the file's."""
     import apfed
     from apfed.standalone import StandaloneModel
 
@@ -33,10 +34,12 @@ pipeline = true
 
 [set]
 temperature = 0.5
-hidden_dim = 32
+hidden_dim = 16
 """,
     )
-    code, _, err = run_cli("train", "--config", config, "--epochs", "2", "--out", tmp_path / "file.safetensors")
+    code, _, err = run_cli(  # --set adds to the file's [set] table, and wins for the same key
+        "train", "--config", config, "--epochs", "2", "--set", "hidden_dim=32", "--out", tmp_path / "file.safetensors"
+    )
     assert code == 0, err
     code, _, err = run_cli(
         "train", "--data", a, "--data", b, "--data", c, "--id-column", "user_id", "--method", "apfed-c",

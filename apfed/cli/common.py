@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     from apfed.history_file import HistoryWriter
 
 
-SET_HELP = "Any training setting, KEY=VALUE (repeatable); docs/settings.md lists them."
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

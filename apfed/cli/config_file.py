@@ -85,10 +85,27 @@ def read_config(ctx: click.Context, path: Path) -> dict[str, Any]:
     return values
 
 
+FILE_SETS = "apfed.config_file.sets"  # ctx.meta: the file's [set] pairs, which --set on the command line adds to
+
+
 def _load(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
     if value is not None:  # an eager option: read before every other, so the file's values are their defaults
-        ctx.default_map = {**(ctx.default_map or {}), **read_config(ctx, value)}
+        values = read_config(ctx, value)
+        ctx.default_map = {**(ctx.default_map or {}), **values}
+        ctx.meta[FILE_SETS] = list(values.get("set_", ()))
     return value
+
+
+def _merge_sets(ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
+    """``--set`` on the command line adds to the file's ``[set]`` table (settings, unlike the other options, are
+    not replaced as a whole): the file's pairs first, so that the command line's win."""
+    if ctx.meta.get(FILE_SETS) and ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE:
+        return [*ctx.meta[FILE_SETS], *(value or [])]
+    return value
+
+
+SET_HELP = "Any training setting, KEY=VALUE (repeatable); docs/settings.md lists them."
+Sets = Annotated[list[str] | None, typer.Option("--set", callback=_merge_sets, help=SET_HELP)]
 
 
 ConfigFile = Annotated[
@@ -107,14 +124,10 @@ def command_line() -> str:
     """The running command as one line to run again, with the options its ``--config`` file gave written out (the
     file itself may not travel with the report)."""
     ctx = click.get_current_context()
-    args, skip = [], False
-    for a in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif a == "--config":
-            skip = True
-        elif not a.startswith("--config="):
-            args.append(a)
+    args = _without("--config", sys.argv[1:])
+    if ctx.meta.get(FILE_SETS) and ctx.get_parameter_source("set_") is click.core.ParameterSource.COMMANDLINE:
+        args = _without("--set", args)  # the file's pairs and the command line's, in that order, written out below
+        args += [x for v in ctx.params["set_"] for x in ("--set", v)]
     for p in ctx.command.params:
         if p.name == "config" or ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT_MAP:
             continue
@@ -124,3 +137,16 @@ def command_line() -> str:
         else:
             args += [x for v in (value if p.multiple else [value]) for x in (opt, str(v))]
     return shlex.join(["apfed", *args])
+
+
+def _without(option: str, args: list[str]) -> list[str]:
+    """The command line ``args`` without ``option`` and its values (``--set A`` and ``--set=A`` alike)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(f"{option}="):
+            out.append(a)
+    return out

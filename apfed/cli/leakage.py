@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from apfed.cli.common import (
-    SET_HELP,
     Active,
     Data,
     DataDir,
@@ -31,7 +30,7 @@ from apfed.cli.common import (
     _output_dir,
     app,
 )
-from apfed.cli.config_file import ConfigFile, command_line
+from apfed.cli.config_file import ConfigFile, Sets, command_line
 from apfed.errors import ConfigError
 
 ATTACKED = ("apfed-r", "apfed-c", "apfed-m", "apfed-kd", "tvfl")  # the methods whose parties exchange messages
@@ -73,7 +72,7 @@ def leakage(
             min=0.01, max=0.9, help="Share of training rows whose passive features the attacking active party knows."
         ),
     ] = 0.1,
-    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    set_: Sets = None,
     out: Annotated[Path, typer.Option(help="Report directory (leakage.json, leakage.md).")] = Path("results"),
 ):
     """What could each party infer about the other's data from a run's messages? Attacks on what crossed."""

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from apfed.cli.common import (
-    SET_HELP,
     Active,
     BatchSize,
     Data,
@@ -54,7 +53,7 @@ from apfed.cli.common import (
     _safety,
     app,
 )
-from apfed.cli.config_file import ConfigFile, command_line
+from apfed.cli.config_file import ConfigFile, Sets, command_line
 from apfed.config import DEFAULT_METHODS
 from apfed.errors import ConfigError, DataError
 
@@ -101,7 +100,7 @@ def evaluate(
     dp_noise: DpNoise = None,
     encrypt: Encrypt = False,
     on_bad_message: OnBadMessage = "fail",
-    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    set_: Sets = None,
     jobs: Annotated[
         int,
         typer.Option(min=0, help="Runs in parallel processes (0: one per core, at most 4, on the CPU; 1 on a GPU)."),
@@ -264,7 +263,7 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run checkpointed in --checkpoint-dir.")
     ] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    set_: Sets = None,
     metrics: Metrics = None,
 ):
     """Train one method and write the active party's standalone model."""
@@ -392,7 +391,7 @@ def simulate(
     kd_temperature: KdTemperature = None,
     kd_weight: KdWeight = None,
     passive_losses: PassiveLosses = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    set_: Sets = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the standalone model file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
     metrics: Metrics = None,
