@@ -115,7 +115,7 @@ ConfigFile = Annotated[
         is_eager=True,
         callback=_load,
         help="A TOML file of this command's options (keys as the long options: epochs = 30, data = \\['a.csv',"
-        " 'b.csv'], a \\[set] table of settings); options on the command line win.",
+        " 'b.csv'], a \\[set] table of settings); options on the command line win, and --set adds to the table.",
     ),
 ]
 
