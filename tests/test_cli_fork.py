@@ -9,8 +9,10 @@ from conftest import _forked_cli, run_bounded
 
 
 def _timeless(text: str) -> str:
-    """Output with its clock readings (the log's [14:05:47], a progress bar's elapsed 0:00:01) taken out."""
-    return re.sub(r"\[\d\d:\d\d:\d\d\]|\b\d+:\d\d:\d\d\b", "T", text)
+    """Output with its clock readings taken out: the log's time column ([14:05:47], or blank where the line before
+    was logged in the same second) and a progress bar's elapsed time (0:00:01)."""
+    text = re.sub(r"(?m)^\[\d\d:\d\d:\d\d\] ", " " * 11, text)
+    return re.sub(r"\b\d+:\d\d:\d\d\b", "T", text)
 
 
 def _both(args, cwd):
