@@ -317,7 +317,7 @@ def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
     rows[0].append("opened")
     for i, row in enumerate(rows[1:]):
         row[-1] = "" if i % 9 == 0 else f"{10 * int(row[-1].removeprefix('class_')) + float(row[1]):.4f}"
-        row.append(str(np.datetime64("2024-01-01") + (i * 37) % 200))
+        row.append(str(np.datetime64("2024-01-01") + np.timedelta64((i * 37) % 200, "D")))
     numeric = tmp_path / "bank.csv"
     with numeric.open("w", newline="") as f:
         csv.writer(f).writerows(rows)

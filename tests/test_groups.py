@@ -34,7 +34,7 @@ def test_bins_cut_a_column_of_numbers_into_bands_of_about_equal_rows():
 
 
 def test_bins_cut_a_column_of_dates_into_periods():
-    days = np.array([str(np.datetime64("2024-01-01") + d) for d in range(360)] + [""])
+    days = np.array([str(np.datetime64("2024-01-01") + np.timedelta64(d, "D")) for d in range(360)] + [""])
     groups = groups_of(days, "opened", bins=4)
     assert [v for v, _ in groups] == [
         "[2024-01-01, 2024-03-31)",

@@ -63,7 +63,8 @@ def _files(tmp_path, n=240, with_gaps=False):
         w.writerow(["id", "a0", "opened", "a1", "a2", "label"])
         for i in range(n):
             label = "" if with_gaps and i % 10 == 0 else f"c{y[i]}"
-            when = "" if with_gaps and i % 10 == 0 else str(np.datetime64("2024-01-01") + int(days[i]))
+            day = np.datetime64("2024-01-01") + np.timedelta64(int(days[i]), "D")
+            when = "" if with_gaps and i % 10 == 0 else str(day)
             w.writerow([f"u{i}", xa[i, 0], when, xa[i, 1], xa[i, 2], label])
     with passive.open("w", newline="") as f:
         w = csv.writer(f)
@@ -86,9 +87,9 @@ def test_party_files_split_by_time_the_same_in_process_and_in_a_deployment(tmp_p
         "time_column": "opened",
         "kind": "date",
         "train_from": "2024-01-01",
-        "train_until": str(np.datetime64("2024-01-01") + 179),
-        "test_from": str(np.datetime64("2024-01-01") + 180),
-        "test_until": str(np.datetime64("2024-01-01") + 239),
+        "train_until": str(np.datetime64("2024-01-01") + np.timedelta64(179, "D")),
+        "test_from": str(np.datetime64("2024-01-01") + np.timedelta64(180, "D")),
+        "test_until": str(np.datetime64("2024-01-01") + np.timedelta64(239, "D")),
     }
     assert any(
         "out of time by 'opened': test rows from 2024-06-29" in x and "(60 test, 180 training" in x for x in lines
@@ -194,7 +195,7 @@ def test_folds_in_time_test_each_later_period_trained_on_the_past_only(tmp_path)
         train = [index[i] for i in f.ids[f.train_idx]]
         test = [index[i] for i in f.ids[f.test_idx]]
         assert max(train) < min(test) and len(test) == 54  # 216 labelled rows in 4 periods of 54
-        assert f.notes["fold_period"]["test_from"] == str(np.datetime64("2024-01-01") + min(test))
+        assert f.notes["fold_period"]["test_from"] == str(np.datetime64("2024-01-01") + np.timedelta64(min(test), "D"))
         tested.append((min(test), max(test)))
         assert len(train) == 54 * (k + 1)  # every labelled row before the period, and none after it
     assert tested[0][1] < tested[1][0] and tested[1][1] < tested[2][0]

@@ -45,7 +45,7 @@ def customers(rng: np.random.Generator, n: int, first: int, last: int, gaps: flo
     churned = rng.random(n) < 1 / (1 + np.exp(-logit))
     income = np.where(rng.random(n) < gaps, np.nan, income)
     return {
-        "opened": (START + day).astype(str),
+        "opened": (START + day.astype("timedelta64[D]")).astype(str),
         "income": income,
         "age": age,
         "plan": plan,
