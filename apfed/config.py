@@ -318,15 +318,20 @@ def recipe_of(config: dict) -> tuple[str, str]:
     differs least from, and the method with the settings that differ from that preset
     (``("default", "apfed-c[lam=2,temperature=0.5]")``), which ``train --preset P --method M`` trains again."""
     preset, diffs = recipe_settings(config)
-    settings = ",".join(f"{k}={_setting_text(v)}" for k, v in diffs.items())
+    settings = ",".join(f"{k}={setting_text(v)}" for k, v in diffs.items())
     method = str(with_defaults(config).get("method", "?"))
     return preset, f"{method}[{settings}]" if settings else method
 
 
-def _setting_text(value) -> str:
+def setting_text(value) -> str:
+    """A setting's value as ``--set KEY=VALUE`` writes it: ``true``, ``2``, ``0.0003``; a float's every digit kept
+    (``:g`` alone would round 0.00012345678 to 0.000123457)."""
     if isinstance(value, bool):
         return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def unknown_setting(key: str) -> str:

@@ -1,3 +1,4 @@
+import functools
 import os
 import subprocess
 import sys
@@ -75,29 +76,35 @@ def run_bounded(cmd: list, timeout: float, **popen) -> subprocess.CompletedProce
 # commands that start Flower or a long-lived server, whose processes a fresh interpreter's exit stops: run as a
 # fresh `python -m apfed.cli`, never forked
 NOT_FORKED = ("simulate", "worker", "bench")
-_fork_server = []
+
+
+@functools.cache
+def _fork_server():
+    """This worker's fork server (multiprocessing's forkserver context; started with the first command)."""
+    import multiprocessing
+
+    import cli_child
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(cli_child.PRELOAD)
+    return ctx
 
 
 def _forked_cli(args: list[str], cwd, timeout: float) -> subprocess.CompletedProcess:
     """``apfed ARGS`` in a process forked from a server that has imported the CLI and torch already (see
     ``cli_child``): its own process, exit code, stdout and stderr, as ``python -m apfed.cli`` would have them,
     without each command's 2 s of imports. Past ``timeout``: SIGTERM, 30 s, then SIGKILL, as ``run_bounded``."""
-    import multiprocessing
     import tempfile
 
     import cli_child
 
     from apfed.spawning import without_main_script
 
-    if not _fork_server:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(cli_child.PRELOAD)
-        _fork_server.append(ctx)
     with tempfile.TemporaryDirectory(prefix="apfed-cli-") as d:
         out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
         for path in (out, err):  # there even if the child fails before it runs the command
             open(path, "w").close()
-        p = _fork_server[0].Process(
+        p = _fork_server().Process(
             target=cli_child.run, args=(args, None if cwd is None else str(cwd), dict(os.environ), out, err)
         )
         with without_main_script():  # the child must not run the caller's main script (pytest's) again

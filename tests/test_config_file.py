@@ -173,3 +173,19 @@ def test_info_writes_a_models_recipe_that_trains_the_same_model_again(tmp_path, 
     np.testing.assert_array_equal(m1.predict_proba(X), m2.predict_proba(X))
     code, out, err = run_cli("info", "--model", first, "--recipe", "--json")
     assert code == 2 and err.strip() == "error: --json and --recipe print different things: give one"
+
+
+def test_a_set_tables_values_keep_every_digit(tmp_path):
+    """[set] values become --set pairs with every digit of a float (a recipe retrains the same model)."""
+    import click
+    import typer
+
+    from apfed.cli import app
+    from apfed.cli.config_file import read_config
+    from apfed.config import parse_overrides
+
+    command = typer.main.get_command(app).commands["train"]
+    text = "[set]\nlr = 0.00012345678\nlam = 2.0\ncalibrate = true\npassive_losses = 'r,c'\n"
+    values = read_config(click.Context(command), _toml(tmp_path / "set.toml", text))
+    assert values["set_"] == ("lr=0.00012345678", "lam=2", "calibrate=true", "passive_losses=r,c")
+    assert parse_overrides(list(values["set_"]))["lr"] == 0.00012345678

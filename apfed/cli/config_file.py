@@ -13,17 +13,11 @@ from typing import Annotated, Any
 import click
 import typer
 
+from apfed.config import setting_text
 from apfed.errors import ConfigError
 
 # the options that take a comma-separated list, which a TOML list may give too
 COMMA_SEPARATED = ("methods", "passives", "passive_losses")
-
-
-def _setting(value: Any) -> str:
-    """A ``[set]`` table's TOML value as ``--set KEY=VALUE`` writes it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _options_by_key(command: click.Command) -> dict[str, click.Option]:
@@ -66,7 +60,7 @@ def read_config(ctx: click.Context, path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: {key!r} sets --{p.opts[0].lstrip('-')} a second time")
         if p.multiple:
             if isinstance(value, dict) and p.opts == ["--set"]:
-                value = [f"{k}={_setting(v)}" for k, v in value.items()]
+                value = [f"{k}={setting_text(v)}" for k, v in value.items()]
             elif not isinstance(value, list):
                 value = [value]
         elif p.name in COMMA_SEPARATED and isinstance(value, list):
