@@ -23,6 +23,7 @@ from apfed.history_file import HistoryWriter
 from apfed.metrics import headline_accuracy
 from apfed.report import test_provenance
 from clients.active import ActiveClient
+from clients.run_recipe import apply_recipe
 from protocols.errors import ProtocolError
 from protocols.flower import FlowerTransport, discover
 
@@ -65,13 +66,18 @@ class RunSettings:
     checkpoint_dir: str = ""
     checkpoint_every: int = 0
     resume: bool = False
+    recipe: str = ""  # deployment: a TOML recipe file on this host whose values the run config's go over
+    recipe_note: str = ""  # what the recipe gave, for the log (set from the run config)
 
     @classmethod
     def from_run_config(cls, rc: dict) -> RunSettings:
-        """From ``[tool.flwr.app.config]`` / ``--run-config`` (keys with dashes or underscores)."""
-        known = {f for f in cls.__dataclass_fields__}
-        kw = {}
-        for k, v in rc.items():
+        """From ``[tool.flwr.app.config]`` / ``--run-config`` (keys with dashes or underscores), over the values of
+        its ``recipe`` file if it names one (clients.run_recipe)."""
+        known = {f for f in cls.__dataclass_fields__} - {"recipe", "recipe_note"}
+        recipe = str(rc.get("recipe", "") or "")
+        merged, note = apply_recipe(rc)
+        kw = {"recipe": recipe, "recipe_note": note} if recipe else {}
+        for k, v in merged.items():
             key = k.replace("-", "_")
             if key not in known:
                 raise ConfigError(f"unknown run-config key {k!r}")
@@ -183,6 +189,9 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
 
     def log(line: str) -> None:  # the lines `flwr run --stream` shows the active party's operator
         logging.getLogger("flwr").info("apfed: %s", line)
+
+    if s.recipe_note:
+        log(s.recipe_note)
 
     if len(s.data) == 1 and multi_view_npz(s.data[0]) is None:  # a real deployment: the active holds only its file
         if s.passives < 1:

@@ -281,12 +281,19 @@ def test_a_deployment_with_no_test_rows_and_rows_with_no_label_makes_the_model_o
         csv.writer(f).writerows(rows)
     files = [partial, shop, telco]
     out = tmp_path / "run"
+    # the method and a setting come from a recipe file (the run config's method is the app's default, so the
+    # file's holds); the run config's epochs=2 wins over the file's
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('method = "apfed-kd"\nepochs = 40\n\n[set]\nkd_temperature = 3.0\n')
     r = deploy.deploy(
-        out, method="apfed-kd", epochs=2, k=2, files=files, id_column="user_id", timeout=600, test_fraction=0
-    )
+        out, epochs=2, k=2, files=files, id_column="user_id", timeout=600, test_fraction=0,
+        extra_run_config=f"recipe='{recipe}'",
+    )  # fmt: skip
+    assert r["method"] == "apfed-kd" and r["settings"]["recipe"] == str(recipe)
     assert "accuracy" not in r["final"] and r["accuracy"] is None and r["test_predictions"] == {}
     assert all("task_loss" in row and "accuracy" not in row for row in r["history"])
     lines = (out / "flwr-run.log").read_text()
+    assert f"recipe {recipe}: method='apfed-kd'; set kd_temperature=3; the run config's own epochs=2" in lines
     assert re.search(r"epoch 2/2: task loss [0-9.]+, [0-9.]+ s", lines), lines[-2000:]
     curve = read_history(out / "metrics.csv")
     assert [row["epoch"] for row in curve] == [1, 2] and all("accuracy" not in row for row in curve)
@@ -299,7 +306,7 @@ def test_a_deployment_with_no_test_rows_and_rows_with_no_label_makes_the_model_o
     useless = sum(1 for row in rows[1:] if row[-1] == "" and not all(row[0] in h for h in held))
     assert 0 < useless < len(ds.unlabelled)
     assert m.provenance["train_rows"] + m.provenance["unmatched_train_rows"] == 300 - useless
-    here = apfed.train(ds, 0, "apfed-kd", epochs=2, batches_per_round=2, pipeline=True)
+    here = apfed.train(ds, 0, "apfed-kd", epochs=2, batches_per_round=2, pipeline=True, kd_temperature=3.0)
     X = ds.views[0].X
     np.testing.assert_allclose(m.predict_proba(X), here.model.predict_proba(X), rtol=1e-5, atol=1e-6)
 

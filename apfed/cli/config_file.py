@@ -15,6 +15,7 @@ import typer
 
 from apfed.config import setting_text
 from apfed.errors import ConfigError
+from apfed.toml_file import read_toml
 
 # the options that take a comma-separated list, which a TOML list may give too
 COMMA_SEPARATED = ("methods", "passives", "passive_losses")
@@ -34,20 +35,8 @@ def _options_by_key(command: click.Command) -> dict[str, click.Option]:
 def read_config(ctx: click.Context, path: Path) -> dict[str, Any]:
     """The options ``path`` sets for ``ctx``'s command, cast and checked as the command line's are, by parameter
     name (click's ``default_map``). A mistake is a ``ConfigError`` naming the file and the key."""
-    import tomllib
-
     command = f"apfed {ctx.command.name}"
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory; --config takes a TOML file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    table = read_toml(path, "config", "--config")
     keys = _options_by_key(ctx.command)
     values: dict[str, Any] = {}
     for key, value in table.items():
