@@ -107,3 +107,23 @@ def test_a_recipe_that_is_not_a_readable_file_is_one_line(tmp_path):
     (tmp_path / "latin1.toml").write_bytes("method = 'caf\xe9'\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="not valid TOML: not UTF-8 text"):
         RunSettings.from_run_config(_run_config(recipe=str(tmp_path / "latin1.toml")))
+
+
+def test_preflight_reads_a_recipe_as_the_serverapp_will_and_checks_its_training_settings(tmp_path):
+    recipe = tmp_path / "churn.toml"
+    recipe.write_text('method = "apfed-kd"\nseed = 3\n\n[set]\nkd_temperature = 2.0\n')
+    code, out, err = run_cli("preflight", "--recipe", recipe)
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"recipe {recipe}: method='apfed-kd'; seed=3; set kd_temperature=2 (a valid training recipe)",
+        "preflight: all 1 checked are usable",
+    ]
+    for text, message in [
+        ('method = "apfed-x"\n', "unknown method 'apfed-x'"),
+        ("[set]\nlr = -1\n", "lr must be a positive number, got -1.0"),
+        ("epoch = 3\n", "'epoch' is not a run-config key; did you mean 'epochs'?"),
+    ]:
+        recipe.write_text(text)
+        code, out, err = run_cli("preflight", "--recipe", recipe)
+        assert code == 2 and out == "" and err.startswith(f"error: {recipe}: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1

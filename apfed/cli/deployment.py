@@ -222,6 +222,20 @@ def _data_line(
     return line + (f"; {notes}" if notes else "")
 
 
+def _recipe_line(path: Path) -> str:
+    """A recipe file read as the ServerApp reads it, with no run-config pair over it, and its training settings
+    checked (the method, every [set] pair)."""
+    from clients.flower_app import RunSettings
+    from clients.run_recipe import app_defaults
+
+    s = RunSettings.from_run_config({**app_defaults(), "recipe": str(path)})
+    try:
+        s.config()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return s.recipe_note + " (a valid training recipe)"
+
+
 @app.command(rich_help_panel="Deployment")
 def preflight(
     seal_key: Annotated[Path | None, typer.Option(help="This party's X25519 key (apfed keygen).")] = None,
@@ -256,14 +270,19 @@ def preflight(
         str | None,
         typer.Option(help="A passive's SuperNode user: the socket of its own worker (apfed worker), to reach."),
     ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(help="The active party: the run config's recipe file, read as the ServerApp will read it."),
+    ] = None,
 ):
     """Check keys, certificates, pins, ports (and with --connect the SuperLink) before a deployment starts."""
     from apfed import preflight as pf
     from protocols.sealing import PartyKey, parse_pins
 
-    if seal_key is None and not (pin or cert or key or port or connect or data or worker_socket):
+    if seal_key is None and not (pin or cert or key or port or connect or data or worker_socket or recipe):
         raise ConfigError(
-            "nothing to check: give --seal-key, --pin, --cert, --key, --port, --connect, --data or --worker-socket"
+            "nothing to check: give --seal-key, --pin, --cert, --key, --port, --connect, --data, --worker-socket"
+            " or --recipe"
         )
     checked = 0
     try:
@@ -308,6 +327,9 @@ def preflight(
 
             probe(worker_socket)
             typer.echo(f"worker {worker_socket}: answers (this user may connect)")
+            checked += 1
+        if recipe is not None:
+            typer.echo(_recipe_line(recipe))
             checked += 1
     except ProtocolError as e:
         raise ConfigError(str(e)) from None
