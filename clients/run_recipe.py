@@ -103,9 +103,8 @@ def apply_recipe(run_config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     defaults = app_defaults()
     given, kept = [], []
     for key, value in values.items():
-        if key in rc and rc[key] != defaults.get(key):
-            if rc[key] != value:
-                kept.append(f"{key.replace('_', '-')}={rc[key]!r} (the file's {value!r})")
+        if key in rc and rc[key] != defaults.get(key) and rc[key] != value:
+            kept.append(f"{key.replace('_', '-')}={rc[key]!r} (the file's {value!r})")
             continue
         rc[key] = value
         given.append(f"{key.replace('_', '-')}={value!r}")

@@ -281,14 +281,10 @@ def test_a_deployment_with_no_test_rows_and_rows_with_no_label_makes_the_model_o
         csv.writer(f).writerows(rows)
     files = [partial, shop, telco]
     out = tmp_path / "run"
-    # the method and a setting come from a recipe file (the run config's method is the app's default, so the
-    # file's holds); the run config's epochs=2 wins over the file's
+    # the method and a setting come from a recipe file (the run config's recipe); epochs=2 wins over the file's
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('method = "apfed-kd"\nepochs = 40\n\n[set]\nkd_temperature = 3.0\n')
-    r = deploy.deploy(
-        out, epochs=2, k=2, files=files, id_column="user_id", timeout=600, test_fraction=0,
-        extra_run_config=f"recipe='{recipe}'",
-    )  # fmt: skip
+    r = deploy.deploy(out, epochs=2, k=2, files=files, id_column="user_id", timeout=600, test_fraction=0, recipe=recipe)
     assert r["method"] == "apfed-kd" and r["settings"]["recipe"] == str(recipe)
     assert "accuracy" not in r["final"] and r["accuracy"] is None and r["test_predictions"] == {}
     assert all("task_loss" in row and "accuracy" not in row for row in r["history"])
@@ -515,6 +511,9 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         (["--node-set", "party=passive9"], "--node-set party=passive9: give KEY=VALUE, KEY one of send-embeddings"),
         (["--node-set", "min-rows=many"], "node config min-rows='many': give a number >= 0"),
         (["--node-set", "audit-log=/nonexistent/a.jsonl"], "audit-log: directory /nonexistent does not exist"),
+        (["--recipe", "/nonexistent.toml"], "/nonexistent.toml: no such recipe file"),
+        (["--recipe", "RECIPE"], "recipe.toml: 'epoch' is not a run-config key; did you mean 'epochs'?"),
+        (["--recipe", "LOCALRECIPE"], "local has no passive parties to deploy"),
     ],
 )
 def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_path, party_csvs, args, match):
@@ -522,7 +521,10 @@ def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_pa
     ragged.write_text("user_id,a,b\n1,2\n")
     (tmp_path / "ck").mkdir()
     (tmp_path / "ck" / "active.ckpt").write_bytes(b"an earlier run's checkpoint")
+    (tmp_path / "recipe.toml").write_text("epoch = 3\n")
+    (tmp_path / "local.toml").write_text("method = 'local'\n")
     names = {"ACTIVE": str(party_csvs["paths"][0]), "RAGGED": str(ragged), "CKDIR": str(tmp_path / "ck")}
+    names |= {"RECIPE": str(tmp_path / "recipe.toml"), "LOCALRECIPE": str(tmp_path / "local.toml")}
     args = [names.get(a, a) for a in args]
     out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
     r = run_bounded(  # past its deadline (a check that let the deployment start), deploy.py is stopped, not killed

@@ -439,14 +439,28 @@ def check_settings(
     return None
 
 
+def read_recipe_settings(recipe: Path):
+    """The run settings a recipe file gives with no run-config pair over it, its training settings checked (one
+    line naming the file for any mistake), before any process starts."""
+    from clients.flower_app import RunSettings
+    from clients.run_recipe import app_defaults
+
+    given = RunSettings.from_run_config({**app_defaults(), "recipe": str(recipe)})
+    try:
+        given.config()
+    except ConfigError as e:
+        raise ConfigError(f"{recipe}: {e}") from None
+    return given
+
+
 def deploy(
     out: Path,
-    method: str = "apfed-c",
+    method: str | None = None,
     dataset: str = "mnist5k",
     active: str = "top",
-    epochs: int = 2,
+    epochs: int | None = None,
     k: int = 16,
-    seed: int = 0,
+    seed: int | None = None,
     n_passives: int | None = None,
     extra_run_config: str = "",
     register: bool = True,
@@ -474,6 +488,7 @@ def deploy(
     show=None,
     node_sets: list[str] | None = None,
     own_workers: bool = False,
+    recipe: Path | None = None,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -487,9 +502,23 @@ def deploy(
     ``KEY=VALUE`` for every passive's node config (its limits, its audit log; ``node_settings``). ``show``: called with
     each line the ServerApp logs for the user (set-up, one per epoch) while the run goes. ``own_workers``: each
     passive starts its own worker (``apfed worker``) with its data and node settings, and its SuperNode's node
-    config names only that worker's socket (docs/security.md: the passive's code stays its own)."""
+    config names only that worker's socket (docs/security.md: the passive's code stays its own). ``recipe``: a
+    TOML recipe file (``apfed info --recipe``) for the run config's ``recipe``; ``method``, ``epochs``, ``seed``,
+    ``test_fraction``, ``task`` and ``time_column`` left at their defaults take the file's values (without a
+    recipe: apfed-c, 2 epochs, seed 0)."""
     out = out.resolve()
     show = show or (lambda _: None)
+    if recipe is not None:
+        recipe = Path(recipe).resolve()
+        given = read_recipe_settings(recipe)
+        method = method or given.method
+        epochs = epochs if epochs is not None else given.epochs or 2
+        seed = seed if seed is not None else given.seed
+        test_fraction = given.test_fraction if test_fraction == 0.2 else test_fraction
+        task = given.task if task == "classification" else task
+        time_column = time_column or given.time_column or None
+        extra_run_config += f" recipe='{recipe}'"
+    method, epochs, seed = method or "apfed-c", 2 if epochs is None else epochs, seed or 0
     bundled = check_settings(method, epochs, k, seed, threads, dataset, active, views, files, sets or [])
     if bundled is not None:  # every view but the active one is a passive party with a SuperNode of its own
         if n_passives is not None and n_passives != bundled:
@@ -666,12 +695,20 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/deploy"))
-    ap.add_argument("--method", default="apfed-c", help="a method, or a variant as evaluate names it: 'apfed-c[lam=2]'")
+    ap.add_argument(
+        "--method",
+        help="a method, or a variant as evaluate names it: 'apfed-c[lam=2]' (default: apfed-c, or --recipe's)",
+    )
     ap.add_argument("--dataset", default="mnist5k")
     ap.add_argument("--active", help="the active party's view (default: fou on handwritten, else the first)")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, help="default: 2, or --recipe's")
     ap.add_argument("--k", type=int, default=16, help="minibatches per round (default 16, see the K sweep)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, help="default: 0, or --recipe's")
+    ap.add_argument(
+        "--recipe",
+        type=Path,
+        help="a TOML recipe (apfed info --recipe) for the run config's recipe key; the options given here win",
+    )
     ap.add_argument(
         "--pipeline",
         action=argparse.BooleanOptionalAction,
@@ -754,7 +791,7 @@ def main() -> None:
         else test_line(r["final"])
     )
     print(
-        f"{a.method} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: {tested}, "
+        f"{r['method']} over TLS + node auth{' + sealed payloads' if a.encrypt else ''}: {tested}, "
         f"{r['wire']['messages']} messages, {r['wire']['bytes'] / 1e6:.1f} MB, run {r['timing']['run_s']:.0f} s"
     )
     print(f"standalone model: {a.out / 'model.safetensors'}")
@@ -788,6 +825,7 @@ def run_from_args(a, extra: str) -> dict:
         show=lambda line: print(line, file=sys.stderr, flush=True),
         node_sets=a.node_sets,
         own_workers=a.own_workers,
+        recipe=a.recipe,
     )
 
 
