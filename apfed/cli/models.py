@@ -681,7 +681,9 @@ def info(
     recipe: Annotated[
         bool,
         typer.Option(
-            "--recipe", help="Print the model's recipe as a TOML file for 'apfed train --config' (add the data)."
+            "--recipe",
+            help="Print the model's recipe as a TOML file for 'apfed train --config' or a deployment's recipe= (add"
+            " the data).",
         ),
     ] = False,
 ):
@@ -732,6 +734,7 @@ def _recipe_toml(d: dict, model: Path) -> str:
         f"# the recipe of {model.name}: {options['method']} on {p.get('dataset', '?')},"
         f" trained {p.get('trained_at', '?')} with apfed {p.get('apfed_version', '?')}",
         "# apfed train --config THIS.toml --data ACTIVE.csv --data PASSIVE.csv ... --out MODEL.safetensors",
+        "# or a deployment: flwr run . LINK --run-config \"recipe='/abs/THIS.toml' data='/abs/ACTIVE.csv' ...\"",
         *(f"{k} = {_toml_value(v)}" for k, v in options.items()),
     ]
     if diffs:
