@@ -149,13 +149,19 @@ def main() -> None:
     client = teachers[0][0]
     cfg = replace(base, method="local", shift=0)
     long = int(os.environ.get("LONG_EPOCHS", max(1, int(200 * scale))))  # the patient students' epochs
+    short = max(1, int(60 * scale))
     runs = [
         (f"local-s2-e{long}", teachers[:1], dict(w=0, shift=2, epochs=long)),
         (f"fm1-s2m1-e{long}", teachers[:1], dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
         (f"fm3-s2m1-e{long}", teachers, dict(T=1, ce=False, shift=2, mixup=1.0, epochs=long)),
-        ("ens3-kdT4-s2-e60", teachers, dict(T=4, w=1, shift=2, epochs=max(1, int(60 * scale)))),
+        (f"ens3-kdT4-s2-e{short}", teachers, dict(T=4, w=1, shift=2, epochs=short)),
         (f"fm3-s2m02-ce-e{long}", teachers, dict(T=2, ce=True, shift=2, mixup=0.2, epochs=long)),
         (f"local-s2m02-e{long}", teachers[:1], dict(w=0, shift=2, mixup=0.2, epochs=long)),
+        # no augmentation for the student (the recipe where soft labels gain most): one teacher or three
+        (f"local-e{short}", teachers[:1], dict(w=0, epochs=short)),
+        (f"kdT4-e{short}", teachers[:1], dict(T=4, w=1, epochs=short)),
+        (f"ens3-kdT4-e{short}", teachers, dict(T=4, w=1, epochs=short)),
+        (f"ens3-kdT2-e{short}", teachers, dict(T=2, w=1, epochs=short)),
     ]
     for name, ts, kw in runs:
         if only and not any(name.startswith(o + "-e") for o in only):
