@@ -47,7 +47,9 @@ def _value(path: str, key: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
         want = "a number"
-    else:
+    else:  # a whole number too, as the run config reads active=0 (a view index)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         ok = isinstance(value, str)
         want = "a list of strings or a string" if key in LIST_KEYS else "a string"
     if not ok:

@@ -25,11 +25,11 @@ def test_a_recipe_gives_what_the_run_config_leaves_at_the_default_and_its_set_pa
     recipe = tmp_path / "churn.toml"
     recipe.write_text(
         'method = "apfed-kd"\nseed = 3\nepochs = 30\ntest-fraction = 0.25\ndata = ["bank.csv", "shop.csv"]\n'
-        'pipeline = false\n\n[set]\nlr = 0.003\nkd_temperature = 2.0\npassive_losses = "r,c"\n'
+        'pipeline = false\nactive = 1\n\n[set]\nlr = 0.003\nkd_temperature = 2.0\npassive_losses = "r,c"\n'
     )
     s = RunSettings.from_run_config(_run_config(recipe=str(recipe), epochs=5, sets="lr=0.01"))
     assert (s.method, s.seed, s.test_fraction, s.pipeline) == ("apfed-kd", 3, 0.25, False)
-    assert s.data == ["bank.csv", "shop.csv"]
+    assert s.data == ["bank.csv", "shop.csv"] and s.active == "1"  # a view index, as active=1 in the run config
     assert s.epochs == 5  # the run config's own value wins
     assert s.sets == ["lr=0.003", "kd_temperature=2", "passive_losses=r,c", "lr=0.01"]
     cfg = s.config()
@@ -76,6 +76,7 @@ def test_info_recipe_of_a_model_is_a_deployment_recipe_for_the_same_training_set
         ("test-fraction = true\n", "'test-fraction' takes a number, got True"),
         ("data = [1, 2]\n", "'data' takes a list of strings or a string, got [1, 2]"),
         ("method = ['apfed-c']\n", "'method' takes a string, got ['apfed-c']"),
+        ("active = true\n", "'active' takes a string, got True"),
         ("epochs = 3\nepochs-x = 1\n", "'epochs-x' is not a run-config key; did you mean 'epochs'?"),
         ("epochs = 3\n'epochs' = 4\n", "not valid TOML"),
         ("seed = 1\nseed_ = 2\n", "'seed_' is not a run-config key; did you mean 'seed'?"),
