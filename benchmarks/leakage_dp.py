@@ -13,7 +13,8 @@ from pathlib import Path
 import apfed
 from apfed.config import make_config
 from apfed.leakage import audit
-from apfed.report import leakage_markdown_table, write_benchmark
+from apfed.leakage_report import leakage_markdown_table
+from apfed.report import write_benchmark
 
 
 def main() -> None:

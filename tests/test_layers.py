@@ -10,6 +10,8 @@ TOP = {
     "runner",
     "evaluate",
     "report",
+    "model_tables",
+    "leakage_report",
     "speed",
     "bench",
     "bench_goals",

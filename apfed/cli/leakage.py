@@ -93,7 +93,7 @@ def leakage(
 
     from apfed.api import check_run
     from apfed.leakage import audit
-    from apfed.report import leakage_markdown, leakage_summary, leakage_table
+    from apfed.leakage_report import leakage_markdown, leakage_summary, leakage_table
 
     ds, a = _dataset(
         dataset, views, active, data, data_dir, id_column, label_column, passives, None, test_fraction, None, task

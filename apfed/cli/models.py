@@ -399,7 +399,8 @@ def score(
     if as_json:
         typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
         return
-    from apfed.report import score_tables, table_console
+    from apfed.model_tables import score_tables
+    from apfed.report import table_console
 
     console = table_console()
     for t in score_tables(report, f"{model.name} on {input.name}", repeats, model.name):
@@ -409,7 +410,7 @@ def score(
     if "conformal" in report:
         console.print(_conformal_line(report["conformal"]))
     if "by" in report:
-        from apfed.report import group_table
+        from apfed.model_tables import group_table
 
         console.print(group_table(report["by"], regression=False))
 
@@ -541,7 +542,8 @@ def _regression_score(
     if "conformal" in report:
         typer.echo(_conformal_line(report["conformal"]))
     if "by" in report:
-        from apfed.report import group_table, table_console
+        from apfed.model_tables import group_table
+        from apfed.report import table_console
 
         table_console().print(group_table(report["by"], regression=True))
     if against is not None:
@@ -554,7 +556,8 @@ def _regression_score(
             f" on {c['second_closer']:,}"
         )
     if importance is not None:
-        from apfed.report import importance_table, table_console
+        from apfed.model_tables import importance_table
+        from apfed.report import table_console
 
         table_console().print(importance_table(report["importance"], importance[0]))
 
@@ -617,7 +620,8 @@ def drift(
             report["outputs"] |= {"rows": predicted, "chance_level": out_chance, "columns": outputs}
         typer.echo(json.dumps(report, indent=1))
     else:
-        from apfed.report import drift_table, table_console
+        from apfed.model_tables import drift_table
+        from apfed.report import table_console
 
         console = table_console()
         if m.profile:
