@@ -172,3 +172,14 @@ class RunningMeans:
         out.sums = dict(state["sums"])
         out.counts = {k: int(c) for k, c in state["counts"].items()}
         return out
+
+
+def test_provenance(final: dict) -> dict:
+    """What a model file records of its final test metrics (``apfed info`` shows them)."""
+    held = {"test_conformal_coverage": final["conformal_coverage"]} if "conformal_coverage" in final else {}
+    if "r2" in final:
+        return {"test_r2": final["r2"], "test_rmse": final["rmse"], "test_mae": final["mae"], **held}
+    if "accuracy" not in final:  # trained on every labelled row: nothing was tested
+        return {}
+    auc = {"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {}
+    return {"test_accuracy": final["accuracy"], **auc, **held}

@@ -120,17 +120,6 @@ def epoch_label(row: dict) -> str:
     return f"loss {row['task_loss']:.4f}" if "task_loss" in row else f"epoch {row['epoch']}"
 
 
-def test_provenance(final: dict) -> dict:
-    """What a model file records of its final test metrics (``apfed info`` shows them)."""
-    held = {"test_conformal_coverage": final["conformal_coverage"]} if "conformal_coverage" in final else {}
-    if "r2" in final:
-        return {"test_r2": final["r2"], "test_rmse": final["rmse"], "test_mae": final["mae"], **held}
-    if "accuracy" not in final:  # trained on every labelled row: nothing was tested
-        return {}
-    auc = {"test_roc_auc": final["roc_auc"]} if "roc_auc" in final else {}
-    return {"test_accuracy": final["accuracy"], **auc, **held}
-
-
 def summarize(
     runs: list[dict], test_share: float | None = None, eval_last: int = 10, metric: str = "accuracy"
 ) -> dict[str, dict]:

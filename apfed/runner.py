@@ -14,8 +14,7 @@ import numpy as np
 
 from apfed.config import STANDALONE, TrainConfig
 from apfed.data.views import MultiViewDataset, split_parties
-from apfed.metrics import headline_accuracy
-from apfed.report import test_provenance
+from apfed.metrics import headline_accuracy, test_provenance
 from apfed.standalone import StandaloneModel
 from clients.active import ACTIVE, ActiveClient
 from clients.passive import PassiveClient

@@ -20,8 +20,7 @@ from apfed.config import make_config, method_variant, parse_overrides, split_set
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ApfedError, ConfigError
 from apfed.history_file import HistoryWriter
-from apfed.metrics import headline_accuracy
-from apfed.report import test_provenance
+from apfed.metrics import headline_accuracy, test_provenance
 from clients.active import ActiveClient
 from clients.run_recipe import apply_recipe
 from protocols.errors import ProtocolError
@@ -111,7 +110,7 @@ class RunSettings:
 
 def load_dataset(s: RunSettings) -> tuple[MultiViewDataset, int]:
     """The dataset named by the settings and the active view index (same rules as the CLI)."""
-    from apfed.api import load_dataset as load
+    from apfed.datasets import load_dataset as load
 
     return load(
         None if s.data else s.dataset,

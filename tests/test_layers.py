@@ -46,6 +46,20 @@ def test_the_ml_core_imports_no_protocol_role_or_network():
     assert _offending(core, ("clients", "protocols", "flwr", "grpc", "ray")) == {}
 
 
+def test_the_core_and_the_roles_use_nothing_of_the_top_layer():
+    """The Flower apps and the roles build on the core (the data options, the metrics a model file records), not on
+    the Python API, the reports or the CLI."""
+    top_names = {f"apfed.{name}" for name in TOP} | {"apfed.cli"}
+    top = [ROOT / "apfed" / f"{name}.py" for name in TOP] + list((ROOT / "apfed" / "cli").glob("*.py"))
+    below = [p for p in (ROOT / "apfed").rglob("*.py") if p not in top] + list((ROOT / "clients").glob("*.py"))
+    found = {
+        str(p.relative_to(ROOT)): bad
+        for p in below
+        if (bad := sorted(n for n in _imports(p) if n in top_names or n.startswith("apfed.cli.")))
+    }
+    assert found == {}
+
+
 def test_the_protocol_imports_no_model_or_role():
     protocol = list((ROOT / "protocols").glob("*.py"))
     assert _offending(protocol, ("apfed", "clients")) == {}
