@@ -87,7 +87,7 @@ def test_the_passives_losses_train_on_the_rows_with_no_label(halves, method):
     assert not np.allclose(proba, proba_without) and np.isfinite(final["accuracy"])
     assert model.provenance["unlabelled_train_rows"] == len(hidden)
     assert model.provenance["train_rows"] == n_train + len(hidden)
-    from apfed.cli.models import _model_summary  # apfed info's lines
+    from apfed.cli.model_info import _model_summary  # apfed info's lines
 
     summary = _model_summary({**model.describe(), "file": {"path": "m", "bytes": 0, "sha256": "0" * 64}})
     assert f"{len(hidden):,} of the training rows had no label" in summary["rows"]

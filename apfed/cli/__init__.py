@@ -1,7 +1,7 @@
 """The ``apfed`` command line. Each command lives in the module of its kind (``training``: evaluate, train,
-simulate; ``models``: predict, score, drift, export, info; ``tools``: bench, settings; ``leakage``; ``deployment``:
-certs, nodekey, worker, keygen, audit, preflight), all on the one Typer app of ``common``; ``config_file`` reads
-``--config`` TOML files; ``main`` turns a user's mistake into one line and an exit code."""
+simulate; ``models``: predict, score, drift; ``model_info``: export, info; ``tools``: bench, settings; ``leakage``;
+``deployment``: certs, nodekey, worker, keygen, audit, preflight), all on the one Typer app of ``common``;
+``config_file`` reads ``--config`` TOML files; ``main`` turns a user's mistake into one line and an exit code."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ __all__ = ["app", "main"]
 for _module in (
     "training",
     "models",
+    "model_info",
     "tools",
     "leakage",
     "deployment",
