@@ -271,9 +271,29 @@ def evaluate(
         table_console().print(rich_table(summary, title, note))
     if out is not None:
         paths = write_report(Path(out), report)
+        if report["validation_pick"] is not None:
+            paths.append(write_pick_recipe(Path(out), cfg, report["validation_pick"], ds.name))
         if not quiet:
             console.print("wrote " + ", ".join(str(p) for p in paths))
     return report
+
+
+def write_pick_recipe(out: Path, cfg: TrainConfig, label: str, dataset: str) -> Path:
+    """``out/recipe.toml``: the recipe of the variant the validation rows picked, for ``apfed train --config`` or a
+    deployment's ``recipe=`` (seed 0; the comparison's settings with the variant's own)."""
+    from apfed.recipe_file import recipe_toml
+
+    passives = variant_passives(label)
+    comments = [
+        f"# the recipe that apfed evaluate's validation rows picked on {dataset}: {label}",
+        "# (add test-fraction = 0.0 to train the model put to use on every labelled row)",
+    ]
+    text = recipe_toml(
+        variant_config(cfg, label, seed=0).to_dict(), comments, {"passives": passives} if passives else {}
+    )
+    path = out / "recipe.toml"
+    path.write_text(text)
+    return path
 
 
 def check_variants(ds: MultiViewDataset, active: int | str, cfg: TrainConfig, labels: list[str]) -> int:

@@ -189,3 +189,40 @@ def test_a_set_tables_values_keep_every_digit(tmp_path):
     values = read_config(click.Context(command), _toml(tmp_path / "set.toml", text))
     assert values["set_"] == ("lr=0.00012345678", "lam=2", "calibrate=true", "passive_losses=r,c")
     assert parse_overrides(list(values["set_"]))["lr"] == 0.00012345678
+
+
+def test_evaluate_writes_the_recipe_its_validation_rows_picked_and_train_reads_it(tmp_path, party_csvs):
+    """With validation rows, ``evaluate --out DIR`` writes ``DIR/recipe.toml``, the picked variant's recipe; ``train
+    --config`` with it trains that variant with the comparison's settings. With no pick, no file."""
+    import tomllib
+
+    from apfed.config import TrainConfig, variant_config
+    from apfed.standalone import StandaloneModel
+
+    a, b, c = party_csvs["paths"]
+    data = ["--data", a, "--data", b, "--data", c, "--id-column", "user_id"]
+    out = tmp_path / "cmp"
+    code, _, err = run_cli(
+        "evaluate", *data, "--methods", "apfed-c[lam=0.5|2]", "--seeds", "1", "--epochs", "2",
+        "--set", "validation=0.2", "--set", "hidden_dim=48", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out / "results.json").read_text())
+    pick = report["validation_pick"]
+    assert pick in ("apfed-c[lam=0.5]", "apfed-c[lam=2]")
+    text = (out / "recipe.toml").read_text()
+    assert f"validation rows picked on bank+shop+telco: {pick}\n" in text and "recipe.toml" in err.replace("\n", "")
+    recipe = tomllib.loads(text)
+    assert (recipe["method"], recipe["seed"], recipe["epochs"]) == ("apfed-c", 0, 2)
+    assert recipe["set"] == {"lam": float(pick[len("apfed-c[lam=") : -1]), "validation": 0.2, "hidden_dim": 48}
+    model = tmp_path / "m.safetensors"
+    code, _, err = run_cli("train", "--config", out / "recipe.toml", *data, "--out", model)
+    assert code == 0, err
+    want = variant_config(TrainConfig.from_dict(report["config"]), pick, seed=0).to_dict()
+    assert StandaloneModel.load(model).config == want
+    plain = tmp_path / "plain"
+    code, _, err = run_cli(
+        "evaluate", *data, "--methods", "local,apfed-c", "--seeds", "1", "--epochs", "1", "--out", plain
+    )
+    assert code == 0, err
+    assert not (plain / "recipe.toml").exists()  # no validation rows: nothing was picked

@@ -65,39 +65,19 @@ def info(
     typer.echo("\n".join(f"{k:<15} {v}" for k, v in _model_summary(d).items()))
 
 
-def _toml_value(value) -> str:
-    import json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))  # a TOML basic string is a JSON string
-
-
 def _recipe_toml(d: dict, model: Path) -> str:
     """``apfed info --recipe``: the options that train the model again, as ``train --config`` reads them."""
-    from apfed.config import recipe_settings
+    from apfed.recipe_file import recipe_toml
 
     cfg, p = d["config"], d["provenance"]
-    preset, diffs = recipe_settings(cfg)
-    options = {"method": cfg.get("method", "apfed-kd"), "preset": preset, "seed": cfg.get("seed", 0)}
-    if cfg.get("epochs"):
-        options["epochs"] = cfg["epochs"]
-    if d.get("task") == "regression":
-        options["task"] = "regression"
+    options = {"task": "regression"} if d.get("task") == "regression" else {}
     if p.get("test_rows") == 0:
         options["test-fraction"] = 0.0
-    lines = [
-        f"# the recipe of {model.name}: {options['method']} on {p.get('dataset', '?')},"
-        f" trained {p.get('trained_at', '?')} with apfed {p.get('apfed_version', '?')}",
-        "# apfed train --config THIS.toml --data ACTIVE.csv --data PASSIVE.csv ... --out MODEL.safetensors",
-        "# or a deployment: flwr run . LINK --run-config \"recipe='/abs/THIS.toml' data='/abs/ACTIVE.csv' ...\"",
-        *(f"{k} = {_toml_value(v)}" for k, v in options.items()),
-    ]
-    if diffs:
-        lines += ["", "[set]", *(f"{k} = {_toml_value(v)}" for k, v in diffs.items())]
-    return "\n".join(lines) + "\n"
+    comment = (
+        f"# the recipe of {model.name}: {cfg.get('method', 'apfed-kd')} on {p.get('dataset', '?')},"
+        f" trained {p.get('trained_at', '?')} with apfed {p.get('apfed_version', '?')}"
+    )
+    return recipe_toml(cfg, [comment], options)
 
 
 def _recipe_text(cfg: dict) -> str:
