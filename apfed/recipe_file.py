@@ -9,10 +9,9 @@ import json
 
 from apfed.config import recipe_settings
 
-USE = [
-    "# apfed train --config THIS.toml --data ACTIVE.csv --data PASSIVE.csv ... --out MODEL.safetensors",
-    "# or a deployment: flwr run . LINK --run-config \"recipe='/abs/THIS.toml' data='/abs/ACTIVE.csv' ...\"",
-]
+TRAIN = "# apfed train --config THIS.toml --data ACTIVE.csv --data PASSIVE.csv ... --out MODEL.safetensors"
+DEPLOY = "# or a deployment: flwr run . LINK --run-config \"recipe='/abs/THIS.toml' data='/abs/ACTIVE.csv' ...\""
+ALONE = ("local", "centralized")  # methods with no passive party to deploy
 
 
 def toml_value(value) -> str:
@@ -32,7 +31,8 @@ def recipe_toml(config: dict, comments: list[str], options: dict | None = None) 
     head = {"method": config.get("method", "apfed-kd"), "preset": preset, "seed": config.get("seed", 0)}
     if config.get("epochs"):
         head["epochs"] = config["epochs"]
-    lines = [*comments, *USE, *(f"{k} = {toml_value(v)}" for k, v in {**head, **(options or {})}.items())]
+    use = [TRAIN] if head["method"] in ALONE else [TRAIN, DEPLOY]
+    lines = [*comments, *use, *(f"{k} = {toml_value(v)}" for k, v in {**head, **(options or {})}.items())]
     if diffs:
         lines += ["", "[set]", *(f"{k} = {toml_value(v)}" for k, v in diffs.items())]
     return "\n".join(lines) + "\n"

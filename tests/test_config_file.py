@@ -212,6 +212,7 @@ def test_evaluate_writes_the_recipe_its_validation_rows_picked_and_train_reads_i
     assert pick in ("apfed-c[lam=0.5]", "apfed-c[lam=2]")
     text = (out / "recipe.toml").read_text()
     assert f"validation rows picked on bank+shop+telco: {pick}\n" in text and "recipe.toml" in err.replace("\n", "")
+    assert "--run-config \"recipe='/abs/THIS.toml'" in text  # how a deployment takes it
     recipe = tomllib.loads(text)
     assert (recipe["method"], recipe["seed"], recipe["epochs"]) == ("apfed-c", 0, 2)
     assert recipe["set"] == {"lam": float(pick[len("apfed-c[lam=") : -1]), "validation": 0.2, "hidden_dim": 48}
@@ -226,3 +227,14 @@ def test_evaluate_writes_the_recipe_its_validation_rows_picked_and_train_reads_i
     )
     assert code == 0, err
     assert not (plain / "recipe.toml").exists()  # no validation rows: nothing was picked
+
+
+def test_a_recipe_of_a_method_with_no_passive_names_no_deployment():
+    from apfed.config import make_config
+    from apfed.recipe_file import recipe_toml
+
+    local = recipe_toml(make_config("default", method="local", epochs=3).to_dict(), ["# a comment"])
+    assert local.startswith("# a comment\n# apfed train --config THIS.toml") and "flwr run" not in local
+    assert 'method = "local"\npreset = "default"\nseed = 0\nepochs = 3\n' in local and "[set]" not in local
+    kd = recipe_toml(make_config("default", method="apfed-kd", epochs=3, lam=2.0).to_dict(), [])
+    assert "flwr run . LINK" in kd and kd.endswith("\n[set]\nlam = 2.0\n")
