@@ -129,7 +129,8 @@ def compare(
     ``vs_local_mean``, ``vs_local_std``, ``vs_local_wins`` and ``vs_local_seeds``; with validation rows
     (``validation=0.1``) ``val_mean`` and ``val_std``, and the report's ``validation_pick``, the standalone method
     best on them; ``runs``: every run). With ``out`` it also writes ``results.json``, ``results.md`` and
-    ``results.png`` there, and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
+    ``results.png`` there (and, where the validation rows picked a method, its ``recipe.toml`` for ``apfed train
+    --config``), and each finished run to ``out/runs/``; ``resume=True`` reuses those made from the same
     data and settings. ``jobs``: runs at a time in worker processes (0: one per core, at most 4). ``resplit``: seed
     s >= 1 also draws its own train/test split (seed 0 keeps the data's own), the same for every method. ``folds``:
     cross-validation instead, seeds ``0..folds-1`` (``seeds`` is then ignored), seed s tested on the s-th of
