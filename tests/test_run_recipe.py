@@ -4,8 +4,10 @@ import pytest
 from conftest import run_cli
 
 from apfed.errors import ConfigError
-from clients.flower_app import RunSettings
-from clients.run_recipe import app_defaults
+
+pytest.importorskip("flwr")  # the ServerApp's module builds its Flower app on import
+from clients.flower_app import RunSettings  # noqa: E402
+from clients.run_recipe import app_defaults  # noqa: E402
 
 
 def _run_config(**pairs) -> dict:
