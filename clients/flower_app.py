@@ -87,6 +87,20 @@ class RunSettings:
         kw = {k: v for k, v in kw.items() if v != "" or k in ("data", "sets", "pins")}
         return cls(**kw)
 
+    @classmethod
+    def from_recipe(cls, path: str | Path) -> RunSettings:
+        """The settings a recipe file gives with no run-config pair over it (the app's defaults under it), its method
+        and training settings checked: ``preflight --recipe`` and ``deploy.py --recipe``, before anything starts.
+        Every mistake is one line naming the file."""
+        from clients.run_recipe import app_defaults
+
+        s = cls.from_run_config({**app_defaults(), "recipe": str(path)})
+        try:
+            s.config()
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        return s
+
     def config(self):
         """The training configuration; ``method`` may be a variant as ``apfed evaluate`` names it,
         ``apfed-c[lam=0.25]``, whose settings come after ``sets``."""

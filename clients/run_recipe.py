@@ -110,9 +110,8 @@ def apply_recipe(run_config: dict[str, Any]) -> tuple[dict[str, Any], str]:
             continue
         rc[key] = value
         given.append(f"{key.replace('_', '-')}={value!r}")
-    own = split_sets(str(rc.get("sets", "") or ""))
-    if pairs:
-        rc["sets"] = ",".join([*pairs, *own])
+    if pairs:  # the file's first, so that the run config's own win
+        rc["sets"] = ",".join([*pairs, *split_sets(str(rc.get("sets", "") or ""))])
         given.append("set " + ", ".join(pairs))
     line = f"recipe {path}: " + ("; ".join(given) or "nothing")
     if kept:

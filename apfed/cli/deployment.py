@@ -222,20 +222,6 @@ def _data_line(
     return line + (f"; {notes}" if notes else "")
 
 
-def _recipe_line(path: Path) -> str:
-    """A recipe file read as the ServerApp reads it, with no run-config pair over it, and its training settings
-    checked (the method, every [set] pair)."""
-    from clients.flower_app import RunSettings
-    from clients.run_recipe import app_defaults
-
-    s = RunSettings.from_run_config({**app_defaults(), "recipe": str(path)})
-    try:
-        s.config()
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    return s.recipe_note + " (a valid training recipe)"
-
-
 @app.command(rich_help_panel="Deployment")
 def preflight(
     seal_key: Annotated[Path | None, typer.Option(help="This party's X25519 key (apfed keygen).")] = None,
@@ -329,7 +315,9 @@ def preflight(
             typer.echo(f"worker {worker_socket}: answers (this user may connect)")
             checked += 1
         if recipe is not None:
-            typer.echo(_recipe_line(recipe))
+            from clients.flower_app import RunSettings
+
+            typer.echo(RunSettings.from_recipe(recipe).recipe_note + " (a valid training recipe)")
             checked += 1
     except ProtocolError as e:
         raise ConfigError(str(e)) from None

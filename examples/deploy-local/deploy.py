@@ -439,20 +439,6 @@ def check_settings(
     return None
 
 
-def read_recipe_settings(recipe: Path):
-    """The run settings a recipe file gives with no run-config pair over it, its training settings checked (one
-    line naming the file for any mistake), before any process starts."""
-    from clients.flower_app import RunSettings
-    from clients.run_recipe import app_defaults
-
-    given = RunSettings.from_run_config({**app_defaults(), "recipe": str(recipe)})
-    try:
-        given.config()
-    except ConfigError as e:
-        raise ConfigError(f"{recipe}: {e}") from None
-    return given
-
-
 def deploy(
     out: Path,
     method: str | None = None,
@@ -510,7 +496,9 @@ def deploy(
     show = show or (lambda _: None)
     if recipe is not None:
         recipe = Path(recipe).resolve()
-        given = read_recipe_settings(recipe)
+        from clients.flower_app import RunSettings
+
+        given = RunSettings.from_recipe(recipe)
         method = method or given.method
         epochs = epochs if epochs is not None else given.epochs or 2
         seed = seed if seed is not None else given.seed
