@@ -60,7 +60,7 @@ def main() -> None:
     for s in summary:
         gain = (
             ""
-            if s["student"] in ("local", "(teacher)") or s["vs_local_mean"] is None
+            if s["student"] == "local" or s["student"].startswith("(teacher") or s["vs_local_mean"] is None
             else (f"{s['vs_local_mean']:+.2f} ± {s['vs_local_std']:.2f}")
         )
         md.append(f"| {s['strip']} | {s['student']} | {s['mean']:.2f} ± {s['std']:.2f} | {gain} |")
