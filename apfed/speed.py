@@ -59,8 +59,8 @@ def bare_apfed_c_epoch(
 
     def split_step(t: dict[str, torch.Tensor]) -> None:
         idx = t["idx"]
-        with torch.no_grad():
-            z = projections[0](encoders[0](X[0][idx]))
+        h = encoders[0](X[0][idx])  # its graph kept until the replies come, as the active learner keeps it at K = 1
+        z = projections[0](h)
         grads = []
         for e, p, x, o in zip(encoders[1:], projections[1:], X[1:], opts[1:], strict=True):
             a = z.detach().requires_grad_(True)
@@ -69,8 +69,6 @@ def bare_apfed_c_epoch(
             loss.backward()
             o.step()
             grads.append(a.grad)
-        h = encoders[0](X[0][idx])
-        z = projections[0](h)
         loss = F.cross_entropy(head(h), y[idx])
         for g in grads:
             loss = loss + cfg.lam * (z * g).sum()
