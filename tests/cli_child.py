@@ -11,9 +11,8 @@ from pathlib import Path
 PRELOAD = ["apfed.cli", "torch", "numpy", "sklearn.metrics", "safetensors.torch", "rich.console", "matplotlib"]
 
 
-def run(args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str) -> None:
-    """In the forked child: the caller's environment and directory, stdout and stderr into the files, then the
-    CLI's ``main`` with the command line ``python -m apfed.cli`` would give it (it ends with ``sys.exit``)."""
+def _enter(cwd: str | None, env: dict[str, str], out_path: str, err_path: str) -> None:
+    """The caller's environment and directory; stdout and stderr into the files."""
     os.environ.clear()
     os.environ.update(env)
     if cwd is not None:
@@ -22,7 +21,22 @@ def run(args: list[str], cwd: str | None, env: dict[str, str], out_path: str, er
         f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(f, fd)
         os.close(f)
+
+
+def run(args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str) -> None:
+    """In the forked child: the CLI's ``main`` with the command line ``python -m apfed.cli`` would give it (it ends
+    with ``sys.exit``)."""
+    _enter(cwd, env, out_path, err_path)
     import apfed.cli
 
     sys.argv = [str(Path(apfed.cli.__file__).with_name("__main__.py")), *args]
     apfed.cli.main()
+
+
+def run_script(script: str, args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str):
+    """In the forked child: ``python SCRIPT ARGS`` (a script of the repository, run as its ``__main__``)."""
+    _enter(cwd, env, out_path, err_path)
+    import runpy
+
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")

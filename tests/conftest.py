@@ -90,10 +90,11 @@ def _fork_server():
     return ctx
 
 
-def _forked_cli(args: list[str], cwd, timeout: float) -> subprocess.CompletedProcess:
-    """``apfed ARGS`` in a process forked from a server that has imported the CLI and torch already (see
-    ``cli_child``): its own process, exit code, stdout and stderr, as ``python -m apfed.cli`` would have them,
-    without each command's 2 s of imports. Past ``timeout``: SIGTERM, 30 s, then SIGKILL, as ``run_bounded``."""
+def _forked_cli(args: list[str], cwd, timeout: float, script: str | None = None) -> subprocess.CompletedProcess:
+    """``apfed ARGS`` (or ``python SCRIPT ARGS``) in a process forked from a server that has imported the CLI and
+    torch already (see ``cli_child``): its own process, exit code, stdout and stderr, as ``python -m apfed.cli``
+    would have them, without each command's 2 s of imports. Past ``timeout``: SIGTERM, 30 s, then SIGKILL, as
+    ``run_bounded``."""
     import tempfile
 
     import cli_child
@@ -104,9 +105,9 @@ def _forked_cli(args: list[str], cwd, timeout: float) -> subprocess.CompletedPro
         out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
         for path in (out, err):  # there even if the child fails before it runs the command
             open(path, "w").close()
-        p = _fork_server().Process(
-            target=cli_child.run, args=(args, None if cwd is None else str(cwd), dict(os.environ), out, err)
-        )
+        where = (None if cwd is None else str(cwd), dict(os.environ), out, err)
+        target, head = (cli_child.run, (args,)) if script is None else (cli_child.run_script, (script, args))
+        p = _fork_server().Process(target=target, args=(*head, *where))
         with without_main_script():  # the child must not run the caller's main script (pytest's) again
             p.start()
         p.join(timeout)
@@ -116,9 +117,9 @@ def _forked_cli(args: list[str], cwd, timeout: float) -> subprocess.CompletedPro
             if p.is_alive():
                 p.kill()
                 p.join()
-            raise subprocess.TimeoutExpired(["apfed", *args], timeout)
+            raise subprocess.TimeoutExpired([script or "apfed", *args], timeout)
         with open(out) as fo, open(err) as fe:
-            return subprocess.CompletedProcess(["apfed", *args], p.exitcode, fo.read(), fe.read())
+            return subprocess.CompletedProcess([script or "apfed", *args], p.exitcode, fo.read(), fe.read())
 
 
 def run_cli(*args, cwd=None, timeout=300):
@@ -131,6 +132,15 @@ def run_cli(*args, cwd=None, timeout=300):
     else:
         p = run_bounded([sys.executable, "-m", "apfed.cli", *args], timeout, cwd=cwd)
     return p.returncode, p.stdout, p.stderr
+
+
+def run_script(script, *args, timeout=300) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` for a script that stops with one line on bad input before it starts anything: forked
+    as ``run_cli`` forks (``APFED_TEST_FORK=0``: a fresh interpreter)."""
+    args = list(map(str, args))
+    if os.environ.get("APFED_TEST_FORK", "1") != "0":
+        return _forked_cli(args, None, timeout, script=str(script))
+    return run_bounded([sys.executable, str(script), *args], timeout)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -409,30 +409,13 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
         port = busy.getsockname()[1]
         _one_error_line(*run_cli("preflight", "--port", port)[::2], "already in use")
         # the loopback deployment refuses a busy port before starting anything
-        p = subprocess.run(
-            [
-                sys.executable,
-                ROOT / "examples/deploy-local/deploy.py",
-                "--out",
-                tmp_path / "dep",
-                "--fleet-port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        p = run_script(ROOT / "examples/deploy-local/deploy.py", "--out", tmp_path / "dep", "--fleet-port", port)
         _one_error_line(p.returncode, p.stderr, "already in use")
     # and an expired certificate among the organisations' own PKI
     pki = tmp_path / "pki"
     pki.mkdir()
     _certificate(pki / "ca.crt", days_valid=-2)
-    p = subprocess.run(
-        [sys.executable, ROOT / "examples/deploy-local/deploy.py", "--out", tmp_path / "dep2", "--pki", pki],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = run_script(ROOT / "examples/deploy-local/deploy.py", "--out", tmp_path / "dep2", "--pki", pki)
     _one_error_line(p.returncode, p.stderr, "expired on")
 
 

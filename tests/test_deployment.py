@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_bounded
+from conftest import run_bounded, run_script
 
 from apfed.history_file import read_history
 
@@ -527,10 +527,8 @@ def test_bad_deployment_input_is_one_clear_line_before_any_process_starts(tmp_pa
     names |= {"RECIPE": str(tmp_path / "recipe.toml"), "LOCALRECIPE": str(tmp_path / "local.toml")}
     args = [names.get(a, a) for a in args]
     out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
-    r = run_bounded(  # past its deadline (a check that let the deployment start), deploy.py is stopped, not killed
-        [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), *out, *args]
-        + ["--id-column", "user_id"],
-        120,
+    r = run_script(  # past its deadline (a check that let the deployment start), deploy.py is stopped, not killed
+        ROOT / "examples" / "deploy-local" / "deploy.py", *out, *args, "--id-column", "user_id", timeout=120
     )
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], r.stderr
