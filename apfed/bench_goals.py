@@ -45,6 +45,13 @@ def epoch_goals(report: dict) -> list[dict]:
                     f" optimizer step, the active waiting for the replies) costs {m['learners_ratio'] - 1:+.0%}, the"
                     f" protocol {m['ratio'] - m['learners_ratio']:+.0%} of the bare epoch"
                 )
+            if "split_ratio" in r:
+                why += (
+                    f". The floor of any vertical split of these modules (each party's own forward, backward and"
+                    f" optimizer step, no protocol, timed in the same pairs) is {r['split_ratio']:.2f}x the bare epoch"
+                )
+                if r["split_ratio"] > EPOCH_RATIO:
+                    why += ": above the goal, so no vertical split of these modules meets it on this machine"
             place = (r["dataset"], r["device"])
             fewer = [x for x in rows if x.get("k", 1) > 1 and (x["dataset"], x["device"]) == place]
             if fewer:

@@ -260,17 +260,23 @@ def _sync(dev: str) -> None:
 
 
 def compare(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int = 5) -> dict:
-    """Interleave protocol epochs and bare epochs (noise hits both alike); report medians and their ratio."""
+    """Interleave protocol epochs and bare epochs (noise hits both alike); report medians and their ratio. On the
+    CPU each bare epoch is paired with the vertical split's floor (``bare_apfed_c_epoch(split=True)``): the same
+    modules, one forward, backward and optimizer call per party, no protocol (the two in either order in turn)."""
     cfg = TrainConfig(**{**cfg.to_dict(), "method": "apfed-c", "epochs": 1})
     gpu = cfg.device.startswith("cuda")
     bare_apfed_c_epoch(ds, active, cfg)  # warm-up
     _, protocol_epoch, protocol = _timed_client(ds, active, cfg)
-    bare, bare_graph = [], []
+    bare, bare_graph, split = [], [], []
 
     def bare_epochs() -> None:
-        bare.append(bare_apfed_c_epoch(ds, active, cfg))
         if gpu:
+            bare.append(bare_apfed_c_epoch(ds, active, cfg))
             bare_graph.append(bare_apfed_c_epoch(ds, active, cfg, graph=True))
+            return
+        first_joint = len(bare) % 2 == 0  # the joint epoch and the split floor, in either order in turn
+        for floor in (False, True) if first_joint else (True, False):
+            (split if floor else bare).append(bare_apfed_c_epoch(ds, active, cfg, split=floor))
 
     alternate(repeats, protocol_epoch, bare_epochs)
     p, b = statistics.median(protocol), statistics.median(bare)
@@ -281,6 +287,9 @@ def compare(ds: MultiViewDataset, active: int, cfg: TrainConfig, repeats: int = 
         "bare_median_s": b,
         "ratio": p / b,
     }
+    if split:
+        sm = statistics.median(split)
+        out.update(split_epoch_s=split, split_median_s=sm, split_ratio=sm / b)
     if gpu:
         bg = statistics.median(bare_graph)
         out.update(bare_graph_epoch_s=bare_graph, bare_graph_median_s=bg, ratio_to_graph=p / bg)

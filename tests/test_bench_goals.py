@@ -59,6 +59,17 @@ def test_the_epoch_goal_is_judged_at_k_1_and_a_miss_cites_the_ratio_at_a_larger_
     assert "| handwritten | 2 | p | cpu | 1 | 1.300 |" in md and "| handwritten | 2 | p | cpu | 16 | 1.060 |" in md
 
 
+def test_a_miss_cites_the_split_floor_and_says_when_the_floor_itself_is_over_the_goal():
+    above = {**_epoch("handwritten", 1.30), "split_s": 1.16, "split_ratio": 1.16}
+    below = {**_epoch("handwritten", 1.30), "split_s": 1.08, "split_ratio": 1.08}
+    (g,) = goals(_report(epoch=[above]))
+    assert "is 1.16x the bare epoch: above the goal, so no vertical split" in g["why"]
+    (g,) = goals(_report(epoch=[below]))
+    assert "is 1.08x the bare epoch" in g["why"] and "no vertical split" not in g["why"]
+    md = "\n".join(markdown(_report(epoch=[above, _epoch("mnist5k", 0.97)])))
+    assert "| 1.300 | 1.000 | 1.30 | – | – | 1.160 | 1.16 |" in md and "| 0.97 | – | – | – | – |" in md
+
+
 def test_deployment_and_encryption_goals_come_from_the_flower_rows():
     rows = [
         {"transport": "in-process", "ratio": 1.0},
