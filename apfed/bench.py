@@ -477,7 +477,8 @@ def markdown(report: dict) -> list[str]:
             " pipelined) does the same compute with a sixteenth of the messages. Split floor (CPU): the same modules"
             " with no protocol but one forward, backward and optimizer call per party, as a vertical split requires"
             " (each passive back-propagates its loss alone, the active then applies the passives' gradients), timed"
-            " right after each bare epoch: the floor of any VFL implementation of these modules.",
+            " in a pair with each bare epoch, in either order in turn: the floor of any VFL implementation of these"
+            " modules.",
         ]
         md.append("")
     if report.get("epoch_methods"):
