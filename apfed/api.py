@@ -254,6 +254,6 @@ def simulate(
     cfg = s.config()
     check_run(ds, a, cfg)  # before Flower starts
     if on_start is not None:
-        on_start(cfg.epochs)
+        on_start(cfg.total_epochs)
     result = run_simulation(s, len(ds.views) - 1, verbose=verbose, on_epoch=on_epoch)
     return {**result, "passives": len(ds.views) - 1}

@@ -155,3 +155,33 @@ def mixed_squared_error(
     if has is None:
         return per_row.mean()
     return per_row.sum() / has.sum().to(pred.dtype).clamp(min=1)
+
+
+def mixed_distillation(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    taught: torch.Tensor,
+    aug: dict | None,
+    temperature: float,
+    regression: bool = False,
+) -> torch.Tensor:
+    """Distillation towards fixed teacher outputs of the rows (a fresh student's, ``kd_student=fresh``): Hinton's
+    T² · KL(softmax(teacher / T) ‖ softmax(student / T)), or a regression's squared distance to the teacher's output,
+    averaged over the minibatch. ``taught``: 1 for a row the teacher labelled, 0 for one it did not (a row that no
+    passive holds), which then counts for nothing. Under mixup the target mixes the two rows' teacher probabilities
+    (or outputs) with the rows' weight, and counts where both rows are taught; a shift leaves the target as it is
+    (the teacher labelled the row unshifted). Computed on the device, no sync (a CUDA graph captures it)."""
+    import torch.nn.functional as F
+
+    mixed = aug is not None and "perm" in aug
+    if mixed:
+        lam, perm = aug["lam"].view(-1, 1), aug["perm"]
+        taught = taught * taught[perm]
+    if regression:
+        target = lam * teacher + (1 - lam) * teacher[perm] if mixed else teacher
+        return (((student - target) ** 2).sum(1) * taught).mean()
+    p = F.softmax(teacher / temperature, dim=1)
+    if mixed:
+        p = lam * p + (1 - lam) * p[perm]
+    kl = (torch.special.xlogy(p, p) - p * F.log_softmax(student / temperature, dim=1)).sum(1)
+    return (kl * taught).mean() * temperature * temperature

@@ -44,6 +44,7 @@ class TrainConfig:
     kd_weight: float = 1.0
     feature_weight: float = 0.0  # apfed-kd: regress the student's hidden layer onto the teacher's
     teacher_grad: bool = True  # apfed-kd: the teacher's loss also trains the shared active encoder
+    kd_student: str = "joint"  # apfed-kd: joint (the student trains beside its teacher) | fresh (after it, anew)
     mixup: float = 0.0  # Beta(a, a) mixup across parties (0: off); teacher and student see the same mix
     shift: int = 0  # image views: random horizontal shift of up to N pixels, the same at every party
     passive_losses: str = ""  # apfed-m / apfed-kd: one of r,c per passive, e.g. "r,c"
@@ -167,6 +168,10 @@ class TrainConfig:
                 f"device must be cpu, cuda or cuda:N (a GPU's index), got {self.device!r}",
             ),
             (
+                self.kd_student in ("joint", "fresh"),
+                f"kd_student must be joint or fresh, got {self.kd_student!r}",
+            ),
+            (
                 all(p in ("r", "c") for p in self.passive_loss_list()),
                 "passive_losses takes r or c per passive, e.g. r,c",
             ),
@@ -175,6 +180,17 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(msg)
         return self
+
+    @property
+    def fresh_student(self) -> bool:
+        """apfed-kd with ``kd_student=fresh``: after the run's epochs, which train the teacher, a fresh standalone
+        network trains for as many epochs on the labels and the teacher's soft labels (clients/active_student.py)."""
+        return self.method == "apfed-kd" and self.kd_student == "fresh"
+
+    @property
+    def total_epochs(self) -> int:
+        """The epochs a run reports: ``epochs``, twice that with a fresh student (the teacher's, then its)."""
+        return 2 * self.epochs if self.fresh_student else self.epochs
 
     @property
     def trains_unmatched(self) -> bool:

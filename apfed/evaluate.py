@@ -190,7 +190,7 @@ def evaluate(
     ) as progress:
         for k, c in enumerate(todo if jobs == 1 else []):
             run_of = f"fold {c.seed + 1}/{folds}" if folds else f"seed {c.seed}"
-            task = progress.add_task(f"{escape(labels[left[k]])} {run_of}", total=c.epochs, acc="")
+            task = progress.add_task(f"{escape(labels[left[k]])} {run_of}", total=c.total_epochs, acc="")
 
             def on_epoch(row, task=task):
                 progress.update(task, advance=1, acc=epoch_label(row))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apfed.augment import apply_augmentation, mixed_cross_entropy, mixed_squared_error
+from apfed.augment import apply_augmentation, mixed_cross_entropy, mixed_distillation, mixed_squared_error
 from apfed.config import TrainConfig, lr_at
 from apfed.graphs import StepGraphs, configure_cuda, enabled
 from apfed.losses import distillation, nt_xent, reconstruction, regression_distillation
@@ -112,10 +112,13 @@ class ActiveLearner:
         class_weights: torch.Tensor | None = None,
         own_rows: bool = False,
         unlabelled: bool = False,
+        teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         """``own_rows``: ``X`` also holds rows that no passive holds, trained by ``own_step``; ``unlabelled``: some
-        training rows have no label."""
+        training rows have no label. ``teacher``: fixed outputs of a teacher for each row of ``X`` and a 0/1 float
+        per row (1: labelled by the teacher), which ``own_step`` distils next to the task loss (a fresh student)."""
         self.cfg, self.spec, self.X, self.y, self.passives = cfg, spec, X, y, passives
+        self.n_classes, self.teacher = n_classes, teacher
         self.unlabelled = unlabelled  # some training rows have no label (-1): the task losses skip them
         self.regression = y.is_floating_point()
         if self.regression:
@@ -237,7 +240,8 @@ class ActiveLearner:
         return {**metrics, **{f"e{i}_grad": e.grad for i, e in enumerate(leaves) if e is not None}}
 
     def own_step(self, idx: torch.Tensor, progress: float, aug: dict | None = None) -> dict:
-        """Apply one minibatch of rows that no passive holds: the standalone task loss alone (a local step)."""
+        """Apply one minibatch of rows that no passive holds: the standalone task loss alone (a local step); a fresh
+        student's minibatch of any training rows: also the distillation from its teacher's fixed outputs."""
         train_mode(self.modules, self._every)
         set_lr(self.opts[0], lr_at(self.cfg, progress))
         if self.own_graphs is not None and aug is None:
@@ -251,8 +255,14 @@ class ActiveLearner:
         idx = t["idx"]
         logits = self.modules["head"](self.modules["encoder"](apply_augmentation(self.X[idx], aug)))
         task = self._task_loss(logits, self._targets(idx), aug, self.class_weights, self.unlabelled)
-        update(self.opts[0], task, captured)
-        return {"task_loss": task.detach()}
+        loss, metrics = task, {"task_loss": task.detach()}
+        if self.teacher is not None:
+            outputs, taught = self.teacher
+            kd = mixed_distillation(logits, outputs[idx], taught[idx], aug, self.cfg.kd_temperature, self.regression)
+            loss = loss + self.cfg.kd_weight * kd
+            metrics["kd_loss"] = kd.detach()
+        update(self.opts[0], loss, captured)
+        return metrics
 
     def _targets(self, idx: torch.Tensor) -> torch.Tensor:
         """A minibatch's labels: class indices widened to int64 (they are held narrow,

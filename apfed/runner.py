@@ -144,8 +144,9 @@ def run(
     else:
         client.setup()
     history = client.fit(on_epoch=on_epoch, on_batch=on_batch)
-    last = history[-cfg.eval_last :]
-    extra = {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith(("acc_", "r2_"))}
+    # each model's figure over the last epochs that report it (a fresh student's teacher: the last of its own)
+    keys = dict.fromkeys(k for h in history for k in h if k.startswith(("acc_", "r2_")))
+    extra = {k: float(np.mean([h[k] for h in history if k in h][-cfg.eval_last :])) for k in keys}
     final = client.final_metrics()
     model = None
     if STANDALONE[cfg.method]:
@@ -168,7 +169,8 @@ def run(
         history=history,
         extra=extra,
         seconds=time.perf_counter() - t0,
-        epoch_seconds=float(np.median([h["train_time"] for h in history])),
+        # the federated epochs' (a fresh student's epochs, after them, are the active party's alone)
+        epoch_seconds=float(np.median([h["train_time"] for h in history if h["epoch"] <= cfg.epochs])),
         wire=dict(client.wire),
         model=model,
         faults=list(client.faults),

@@ -43,6 +43,12 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             ("kd_weight", "apfed-kd: weight of the distillation loss"),
             ("feature_weight", "apfed-kd: weight of a loss pulling the student's hidden layer onto the teacher's"),
             ("teacher_grad", "apfed-kd: the teacher's loss also trains the shared active encoder"),
+            (
+                "kd_student",
+                "apfed-kd: `joint` (the student trains beside the teacher, sharing its encoder) or `fresh` (after the"
+                " teacher's epochs, a new standalone network trains as many more on the labels and the teacher's soft"
+                " labels of the training rows, fetched once; the passives then only wait for the end)",
+            ),
         ),
     ),
     (

@@ -31,6 +31,7 @@ from apfed.privacy import Privatizer
 from apfed.standalone import StandaloneModel
 from clients.active_checkpoint import ActiveCheckpoints
 from clients.active_evaluation import ActiveEvaluation
+from clients.active_student import ActiveStudent
 from clients.tensors import as_tensor, from_wire, to_wire
 from protocols.errors import ProtocolError
 from protocols.messages import ALIGN, FINISH, HELLO, REPLY, SETUP, TRAIN, Message
@@ -43,7 +44,7 @@ ACTIVE = "active"
 BAD_MESSAGE_POLICIES = ("skip", "fail")
 
 
-class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
+class ActiveClient(ActiveCheckpoints, ActiveEvaluation, ActiveStudent):
     """Coordinates one training run. ``extra_views`` gives the active party more local views (centralized).
 
     ``sealing`` turns on end-to-end encryption with every passive (a HELLO key agreement before setup).
@@ -625,7 +626,8 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
     def fit(
         self, on_epoch: Callable[[dict], None] | None = None, on_batch: Callable[[], None] | None = None
     ) -> list[dict]:
-        """Train for ``cfg.epochs`` epochs; evaluate on the test rows after each epoch.
+        """Train for ``cfg.epochs`` epochs; evaluate on the test rows after each epoch. With a fresh student
+        (``cfg.fresh_student``), those epochs train the teacher and the student's follow (clients/active_student.py).
 
         With ``cfg.pipeline`` the next round's request is queued before the current round is applied, so the
         passives compute while the active party steps and a SuperNode never idles between rounds; the
@@ -671,7 +673,8 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
                 row.update(metrics.means())
                 row.update(self.evaluate())
                 self.history.append(row)
-                stop = self.n_val > 0 and self._keep_best(row) and nxt is not None
+                # a fresh student's teacher trains all its epochs: validation picks among the student's
+                stop = self.n_val > 0 and not cfg.fresh_student and self._keep_best(row) and nxt is not None
                 if on_epoch:
                     on_epoch(row)
                 metrics = RunningMeans()
@@ -684,6 +687,8 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation):
             if not early and nxt is not None:
                 inflight = self._send_round(*nxt[1:4], nxt[5])
         self._flush()
+        if cfg.fresh_student:
+            self._train_fresh_student(on_epoch, on_batch)
         self._restore_best()
         if cfg.calibrate and self.calibration is None:
             self._calibrate()

@@ -252,7 +252,7 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         client.resume()
     else:
         client.setup()
-    show = on_epoch or (lambda row: log(epoch_line(row, cfg.epochs)))
+    show = on_epoch or (lambda row: log(epoch_line(row, cfg.total_epochs)))
     curve = HistoryWriter(s.metrics_out, resume=s.resume, warn=log) if s.metrics_out else None
 
     def each_epoch(row: dict) -> None:

@@ -56,3 +56,20 @@ def test_deterministic_kernels_give_one_model_per_seed(method):
     curves = [[{k: v for k, v in row.items() if not k.endswith("_time")} for row in r.history] for r in runs]
     assert curves[0] == curves[1]
     assert np.array_equal(runs[0].model.predict_proba(X), runs[1].model.predict_proba(X))
+
+
+def test_a_fresh_students_steps_replay_like_eager_ones():
+    """kd_student=fresh: the student's step (task loss and distillation from fixed teacher outputs) is captured."""
+
+    def fresh(graphs: bool):
+        cfg = make_config("default", method="apfed-kd", epochs=2, kd_student="fresh", device="cuda", cuda_graphs=graphs)
+        client = build_clients(load_bundled("mnist5k", 2), 0, cfg)
+        client.setup()
+        client.fit()
+        return client
+
+    eager, graphed = fresh(False), fresh(True)
+    assert graphed.learner.own_graphs.replays > 0  # the learner is now the student
+    for e, g in zip(eager.history[2:], graphed.history[2:], strict=True):
+        assert abs(e["accuracy"] - g["accuracy"]) < 2.0
+        assert abs(e["kd_loss"] - g["kd_loss"]) < 0.05 * abs(e["kd_loss"]) + 1e-3

@@ -105,7 +105,7 @@ def leakage(
     runs = []
     with Progress(console=console) as progress:
         for cfg in cfgs:
-            bar = progress.add_task(f"{cfg.method} on {ds.name}", total=cfg.epochs)
+            bar = progress.add_task(f"{cfg.method} on {ds.name}", total=cfg.total_epochs)
             runs.append(
                 audit(
                     ds,

@@ -95,7 +95,13 @@ def _epochs_line(cfg: dict, p: dict) -> str:
     """``60 epochs``; ``29 of 60 epochs (stopped early), the model of epoch 18 (best on the validation rows)``."""
     planned, run = cfg.get("epochs", "?"), p.get("epochs_run")
     epochs = "epoch" if planned == 1 else "epochs"
-    line = f"{planned} {epochs}" if run is None or run == planned else f"{run} of {planned} epochs (stopped early)"
+    if cfg.get("method") == "apfed-kd" and cfg.get("kd_student") == "fresh" and isinstance(planned, int):
+        # kd_student=fresh: the teacher's epochs, then the student's (numbered on from them)
+        student = planned if run is None else run - planned
+        line = f"{planned} {epochs} of the teacher, then {student} of a fresh student"
+        line += "" if student == planned else f" (stopped early, of {planned})"
+    else:
+        line = f"{planned} {epochs}" if run is None or run == planned else f"{run} of {planned} epochs (stopped early)"
     if "best_epoch" in p:
         line += f", the model of epoch {p['best_epoch']} (best on the validation rows)"
     return line

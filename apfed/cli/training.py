@@ -340,7 +340,7 @@ def train(
     console = Console(stderr=True, log_path=False)  # log lines without the source line that wrote them
     history = _history_writer(metrics, resume)
     with Progress(console=console) as progress:
-        bar = progress.add_task(f"{method} on {ds.name}", total=cfg.epochs)
+        bar = progress.add_task(f"{method} on {ds.name}", total=cfg.total_epochs)
 
         def on_epoch(row: dict) -> None:
             progress.update(bar, advance=1, description=f"{method} {epoch_label(row)}")
