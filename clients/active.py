@@ -663,16 +663,7 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation, ActiveStudent):
                 for _ in chunk:
                     on_batch()
             if last:
-                if cfg.device.startswith("cuda"):  # the epoch's time includes its queued GPU work
-                    torch.cuda.synchronize(cfg.device)
-                row = {
-                    "epoch": epoch + 1,
-                    "train_time": time.perf_counter() - t0,
-                    "exchange_time": self.exchange_s - x0,
-                }
-                row.update(metrics.means())
-                row.update(self.evaluate())
-                self.history.append(row)
+                row = self._end_epoch(epoch + 1, t0, self.exchange_s - x0, metrics)
                 # a fresh student's teacher trains all its epochs: validation picks among the student's
                 stop = self.n_val > 0 and not cfg.fresh_student and self._keep_best(row) and nxt is not None
                 if on_epoch:
@@ -695,6 +686,17 @@ class ActiveClient(ActiveCheckpoints, ActiveEvaluation, ActiveStudent):
         if cfg.conformal and self.conformal is None:
             self._conformalize()
         return self.history
+
+    def _end_epoch(self, epoch: int, t0: float, exchange_s: float, metrics: RunningMeans) -> dict:
+        """The row of an epoch that has just ended (its time, the minibatches' mean metrics, the evaluation), added
+        to the history."""
+        if self.cfg.device.startswith("cuda"):  # the epoch's time includes its queued GPU work
+            torch.cuda.synchronize(self.cfg.device)
+        row = {"epoch": epoch, "train_time": time.perf_counter() - t0, "exchange_time": exchange_s}
+        row.update(metrics.means())
+        row.update(self.evaluate())
+        self.history.append(row)
+        return row
 
     def _stop_early(self, inflight: dict | None, epoch: int) -> None:
         """``patience`` epochs without a better validation figure: the run ends after this epoch. A pipelined

@@ -72,12 +72,7 @@ class ActiveStudent:
                 metrics.add(self.learner.own_step(idx, (e + b / per_epoch) / cfg.epochs, aug))
                 if on_batch:
                     on_batch()
-            if cfg.device.startswith("cuda"):
-                torch.cuda.synchronize(cfg.device)
-            row = {"epoch": cfg.epochs + e + 1, "train_time": time.perf_counter() - t0, "exchange_time": 0.0}
-            row.update(metrics.means())
-            row.update(self.evaluate())
-            self.history.append(row)
+            row = self._end_epoch(cfg.epochs + e + 1, t0, 0.0, metrics)
             stop = self.n_val > 0 and self._keep_best(row) and e + 1 < cfg.epochs
             if on_epoch:
                 on_epoch(row)
