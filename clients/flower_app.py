@@ -380,8 +380,10 @@ def simulate(
                 backend_config={
                     "client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)},
                     # the actors' own output (an idle actor's teardown warning) only with --verbose: a passive's
-                    # error reaches the ServerApp as its reply and is reported from there
-                    "init_args": {"log_to_driver": verbose},
+                    # error reaches the ServerApp as its reply and is reported from there. As many CPUs as
+                    # passives: Flower starts one actor process per CPU Ray reports, and on a 16-core host all
+                    # but n_passives of them would idle
+                    "init_args": {"log_to_driver": verbose, "num_cpus": n_passives},
                 },
                 verbose_logging=verbose,
             )

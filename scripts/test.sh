@@ -5,10 +5,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 set +e
-# two workers, a test file at a time each: the real Flower deployments (tests/test_deployment.py, mostly waiting on
-# Flower's polling) run on one while the other takes the rest (APFED_TEST_WORKERS=0: all in this process); then the
-# tests marked "alone", whose deadlines assume an idle machine, one after another with nothing beside them
-APFED_TEST_PHASE=shared .venv/bin/python -m pytest -q -n "${APFED_TEST_WORKERS:-2}" --dist loadfile \
+# three workers on two cores, a test file at a time each: the real Flower deployments (the files marked
+# "deployments", mostly waiting on Flower's polling: about half a core each) start first, two side by side, while
+# the third worker takes the rest (APFED_TEST_WORKERS=0: all in this process); then the tests marked "alone",
+# whose deadlines assume an idle machine, one after another with nothing beside them
+APFED_TEST_PHASE=shared .venv/bin/python -m pytest -q -n "${APFED_TEST_WORKERS:-3}" --dist loadfile \
   --no-loadscope-reorder "$@"
 shared=$?
 APFED_TEST_PHASE=alone .venv/bin/python -m pytest -q "$@"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # two workers share the cores: one torch thread each (and in the processes they start), or they oversubscribe
+    # the workers share the cores: one torch thread each (and in the processes they start), or they oversubscribe
     # them and spend more CPU time than one worker alone would
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -41,9 +41,9 @@ def whole_and_resumed(ds, active, cfg, tmp_path, crash_at: int, checkpoint_every
 
 
 def pytest_collection_modifyitems(config, items):
-    """The real Flower deployments first: scripts/test.sh runs the suite on two pytest-xdist workers, one file at
-    a time each, in this order; tests/test_deployment.py (minutes, mostly waiting on Flower's polling)
-    then starts at once on one worker while the other takes the rest."""
+    """The real Flower deployments first: scripts/test.sh runs the suite on three pytest-xdist workers, one file
+    at a time each, in this order; the deployment files (minutes each, mostly waiting on Flower's polling) then
+    start at once, side by side, while the last worker takes the rest."""
     items.sort(key=lambda item: item.get_closest_marker("deployments") is None)  # stable: order kept otherwise
     phase = os.environ.get("APFED_TEST_PHASE")  # scripts/test.sh: "shared" on the workers, then "alone"
     if phase in ("shared", "alone"):

@@ -2,12 +2,10 @@
 Keys and certificates are generated at test time; every wait is bounded; every process is stopped by PID."""
 
 import contextlib
-import csv
 import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import tempfile
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_bounded, run_script
+from conftest import run_script
 
 from apfed.history_file import read_history
 
@@ -41,10 +39,14 @@ def _snapshot_database(db: Path, into: list):
     """Copy the SuperLink's database file while the run goes: what an operator reading it would see."""
 
     def during(link, done):
+        seen = {}  # each file's (size, mtime) when last read: a file not written since is not copied again
         while not done.wait(0.1):  # SQLite keeps recent writes in its -wal file: read every file of the database
             for f in db.parent.glob(db.name + "*"):
                 with contextlib.suppress(OSError):
-                    into.append(f.read_bytes())
+                    st = f.stat()
+                    if seen.get(f) != (st.st_size, st.st_mtime_ns):
+                        seen[f] = (st.st_size, st.st_mtime_ns)
+                        into.append(f.read_bytes())
 
     return during
 
@@ -263,102 +265,6 @@ def test_deployment_with_each_party_holding_only_its_own_file_survives_a_crash_o
     assert r["final"] == here.final, (r["final"], here.final)
 
 
-def test_a_deployment_with_no_test_rows_and_rows_with_no_label_makes_the_model_of_one_process(tmp_path, party_csvs):
-    """``test-fraction=0`` and an active file with empty label cells, in one deployment (each costs a minute of
-    Flower's polling): the deployed active party trains on every row of its file, the rows some passive lacks
-    included; it sends the rows with no label to the SuperNodes with the others and its task losses skip them; its
-    model is the one the same files make in one process."""
-    import apfed
-    from apfed.standalone import StandaloneModel
-
-    bank, shop, telco = party_csvs["paths"]
-    rows = list(csv.reader(bank.read_text().splitlines()))
-    for i, row in enumerate(rows[1:]):
-        if i % 4 == 0:
-            row[-1] = ""
-    partial = tmp_path / "bank.csv"
-    with partial.open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    files = [partial, shop, telco]
-    out = tmp_path / "run"
-    # the method and a setting come from a recipe file (the run config's recipe); epochs=2 wins over the file's
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text('method = "apfed-kd"\nepochs = 40\n\n[set]\nkd_temperature = 3.0\n')
-    r = deploy.deploy(out, epochs=2, k=2, files=files, id_column="user_id", timeout=600, test_fraction=0, recipe=recipe)
-    assert r["method"] == "apfed-kd" and r["settings"]["recipe"] == str(recipe)
-    assert "accuracy" not in r["final"] and r["accuracy"] is None and r["test_predictions"] == {}
-    assert all("task_loss" in row and "accuracy" not in row for row in r["history"])
-    lines = (out / "flwr-run.log").read_text()
-    assert f"recipe {recipe}: method='apfed-kd'; set kd_temperature=3; the run config's own epochs=2" in lines
-    assert re.search(r"epoch 2/2: task loss [0-9.]+, [0-9.]+ s", lines), lines[-2000:]
-    curve = read_history(out / "metrics.csv")
-    assert [row["epoch"] for row in curve] == [1, 2] and all("accuracy" not in row for row in curve)
-    m = StandaloneModel.load(out / "model.safetensors")
-    ds, _ = apfed.load_dataset(data=files, id_column="user_id", log=lambda _: None, test_fraction=0)
-    assert m.provenance["test_rows"] == 0 and "test_accuracy" not in m.provenance
-    assert m.provenance["unlabelled_train_rows"] == len(ds.unlabelled) > 0
-    # the active party's whole file, but for the rows with no label that some passive lacks (nothing to train)
-    held = [{row[0] for row in csv.reader(f.read_text().splitlines()[1:])} for f in (shop, telco)]
-    useless = sum(1 for row in rows[1:] if row[-1] == "" and not all(row[0] in h for h in held))
-    assert 0 < useless < len(ds.unlabelled)
-    assert m.provenance["train_rows"] + m.provenance["unmatched_train_rows"] == 300 - useless
-    here = apfed.train(ds, 0, "apfed-kd", epochs=2, batches_per_round=2, pipeline=True, kd_temperature=3.0)
-    X = ds.views[0].X
-    np.testing.assert_allclose(m.predict_proba(X), here.model.predict_proba(X), rtol=1e-5, atol=1e-6)
-
-
-def test_a_deployment_trains_a_regression(tmp_path, party_csvs):
-    """A numeric label column and ``task='regression'`` in the run config: the deployed active party trains on
-    the target standardized, reports R², and its model file predicts what the same files give in one process,
-    with the same conformal intervals (``--set conformal``), the test rows the latest by a date column
-    (``time-column``)."""
-    import apfed
-    from apfed.standalone import StandaloneModel
-
-    bank, shop, telco = party_csvs["paths"]
-    rows = list(csv.reader(bank.read_text().splitlines()))
-    rows[0].append("opened")
-    for i, row in enumerate(rows[1:]):
-        row[-1] = "" if i % 9 == 0 else f"{10 * int(row[-1].removeprefix('class_')) + float(row[1]):.4f}"
-        row.append(str(np.datetime64("2024-01-01") + np.timedelta64((i * 37) % 200, "D")))
-    numeric = tmp_path / "bank.csv"
-    with numeric.open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    files = [numeric, shop, telco]
-    r = deploy.deploy(
-        tmp_path / "run",
-        method="apfed-kd",
-        epochs=1,
-        k=2,
-        files=files,
-        id_column="user_id",
-        timeout=600,
-        task="regression",
-        sets=["validation=0.3", "conformal=0.8"],
-        time_column="opened",
-    )
-    assert (
-        {"r2", "rmse", "mae", "conformal_coverage"} <= r["final"].keys()
-        and "accuracy" not in r["final"]
-        and "accuracy" not in r
-    )
-    assert r["r2"] == pytest.approx(np.mean([h["r2"] for h in r["history"][-10:]]))
-    m = StandaloneModel.load(tmp_path / "run" / "model.safetensors")
-    assert m.regression and m.provenance["test_r2"] == r["final"]["r2"]
-    ds, _ = apfed.load_dataset(
-        data=files, id_column="user_id", log=lambda _: None, task="regression", time_column="opened"
-    )
-    assert m.provenance["test_split"] == ds.notes["test_split"]
-    assert m.provenance["test_split"]["test_from"] > m.provenance["test_split"]["train_until"]
-    here = apfed.train(ds, 0, "apfed-kd", epochs=1, batches_per_round=2, pipeline=True, validation=0.3, conformal=0.8)
-    assert r["final"]["r2"] == pytest.approx(here.final["r2"], abs=1e-6)
-    assert r["final"]["conformal_coverage"] == here.final["conformal_coverage"]
-    assert m.conformal["q"] == pytest.approx(here.model.conformal["q"], rel=1e-5)
-    X = ds.views[0].X
-    np.testing.assert_allclose(m.predict(X), here.model.predict(X), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(m.predict_interval(X), here.model.predict_interval(X), rtol=1e-5, atol=1e-3)
-
-
 def _log_count(path: Path, needle: str) -> int:
     return path.read_text(errors="replace").count(needle) if path.exists() else 0
 
@@ -374,7 +280,7 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     from apfed.data import load_bundled
     from apfed.runner import run
 
-    epochs, k = 10, 2  # 60 rounds of about 2.5 s: the node is back after about 25 (2026-12-03)
+    epochs, k = 8, 2  # 48 rounds of about 2.5 s: the node is back after about 25 (2026-12-03)
     state = {}
 
     def fault(link, done):
@@ -422,67 +328,6 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     # the passive's absence changes the training path as another seed does: seeds 0-3 of this in-process run end at
     # 59.17, 58.89, 58.61 and 58.06 % (2026-12-04), and a killed run of a fresh CI clone at 58.06 against 59.17
     assert abs(hit["final"]["accuracy"] - whole.final["accuracy"]) <= 2.0 + 1e-9, (hit["final"], whole.final)
-
-
-def test_sigterm_to_deploy_stops_every_process_it_started(tmp_path):
-    """`kill` or `timeout` on deploy.py mid-run: it used to die at once and leave the SuperLink and SuperNodes
-    running; it now stops them all, as on Ctrl-C."""
-    out = tmp_path / "run"
-
-    def started_here() -> list[int]:  # every process whose command line names this run's directory
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit() and proc.name != str(os.getpid()):
-                with contextlib.suppress(OSError):
-                    if str(out) in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                        pids.append(int(proc.name))
-        return pids
-
-    p = subprocess.Popen(
-        [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
-        + ["--dataset", "digits", "--epochs", "50", "--k", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while _log_count(out / "supernode1.log", "apfed train via worker") < 1 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert len(started_here()) >= 2, "the deployment did not start"
-        p.send_signal(signal.SIGTERM)
-        p.wait(60)
-        deadline = time.monotonic() + 30
-        while started_here() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not started_here(), f"left running: {started_here()}"
-        assert p.returncode == 143, p.stderr.read()
-    finally:
-        if p.poll() is None:
-            p.kill()
-        for pid in started_here():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, party_csvs):
-    """The ServerApp's error (here: the passive's IDs are written another way, so no row is shared) used to be a
-    traceback in Flower's log, and deploy.py's own traceback ("the run produced no result"); it is now one line."""
-    bank, shop, _ = party_csvs["paths"]
-    other = tmp_path / "other-ids.csv"
-    other.write_text(shop.read_text().replace("user-", "USER"))
-    out = tmp_path / "run"
-    p = run_bounded(
-        [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
-        + ["--data", str(bank), "--data", str(other), "--id-column", "user_id", "--epochs", "1"],
-        300,
-    )
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower()]  # before it, the run's progress lines
-    assert p.returncode == 2 and errors == lines[-1:] and "Traceback" not in p.stderr, p.stderr
-    assert lines[-1].startswith("error: the run failed: no training or no test rows are shared with the passives")
-    assert any(ln.startswith("connected: passive1") for ln in lines)
-    assert "apfed: error: no training or no test rows" in (out / "flwr-run.log").read_text()
 
 
 @pytest.mark.parametrize(

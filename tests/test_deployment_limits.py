@@ -1,7 +1,7 @@
 """A real loopback deployment whose passives set limits and an audit log in their node config (deploy.py
 --node-set), enforced by workers they started themselves (deploy.py --own-workers: `apfed worker`). In a file of
-its own so that scripts/test.sh's second worker runs it beside tests/test_deployment.py
-(one file per worker) instead of after it."""
+its own so that scripts/test.sh runs it on a worker beside tests/test_deployment.py (one file per worker) instead
+of after it."""
 
 import json
 import re

@@ -238,3 +238,44 @@ def test_what_ray_prints_of_its_actors_loses_its_colour_codes_in_a_pipe():
     plain.write("\x1b[36m(ClientAppActor pid=9121)\x1b[0m \x1b[93mWARNING \x1b[0m:   Manually terminating\n")
     assert out.getvalue() == "(ClientAppActor pid=9121) WARNING :   Manually terminating\n"
     assert plain.isatty() is False and plain.getvalue() == out.getvalue()  # the rest is the stream's
+
+
+def test_no_test_rows_rows_with_no_label_and_a_fresh_student_simulate_like_the_in_process_run(tmp_path, party_csvs):
+    """Party files over Flower with ``test-fraction=0`` and empty label cells in the active file: the ServerApp
+    trains on every row of its file (no test metric anywhere), sends the rows with no label to the passives with
+    the others, and apfed-kd's fresh student (``kd_student=fresh``: after the teacher's epochs the active party asks
+    each passive once for its embeddings of the training rows) is the model the same files make in one process."""
+    import csv
+
+    import apfed
+    from apfed.standalone import StandaloneModel
+
+    bank, shop, telco = party_csvs["paths"]
+    rows = list(csv.reader(bank.read_text().splitlines()))
+    for i, row in enumerate(rows[1:]):
+        if i % 4 == 0:
+            row[-1] = ""
+    partial = tmp_path / "bank.csv"
+    with partial.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    files = [partial, shop, telco]
+    kw = {"epochs": 2, "batches_per_round": 2, "pipeline": True, "seed": 1}
+    sim = apfed.simulate(
+        "apfed-kd", data=files, id_column="user_id", test_fraction=0, model_out=tmp_path / "m.safetensors",
+        sets=["kd_student=fresh", "kd_temperature=3"], **kw,
+    )  # fmt: skip
+    ds, active = apfed.load_dataset(data=files, id_column="user_id", test_fraction=0, log=lambda _: None)
+    here = apfed.train(ds, active, "apfed-kd", kd_student="fresh", kd_temperature=3.0, **kw)
+    assert sim["passives"] == 2 and len(sim["history"]) == 4  # 2 epochs of the teacher, then 2 of the student
+    assert "accuracy" not in sim["final"] and all("accuracy" not in row for row in sim["history"])
+    assert sim["final"] == here.final, (sim["final"], here.final)
+    m = StandaloneModel.load(tmp_path / "m.safetensors")
+    assert m.provenance["test_rows"] == 0 and "test_accuracy" not in m.provenance
+    assert m.provenance["unlabelled_train_rows"] == len(ds.unlabelled) > 0
+    # the active party's whole file, but for the rows with no label that some passive lacks (nothing to train)
+    held = [{row[0] for row in csv.reader(f.read_text().splitlines()[1:])} for f in (shop, telco)]
+    useless = sum(1 for row in rows[1:] if row[-1] == "" and not all(row[0] in h for h in held))
+    assert 0 < useless < len(ds.unlabelled)
+    assert m.provenance["train_rows"] + m.provenance["unmatched_train_rows"] == 300 - useless
+    X = ds.views[0].X
+    np.testing.assert_allclose(m.predict_proba(X), here.model.predict_proba(X), rtol=1e-5, atol=1e-6)
