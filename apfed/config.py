@@ -188,6 +188,11 @@ class TrainConfig:
         return self.method == "apfed-kd" and self.kd_student == "fresh"
 
     @property
+    def teacher_epochs(self) -> int:
+        """The first epochs of the history that are not the standalone model's: a fresh student's teacher's."""
+        return self.epochs if self.fresh_student else 0
+
+    @property
     def total_epochs(self) -> int:
         """The epochs a run reports: ``epochs``, twice that with a fresh student (the teacher's, then its)."""
         return 2 * self.epochs if self.fresh_student else self.epochs

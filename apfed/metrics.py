@@ -99,6 +99,12 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray, classes: list[int]) -> float
     return float(np.mean(aucs))
 
 
+def standalone_rows(history: list[dict], teacher_epochs: int) -> list[dict]:
+    """The epochs whose figures are the standalone model's: with a fresh student (``kd_student=fresh``) those after
+    its teacher's ``teacher_epochs``, whose figures are the joint student's, thrown away; else every epoch."""
+    return history[teacher_epochs:] if 0 < teacher_epochs < len(history) else history
+
+
 def headline_accuracy(history: list[dict], final: dict, eval_last: int) -> float | None:
     """The accuracy a run reports: the mean test accuracy over its last ``eval_last`` epochs (the reference's
     figure); with validation rows that picked the standalone model's epoch, that model's test accuracy. None for a

@@ -155,7 +155,12 @@ def summarize(
             "seeds": len(rs),
             "epoch_seconds": float(np.median([r["epoch_seconds"] for r in rs])),
         }
-        val = [headline_validation(r.get("history", []), r["final"], eval_last, metric) for r in rs]
+        val = [  # the runner's own (a fresh student's: over its epochs only); runs saved before it had none
+            r["validation"]
+            if "validation" in r
+            else headline_validation(r.get("history", []), r["final"], eval_last, metric)
+            for r in rs
+        ]
         if all(v is not None for v in val):
             rows[label].update(val_mean=float(np.mean(val)), val_std=float(np.std(val)), val_metric=metric)
         if all("conformal_coverage" in r["final"] for r in rs):  # conformal=C: how its ranges did on the test rows

@@ -14,7 +14,7 @@ import numpy as np
 
 from apfed.config import STANDALONE, TrainConfig
 from apfed.data.views import MultiViewDataset, split_parties
-from apfed.metrics import headline_accuracy, test_provenance
+from apfed.metrics import headline_accuracy, headline_validation, standalone_rows, test_provenance
 from apfed.standalone import StandaloneModel
 from clients.active import ACTIVE, ActiveClient
 from clients.passive import PassiveClient
@@ -37,6 +37,7 @@ class RunResult:
     model: StandaloneModel | None = None
     faults: list[dict] = field(default_factory=list)  # passive contributions skipped (deadline, bad message)
     headline: str = "accuracy"  # what ``accuracy`` holds: accuracy in %, or r2 (a regression)
+    validation: float | None = None  # the standalone model's validation figure behind ``accuracy`` (val_<metric>)
 
     @property
     def standalone(self) -> bool:
@@ -54,6 +55,7 @@ class RunResult:
             "wire": self.wire,
             "faults": self.faults,
             "history": self.history,
+            "validation": self.validation,
         }
 
 
@@ -148,6 +150,7 @@ def run(
     keys = dict.fromkeys(k for h in history for k in h if k.startswith(("acc_", "r2_")))
     extra = {k: float(np.mean([h[k] for h in history if k in h][-cfg.eval_last :])) for k in keys}
     final = client.final_metrics()
+    own = standalone_rows(history, cfg.teacher_epochs)  # the standalone model's epochs
     model = None
     if STANDALONE[cfg.method]:
         model = client.standalone_model(
@@ -164,7 +167,8 @@ def run(
     return RunResult(
         method=cfg.method,
         seed=cfg.seed,
-        accuracy=headline_accuracy(history, final, cfg.eval_last),
+        accuracy=headline_accuracy(own, final, cfg.eval_last),
+        validation=headline_validation(own, final, cfg.eval_last, cfg.validation_metric),
         final=final,
         history=history,
         extra=extra,

@@ -20,7 +20,7 @@ from apfed.config import make_config, method_variant, parse_overrides, split_set
 from apfed.data.views import MultiViewDataset, PartyData, split_parties
 from apfed.errors import ApfedError, ConfigError
 from apfed.history_file import HistoryWriter
-from apfed.metrics import headline_accuracy, test_provenance
+from apfed.metrics import headline_accuracy, standalone_rows, test_provenance
 from clients.active import ActiveClient
 from clients.run_recipe import apply_recipe
 from protocols.errors import ProtocolError
@@ -270,7 +270,9 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         "seed": cfg.seed,
         "history": history,
         "final": final,
-        client.headline: headline_accuracy(history, final, cfg.eval_last),  # a regression's: "r2"
+        # a regression's: "r2"; a fresh student's over its own epochs only
+        client.headline: headline_accuracy(standalone_rows(history, cfg.teacher_epochs), final, cfg.eval_last),
+        "teacher_epochs": cfg.teacher_epochs,
         "wire": client.wire,
         "batches_per_round_used": client.k_used,
         "faults": client.faults,

@@ -92,12 +92,16 @@ def test_the_soft_labels_count_and_the_same_seed_gives_the_same_student(digits):
     weights = [list(x.model.net.state_dict().values()) for x in (a, b, c)]
     assert all(torch.equal(x, y) for x, y in zip(weights[0], weights[1], strict=True))
     assert any(not torch.equal(x, y) for x, y in zip(weights[0], weights[2], strict=True))
+    # fewer epochs than eval_last (10): the headline is the mean over the student's own, not the teacher's joint
+    # student's (the figures of a model thrown away)
+    assert len(a.history) == 6 and a.accuracy == pytest.approx(np.mean([h["accuracy"] for h in a.history[3:]]))
 
 
 def test_validation_picks_the_students_epoch_and_patience_stops_the_student_only(digits):
     cfg = make_config("default", method="apfed-kd", epochs=6, kd_student="fresh", validation=0.2, patience=1)
     r = run(digits, 0, cfg)
     assert r.final["best_epoch"] > 6  # one of the student's
+    assert r.validation == r.final["val_accuracy"] and r.to_json()["validation"] == r.validation
     assert len(r.history) >= 7  # the teacher's six epochs all ran
 
 

@@ -470,7 +470,8 @@ def simulate(
         tested = test_line(r["final"])
     else:
         places, name, unit = (4, "R²", "") if head == "r2" else (2, "accuracy", " %")
-        last = f"last-{len(r['history'][-10:])}-epoch mean {r[head]:.{places}f}"
+        own = len(r["history"]) - r.get("teacher_epochs", 0)  # a fresh student's epochs, not its teacher's
+        last = f"last-{min(own, 10)}-epoch mean {r[head]:.{places}f}"
         mean = "" if "best_epoch" in r["final"] else last
         tested = (
             f"test {name} {r['final'][head]:.{places}f}{unit}"
