@@ -6,8 +6,9 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 set +e
 # three workers on two cores, a test file at a time each: the real Flower deployments (the files marked
-# "deployments", mostly waiting on Flower's polling: about half a core each) start first, two side by side, while
-# the third worker takes the rest (APFED_TEST_WORKERS=0: all in this process); then the tests marked "alone",
+# "deployments", about half a core each: a SuperNode starts a Flower process per message, and between them waits on
+# Flower's polling) start first, side by side, while the third worker takes the rest; together they keep both cores
+# busy (APFED_TEST_WORKERS=0: all in this process); then the tests marked "alone",
 # whose deadlines assume an idle machine, one after another with nothing beside them
 APFED_TEST_PHASE=shared .venv/bin/python -m pytest -q -n "${APFED_TEST_WORKERS:-3}" --dist loadfile \
   --no-loadscope-reorder "$@"

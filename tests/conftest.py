@@ -42,8 +42,8 @@ def whole_and_resumed(ds, active, cfg, tmp_path, crash_at: int, checkpoint_every
 
 def pytest_collection_modifyitems(config, items):
     """The real Flower deployments first: scripts/test.sh runs the suite on three pytest-xdist workers, one file
-    at a time each, in this order; the deployment files (minutes each, mostly waiting on Flower's polling) then
-    start at once, side by side, while the last worker takes the rest."""
+    at a time each, in this order; the deployment files (minutes each, about half a core: Flower starts a process
+    per message and polls between them) then start at once, side by side, while the last worker takes the rest."""
     items.sort(key=lambda item: item.get_closest_marker("deployments") is None)  # stable: order kept otherwise
     phase = os.environ.get("APFED_TEST_PHASE")  # scripts/test.sh: "shared" on the workers, then "alone"
     if phase in ("shared", "alone"):

@@ -1,7 +1,7 @@
 """Real loopback deployments of party files: a regression with rows with no target and a recipe file, and how a run
 stops (SIGTERM to deploy.py, an apfed error in the ServerApp). In a file of their own so that scripts/test.sh runs
-them on one worker while tests/test_deployment.py runs on another (one file per worker): a deployment mostly waits
-on Flower's polling, so two of them side by side cost little more than one."""
+them on one worker while tests/test_deployment.py runs on another (one file per worker): a deployment takes about half
+a core, so two of them side by side keep the two cores busy."""
 
 import contextlib
 import csv
