@@ -74,6 +74,23 @@ def teacher_out(teachers, idx, aug):
     return out / len(teachers)
 
 
+def network(spec: dict, cfg, seed: int) -> torch.nn.Module:
+    """A fresh standalone network (the reference encoder and head) for ``spec``, initialised from ``seed``."""
+    d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
+    build = lambda: torch.nn.Sequential(  # noqa: E731
+        make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim), make_head(d, cfg.head_hidden, 10, cfg.dropout)
+    )
+    return init_modules(seed, build).to(cfg.device)
+
+
+@torch.no_grad()
+def test_accuracy(net: torch.nn.Module, client) -> float:
+    """``net``'s accuracy (%) on the active party's test rows, in eval mode."""
+    net.eval()
+    pred = net(client.learner.X[client.test_idx]).argmax(1).cpu().numpy()
+    return float((pred == client.y_test).mean() * 100)
+
+
 def student(
     client,
     teachers,
@@ -94,14 +111,8 @@ def student(
     student's (active) rows. ``hint``: a module called as ``hint(hidden, idx, aug)`` on the student's head activations
     (after the first layer and ReLU), returning an extra loss; its parameters train with the student's."""
     soft = teachers if callable(teachers) else lambda idx, aug: teacher_out(teachers, idx, aug)
-    L, spec = client.learner, client.spec
-    d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
-    mods = init_modules(
-        cfg.seed + 99,
-        lambda: torch.nn.Sequential(
-            make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim), make_head(d, cfg.head_hidden, 10, cfg.dropout)
-        ),
-    ).to(cfg.device)
+    L = client.learner
+    mods = network(client.spec, cfg, cfg.seed + 99)
     scfg = replace(cfg, shift=shift, mixup=mixup, epochs=epochs)
     params = [*mods.parameters(), *(hint.to(cfg.device).parameters() if hint is not None else [])]
     opt = make_optimizer(params, scfg)
@@ -125,10 +136,7 @@ def student(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        mods.eval()
-        with torch.no_grad():
-            pred = mods(L.X[client.test_idx]).argmax(1).cpu().numpy()
-        accs.append(float((pred == client.y_test).mean() * 100))
+        accs.append(test_accuracy(mods, client))
     return sum(accs[-10:]) / len(accs[-10:])
 
 

@@ -27,22 +27,12 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, script_args
+from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy
 
 from apfed.config import lr_at, make_config
 from apfed.learner import make_optimizer, set_lr
 from apfed.losses import distillation
-from apfed.models import encoder_output_shape, init_modules, make_encoder, make_head
 from apfed.runner import build_clients
-
-
-def network(spec: dict, cfg, seed: int) -> torch.nn.Module:
-    """A standalone network (the reference encoder and head), initialised from ``seed``."""
-    d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
-    build = lambda: torch.nn.Sequential(  # noqa: E731
-        make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim), make_head(d, cfg.head_hidden, 10, cfg.dropout)
-    )
-    return init_modules(seed, build).to(cfg.device)
 
 
 def mutual(client, X_peer, cfg, T: float, w: float, epochs: int, peer_seed: int, ensemble: bool = False) -> float:
@@ -78,10 +68,7 @@ def mutual(client, X_peer, cfg, T: float, w: float, epochs: int, peer_seed: int,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        a.eval()
-        with torch.no_grad():
-            pred = a(L.X[client.test_idx]).argmax(1).cpu().numpy()
-        accs.append(float((pred == client.y_test).mean() * 100))
+        accs.append(test_accuracy(a, client))
     return sum(accs[-10:]) / len(accs[-10:])
 
 

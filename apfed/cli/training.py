@@ -462,6 +462,7 @@ def simulate(
     finally:
         if progress.live.is_started:  # stopping a bar that never showed prints an empty line
             progress.stop()
+    from apfed.metrics import standalone_rows
     from apfed.report import final_note, test_line
 
     n_passives = r["passives"]
@@ -470,8 +471,8 @@ def simulate(
         tested = test_line(r["final"])
     else:
         places, name, unit = (4, "R²", "") if head == "r2" else (2, "accuracy", " %")
-        own = len(r["history"]) - r.get("teacher_epochs", 0)  # a fresh student's epochs, not its teacher's
-        last = f"last-{min(own, 10)}-epoch mean {r[head]:.{places}f}"
+        own = standalone_rows(r["history"], r.get("teacher_epochs", 0))  # a fresh student's, not its teacher's
+        last = f"last-{len(own[-10:])}-epoch mean {r[head]:.{places}f}"
         mean = "" if "best_epoch" in r["final"] else last
         tested = (
             f"test {name} {r['final'][head]:.{places}f}{unit}"
