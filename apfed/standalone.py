@@ -505,19 +505,11 @@ class StandaloneModel:
         dummy = torch.zeros(2, self.n_features)
         output = "prediction" if self.regression else "probabilities"
         with atomic_file(path) as tmp:  # an export that fails leaves an earlier file at ``path`` as it was
-            torch.onnx.export(
-                wrapper,
-                (dummy,),
-                str(tmp),
-                input_names=["features"],
-                output_names=[output],
-                dynamic_axes={"features": {0: "batch"}, output: {0: "batch"}},
-                dynamo=False,
-            )
+            exporter = _export_graph(wrapper, dummy, tmp, output)
             import onnx
 
             graph = onnx.load(str(tmp))
-            for key, value in self.onnx_metadata(output).items():
+            for key, value in {**self.onnx_metadata(output), "exporter": exporter}.items():
                 graph.metadata_props.add(key=key, value=value)
             onnx.save(graph, str(tmp))
         return path
@@ -545,6 +537,34 @@ class StandaloneModel:
         if self.logged:
             meta["target_transform"] = "log"  # the output is already in the target's units
         return meta
+
+
+def _export_graph(wrapper: torch.nn.Module, dummy: torch.Tensor, path: Path, output: str) -> str:
+    """Write ``wrapper``'s ONNX graph to ``path`` with a dynamic batch axis; return which exporter wrote it.
+
+    torch's TorchScript-based exporter first: it takes about a second, where the torch.export-based one (torch's
+    default since 2.9; it needs onnxscript) takes 10-30 s here. torch deprecates the first and will remove it, so
+    where it fails the second is tried, and where that fails too the first one's error is raised."""
+    names = {"input_names": ["features"], "output_names": [output]}
+    try:
+        with warnings.catch_warnings():  # its deprecation: known, and met by the fallback below
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                wrapper, (dummy,), str(path), **names, dynamic_axes={"features": {0: "batch"}, output: {0: "batch"}},
+                dynamo=False,
+            )  # fmt: skip
+        return "torchscript"
+    except Exception as legacy:
+        try:
+            with warnings.catch_warnings():  # torch's notices about its own internals: nothing a user can act on
+                warnings.simplefilter("ignore")
+                batch = torch.export.Dim("batch")
+                torch.onnx.export(
+                    wrapper, (dummy,), str(path), **names, dynamic_shapes=({0: batch},), dynamo=True, verbose=False
+                )
+        except Exception:
+            raise legacy from None
+        return "torch.export"
 
 
 class _OnnxWrapper(torch.nn.Module):

@@ -1,3 +1,4 @@
+import inspect
 import json
 import re
 import subprocess
@@ -206,6 +207,38 @@ def test_onnx_export_is_atomic_and_keeps_the_previous_file(tmp_path, trained, mo
         trained[1].model.export_onnx(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp file left behind
+
+
+def test_onnx_export_falls_back_to_the_torch_export_exporter_where_the_torchscript_one_fails(tmp_path, trained):
+    """torch deprecates its TorchScript-based ONNX exporter and will remove it: where it fails (here it refuses as a
+    torch without it would), the torch.export-based one writes the same graph, with a batch of any size."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    export = torch.onnx.export
+    if "dynamic_shapes" not in inspect.signature(export).parameters:
+        pytest.skip("this torch's torch.export-based exporter is older (torch < 2.5); it keeps the TorchScript one")
+
+    def without_torchscript(*args, dynamo=True, **kw):
+        if not dynamo:
+            raise TypeError("export() got an unexpected keyword argument 'dynamo'")
+        return export(*args, dynamo=dynamo, **kw)
+
+    ds, r = trained
+    assert _exporter(r.model.export_onnx(tmp_path / "a.onnx")) == "torchscript"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.onnx, "export", without_torchscript)
+        path = r.model.export_onnx(tmp_path / "b.onnx")
+    assert _exporter(path) == "torch.export"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for X in (ds.views[1].X[ds.test_idx].astype(np.float32), ds.views[1].X[:1].astype(np.float32)):
+        (onnx_p,) = sess.run(None, {"features": X})
+        assert np.allclose(onnx_p, r.model.predict_proba(X), atol=1e-5)
+
+
+def _exporter(path: Path) -> str:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}["exporter"]
 
 
 def test_info_shows_what_the_model_takes_and_where_it_came_from(tmp_path, trained):
