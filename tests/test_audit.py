@@ -82,7 +82,7 @@ def test_a_refusal_is_logged_with_the_error_sent(tmp_path, digits3):
     path = tmp_path / "audit.jsonl"
     with pytest.raises(ProtocolError, match="will not send its embeddings"):
         _audited_run(digits3, path, policy=PassivePolicy(send_embeddings=False))
-    (line,) = [json.loads(x) for x in path.read_text().splitlines()]
+    (line,) = (json.loads(x) for x in path.read_text().splitlines())
     assert line["kind"] == "setup" and line["sent"] == {} and "will not send its embeddings" in line["error"]
 
 

@@ -144,7 +144,7 @@ def test_the_passive_keeps_only_the_aligned_rows_and_refuses_a_second_align(digi
     party = passive.__self__
     assert party.offered_rows is None  # the shuffled PSI order is O(samples) and is not needed after align
     assert len(party.rows) == client.n
-    (align,) = [m for m in sent if m.kind == ALIGN]
+    (align,) = (m for m in sent if m.kind == ALIGN)
     reply = passive(align)  # replayed: it would rebuild the passive's model mid-run
     assert reply.kind == "error" and "second align" in reply.config["error"]
     client.fit()  # the passive trained on, unharmed
