@@ -1,4 +1,5 @@
-"""SGD, Adam and AdamW in plain tensor ops, with the same update rules as ``torch.optim``.
+"""SGD, Adam and AdamW with the same update rules as ``torch.optim``: on the CPU its fused kernels (one pass over
+each parameter), elsewhere plain foreach tensor ops.
 
 Why not ``torch.optim``: constructing or stepping one of its optimizers imports ``torch._dynamo`` (about 2 s on
 this class of machine). A Flower ClientApp is a fresh process for every message, so that import would be paid on
@@ -15,6 +16,13 @@ from __future__ import annotations
 import math
 
 import torch
+
+
+def _fused_kernel(name: str, params: list[torch.Tensor], fused: bool | None):
+    """torch's fused update kernel ``name`` (what torch.optim's ``fused=True`` calls): by default on the CPU only
+    (on a GPU, CUDA graphs replay the foreach form, ``step_captured``); None where not wanted or not in this torch."""
+    wanted = (bool(params) and params[0].device.type == "cpu") if fused is None else fused
+    return getattr(torch, name, None) if wanted else None
 
 
 class Optimizer:
@@ -95,18 +103,21 @@ class Optimizer:
 class SGD(Optimizer):
     """torch.optim.SGD with momentum (no dampening, no Nesterov) and L2 weight decay."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, fused: bool | None = None):
         super().__init__(params, lr, weight_decay)
         self.momentum = momentum
+        self._fused = _fused_kernel("_fused_sgd_", self.params, fused)
 
     @torch.no_grad()
     def step(self) -> None:
-        # foreach ops: a few kernels for all parameters (on the CPU they loop, with the same arithmetic)
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
         for i in live:
             self.counts[i] += 1
+        if self._fused is not None and self._fused_update(live):
+            return
+        # foreach ops: a few kernels for all parameters (on the CPU they loop, with the same arithmetic)
         ps = [self.params[i] for i in live]
         gs = [p.grad for p in ps]
         wd = self.param_groups[0]["weight_decay"]
@@ -124,6 +135,33 @@ class SGD(Optimizer):
                     bufs[i] = torch.clone(gs[j]).detach()
             gs = [bufs[i] for i in live]
         torch._foreach_add_(ps, gs, alpha=-self.lr)
+
+    def _fused_update(self, live: list[int]) -> bool:
+        """One fused-kernel update per group (parameters at their first step start their momentum buffer from the
+        gradient); False (and the foreach ops from then on) where this build has no such kernel."""
+        bufs = self.buffers.setdefault("momentum", [None] * len(self.params)) if self.momentum else None
+        for first in (True, False):
+            group = [i for i in live if (self.counts[i] == 1) == first]
+            if not group:
+                continue
+            if bufs is not None and first:
+                for i in group:
+                    bufs[i] = torch.empty_like(self.params[i])
+            ps = [self.params[i] for i in group]
+            wd = self.param_groups[0]["weight_decay"]
+            try:
+                self._fused(
+                    ps, [p.grad for p in ps], [bufs[i] for i in group] if bufs is not None else [],
+                    weight_decay=wd, momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False,
+                    maximize=False, is_first_step=first and bufs is not None,
+                )  # fmt: skip
+            except NotImplementedError:  # no kernel registered for this device in this build
+                if bufs is not None and first:
+                    for i in group:
+                        bufs[i] = None
+                self._fused = None
+                return False
+        return True
 
     def _step_scalars(self, t: int) -> tuple[float, ...]:
         return (-self.lr,)
@@ -143,7 +181,11 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam (L2 weight decay added to the gradient) or, with ``decoupled=True``, AdamW."""
+    """torch.optim.Adam (L2 weight decay added to the gradient) or, with ``decoupled=True``, AdamW.
+
+    ``fused`` (default: on the CPU) steps with torch's fused kernel, as ``torch.optim.Adam(fused=True)`` does, bit
+    for bit: one pass over each parameter instead of eight foreach passes, 3-4x faster on small tabular models.
+    Elsewhere, or where this torch has no such kernel, the foreach ops of ``torch.optim``'s foreach Adam."""
 
     def __init__(
         self,
@@ -153,21 +195,39 @@ class Adam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         decoupled: bool = False,
+        fused: bool | None = None,
     ):
         super().__init__(params, lr, weight_decay)
         self.betas, self.eps, self.decoupled = betas, eps, decoupled
+        self._fused = _fused_kernel("_fused_adamw_" if decoupled else "_fused_adam_", self.params, fused)
 
     @torch.no_grad()
     def step(self) -> None:
-        # foreach ops, as torch.optim's foreach Adam: ~8 calls per step instead of ~8 per parameter (on the
-        # CPU the per-call overhead of tiny tabular models is most of an optimizer step)
         by_count: dict[int, list[int]] = {}
         for i, p in enumerate(self.params):
             if p.grad is not None:
                 self.counts[i] += 1
                 by_count.setdefault(self.counts[i], []).append(i)
         for t, live in by_count.items():  # one group unless parameters joined at different steps
-            self._foreach_update(live, t)
+            if self._fused is None or not self._fused_update(live, t):
+                self._foreach_update(live, t)
+
+    def _fused_update(self, live: list[int], t: int) -> bool:
+        """One fused-kernel update; False (and the foreach ops from then on) where this build has no such kernel."""
+        ps = [self.params[i] for i in live]
+        m = [self._buffer("exp_avg", i, self.params[i]) for i in live]
+        v = [self._buffer("exp_avg_sq", i, self.params[i]) for i in live]
+        b1, b2 = self.betas
+        step = torch.tensor(float(t), device=ps[0].device)  # the kernel reads the count, never writes it
+        try:
+            self._fused(
+                ps, [p.grad for p in ps], m, v, [], [step] * len(ps), lr=self.lr, beta1=b1, beta2=b2,
+                weight_decay=self.param_groups[0]["weight_decay"], eps=self.eps, amsgrad=False, maximize=False,
+            )  # fmt: skip
+        except NotImplementedError:  # no kernel registered for this device in this build
+            self._fused = None
+            return False
+        return True
 
     def _foreach_update(self, live: list[int], t: int) -> None:
         ps = [self.params[i] for i in live]

@@ -10,17 +10,33 @@ import torch
 from apfed import optim
 
 CASES = {
-    "sgd": (
-        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
+    "sgd": (  # on the CPU apfed's optimizers step with torch's fused kernels by default
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2, fused=True),
         lambda p: optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
     ),
+    "sgd-plain": (
+        lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=1e-2, fused=True),
+        lambda p: optim.SGD(p, lr=0.1, weight_decay=1e-2),
+    ),
+    "sgd-foreach": (  # the foreach ops, as on a GPU outside CUDA graphs
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2, fused=False),
+    ),
     "adam": (
-        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2),
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2, fused=True),
         lambda p: optim.Adam(p, lr=0.01, weight_decay=1e-2),
     ),
     "adamw": (
-        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=1e-2),
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=1e-2, fused=True),
         lambda p: optim.Adam(p, lr=0.01, weight_decay=1e-2, decoupled=True),
+    ),
+    "adam-foreach": (
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2),
+        lambda p: optim.Adam(p, lr=0.01, weight_decay=1e-2, fused=False),
+    ),
+    "adamw-foreach": (
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=1e-2),
+        lambda p: optim.Adam(p, lr=0.01, weight_decay=1e-2, decoupled=True, fused=False),
     ),
 }
 
@@ -53,6 +69,37 @@ def test_same_updates_as_torch_optim_across_a_state_round_trip(name):
             ob.load_state_dict(torch.load(buf, weights_only=True))
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_a_parameter_that_joins_late_starts_its_own_state_then(name, fused):
+    # torch.optim's fused form assumes every parameter starts together; apfed's steps a parameter whose first
+    # gradient comes later from a fresh momentum, as torch.optim's per-parameter form does
+    make_torch = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=1e-2),
+        "adam": lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-2),
+    }[name]
+    make_ours = {
+        "sgd": lambda p: optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=1e-2, fused=fused),
+        "adam": lambda p: optim.Adam(p, lr=0.01, weight_decay=1e-2, fused=fused),
+    }[name]
+    torch.manual_seed(0)
+    a, b = _net(), _net()
+    b.load_state_dict(a.state_dict())
+    oa, ob = make_torch(a.parameters()), make_ours(b.parameters())
+    gen = torch.Generator().manual_seed(1)
+    for step in range(10):
+        x = torch.randn(8, 5, generator=gen)
+        for net, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            if step < 3:
+                net[2].bias.grad = None
+            opt.step()
+    assert ob.counts[-1] == 7 and ob.counts[0] == 10
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7)
 
 
 def test_state_for_other_parameters_is_refused():
