@@ -246,6 +246,37 @@ def _timed_client(ds: MultiViewDataset, active: int, cfg: TrainConfig) -> tuple:
     return client, epoch, times
 
 
+def paired_epochs(dataset: str, preset: str, variants: Callable, pairs: int) -> dict:
+    """Epochs of one set-up in-process APFed-C run (K = 1; a bundled dataset, handwritten with the active view fou)
+    under two variants: ``variants(client)`` returns ``{name: switch}`` for two names, and each epoch of a variant
+    runs right after its ``switch()``, in either order in turn. The medians (``{name}_s``), the second's over the
+    first's (``ratio``), the pairs in which the second was faster, and every epoch's time."""
+    from apfed.config import make_config
+    from apfed.data.bundled import load_bundled
+
+    ds = load_bundled(dataset)
+    active = ds.view_index("fou") if dataset == "handwritten" else 0
+    client, epoch, times = _timed_client(ds, active, make_config(preset, method="apfed-c", epochs=1))
+    client.fit()  # warm-up
+    switches = variants(client)
+    first, second = switches
+    runs: dict[str, list[float]] = {first: [], second: []}
+
+    def timed(name: str) -> Callable[[], None]:
+        def run() -> None:
+            switches[name]()
+            epoch()
+            runs[name].append(times[-1])
+
+        return run
+
+    alternate(pairs, timed(first), timed(second))
+    a, b = statistics.median(runs[first]), statistics.median(runs[second])
+    faster = sum(y < x for x, y in zip(runs[first], runs[second], strict=True))
+    medians = {f"{first}_s": a, f"{second}_s": b, "ratio": b / a, "faster": faster}
+    return {"dataset": dataset, "preset": preset, **medians, "epochs_s": runs}
+
+
 def alternate(repeats: int, first: Callable[[], None], second: Callable[[], None]) -> None:
     """Run ``first`` and ``second`` ``repeats`` times each, swapping their order every time: noise hits both
     alike, and on a shared host the second of a back-to-back pair tends to run slower."""

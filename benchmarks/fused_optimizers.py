@@ -9,50 +9,32 @@ Usage: python benchmarks/fused_optimizers.py [--pairs 15] [--threads 0]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import torch
 
-from apfed.config import make_config
-from apfed.data.bundled import load_bundled
 from apfed.report import write_benchmark
-from apfed.runner import build_clients, in_process_passives
+from apfed.runner import in_process_passives
+from apfed.speed import paired_epochs
 
 
-def paired_epochs(dataset: str, preset: str, pairs: int) -> dict:
-    ds = load_bundled(dataset)
-    active = ds.view_index("fou") if dataset == "handwritten" else 0
-    client = build_clients(ds, active, make_config(preset, method="apfed-c", epochs=1))
-    client.setup()
-    client.evaluate = lambda: {"accuracy": 0.0}
+def switches(client) -> dict:
+    """Every party's optimizer to its foreach ops, or back to torch's fused kernel."""
     opts = [*client.learner.opts, *(p.learner.opt for p in in_process_passives(client))]
-    kernel = opts[0]._fused
-    if kernel is None:
+    kernels = [o._fused for o in opts]
+    if any(k is None for k in kernels):
         raise SystemExit("this torch has no fused optimizer kernel for the CPU")
-    client.fit()  # warm-up
-    times: dict[str, list[float]] = {"foreach": [], "fused": []}
-    for r in range(pairs):
-        for mode in ("fused", "foreach") if r % 2 else ("foreach", "fused"):
-            for o in opts:
-                o._fused = kernel if mode == "fused" else None
-            client.history.clear()
-            t = time.perf_counter()
-            client.fit()
-            times[mode].append(time.perf_counter() - t)
-    fe, fu = statistics.median(times["foreach"]), statistics.median(times["fused"])
-    faster = sum(a < b for a, b in zip(times["fused"], times["foreach"], strict=True))
-    return {
-        "dataset": dataset,
-        "preset": preset,
-        "foreach_s": fe,
-        "fused_s": fu,
-        "ratio": fu / fe,
-        "fused_faster": faster,
-        **times,
-    }
+
+    def use(fused: bool) -> Callable[[], None]:
+        def switch() -> None:
+            for o, k in zip(opts, kernels, strict=True):
+                o._fused = k if fused else None
+
+        return switch
+
+    return {"foreach": use(False), "fused": use(True)}
 
 
 def main() -> None:
@@ -64,7 +46,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     points = [("handwritten", "default"), ("mnist5k", "default"), ("mnist5k", "paper")]
-    rows = [paired_epochs(d, p, a.pairs) for d, p in points]
+    rows = [paired_epochs(d, p, switches, a.pairs) for d, p in points]
     md = [
         f"# Fused CPU optimizer kernels against foreach ops: in-process APFed-C epochs, {a.pairs} pairs each",
         "",
@@ -74,7 +56,7 @@ def main() -> None:
         *(
             f"| {r['dataset']} | {r['preset']} ({'SGD' if r['preset'] == 'paper' else 'Adam'}) | "
             f"{r['foreach_s']:.4f} | {r['fused_s']:.4f} | {r['ratio']:.3f} | "
-            f"{r['fused_faster']}/{a.pairs} |"
+            f"{r['faster']}/{a.pairs} |"
             for r in rows
         ),
         "",

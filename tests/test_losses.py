@@ -35,7 +35,20 @@ def test_nt_xent_gradcheck():
     torch.manual_seed(0)
     a = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     p = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, y: nt_xent(x, y, 0.7), (a, p))
+    for t in (0.7, 1.0):  # 1.0 skips the division
+        assert torch.autograd.gradcheck(lambda x, y, t=t: nt_xent(x, y, t), (a, p))
+
+
+def test_nt_xent_trains_after_a_first_call_under_inference_mode():
+    # the positives' index is kept per batch size on the CPU: one first made under inference mode must still be
+    # a tensor that autograd can save
+    a, p = torch.randn(7, 4), torch.randn(7, 4)
+    with torch.inference_mode():
+        value = nt_xent(a, p)
+    a.requires_grad_(True)
+    loss = nt_xent(a, p)
+    loss.backward()
+    assert torch.equal(loss.detach(), value) and a.grad is not None and torch.isfinite(a.grad).all()
 
 
 def _passive(loss, spec, active_shape):
