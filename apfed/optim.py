@@ -148,12 +148,11 @@ class SGD(Optimizer):
                 for i in group:
                     bufs[i] = torch.empty_like(self.params[i])
             ps = [self.params[i] for i in group]
-            wd = self.param_groups[0]["weight_decay"]
             try:
                 self._fused(
                     ps, [p.grad for p in ps], [bufs[i] for i in group] if bufs is not None else [],
-                    weight_decay=wd, momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False,
-                    maximize=False, is_first_step=first and bufs is not None,
+                    weight_decay=self.param_groups[0]["weight_decay"], momentum=self.momentum, lr=self.lr,
+                    dampening=0.0, nesterov=False, maximize=False, is_first_step=first and bufs is not None,
                 )  # fmt: skip
             except NotImplementedError:  # no kernel registered for this device in this build
                 if bufs is not None and first:

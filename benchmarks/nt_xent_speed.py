@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import apfed.learner
 from apfed.losses import nt_xent
 from apfed.report import write_benchmark
-from apfed.speed import paired_epochs
+from apfed.speed import alternate, paired_epochs
 
 
 def nt_xent_before(z_a: torch.Tensor, z_p: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -46,14 +46,18 @@ def same_bits(temperature: float) -> bool:
 def alone(temperature: float, rounds: int = 40, calls: int = 100) -> dict:
     a, p = (torch.randn(128, 64, requires_grad=True) for _ in range(2))
     times: dict[str, list[float]] = {"before": [], "now": []}
-    for r in range(rounds):
-        for name in ("now", "before") if r % 2 else ("before", "now"):
-            f = nt_xent_before if name == "before" else nt_xent
+
+    def timed(name: str, f: Callable) -> Callable[[], None]:
+        def run() -> None:
             t = time.perf_counter()
             for _ in range(calls):
                 a.grad = p.grad = None
                 f(a, p, temperature).backward()
             times[name].append((time.perf_counter() - t) / calls * 1e6)
+
+        return run
+
+    alternate(rounds, timed("before", nt_xent_before), timed("now", nt_xent))
     return {"temperature": temperature, **{f"{k}_us": statistics.median(v) for k, v in times.items()}}
 
 
