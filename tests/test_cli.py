@@ -113,6 +113,20 @@ def test_train_predict_export(tmp_path, party_csvs):
     assert code == 0, err
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines[0].startswith("user_id,prediction,p_class_0") and len(lines) == 301
+    assert "more than once" not in err
+    # a repeated ID is predicted row by row, and said: a join on the ID downstream would pair the rows wrongly
+    rows = list(csv.reader(Path(a).read_text().splitlines()))
+    rows[5][0] = rows[9][0] = rows[2][0]
+    with (tmp_path / "repeated.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    out = tmp_path / "p_repeated.csv"
+    code, _, err = run_cli(
+        "predict", "--model", model, "--input", tmp_path / "repeated.csv", "--id-column", "user_id", "--output", out
+    )
+    assert code == 0 and f"1 value of 'user_id' appears more than once, {rows[2][0]!r} 3 times" in err, err
+    assert [r[1:] for r in csv.reader(out.read_text().splitlines())] == [
+        r[1:] for r in csv.reader((tmp_path / "p.csv").read_text().splitlines())
+    ]
     # features are taken by name in any order; with no training name in the header, every non-ID column in order
     # (with a warning); with some training names missing, never guessed
     rows = list(csv.reader(Path(a).read_text().splitlines()))

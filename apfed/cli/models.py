@@ -158,7 +158,24 @@ def predict(
             w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + cells)
     shown = min(explain, len(m.raw_columns) or m.n_features)
     explained = "" if not explain else f", each with the {shown} column{'s' if shown > 1 else ''} that moved it most"
-    typer.echo(f"wrote {len(pred)} predictions{explained} to {output}", err=True)
+    typer.echo(f"wrote {len(pred)} predictions{explained} to {output}{_repeated_ids(ids, id_column)}", err=True)
+
+
+def _repeated_ids(ids: np.ndarray | None, id_column: str) -> str:
+    """A note for predict's last line when IDs repeat (each row still gets its own prediction, but a join on the
+    ID downstream would pair them wrongly); empty otherwise."""
+    if ids is None or len(ids) < 2:
+        return ""
+    values, counts = np.unique(ids, return_counts=True)
+    repeated = counts > 1
+    if not repeated.any():
+        return ""
+    first = str(ids[np.isin(ids, values[repeated])][0])
+    n = int(repeated.sum())
+    return (
+        f" (note: {n} value{'s' if n > 1 else ''} of {id_column!r} appear{'' if n > 1 else 's'} more than once,"
+        f" {first!r} {int(counts[values == first][0])} times: each row has its own prediction)"
+    )
 
 
 def _conformal_columns(m, X: np.ndarray) -> tuple[list[str], Callable[[int], list[str]]]:
