@@ -2,7 +2,9 @@
 (training plus the per-epoch test evaluation), against the reference's 99 s (REFERENCE.md §2).
 
 Variants: eager steps, CUDA-graph steps (the default on a GPU), CUDA graphs plus TF32 matrix multiplies.
-Usage: python benchmarks/gpu_paper_preset.py --seeds 3 [--out benchmarks/results/DATE-gpu-paper-preset-h200]"""
+Usage: python benchmarks/gpu_paper_preset.py --seeds 3 [--out PREFIX | --out DIR]: the report is PREFIX.{json,md};
+an existing folder DIR gets DIR/DATE-gpu-paper-preset-CARD.{json,md} (CARD: h100, h200, ... from the GPU's name; the
+default DIR is benchmarks/results)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def main() -> None:
     ap.add_argument("--methods", default="apfed-c,local")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--eager-seeds", type=int, default=1, help="seeds for the (slow) eager variant")
-    ap.add_argument("--out", default=f"benchmarks/results/{date.today()}-gpu-paper-preset-h200")
+    ap.add_argument("--out", default="benchmarks/results", help="a report prefix, or an existing folder")
     a = ap.parse_args()
     ds = load_bundled("mnist5k", 2)
     rows = []
@@ -89,8 +91,22 @@ def main() -> None:
         + (f" --methods {a.methods}" if a.methods != "apfed-c,local" else ""),
     }
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        out = out / f"{date.today()}-gpu-paper-preset-{_card(a.device)}"
     write_benchmark(out, report, md)
+
+
+def _card(device: str) -> str:
+    """A short name of the GPU for the report's file name: 'h100' for an 'NVIDIA H100 80GB HBM3'; 'cpu' off a GPU."""
+    import re
+
+    import torch
+
+    if not device.startswith("cuda"):
+        return "cpu"
+    name = torch.cuda.get_device_name(torch.device(device))
+    found = re.search(r"\b([A-Z]+\d+[A-Z]*)\b", name.removeprefix("NVIDIA "))
+    return found.group(1).lower() if found else "gpu"
 
 
 if __name__ == "__main__":
