@@ -39,6 +39,17 @@ def script_args():
     return out, strip, seed, device, load_bundled("mnist5k", 2), {"top": 0, "bottom": 1}[strip]
 
 
+def two_parties(seed: int, device: str, ds, active: int):
+    """Both parties' rows aligned on the device, nothing trained, for scripts that train their own networks: (the
+    active client, set up; the passive's rows; the default recipe as ``local``; 60 epochs times env SCALE)."""
+    epochs = max(1, int(60 * float(os.environ.get("SCALE", 1))))
+    cfg = make_config("default", method="tvfl", seed=seed, device=device, epochs=1)
+    client = build_clients(ds, active, cfg)
+    client.setup()
+    X_passive = client.transport.handlers["passive1"].__self__.learner.X
+    return client, X_passive, replace(cfg, method="local"), epochs
+
+
 def jsonl_emitter(out: Path, strip: str, seed: int):
     """``emit(**row)``: append the row, tagged with the strip and seed, to OUT/STRIP-SEED.jsonl and print it."""
     sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)

@@ -27,13 +27,12 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy
+from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy, two_parties
 
-from apfed.config import lr_at, make_config
+from apfed.config import lr_at
 from apfed.learner import make_optimizer, set_lr
 from apfed.losses import distillation
 from apfed.models import encoder_output_shape, init_modules, make_encoder, make_head
-from apfed.runner import build_clients
 
 
 class DroppedPassive(torch.nn.Module):
@@ -102,13 +101,8 @@ def train(client, X_b, cfg, epochs: int, p_drop: float | None, both: bool = Fals
 
 def main() -> None:
     out, strip, seed, device, ds, active = script_args()
-    epochs = max(1, int(60 * float(os.environ.get("SCALE", 1))))
-    cfg = make_config("default", method="tvfl", seed=seed, device=device, epochs=1)
-    client = build_clients(ds, active, cfg)
-    client.setup()  # aligned rows on the device, both parties' (no training)
-    X_b = client.transport.handlers["passive1"].__self__.learner.X
+    client, X_b, cfg, epochs = two_parties(seed, device, ds, active)
     assert X_b.shape[1:] == client.learner.X.shape[1:], "both strips have one shape (one encoder spec serves both)"
-    cfg = replace(cfg, method="local")
     emit = jsonl_emitter(out, strip, seed)
     runs = [
         ("local", dict(p_drop=None)),

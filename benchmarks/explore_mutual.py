@@ -27,12 +27,11 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy
+from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy, two_parties
 
-from apfed.config import lr_at, make_config
+from apfed.config import lr_at
 from apfed.learner import make_optimizer, set_lr
 from apfed.losses import distillation
-from apfed.runner import build_clients
 
 
 def mutual(client, X_peer, cfg, T: float, w: float, epochs: int, peer_seed: int, ensemble: bool = False) -> float:
@@ -74,12 +73,7 @@ def mutual(client, X_peer, cfg, T: float, w: float, epochs: int, peer_seed: int,
 
 def main() -> None:
     out, strip, seed, device, ds, active = script_args()
-    epochs = max(1, int(60 * float(os.environ.get("SCALE", 1))))
-    cfg = make_config("default", method="tvfl", seed=seed, device=device, epochs=1)
-    client = build_clients(ds, active, cfg)
-    client.setup()  # aligned rows on the device, both parties' (no training)
-    X_passive = client.transport.handlers["passive1"].__self__.learner.X
-    cfg = replace(cfg, method="local")
+    client, X_passive, cfg, epochs = two_parties(seed, device, ds, active)
     emit = jsonl_emitter(out, strip, seed)
     X_own = client.learner.X
     runs = [
