@@ -1,7 +1,7 @@
 """Exploration (issue 2, point 2): a TVFL model trained with modality dropout, kept as the standalone model.
 
 TVFL's fused head sees both parties' embeddings and, with the passive's filled by zeros at test, is far below local
-(the head never learnt to do without it). Trained with the passive's embedding dropped for a random half of each
+(the head never learnt to do without it). Trained with the passive's embedding dropped for a random share of each
 minibatch's rows (replaced by a learned vector: what the head sees when the passive is absent), one network learns
 both tasks, and its active encoder is shaped by the joint task on the rows where the passive is there. The
 standalone model is the active encoder and the fused head with the learned vector in the passive's place: it needs

@@ -91,7 +91,7 @@ def main() -> None:
         + (f" --methods {a.methods}" if a.methods != "apfed-c,local" else ""),
     }
     out = Path(a.out)
-    if out.is_dir():
+    if out.is_dir() or a.out == "benchmarks/results":  # the default folder, made by write_benchmark if need be
         out = out / f"{date.today()}-gpu-paper-preset-{_card(a.device)}"
     write_benchmark(out, report, md)
 

@@ -164,17 +164,14 @@ def predict(
 def _repeated_ids(ids: np.ndarray | None, id_column: str) -> str:
     """A note for predict's last line when IDs repeat (each row still gets its own prediction, but a join on the
     ID downstream would pair them wrongly); empty otherwise."""
-    if ids is None or len(ids) < 2:
+    from apfed.data.files import repeated_ids
+
+    if ids is None or (repeated := repeated_ids(ids)) is None:
         return ""
-    values, counts = np.unique(ids, return_counts=True)
-    repeated = counts > 1
-    if not repeated.any():
-        return ""
-    first = str(ids[np.isin(ids, values[repeated])][0])
-    n = int(repeated.sum())
+    first, times, n = repeated
     return (
         f" (note: {n} value{'s' if n > 1 else ''} of {id_column!r} appear{'' if n > 1 else 's'} more than once,"
-        f" {first!r} {int(counts[values == first][0])} times: each row has its own prediction)"
+        f" {first!r} {times} times: each row has its own prediction)"
     )
 
 

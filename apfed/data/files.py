@@ -279,15 +279,21 @@ def _npz_times(path: Path, z, time_column: str, n: int) -> Times:
     return parse_times(raw, time_column, str(path), lines=False)
 
 
+def repeated_ids(ids: np.ndarray) -> tuple[str, int, int] | None:
+    """IDs that appear more than once: (the first of them in sorted order, how often it appears, how many IDs
+    repeat); None when every ID is unique."""
+    values, counts = np.unique(ids, return_counts=True)
+    dup = np.flatnonzero(counts > 1)
+    return (str(values[dup[0]]), int(counts[dup[0]]), len(dup)) if len(dup) else None
+
+
 def _checked(t: PartyTable) -> PartyTable:
     if len(t.ids) != len(t.X):
         raise DataError(f"{t.path}: {len(t.ids)} ids but {len(t.X)} feature rows")
-    values, counts = np.unique(t.ids, return_counts=True)
-    if len(values) != len(t.ids):
-        dup = np.flatnonzero(counts > 1)
-        more = f", and {len(dup) - 1} more duplicated ID{'s' if len(dup) > 2 else ''}" if len(dup) > 1 else ""
-        first = str(values[dup[0]])
-        raise DataError(f"{t.path}: the ID column has duplicate values: {first!r} appears {counts[dup[0]]} times{more}")
+    if (repeated := repeated_ids(t.ids)) is not None:
+        first, times, n = repeated
+        more = f", and {n - 1} more duplicated ID{'s' if n > 2 else ''}" if n > 1 else ""
+        raise DataError(f"{t.path}: the ID column has duplicate values: {first!r} appears {times} times{more}")
     if (found := first_nonfinite(t.X, missing_ok=True)) is not None:
         r, c, n = found
         more = f"; {n} rows have such values" if n > 1 else ""
