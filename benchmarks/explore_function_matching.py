@@ -50,6 +50,25 @@ def two_parties(seed: int, device: str, ds, active: int):
     return client, X_passive, replace(cfg, method="local"), epochs
 
 
+def train_epochs(client, cfg, params, epochs: int, loss_of, after_epoch=None, gen: torch.Generator | None = None):
+    """The recipe's optimizer and schedule over ``epochs`` shuffles of the training rows drawn from ``gen`` (else a
+    generator seeded with ``cfg.seed``): one step on ``loss_of(idx)`` per minibatch, then ``after_epoch(epoch)``."""
+    scfg = replace(cfg, epochs=epochs)
+    opt = make_optimizer(list(params), scfg)
+    gen = torch.Generator().manual_seed(cfg.seed) if gen is None else gen
+    tr = client.train_idx
+    for epoch in range(epochs):
+        batches = tr[torch.randperm(len(tr), generator=gen).to(tr.device)].split(cfg.batch_size)
+        for b, idx in enumerate(batches):
+            loss = loss_of(idx)
+            set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if after_epoch is not None:
+            after_epoch(epoch)
+
+
 def jsonl_emitter(out: Path, strip: str, seed: int):
     """``emit(**row)``: append the row, tagged with the strip and seed, to OUT/STRIP-SEED.jsonl and print it."""
     sink = open(out / f"{strip}-{seed}.jsonl", "a")  # noqa: SIM115 (kept open for the whole run)

@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy, two_parties
+from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy, train_epochs, two_parties
 
-from apfed.config import lr_at
-from apfed.learner import make_optimizer, set_lr
 from apfed.losses import distillation
 from apfed.models import encoder_output_shape, init_modules, make_encoder, make_head
 
@@ -68,34 +65,27 @@ def train(client, X_b, cfg, epochs: int, p_drop: float | None, both: bool = Fals
     L = client.learner
     seed = cfg.seed + 99
     net = network(client.spec, cfg, seed) if p_drop is None else DroppedPassive(client.spec, cfg, seed).to(cfg.device)
-    scfg = replace(cfg, epochs=epochs)
-    opt = make_optimizer(list(net.parameters()), scfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
     drop_gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 7)
     torch.manual_seed(cfg.seed + 1)
-    tr, accs = client.train_idx, []
-    for epoch in range(epochs):
-        perm = tr[torch.randperm(len(tr), generator=gen).to(tr.device)]
-        batches = perm.split(cfg.batch_size)
+    accs = []
+
+    def loss_of(idx):
         net.train()
-        for b, idx in enumerate(batches):
-            y = L.y[idx].long()
-            if p_drop is None:
-                loss = F.cross_entropy(net(L.X[idx]), y)
-            elif both:
-                full = net(L.X[idx], X_b[idx])
-                alone = net(L.X[idx])
-                loss = F.cross_entropy(full, y) + F.cross_entropy(alone, y)
-                if kd:
-                    loss = loss + kd * distillation(alone, full, 4.0)  # the full path's logits detached
-            else:
-                keep = torch.rand(len(idx), generator=drop_gen, device=cfg.device) >= p_drop
-                loss = F.cross_entropy(net(L.X[idx], X_b[idx], keep), y)
-            set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        accs.append(test_accuracy(net, client))  # DroppedPassive called on the active strip alone
+        y = L.y[idx].long()
+        if p_drop is None:
+            return F.cross_entropy(net(L.X[idx]), y)
+        if both:
+            full = net(L.X[idx], X_b[idx])
+            alone = net(L.X[idx])
+            loss = F.cross_entropy(full, y) + F.cross_entropy(alone, y)
+            if kd:
+                loss = loss + kd * distillation(alone, full, 4.0)  # the full path's logits detached
+            return loss
+        keep = torch.rand(len(idx), generator=drop_gen, device=cfg.device) >= p_drop
+        return F.cross_entropy(net(L.X[idx], X_b[idx], keep), y)
+
+    # DroppedPassive tested on the active strip alone
+    train_epochs(client, cfg, net.parameters(), epochs, loss_of, lambda _: accs.append(test_accuracy(net, client)))
     return sum(accs[-10:]) / len(accs[-10:])
 
 

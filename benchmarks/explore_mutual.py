@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy, two_parties
+from explore_function_matching import jsonl_emitter, network, script_args, test_accuracy, train_epochs, two_parties
 
-from apfed.config import lr_at
-from apfed.learner import make_optimizer, set_lr
 from apfed.losses import distillation
 
 
@@ -41,33 +38,27 @@ def mutual(client, X_peer, cfg, T: float, w: float, epochs: int, peer_seed: int,
     L, spec = client.learner, client.spec
     a = network(spec, cfg, cfg.seed + 99)
     nets = [a] + ([network(spec, cfg, peer_seed)] if X_peer is not None else [])
-    scfg = replace(cfg, epochs=epochs)
-    opt = make_optimizer([p for n in nets for p in n.parameters()], scfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed + 1)
-    tr, accs = client.train_idx, []
-    for epoch in range(epochs):
-        perm = tr[torch.randperm(len(tr), generator=gen).to(tr.device)]
-        batches = perm.split(cfg.batch_size)
-        for b, idx in enumerate(batches):
-            y = L.y[idx].long()
-            for n in nets:
-                n.train()
-            la = a(L.X[idx])
-            loss = F.cross_entropy(la, y)
-            if X_peer is not None:
-                lb = nets[1](X_peer[idx])
-                loss = loss + F.cross_entropy(lb, y)
-                if ensemble:
-                    mean = (la + lb) / 2
-                    loss = loss + w * (distillation(la, mean, T) + distillation(lb, mean, T))  # detached teacher
-                else:
-                    loss = loss + w * (distillation(la, lb, T) + distillation(lb, la, T))  # each detached as teacher
-            set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        accs.append(test_accuracy(a, client))
+    accs = []
+
+    def loss_of(idx):
+        y = L.y[idx].long()
+        for n in nets:
+            n.train()
+        la = a(L.X[idx])
+        loss = F.cross_entropy(la, y)
+        if X_peer is not None:
+            lb = nets[1](X_peer[idx])
+            loss = loss + F.cross_entropy(lb, y)
+            if ensemble:
+                mean = (la + lb) / 2
+                loss = loss + w * (distillation(la, mean, T) + distillation(lb, mean, T))  # detached teacher
+            else:
+                loss = loss + w * (distillation(la, lb, T) + distillation(lb, la, T))  # each detached as teacher
+        return loss
+
+    params = [p for n in nets for p in n.parameters()]
+    train_epochs(client, cfg, params, epochs, loss_of, lambda _: accs.append(test_accuracy(a, client)))
     return sum(accs[-10:]) / len(accs[-10:])
 
 
