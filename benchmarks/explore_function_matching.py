@@ -145,28 +145,23 @@ def student(
     mods = network(client.spec, cfg, cfg.seed + 99)
     scfg = replace(cfg, shift=shift, mixup=mixup, epochs=epochs)
     params = [*mods.parameters(), *(hint.to(cfg.device).parameters() if hint is not None else [])]
-    opt = make_optimizer(params, scfg)
-    gen, agen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 2)
+    agen = torch.Generator().manual_seed(cfg.seed + 2)
     torch.manual_seed(cfg.seed + 1)
-    tr, accs = client.train_idx, []
-    for epoch in range(epochs):
-        perm = tr[torch.randperm(len(tr), generator=gen).to(tr.device)]
-        batches = perm.split(cfg.batch_size)
-        for b, idx in enumerate(batches):
-            aug = sample(len(idx), scfg, agen, cfg.device)
-            mods.train()
-            hidden = mods[1][:3](mods[0](augment(L.X[idx], aug)))  # the head's first layer and ReLU
-            logits = mods[1][3:](hidden)
-            loss = mixed_cross_entropy(logits, L.y[idx].long(), aug) if ce else logits.new_zeros(())
-            if hint is not None:
-                loss = loss + hint(hidden, idx, aug)
-            if w > 0:
-                loss = loss + w * distillation(logits, soft(idx, aug), T)
-            set_lr(opt, lr_at(scfg, (epoch + b / len(batches)) / epochs))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        accs.append(test_accuracy(mods, client))
+    accs = []
+
+    def loss_of(idx):
+        aug = sample(len(idx), scfg, agen, cfg.device)
+        mods.train()
+        hidden = mods[1][:3](mods[0](augment(L.X[idx], aug)))  # the head's first layer and ReLU
+        logits = mods[1][3:](hidden)
+        loss = mixed_cross_entropy(logits, L.y[idx].long(), aug) if ce else logits.new_zeros(())
+        if hint is not None:
+            loss = loss + hint(hidden, idx, aug)
+        if w > 0:
+            loss = loss + w * distillation(logits, soft(idx, aug), T)
+        return loss
+
+    train_epochs(client, scfg, params, epochs, loss_of, lambda _: accs.append(test_accuracy(mods, client)))
     return sum(accs[-10:]) / len(accs[-10:])
 
 

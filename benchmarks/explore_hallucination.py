@@ -25,10 +25,9 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from explore_function_matching import jsonl_emitter, script_args, train_teacher  # same directory
+from explore_function_matching import jsonl_emitter, script_args, train_epochs, train_teacher  # same directory
 
-from apfed.config import lr_at, make_config
-from apfed.learner import make_optimizer, set_lr
+from apfed.config import make_config
 from apfed.losses import distillation
 from apfed.models import encoder_output_shape, init_modules, make_encoder, make_head
 
@@ -75,31 +74,28 @@ def teacher_parts(teacher, d_a):
 def train_student(client, cfg, net, targets, beta=0.0, kd=0.0, T=4.0, epochs=60):
     L = client.learner
     net = net.to(cfg.device)
-    opt = make_optimizer(net.parameters(), cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed + 1)
-    tr, accs = client.train_idx, []
-    for epoch in range(epochs):
-        perm = tr[torch.randperm(len(tr), generator=gen).to(tr.device)]
-        batches = perm.split(cfg.batch_size)
-        for b, idx in enumerate(batches):
-            net.train()
-            logits, u = net(L.X[idx])
-            loss = F.cross_entropy(logits, L.y[idx].long())
-            if beta or kd:
-                t_u, t_logits = targets(idx)
-                if beta:
-                    loss = loss + beta * ((u - t_u) ** 2).sum(1).mean() / (t_u**2).sum(1).mean()
-                if kd:
-                    loss = loss + kd * distillation(logits, t_logits, T)
-            set_lr(opt, lr_at(cfg, (epoch + b / len(batches)) / epochs))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    accs = []
+
+    def loss_of(idx):
+        net.train()
+        logits, u = net(L.X[idx])
+        loss = F.cross_entropy(logits, L.y[idx].long())
+        if beta or kd:
+            t_u, t_logits = targets(idx)
+            if beta:
+                loss = loss + beta * ((u - t_u) ** 2).sum(1).mean() / (t_u**2).sum(1).mean()
+            if kd:
+                loss = loss + kd * distillation(logits, t_logits, T)
+        return loss
+
+    @torch.no_grad()
+    def test(_epoch: int) -> None:
         net.eval()
-        with torch.no_grad():
-            pred = net(L.X[client.test_idx])[0].argmax(1).cpu().numpy()
+        pred = net(L.X[client.test_idx])[0].argmax(1).cpu().numpy()
         accs.append(float((pred == client.y_test).mean() * 100))
+
+    train_epochs(client, cfg, net.parameters(), epochs, loss_of, test)
     return sum(accs[-10:]) / len(accs[-10:])
 
 
