@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
@@ -410,8 +413,26 @@ class StandaloneModel:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the model file atomically: a crash never leaves a half-written file at ``path``."""
+        """Write the model file atomically: a crash never leaves a half-written file at ``path``. Where ``path``
+        cannot be written (a full disk, a folder gone or read-only), the model goes to a new file in the temporary
+        folder instead and an ``ApfedError`` names both: a run whose last step fails loses nothing."""
         path = Path(path)
+        try:
+            return self._write(path)
+        except (OSError, SafetensorError) as e:
+            why = _write_failure(e)
+        name = None
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{path.stem}-", suffix=path.suffix or ".safetensors")
+            os.close(fd)
+            self._write(Path(name))
+        except (OSError, SafetensorError):
+            if name is not None:
+                Path(name).unlink(missing_ok=True)
+            raise ApfedError(f"cannot write the model file {path}: {why}") from None
+        raise ApfedError(f"cannot write the model file {path}: {why}; the model is saved as {name} instead")
+
+    def _write(self, path: Path) -> Path:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         with atomic_file(path) as tmp:
             save_file(tensors, str(tmp), metadata={"apfed": json.dumps(self.metadata())})
@@ -690,3 +711,11 @@ def target_values(y) -> np.ndarray:
         return y.astype(np.float64)
     except (TypeError, ValueError):
         raise ApfedError("a regression model is scored against numbers; a label is not a number") from None
+
+
+def _write_failure(e: Exception) -> str:
+    """Why a file could not be written, in the operating system's words: ``No space left on device``."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    found = re.search(r"I/O error: (.*?) \(os error \d+\)", str(e))  # safetensors wraps the OS error in its text
+    return found.group(1) if found else str(e).splitlines()[0]

@@ -280,20 +280,25 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         "test_predictions": {k: v.tolist() for k, v in preds.items()},
         "settings": asdict(s),
     }
+    unsaved = None
     if s.model_out and client.learner.standalone:
-        client.standalone_model(
-            {
-                "dataset": name,
-                "method": cfg.method,
-                "seed": cfg.seed,
-                **test_provenance(result["final"]),
-                "run_id": client.run_id,  # a resumed run keeps its checkpoint's id
-                "transport": "flower",
-            }
-        ).save(s.model_out)
+        provenance = {
+            "dataset": name,
+            "method": cfg.method,
+            "seed": cfg.seed,
+            **test_provenance(result["final"]),
+            "run_id": client.run_id,  # a resumed run keeps its checkpoint's id
+            "transport": "flower",
+        }
+        try:
+            client.standalone_model(provenance).save(s.model_out)
+        except ApfedError as e:  # it names where the model went instead; the passives and the results still hear
+            unsaved = e
     client.finish()
     if s.results_out:
         Path(s.results_out).write_text(json.dumps(result))
+    if unsaved is not None:
+        raise unsaved
     return result
 
 

@@ -240,6 +240,10 @@ def test_train_predict_export(tmp_path, party_csvs):
         (["evaluate", "--dataset", "digits", "--out", "/dev/null/r"], "cannot create the output directory"),
         (["train", "--dataset", "digits", "--out", "/dev/null/m.safetensors"], "cannot create the output directory"),
         (
+            ["train", "--dataset", "digits", "--out", "/proc/m.safetensors"],
+            "cannot write to the output directory /proc:",
+        ),
+        (
             ["train", "--dataset", "digits", "--checkpoint-dir", "/dev/null", "--checkpoint-every", "1"],
             "cannot create the output directory /dev/null",
         ),

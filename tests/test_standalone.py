@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -186,10 +187,35 @@ def test_save_is_atomic_and_keeps_the_previous_file(tmp_path, trained, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(sa, "save_file", crash)
-    with pytest.raises(OSError):
-        trained[1].model.save(path)
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    with pytest.raises(ApfedError, match=f"^cannot write the model file {re.escape(str(path))}: disk full$"):
+        trained[1].model.save(path)  # the temporary folder's copy failed as well
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "tmp"]  # no temp file left behind
+    assert list(spare.iterdir()) == []
+
+
+def test_a_model_file_that_cannot_be_written_is_saved_in_the_temporary_folder_instead(tmp_path, trained, monkeypatch):
+    """A run's last step, writing the model, fails (here: the folder named is a file): the error says why, and
+    where the model went instead, so the training is not lost."""
+    ds, r = trained
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(ApfedError) as e:
+        r.model.save(blocker / "m.safetensors")
+    found = re.fullmatch(r"cannot write the model file (.+): (.+); the model is saved as (.+) instead", str(e.value))
+    assert found, str(e.value)
+    assert found.group(1) == str(blocker / "m.safetensors") and found.group(2) == "File exists"  # the OS's words
+    rescued = Path(found.group(3))
+    assert rescued.parent == spare and rescued.name.startswith("m-") and rescued.suffix == ".safetensors"
+    X = ds.views[1].X[ds.test_idx]
+    assert np.allclose(StandaloneModel.load(rescued).predict_proba(X), r.model.predict_proba(X), atol=1e-6)
+    assert [p.name for p in spare.iterdir()] == [rescued.name]  # the model file only, no temporary file beside it
 
 
 def test_onnx_export_is_atomic_and_keeps_the_previous_file(tmp_path, trained, monkeypatch):

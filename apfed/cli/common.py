@@ -4,6 +4,7 @@ helpers behind them."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -238,8 +239,11 @@ def _output_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the output directory {path}: {e.strerror or e}") from None
-    if not os.access(path, os.W_OK):
-        raise ConfigError(f"cannot write to the output directory {path}")
+    try:  # a file actually made there: write permission alone says nothing of a read-only or special file system
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output directory {path}: {e.strerror or e}") from None
     return path
 
 

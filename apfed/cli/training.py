@@ -349,9 +349,9 @@ def train(
 
         r = run(ds, a, cfg, on_epoch=on_epoch, log=lambda m: progress.console.log(m), safety=safety)
         progress.update(bar, total=len(r.history), completed=len(r.history))  # an early stop ends the bar too
-    r.model.save(out)
-    if history:
+    if history:  # before the model: a model that cannot be written (it then goes elsewhere) keeps its curve
         history.finish(r.history)
+    r.model.save(out)
     if r.faults:
         console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
     from apfed.report import test_line
