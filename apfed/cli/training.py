@@ -55,7 +55,7 @@ from apfed.cli.common import (
 )
 from apfed.cli.config_file import ConfigFile, Sets, command_line
 from apfed.config import DEFAULT_METHODS
-from apfed.errors import ConfigError, DataError
+from apfed.errors import ApfedError, ConfigError, DataError
 
 
 @app.command()
@@ -351,11 +351,15 @@ def train(
         progress.update(bar, total=len(r.history), completed=len(r.history))  # an early stop ends the bar too
     if history:  # before the model: a model that cannot be written (it then goes elsewhere) keeps its curve
         history.finish(r.history)
-    r.model.save(out)
-    if r.faults:
-        console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
     from apfed.report import test_line
 
+    try:
+        r.model.save(out)
+    except ApfedError:
+        console.print(test_line(r.final))  # the run's figure still, above the error line that says where the model is
+        raise
+    if r.faults:
+        console.print(f"{len(r.faults)} passive contribution(s) skipped (late or bad replies); see the log above")
     console.print(f"{test_line(r.final)}; wrote {out}")
 
 
