@@ -4,6 +4,7 @@ plain containers only, never arbitrary code."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -22,6 +23,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to. On a clean exit it is flushed to disk and renamed over
     ``path``; on an error (or Ctrl-C) it is removed and ``path`` keeps what it held."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # renamed over, a device or a pipe (/dev/stdout) would be replaced
+        raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket)", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

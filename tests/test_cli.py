@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from stat import S_ISFIFO
 
 import numpy as np
 import pytest
@@ -282,6 +283,18 @@ def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
     parts = match if isinstance(match, tuple) else (match,)  # a tuple: each part, where click's wording varies
     assert len(lines) == 1 and lines[0].startswith("error:") and all(p in lines[0] for p in parts), err
     assert "Traceback" not in err
+
+
+def test_an_output_that_is_a_pipe_or_device_is_refused_and_left_as_it_was(tmp_path):
+    """Renamed over, a named pipe (or, for root, /dev/full or /dev/stdout) would become a regular file: refused at
+    once, with one line, and the pipe is still a pipe."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for args in (["train", "--dataset", "digits", "--out", pipe], ["train", "--dataset", "digits", "--metrics", pipe]):
+        code, out, err = run_cli(*args, "--epochs", "1", cwd=tmp_path)
+        why = "is not a regular file (a device, pipe or socket); give a file name"
+        assert code == 2 and err.strip() == f"error: {pipe} {why}", err
+        assert S_ISFIFO(os.lstat(pipe).st_mode)
 
 
 def test_version_names_apfed_the_message_schema_torch_and_flower():

@@ -1,5 +1,6 @@
 import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -216,6 +217,26 @@ def test_a_model_file_that_cannot_be_written_is_saved_in_the_temporary_folder_in
     X = ds.views[1].X[ds.test_idx]
     assert np.allclose(StandaloneModel.load(rescued).predict_proba(X), r.model.predict_proba(X), atol=1e-6)
     assert [p.name for p in spare.iterdir()] == [rescued.name]  # the model file only, no temporary file beside it
+
+
+def test_a_save_never_replaces_a_pipe_or_a_device(tmp_path, trained, monkeypatch):
+    """An atomic write renames its temporary file over the path: over a named pipe (or, for root, a device such as
+    /dev/full) that would replace it with a regular file. Refused; the model goes to the temporary folder."""
+    import stat
+
+    from apfed.checkpoint import save_atomic
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(OSError, match="not a regular file"):
+        save_atomic(pipe, b"x")
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    with pytest.raises(ApfedError, match=r": not a regular file \(a device, pipe or socket\); the model is saved as"):
+        trained[1].model.save(pipe)
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert len(list(spare.iterdir())) == 1
 
 
 def test_onnx_export_is_atomic_and_keeps_the_previous_file(tmp_path, trained, monkeypatch):

@@ -252,6 +252,8 @@ def _output_file(path: Path, keep: dict[str, list[str] | Path | None] | None = N
     which the output must not overwrite."""
     if path.is_dir():
         raise ConfigError(f"{path} is a directory; give a file name")
+    if path.exists() and not path.is_file():  # a link to a regular file is one (is_file follows it)
+        raise ConfigError(f"{path} is not a regular file (a device, pipe or socket); give a file name")
     for what, paths in (keep or {}).items():
         for p in paths if isinstance(paths, list) else [paths]:  # --data gives a list, the other options a path
             if p is not None and path.exists() and Path(p).exists() and os.path.samefile(path, p):
