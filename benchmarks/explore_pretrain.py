@@ -62,17 +62,15 @@ def pretrain(net, client, X_b, cfg, epochs: int, kind: str, T: float) -> None:
     L, spec = client.learner, client.spec
     d = int(torch.tensor(encoder_output_shape(spec, cfg.embedding_dim)).prod())
     enc_a = net[0]
-    extra = []
+    proj_a = enc_b = proj_b = dec = None
     if kind in ("cv", "self"):
-        proj_a = init_modules(cfg.seed + 5, lambda: mlp(d, 64)).to(cfg.device)
-        extra.append(proj_a)
-        if kind == "cv":
-            enc_b = init_modules(cfg.seed + 6, lambda: make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim))
-            proj_b = init_modules(cfg.seed + 7, lambda: mlp(d, 64))
-            extra += [enc_b.to(cfg.device), proj_b.to(cfg.device)]
-    else:
-        dec = init_modules(cfg.seed + 8, lambda: mlp(d, int(X_b[0].numel()))).to(cfg.device)
-        extra.append(dec)
+        proj_a = init_modules(cfg.seed + 5, lambda: mlp(d, 64))
+    if kind == "cv":  # the passive's side
+        enc_b = init_modules(cfg.seed + 6, lambda: make_encoder(spec, cfg.embedding_dim, cfg.hidden_dim))
+        proj_b = init_modules(cfg.seed + 7, lambda: mlp(d, 64))
+    if kind == "rec":
+        dec = init_modules(cfg.seed + 8, lambda: mlp(d, int(X_b[0].numel())))
+    extra = [m.to(cfg.device) for m in (proj_a, enc_b, proj_b, dec) if m is not None]
     params = list(enc_a.parameters()) + [p for m in extra for p in m.parameters()]
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     for m in [enc_a, *extra]:
@@ -81,7 +79,7 @@ def pretrain(net, client, X_b, cfg, epochs: int, kind: str, T: float) -> None:
     def loss_of(idx):
         x_a = L.X[idx]
         if kind == "cv":
-            return nt_xent(proj_a(enc_a(x_a).flatten(1)), extra[2](extra[1](X_b[idx]).flatten(1)), T)
+            return nt_xent(proj_a(enc_a(x_a).flatten(1)), proj_b(enc_b(X_b[idx]).flatten(1)), T)
         if kind == "self":
             v1, v2 = two_views_of_own_strip(x_a, gen)
             return nt_xent(proj_a(enc_a(v1).flatten(1)), proj_a(enc_a(v2).flatten(1)), T)
