@@ -11,8 +11,9 @@ from pathlib import Path
 PRELOAD = ["apfed.cli", "torch", "numpy", "sklearn.metrics", "safetensors.torch", "rich.console", "matplotlib"]
 
 
-def _enter(cwd: str | None, env: dict[str, str], out_path: str, err_path: str) -> None:
-    """The caller's environment and directory; stdout and stderr into the files."""
+def _enter(cwd: str | None, env: dict[str, str], out_path: str, err_path: str, in_path: str | None) -> None:
+    """The caller's environment and directory; stdout and stderr into the files, stdin from ``in_path`` (else the
+    null device multiprocessing gives a child)."""
     os.environ.clear()
     os.environ.update(env)
     if cwd is not None:
@@ -21,21 +22,28 @@ def _enter(cwd: str | None, env: dict[str, str], out_path: str, err_path: str) -
         f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(f, fd)
         os.close(f)
+    if in_path is not None:
+        f = os.open(in_path, os.O_RDONLY)
+        os.dup2(f, 0)
+        os.close(f)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own stdin, for its whole life)
 
 
-def run(args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str) -> None:
+def run(args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str, in_path: str | None):
     """In the forked child: the CLI's ``main`` with the command line ``python -m apfed.cli`` would give it (it ends
     with ``sys.exit``)."""
-    _enter(cwd, env, out_path, err_path)
+    _enter(cwd, env, out_path, err_path, in_path)
     import apfed.cli
 
     sys.argv = [str(Path(apfed.cli.__file__).with_name("__main__.py")), *args]
     apfed.cli.main()
 
 
-def run_script(script: str, args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str):
+def run_script(
+    script: str, args: list[str], cwd: str | None, env: dict[str, str], out_path: str, err_path: str, in_path=None
+):
     """In the forked child: ``python SCRIPT ARGS`` (a script of the repository, run as its ``__main__``)."""
-    _enter(cwd, env, out_path, err_path)
+    _enter(cwd, env, out_path, err_path, in_path)
     import runpy
 
     sys.argv = [script, *args]

@@ -90,11 +90,13 @@ def _fork_server():
     return ctx
 
 
-def _forked_cli(args: list[str], cwd, timeout: float, script: str | None = None) -> subprocess.CompletedProcess:
+def _forked_cli(
+    args: list[str], cwd, timeout: float, script: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     """``apfed ARGS`` (or ``python SCRIPT ARGS``) in a process forked from a server that has imported the CLI and
     torch already (see ``cli_child``): its own process, exit code, stdout and stderr, as ``python -m apfed.cli``
     would have them, without each command's 2 s of imports. Past ``timeout``: SIGTERM, 30 s, then SIGKILL, as
-    ``run_bounded``."""
+    ``run_bounded``. ``stdin``: a file to read as standard input (else none, as multiprocessing gives)."""
     import tempfile
 
     import cli_child
@@ -105,7 +107,7 @@ def _forked_cli(args: list[str], cwd, timeout: float, script: str | None = None)
         out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
         for path in (out, err):  # there even if the child fails before it runs the command
             open(path, "w").close()
-        where = (None if cwd is None else str(cwd), dict(os.environ), out, err)
+        where = (None if cwd is None else str(cwd), dict(os.environ), out, err, stdin)
         target, head = (cli_child.run, (args,)) if script is None else (cli_child.run_script, (script, args))
         p = _fork_server().Process(target=target, args=(*head, *where))
         with without_main_script():  # the child must not run the caller's main script (pytest's) again
@@ -122,15 +124,17 @@ def _forked_cli(args: list[str], cwd, timeout: float, script: str | None = None)
             return subprocess.CompletedProcess([script or "apfed", *args], p.exitcode, fo.read(), fe.read())
 
 
-def run_cli(*args, cwd=None, timeout=300):
+def run_cli(*args, cwd=None, timeout=300, stdin=None):
     """Run ``apfed ARGS`` in a process of its own; return (exit code, stdout, stderr). Forked from a server that
     has imported the CLI (``_forked_cli``), or with ``APFED_TEST_FORK=0`` and for ``NOT_FORKED`` commands a fresh
-    ``python -m apfed.cli``."""
+    ``python -m apfed.cli``. ``stdin``: a file the command reads as its standard input."""
     args = list(map(str, args))
+    stdin = None if stdin is None else str(stdin)
     if os.environ.get("APFED_TEST_FORK", "1") != "0" and not (args and args[0] in NOT_FORKED):
-        p = _forked_cli(args, cwd, timeout)
+        p = _forked_cli(args, cwd, timeout, stdin=stdin)
     else:
-        p = run_bounded([sys.executable, "-m", "apfed.cli", *args], timeout, cwd=cwd)
+        with open(stdin or os.devnull, "rb") as source:
+            p = run_bounded([sys.executable, "-m", "apfed.cli", *args], timeout, cwd=cwd, stdin=source)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -1,5 +1,5 @@
 """Scoring a standalone model on labelled rows of the active party's data: apfed.scoring, StandaloneModel.score
-and ``apfed score``."""
+and ``apfed score`` (with ``predict`` and ``drift``, reading standard input)."""
 
 import csv
 import json
@@ -285,3 +285,35 @@ def test_cli_compares_two_models_on_the_same_rows(model_and_rows, tmp_path):
     assert res.exit_code == 0 and "two models on the same 240 rows" in res.stdout and "McNemar" in res.stdout
     code, _, err = run_cli("score", "--model", path, "--input", bank, "--against", tmp_path / "none.safetensors")
     assert code != 0 and err.count("\n") == 1 and "none.safetensors" in err
+
+
+def test_predict_score_and_drift_read_standard_input_and_predict_writes_standard_output(model_and_rows, tmp_path):
+    path, bank, _ = model_and_rows
+    code, _, err = run_cli("predict", "--model", path, "--input", bank, "--output", tmp_path / "p.csv")
+    assert code == 0, err
+    code, out, err = run_cli("predict", "--model", path, "--input", "-", "--output", "-", stdin=bank)
+    assert code == 0 and err.strip().endswith("wrote 240 predictions to standard output"), err
+    assert out == (tmp_path / "p.csv").read_text()
+    assert not (tmp_path / "-").exists() and not (bank.parent / "-").exists()
+    # an NPZ archive is told from CSV text by its first bytes
+    rows = list(csv.reader(bank.read_text().splitlines()))[1:]
+    np.savez(tmp_path / "rows.npz", X=np.array([[float(v) for v in r[1:4]] for r in rows], dtype=np.float32))
+    code, out_npz, err = run_cli(
+        "predict", "--model", path, "--input", "-", "--output", "-", stdin=tmp_path / "rows.npz"
+    )
+    assert code == 0, err
+    assert list(csv.reader(out_npz.splitlines())) == [r[1:] for r in csv.reader(out.splitlines())]  # no ids in it
+    code, from_file, err = run_cli("score", "--model", path, "--input", bank, "--json")
+    assert code == 0, err
+    code, from_stdin, err = run_cli("score", "--model", path, "--input", "-", "--json", stdin=bank)
+    assert code == 0 and json.loads(from_stdin) == json.loads(from_file) | {"input": "stdin"}, err
+    code, out, err = run_cli("drift", "--model", path, "--input", "-", "--json", stdin=bank)
+    assert code == 0 and json.loads(out)["rows"] == 240, err
+    # errors name standard input, never its temporary copy, in one line
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    for source, message in [
+        (tmp_path / "other.csv", "error: stdin: no ID column 'id' (columns: a, b)"),
+        (None, "error: stdin: needs a header row and at least one data row"),  # nothing piped in
+    ]:
+        code, out, err = run_cli("predict", "--model", path, "--input", "-", "--id-column", "id", stdin=source)
+        assert (code, out, err.strip()) == (2, "", message)

@@ -4,6 +4,10 @@ data (``export`` and ``info``, which read the file alone: ``model_info``)."""
 from __future__ import annotations
 
 import csv
+import functools
+import shutil
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +20,47 @@ import typer
 from apfed.cli.common import THRESHOLD_HELP, _output_file, app
 from apfed.errors import ConfigError, DataError
 
+STDIN = Path("-")
+_spooled: dict[Path, str] = {}  # a spooled standard input's file -> the name its messages give it
+
+
+def _shown(path: Path) -> Path | str:
+    """How messages name an input file: 'stdin' for standard input (its temporary copy), else the path."""
+    return _spooled.get(path, path)
+
+
+def _name(path: Path) -> str:
+    """A file's name in a table's title: 'stdin' for standard input."""
+    return _spooled.get(path, path.name)
+
+
+def reads_stdin(command: Callable) -> Callable:
+    """A command whose ``--input -`` reads standard input: kept in a temporary file for the command (an NPZ
+    archive by its first bytes, else CSV text), which the command's messages call 'stdin'."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        if kwargs.get("input") != STDIN:
+            return command(*args, **kwargs)
+        if sys.stdin is None or sys.stdin.isatty():
+            raise ConfigError("--input - reads standard input, which is a terminal here; pipe the rows in")
+        with tempfile.TemporaryDirectory(prefix="apfed-stdin-") as folder:
+            spool = Path(folder) / "stdin"
+            with spool.open("wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f)
+            with spool.open("rb") as f:
+                suffix = ".npz" if f.read(4) == b"PK\x03\x04" else ".csv"
+            spool = spool.rename(spool.with_suffix(suffix))
+            _spooled[spool] = "stdin"
+            try:
+                return command(*args, **(kwargs | {"input": spool}))
+            except (DataError, ConfigError) as e:
+                raise type(e)(str(e).replace(str(spool), "stdin")) from None
+            finally:
+                del _spooled[spool]
+
+    return run
+
 
 @contextmanager
 def _echoed_warnings(path: Path) -> Iterator[None]:
@@ -25,7 +70,7 @@ def _echoed_warnings(path: Path) -> Iterator[None]:
         warnings.simplefilter("always")
         yield
     for message in dict.fromkeys(str(w.message) for w in caught):
-        typer.echo(f"warning: {path}: {message}", err=True)
+        typer.echo(f"warning: {_shown(path)}: {message}", err=True)
 
 
 def _read_input(
@@ -69,8 +114,8 @@ def _read_input(
     strings, X, _ = read_csv_columns(path, header, with_id + text, numeric)
     if positional:  # after the read: a file that fails says one line, the error
         typer.echo(
-            f"warning: {path}: no column is named as in training; its {len(take)} other columns were read in order"
-            " as the model's features",
+            f"warning: {_shown(path)}: no column is named as in training; its {len(take)} other columns were read in"
+            " order as the model's features",
             err=True,
         )
     ids = strings[0] if with_id else None
@@ -106,10 +151,15 @@ def _check_finite(
 
 
 @app.command()
+@reads_stdin
 def predict(
     model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
-    input: Annotated[Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X').")],
-    output: Annotated[Path, typer.Option(help="Where to write the predictions CSV.")] = Path("predictions.csv"),
+    input: Annotated[
+        Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X'); '-' reads standard input.")
+    ],
+    output: Annotated[
+        Path, typer.Option(help="Where to write the predictions CSV; '-' writes them to standard output.")
+    ] = Path("predictions.csv"),
     id_column: Annotated[
         str | None,
         typer.Option(help="ID column to carry into the output (default: 'id' when the input has one)."),
@@ -136,7 +186,8 @@ def predict(
     if explain and m.spec["kind"] != "tabular":
         raise ConfigError("--explain names columns, for tabular models (an image strip's pixels are no columns)")
     cut = None if threshold is None else parse_threshold(threshold, m.class_names)
-    _output_file(output, {"input file": input, "model file": model})
+    if output != STDIN:
+        _output_file(output, {"input file": input, "model file": model})
     required, id_column = id_column is not None, id_column or "id"
     ids, X = _read_input(input, m, id_column, required)
     with _echoed_warnings(input):
@@ -148,17 +199,26 @@ def predict(
     bounds_header, bounds = _conformal_columns(m, X)
     header, extra = _explanations(m, X, explain, None if cut is None else m.class_names[cut[0]])
     header = [f"p_{c}" for c in m.class_names] + bounds_header + header  # a regression has no p_ columns
-    from apfed.checkpoint import atomic_file
 
-    with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
+    def write(f) -> None:
         w = csv.writer(f)
         w.writerow(([id_column] if ids is not None else []) + ["prediction"] + header)
         for i in range(len(pred)):
             cells = [f"{p:.6f}" for p in proba[i]] + bounds(i) + extra(i)
             w.writerow(([ids[i]] if ids is not None else []) + [pred[i]] + cells)
+
+    if output == STDIN:
+        write(sys.stdout)
+        sys.stdout.flush()  # a reader gone away fails here, as an EPIPE the CLI ends quietly on
+    else:
+        from apfed.checkpoint import atomic_file
+
+        with atomic_file(output) as tmp, tmp.open("w", newline="") as f:  # a failed write keeps an earlier file
+            write(f)
     shown = min(explain, len(m.raw_columns) or m.n_features)
     explained = "" if not explain else f", each with the {shown} column{'s' if shown > 1 else ''} that moved it most"
-    typer.echo(f"wrote {len(pred)} predictions{explained} to {output}{_repeated_ids(ids, id_column)}", err=True)
+    where = "standard output" if output == STDIN else output
+    typer.echo(f"wrote {len(pred)} predictions{explained} to {where}{_repeated_ids(ids, id_column)}", err=True)
 
 
 def _repeated_ids(ids: np.ndarray | None, id_column: str) -> str:
@@ -244,9 +304,13 @@ def _read_labels(
 
 
 @app.command()
+@reads_stdin
 def score(
     model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
-    input: Annotated[Path, typer.Option("--input", help="Active-view CSV (or NPZ with 'X') with known labels.")],
+    input: Annotated[
+        Path,
+        typer.Option("--input", help="Active-view CSV (or NPZ with 'X') with known labels; '-' reads standard input."),
+    ],
     label_column: Annotated[
         str, typer.Option(help="The labels' column (in --labels when given, else in --input).")
     ] = "label",
@@ -336,8 +400,8 @@ def score(
             raise DataError(f"{labels}: the ID column {id_column!r} has duplicate values")
         y = np.asarray([found.get(i, "") for i in ids.tolist()], dtype=str)
         if not (matched := len(set(ids.tolist()) & found.keys())):
-            raise DataError(f"no ID of {input} is in {labels} (ID column {id_column!r})")
-        notes.append(f"{labels}: labels for {matched:,} of the {len(ids):,} rows of {input}")
+            raise DataError(f"no ID of {_shown(input)} is in {labels} (ID column {id_column!r})")
+        notes.append(f"{labels}: labels for {matched:,} of the {len(ids):,} rows of {_shown(input)}")
     by_values = None if by is None else _read_labels(input, by, None, what="--by")[1]
     unlabelled = is_missing(y)
     if unlabelled.all():
@@ -411,13 +475,13 @@ def score(
             warnings.simplefilter("ignore")
             report["importance"] = _importance(m, X[keep], y[keep], repeats, seed)
     if as_json:
-        typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
+        typer.echo(json.dumps({"model": str(model), "input": str(_shown(input)), **report}, indent=2))
         return
     from apfed.model_tables import score_tables
     from apfed.report import table_console
 
     console = table_console()
-    for t in score_tables(report, f"{model.name} on {input.name}", repeats, model.name):
+    for t in score_tables(report, f"{model.name} on {_name(input)}", repeats, model.name):
         console.print(t)
     if (line := _training_line(m, None if trained is None else f"{trained:.2f} %")) is not None:
         console.print(line)
@@ -544,11 +608,11 @@ def _regression_score(
             warnings.simplefilter("ignore")
             report["importance"] = _importance(m, X, values, *importance)
     if as_json:
-        typer.echo(json.dumps({"model": str(model), "input": str(input), **report}, indent=2))
+        typer.echo(json.dumps({"model": str(model), "input": str(_shown(input)), **report}, indent=2))
         return
     r = report["metrics"]
     typer.echo(
-        f"{model.name} on {input.name}: {report['rows']:,} rows, R² {r['r2']:.4f}, RMSE {r['rmse']:.4g}, MAE"
+        f"{model.name} on {_name(input)}: {report['rows']:,} rows, R² {r['r2']:.4f}, RMSE {r['rmse']:.4g}, MAE"
         f" {r['mae']:.4g} (mean label {report['target_mean']:.4g}, mean prediction {report['prediction_mean']:.4g})"
     )
     if (line := _training_line(m, None if trained is None else f"R² {trained:.4f}")) is not None:
@@ -588,10 +652,15 @@ def _importance(m, X: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> lis
 
 
 @app.command()
+@reads_stdin
 def drift(
     model: Annotated[Path, typer.Option(help="Standalone model file from 'apfed train'.")],
     input: Annotated[
-        Path, typer.Option("--input", help="New rows of the active party's columns (CSV, or NPZ with 'X'); no labels.")
+        Path,
+        typer.Option(
+            "--input",
+            help="New rows of the active party's columns (CSV, or NPZ with 'X'); no labels. '-' reads standard input.",
+        ),
     ],
     id_column: Annotated[str, typer.Option(help="The input's ID column, never read as a feature.")] = "id",
     fail_above: Annotated[
