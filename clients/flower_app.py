@@ -24,7 +24,7 @@ from apfed.metrics import headline_accuracy, standalone_rows, test_provenance
 from clients.active import ActiveClient
 from clients.run_recipe import apply_recipe
 from protocols.errors import ProtocolError
-from protocols.flower import FlowerTransport, discover
+from protocols.flower import Abandoned, FlowerTransport, discover, ends_waits_on_exit
 
 
 @dataclass
@@ -312,7 +312,8 @@ def make_server_app(settings: RunSettings | None = None, on_epoch: Callable[[dic
         try:
             run_active(grid, settings or RunSettings.from_run_config(dict(context.run_config)), on_epoch)
         except (ApfedError, ProtocolError) as e:  # one line to find in the log (deploy.py reports it), then Flower's
-            logging.getLogger("flwr").error("apfed: error: %s", e)
+            if not isinstance(e, Abandoned):  # the simulating process is leaving (Ctrl-C): it says so itself
+                logging.getLogger("flwr").error("apfed: error: %s", e)
             raise
 
     return app
@@ -380,20 +381,21 @@ def simulate(
             if not stream.isatty():
                 setattr(sys, name, _WithoutColour(stream))
         try:
-            run_simulation(
-                make_server_app(s, on_epoch),
-                make_client_app(s),
-                num_supernodes=n_passives,
-                backend_config={
-                    "client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)},
-                    # the actors' own output (an idle actor's teardown warning) only with --verbose: a passive's
-                    # error reaches the ServerApp as its reply and is reported from there. As many CPUs as
-                    # passives: Flower starts one actor process per CPU Ray reports, and on a 16-core host all
-                    # but n_passives of them would idle
-                    "init_args": {"log_to_driver": verbose, "num_cpus": n_passives},
-                },
-                verbose_logging=verbose,
-            )
+            with ends_waits_on_exit():  # the ServerApp thread stops waiting if this one leaves early
+                run_simulation(
+                    make_server_app(s, on_epoch),
+                    make_client_app(s),
+                    num_supernodes=n_passives,
+                    backend_config={
+                        "client_resources": {"num_cpus": 1, "num_gpus": gpu_share(s.device, n_passives)},
+                        # the actors' own output (an idle actor's teardown warning) only with --verbose: a passive's
+                        # error reaches the ServerApp as its reply and is reported from there. As many CPUs as
+                        # passives: Flower starts one actor process per CPU Ray reports, and on a 16-core host all
+                        # but n_passives of them would idle
+                        "init_args": {"log_to_driver": verbose, "num_cpus": n_passives},
+                    },
+                    verbose_logging=verbose,
+                )
         finally:
             flower_log.removeFilter(quiet)
             for h in plain:

@@ -5,7 +5,10 @@ Only this module imports flwr (lazily), so the rest of the protocol and the core
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -14,6 +17,30 @@ from protocols.messages import HELLO, KINDS, TRAIN, Message, to_numpy
 
 MESSAGE_TYPE = "train.apfed"  # one ClientApp handler; the apfed kind travels in the header
 ABSENT = "absent since it missed a round's deadline"
+_abandoned = threading.Event()  # set: every wait of this process's transports ends at once (``ends_waits_on_exit``)
+
+
+class Abandoned(ProtocolError):
+    """A wait ended because the process is leaving (``ends_waits_on_exit``): nothing to report."""
+
+
+@contextmanager
+def ends_waits_on_exit() -> Iterator[None]:
+    """Should the block leave by an exception (Ctrl-C, SIGTERM, an error), every wait of this process's transports
+    then ends at once with a ProtocolError. A simulation's ServerApp runs in a thread of its own that the process
+    waits for at exit: without this, it would wait out its timeouts for passives that are gone."""
+    _abandoned.clear()
+    try:
+        yield
+    except BaseException:
+        _abandoned.set()
+        raise
+
+
+def _wait(seconds: float) -> None:
+    """Sleep between polls; a ProtocolError at once if the waits are abandoned (``ends_waits_on_exit``)."""
+    if _abandoned.wait(seconds):
+        raise Abandoned("stopped: the process that runs this ServerApp is exiting")
 
 
 def to_recorddict(msg: Message):
@@ -180,7 +207,7 @@ class FlowerTransport:
                     f"no reply from {len(pending)} passive(s) within {self.timeout:.0f} s (the run config's"
                     " 'timeout'; set-up aligns every ID by PSI, about 0.1 ms per ID on each side and core)"
                 )
-            time.sleep(wait)
+            _wait(wait)
             wait = min(wait * 1.5, self.max_poll)
         for i in pending:  # late (tolerant only): its node is absent until it answers this or a later request
             name = self._to[i]
@@ -206,7 +233,7 @@ def discover(grid, run_id: str, expected: int, timeout: float = 120.0) -> dict[s
             break
         if time.monotonic() > deadline:
             raise ProtocolError(f"only {len(node_ids)} of {expected} passive nodes connected within {timeout:.0f} s")
-        time.sleep(0.2)
+        _wait(0.2)
     probe = FlowerTransport(grid, {str(n): n for n in node_ids}, timeout)
     replies = probe.exchange({str(n): Message(HELLO, run_id, 0, "active", "?") for n in node_ids})
     nodes = {}

@@ -1,5 +1,7 @@
 """The same roles over the Flower simulation engine (Ray) give the same model as in-process."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -165,6 +167,43 @@ def test_a_reply_missing_past_the_timeout_names_the_run_config_key():
     t = FlowerTransport(SilentGrid(), {"passive1": 1}, timeout=0.05, round_timeout=0.01)
     with pytest.raises(ProtocolError, match=r"within 0 s \(the run config's 'timeout'"):
         t._pull(["message1"])  # pushing needs a running ServerApp; the wait is what is checked
+
+
+def test_a_wait_ends_at_once_when_the_simulating_thread_leaves_early():
+    """A simulation's ServerApp runs in a thread the process waits for at exit: when the thread that runs the
+    simulation leaves by an exception (Ctrl-C), the ServerApp's waits end at once, not after their timeouts."""
+    import threading
+
+    from protocols.flower import Abandoned, FlowerTransport, ends_waits_on_exit
+
+    class SilentGrid:
+        def pull_messages(self, ids):
+            return []
+
+    t = FlowerTransport(SilentGrid(), {"passive1": 1}, timeout=60)
+    ended = {}
+
+    def server_app():
+        t0 = time.monotonic()
+        try:
+            t._pull(["message1"])
+        except Abandoned as e:
+            ended["after"], ended["error"] = time.monotonic() - t0, e
+
+    th = threading.Thread(target=server_app)
+    with pytest.raises(KeyboardInterrupt), ends_waits_on_exit():
+        th.start()
+        time.sleep(0.3)  # the ServerApp is polling
+        raise KeyboardInterrupt
+    th.join(10)
+    assert not th.is_alive() and ended["after"] < 5, ended
+    with ends_waits_on_exit():  # a block that ends normally leaves the next waits alone
+        pass
+    t.timeout = 0.05
+    from protocols.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match="within 0 s"):  # a new simulation's waits are not abandoned
+        t._pull(["message2"])
 
 
 def test_a_multi_view_npz_file_simulates_like_the_in_process_run(tmp_path):

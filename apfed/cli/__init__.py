@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
+import signal
 import sys
+import threading
+import time
+from typing import NoReturn
 
 import typer
 
@@ -28,11 +33,52 @@ for _module in (
     importlib.import_module(f"apfed.cli.{_module}")
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP, raised where the main thread is so that it leaves through every ``finally``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame) -> None:
+    """SIGTERM (``kill``, ``timeout``, a scheduler's limit) or SIGHUP (the terminal closed): leave as Ctrl-C does,
+    through every ``finally``, so the worker processes, Flower processes and temporary files the command started go
+    with it (killed outright, ``evaluate --jobs``'s workers trained on as orphans). A second signal is ignored rather
+    than cut that short; SIGKILL still ends it."""
+    signal.signal(signum, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def _leave(message: str, code: int) -> NoReturn:
+    """Say why, then exit. Every ``finally`` has run; should a thread the command started still be running when
+    the interpreter waits for it at exit (a Flower simulation's workers, blocked on Ray actors that are gone), the
+    process exits anyway after a few seconds."""
+
+    def exit_anyway() -> None:
+        time.sleep(EXIT_GRACE_S)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    typer.echo(message, err=True)
+    threading.Thread(target=exit_anyway, daemon=True).start()
+    sys.exit(code)
+
+
+EXIT_GRACE_S = 5.0
+
+
 def main() -> None:
     import click
 
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:  # not one ignored by whoever started us (nohup)
+            signal.signal(signum, _stop)
     try:
         code = app(standalone_mode=False, prog_name="apfed")  # click's usage errors come here, for one line
+        if code == 130:  # Typer's word for Ctrl-C during a command
+            _leave("interrupted", 130)
         sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.NoArgsIsHelpError as e:  # `apfed` alone: the help, as with --help
         typer.echo(e.ctx.get_help())
@@ -42,14 +88,14 @@ def main() -> None:
         typer.echo(f"error: {e.format_message().rstrip('.')}{see}", err=True)
         sys.exit(e.exit_code)
     except click.Abort:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _leave("interrupted", 130)
     except (ApfedError, ProtocolError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _leave("interrupted", 130)
+    except _Stopped as e:
+        _leave("terminated" if e.signum == signal.SIGTERM else "hung up", 128 + e.signum)
     except OSError as e:  # a file or socket the user named that the system refused
         if e.errno == errno.EPIPE:  # the reader of our output went away (`apfed settings | head`): nothing to say
             sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)

@@ -1,0 +1,74 @@
+"""Stopping a command: Ctrl-C (SIGINT) or ``kill`` (SIGTERM) ends ``apfed`` with one line and the usual exit code,
+and the processes it started go with it (``evaluate --jobs``'s workers used to train on as orphans after SIGTERM)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "line"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_stopped_evaluation_says_so_and_stops_its_workers(tmp_path, signum, code, line):
+    args = ["evaluate", "--dataset", "handwritten", "--methods", "local,apfed-c", "--seeds", "2", "--epochs", "300"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", *args, "--jobs", "2", "--out", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as a shell's foreground job has it (a background job of a script ignores Ctrl-C)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline, workers = time.monotonic() + 120, set()
+        while time.monotonic() < deadline and p.poll() is None:
+            workers = {c for c in _children(p.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the two workers never started"
+        time.sleep(3)  # into their runs
+        p.send_signal(signum)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    try:
+        assert p.returncode == code and err.strip().splitlines()[-1] == line, err
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(map(_alive, workers)):
+            time.sleep(0.1)
+        assert not any(map(_alive, workers)), "a worker outlived the command"
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
