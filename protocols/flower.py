@@ -38,8 +38,10 @@ def ends_waits_on_exit() -> Iterator[None]:
 
 
 def _wait(seconds: float) -> None:
-    """Sleep between polls; a ProtocolError at once if the waits are abandoned (``ends_waits_on_exit``)."""
-    if _abandoned.wait(seconds):
+    """Sleep between polls (at most ``max_poll``, 0.2 s), then an ``Abandoned`` error if the waits are abandoned
+    (``ends_waits_on_exit``)."""
+    time.sleep(seconds)
+    if _abandoned.is_set():
         raise Abandoned("stopped: the process that runs this ServerApp is exiting")
 
 
