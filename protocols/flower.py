@@ -17,7 +17,7 @@ from protocols.messages import HELLO, KINDS, TRAIN, Message, to_numpy
 
 MESSAGE_TYPE = "train.apfed"  # one ClientApp handler; the apfed kind travels in the header
 ABSENT = "absent since it missed a round's deadline"
-_abandoned = threading.Event()  # set: every wait of this process's transports ends at once (``ends_waits_on_exit``)
+_abandoned = threading.Event()  # set: every wait of this process's transports ends at its next poll
 
 
 class Abandoned(ProtocolError):
@@ -27,8 +27,9 @@ class Abandoned(ProtocolError):
 @contextmanager
 def ends_waits_on_exit() -> Iterator[None]:
     """Should the block leave by an exception (Ctrl-C, SIGTERM, an error), every wait of this process's transports
-    then ends at once with a ProtocolError. A simulation's ServerApp runs in a thread of its own that the process
-    waits for at exit: without this, it would wait out its timeouts for passives that are gone."""
+    then ends at its next poll (at most 0.2 s) with ``Abandoned``. A simulation's ServerApp runs in a thread of its
+    own that the process waits for at exit: without this, it would wait out its timeouts for passives that are
+    gone."""
     _abandoned.clear()
     try:
         yield

@@ -50,6 +50,9 @@ def _stop(signum: int, _frame) -> None:
     raise _Stopped(signum)
 
 
+EXIT_GRACE_S = 5.0  # how long _leave lets the interpreter wait for the command's threads
+
+
 def _leave(message: str, code: int) -> NoReturn:
     """Say why, then exit. Every ``finally`` has run; should a thread the command started still be running when
     the interpreter waits for it at exit (a Flower simulation's workers, blocked on Ray actors that are gone), the
@@ -64,9 +67,6 @@ def _leave(message: str, code: int) -> NoReturn:
     typer.echo(message, err=True)
     threading.Thread(target=exit_anyway, daemon=True).start()
     sys.exit(code)
-
-
-EXIT_GRACE_S = 5.0
 
 
 def main() -> None:
