@@ -239,7 +239,14 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     client = ActiveClient(
         active_data,
         cfg,
-        FlowerTransport(grid, nodes, s.timeout, queue_per_node=not s.simulation, round_timeout=s.round_timeout or None),
+        FlowerTransport(
+            grid,
+            nodes,
+            s.timeout,
+            queue_per_node=not s.simulation,
+            round_timeout=s.round_timeout or None,
+            pull_each=not s.simulation,
+        ),
         names,
         run_id=run_id,
         log=log,

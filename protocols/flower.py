@@ -8,6 +8,8 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for
 from contextlib import contextmanager
 
 import numpy as np
@@ -96,7 +98,14 @@ class FlowerTransport:
     next round's request goes out as a probe, again without a wait. Its first reply, even to a closed round,
     makes it present again, and the next round waits for it. So a passive that is gone costs one deadline, not
     one per round, and one that comes back is taken up within about a deadline. A round in which no passive is
-    present waits for the absent ones as before: training never races on alone past a passive that is only slow."""
+    present waits for the absent ones as before: training never races on alone past a passive that is only slow.
+
+    ``pull_each`` (deployment): each reply is pulled by a call of its own, in a thread of its own. A SuperNode
+    registers its reply in the SuperLink before it uploads the reply's contents, and the Grid's pull of a reply
+    whose contents are not all there retries until Flower's object-push session expires (180 s). One call for
+    every reply would hold the others' replies that long should one node die mid-upload: each round would wait
+    180 s and every other passive's requests would expire meanwhile. Apart, only that node's reply waits, and
+    the round ends at its deadline without it."""
 
     def __init__(
         self,
@@ -107,10 +116,13 @@ class FlowerTransport:
         max_poll: float = 0.2,
         queue_per_node: bool = True,
         round_timeout: float | None = None,
+        pull_each: bool = False,
     ):
         self.grid, self.nodes, self.timeout, self.poll, self.max_poll = grid, dict(nodes), timeout, poll, max_poll
         self.queue_per_node = queue_per_node
         self.round_timeout = round_timeout
+        self.pull_each = pull_each
+        self._pulls: dict[str, Future] = {}  # pull_each: message id -> its pull in flight
         self.errors: dict[str, str] = {}  # why a node left out of a tolerant exchange failed, by node name
         self.absent: dict[str, dict[str, float]] = {}  # node -> its requests alive in the SuperLink: id -> expiry
         self._to: dict[str, str] = {}  # message id -> the node it was sent to, while it may still be answered
@@ -175,7 +187,7 @@ class FlowerTransport:
         alive = {i for reqs in self.absent.values() for i, until in reqs.items() if until > now}
         earlier = alive if tolerant else set()
         while True:
-            for r in self.grid.pull_messages(list(pending | earlier)):
+            for r in self._pull_replies(list(pending | earlier)):
                 i = r.metadata.reply_to_message_id
                 name = self._to.pop(i, None) or f"node {r.metadata.src_node_id}"
                 late = i in earlier
@@ -219,6 +231,37 @@ class FlowerTransport:
             self.absent.setdefault(name, {})[i] = t_submit + limit
         self.messages += 2 * len(ids)
         return replies
+
+    def _pull_replies(self, ids: list[str]) -> list:
+        """The replies to ``ids`` that the SuperLink has now. ``pull_each``: one call per reply, each in a daemon
+        thread (a stuck one must not keep the process from exiting), waited for at most ``max_poll``; a call
+        still running is not repeated, and what it returns once it ends is taken at a later poll for its id, or
+        dropped if its id is no longer asked for (its round closed and its request expired). A stuck call can still
+        hold the process's exit until it ends: Flower's pull runs in threads of its own that Python waits for."""
+        if not self.pull_each:
+            return list(self.grid.pull_messages(ids))
+        for i in ids:
+            if i not in self._pulls:
+                self._pulls[i] = self._start_pull(i)
+        wait_for([self._pulls[i] for i in ids], timeout=self.max_poll)
+        asked, replies = set(ids), []
+        for i in [i for i, f in self._pulls.items() if f.done()]:
+            pulled = self._pulls.pop(i)
+            if i in asked:
+                replies += pulled.result()  # a failed call raises here, as the Grid's own call would
+        return replies
+
+    def _start_pull(self, message_id: str) -> Future:
+        pulled: Future = Future()
+
+        def pull() -> None:
+            try:
+                pulled.set_result(list(self.grid.pull_messages([message_id])))
+            except BaseException as e:
+                pulled.set_exception(e)
+
+        threading.Thread(target=pull, name="apfed-pull", daemon=True).start()
+        return pulled
 
     def exchange(self, requests: dict[str, Message]) -> dict[str, Message]:
         return self.collect(self.submit(requests))

@@ -33,6 +33,7 @@ class ScriptedGrid:
     def __init__(self):
         self.up = {1: True, 2: True}
         self.delay = {1: 0.0, 2: 0.0}  # seconds a node takes to answer a request
+        self.stalled: dict[int, float] = {}  # node -> seconds a pull of its reply hangs (it died mid-upload)
         self.pushed: list[RecordedMessage] = []
         self.born: dict[str, float] = {}
         self.delivered: set[str] = set()
@@ -50,7 +51,15 @@ class ScriptedGrid:
         return sum(m.dst_node_id == node for m in self.pushed)
 
     def pull_messages(self, ids):
+        # as Flower's Grid does: a reply whose contents never finished uploading holds the whole call, retried
+        # until the object-push session expires, and then comes back as an error from the SuperLink
+        stuck = [i for i in ids if self.pushed[int(i[1:])].dst_node_id in self.stalled and i not in self.delivered]
+        if stuck:
+            time.sleep(max(self.stalled[self.pushed[int(i[1:])].dst_node_id] for i in stuck))
         out = []
+        for i in stuck:
+            out.append(_Reply(i, 0, error="Reply message objects are unavailable."))
+            self.delivered.add(i)
         for i in ids:
             m = self.pushed[int(i[1:])]
             if i in self.delivered:
@@ -174,3 +183,24 @@ def test_an_expired_request_is_reported_for_the_passive_it_was_sent_to(grid):
     time.sleep(DEADLINE * 1.2)  # expired before it is collected: the SuperLink's error is the only answer
     assert t.collect(ticket) == {}
     assert "Message Unavailable" in t.errors["p2"] and not any(k.startswith("node") for k in t.errors)
+
+
+def test_a_passive_that_dies_while_uploading_its_reply_holds_up_neither_the_round_nor_the_other_passives(grid):
+    """A SuperNode killed between registering its reply and uploading the reply's contents: Flower's pull of that
+    reply hangs until its object-push session expires (180 s). In a deployment (``pull_each``) the round still
+    ends at its deadline with the other passive's reply, and the next rounds do not wait for the stuck one."""
+    t = FlowerTransport(
+        grid, {"p1": 1, "p2": 2}, timeout=30.0, poll=0.001, max_poll=0.01, round_timeout=DEADLINE, pull_each=True
+    )
+    assert _round(t, 1)[0] == {"p1", "p2"}
+    grid.stalled[2] = 4 * DEADLINE
+    got, took = _round(t, 2)
+    assert got == {"p1"} and DEADLINE <= took < 2 * DEADLINE  # one deadline for p2, not the 4 of its stuck pull
+    for r in (3, 4):  # p2 absent: not waited for, while p1 answers at once
+        got, took = _round(t, r)
+        assert got == {"p1"} and took < DEADLINE / 2 and "p1" not in t.absent
+    time.sleep(4 * DEADLINE)  # the stuck pull has ended with the SuperLink's error; p2 is back
+    del grid.stalled[2]
+    assert "p2" in t.absent
+    rounds = [_round(t, r)[0] for r in (5, 6)]  # its probe is answered: taken up again
+    assert rounds[-1] == {"p1", "p2"} and t.absent == {} and not t._pulls

@@ -206,7 +206,7 @@ def start_link(
     env = {
         **os.environ,
         "FLWR_HOME": str(home),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",  # start app processes sooner (default 1 s)
         "PYTHONUNBUFFERED": "1",  # log lines reach the log files as they are written: deploy.py shows them live
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
