@@ -236,17 +236,18 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
     log("connected: " + ", ".join(f"{n} (node {nodes[n]})" for n in names))
     if (s.checkpoint_every or s.resume) and not s.checkpoint_dir:
         raise ConfigError("checkpoint-every and resume need checkpoint-dir")
+    transport = FlowerTransport(
+        grid,
+        nodes,
+        s.timeout,
+        queue_per_node=not s.simulation,
+        round_timeout=s.round_timeout or None,
+        pull_each=not s.simulation,
+    )
     client = ActiveClient(
         active_data,
         cfg,
-        FlowerTransport(
-            grid,
-            nodes,
-            s.timeout,
-            queue_per_node=not s.simulation,
-            round_timeout=s.round_timeout or None,
-            pull_each=not s.simulation,
-        ),
+        transport,
         names,
         run_id=run_id,
         log=log,
@@ -283,6 +284,12 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         "wire": client.wire,
         "batches_per_round_used": client.k_used,
         "faults": client.faults,
+        # a deployment's replies pulled mid-upload: each waited for Flower's retry (protocols/flower.py)
+        **(
+            {"pulls_held": {"count": len(transport.held), "s": round(sum(transport.held), 3)}}
+            if transport.pull_each
+            else {}
+        ),
         "encrypted": bool(client.channels),
         "test_predictions": {k: v.tolist() for k, v in preds.items()},
         "settings": asdict(s),

@@ -19,6 +19,8 @@ from protocols.messages import HELLO, KINDS, TRAIN, Message, to_numpy
 
 MESSAGE_TYPE = "train.apfed"  # one ClientApp handler; the apfed kind travels in the header
 ABSENT = "absent since it missed a round's deadline"
+# a pull of a reply caught mid-upload waits for Flower's retry (1 s, ±20 %, then doubling); a normal one takes ms
+HELD_PULL_S = 0.5
 _abandoned = threading.Event()  # set: every wait of this process's transports ends at its next poll
 
 
@@ -105,7 +107,8 @@ class FlowerTransport:
     whose contents are not all there retries until Flower's object-push session expires (180 s). One call for
     every reply would hold the others' replies that long should one node die mid-upload: each round would wait
     180 s and every other passive's requests would expire meanwhile. Apart, only that node's reply waits, and
-    the round ends at its deadline without it."""
+    the round ends at its deadline without it. A pull that lands while a node is still uploading its reply waits
+    for Flower's first retry, 1 s later; ``held`` lists how long each such pull took (the run's ``pulls_held``)."""
 
     def __init__(
         self,
@@ -123,6 +126,7 @@ class FlowerTransport:
         self.round_timeout = round_timeout
         self.pull_each = pull_each
         self._pulls: dict[str, Future] = {}  # pull_each: message id -> its pull in flight
+        self.held: list[float] = []  # pull_each: the seconds of each pull that Flower held (HELD_PULL_S or more)
         self.errors: dict[str, str] = {}  # why a node left out of a tolerant exchange failed, by node name
         self.absent: dict[str, dict[str, float]] = {}  # node -> its requests alive in the SuperLink: id -> expiry
         self._to: dict[str, str] = {}  # message id -> the node it was sent to, while it may still be answered
@@ -255,10 +259,13 @@ class FlowerTransport:
         pulled: Future = Future()
 
         def pull() -> None:
+            t0 = time.monotonic()
             try:
                 pulled.set_result(list(self.grid.pull_messages([message_id])))
             except BaseException as e:
                 pulled.set_exception(e)
+            if (took := time.monotonic() - t0) >= HELD_PULL_S:
+                self.held.append(took)
 
         threading.Thread(target=pull, name="apfed-pull", daemon=True).start()
         return pulled

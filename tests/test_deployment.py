@@ -74,6 +74,8 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
         show=shown.append,
     )
     assert r["encrypted"] and r["final"]["accuracy"] > 20
+    held = r["pulls_held"]  # replies pulled mid-upload (each waited for Flower's retry): a few at most, 1 s each
+    assert 0 <= held["count"] <= 10 and (held["s"] >= 0.5 * held["count"]) and (held["count"] > 0) == (held["s"] > 0)
     # the operator follows the run as it goes: set-up, who connected, one line per epoch (from Flower's log)
     assert shown[0].startswith("SuperLink up: Fleet API 127.0.0.1:") and "passive1: SuperNode started" in shown[1]
     assert "waiting for 1 passive party(ies) to connect" in shown[3] and shown[4].startswith("connected: passive1")

@@ -34,6 +34,7 @@ class ScriptedGrid:
         self.up = {1: True, 2: True}
         self.delay = {1: 0.0, 2: 0.0}  # seconds a node takes to answer a request
         self.stalled: dict[int, float] = {}  # node -> seconds a pull of its reply hangs (it died mid-upload)
+        self.uploading: dict[int, float] = {}  # node -> seconds a pull of its reply waits for it (Flower's retry)
         self.pushed: list[RecordedMessage] = []
         self.born: dict[str, float] = {}
         self.delivered: set[str] = set()
@@ -70,6 +71,7 @@ class ScriptedGrid:
             elif self.up[m.dst_node_id]:
                 if time.monotonic() < self.born[i] + self.delay[m.dst_node_id]:
                     continue
+                time.sleep(self.uploading.get(m.dst_node_id, 0.0))
                 out.append(_Reply(i, m.dst_node_id))
             else:
                 continue
@@ -204,3 +206,13 @@ def test_a_passive_that_dies_while_uploading_its_reply_holds_up_neither_the_roun
     assert "p2" in t.absent
     rounds = [_round(t, r)[0] for r in (5, 6)]  # its probe is answered: taken up again
     assert rounds[-1] == {"p1", "p2"} and t.absent == {} and not t._pulls
+
+
+def test_the_pulls_that_wait_for_a_reply_still_uploading_are_listed(grid):
+    """Pulled while its sender still uploads it, a reply waits for Flower's retry (1 s); the transport lists how
+    long each such pull took (the run's ``pulls_held``) and none of the pulls that took milliseconds."""
+    t = FlowerTransport(grid, {"p1": 1, "p2": 2}, timeout=30.0, poll=0.001, max_poll=0.01, pull_each=True)
+    assert _round(t, 1)[0] == {"p1", "p2"} and t.held == []
+    grid.uploading[2] = 0.6
+    got, took = _round(t, 2)
+    assert got == {"p1", "p2"} and len(t.held) == 1 and 0.6 <= t.held[0] <= took
