@@ -261,11 +261,15 @@ class FlowerTransport:
         def pull() -> None:
             t0 = time.monotonic()
             try:
-                pulled.set_result(list(self.grid.pull_messages([message_id])))
+                got, error = list(self.grid.pull_messages([message_id])), None
             except BaseException as e:
-                pulled.set_exception(e)
-            if (took := time.monotonic() - t0) >= HELD_PULL_S:
+                got, error = [], e
+            if (took := time.monotonic() - t0) >= HELD_PULL_S:  # listed before the reply is handed over
                 self.held.append(took)
+            if error is None:
+                pulled.set_result(got)
+            else:
+                pulled.set_exception(error)
 
         threading.Thread(target=pull, name="apfed-pull", daemon=True).start()
         return pulled
