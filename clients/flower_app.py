@@ -284,16 +284,12 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         "wire": client.wire,
         "batches_per_round_used": client.k_used,
         "faults": client.faults,
-        # a deployment's replies pulled mid-upload: each waited for Flower's retry (protocols/flower.py)
-        **(
-            {"pulls_held": {"count": len(transport.held), "s": round(sum(transport.held), 3)}}
-            if transport.pull_each
-            else {}
-        ),
         "encrypted": bool(client.channels),
         "test_predictions": {k: v.tolist() for k, v in preds.items()},
         "settings": asdict(s),
     }
+    if transport.pull_each:  # a deployment's replies pulled mid-upload: each waited for Flower's retry
+        result["pulls_held"] = {"count": len(transport.held), "s": round(sum(transport.held), 3)}
     unsaved = None
     if s.model_out and client.learner.standalone:
         provenance = {

@@ -108,7 +108,8 @@ class FlowerTransport:
     every reply would hold the others' replies that long should one node die mid-upload: each round would wait
     180 s and every other passive's requests would expire meanwhile. Apart, only that node's reply waits, and
     the round ends at its deadline without it. A pull that lands while a node is still uploading its reply waits
-    for Flower's first retry, 1 s later; ``held`` lists how long each such pull took (the run's ``pulls_held``)."""
+    for Flower's first retry, 1 s later; ``held`` lists how long each such pull took (the run's ``pulls_held``; a
+    stuck one's, once it ends, too)."""
 
     def __init__(
         self,
@@ -238,16 +239,19 @@ class FlowerTransport:
 
     def _pull_replies(self, ids: list[str]) -> list:
         """The replies to ``ids`` that the SuperLink has now. ``pull_each``: one call per reply, each in a daemon
-        thread (a stuck one must not keep the process from exiting), waited for at most ``max_poll``; a call
-        still running is not repeated, and what it returns once it ends is taken at a later poll for its id, or
-        dropped if its id is no longer asked for (its round closed and its request expired). A stuck call can still
-        hold the process's exit until it ends: Flower's pull runs in threads of its own that Python waits for."""
+        thread (a stuck one must not keep the process from exiting); the calls started now are waited for at most
+        ``max_poll``, and a call still running from an earlier poll is not repeated: what it returns once it ends
+        is taken at a later poll for its id, or dropped if its id is no longer asked for (its round closed and its
+        request expired). A stuck call can still hold the process's exit until it ends: Flower's pull runs in
+        threads of its own that Python waits for."""
         if not self.pull_each:
             return list(self.grid.pull_messages(ids))
+        fresh = []
         for i in ids:
             if i not in self._pulls:
                 self._pulls[i] = self._start_pull(i)
-        wait_for([self._pulls[i] for i in ids], timeout=self.max_poll)
+                fresh.append(self._pulls[i])
+        wait_for(fresh, timeout=self.max_poll)  # not a stuck one's: it would add max_poll to every poll
         asked, replies = set(ids), []
         for i in [i for i, f in self._pulls.items() if f.done()]:
             pulled = self._pulls.pop(i)
