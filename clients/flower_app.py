@@ -401,8 +401,14 @@ def simulate(
                         # the actors' own output (an idle actor's teardown warning) only with --verbose: a passive's
                         # error reaches the ServerApp as its reply and is reported from there. As many CPUs as
                         # passives: Flower starts one actor process per CPU Ray reports, and on a 16-core host all
-                        # but n_passives of them would idle
-                        "init_args": {"log_to_driver": verbose, "num_cpus": n_passives},
+                        # but n_passives of them would idle. Ray starts its workers at niceness 15, and the actors
+                        # are the passives: on a busy host they got almost no CPU (a 2-epoch digits simulation beside
+                        # three busy processes took 324-374 s against 52-60 s at niceness 0, 2026-12-07)
+                        "init_args": {
+                            "log_to_driver": verbose,
+                            "num_cpus": n_passives,
+                            "_system_config": {"worker_niceness": 0},
+                        },
                     },
                     verbose_logging=verbose,
                 )

@@ -51,6 +51,25 @@ def make_pki(d: Path, n_nodes: int) -> dict:
     return {"ca": made.ca, "cert": made.cert, "key": made.key, "nodes": nodes}
 
 
+def app_folder(out: Path) -> Path:
+    """``out/app``: pyproject.toml and the files of its ``fab-include`` (the bundle ``flwr run`` submits), copied
+    from this checkout. ``flwr run`` builds its bundle by reading every file under the folder it is given before it
+    filters them, and a checkout with its ``.venv`` holds about 45,000: 6-7 s per run on a 2-core host, against
+    well under one for this folder."""
+    import tomllib
+
+    pyproject = ROOT / "pyproject.toml"
+    include = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["fab-include"]
+    app = out / "app"
+    shutil.rmtree(app, ignore_errors=True)
+    app.mkdir(parents=True)
+    for path in [pyproject, *(f for pattern in include for f in ROOT.glob(pattern.lstrip("/")))]:
+        if path.is_file() and "__pycache__" not in path.parts:
+            (app / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, app / path.relative_to(ROOT))
+    return app
+
+
 class Processes:
     """Start processes in their own process groups; stop them all (and their children) by PID."""
 
@@ -609,7 +628,8 @@ def deploy(
             injector.start()
         show(f"flwr run: {method}, {epochs} epochs (the ServerApp's lines follow; Flower's log: {out}/flwr-run.log)")
         run = procs.start(
-            "flwr-run", [str(BIN / "flwr"), "run", ".", "local-tls", "--stream", "--run-config", run_config]
+            "flwr-run",
+            [str(BIN / "flwr"), "run", str(app_folder(out)), "local-tls", "--stream", "--run-config", run_config],
         )
         try:
             log = follow(run, out / "flwr-run.log", timeout, lambda line: _show_new(line, described, show))
