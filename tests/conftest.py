@@ -124,13 +124,14 @@ def _forked_cli(
             return subprocess.CompletedProcess([script or "apfed", *args], p.exitcode, fo.read(), fe.read())
 
 
-def run_cli(*args, cwd=None, timeout=300, stdin=None):
+def run_cli(*args, cwd=None, timeout=300, stdin=None, refused: bool = False):
     """Run ``apfed ARGS`` in a process of its own; return (exit code, stdout, stderr). Forked from a server that
     has imported the CLI (``_forked_cli``), or with ``APFED_TEST_FORK=0`` and for ``NOT_FORKED`` commands a fresh
-    ``python -m apfed.cli``. ``stdin``: a file the command reads as its standard input."""
+    ``python -m apfed.cli``. ``stdin``: a file the command reads as its standard input. ``refused``: the command
+    is expected to stop on bad input before it starts anything, so even a ``NOT_FORKED`` one is forked."""
     args = list(map(str, args))
     stdin = None if stdin is None else str(stdin)
-    if os.environ.get("APFED_TEST_FORK", "1") != "0" and not (args and args[0] in NOT_FORKED):
+    if os.environ.get("APFED_TEST_FORK", "1") != "0" and (refused or not (args and args[0] in NOT_FORKED)):
         p = _forked_cli(args, cwd, timeout, stdin=stdin)
     else:
         with open(stdin or os.devnull, "rb") as source:

@@ -277,7 +277,7 @@ def test_train_predict_export(tmp_path, party_csvs):
     ],
 )
 def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
-    code, out, err = run_cli(*args)
+    code, out, err = run_cli(*args, refused=True)
     assert code != 0
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     parts = match if isinstance(match, tuple) else (match,)  # a tuple: each part, where click's wording varies
