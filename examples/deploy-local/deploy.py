@@ -65,8 +65,9 @@ def app_folder(out: Path) -> Path:
     app.mkdir(parents=True)
     for path in [pyproject, *(f for pattern in include for f in ROOT.glob(pattern.lstrip("/")))]:
         if path.is_file() and "__pycache__" not in path.parts:
-            (app / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, app / path.relative_to(ROOT))
+            copy = app / path.relative_to(ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
     return app
 
 
