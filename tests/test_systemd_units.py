@@ -1,0 +1,61 @@
+"""examples/systemd: the unit files a party installs to keep its processes running. systemd-analyze checks each
+(syntax, every key known, the program there), and each command line is checked against the program it starts:
+every option exists, and the node configs hold only keys that apfed takes."""
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNITS = sorted((ROOT / "examples" / "systemd").glob("*.service"))
+VENV = "/opt/apfed/.venv"  # where the units expect apfed's installation
+
+
+def _exec_start(unit: Path) -> list[str]:
+    line = next(ln for ln in unit.read_text().splitlines() if ln.startswith("ExecStart="))
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def test_there_are_units_for_both_sides():
+    assert [u.name for u in UNITS] == ["apfed-superlink.service", "apfed-supernode.service", "apfed-worker.service"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_systemd_accepts_the_unit(tmp_path, unit):
+    here = tmp_path / unit.name  # this installation instead of /opt/apfed/.venv: verify checks the program exists
+    here.write_text(unit.read_text().replace(VENV, sys.prefix))
+    p = subprocess.run(["systemd-analyze", "verify", str(here)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stderr.strip() == "", p.stderr  # an unknown key is only a warning: none either
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_the_unit_starts_its_program_with_options_it_has(unit):
+    import typer.main
+    from flwr.common.config import parse_config_args
+
+    from apfed.cli import app
+    from clients.flower_client import NODE_KEYS
+    from clients.passive_worker import party_config
+
+    args = _exec_start(unit)
+    program = Path(args[0])
+    assert program.parent == Path(VENV) / "bin", args[0]
+    given = [a for a in args[1:] if a.startswith("--")]
+    if program.name == "apfed":
+        assert args[1] == "worker"
+        command = typer.main.get_command(app).commands["worker"]
+        known = {o for p in command.params for o in p.opts}
+        party_config(args[args.index("--node-config") + 1])  # raises on an unknown key or a malformed value
+    else:
+        usage = subprocess.run(
+            [str(Path(sys.prefix) / "bin" / program.name), "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+        known = {w.rstrip(",") for w in usage.split() if w.startswith("--")}
+        if "--node-config" in given:
+            assert set(parse_config_args([args[args.index("--node-config") + 1]])) <= set(NODE_KEYS)
+    assert set(given) <= known, set(given) - known
