@@ -24,12 +24,26 @@ def test_there_are_units_for_both_sides():
     assert [u.name for u in UNITS] == ["apfed-superlink.service", "apfed-supernode.service", "apfed-worker.service"]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def _verify(unit: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def systemd_verifies(tmp_path_factory) -> None:
+    """Skip where systemd-analyze is missing or cannot verify even a trivial unit here (no systemd at all)."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("needs systemd-analyze")
+    trivial = tmp_path_factory.mktemp("unit") / "trivial.service"
+    trivial.write_text("[Service]\nExecStart=/bin/true\n")
+    if _verify(trivial).returncode != 0:
+        pytest.skip("systemd-analyze cannot verify units here")
+
+
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
-def test_systemd_accepts_the_unit(tmp_path, unit):
+def test_systemd_accepts_the_unit(tmp_path, unit, systemd_verifies):
     here = tmp_path / unit.name  # this installation instead of /opt/apfed/.venv: verify checks the program exists
     here.write_text(unit.read_text().replace(VENV, sys.prefix))
-    p = subprocess.run(["systemd-analyze", "verify", str(here)], capture_output=True, text=True, timeout=60)
+    p = _verify(here)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr  # an unknown key is only a warning: none either
 
 
