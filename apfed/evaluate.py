@@ -30,9 +30,18 @@ from apfed.run_store import RunStore, data_digest
 from apfed.runner import Safety, run
 from apfed.spawning import without_main_script
 
+JOBS_ENV = "APFED_JOBS"
+
 
 def auto_jobs(n_runs: int, device: str) -> int:
-    """Parallel runs when none are asked for: one per core (at most 4) on the CPU, 1 on a GPU."""
+    """Parallel runs when none are asked for: ``APFED_JOBS`` if set (1: every run in this process), else one per core
+    (at most 4) on the CPU, 1 on a GPU. A worker process costs about 5 s of CPU to start (torch and apfed imported
+    again), so short runs are done sooner in one process."""
+    raw = os.environ.get(JOBS_ENV, "")
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{JOBS_ENV} must be a positive whole number of processes, got {raw!r}")
+        return min(int(raw), max(1, n_runs))
     if device != "cpu":
         return 1
     return max(1, min(os.cpu_count() or 1, 4, n_runs))

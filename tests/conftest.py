@@ -6,6 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+# `evaluate` (and `apfed.compare`) without --jobs: every run in the command's own process. A spawned worker costs
+# about 5 s of CPU to start, more than the suite's runs of an epoch or two take (a test that wants workers asks)
+os.environ.setdefault("APFED_JOBS", "1")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # the workers share the cores: one torch thread each (and in the processes they start), or they oversubscribe
     # them and spend more CPU time than one worker alone would

@@ -383,3 +383,18 @@ def test_a_variant_may_name_its_passives_to_measure_each_ones_contribution(tmp_p
     ):
         with pytest.raises(ConfigError, match=says):
             apfed.compare(ds, a, ["local", bad], seeds=1, epochs=1)
+
+
+def test_apfed_jobs_sets_how_many_runs_go_at_once_when_none_is_asked(monkeypatch):
+    """``APFED_JOBS`` (the suite sets 1): the default of ``--jobs 0``, never more than the runs; a bad value is one
+    clear error."""
+    from apfed.evaluate import auto_jobs
+
+    monkeypatch.setenv("APFED_JOBS", "3")
+    assert auto_jobs(8, "cpu") == 3 and auto_jobs(2, "cpu") == 2 and auto_jobs(8, "cuda") == 3
+    monkeypatch.delenv("APFED_JOBS")
+    assert auto_jobs(8, "cuda") == 1 and auto_jobs(1, "cpu") == 1
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("APFED_JOBS", bad)
+        with pytest.raises(ConfigError, match="APFED_JOBS must be a positive whole number of processes"):
+            auto_jobs(8, "cpu")

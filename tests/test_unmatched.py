@@ -254,11 +254,11 @@ def test_evaluate_studies_a_partial_overlap_of_a_bundled_set(tmp_path):
 
     code, out, err = run_cli(
         "evaluate", "--dataset", "digits", "--overlap", "0.3", "--methods", "local,apfed-c", "--epochs", "2",
-        "--seeds", "1", "--out", tmp_path,
+        "--seeds", "1", "--jobs", "2", "--out", tmp_path,
     )  # fmt: skip
     assert code == 0, err
     assert "digits: the passives hold 30% of the training rows (431), the active party alone 1006 more" in err
-    assert "1006 labelled training rows are missing at some passive" not in err  # evaluate's runs log quietly
+    assert "1006 labelled training rows are missing at some passive" not in err  # runs in workers log quietly
     report = json.loads((tmp_path / "results.json").read_text())
     rows = {"matched_train": 431, "test": 360, "unmatched_train": 1006, "unmatched_test": 0, "unlabelled": 0}
     assert report["rows"] == rows
