@@ -8,7 +8,8 @@ Sections (each a list of rows in the report):
   width, on a streamed synthetic multi-view set with a known signal (500k also held in memory, for contrast; each
   point in a fresh process, so its peak memory is its own);
 - ``flower``: epoch time of the Flower simulation engine and of the loopback deployment (TLS and payload
-  encryption each off and on) against in-process, same recipe and seed, in the same run (mnist5k, 1 passive);
+  encryption each off and on; warm ClientApps, and once Flower's fresh ClientApp process per message) against
+  in-process, same recipe and seed, in the same run (mnist5k, 1 passive);
 - ``inference``: standalone throughput at batch 1, 64 and 4096, p50/p99 latency at batch 1, for PyTorch and,
   when installed, ONNX Runtime;
 - ``paper`` (only when asked for, it is meant for a GPU): the paper preset, 300 epochs of APFed-C on mnist5k 2 views,
@@ -328,12 +329,26 @@ def flower_rows(epochs: int = 3, k: int = 16, log: Log = _quiet) -> list[dict]:
     sim = simulate(settings, 1)
     rows.append(_flower_row("Flower simulation", sim["final"]["accuracy"], sim["history"], sim["wire"], epochs))
     log(describe("flower", rows[-1]))
-    for tls, enc in ((False, False), (True, False), (True, True)):
+    # warm: each SuperNode forks its ClientApps from a server that imported Flower once (clients/warm_clientapp.py);
+    # the last row starts them as Flower does by itself, a fresh process per message
+    for tls, enc, warm in ((False, False, True), (True, False, True), (True, True, True), (True, False, False)):
         with tempfile.TemporaryDirectory() as tmp:
             dep = deploy.deploy(
-                Path(tmp), "apfed-c", "mnist5k", "top", epochs, k, 0, timeout=3600, pipeline=True, tls=tls, encrypt=enc
+                Path(tmp),
+                "apfed-c",
+                "mnist5k",
+                "top",
+                epochs,
+                k,
+                0,
+                timeout=3600,
+                pipeline=True,
+                tls=tls,
+                encrypt=enc,
+                warm_clientapps=warm,
             )
         name = f"deployment, TLS {'on' if tls else 'off'}, encryption {'on' if enc else 'off'}"
+        name += "" if warm else ", a fresh ClientApp process per message"
         rows.append(_flower_row(name, dep["final"]["accuracy"], dep["history"], dep["wire"], epochs))
         log(describe("flower", rows[-1]))
     base = rows[0]["epoch_s"]
@@ -570,7 +585,9 @@ def markdown(report: dict) -> list[str]:
             " and the last K shorter); over Flower, the median over the epochs after the first (start-up). The"
             " deployment runs every party as its own"
             " processes on this host (SuperLink, a SuperNode per passive, the ServerApp and ClientApps), sharing its"
-            " cores; TLS on means TLS plus SuperNode authentication.",
+            " cores; TLS on means TLS plus SuperNode authentication. Each SuperNode forks its ClientApp processes"
+            " from a server that has imported Flower once (`apfed clientapps`), but in the row that says a fresh"
+            " process per message, which is what Flower does by itself.",
             "",
         ]
         md += [

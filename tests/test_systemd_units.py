@@ -21,7 +21,12 @@ def _exec_start(unit: Path) -> list[str]:
 
 
 def test_there_are_units_for_both_sides():
-    assert [u.name for u in UNITS] == ["apfed-superlink.service", "apfed-supernode.service", "apfed-worker.service"]
+    assert [u.name for u in UNITS] == [
+        "apfed-clientapps.service",
+        "apfed-superlink.service",
+        "apfed-supernode.service",
+        "apfed-worker.service",
+    ]
 
 
 def _verify(unit: Path) -> subprocess.CompletedProcess:
@@ -61,10 +66,11 @@ def test_the_unit_starts_its_program_with_options_it_has(unit):
     assert program.parent == Path(VENV) / "bin", args[0]
     given = [a for a in args[1:] if a.startswith("--")]
     if program.name == "apfed":
-        assert args[1] == "worker"
-        command = typer.main.get_command(app).commands["worker"]
+        assert args[1] in ("worker", "clientapps")
+        command = typer.main.get_command(app).commands[args[1]]
         known = {o for p in command.params for o in p.opts}
-        party_config(args[args.index("--node-config") + 1])  # raises on an unknown key or a malformed value
+        if args[1] == "worker":
+            party_config(args[args.index("--node-config") + 1])  # raises on an unknown key or a malformed value
     else:
         usage = subprocess.run(
             [str(Path(sys.prefix) / "bin" / program.name), "--help"], capture_output=True, text=True, timeout=60
@@ -73,3 +79,18 @@ def test_the_unit_starts_its_program_with_options_it_has(unit):
         if "--node-config" in given:
             assert set(parse_config_args([args[args.index("--node-config") + 1]])) <= set(NODE_KEYS)
     assert set(given) <= known, set(given) - known
+
+
+def test_the_supernode_finds_the_warm_servers_flwr_clientapp_first():
+    """The SuperNode's PATH starts with the bin directory of the warm ClientApp server's --dir, which is that unit's
+    runtime directory."""
+    units = {u.name: u.read_text() for u in UNITS}
+    runtime = next(
+        ln.split("=", 1)[1]
+        for ln in units["apfed-clientapps.service"].splitlines()
+        if ln.startswith("RuntimeDirectory=")
+    )
+    args = _exec_start(ROOT / "examples" / "systemd" / "apfed-clientapps.service")
+    assert args[args.index("--dir") + 1] == f"/run/{runtime}"
+    path = next(ln for ln in units["apfed-supernode.service"].splitlines() if ln.startswith("Environment=PATH="))
+    assert path.removeprefix("Environment=PATH=").split(":")[:2] == [f"/run/{runtime}/bin", f"{VENV}/bin"]

@@ -1,4 +1,5 @@
-"""The deployment commands: ``apfed certs``, ``nodekey``, ``worker``, ``keygen``, ``audit`` and ``preflight``."""
+"""The deployment commands: ``apfed certs``, ``nodekey``, ``worker``, ``clientapps``, ``keygen``, ``audit`` and
+``preflight``."""
 
 from __future__ import annotations
 
@@ -102,6 +103,23 @@ def worker(
         err=True,
     )
     serve_party(client, socket_path, on_request=show)
+
+
+@app.command(rich_help_panel="Deployment")
+def clientapps(
+    directory: Annotated[
+        Path,
+        typer.Option(
+            "--dir",
+            help="A directory of this user's alone (made 0700): the socket, and bin/flwr-clientapp, which goes first"
+            " on the SuperNode's PATH.",
+        ),
+    ],
+):
+    """Passive party: fork the SuperNode's ClientApp processes from one that has imported Flower once."""
+    from clients.warm_clientapp import start
+
+    start(directory, log=lambda line: typer.echo(line, err=True))
 
 
 @app.command(rich_help_panel="Deployment")

@@ -77,9 +77,11 @@ class Processes:
     def __init__(self, logdir: Path, env: dict):
         self.logdir, self.env, self.procs = logdir, env, []
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "w")  # noqa: SIM115 (closed in stop)
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT, start_new_session=True)
+        p = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env or self.env, cwd=ROOT, start_new_session=True
+        )
         self.procs.append((name, p, log))
         return p
 
@@ -286,7 +288,9 @@ def kill_and_restart_supernode(link: dict, index: int, down_s: float, give_up_s:
     key, party, node_config = link["nodes"][index]
     deadline = time.monotonic() + give_up_s
     for attempt in range(1, 1000):
-        q = procs.start(f"{name}-restart{attempt}", supernode_args(link, key, party, node_config))
+        q = procs.start(
+            f"{name}-restart{attempt}", supernode_args(link, key, party, node_config), node_env(link, index)
+        )
         log = procs.logdir / f"{name}-restart{attempt}.log"
         # activated, or refused (it exits): by the node's own log and exit, not by a timer, which a busy host outlasts
         while q.poll() is None and time.monotonic() < deadline:
@@ -337,6 +341,28 @@ def start_worker(procs: Processes, out: Path, index: int, node_config: str, time
             raise RuntimeError(f"passive{index + 1}'s worker did not listen within {timeout:.0f} s")
         time.sleep(0.05)
     return sock
+
+
+def start_warm_clientapps(procs: Processes, out: Path, index: int, timeout: float = 60.0) -> dict:
+    """Start passive ``index``'s warm ClientApp server (clients/warm_clientapp.py); return its SuperNode's
+    environment, whose PATH finds the server's ``flwr-clientapp`` first, once the server listens (bounded wait)."""
+    d = out / f"warm{index + 1}"  # short: a Unix socket's path is at most about 100 bytes
+    sock = d / "clientapp.sock"
+    p = procs.start(f"clientapps{index + 1}", [str(BIN / "apfed"), "clientapps", "--dir", str(d)])
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        if p.poll() is not None:
+            tail = (out / f"clientapps{index + 1}.log").read_text(errors="replace").strip().splitlines()[-1:]
+            raise RunFailed(f"passive{index + 1}'s warm ClientApp server exited: {' '.join(tail)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"passive{index + 1}'s warm ClientApp server did not listen within {timeout:.0f} s")
+        time.sleep(0.05)
+    return {**procs.env, "PATH": f"{d / 'bin'}{os.pathsep}{procs.env['PATH']}"}
+
+
+def node_env(link: dict, index: int) -> dict:
+    """The environment passive ``index``'s SuperNode starts with (its warm ClientApps' PATH, if it has them)."""
+    return link.get("node_env", {}).get(index) or link["env"]
 
 
 def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
@@ -497,6 +523,7 @@ def deploy(
     node_sets: list[str] | None = None,
     own_workers: bool = False,
     recipe: Path | None = None,
+    warm_clientapps: bool = True,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -610,7 +637,11 @@ def deploy(
                 node_config = f"worker-socket='{start_worker(procs, out, i, node_config)}'"
                 show(f"passive{i + 1}: its own worker started (apfed worker)")
             link.setdefault("nodes", {})[i] = (priv, f"passive{i + 1}", node_config)  # to restart one later
-            procs.start(f"supernode{i + 1}", supernode_args(link, priv, f"passive{i + 1}", node_config))
+            if warm_clientapps:
+                link.setdefault("node_env", {})[i] = start_warm_clientapps(procs, out, i)
+            procs.start(
+                f"supernode{i + 1}", supernode_args(link, priv, f"passive{i + 1}", node_config), node_env(link, i)
+            )
             show(f"passive{i + 1}: SuperNode started{' with its registered key' if register and tls else ''}")
         result_path, model_path = out / "result.json", out / "model.safetensors"
         data_config = (
@@ -782,6 +813,13 @@ def main() -> None:
         help="each passive serves its data from a worker it starts itself (apfed worker); its SuperNode's node"
         " config names only that worker's socket",
     )
+    ap.add_argument(
+        "--warm-clientapps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each SuperNode forks its ClientApp processes from a server that has imported Flower once"
+        " (clients/warm_clientapp.py), instead of starting a fresh one per message (default on)",
+    )
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
     if a.round_timeout:
@@ -836,6 +874,7 @@ def run_from_args(a, extra: str) -> dict:
         show=lambda line: print(line, file=sys.stderr, flush=True),
         node_sets=a.node_sets,
         own_workers=a.own_workers,
+        warm_clientapps=a.warm_clientapps,
         recipe=a.recipe,
     )
 
