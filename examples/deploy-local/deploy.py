@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,7 @@ class Processes:
 
     def __init__(self, logdir: Path, env: dict):
         self.logdir, self.env, self.procs = logdir, env, []
+        self.dirs: list[Path] = []  # removed by stop (short directories made outside the log directory)
 
     def start(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "w")  # noqa: SIM115 (closed in stop)
@@ -114,7 +116,7 @@ class Processes:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(_running(pid) for pid in pids):
             time.sleep(0.1)
-        for d in worker_dirs:
+        for d in worker_dirs + self.dirs:
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -332,31 +334,32 @@ def start_worker(procs: Processes, out: Path, index: int, node_config: str, time
             f"party='passive{index + 1}' {node_config}",
         ],
     )
+    _wait_listening(p, sock, out / f"worker{index + 1}.log", f"passive{index + 1}'s worker", timeout)
+    return sock
+
+
+def _wait_listening(p: subprocess.Popen, sock: Path, log: Path, who: str, timeout: float) -> None:
+    """Until process ``p`` has made its socket ``sock``; one line with its log's last if it exits first."""
     deadline = time.monotonic() + timeout
     while not sock.exists():
         if p.poll() is not None:
-            tail = (out / f"worker{index + 1}.log").read_text(errors="replace").strip().splitlines()[-1:]
-            raise RunFailed(f"passive{index + 1}'s worker exited: {' '.join(tail)}")
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise RunFailed(f"{who} exited: {' '.join(tail)}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"passive{index + 1}'s worker did not listen within {timeout:.0f} s")
+            raise RuntimeError(f"{who} did not listen within {timeout:.0f} s")
         time.sleep(0.05)
-    return sock
 
 
 def start_warm_clientapps(procs: Processes, out: Path, index: int, timeout: float = 60.0) -> dict:
     """Start passive ``index``'s warm ClientApp server (clients/warm_clientapp.py); return its SuperNode's
     environment, whose PATH finds the server's ``flwr-clientapp`` first, once the server listens (bounded wait)."""
-    d = out / f"warm{index + 1}"  # short: a Unix socket's path is at most about 100 bytes
+    d = out / f"warm{index + 1}"
+    if len(str(d / "clientapp.sock")) > 100:  # a Unix socket's path is at most about 100 bytes
+        d = Path(tempfile.mkdtemp(prefix="apfed-warm-"))
+        procs.dirs.append(d)
     sock = d / "clientapp.sock"
     p = procs.start(f"clientapps{index + 1}", [str(BIN / "apfed"), "clientapps", "--dir", str(d)])
-    deadline = time.monotonic() + timeout
-    while not sock.exists():
-        if p.poll() is not None:
-            tail = (out / f"clientapps{index + 1}.log").read_text(errors="replace").strip().splitlines()[-1:]
-            raise RunFailed(f"passive{index + 1}'s warm ClientApp server exited: {' '.join(tail)}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"passive{index + 1}'s warm ClientApp server did not listen within {timeout:.0f} s")
-        time.sleep(0.05)
+    _wait_listening(p, sock, out / f"clientapps{index + 1}.log", f"passive{index + 1}'s warm ClientApp server", timeout)
     return {**procs.env, "PATH": f"{d / 'bin'}{os.pathsep}{procs.env['PATH']}"}
 
 
