@@ -330,3 +330,26 @@ def start(d: Path, log: Log = print, command: Command | None = None) -> None:
     write_stand_in(d / "bin", sock)
     log(f"put {d / 'bin'} first on the SuperNode's PATH: its flwr-clientapp forks from this process")
     serve(sock, log, command)
+
+
+def check(d: Path) -> str:
+    """``apfed preflight --clientapps DIR``: that a server answers in ``d`` and that ``flwr-clientapp`` on this
+    process's PATH (run it with the SuperNode's) is its stand-in; a line saying so, or ConfigError."""
+    d = Path(d).absolute()
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(d / SOCKET_NAME))
+    except OSError as e:
+        raise ConfigError(
+            f"no warm ClientApp server answers at {d / SOCKET_NAME} ({e.strerror or e}): start it with apfed"
+            f" clientapps --dir {d}"
+        ) from None
+    finally:
+        probe.close()
+    found, stand_in = shutil.which(COMMAND), d / "bin" / COMMAND
+    if found is None or Path(found).absolute() != stand_in:
+        raise ConfigError(
+            f"{COMMAND} on this PATH is {found or 'nowhere'}, not {stand_in}: put {d / 'bin'} first on the"
+            " SuperNode's PATH, or its ClientApps start afresh"
+        )
+    return f"answers, and {COMMAND} on this PATH is its stand-in"

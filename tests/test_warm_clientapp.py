@@ -181,3 +181,16 @@ def test_a_stale_socket_is_replaced_and_a_directory_others_can_enter_is_refused(
     assert code != 0 and "must be a directory of this user's alone" in err and len(err.strip().splitlines()) == 1
     code, out, err = run_cli("clientapps", "--dir", tmp_path / "no" / "such", refused=True)
     assert code != 0 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_preflight_checks_that_the_server_answers_and_that_the_path_finds_its_stand_in_first(probe_server, monkeypatch):
+    d, _ = probe_server
+    code, _, err = run_cli("preflight", "--clientapps", d, refused=True)  # this PATH finds Flower's own first
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert "flwr-clientapp on this PATH is " in err and f", not {d / 'bin' / 'flwr-clientapp'}: put" in err
+    monkeypatch.setenv("PATH", f"{d / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    code, out, err = run_cli("preflight", "--clientapps", d)
+    assert code == 0, err
+    assert f"warm ClientApp server {d}: answers, and flwr-clientapp on this PATH is its stand-in" in out
+    code, _, err = run_cli("preflight", "--clientapps", d.parent / "elsewhere", refused=True)
+    assert code != 0 and "no warm ClientApp server answers at" in err and len(err.strip().splitlines()) == 1

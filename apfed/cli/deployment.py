@@ -278,15 +278,24 @@ def preflight(
         Path | None,
         typer.Option(help="The active party: the run config's recipe file, read as the ServerApp will read it."),
     ] = None,
+    clientapps: Annotated[
+        Path | None,
+        typer.Option(
+            help="A passive's SuperNode user, with the SuperNode's PATH: the --dir of its warm ClientApp server"
+            " (apfed clientapps), which must answer, its flwr-clientapp first on the PATH."
+        ),
+    ] = None,
 ):
     """Check keys, certificates, pins, ports (and with --connect the SuperLink) before a deployment starts."""
     from apfed import preflight as pf
     from protocols.sealing import PartyKey, parse_pins
 
-    if seal_key is None and not (pin or cert or key or port or connect or data or worker_socket or recipe):
+    if seal_key is None and not (
+        pin or cert or key or port or connect or data or worker_socket or recipe or clientapps
+    ):
         raise ConfigError(
-            "nothing to check: give --seal-key, --pin, --cert, --key, --port, --connect, --data, --worker-socket"
-            " or --recipe"
+            "nothing to check: give --seal-key, --pin, --cert, --key, --port, --connect, --data, --worker-socket,"
+            " --clientapps or --recipe"
         )
     checked = 0
     try:
@@ -331,6 +340,11 @@ def preflight(
 
             probe(worker_socket)
             typer.echo(f"worker {worker_socket}: answers (this user may connect)")
+            checked += 1
+        if clientapps is not None:
+            from clients.warm_clientapp import check
+
+            typer.echo(f"warm ClientApp server {clientapps}: {check(clientapps)}")
             checked += 1
         if recipe is not None:
             from clients.flower_app import RunSettings
