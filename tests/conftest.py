@@ -79,7 +79,7 @@ def run_bounded(cmd: list, timeout: float, **popen) -> subprocess.CompletedProce
 
 # commands that start Flower or a long-lived server, whose processes a fresh interpreter's exit stops: run as a
 # fresh `python -m apfed.cli`, never forked
-NOT_FORKED = ("simulate", "worker", "bench")
+NOT_FORKED = ("simulate", "worker", "clientapps", "bench")
 
 
 @functools.cache
