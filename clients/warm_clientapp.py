@@ -208,7 +208,7 @@ def _run_child(req: dict, fds: list[int], command: Command) -> None:
 
 def serve(socket_path: Path, log: Log = print, command: Command | None = None) -> None:
     """Import Flower once, then fork a process that runs ``flwr-clientapp`` (or ``command``) for every stand-in that
-    connects, until SIGTERM or SIGINT. Single-threaded: a process that forks must not have other threads (their
+    connects, until SIGTERM, SIGINT or SIGHUP. Single-threaded: a process that forks must not have other threads (their
     locks would stay held in the child)."""
     socket_path = Path(socket_path).absolute()
     _remove_stale(socket_path)
@@ -228,8 +228,8 @@ def serve(socket_path: Path, log: Log = print, command: Command | None = None) -
     for sock in (wake, woken):
         sock.setblocking(False)
     signal.set_wakeup_fd(wake.fileno())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # stop, removing the socket (a closed terminal too)
+        signal.signal(sig, lambda *_: stopping.append(1))
     signal.signal(signal.SIGCHLD, lambda *_: None)
     running: dict[int, socket.socket | None] = {}  # forked process -> its stand-in's connection
     log(f"warm ClientApp server: listening on {socket_path}")

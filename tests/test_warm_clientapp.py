@@ -100,8 +100,8 @@ def test_the_stand_in_runs_the_command_forked_from_the_server_as_the_process_flo
     assert r.stderr == "a line on stderr\n"
     assert _stand_in(d, "exit", "3").returncode == 3
     assert _stand_in(d, "exit", "0").returncode == 0
-    _stop(server)
-    assert server.returncode == 0
+    server.send_signal(signal.SIGHUP)  # a closed terminal: it stops as on SIGTERM, its socket removed
+    assert server.wait(30) == 0 and not (d / "clientapp.sock").exists()
     assert (tmp_path / "server.log").read_text().splitlines()[-1].endswith("stopped; it forked 3 ClientApp process(es)")
 
 
