@@ -32,8 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from apfed.errors import ConfigError
+from clients.passive_worker import serving  # whether anything answers on a Unix socket
 
 SOCKET_NAME, COMMAND = "clientapp.sock", "flwr-clientapp"
+MAX_SOCKET_PATH = 100  # characters: a Unix socket's path is limited to about that (108 bytes on Linux, 104 on macOS)
 _INT = struct.Struct(">i")
 REQUEST_TIMEOUT_S = 10.0  # for one request's few kilobytes, from a process already connected
 MAX_REQUEST = 1 << 20
@@ -317,15 +319,9 @@ def _remove_stale(path: Path) -> None:
     """Remove a socket file that no server answers on (left by one that was killed); refuse a live one."""
     if not path.exists():
         return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink()
-    else:
+    if serving(path):
         raise ConfigError(f"a warm ClientApp server already listens on {path}; stop it first")
-    finally:
-        probe.close()
+    path.unlink()
 
 
 def start(d: Path, log: Log = print, command: Command | None = None) -> None:
@@ -335,7 +331,7 @@ def start(d: Path, log: Log = print, command: Command | None = None) -> None:
     if not d.parent.is_dir():
         raise ConfigError(f"directory {d.parent} does not exist (--dir)")
     sock = d / SOCKET_NAME
-    if len(str(sock)) > 100:
+    if len(str(sock)) > MAX_SOCKET_PATH:
         raise ConfigError(f"--dir {d}: its socket path must be under about 100 characters (Unix sockets)")
     d.mkdir(mode=0o700, exist_ok=True)
     st = d.stat()
@@ -354,16 +350,10 @@ def check(d: Path) -> str:
     """``apfed preflight --clientapps DIR``: that a server answers in ``d`` and that ``flwr-clientapp`` on this
     process's PATH (run it with the SuperNode's) is its stand-in; a line saying so, or ConfigError."""
     d = Path(d).absolute()
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(d / SOCKET_NAME))
-    except OSError as e:
+    if not serving(d / SOCKET_NAME):
         raise ConfigError(
-            f"no warm ClientApp server answers at {d / SOCKET_NAME} ({e.strerror or e}): start it with apfed"
-            f" clientapps --dir {d}"
-        ) from None
-    finally:
-        probe.close()
+            f"no warm ClientApp server answers at {d / SOCKET_NAME}: start it with apfed clientapps --dir {d}"
+        )
     found, stand_in = shutil.which(COMMAND), d / "bin" / COMMAND
     if found is None or Path(found).absolute() != stand_in:
         raise ConfigError(

@@ -353,11 +353,13 @@ def _wait_listening(p: subprocess.Popen, sock: Path, log: Path, who: str, timeou
 def start_warm_clientapps(procs: Processes, out: Path, index: int, timeout: float = 60.0) -> dict:
     """Start passive ``index``'s warm ClientApp server (clients/warm_clientapp.py); return its SuperNode's
     environment, whose PATH finds the server's ``flwr-clientapp`` first, once the server listens (bounded wait)."""
+    from clients.warm_clientapp import MAX_SOCKET_PATH, SOCKET_NAME
+
     d = out / f"warm{index + 1}"
-    if len(str(d / "clientapp.sock")) > 100:  # a Unix socket's path is at most about 100 bytes
+    if len(str(d / SOCKET_NAME)) > MAX_SOCKET_PATH:
         d = Path(tempfile.mkdtemp(prefix="apfed-warm-"))
         procs.dirs.append(d)
-    sock = d / "clientapp.sock"
+    sock = d / SOCKET_NAME
     p = procs.start(f"clientapps{index + 1}", [str(BIN / "apfed"), "clientapps", "--dir", str(d)])
     _wait_listening(p, sock, out / f"clientapps{index + 1}.log", f"passive{index + 1}'s warm ClientApp server", timeout)
     return {**procs.env, "PATH": f"{d / 'bin'}{os.pathsep}{procs.env['PATH']}"}
