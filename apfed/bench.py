@@ -8,7 +8,8 @@ Sections (each a list of rows in the report):
   width, on a streamed synthetic multi-view set with a known signal (500k also held in memory, for contrast; each
   point in a fresh process, so its peak memory is its own);
 - ``flower``: epoch time of the Flower simulation engine and of the loopback deployment (TLS and payload
-  encryption each off and on; warm ClientApps, and once Flower's fresh ClientApp process per message) against
+  encryption each off and on; apfed supernode and warm ClientApps, and once Flower's own SuperNode with a fresh
+  ClientApp process per message, as Flower runs by itself) against
   in-process, same recipe and seed, in the same run (mnist5k, 1 passive);
 - ``inference``: standalone throughput at batch 1, 64 and 4096, p50/p99 latency at batch 1, for PyTorch and,
   when installed, ONNX Runtime;
@@ -329,9 +330,10 @@ def flower_rows(epochs: int = 3, k: int = 16, log: Log = _quiet) -> list[dict]:
     sim = simulate(settings, 1)
     rows.append(_flower_row("Flower simulation", sim["final"]["accuracy"], sim["history"], sim["wire"], epochs))
     log(describe("flower", rows[-1]))
-    # warm: each SuperNode forks its ClientApps from a server that imported Flower once (clients/warm_clientapp.py);
-    # the last row starts them as Flower does by itself, a fresh process per message
-    for tls, enc, warm in ((False, False, True), (True, False, True), (True, True, True), (True, False, False)):
+    # apfed's: each passive runs apfed supernode (Flower's waits shortened, clients/supernode.py) and forks its
+    # ClientApps from a server that imported Flower once (clients/warm_clientapp.py); the last row runs Flower's own
+    # flower-supernode, starting a fresh ClientApp process per message, as Flower does by itself
+    for tls, enc, ours in ((False, False, True), (True, False, True), (True, True, True), (True, False, False)):
         with tempfile.TemporaryDirectory() as tmp:
             dep = deploy.deploy(
                 Path(tmp),
@@ -345,10 +347,11 @@ def flower_rows(epochs: int = 3, k: int = 16, log: Log = _quiet) -> list[dict]:
                 pipeline=True,
                 tls=tls,
                 encrypt=enc,
-                warm_clientapps=warm,
+                warm_clientapps=ours,
+                flower_supernode=not ours,
             )
         name = f"deployment, TLS {'on' if tls else 'off'}, encryption {'on' if enc else 'off'}"
-        name += "" if warm else ", a fresh ClientApp process per message"
+        name += "" if ours else ", Flower's own SuperNode, a fresh ClientApp process per message"
         rows.append(_flower_row(name, dep["final"]["accuracy"], dep["history"], dep["wire"], epochs))
         log(describe("flower", rows[-1]))
     base = rows[0]["epoch_s"]

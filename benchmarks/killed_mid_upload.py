@@ -26,7 +26,8 @@ deploy = load_deploy()
 HOOK = """
 import os, sys, time
 from pathlib import Path
-if "flower-supernode" in sys.argv[0] and any(a.endswith(os.sep + os.environ["APFED_BENCH_HOLD_KEY"]) for a in sys.argv):
+supernode = "flower-supernode" in sys.argv[0] or sys.argv[1:2] == ["supernode"]  # Flower's own, or apfed's
+if supernode and any(a.endswith(os.sep + os.environ["APFED_BENCH_HOLD_KEY"]) for a in sys.argv):
     import flwr.supernode.start_client_internal as _m
     _push = _m.push_object_contents_from_iterable
     def _held(*a, **k):

@@ -5,6 +5,7 @@ Only this module imports flwr (lazily), so the rest of the protocol and the core
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +16,13 @@ from contextlib import contextmanager
 import numpy as np
 
 from protocols.errors import ProtocolError
+from protocols.flower_retry import shorten_object_retry
 from protocols.messages import HELLO, KINDS, TRAIN, Message, to_numpy
 
 MESSAGE_TYPE = "train.apfed"  # one ClientApp handler; the apfed kind travels in the header
 ABSENT = "absent since it missed a round's deadline"
-# a pull of a reply caught mid-upload waits for Flower's retry (1 s, ±20 %, then doubling); a normal one takes ms
+# a pull of a reply caught mid-upload waits for Flower's retries (1 s, ±20 %, then doubling; the first one 0.05 s in a
+# deployment, protocols/flower_retry.py); a normal one takes ms
 HELD_PULL_S = 0.5
 _abandoned = threading.Event()  # set: every wait of this process's transports ends at its next poll
 
@@ -108,8 +111,8 @@ class FlowerTransport:
     every reply would hold the others' replies that long should one node die mid-upload: each round would wait
     180 s and every other passive's requests would expire meanwhile. Apart, only that node's reply waits, and
     the round ends at its deadline without it. A pull that lands while a node is still uploading its reply waits
-    for Flower's first retry, 1 s later; ``held`` lists how long each such pull took (the run's ``pulls_held``; a
-    stuck one's, once it ends, too)."""
+    for Flower's first retry, 1 s later, here 0.05 s (``protocols.flower_retry``); ``held`` lists how long each pull
+    that took 0.5 s or more took (the run's ``pulls_held``; a stuck one's, once it ends, too)."""
 
     def __init__(
         self,
@@ -126,6 +129,8 @@ class FlowerTransport:
         self.queue_per_node = queue_per_node
         self.round_timeout = round_timeout
         self.pull_each = pull_each
+        if pull_each:  # the Grid's pull of a reply caught mid-upload: Flower's first retry 0.05 s later, not 1 s
+            shorten_object_retry(sys.modules[type(grid).__module__])
         self._pulls: dict[str, Future] = {}  # pull_each: message id -> its pull in flight
         self.held: list[float] = []  # pull_each: the seconds of each pull that Flower held (HELD_PULL_S or more)
         self.errors: dict[str, str] = {}  # why a node left out of a tolerant exchange failed, by node name

@@ -128,8 +128,9 @@ def test_sigterm_to_deploy_stops_every_process_it_started(tmp_path):
 def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, party_csvs):
     """The ServerApp's error (here: the passive's IDs are written another way, so no row is shared) used to be a
     traceback in Flower's log, and deploy.py's own traceback ("the run produced no result"); it is now one line.
-    This deployment's SuperNodes start each ClientApp as Flower does by itself, a fresh ``flwr-clientapp``
-    process per message (``--no-warm-clientapps``); the others fork them (clients/warm_clientapp.py)."""
+    This deployment's SuperNodes are Flower's own ``flower-supernode`` (``--flower-supernode``), and they start each
+    ClientApp as Flower does by itself, a fresh ``flwr-clientapp`` process per message (``--no-warm-clientapps``);
+    the others run ``apfed supernode`` (clients/supernode.py) and fork them (clients/warm_clientapp.py)."""
     bank, shop, _ = party_csvs["paths"]
     other = tmp_path / "other-ids.csv"
     other.write_text(shop.read_text().replace("user-", "USER"))
@@ -137,7 +138,7 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
     p = run_bounded(
         [deploy.sys.executable, str(ROOT / "examples" / "deploy-local" / "deploy.py"), "--out", str(out)]
         + ["--data", str(bank), "--data", str(other), "--id-column", "user_id", "--epochs", "1"]
-        + ["--no-warm-clientapps"],
+        + ["--no-warm-clientapps", "--flower-supernode"],
         300,
     )
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
@@ -150,4 +151,5 @@ def test_a_run_that_stops_on_an_apfed_error_is_one_line_naming_it(tmp_path, part
         not list(out.glob("warm*"))
         and not list(out.glob("clientapps*"))
         and _log_count(out / "supernode1.log", "Start `flwr-clientapp`") >= 2
+        and _log_count(out / "supernode1.log", "apfed supernode") == 0
     )

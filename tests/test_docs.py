@@ -2,6 +2,8 @@
 ``apfed.simulate``, which starts Ray, is run by tests/test_examples.py instead)."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,11 @@ def test_documented_cli_options_exist():
 
     commands = typer.main.get_command(app).commands
     options = {n: {o for p in c.params for o in (*p.opts, *p.secondary_opts)} | {"--help"} for n, c in commands.items()}
+    usage = subprocess.run(  # apfed supernode takes flower-supernode's options after its own
+        [str(Path(sys.prefix) / "bin" / "flower-supernode"), "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    options["supernode"] |= {w.rstrip(",") for w in usage.split() if w.startswith("--")}
+    assert "--superlink" in options["supernode"]
     found = [(doc, cmd, opt) for doc, cmd, opt in _documented_options() if cmd in commands]
     assert len({(cmd, opt) for _, cmd, opt in found}) > 30  # the documents do show the commands
     unknown = [f"{doc}: apfed {cmd} {opt}" for doc, cmd, opt in found if opt not in options[cmd]]

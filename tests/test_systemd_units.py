@@ -65,17 +65,19 @@ def test_the_unit_starts_its_program_with_options_it_has(unit):
     program = Path(args[0])
     assert program.parent == Path(VENV) / "bin", args[0]
     given = [a for a in args[1:] if a.startswith("--")]
+    flower = program.name
     if program.name == "apfed":
-        assert args[1] in ("worker", "clientapps")
+        assert args[1] in ("worker", "clientapps", "supernode")
         command = typer.main.get_command(app).commands[args[1]]
         known = {o for p in command.params for o in p.opts}
         if args[1] == "worker":
             party_config(args[args.index("--node-config") + 1])  # raises on an unknown key or a malformed value
-    else:
+        flower = "flower-supernode" if args[1] == "supernode" else None  # apfed's options, then Flower's own
+    if flower:
         usage = subprocess.run(
-            [str(Path(sys.prefix) / "bin" / program.name), "--help"], capture_output=True, text=True, timeout=60
+            [str(Path(sys.prefix) / "bin" / flower), "--help"], capture_output=True, text=True, timeout=60
         ).stdout
-        known = {w.rstrip(",") for w in usage.split() if w.startswith("--")}
+        known = (known if program.name == "apfed" else set()) | {w.rstrip(",") for w in usage.split() if w[:2] == "--"}
         if "--node-config" in given:
             assert set(parse_config_args([args[args.index("--node-config") + 1]])) <= set(NODE_KEYS)
     assert set(given) <= known, set(given) - known

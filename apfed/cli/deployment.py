@@ -122,6 +122,32 @@ def clientapps(
     start(directory, log=lambda line: typer.echo(line, err=True))
 
 
+@app.command(
+    rich_help_panel="Deployment",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def supernode(
+    ctx: typer.Context,
+    idle_poll: Annotated[
+        float,
+        typer.Option(
+            "--idle-poll",
+            help="Seconds between two pulls that find no message (Flower's own: 3); an idle node pulls 1/S times a"
+            " second.",
+        ),
+    ] = 0.2,
+):
+    """Passive party: Flower's flower-supernode, its fixed waits shortened; every other option is flower-supernode's
+    own (flower-supernode --help)."""
+    from clients.supernode import run
+
+    if not 0.01 <= idle_poll <= 3:
+        raise ConfigError(f"--idle-poll {idle_poll:g}: give seconds from 0.01 to 3")
+    if not ctx.args:
+        raise ConfigError("give flower-supernode's options after apfed supernode's, e.g. --superlink HOST:9092 ...")
+    run(list(ctx.args), idle_poll, log=lambda line: typer.echo(line, err=True))
+
+
 @app.command(rich_help_panel="Deployment")
 def keygen(
     out: Annotated[Path, typer.Argument(help="Where to write the new private key (PEM, owner-only).")],

@@ -371,9 +371,12 @@ def node_env(link: dict, index: int) -> dict:
 
 
 def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
+    """A passive's SuperNode command: ``apfed supernode`` (Flower's, its fixed waits shortened;
+    clients/supernode.py), or Flower's own ``flower-supernode`` where ``link["flower_supernode"]``."""
     tls = tls and link.get("tls", True)
+    own = [str(BIN / "flower-supernode")] if link.get("flower_supernode") else [str(BIN / "apfed"), "supernode"]
     args = [
-        str(BIN / "flower-supernode"),
+        *own,
         "--superlink",
         f"127.0.0.1:{link['fleet']}",
         *(["--auth-supernode-private-key", str(key)] if link.get("tls", True) else []),
@@ -529,6 +532,7 @@ def deploy(
     own_workers: bool = False,
     recipe: Path | None = None,
     warm_clientapps: bool = True,
+    flower_supernode: bool = False,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -545,7 +549,8 @@ def deploy(
     config names only that worker's socket (docs/security.md: the passive's code stays its own). ``recipe``: a
     TOML recipe file (``apfed info --recipe``) for the run config's ``recipe``; ``method``, ``epochs``, ``seed``,
     ``test_fraction``, ``task`` and ``time_column`` left at their defaults take the file's values (without a
-    recipe: apfed-c, 2 epochs, seed 0)."""
+    recipe: apfed-c, 2 epochs, seed 0). ``warm_clientapps``: each SuperNode's ClientApps fork from ``apfed clientapps``;
+    ``flower_supernode``: the passives run Flower's own ``flower-supernode``, not ``apfed supernode``."""
     out = out.resolve()
     show = show or (lambda _: None)
     if recipe is not None:
@@ -606,6 +611,7 @@ def deploy(
     if threads is None:  # every party shares this host: split its cores rather than oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // (n_passives + 1))
     link = start_link(out, n_passives, threads, database, ports, pki_dir, tls)
+    link["flower_supernode"] = flower_supernode
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
     security = "TLS and SuperNode authentication" if tls else "no TLS"
@@ -825,6 +831,12 @@ def main() -> None:
         help="each SuperNode forks its ClientApp processes from a server that has imported Flower once"
         " (clients/warm_clientapp.py), instead of starting a fresh one per message (default on)",
     )
+    ap.add_argument(
+        "--flower-supernode",
+        action="store_true",
+        help="run Flower's own flower-supernode (a 3 s sleep after each pull that finds no message, a 0.5 s reply"
+        " poll) instead of apfed supernode (clients/supernode.py)",
+    )
     a = ap.parse_args()
     extra = f"on-bad-message='{a.on_bad_message}'"
     if a.round_timeout:
@@ -880,6 +892,7 @@ def run_from_args(a, extra: str) -> dict:
         node_sets=a.node_sets,
         own_workers=a.own_workers,
         warm_clientapps=a.warm_clientapps,
+        flower_supernode=a.flower_supernode,
         recipe=a.recipe,
     )
 

@@ -1,0 +1,116 @@
+"""Flower's SuperNode with its fixed waits shortened: ``apfed supernode`` runs ``flower-supernode`` itself.
+
+Flower 1.39's SuperNode (``flwr.supernode.start_client_internal``) handles one message at a time and waits in fixed
+steps that a run of many small rounds pays for again and again:
+- a pull that finds no message sleeps 3 s before the next one: every exchange that cannot be pipelined (hello,
+  set-up, alignment, finish, and a round that waited on another passive) waits 1.5 s on average;
+- it looks for the ClientApp's reply every 0.5 s, so every round waits 0.25 s on average;
+- it registers the reply at the SuperLink before the reply's contents are all there to upload, and a ServerApp
+  that pulls the reply in between waits for Flower's retry, 1 s later (the "pulls held" of
+  ``benchmarks/pulls_held.py``); a shorter reply poll makes that race frequent;
+- an object of a pulled message that is not uploaded yet is retried after 1 s.
+
+This process patches those four places of that one module, and nothing else, then runs Flower's own
+``flower-supernode`` command: the idle pull every ``idle_poll`` seconds, the reply looked for every
+``REPLY_POLL_S``, a reply registered once its contents are all there (as Flower would anyway, at most
+``CONTENTS_WAIT_S`` later), and an object retried after ``OBJECT_RETRY_S`` first, backing off as Flower does.
+
+Each patch first checks that the code it changes is the code it was written for. Where it is not (a later Flower),
+that wait stays as Flower has it and one line says so: a later Flower is slower at worst, never broken.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from collections.abc import Callable
+from types import ModuleType
+
+from protocols.flower_retry import OBJECT_RETRY_S, shorten_object_retry
+
+IDLE_POLL_S = 0.2  # Flower: 3 s. Each idle SuperNode then pulls 5 times a second: small next to a round's traffic
+REPLY_POLL_S = 0.05  # Flower: 0.5 s; a check of the node's own memory, no network
+CONTENTS_WAIT_S = 60.0  # then the reply goes as Flower sends it, whatever is missing
+_CONTENTS_POLL_S = 0.005
+Log = Callable[[str], object]
+
+
+class _Waits:
+    """Stands in for the ``time`` module inside Flower's SuperNode module: its fixed sleeps mapped to shorter ones,
+    everything else ``time``'s own."""
+
+    def __init__(self, sleeps: dict[float, float]):
+        self.sleeps = sleeps
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(self.sleeps.get(seconds, seconds))
+
+
+def _source(obj) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _contents_first(push: Callable, iterate_tree: Callable) -> Callable:
+    """Flower's ``_push_messages``, with its ``send`` (which registers a reply at the SuperLink) called only once every
+    object of the reply is in the node's object store, ready to upload."""
+
+    def push_messages(state, object_store, send, push_object):
+        def send_when_complete(message, object_tree, *rest):
+            deadline = time.monotonic() + CONTENTS_WAIT_S
+            while time.monotonic() < deadline and not all(
+                object_store.get(node.object_id) for node in iterate_tree(object_tree)
+            ):
+                time.sleep(_CONTENTS_POLL_S)
+            return send(message, object_tree, *rest)
+
+        return push(state, object_store, send_when_complete, push_object)
+
+    push_messages.__wrapped__ = push  # type: ignore[attr-defined]
+    return push_messages
+
+
+def shorten_waits(idle_poll: float = IDLE_POLL_S, module: ModuleType | None = None) -> list[str]:
+    """Shorten the fixed waits of Flower's SuperNode module (``flwr.supernode.start_client_internal``) in this
+    process; one line per wait: shortened, or left as Flower has it and why."""
+    if module is None:
+        import flwr.supernode.start_client_internal as module
+    lines, sleeps = [], {}
+    main, push = getattr(module, "start_client_internal", None), getattr(module, "_push_messages", None)
+    original_push = getattr(push, "__wrapped__", push)
+    if "time.sleep(3)" in _source(main) and isinstance(getattr(module, "time", None), ModuleType | _Waits):
+        sleeps[3] = idle_poll
+        lines.append(f"an idle pull every {idle_poll:g} s (Flower: 3 s)")
+    else:
+        lines.append("the idle pull left as Flower has it: its SuperNode no longer sleeps 3 s where 1.39 did")
+    push_source, iterate_tree = _source(original_push), getattr(module, "iterate_object_tree", None)
+    if "time.sleep(0.5)" in push_source and "send(message, object_tree" in push_source and iterate_tree:
+        sleeps[0.5] = REPLY_POLL_S
+        module._push_messages = _contents_first(original_push, iterate_tree)
+        lines.append(f"a reply looked for every {REPLY_POLL_S:g} s (Flower: 0.5 s), registered once it is complete")
+    else:
+        lines.append("the reply's handling left as Flower has it: its SuperNode no longer pushes replies as 1.39 did")
+    if sleeps:
+        module.time = _Waits(sleeps)
+    if shorten_object_retry(module):
+        lines.append(f"an object not uploaded yet retried after {OBJECT_RETRY_S:g} s first (Flower: 1 s)")
+    else:
+        lines.append("object retries left as Flower has them: its SuperNode no longer pulls objects as 1.39 did")
+    return lines
+
+
+def run(flower_args: list[str], idle_poll: float = IDLE_POLL_S, log: Log = print) -> None:
+    """Shorten the waits, then run Flower's ``flower-supernode`` on ``flower_args`` (its own options); its exit is
+    Flower's."""
+    for line in shorten_waits(idle_poll):
+        log(f"apfed supernode: {line}")
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv = ["flower-supernode", *flower_args]
+    flower_supernode()
