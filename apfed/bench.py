@@ -588,9 +588,10 @@ def markdown(report: dict) -> list[str]:
             " and the last K shorter); over Flower, the median over the epochs after the first (start-up). The"
             " deployment runs every party as its own"
             " processes on this host (SuperLink, a SuperNode per passive, the ServerApp and ClientApps), sharing its"
-            " cores; TLS on means TLS plus SuperNode authentication. Each SuperNode forks its ClientApp processes"
-            " from a server that has imported Flower once (`apfed clientapps`), but in the row that says a fresh"
-            " process per message, which is what Flower does by itself.",
+            " cores; TLS on means TLS plus SuperNode authentication. Each SuperNode is `apfed supernode` (Flower's"
+            " own, its fixed waits shortened) and forks its ClientApp processes from a server that has imported"
+            " Flower once (`apfed clientapps`), but in the row that says Flower's own SuperNode and a fresh process"
+            " per message, which is what Flower does by itself.",
             "",
         ]
         md += [
