@@ -137,8 +137,9 @@ def supernode(
         ),
     ] = 0.2,
 ):
-    """Passive party: Flower's flower-supernode, its fixed waits shortened; every other option is flower-supernode's
-    own (flower-supernode --help)."""
+    """Passive party: Flower's flower-supernode (same options, after --idle-poll), its fixed waits shortened.
+
+    Every option but --idle-poll is flower-supernode's own (flower-supernode --help)."""
     from clients.supernode import run
 
     if not 0.01 <= idle_poll <= 3:
