@@ -93,8 +93,8 @@ class FlowerTransport:
 
     ``queue_per_node``: a SuperNode handles its messages one at a time, in order, so a deployment may queue a
     node's next request before the previous reply (pipelining). The simulation engine may run two messages for
-    one node at once on different actors, so there (False) a request submitted while another is unanswered is
-    held back and pushed when it is collected: the same order, without the overlap.
+    one node at once on different actors, so there (False, unless it has a single actor) a request submitted while
+    another is unanswered is held back and pushed when it is collected: the same order, without the overlap.
 
     ``round_timeout``: training rounds wait that long for each passive, then go on without the late ones. A
     training request lives in the SuperLink only that long (Flower's TTL), so a passive that comes back is never
