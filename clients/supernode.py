@@ -21,12 +21,14 @@ that wait stays as Flower has it and one line says so: a later Flower is slower 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import time
 from collections.abc import Callable
 from types import ModuleType
 
+from apfed.errors import ConfigError
 from protocols.flower_retry import OBJECT_RETRY_S, shorten_object_retry
 
 IDLE_POLL_S = 0.2  # Flower: 3 s. Each idle SuperNode then pulls 5 times a second: small next to a round's traffic
@@ -105,9 +107,27 @@ def shorten_waits(idle_poll: float = IDLE_POLL_S, module: ModuleType | None = No
     return lines
 
 
+def check_flower_options(flower_args: list[str]) -> None:
+    """ConfigError, one line, for options ``flower-supernode`` would refuse (its own parser, whose usage text would
+    otherwise come first); nothing where this Flower builds its parser elsewhere (it then says so itself)."""
+    # the module (its package exports the command under the same name)
+    cli = importlib.import_module("flwr.supernode.cli.flower_supernode")
+    make_parser = getattr(cli, "_parse_args_run_supernode", None)
+    if make_parser is None:
+        return
+    parser = make_parser()
+
+    def refuse(message: str):
+        raise ConfigError(f"flower-supernode's options: {message} (flower-supernode --help)")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    parser.parse_args(flower_args)
+
+
 def run(flower_args: list[str], idle_poll: float = IDLE_POLL_S, log: Log = print) -> None:
     """Shorten the waits, then run Flower's ``flower-supernode`` on ``flower_args`` (its own options); its exit is
     Flower's."""
+    check_flower_options(flower_args)
     for line in shorten_waits(idle_poll):
         log(f"apfed supernode: {line}")
     from flwr.supernode.cli import flower_supernode

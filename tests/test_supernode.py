@@ -136,10 +136,12 @@ def test_a_flower_that_changed_is_left_as_it_is_and_says_so():
     assert len(lines) == 3 and all("left as Flower has" in line for line in lines)
 
 
-def test_apfed_supernode_refuses_a_bad_idle_poll_and_no_flower_options():
+def test_apfed_supernode_refuses_a_bad_idle_poll_and_bad_flower_options_in_one_line():
     for args, says in (
         (["--idle-poll", "5", "--superlink", "127.0.0.1:9092"], "--idle-poll 5: give seconds from 0.01 to 3"),
         (["--idle-poll", "0.2"], "give flower-supernode's options"),
+        (["--insecure", "--bogus"], "flower-supernode's options: unrecognized arguments: --bogus"),
+        (["--insecure", "--superlink"], "flower-supernode's options: argument --superlink: expected one argument"),
     ):
         code, _, err = run_cli("supernode", *args, refused=True)
         lines = err.strip().splitlines()
