@@ -11,6 +11,7 @@ import typer
 
 from apfed.cli.common import app
 from apfed.errors import ConfigError, DataError
+from clients.supernode import IDLE_POLL_S  # no Flower import: that waits for the command itself
 from protocols.errors import ProtocolError
 
 
@@ -135,7 +136,7 @@ def supernode(
             help="Seconds between two pulls that find no message (Flower's own: 3); an idle node pulls 1/S times a"
             " second.",
         ),
-    ] = 0.2,
+    ] = IDLE_POLL_S,
 ):
     """Passive party: Flower's flower-supernode (same options, after --idle-poll), its fixed waits shortened.
 
