@@ -241,7 +241,8 @@ def run_active(grid, s: RunSettings, on_epoch=None) -> dict:
         nodes,
         s.timeout,
         # simulate() starts one actor per passive: with one, Flower's engine runs the node's messages in order, so a
-        # pipelined round may be queued as in a deployment (0.88x the training time of mnist5k's 3 epochs, 2026-12-07)
+        # pipelined round may be queued as in a deployment (0.88x the training time of mnist5k's 3 epochs, 2026-12-07);
+        # with more, a held round goes to each node once it has answered the last (FlowerTransport)
         queue_per_node=not s.simulation or n_passives == 1,
         round_timeout=s.round_timeout or None,
         pull_each=not s.simulation,
@@ -363,11 +364,37 @@ class _WithoutColour:
         return getattr(self._stream, name)
 
 
+SHARE_CORES = True  # False: the active party keeps torch's threads (benchmarks/simulate_hold_pairs.py)
+
+
+def active_threads(n_passives: int, threads: int, cores: int) -> int:
+    """The active party's torch threads in a simulation: the cores its passives' actors (one torch thread each)
+    leave, at least one, at most ``threads``. Once rounds overlap, an OpenMP team on every core contends with the
+    actors: on 2 cores this took a 3-epoch mnist5k simulation's training to 0.86x (2 passives) and 0.80x (4)."""
+    return max(1, min(threads, cores - n_passives))
+
+
+def _share_cores(n_passives: int) -> int | None:
+    """Set this process's torch threads for the simulation's active party; the count to restore afterwards, or
+    None if unchanged."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    share = active_threads(n_passives, before, os.cpu_count() or 1)
+    if not SHARE_CORES or share == before:
+        return None
+    torch.set_num_threads(share)
+    return before
+
+
 def simulate(
     settings: RunSettings, n_passives: int, verbose: bool = False, on_epoch: Callable[[dict], None] | None = None
 ) -> dict:
     """Run one training with the Flower simulation engine (Ray): one virtual SuperNode per passive. ``on_epoch``
-    receives each epoch's metrics (the ServerApp runs in this process)."""
+    receives each epoch's metrics (the ServerApp runs in this process, with ``active_threads`` torch threads for
+    the run; the caller's count is restored afterwards)."""
     import tempfile
 
     from flwr.simulation import run_simulation
@@ -392,6 +419,7 @@ def simulate(
         for name, stream in streams.items():
             if not stream.isatty():
                 setattr(sys, name, _WithoutColour(stream))
+        threads = _share_cores(n_passives)
         try:
             with ends_waits_on_exit():  # the ServerApp thread stops waiting if this one leaves early
                 run_simulation(
@@ -415,6 +443,10 @@ def simulate(
                     verbose_logging=verbose,
                 )
         finally:
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
             flower_log.removeFilter(quiet)
             for h in plain:
                 h.colored = True

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -85,6 +86,17 @@ def from_recorddict(rd) -> Message:
     return msg
 
 
+@dataclass
+class _Held:
+    """A request held back by ``FlowerTransport.submit``: the nodes' parts not yet pushed, and the ids of those
+    pushed early."""
+
+    requests: dict[str, Message]
+    tolerant: bool
+    ids: list[str] = field(default_factory=list)
+    first_push: float | None = None
+
+
 class FlowerTransport:
     """Push one request per passive through the Grid, then poll for the replies (no fixed sleeps).
 
@@ -94,7 +106,10 @@ class FlowerTransport:
     ``queue_per_node``: a SuperNode handles its messages one at a time, in order, so a deployment may queue a
     node's next request before the previous reply (pipelining). The simulation engine may run two messages for
     one node at once on different actors, so there (False, unless it has a single actor) a request submitted while
-    another is unanswered is held back and pushed when it is collected: the same order, without the overlap.
+    another is unanswered is held back, and each node's part of it is pushed as soon as that node has answered
+    everything sent to it before (or, at the latest, when the request is collected): the same order per node,
+    never two messages of one node in flight, and a node that answered early computes the next round while the
+    others finish theirs and the active party steps. A held request with a round deadline waits to be collected.
 
     ``round_timeout``: training rounds wait that long for each passive, then go on without the late ones. A
     training request lives in the SuperLink only that long (Flower's TTL), so a passive that comes back is never
@@ -113,6 +128,8 @@ class FlowerTransport:
     the round ends at its deadline without it. A pull that lands while a node is still uploading its reply waits
     for Flower's first retry, 1 s later, here 0.05 s (``protocols.flower_retry``); ``held`` lists how long each pull
     that took 0.5 s or more took (the run's ``pulls_held``; a stuck one's, once it ends, too)."""
+
+    release_per_node = True  # False: a held request waits whole until collected (benchmarks/simulate_hold_pairs.py)
 
     def __init__(
         self,
@@ -136,6 +153,8 @@ class FlowerTransport:
         self.errors: dict[str, str] = {}  # why a node left out of a tolerant exchange failed, by node name
         self.absent: dict[str, dict[str, float]] = {}  # node -> its requests alive in the SuperLink: id -> expiry
         self._to: dict[str, str] = {}  # message id -> the node it was sent to, while it may still be answered
+        self._held: list[_Held] = []  # requests held back (not queue_per_node), oldest first
+        self._in_flight: dict[str, int] = {}  # node -> its messages pushed and not yet answered
         self.unanswered = 0
         self.messages = 0
 
@@ -160,26 +179,50 @@ class FlowerTransport:
         }
         ids = [i for i in (self.grid.push_messages(list(out.values())) if out else []) if i]
         sent = set(ids)
-        self._to.update((m.metadata.message_id, n) for n, m in out.items() if m.metadata.message_id in sent)
+        for n, m in out.items():
+            if m.metadata.message_id in sent:
+                self._to[m.metadata.message_id] = n
+                self._in_flight[n] = self._in_flight.get(n, 0) + 1
         return ids, skipped
 
     def submit(self, requests: dict[str, Message]) -> tuple:
-        held = self.unanswered > 0 and not self.queue_per_node
         self.unanswered += 1  # submitted and not yet collected, pushed or held
         # training rounds have the round deadline (a late passive is left out); everything else the long one
         tolerant = self.round_timeout is not None and all(m.kind == TRAIN for m in requests.values())
-        return (requests if held else self._push(requests, tolerant)), tolerant, time.monotonic()
+        if self.unanswered > 1 and not self.queue_per_node:
+            held = _Held(dict(requests), tolerant)
+            self._held.append(held)
+            return held, tolerant, time.monotonic()
+        return self._push(requests, tolerant), tolerant, time.monotonic()
 
     def collect(self, ticket: tuple) -> dict[str, Message]:
         sent, tolerant, t_submit = ticket
-        if isinstance(sent, dict):  # held back: pushed now
-            sent, t_submit = self._push(sent, tolerant), time.monotonic()
+        if isinstance(sent, _Held):  # held back: the nodes' parts not pushed early are pushed now
+            self._held.remove(sent)
+            ids, skipped = self._push(sent.requests, tolerant)
+            t_submit = sent.first_push or time.monotonic()
+            sent = sent.ids + ids, skipped
         ids, skipped = sent
         try:
             return self._pull(ids, tolerant, t_submit)
         finally:
             self.errors.update(skipped)
             self.unanswered -= 1
+
+    def _answered(self, node: str) -> None:
+        """``node`` answered a message: once it has nothing else in flight, push its part of the oldest held
+        request that has one (not one with a round deadline: its absent-node rules work on whole requests)."""
+        left = self._in_flight.get(node, 0) - 1
+        self._in_flight[node] = max(0, left)
+        if left > 0 or not self.release_per_node:
+            return
+        for held in self._held:
+            if node in held.requests:
+                if not held.tolerant:
+                    ids, _ = self._push({node: held.requests.pop(node)})
+                    held.ids += ids
+                    held.first_push = held.first_push or time.monotonic()
+                return
 
     def _pull(self, ids: list[str], tolerant: bool = False, t_submit: float | None = None) -> dict[str, Message]:
         """The replies to ``ids``. ``tolerant``: a node's error reply, or no reply within the round deadline
@@ -209,6 +252,8 @@ class FlowerTransport:
                         earlier.discard(j)
                 elif name in self.absent:  # the SuperLink's word that the request expired: stop polling it
                     self.absent[name].pop(i, None)
+                if itself:
+                    self._answered(name)
                 if late:  # its round was closed without it
                     continue
                 pending.discard(i)

@@ -15,6 +15,35 @@ from apfed.runner import build_clients
 flwr = pytest.importorskip("flwr")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """simulate() gives the active party the cores its passives leave (clients.flower_app.active_threads): one
+    thread on 2 cores. The in-process runs compared with it bit for bit take as many: float sums depend on them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_active_party_gets_the_cores_its_passives_leave_and_the_caller_its_threads_back():
+    import os
+
+    import torch
+
+    from clients.flower_app import RunSettings, active_threads, simulate
+
+    assert [active_threads(n, 2, 2) for n in (1, 2, 4)] == [1, 1, 1]
+    assert [active_threads(n, 16, 16) for n in (1, 4, 15, 20)] == [15, 12, 1, 1]
+    assert active_threads(2, 4, 16) == 4  # never more than the caller had
+    torch.set_num_threads(2)
+    seen = []
+    simulate(RunSettings(dataset="digits", epochs=1), 1, on_epoch=lambda _: seen.append(torch.get_num_threads()))
+    assert seen == [active_threads(1, 2, os.cpu_count() or 1)]
+    assert torch.get_num_threads() == 2
+
+
 @pytest.mark.parametrize("method, k, pipeline", [("apfed-kd", 2, False), ("apfed-c", 3, True)])
 def test_simulation_matches_in_process(tmp_path, method, k, pipeline):
     from apfed.standalone import StandaloneModel

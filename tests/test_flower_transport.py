@@ -132,6 +132,25 @@ def test_training_requests_under_a_round_deadline_expire_with_it_in_the_superlin
     assert ttls(0.05, EVALUATE) == [None, None]
 
 
+def test_without_per_node_queueing_a_held_request_goes_to_each_node_once_it_has_answered(grid):
+    """Simulation (no per-node queue): the next round's request is held, and each node's part of it is pushed as
+    soon as that node has answered its current one, never before: node 1 answers at once and gets its next request
+    while node 2, slower, is still computing; node 2 gets its own only after answering."""
+    events = []
+    push, pull = grid.push_messages, grid.pull_messages
+    grid.push_messages = lambda msgs: [events.append(("push", m.dst_node_id)) for m in msgs] and push(msgs)
+    grid.pull_messages = lambda ids: [events.append(("reply", r.metadata.src_node_id)) or r for r in pull(ids)]
+    grid.delay[2] = 0.2
+    t = FlowerTransport(grid, {"p1": 1, "p2": 2}, timeout=5.0, poll=0.001, max_poll=0.01, queue_per_node=False)
+    first = t.submit({n: Message(TRAIN, "run", 1, "active", n) for n in ("p1", "p2")})
+    second = t.submit({n: Message(TRAIN, "run", 2, "active", n) for n in ("p1", "p2")})
+    assert [e for e in events if e[0] == "push"] == [("push", 1), ("push", 2)]  # round 2 held
+    assert set(t.collect(first)) == {"p1", "p2"}
+    assert events == [("push", 1), ("push", 2), ("reply", 1), ("push", 1), ("reply", 2), ("push", 2)]
+    assert set(t.collect(second)) == {"p1", "p2"}
+    assert [m.dst_node_id for m in grid.pushed] == [1, 2, 1, 2]
+
+
 def test_a_passive_that_is_gone_costs_one_deadline_and_is_taken_up_again_when_it_answers(grid):
     t = FlowerTransport(grid, {"p1": 1, "p2": 2}, timeout=5.0, poll=0.001, max_poll=0.01, round_timeout=DEADLINE)
     assert _round(t, 1)[0] == {"p1", "p2"}
