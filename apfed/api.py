@@ -188,9 +188,12 @@ def simulate(
     labelled: float | None = None,
     task: str = "classification",
     time_column: str | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Train over the Flower simulation engine (Ray, one virtual SuperNode per passive, several processes), as
-    ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train``. Every node loads the
+    ``apfed simulate`` does; the same seed, K and pipelining give the same model as ``train`` on as many torch
+    threads. ``threads``: the active party's, which runs in this process (default: the cores the passives' actors
+    leave, at least one and at most this process's count; that count is restored afterwards). Every node loads the
     data itself, so it is named (``dataset``/``data``...) rather than passed. Returns the run's summary
     (``final`` metrics, ``history``, ``wire``, ``passives``); ``model_out`` also writes the standalone model.
     ``sets``: ``"KEY=VALUE"`` overrides of ``TrainConfig`` fields. ``on_start`` receives the number of epochs once
@@ -200,6 +203,8 @@ def simulate(
 
     if method_variant(method, "method")[0] in ("local", "centralized"):  # a variant, 'local[lam=0]', too
         raise ConfigError(f"{method} has no passive parties to simulate; use train() or compare()")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}")
     data = [str(p) for p in data or []]
     ds, a = load_dataset(
         dataset,
@@ -255,5 +260,5 @@ def simulate(
     check_run(ds, a, cfg)  # before Flower starts
     if on_start is not None:
         on_start(cfg.total_epochs)
-    result = run_simulation(s, len(ds.views) - 1, verbose=verbose, on_epoch=on_epoch)
+    result = run_simulation(s, len(ds.views) - 1, verbose=verbose, on_epoch=on_epoch, threads=threads)
     return {**result, "passives": len(ds.views) - 1}

@@ -374,27 +374,31 @@ def active_threads(n_passives: int, threads: int, cores: int) -> int:
     return max(1, min(threads, cores - n_passives))
 
 
-def _share_cores(n_passives: int) -> int | None:
-    """Set this process's torch threads for the simulation's active party; the count to restore afterwards, or
-    None if unchanged."""
+def _share_cores(n_passives: int, threads: int | None = None) -> int | None:
+    """Set this process's torch threads for the simulation's active party (``threads``, or ``active_threads``);
+    the count to restore afterwards, or None if unchanged."""
     import os
 
     import torch
 
     before = torch.get_num_threads()
-    share = active_threads(n_passives, before, os.cpu_count() or 1)
-    if not SHARE_CORES or share == before:
+    share = threads or (active_threads(n_passives, before, os.cpu_count() or 1) if SHARE_CORES else before)
+    if share == before:
         return None
     torch.set_num_threads(share)
     return before
 
 
 def simulate(
-    settings: RunSettings, n_passives: int, verbose: bool = False, on_epoch: Callable[[dict], None] | None = None
+    settings: RunSettings,
+    n_passives: int,
+    verbose: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Run one training with the Flower simulation engine (Ray): one virtual SuperNode per passive. ``on_epoch``
-    receives each epoch's metrics (the ServerApp runs in this process, with ``active_threads`` torch threads for
-    the run; the caller's count is restored afterwards)."""
+    receives each epoch's metrics. The ServerApp runs in this process, with ``threads`` torch threads for the run
+    (default ``active_threads``); the caller's count is restored afterwards."""
     import tempfile
 
     from flwr.simulation import run_simulation
@@ -419,7 +423,7 @@ def simulate(
         for name, stream in streams.items():
             if not stream.isatty():
                 setattr(sys, name, _WithoutColour(stream))
-        threads = _share_cores(n_passives)
+        restore = _share_cores(n_passives, threads)
         try:
             with ends_waits_on_exit():  # the ServerApp thread stops waiting if this one leaves early
                 run_simulation(
@@ -443,10 +447,10 @@ def simulate(
                     verbose_logging=verbose,
                 )
         finally:
-            if threads is not None:
+            if restore is not None:
                 import torch
 
-                torch.set_num_threads(threads)
+                torch.set_num_threads(restore)
             flower_log.removeFilter(quiet)
             for h in plain:
                 h.colored = True

@@ -42,6 +42,11 @@ def test_the_active_party_gets_the_cores_its_passives_leave_and_the_caller_its_t
     simulate(RunSettings(dataset="digits", epochs=1), 1, on_epoch=lambda _: seen.append(torch.get_num_threads()))
     assert seen == [active_threads(1, 2, os.cpu_count() or 1)]
     assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)  # threads=N: the active party's count whatever the cores (apfed simulate --threads)
+    simulate(
+        RunSettings(dataset="digits", epochs=1), 1, on_epoch=lambda _: seen.append(torch.get_num_threads()), threads=3
+    )
+    assert seen[1:] == [3] and torch.get_num_threads() == 1
 
 
 @pytest.mark.parametrize("method, k, pipeline", [("apfed-kd", 2, False), ("apfed-c", 3, True)])

@@ -399,6 +399,12 @@ def simulate(
     out: Annotated[Path | None, typer.Option(help="Where to write the standalone model file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower's own log.")] = False,
     metrics: Metrics = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Torch threads of the active party (default: the cores the passives leave, at least one)."
+        ),
+    ] = None,
 ):
     """Multi-process local simulation with the Flower simulation engine: one virtual SuperNode per passive."""
     if method in ("local", "centralized"):
@@ -459,6 +465,7 @@ def simulate(
             verbose=verbose,
             on_start=on_start,
             on_epoch=on_epoch,
+            threads=threads,
         )
         progress.update(bar, total=len(r["history"]), completed=len(r["history"]))  # an early stop ends the bar too
         if history:

@@ -8,7 +8,8 @@
 2. Saves apfed-kd's standalone model, loads it back and predicts the test rows from the active party's view
    alone: no passive, no Flower, no network. Its accuracy is the run's.
 3. With ``--flower``, trains apfed-kd again over the Flower simulation engine (Ray: one virtual SuperNode per
-   passive, in other processes): the same seed gives the same model, so the same accuracy.
+   passive, in other processes): the same seed gives the same model, so the same accuracy (the active party
+   trains on as many torch threads as in step 1: float sums depend on the thread count).
 
 It writes ``DIR/model.safetensors`` and ``DIR/summary.json`` (DIR: results/local-simulation).
 """
@@ -61,8 +62,16 @@ def main() -> None:
 
     if args.flower:
         t0 = time.perf_counter()
+        import torch
+
         sim = apfed.simulate(
-            "apfed-kd", dataset=args.dataset, active=view.name, epochs=args.epochs, seed=args.seed, device=args.device
+            "apfed-kd",
+            dataset=args.dataset,
+            active=view.name,
+            epochs=args.epochs,
+            seed=args.seed,
+            device=args.device,
+            threads=torch.get_num_threads(),  # as step 1's (simulate's own default: the cores its passives leave)
         )
         same = sim["final"]["accuracy"] == summary["apfed-kd"]["test_accuracy"]
         summary["flower_simulation"] = {"test_accuracy": sim["final"]["accuracy"], "same_as_in_process": same}
