@@ -17,9 +17,10 @@ import statistics
 import time
 from pathlib import Path
 
+from simulate_vs_inprocess import simulate_strips  # this script's folder
+
 import clients.flower_app as flower_app
 from apfed.report import write_benchmark
-from clients.flower_app import RunSettings, simulate
 from protocols.flower import FlowerTransport
 
 
@@ -41,18 +42,7 @@ COMPARE = {
 
 def _run(views: int, epochs: int, k: int) -> dict:
     t = time.monotonic()
-    sim = simulate(
-        RunSettings(
-            dataset="mnist5k",
-            views=views,
-            active="0",
-            method="apfed-c",
-            epochs=epochs,
-            batches_per_round=k,
-            pipeline=True,
-        ),
-        views - 1,
-    )
+    sim = simulate_strips(views, epochs, k)
     return {
         "total_s": time.monotonic() - t,
         "epoch_s": statistics.median(h["train_time"] for h in sim["history"]),

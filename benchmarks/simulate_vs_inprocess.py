@@ -19,6 +19,22 @@ from apfed.runner import run
 from clients.flower_app import RunSettings, simulate
 
 
+def simulate_strips(views: int, epochs: int, k: int, pipeline: bool = True, device: str = "cpu") -> dict:
+    """APFed-C over the Flower simulation engine on mnist5k cut into ``views`` strips, active strip 0, default
+    preset: the run's summary (``clients.flower_app.simulate``)."""
+    settings = RunSettings(
+        dataset="mnist5k",
+        views=views,
+        active="0",
+        method="apfed-c",
+        epochs=epochs,
+        batches_per_round=k,
+        pipeline=pipeline,
+        device=device,
+    )
+    return simulate(settings, views - 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
@@ -43,19 +59,7 @@ def main() -> None:
             ),
         )
         t = time.monotonic()
-        sim = simulate(
-            RunSettings(
-                dataset="mnist5k",
-                views=views,
-                active="0",
-                method="apfed-c",
-                epochs=a.epochs,
-                batches_per_round=a.k,
-                pipeline=a.pipeline,
-                device=a.device,
-            ),
-            views - 1,
-        )
+        sim = simulate_strips(views, a.epochs, a.k, a.pipeline, a.device)
         sim_total = time.monotonic() - t
         local_epoch = float(np.median([h["train_time"] for h in local.history]))
         sim_epoch = float(np.median([h["train_time"] for h in sim["history"]]))
