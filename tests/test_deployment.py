@@ -295,9 +295,10 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     from apfed.data import load_bundled
     from apfed.runner import run
 
-    # 96 rounds: the SuperLink refuses the restarted node for about a minute, and with warm ClientApps a round
-    # takes about 1 s on an idle host (2026-12-07; 2.5 s before, when 48 rounds were enough)
-    epochs, k = 16, 2
+    # 144 rounds: the SuperLink refuses the restarted node for about a minute, and with warm ClientApps and apfed
+    # supernode a round takes 0.6-1 s (2026-12-07: 96 rounds, enough at 1 s, ended in 91 s in a fresh CI clone
+    # before the node was re-admitted; 2.5 s a round before warm ClientApps, when 48 rounds were enough)
+    epochs, k = 24, 2
     state = {}
 
     def fault(link, done):
