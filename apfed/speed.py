@@ -19,7 +19,12 @@ from apfed.models import encoder_output_shape, make_encoder, make_head, make_pro
 
 
 def bare_apfed_c_epoch(
-    ds: MultiViewDataset, active: int, cfg: TrainConfig, graph: bool = False, split: bool = False
+    ds: MultiViewDataset,
+    active: int,
+    cfg: TrainConfig,
+    graph: bool = False,
+    split: bool = False,
+    compiled: dict | None = None,
 ) -> float:
     """Seconds for one epoch of APFed-C's modules (every party's encoder, the task head, every projection head,
     the optimizer steps) in one process and one autograd graph, with no protocol at all.
@@ -28,7 +33,10 @@ def bare_apfed_c_epoch(
     of what the GPU can do with these modules; the last, shorter minibatch runs eagerly.
     ``split``: still no protocol, but one forward/backward/optimizer call per party, as the parties of a
     vertical split must (each passive back-propagates its NT-Xent alone, the active then applies the
-    passives' gradients): the floor of any VFL implementation of these modules."""
+    passives' gradients): the floor of any VFL implementation of these modules.
+    ``compiled``: the losses' forward (and so their backward) through ``torch.compile`` with these keyword
+    arguments (``{}`` for its defaults): the joint loss as one compiled region; with ``split``, each party's own
+    (``benchmarks/compiled_split.py``). The optimizer steps stay eager."""
     dev = cfg.device
     tr = ds.train_idx
     views = [ds.views[active]] + [v for i, v in enumerate(ds.views) if i != active]
@@ -43,13 +51,21 @@ def bare_apfed_c_epoch(
     passive_modules = zip(encoders[1:], projections[1:], strict=True)
     opts += [make_optimizer([*e.parameters(), *p.parameters()], cfg) for e, p in passive_modules]
 
+    joint_loss, passive_loss, active_forward, active_loss = (
+        _joint_c_loss,
+        _passive_c_loss,
+        _active_c_forward,
+        _active_c_loss,
+    )
+    if compiled is not None:
+        joint_loss, passive_loss, active_forward, active_loss = (
+            _compiled(f, compiled) for f in (joint_loss, passive_loss, active_forward, active_loss)
+        )
+
     def step(t: dict[str, torch.Tensor], captured: bool = False) -> dict[str, torch.Tensor]:
         idx = t["idx"]
-        h = encoders[0](X[0][idx])
-        z = projections[0](h)
-        loss = F.cross_entropy(head(h), y[idx])
-        for e, p, x in zip(encoders[1:], projections[1:], X[1:], strict=True):
-            loss = loss + cfg.lam * nt_xent(z, p(e(x[idx])), cfg.temperature)
+        xs = [x[idx] for x in X]
+        loss = joint_loss(encoders, projections, head, xs, y[idx], cfg.lam, cfg.temperature)
         for o in opts:
             o.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,19 +75,17 @@ def bare_apfed_c_epoch(
 
     def split_step(t: dict[str, torch.Tensor]) -> None:
         idx = t["idx"]
-        h = encoders[0](X[0][idx])  # its graph kept until the replies come, as the active learner keeps it at K = 1
-        z = projections[0](h)
+        # the active's graph kept until the replies come, as the active learner keeps it at K = 1
+        h, z = active_forward(encoders[0], projections[0], X[0][idx])
         grads = []
         for e, p, x, o in zip(encoders[1:], projections[1:], X[1:], opts[1:], strict=True):
             a = z.detach().requires_grad_(True)
-            loss = nt_xent(a, p(e(x[idx])), cfg.temperature)
+            loss = passive_loss(e, p, a, x[idx], cfg.temperature)
             o.zero_grad(set_to_none=True)
             loss.backward()
             o.step()
             grads.append(a.grad)
-        loss = F.cross_entropy(head(h), y[idx])
-        for g in grads:
-            loss = loss + cfg.lam * (z * g).sum()
+        loss = active_loss(head, h, z, y[idx], grads, cfg.lam)
         opts[0].zero_grad(set_to_none=True)
         loss.backward()
         opts[0].step()
@@ -92,6 +106,42 @@ def bare_apfed_c_epoch(
             step({"idx": idx})
     _sync(dev)
     return time.perf_counter() - t0
+
+
+def _joint_c_loss(encoders, projections, head, xs, y, lam: float, temperature: float) -> torch.Tensor:
+    h, z = _active_c_forward(encoders[0], projections[0], xs[0])
+    loss = F.cross_entropy(head(h), y)
+    for e, p, x in zip(encoders[1:], projections[1:], xs[1:], strict=True):
+        loss = loss + lam * nt_xent(z, p(e(x)), temperature)
+    return loss
+
+
+def _passive_c_loss(encoder, projection, a: torch.Tensor, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    return nt_xent(a, projection(encoder(x)), temperature)
+
+
+def _active_c_forward(encoder, projection, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    h = encoder(x)
+    return h, projection(h)
+
+
+def _active_c_loss(head, h, z, y, grads: list[torch.Tensor], lam: float) -> torch.Tensor:
+    loss = F.cross_entropy(head(h), y)
+    for g in grads:
+        loss = loss + lam * (z * g).sum()
+    return loss
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(f: Callable, options: dict) -> Callable:
+    """``torch.compile(f, **options)``, once per function and options: modules are arguments, so fresh modules
+    of the same shapes reuse the compiled code."""
+    key = (f, repr(sorted(options.items())))
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(f, **options)
+    return _COMPILED[key]
 
 
 def joint_copies(client) -> tuple[ActiveLearner, list[PassiveLearner]]:
