@@ -1,6 +1,7 @@
 """Summarise the JSONL lines of an exploration script (benchmarks/explore_*.py: one line per teacher or student,
 with its strip, seed and accuracy) into PREFIX.json and PREFIX.md: mean ± std over the seeds per strip and
-student, and each student's gain over `local` of the same strip and seed.
+student, and each student's gain over `local` of the same strip and seed (none for a name in parentheses: a teacher
+or a diagnostic).
 
 Usage: python benchmarks/aggregate_students.py PREFIX DIR --intro INTRO.md --machine "one NVIDIA H200" --command CMD
 """
@@ -60,7 +61,7 @@ def main() -> None:
     for s in summary:
         gain = (
             ""
-            if s["student"] == "local" or s["student"].startswith("(teacher") or s["vs_local_mean"] is None
+            if s["student"] == "local" or s["student"].startswith("(") or s["vs_local_mean"] is None
             else (f"{s['vs_local_mean']:+.2f} ± {s['vs_local_std']:.2f}")
         )
         md.append(f"| {s['strip']} | {s['student']} | {s['mean']:.2f} ± {s['std']:.2f} | {gain} |")
