@@ -31,6 +31,7 @@ from types import ModuleType
 from apfed.errors import ConfigError
 from protocols.flower_retry import OBJECT_RETRY_S, shorten_object_retry
 
+HEARTBEAT_S = 30.0  # Flower's own; the SuperLink accepts 10 to 1800 and takes a node for gone after two without one
 IDLE_POLL_S = 0.2  # Flower: 3 s. Each idle SuperNode then pulls 5 times a second: small next to a round's traffic
 REPLY_POLL_S = 0.05  # Flower: 0.5 s; a check of the node's own memory, no network
 CONTENTS_WAIT_S = 60.0  # then the reply goes as Flower sends it, whatever is missing
@@ -107,6 +108,31 @@ def shorten_waits(idle_poll: float = IDLE_POLL_S, module: ModuleType | None = No
     return lines
 
 
+def set_heartbeat(
+    interval: float, connection: ModuleType | None = None, sender: ModuleType | None = None
+) -> str | None:
+    """Send the node's heartbeat for ``interval`` seconds (Flower: 30) from this process: the SuperLink takes a node
+    for gone after two intervals without one, and until then refuses a node restarted with the same key, so a
+    passive that crashed rejoins about 2 x ``interval`` after it went down. Flower sends one every (interval - 5) x
+    0.7 to 0.9 s. One line: set, or left as Flower has it and why; None when ``interval`` is Flower's own."""
+    if interval == HEARTBEAT_S:
+        return None
+    if connection is None:
+        import flwr.client.grpc_rere_client.connection as connection
+    if sender is None:
+        import flwr.supercore.heartbeat as sender
+    if not (
+        "heartbeat_interval=HEARTBEAT_DEFAULT_INTERVAL" in _source(connection)
+        and "HEARTBEAT_DEFAULT_INTERVAL - HEARTBEAT_CALL_TIMEOUT" in _source(sender)
+    ):
+        return "the heartbeat left as Flower has it: its SuperNode no longer sends it as 1.39 did"
+    connection.HEARTBEAT_DEFAULT_INTERVAL = sender.HEARTBEAT_DEFAULT_INTERVAL = interval
+    return (
+        f"each heartbeat vouches for {interval:g} s (Flower: {HEARTBEAT_S:g} s): restarted with the same key, this"
+        f" node is taken back about {2 * interval:g} s after it went down"
+    )
+
+
 def check_flower_options(flower_args: list[str]) -> None:
     """ConfigError, one line, for options ``flower-supernode`` would refuse (its own parser, whose usage text would
     otherwise come first); nothing where this Flower builds its parser elsewhere (it then says so itself)."""
@@ -124,12 +150,15 @@ def check_flower_options(flower_args: list[str]) -> None:
     parser.parse_args(flower_args)
 
 
-def run(flower_args: list[str], idle_poll: float = IDLE_POLL_S, log: Log = print) -> None:
-    """Shorten the waits, then run Flower's ``flower-supernode`` on ``flower_args`` (its own options); its exit is
-    Flower's."""
+def run(
+    flower_args: list[str], idle_poll: float = IDLE_POLL_S, log: Log = print, heartbeat: float = HEARTBEAT_S
+) -> None:
+    """Shorten the waits (and set the heartbeat), then run Flower's ``flower-supernode`` on ``flower_args`` (its own
+    options); its exit is Flower's."""
     check_flower_options(flower_args)
-    for line in shorten_waits(idle_poll):
-        log(f"apfed supernode: {line}")
+    for line in [*shorten_waits(idle_poll), set_heartbeat(heartbeat)]:
+        if line is not None:
+            log(f"apfed supernode: {line}")
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *flower_args]

@@ -290,15 +290,16 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
     for it, then trains on without waiting (the node is absent), re-admits it when it answers again, and ends
     within two points of the uninterrupted run (the in-process run, which a deployment reproduces exactly: see the
     encrypted deployment test; two points is about the spread of its seeds). The SuperLink refuses the restarted
-    node for about a minute (Flower's heartbeats), so the run is long enough to outlast that."""
+    node until two heartbeat intervals have passed without one: the SuperNodes run with `apfed supernode
+    --heartbeat-interval 10`, 20 s instead of Flower's 60, and the run is long enough to outlast that."""
     from apfed.config import make_config
     from apfed.data import load_bundled
     from apfed.runner import run
 
-    # 144 rounds: the SuperLink refuses the restarted node for about a minute, and with warm ClientApps and apfed
-    # supernode a round takes 0.6-1 s (2026-12-07: 96 rounds, enough at 1 s, ended in 91 s in a fresh CI clone
-    # before the node was re-admitted; 2.5 s a round before warm ClientApps, when 48 rounds were enough)
-    epochs, k = 24, 2
+    # with warm ClientApps and apfed supernode a round takes 0.6-1 s. With Flower's 30 s heartbeat the SuperLink
+    # refused the restarted node for about a minute and the test needed 144 rounds (96 ended in 91 s in a fresh CI
+    # clone before the node was re-admitted, 2026-12-07); with a 10 s heartbeat it is taken back about 40 s sooner
+    epochs, k = 16, 2
     state = {}
 
     def fault(link, done):
@@ -320,8 +321,10 @@ def test_a_supernode_killed_mid_training_rejoins_and_the_run_completes(tmp_path)
         timeout=900,
         extra_run_config="round-timeout=15.0 on-bad-message='skip'",
         during=fault,
+        heartbeat=10,
     )
     assert state.get("attempts"), "the SuperNode was not restarted"
+    assert "apfed supernode: each heartbeat vouches for 10 s" in (tmp_path / "supernode2.log").read_text()
     faults = [f for f in hit["faults"] if f["passive"] == "passive2"]
     down = sorted(f["round"] for f in faults)
     assert down, "the killed passive was never skipped"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from clients.supernode import shorten_waits
+from clients.supernode import set_heartbeat, shorten_waits
 from protocols.flower_retry import shorten_object_retry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,12 +140,42 @@ def test_apfed_supernode_refuses_a_bad_idle_poll_and_bad_flower_options_in_one_l
     for args, says in (
         (["--idle-poll", "5", "--superlink", "127.0.0.1:9092"], "--idle-poll 5: give seconds from 0.01 to 3"),
         (["--idle-poll", "0.2"], "give flower-supernode's options"),
+        (["--heartbeat-interval", "5", "--insecure"], "--heartbeat-interval 5: give seconds from 10 to 1800"),
         (["--insecure", "--bogus"], "flower-supernode's options: unrecognized arguments: --bogus"),
         (["--insecure", "--superlink"], "flower-supernode's options: argument --superlink: expected one argument"),
     ):
         code, _, err = run_cli("supernode", *args, refused=True)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and says in lines[0], err
+
+
+# the heartbeat the node sends, and how often its sender sends one, after set_heartbeat(10)
+HEARTBEAT = """
+import json, random
+import flwr.client.grpc_rere_client.connection as c
+import flwr.supercore.heartbeat as h
+from clients.supernode import set_heartbeat
+
+flower = set_heartbeat(30.0)
+line = set_heartbeat(10.0)
+random.uniform = lambda a, b: 0.0  # the sender's jitter, for its exact period
+waited = []
+sender = h.HeartbeatSender(lambda: True)
+sender._stop_event.wait = lambda t: (waited.append(t), sender._stop_event.set())
+sender._run()
+print(json.dumps({"flower": flower, "line": line, "sent": c.HEARTBEAT_DEFAULT_INTERVAL, "period": waited}))
+"""
+
+
+def test_apfed_supernode_sets_the_heartbeat_the_node_sends_and_how_often_it_sends_it():
+    r = _run(HEARTBEAT)
+    assert r["flower"] is None  # Flower's own 30 s: nothing to change, nothing said
+    assert r["sent"] == 10.0 and r["period"] == [4.0]  # (10 - 5 s call timeout) x 0.8, Flower's formula
+    assert r["line"].startswith("each heartbeat vouches for 10 s (Flower: 30 s)")
+    module = types.ModuleType("heartbeat_elsewhere")
+    module.HEARTBEAT_DEFAULT_INTERVAL = 30
+    assert "left as Flower has it" in set_heartbeat(10.0, module, module)
+    assert module.HEARTBEAT_DEFAULT_INTERVAL == 30
 
 
 # the active party's side: a deployment's transport shortens the first retry of its Grid's pull of an object

@@ -11,7 +11,7 @@ import typer
 
 from apfed.cli.common import app
 from apfed.errors import ConfigError, DataError
-from clients.supernode import IDLE_POLL_S  # no Flower import: that waits for the command itself
+from clients.supernode import HEARTBEAT_S, IDLE_POLL_S  # no Flower import: that waits for the command itself
 from protocols.errors import ProtocolError
 
 
@@ -137,17 +137,27 @@ def supernode(
             " second.",
         ),
     ] = IDLE_POLL_S,
+    heartbeat_interval: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat-interval",
+            help="Seconds a heartbeat vouches for this node (Flower's own: 30; 10 to 1800). The SuperLink takes the"
+            " node for gone after two without one, and refuses it restarted with the same key until then.",
+        ),
+    ] = HEARTBEAT_S,
 ):
-    """Passive party: Flower's flower-supernode (same options, after --idle-poll), its fixed waits shortened.
+    """Passive party: Flower's flower-supernode (same options, after apfed's), its fixed waits shortened.
 
-    Every option but --idle-poll is flower-supernode's own (flower-supernode --help)."""
+    Every option but --idle-poll and --heartbeat-interval is flower-supernode's own (flower-supernode --help)."""
     from clients.supernode import run
 
     if not 0.01 <= idle_poll <= 3:
         raise ConfigError(f"--idle-poll {idle_poll:g}: give seconds from 0.01 to 3")
+    if not 10 <= heartbeat_interval <= 1800:  # the SuperLink's bounds: it refuses the node otherwise
+        raise ConfigError(f"--heartbeat-interval {heartbeat_interval:g}: give seconds from 10 to 1800")
     if not ctx.args:
         raise ConfigError("give flower-supernode's options after apfed supernode's, e.g. --superlink HOST:9092 ...")
-    run(list(ctx.args), idle_poll, log=lambda line: typer.echo(line, err=True))
+    run(list(ctx.args), idle_poll, log=lambda line: typer.echo(line, err=True), heartbeat=heartbeat_interval)
 
 
 @app.command(rich_help_panel="Deployment")

@@ -278,8 +278,9 @@ def start_link(
 def kill_and_restart_supernode(link: dict, index: int, down_s: float, give_up_s: float = 180.0) -> int:
     """Fault injection: SIGKILL passive ``index``'s SuperNode (its whole process group), keep it down for
     ``down_s`` seconds, then start it again with the same key and node config. The SuperLink refuses to
-    re-activate a node it still believes online (until two heartbeats, about 60 s, are missed), so the restart
-    is retried until one is activated (its log names its node ID); returns the number of attempts."""
+    re-activate a node it still believes online (until two heartbeat intervals pass without one: about 60 s, or 20 s
+    with ``heartbeat=10``), so the restart is retried until one is activated (its log names its node ID); returns
+    the number of attempts."""
     procs = link["procs"]
     name = f"supernode{index + 1}"
     p = next(p for n, p, _ in reversed(procs.procs) if n == name)
@@ -372,9 +373,12 @@ def node_env(link: dict, index: int) -> dict:
 
 def supernode_args(link: dict, key: Path, party: str, node_config: str = "", tls: bool = True) -> list[str]:
     """A passive's SuperNode command: ``apfed supernode`` (Flower's, its fixed waits shortened;
-    clients/supernode.py), or Flower's own ``flower-supernode`` where ``link["flower_supernode"]``."""
+    clients/supernode.py; ``link["heartbeat"]``: its ``--heartbeat-interval``), or Flower's own
+    ``flower-supernode`` where ``link["flower_supernode"]``."""
     tls = tls and link.get("tls", True)
     own = [str(BIN / "flower-supernode")] if link.get("flower_supernode") else [str(BIN / "apfed"), "supernode"]
+    if link.get("heartbeat") and not link.get("flower_supernode"):
+        own += ["--heartbeat-interval", f"{link['heartbeat']:g}"]
     args = [
         *own,
         "--superlink",
@@ -533,6 +537,7 @@ def deploy(
     recipe: Path | None = None,
     warm_clientapps: bool = True,
     flower_supernode: bool = False,
+    heartbeat: float | None = None,
 ) -> dict:
     """Run the whole loopback deployment; return the ServerApp's result (plus timings).
 
@@ -550,7 +555,8 @@ def deploy(
     TOML recipe file (``apfed info --recipe``) for the run config's ``recipe``; ``method``, ``epochs``, ``seed``,
     ``test_fraction``, ``task`` and ``time_column`` left at their defaults take the file's values (without a
     recipe: apfed-c, 2 epochs, seed 0). ``warm_clientapps``: each SuperNode's ClientApps fork from ``apfed clientapps``;
-    ``flower_supernode``: the passives run Flower's own ``flower-supernode``, not ``apfed supernode``."""
+    ``flower_supernode``: the passives run Flower's own ``flower-supernode``, not ``apfed supernode``; ``heartbeat``:
+    apfed supernode's ``--heartbeat-interval`` (Flower's 30 s where None)."""
     out = out.resolve()
     show = show or (lambda _: None)
     if recipe is not None:
@@ -611,7 +617,7 @@ def deploy(
     if threads is None:  # every party shares this host: split its cores rather than oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // (n_passives + 1))
     link = start_link(out, n_passives, threads, database, ports, pki_dir, tls)
-    link["flower_supernode"] = flower_supernode
+    link["flower_supernode"], link["heartbeat"] = flower_supernode, heartbeat
     pki, env, procs = link["pki"], link["env"], link["procs"]
     t0 = link["t0"]
     security = "TLS and SuperNode authentication" if tls else "no TLS"
