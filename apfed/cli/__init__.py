@@ -70,7 +70,7 @@ def _leave(message: str, code: int) -> NoReturn:
 
 
 def main() -> None:
-    import click
+    from apfed.cli import click_parts as click  # the click that typer runs on
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) == signal.SIG_DFL:  # not one ignored by whoever started us (nohup)
@@ -80,7 +80,7 @@ def main() -> None:
         if code == 130:  # Typer's word for Ctrl-C during a command
             _leave("interrupted", 130)
         sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.NoArgsIsHelpError as e:  # `apfed` alone: the help, as with --help
+    except click.NoArgsIsHelpError as e:  # `apfed` alone: the help, as with --help
         typer.echo(e.ctx.get_help())
         sys.exit(2)
     except click.UsageError as e:  # an unknown option, a missing or malformed value
@@ -98,7 +98,7 @@ def main() -> None:
         _leave("terminated" if e.signum == signal.SIGTERM else "hung up", 128 + e.signum)
     except OSError as e:  # a file or socket the user named that the system refused
         if e.errno == errno.EPIPE:  # the reader of our output went away (`apfed settings | head`): nothing to say
-            sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
+            sys.stdout = click.PacifyFlushWrapper(sys.stdout)
             sys.exit(1)
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
+from apfed.cli import click_parts as click  # the click that typer runs on
 from apfed.config import setting_text
 from apfed.errors import ConfigError
 from apfed.toml_file import read_toml
@@ -62,7 +62,7 @@ def read_config(ctx: click.Context, path: Path) -> dict[str, Any]:
         if any(isinstance(v, dict | list) for v in (value if p.multiple else [value])):
             raise ConfigError(f"{path}: {key!r}: each value must be a string or a number")
         try:
-            values[p.name] = p.type_cast_value(ctx, value)
+            values[p.name] = click.cast_value(p, ctx, value)
         except click.BadParameter as e:
             raise ConfigError(f"{path}: {key!r}: {e.message}") from None
     return values
@@ -82,7 +82,7 @@ def _load(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) ->
 def _merge_sets(ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
     """``--set`` on the command line adds to the file's ``[set]`` table (settings, unlike the other options, are
     not replaced as a whole): the file's pairs first, so that the command line's win."""
-    if ctx.meta.get(FILE_SETS) and ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE:
+    if ctx.meta.get(FILE_SETS) and ctx.get_parameter_source(param.name) is click.ParameterSource.COMMANDLINE:
         return [*ctx.meta[FILE_SETS], *(value or [])]
     return value
 
@@ -108,11 +108,11 @@ def command_line() -> str:
     file itself may not travel with the report)."""
     ctx = click.get_current_context()
     args = _without("--config", sys.argv[1:])
-    if ctx.meta.get(FILE_SETS) and ctx.get_parameter_source("set_") is click.core.ParameterSource.COMMANDLINE:
+    if ctx.meta.get(FILE_SETS) and ctx.get_parameter_source("set_") is click.ParameterSource.COMMANDLINE:
         args = _without("--set", args)  # the file's pairs and the command line's, in that order, written out below
         args += [x for v in ctx.params["set_"] for x in ("--set", v)]
     for p in ctx.command.params:
-        if p.name == "config" or ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT_MAP:
+        if p.name == "config" or ctx.get_parameter_source(p.name) is not click.ParameterSource.DEFAULT_MAP:
             continue
         value, opt = ctx.params[p.name], p.opts[0]
         if p.is_flag:
