@@ -285,6 +285,21 @@ def test_user_errors_exit_nonzero_with_one_clear_line(args, match):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("args", [["settings"], ["settings", "--markdown"]])  # rich's console; typer.echo
+def test_a_reader_that_goes_away_ends_the_command_quietly(args):
+    """`apfed settings | head -1`: once the reader has closed the pipe, the command stops with exit code 1 and
+    nothing on stderr (no traceback, and no "Exception ignored" from the flush at exit)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "apfed.cli", *args], stdout=write, stderr=subprocess.PIPE, timeout=120
+        )
+    finally:
+        os.close(write)
+    assert p.returncode == 1 and p.stderr == b"", p.stderr[-2000:]
+
+
 def test_an_output_that_is_a_pipe_or_device_is_refused_and_left_as_it_was(tmp_path):
     """Renamed over, a named pipe (or, for root, /dev/full or /dev/stdout) would become a regular file: refused at
     once, with one line, and the pipe is still a pipe."""

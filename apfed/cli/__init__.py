@@ -98,7 +98,8 @@ def main() -> None:
         _leave("terminated" if e.signum == signal.SIGTERM else "hung up", 128 + e.signum)
     except OSError as e:  # a file or socket the user named that the system refused
         if e.errno == errno.EPIPE:  # the reader of our output went away (`apfed settings | head`): nothing to say
-            sys.stdout = click.PacifyFlushWrapper(sys.stdout)
+            # Python's recipe (the signal module's docs): stdout on /dev/null, so the flush at exit breaks nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)

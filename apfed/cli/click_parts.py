@@ -11,9 +11,9 @@ from typer import Abort, BadParameter
 from typer.core import TyperOption as Option  # every option of apfed's commands (a click.Option up to typer 0.20)
 
 try:
-    from typer._click import core, exceptions, globals, utils  # noqa: A004 (click's module name)
+    from typer._click import core, exceptions, globals  # noqa: A004 (click's module name)
 except ImportError:  # typer <= 0.20
-    from click import core, exceptions, globals, utils  # noqa: A004
+    from click import core, exceptions, globals  # noqa: A004
 
 Command = core.Command
 Context = core.Context
@@ -21,7 +21,6 @@ ParameterSource = core.ParameterSource
 ClickException = exceptions.ClickException
 NoArgsIsHelpError = exceptions.NoArgsIsHelpError
 UsageError = exceptions.UsageError
-PacifyFlushWrapper = utils.PacifyFlushWrapper
 get_current_context = globals.get_current_context
 
 
@@ -41,7 +40,6 @@ __all__ = [
     "Context",
     "NoArgsIsHelpError",
     "Option",
-    "PacifyFlushWrapper",
     "ParameterSource",
     "UsageError",
     "cast_value",
