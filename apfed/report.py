@@ -93,10 +93,12 @@ def final_note(final: dict) -> str:
 def test_line(final: dict) -> str:
     """A run's one-line summary: its test figures (accuracy and macro-F1, or a regression's R², RMSE and MAE) and
     ``final_note``'s, or ``untested_line`` without test rows."""
+    shared = final.get("shared_test_rows")  # given where some test rows are missing at a passive
+    on = "" if shared is None else f" on the {shared} test row{'s' * (shared != 1)} every passive holds"
     if "r2" in final:
-        return f"test R² {final['r2']:.4f} ({final_note(final).removeprefix(', ')})"
+        return f"test R² {final['r2']:.4f}{on} ({final_note(final).removeprefix(', ')})"
     if "accuracy" in final:
-        return f"test accuracy {final['accuracy']:.2f} % (macro-F1 {final['macro_f1']:.2f}{final_note(final)})"
+        return f"test accuracy {final['accuracy']:.2f} %{on} (macro-F1 {final['macro_f1']:.2f}{final_note(final)})"
     return untested_line(final)
 
 

@@ -284,4 +284,5 @@ class ActiveEvaluation:
         for k, g in guesses.items():
             out[k] = self.scored(g, self.y_own_test)
         out["unmatched_test_rows"] = len(self.own_test)
+        out["shared_test_rows"] = len(self.test_idx)  # the headline figure's rows, which every passive holds
         return out

@@ -318,6 +318,10 @@ def test_train_says_how_the_model_does_on_the_test_rows_some_passive_lacks(tmp_p
     assert code == 0, err
     said = " ".join((out + err).split())  # rich wraps its lines
     assert re.search(rf"% on the {n_test} test rows that some passive lacks\); wrote", said), said
+    # the headline figure says which rows it is on: those every passive holds, as the set-up counted them
+    shared = re.search(r"held by every passive \(\d+ train, (\d+) test", said)
+    assert shared and int(shared[1]) > 0, said
+    assert re.search(rf"test accuracy [\d.]+ % on the {shared[1]} test rows every passive holds \(", said), said
     code, out, err = run_cli("info", "--model", tmp_path / "m.st")
     assert f"; {len(ds.unmatched) - n_test} more training rows that some passive lacks" in out
 
