@@ -37,45 +37,46 @@ from apfed.config import make_config
 from apfed.losses import distillation
 
 
-def true_class_gradient(forward, x: torch.Tensor, y: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """d(logit of the true class)/d(x), row by row (the rows are independent), flattened and scaled to unit length."""
-    if not x.requires_grad:
-        x = x.detach().requires_grad_(True)
+def true_class_gradient(forward, x: torch.Tensor, y: torch.Tensor, create_graph: bool) -> tuple:
+    """d(logit of the true class)/d(x), row by row (the rows are independent), flattened and scaled to unit length;
+    and the logits."""
+    x = x.detach().requires_grad_(True)
     logits = forward(x)
     (g,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), x, create_graph=create_graph)
     return F.normalize(g.flatten(1), dim=1), logits
 
 
+def targets(client, rows: torch.Tensor, forward_for) -> tuple[torch.Tensor, torch.Tensor]:
+    """A teacher's logits and unit true-class input gradients on ``rows``, 512 at a time; ``forward_for(idx)`` is
+    the teacher's forward pass on those rows' active strip."""
+    L = client.learner
+    logits, grads = [], []
+    for idx in rows.split(512):
+        g, out = true_class_gradient(forward_for(idx), L.X[idx], L.y[idx].long(), create_graph=False)
+        grads.append(g)
+        logits.append(out.detach())
+    return torch.cat(logits), torch.cat(grads)
+
+
 def tvfl_targets(teacher, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The TVFL teacher's logits and unit true-class input gradients on ``rows`` (eval mode, the passive fixed)."""
+    """The TVFL teacher's targets (eval mode), the passive's strip of each row held fixed."""
     client, passive = teacher
     L = client.learner
     L.modules.eval()
     passive.modules.eval()
-    logits, grads = [], []
-    for idx in rows.split(512):
+
+    def forward_for(idx):
         with torch.no_grad():
             e = passive.modules["encoder"](passive.X[idx]).flatten(1)
+        return lambda x: L.modules["fused_head"](torch.cat([L.modules["encoder"](x).flatten(1), e], 1))
 
-        def forward(x, e=e):
-            return L.modules["fused_head"](torch.cat([L.modules["encoder"](x).flatten(1), e], 1))
-
-        g, out = true_class_gradient(forward, L.X[idx], L.y[idx].long(), create_graph=False)
-        grads.append(g)
-        logits.append(out.detach())
-    return torch.cat(logits), torch.cat(grads)
+    return targets(client, rows, forward_for)
 
 
 def local_targets(net: torch.nn.Module, client, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The same targets from an active-only network (the control)."""
     net.eval()
-    L = client.learner
-    logits, grads = [], []
-    for idx in rows.split(512):
-        g, out = true_class_gradient(net, L.X[idx], L.y[idx].long(), create_graph=False)
-        grads.append(g)
-        logits.append(out.detach())
-    return torch.cat(logits), torch.cat(grads)
+    return targets(client, rows, lambda idx: net)
 
 
 def jacobian_student(client, cfg, epochs: int, targets, w: float, lam: float) -> float:
