@@ -28,7 +28,7 @@ from apfed.report import (
 )
 from apfed.run_store import RunStore, data_digest
 from apfed.runner import Safety, run
-from apfed.spawning import without_main_script
+from apfed.spawning import run_in_processes
 
 JOBS_ENV = "APFED_JOBS"
 
@@ -54,13 +54,6 @@ def _run_one(ds: MultiViewDataset, active: int, cfg: TrainConfig, threads: int, 
     return run(ds, active, cfg, safety=safety).to_json()
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the main process, which stops them (no traceback from every worker)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _parallel(
     datasets: list[tuple[MultiViewDataset, int]],
     configs: list[TrainConfig],
@@ -70,35 +63,21 @@ def _parallel(
     safety=None,
     on_run=None,
 ) -> list[dict]:
-    """Each ``configs[i]`` trained on ``datasets[i]`` (a dataset and its active view) in ``jobs`` worker processes."""
-    import multiprocessing as mp
-
+    """Each ``configs[i]`` trained on ``datasets[i]`` (a dataset and its active view) in ``jobs`` worker processes;
+    Ctrl-C or a failed run stops them all at once (waiting would finish every run under way and queued first)."""
     from rich.progress import Progress
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with without_main_script():  # a caller's script without a main guard must not run again in each worker
-        pool = mp.get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
-    try:
-        with Progress(console=console, disable=quiet) as progress:
-            task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
-            pending = [
-                pool.apply_async(_run_one, (ds, active, c, threads, safety))
-                for (ds, active), c in zip(datasets, configs, strict=True)
-            ]
-            runs = []
-            for i, r in enumerate(pending):
-                runs.append(r.get())
-                if on_run is not None:
-                    on_run(i, runs[-1])
-                progress.update(task, advance=1)
-        pool.close()
-    except BaseException:
-        # Ctrl-C or a failed run: stop the workers now; waiting would finish every queued run first
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
-    return runs
+    with Progress(console=console, disable=quiet) as progress:
+        task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
+
+        def done(i: int, r: dict) -> None:
+            if on_run is not None:
+                on_run(i, r)
+            progress.update(task, advance=1)
+
+        calls = [(ds, active, c, threads, safety) for (ds, active), c in zip(datasets, configs, strict=True)]
+        return run_in_processes(_run_one, calls, jobs, done)
 
 
 def evaluate(
