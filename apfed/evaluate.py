@@ -62,22 +62,34 @@ def _parallel(
     quiet: bool,
     safety=None,
     on_run=None,
+    names: list[str] | None = None,
 ) -> list[dict]:
     """Each ``configs[i]`` trained on ``datasets[i]`` (a dataset and its active view) in ``jobs`` worker processes;
-    Ctrl-C or a failed run stops them all at once (waiting would finish every run under way and queued first)."""
-    from rich.progress import Progress
+    Ctrl-C or a failed run stops them all at once (waiting would finish every run under way and queued first).
+    ``names[i]``, where given, heads the line that says how run i ended, as it ends."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with Progress(console=console, disable=quiet) as progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet) as progress:
         task = progress.add_task(f"{len(configs)} runs on {jobs} workers", total=len(configs))
 
         def done(i: int, r: dict) -> None:
             if on_run is not None:
                 on_run(i, r)
+            if names is not None and r["history"]:
+                last = r["history"][-1]
+                progress.console.print(f"{escape(names[i])} done: {epoch_label(last)} at epoch {last['epoch']}")
             progress.update(task, advance=1)
 
         calls = [(ds, active, c, threads, safety) for (ds, active), c in zip(datasets, configs, strict=True)]
         return run_in_processes(_run_one, calls, jobs, done)
+
+
+def _run_of(cfg: TrainConfig, folds: int) -> str:
+    """Which run of a method a config is: its seed, or its fold."""
+    return f"fold {cfg.seed + 1}/{folds}" if folds else f"seed {cfg.seed}"
 
 
 def evaluate(
@@ -166,7 +178,8 @@ def evaluate(
         jobs = auto_jobs(len(todo), cfg.device)
     jobs = min(jobs, len(todo))  # no idle workers (each would also split the cores' threads)
     if jobs > 1:
-        new = _parallel(data, todo, jobs, console, quiet, safety, on_run)
+        names = [f"{labels[left[k]]} {_run_of(c, folds)}" for k, c in enumerate(todo)]
+        new = _parallel(data, todo, jobs, console, quiet, safety, on_run, names)
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -177,8 +190,7 @@ def evaluate(
         disable=quiet,
     ) as progress:
         for k, c in enumerate(todo if jobs == 1 else []):
-            run_of = f"fold {c.seed + 1}/{folds}" if folds else f"seed {c.seed}"
-            task = progress.add_task(f"{escape(labels[left[k]])} {run_of}", total=c.total_epochs, acc="")
+            task = progress.add_task(f"{escape(labels[left[k]])} {_run_of(c, folds)}", total=c.total_epochs, acc="")
 
             def on_epoch(row, task=task):
                 progress.update(task, advance=1, acc=epoch_label(row))

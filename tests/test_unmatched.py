@@ -259,6 +259,8 @@ def test_evaluate_studies_a_partial_overlap_of_a_bundled_set(tmp_path):
     assert code == 0, err
     assert "digits: the passives hold 30% of the training rows (431), the active party alone 1006 more" in err
     assert "1006 labelled training rows are missing at some passive" not in err  # runs in workers log quietly
+    for run in ("local seed 0", "apfed-c seed 0"):  # each worker's run, as it ends
+        assert re.search(rf"^{run} done: acc \d+\.\d\d at epoch 2$", err, re.M), err
     report = json.loads((tmp_path / "results.json").read_text())
     rows = {"matched_train": 431, "test": 360, "unmatched_train": 1006, "unmatched_test": 0, "unlabelled": 0}
     assert report["rows"] == rows
