@@ -84,7 +84,7 @@ def _parallel(
             progress.update(task, advance=1)
 
         calls = [(ds, active, c, threads, safety) for (ds, active), c in zip(datasets, configs, strict=True)]
-        return run_in_processes(_run_one, calls, jobs, done)
+        return run_in_processes(_run_one, calls, jobs, done, names)
 
 
 def _run_of(cfg: TrainConfig, folds: int) -> str:

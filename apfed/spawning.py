@@ -12,6 +12,8 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
+from apfed.errors import ApfedError
+
 
 @contextlib.contextmanager
 def without_main_script() -> Iterator[None]:
@@ -60,9 +62,20 @@ def _serve(conn: Connection, fn: Callable[..., Any]) -> None:
             conn.send((False, RuntimeError(f"{fn.__name__} returned or raised what cannot be sent back: {e}")))
 
 
-def _died(p: BaseProcess, call: int) -> NoReturn:
+class WorkerDied(ApfedError):
+    """A worker process ended while it ran a call (killed, out of memory, a crash in native code)."""
+
+
+def _died(p: BaseProcess, call: str) -> NoReturn:
     p.join(5)
-    raise RuntimeError(f"a worker process died (exit code {p.exitcode}) during call {call}")
+    code = p.exitcode
+    if code is not None and code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+        if -code == signal.SIGKILL:
+            how += " (as the system's out-of-memory killer does)"
+    else:
+        how = f"exited with code {code}"
+    raise WorkerDied(f"the worker process running {call} {how}")
 
 
 def run_in_processes(
@@ -70,9 +83,11 @@ def run_in_processes(
     calls: list[tuple],
     jobs: int,
     on_result: Callable[[int, Any], None] | None = None,
+    names: list[str] | None = None,
 ) -> list:
     """``fn(*calls[i])`` for every ``i``, in ``jobs`` spawned processes; the results in the calls' order.
     ``on_result(i, result)`` runs in this process as each one arrives. ``fn`` must be importable (module level).
+    ``names[i]`` names call i in the error if its worker dies (``WorkerDied``).
 
     The first error a call raises is raised here; it, Ctrl-C or any other exception here stops every worker at
     once (SIGTERM), without finishing the calls under way or queued. Unlike ``multiprocessing.Pool``, no feeder
@@ -99,14 +114,14 @@ def run_in_processes(
                 try:
                     workers[w][1].send(calls[i])
                 except OSError:
-                    _died(workers[w][0], i)
+                    _died(workers[w][0], names[i] if names else f"call {i}")
                 busy[workers[w][1]] = (w, i)
             for conn in wait(list(busy)):
                 w, i = busy.pop(conn)
                 try:
                     ok, value = conn.recv()
                 except (EOFError, OSError):
-                    _died(workers[w][0], i)
+                    _died(workers[w][0], names[i] if names else f"call {i}")
                 if not ok:
                     raise value
                 results[i] = value

@@ -2,6 +2,7 @@
 and the processes it started go with it (``evaluate --jobs``'s workers used to train on as orphans after SIGTERM)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,48 @@ def test_a_stopped_evaluation_says_so_and_stops_its_workers(tmp_path, signum, co
         while time.monotonic() < deadline and any(map(_alive, workers)):
             time.sleep(0.1)
         assert not any(map(_alive, workers)), "a worker outlived the command"
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
+def test_a_worker_killed_as_out_of_memory_ends_the_evaluation_with_one_line(tmp_path):
+    """SIGKILL to one worker (what the kernel's out-of-memory killer sends): the command names the run, says how its
+    worker ended, stops the other worker and exits 2 (multiprocessing.Pool waited for the lost run forever)."""
+    args = ["evaluate", "--dataset", "handwritten", "--methods", "local", "--seeds", "2", "--epochs", "300"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", *args, "--jobs", "2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline, workers = time.monotonic() + 120, []
+        while time.monotonic() < deadline and p.poll() is None:
+            workers = sorted(c for c in _children(p.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes())
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the two workers never started"
+        time.sleep(3)  # into their runs
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    try:
+        last = err.strip().splitlines()[-1]
+        assert p.returncode == 2 and re.fullmatch(
+            r"error: the worker process running local seed [01] was killed by SIGKILL \(as the system's out-of-memory"
+            r" killer does\)",
+            last,
+        ), err
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(workers[1]):
+            time.sleep(0.1)
+        assert not _alive(workers[1]), "the other worker outlived the command"
     finally:
         for w in workers:
             if _alive(w):

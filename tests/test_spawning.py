@@ -6,13 +6,14 @@ import math
 import multiprocessing
 import multiprocessing.spawn
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from apfed.spawning import run_in_processes, without_main_script
+from apfed.spawning import WorkerDied, run_in_processes, without_main_script
 
 
 def test_spawned_children_are_not_told_to_import_the_main_module():
@@ -83,11 +84,16 @@ def _sleep_with(data: bytes, seconds: float) -> int:
 
 
 def test_a_worker_that_dies_is_reported_not_waited_for():
-    with pytest.raises(RuntimeError, match=r"a worker process died \(exit code 3\) during call 1"):
+    with pytest.raises(WorkerDied, match=r"^the worker process running call 1 exited with code 3$"):
         run_in_processes(_exit_with, [(None,), (3,), (None,)], 1)
+    assert multiprocessing.active_children() == []
+    with pytest.raises(WorkerDied, match=r"^the worker process running the second was killed by SIGKILL \("):
+        run_in_processes(_exit_with, [(None,), (-signal.SIGKILL,)], 2, names=["the first", "the second"])
     assert multiprocessing.active_children() == []
 
 
 def _exit_with(code: int | None) -> None:
-    if code is not None:
+    if code is not None and code < 0:
+        os.kill(os.getpid(), -code)
+    elif code is not None:
         os._exit(code)
