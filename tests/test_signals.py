@@ -35,11 +35,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize(
-    ("signum", "code", "line"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
-)
-def test_a_stopped_evaluation_says_so_and_stops_its_workers(tmp_path, signum, code, line):
-    args = ["evaluate", "--dataset", "handwritten", "--methods", "local,apfed-c", "--seeds", "2", "--epochs", "300"]
+def _evaluate_with_two_workers(tmp_path: Path, methods: str, act) -> tuple[int, str]:
+    """``evaluate --jobs 2``, and ``act(pid, workers)`` 3 s after its two workers started: its exit code, its
+    stderr, once each worker has ended too (any still running 10 s after the command fails the test)."""
+    args = ["evaluate", "--dataset", "handwritten", "--methods", methods, "--seeds", "2", "--epochs", "300"]
     p = subprocess.Popen(
         [sys.executable, "-m", "apfed.cli", *args, "--jobs", "2", "--out", str(tmp_path / "r")],
         stdout=subprocess.PIPE,
@@ -48,45 +47,9 @@ def test_a_stopped_evaluation_says_so_and_stops_its_workers(tmp_path, signum, co
         # as a shell's foreground job has it (a background job of a script ignores Ctrl-C)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    workers: list[int] = []
     try:
-        deadline, workers = time.monotonic() + 120, set()
-        while time.monotonic() < deadline and p.poll() is None:
-            workers = {c for c in _children(p.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
-            if len(workers) == 2:
-                break
-            time.sleep(0.2)
-        assert len(workers) == 2, "the two workers never started"
-        time.sleep(3)  # into their runs
-        p.send_signal(signum)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
-    try:
-        assert p.returncode == code and err.strip().splitlines()[-1] == line, err
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(map(_alive, workers)):
-            time.sleep(0.1)
-        assert not any(map(_alive, workers)), "a worker outlived the command"
-    finally:
-        for w in workers:
-            if _alive(w):
-                os.kill(w, signal.SIGKILL)
-
-
-def test_a_worker_killed_as_out_of_memory_ends_the_evaluation_with_one_line(tmp_path):
-    """SIGKILL to one worker (what the kernel's out-of-memory killer sends): the command names the run, says how its
-    worker ended, stops the other worker and exits 2 (multiprocessing.Pool waited for the lost run forever)."""
-    args = ["evaluate", "--dataset", "handwritten", "--methods", "local", "--seeds", "2", "--epochs", "300"]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "apfed.cli", *args, "--jobs", "2", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline, workers = time.monotonic() + 120, []
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and p.poll() is None:
             workers = sorted(c for c in _children(p.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes())
             if len(workers) == 2:
@@ -94,24 +57,36 @@ def test_a_worker_killed_as_out_of_memory_ends_the_evaluation_with_one_line(tmp_
             time.sleep(0.2)
         assert len(workers) == 2, "the two workers never started"
         time.sleep(3)  # into their runs
-        os.kill(workers[0], signal.SIGKILL)
+        act(p.pid, workers)
         _, err = p.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(map(_alive, workers)):
+            time.sleep(0.1)
+        assert not any(map(_alive, workers)), "a worker outlived the command"
     finally:
         if p.poll() is None:
             p.kill()
             p.communicate()
-    try:
-        last = err.strip().splitlines()[-1]
-        assert p.returncode == 2 and re.fullmatch(
-            r"error: the worker process running local seed [01] was killed by SIGKILL \(as the system's out-of-memory"
-            r" killer does\)",
-            last,
-        ), err
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(workers[1]):
-            time.sleep(0.1)
-        assert not _alive(workers[1]), "the other worker outlived the command"
-    finally:
         for w in workers:
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+    return p.returncode, err
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "line"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_stopped_evaluation_says_so_and_stops_its_workers(tmp_path, signum, code, line):
+    returncode, err = _evaluate_with_two_workers(tmp_path, "local,apfed-c", lambda pid, _: os.kill(pid, signum))
+    assert returncode == code and err.strip().splitlines()[-1] == line, err
+
+
+def test_a_worker_killed_as_out_of_memory_ends_the_evaluation_with_one_line(tmp_path):
+    """SIGKILL to one worker (what the kernel's out-of-memory killer sends): the command names the run, says how its
+    worker ended, stops the other worker and exits 2 (multiprocessing.Pool waited for the lost run forever)."""
+    returncode, err = _evaluate_with_two_workers(tmp_path, "local", lambda _, w: os.kill(w[0], signal.SIGKILL))
+    assert returncode == 2 and re.fullmatch(
+        r"error: the worker process running local seed [01] was killed by SIGKILL \(as the system's out-of-memory"
+        r" killer does\)",
+        err.strip().splitlines()[-1],
+    ), err
