@@ -78,6 +78,22 @@ def test_leaving_early_stops_the_calls_under_way_and_queued_at_once():
     assert multiprocessing.active_children() == []
 
 
+class _InterruptedWhilePickled:
+    """An argument whose pickling is cut short by Ctrl-C, as a large dataset's can be."""
+
+    def __reduce__(self):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_a_queued_call_is_pickled_stops_every_worker():
+    """multiprocessing.Pool pickles queued calls on a thread of its own: terminated meanwhile, it waited forever
+    for that thread, blocked writing the call to a pipe nobody read any more (benchmarks/pool_terminate_hang.py).
+    Here the calls are pickled by the caller's thread, so the interrupt lands there."""
+    with pytest.raises(KeyboardInterrupt):
+        run_in_processes(time.sleep, [(0.0,), (600.0,), (_InterruptedWhilePickled(),)], 2)
+    assert multiprocessing.active_children() == []
+
+
 def _sleep_with(data: bytes, seconds: float) -> int:
     time.sleep(seconds)
     return len(data)
