@@ -90,3 +90,21 @@ def test_a_worker_killed_as_out_of_memory_ends_the_evaluation_with_one_line(tmp_
         r" killer does\)",
         err.strip().splitlines()[-1],
     ), err
+
+
+def test_a_repeated_stop_is_ignored_while_the_first_is_handled_and_stops_the_command_again_later(monkeypatch):
+    """A second SIGTERM soon after the first does not cut its cleanup short; one after STOP_REPEAT_S stops the
+    command again, should the first have been swallowed on its way (the command then still runs)."""
+    import apfed.cli as cli
+
+    now = [1000.0]
+    monkeypatch.setattr(cli, "_clock", lambda: now[0])
+    monkeypatch.setattr(cli, "_stopping_since", None)
+    with pytest.raises(cli._Stopped):
+        cli._stop(signal.SIGTERM, None)
+    now[0] += cli.STOP_REPEAT_S / 2
+    assert cli._stop(signal.SIGTERM, None) is None  # ignored: the first stop is under way
+    now[0] += cli.STOP_REPEAT_S
+    with pytest.raises(cli._Stopped) as again:
+        cli._stop(signal.SIGHUP, None)
+    assert again.value.signum == signal.SIGHUP
