@@ -108,3 +108,37 @@ def test_a_repeated_stop_is_ignored_while_the_first_is_handled_and_stops_the_com
     with pytest.raises(cli._Stopped) as again:
         cli._stop(signal.SIGHUP, None)
     assert again.value.signum == signal.SIGHUP
+
+
+def test_a_stop_that_lands_inside_an_import_is_sent_again_once_it_is_over(tmp_path, monkeypatch):
+    """Raised inside an import, the stop could be swallowed by the module's own code (torch's import does so now and
+    then) or make CPython end the process by SIGINT whatever apfed does: it is sent again after IMPORT_DEFER_S."""
+    import apfed.cli as cli
+
+    (tmp_path / "apfed_probe_module.py").write_text("import sys\nFRAME = sys._getframe()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import apfed_probe_module  # its module-level frame, captured while it was imported
+
+    sent = []
+
+    class Timer:
+        def __init__(self, delay, fn, args):
+            sent.append((delay, fn, args))
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(cli.threading, "Timer", Timer)
+    monkeypatch.setattr(cli, "_stopping_since", None)
+    assert cli._importing(apfed_probe_module.FRAME) and not cli._importing(sys._getframe())
+    assert cli._stop(signal.SIGTERM, apfed_probe_module.FRAME) is None
+    assert cli._interrupt(signal.SIGINT, apfed_probe_module.FRAME) is None
+    assert sent == [
+        (cli.IMPORT_DEFER_S, os.kill, (os.getpid(), signal.SIGTERM)),
+        (cli.IMPORT_DEFER_S, os.kill, (os.getpid(), signal.SIGINT)),
+    ]
+    assert cli._stopping_since is None  # the stop is still to come
+    with pytest.raises(cli._Stopped):
+        cli._stop(signal.SIGTERM, sys._getframe())
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupt(signal.SIGINT, sys._getframe())

@@ -46,7 +46,40 @@ _stopping_since: float | None = None
 _clock = time.monotonic
 
 
-def _stop(signum: int, _frame) -> None:
+IMPORT_DEFER_S = 0.2  # how long a stop that lands inside an import waits before it is tried again
+SPAWN_LAUNCH = os.path.join("multiprocessing", "popen_spawn_posix.py")
+
+
+def _importing(frame) -> bool:
+    """Whether the main thread, at ``frame``, is importing a module (torch's import takes seconds) or starting a
+    worker process. An exception raised in an import can be swallowed by the module's own code, and, raised in code
+    that torch runs through ``PyRun_String``, makes CPython end the process by SIGINT at exit whatever apfed then
+    does; raised while a spawned process is sent its start-up data, it leaves that process a traceback to print."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith("<frozen importlib._bootstrap") or name.endswith(SPAWN_LAUNCH):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deferred(signum: int, frame) -> bool:
+    """Send ``signum`` to ourselves again shortly if it landed inside an import (``_importing``); True if so."""
+    if not _importing(frame):
+        return False
+    timer = threading.Timer(IMPORT_DEFER_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+    return True
+
+
+def _interrupt(signum: int, frame) -> None:
+    """Ctrl-C: ``KeyboardInterrupt`` as Python's own handler raises it, but never inside an import (``_deferred``)."""
+    if not _deferred(signum, frame):
+        raise KeyboardInterrupt
+
+
+def _stop(signum: int, frame) -> None:
     """SIGTERM (``kill``, ``timeout``, a scheduler's limit) or SIGHUP (the terminal closed): leave as Ctrl-C does,
     through every ``finally``, so the worker processes, Flower processes and temporary files the command started go
     with it (killed outright, ``evaluate --jobs``'s workers trained on as orphans). A repeat within
@@ -54,6 +87,8 @@ def _stop(signum: int, _frame) -> None:
     lost when it lands in code that swallows every exception (1 of 95 SIGTERMs to ``evaluate --jobs 2`` on
     2026-12-07, on a loaded host), and the command then goes on running. SIGKILL still ends it."""
     global _stopping_since
+    if _deferred(signum, frame):
+        return
     now = _clock()
     if _stopping_since is not None and now - _stopping_since < STOP_REPEAT_S:
         return
@@ -89,6 +124,8 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) == signal.SIG_DFL:  # not one ignored by whoever started us (nohup)
             signal.signal(signum, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (a script's background job)
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         code = app(standalone_mode=False, prog_name="apfed")  # click's usage errors come here, for one line
         if code == 130:  # Typer's word for Ctrl-C during a command
