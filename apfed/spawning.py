@@ -22,8 +22,8 @@ def without_main_script() -> Iterator[None]:
     ``multiprocessing``'s spawn runs the parent's main module again in every child, so that objects defined there
     can be unpickled. apfed's workers receive only apfed's own objects, and running a user's script again (one
     without an ``if __name__ == "__main__":`` guard) would start the whole run again inside each worker:
-    ````multiprocessing`` then stops the worker while it starts. Only the start
-    of the processes reads the main module, so the block should hold just that."""
+    ``multiprocessing`` then stops the worker while it starts. Only the start of the processes reads the main
+    module, so the block should hold just that."""
     main = sys.modules.get("__main__")
     if main is None:
         yield
@@ -60,6 +60,16 @@ def _serve(conn: Connection, fn: Callable[..., Any]) -> None:
             return
         except Exception as e:  # an object that does not pickle: pickling fails before anything is written
             conn.send((False, RuntimeError(f"{fn.__name__} returned or raised what cannot be sent back: {e}")))
+
+
+def stop_process(p: BaseProcess, grace_s: float = 10.0) -> None:
+    """End ``p`` if it still runs: SIGTERM, ``grace_s`` seconds to exit, then SIGKILL; it is joined either way."""
+    if p.is_alive():
+        p.terminate()
+    p.join(grace_s)
+    if p.is_alive():
+        p.kill()
+        p.join()
 
 
 class WorkerDied(ApfedError):
@@ -108,20 +118,24 @@ def run_in_processes(
         queued = deque(range(len(calls)))
         idle = list(range(len(workers)))
         busy: dict[Connection, tuple[int, int]] = {}  # a busy worker's pipe: (worker, call)
+
+        def name(i: int) -> str:
+            return names[i] if names else f"call {i}"
+
         while queued or busy:
             while idle and queued:
                 w, i = idle.pop(), queued.popleft()
                 try:
                     workers[w][1].send(calls[i])
                 except OSError:
-                    _died(workers[w][0], names[i] if names else f"call {i}")
+                    _died(workers[w][0], name(i))
                 busy[workers[w][1]] = (w, i)
             for conn in wait(list(busy)):
                 w, i = busy.pop(conn)
                 try:
                     ok, value = conn.recv()
                 except (EOFError, OSError):
-                    _died(workers[w][0], names[i] if names else f"call {i}")
+                    _died(workers[w][0], name(i))
                 if not ok:
                     raise value
                 results[i] = value
@@ -134,11 +148,6 @@ def run_in_processes(
             p.join()
     finally:
         for p, conn in workers:
-            if p.is_alive():
-                p.terminate()
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-                p.join()
+            stop_process(p)
             conn.close()
     return [results[i] for i in range(len(calls))]

@@ -14,6 +14,7 @@ import argparse
 import datetime
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,8 +90,6 @@ def run(code: str, timeout: float, work: Path) -> dict:
 
 
 def main() -> None:
-    import tempfile
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--out", default="benchmarks/results")

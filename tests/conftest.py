@@ -105,7 +105,7 @@ def _forked_cli(
 
     import cli_child
 
-    from apfed.spawning import without_main_script
+    from apfed.spawning import stop_process, without_main_script
 
     with tempfile.TemporaryDirectory(prefix="apfed-cli-") as d:
         out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
@@ -118,11 +118,7 @@ def _forked_cli(
             p.start()
         p.join(timeout)
         if p.is_alive():
-            p.terminate()
-            p.join(30)
-            if p.is_alive():
-                p.kill()
-                p.join()
+            stop_process(p, 30)
             raise subprocess.TimeoutExpired([script or "apfed", *args], timeout)
         with open(out) as fo, open(err) as fe:
             return subprocess.CompletedProcess([script or "apfed", *args], p.exitcode, fo.read(), fe.read())

@@ -130,7 +130,7 @@ def test_a_stop_that_lands_inside_an_import_is_sent_again_once_it_is_over(tmp_pa
 
     monkeypatch.setattr(cli.threading, "Timer", Timer)
     monkeypatch.setattr(cli, "_stopping_since", None)
-    assert cli._importing(apfed_probe_module.FRAME) and not cli._importing(sys._getframe())
+    assert cli._importing_or_spawning(apfed_probe_module.FRAME) and not cli._importing_or_spawning(sys._getframe())
     assert cli._stop(signal.SIGTERM, apfed_probe_module.FRAME) is None
     assert cli._interrupt(signal.SIGINT, apfed_probe_module.FRAME) is None
     assert sent == [

@@ -50,7 +50,7 @@ IMPORT_DEFER_S = 0.2  # how long a stop that lands inside an import waits before
 SPAWN_LAUNCH = os.path.join("multiprocessing", "popen_spawn_posix.py")
 
 
-def _importing(frame) -> bool:
+def _importing_or_spawning(frame) -> bool:
     """Whether the main thread, at ``frame``, is importing a module (torch's import takes seconds) or starting a
     worker process. An exception raised in an import can be swallowed by the module's own code, and, raised in code
     that torch runs through ``PyRun_String``, makes CPython end the process by SIGINT at exit whatever apfed then
@@ -64,8 +64,9 @@ def _importing(frame) -> bool:
 
 
 def _deferred(signum: int, frame) -> bool:
-    """Send ``signum`` to ourselves again shortly if it landed inside an import (``_importing``); True if so."""
-    if not _importing(frame):
+    """Send ``signum`` to ourselves again shortly if it landed inside an import or a worker's start
+    (``_importing_or_spawning``); True if so."""
+    if not _importing_or_spawning(frame):
         return False
     timer = threading.Timer(IMPORT_DEFER_S, os.kill, (os.getpid(), signum))
     timer.daemon = True
@@ -74,7 +75,8 @@ def _deferred(signum: int, frame) -> bool:
 
 
 def _interrupt(signum: int, frame) -> None:
-    """Ctrl-C: ``KeyboardInterrupt`` as Python's own handler raises it, but never inside an import (``_deferred``)."""
+    """Ctrl-C: ``KeyboardInterrupt`` as Python's own handler raises it, but never inside an import or a worker's start
+    (``_deferred``)."""
     if not _deferred(signum, frame):
         raise KeyboardInterrupt
 
