@@ -5,6 +5,7 @@ an in-process cache when the same worker handles consecutive messages)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -12,7 +13,7 @@ import re
 import sys
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -389,6 +390,35 @@ def _share_cores(n_passives: int, threads: int | None = None) -> int | None:
     return before
 
 
+@contextlib.contextmanager
+def keeps_sigterm_handler() -> Iterator[None]:
+    """Within the block, ``ray.init`` leaves this process's SIGTERM handler as it was. Ray sets its own (an exit
+    with code 15) and its core worker then installs a C++ one over it that prints a stack first: a ``kill`` or a
+    scheduler's SIGTERM would end ``apfed simulate`` with Ray's dump and code 15 instead of its own way of
+    stopping (``terminated``, 143, every ``finally`` run). Only the main thread can set a handler; elsewhere Ray's
+    stay."""
+    import signal
+    import threading
+
+    import ray
+
+    init = ray.init
+
+    def init_keeping_handler(*args, **kwargs):
+        ours = signal.getsignal(signal.SIGTERM)
+        try:
+            return init(*args, **kwargs)
+        finally:
+            if ours is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, ours)
+
+    ray.init = init_keeping_handler
+    try:
+        yield
+    finally:
+        ray.init = init
+
+
 def simulate(
     settings: RunSettings,
     n_passives: int,
@@ -425,7 +455,7 @@ def simulate(
                 setattr(sys, name, _WithoutColour(stream))
         restore = _share_cores(n_passives, threads)
         try:
-            with ends_waits_on_exit():  # the ServerApp thread stops waiting if this one leaves early
+            with keeps_sigterm_handler(), ends_waits_on_exit():  # the ServerApp thread stops waiting if we leave early
                 run_simulation(
                     make_server_app(s, on_epoch),
                     make_client_app(s),

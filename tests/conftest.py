@@ -1,7 +1,9 @@
+import contextlib
 import functools
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +59,23 @@ def pytest_collection_modifyitems(config, items):
             (keep if wanted else drop).append(item)
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def session_processes(sid: int) -> list[tuple[Path, str, str]]:
+    """(/proc directory, state, command line) of every process of session ``sid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                out.append((stat.parent, fields[0], cmd))
+    return out
+
+
+def running_in_session(sid: int) -> list[str]:
+    """Processes of session ``sid`` that are still running (zombies excluded), by command line."""
+    return [cmd[:100] for _, state, cmd in session_processes(sid) if state != "Z"]
 
 
 def run_bounded(cmd: list, timeout: float, **popen) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from stat import S_ISFIFO
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_script
+from conftest import run_cli, run_script, running_in_session, session_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -466,38 +466,16 @@ def test_keys_certificates_and_ports_are_checked_with_one_clear_line(tmp_path):
     _one_error_line(p.returncode, p.stderr, "expired on")
 
 
-def _session(sid: int) -> list[tuple[str, str]]:
-    """(state, command line) of every process of session ``sid``."""
-    return [(state, cmd) for _, state, cmd in _session_processes(sid)]
-
-
-def _session_processes(sid: int) -> list[tuple[Path, str, str]]:
-    """(/proc directory, state, command line) of every process of session ``sid``."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                out.append((stat.parent, fields[0], cmd))
-    return out
-
-
 def _ignoring_ctrl_c(sid: int, marker: str) -> int:
     """How many processes of session ``sid`` with ``marker`` in their command line ignore SIGINT: a Ctrl-C can no
     longer interrupt such a worker mid-start (the PSI worker's launcher, or apfed's pool initializer, has run)."""
     count = 0
-    for proc, _, cmd in _session_processes(sid):
+    for proc, _, cmd in session_processes(sid):
         if marker in cmd:
             with contextlib.suppress(OSError, IndexError, ValueError):
                 ignored = int((proc / "status").read_text().split("SigIgn:")[1].split()[0], 16)
                 count += bool(ignored & (1 << (signal.SIGINT - 1)))
     return count
-
-
-def _running_in_session(sid: int) -> list[str]:
-    """Processes of session ``sid`` that are still running (zombies excluded), by command line."""
-    return [cmd[:100] for state, cmd in _session(sid) if state != "Z"]
 
 
 def _ctrl_c(args: list, ready, env: dict | None = None) -> tuple[int, str, list[str]]:
@@ -523,7 +501,7 @@ def _ctrl_c(args: list, ready, env: dict | None = None) -> tuple[int, str, list[
         os.killpg(p.pid, signal.SIGINT)
         _, err = p.communicate(timeout=60)
         deadline = time.monotonic() + 10  # multiprocessing's resource tracker exits once the main process has
-        while (left := _running_in_session(p.pid)) and time.monotonic() < deadline:
+        while (left := running_in_session(p.pid)) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         with contextlib.suppress(ProcessLookupError):

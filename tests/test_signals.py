@@ -1,6 +1,7 @@
 """Stopping a command: Ctrl-C (SIGINT) or ``kill`` (SIGTERM) ends ``apfed`` with one line and the usual exit code,
 and the processes it started go with it (``evaluate --jobs``'s workers used to train on as orphans after SIGTERM)."""
 
+import contextlib
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import running_in_session, session_processes
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
 
@@ -142,3 +144,40 @@ def test_a_stop_that_lands_inside_an_import_is_sent_again_once_it_is_over(tmp_pa
         cli._stop(signal.SIGTERM, sys._getframe())
     with pytest.raises(KeyboardInterrupt):
         cli._interrupt(signal.SIGINT, sys._getframe())
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["kill", "kill-group"])
+def test_a_stopped_simulation_says_so_and_ray_goes_with_it(tmp_path, group):
+    """SIGTERM to `apfed simulate` (``kill``), or to its whole process group (``timeout``, a job scheduler): exit 143
+    with ``terminated``, and none of Ray's processes left. Ray sets SIGTERM handlers of its own in ``ray.init``: until
+    2026-12-07 a ``kill`` ended the command with Ray's stack dump and exit code 15, one to the group by SIGABRT."""
+    args = ["simulate", "--dataset", "digits", "--epochs", "1000", "--out", str(tmp_path / "m.safetensors")]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ray's processes are found by the session they inherit
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not any("ClientAppActor" in cmd for cmd in running_in_session(p.pid)):  # a passive is training
+            assert p.poll() is None and time.monotonic() < deadline, "the simulation never started its passive"
+            time.sleep(0.2)
+        time.sleep(3)
+        (os.killpg if group else os.kill)(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=90)
+        deadline = time.monotonic() + 20
+        while (left := running_in_session(p.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        for proc, _, _ in session_processes(p.pid):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(proc.name), signal.SIGKILL)
+        p.wait(30)
+    assert p.returncode == 143 and err.strip().splitlines()[-1] == "terminated", err
+    assert "SIGTERM received" not in err, err  # Ray's dump
+    assert left == [], left
+    assert not (tmp_path / "m.safetensors").exists()
