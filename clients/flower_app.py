@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -390,17 +391,28 @@ def _share_cores(n_passives: int, threads: int | None = None) -> int | None:
     return before
 
 
+WORKERS_DONE_S = 10.0  # how long Ray's shutdown waits for Flower's message workers to finish theirs
+
+
 @contextlib.contextmanager
-def keeps_sigterm_handler() -> Iterator[None]:
-    """Within the block, ``ray.init`` leaves this process's SIGTERM handler as it was. Ray sets its own (an exit
-    with code 15) and its core worker then installs a C++ one over it that prints a stack first: a ``kill`` or a
-    scheduler's SIGTERM would end ``apfed simulate`` with Ray's dump and code 15 instead of its own way of
-    stopping (``terminated``, 143, every ``finally`` run). Only the main thread can set a handler; elsewhere Ray's
-    stay."""
+def stops_stay_ours() -> Iterator[None]:
+    """Within the block, a stop (``kill``, ``timeout``, a job scheduler's SIGTERM) ends a simulation as it ends any
+    command: this process handles it and shuts Ray down.
+
+    - ``ray.init`` leaves this process's SIGTERM handler in place. Ray sets its own (an exit with code 15), and its
+      core worker then installs a C++ one over it that prints a stack first: ``apfed simulate`` ended with Ray's
+      dump and code 15, or by SIGABRT when its whole process group got the signal. Only the main thread can set a
+      handler; elsewhere Ray's stay.
+    - Ray's processes start in a process group of their own, as Ray starts them on Windows where the system ends
+      them with their parent anyway (here: Linux's parent-death signal). A signal to our group (``timeout``, a
+      terminal's hang-up) then reaches this process only, which shuts Ray down: Ray's processes used to die under a
+      training, Flower logged each passive actor's end with a traceback, and its shutdown of a Ray whose processes
+      were gone took about 6 s more."""
     import signal
     import threading
 
     import ray
+    from ray._private import services, utils
 
     init = ray.init
 
@@ -412,11 +424,43 @@ def keeps_sigterm_handler() -> Iterator[None]:
             if ours is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, ours)
 
-    ray.init = init_keeping_handler
+    popen = getattr(services, "ConsolePopen", None)
+    if popen is not None and sys.platform.startswith("linux") and utils.detect_fate_sharing_support():
+
+        class GroupOfItsOwn(popen):
+            def __init__(self, *args, **kwargs):
+                kwargs.setdefault("process_group", 0)
+                super().__init__(*args, **kwargs)
+
+        services.ConsolePopen = GroupOfItsOwn
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    working: set[int] = set()  # threads inside Flower's message workers
+    worker, shutdown = vce_api.worker, ray.shutdown
+
+    def tracked_worker(*args, **kwargs):
+        working.add(threading.get_ident())
+        try:
+            return worker(*args, **kwargs)
+        finally:
+            working.discard(threading.get_ident())
+
+    def shutdown_once_workers_are_done(*args, **kwargs):
+        # Stopped early, Flower shuts Ray down while a worker thread may still wait on a passive's actor; touching
+        # Ray after its shutdown, that thread made Ray end the process with exit code 1 (1 in 14 stops). Flower
+        # has told the workers to stop; each leaves once its message is done.
+        deadline = time.monotonic() + WORKERS_DONE_S
+        while working - {threading.get_ident()} and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return shutdown(*args, **kwargs)
+
+    ray.init, ray.shutdown, vce_api.worker = init_keeping_handler, shutdown_once_workers_are_done, tracked_worker
     try:
         yield
     finally:
-        ray.init = init
+        ray.init, ray.shutdown, vce_api.worker = init, shutdown, worker
+        if popen is not None:
+            services.ConsolePopen = popen
 
 
 def simulate(
@@ -455,7 +499,7 @@ def simulate(
                 setattr(sys, name, _WithoutColour(stream))
         restore = _share_cores(n_passives, threads)
         try:
-            with keeps_sigterm_handler(), ends_waits_on_exit():  # the ServerApp thread stops waiting if we leave early
+            with stops_stay_ours(), ends_waits_on_exit():  # the ServerApp stops waiting if we leave
                 run_simulation(
                     make_server_app(s, on_epoch),
                     make_client_app(s),

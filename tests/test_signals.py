@@ -148,9 +148,10 @@ def test_a_stop_that_lands_inside_an_import_is_sent_again_once_it_is_over(tmp_pa
 
 @pytest.mark.parametrize("group", [False, True], ids=["kill", "kill-group"])
 def test_a_stopped_simulation_says_so_and_ray_goes_with_it(tmp_path, group):
-    """SIGTERM to `apfed simulate` (``kill``), or to its whole process group (``timeout``, a job scheduler): exit 143
-    with ``terminated``, and none of Ray's processes left. Ray sets SIGTERM handlers of its own in ``ray.init``: until
-    2026-12-07 a ``kill`` ended the command with Ray's stack dump and exit code 15, one to the group by SIGABRT."""
+    """SIGTERM to `apfed simulate` (``kill``), or to its whole process group (``timeout``, a terminal's hang-up):
+    exit 143 with ``terminated``, and none of Ray's processes left. Ray sets SIGTERM handlers of its own in
+    ``ray.init``: until 2026-12-07 a ``kill`` ended the command with Ray's stack dump and exit code 15, one to the
+    group by SIGABRT; Ray's processes, in our group then, got the group's signal too (and the stop took 10 s)."""
     args = ["simulate", "--dataset", "digits", "--epochs", "1000", "--out", str(tmp_path / "m.safetensors")]
     p = subprocess.Popen(
         [sys.executable, "-m", "apfed.cli", *args],
