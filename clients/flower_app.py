@@ -397,7 +397,7 @@ WORKERS_DONE_S = 10.0  # how long Ray's shutdown waits for Flower's message work
 @contextlib.contextmanager
 def stops_stay_ours() -> Iterator[None]:
     """Within the block, a stop (``kill``, ``timeout``, a job scheduler's SIGTERM) ends a simulation as it ends any
-    command: this process handles it and shuts Ray down.
+    command: this process handles it and shuts Ray down. Three things of Ray's and Flower's are bent for it:
 
     - ``ray.init`` leaves this process's SIGTERM handler in place. Ray sets its own (an exit with code 15), and its
       core worker then installs a C++ one over it that prints a stack first: ``apfed simulate`` ended with Ray's
@@ -407,14 +407,18 @@ def stops_stay_ours() -> Iterator[None]:
       them with their parent anyway (here: Linux's parent-death signal). A signal to our group (``timeout``, a
       terminal's hang-up) then reaches this process only, which shuts Ray down: Ray's processes used to die under a
       training, Flower logged each passive actor's end with a traceback, and its shutdown of a Ray whose processes
-      were gone took about 6 s more."""
+      were gone took about 6 s more.
+    - ``ray.shutdown`` first waits (at most ``WORKERS_DONE_S``) for Flower's message workers, whom Flower has told to
+      stop, to finish the message each has in hand: a worker still waiting on a passive's actor touched Ray after its
+      shutdown, and Ray then ended the process with exit code 1 (1 stop in 14)."""
     import signal
     import threading
 
     import ray
+    from flwr.server.superlink.fleet.vce import vce_api
     from ray._private import services, utils
 
-    init = ray.init
+    init, shutdown, worker = ray.init, ray.shutdown, vce_api.worker
 
     def init_keeping_handler(*args, **kwargs):
         ours = signal.getsignal(signal.SIGTERM)
@@ -433,10 +437,7 @@ def stops_stay_ours() -> Iterator[None]:
                 super().__init__(*args, **kwargs)
 
         services.ConsolePopen = GroupOfItsOwn
-    from flwr.server.superlink.fleet.vce import vce_api
-
     working: set[int] = set()  # threads inside Flower's message workers
-    worker, shutdown = vce_api.worker, ray.shutdown
 
     def tracked_worker(*args, **kwargs):
         working.add(threading.get_ident())
@@ -446,11 +447,8 @@ def stops_stay_ours() -> Iterator[None]:
             working.discard(threading.get_ident())
 
     def shutdown_once_workers_are_done(*args, **kwargs):
-        # Stopped early, Flower shuts Ray down while a worker thread may still wait on a passive's actor; touching
-        # Ray after its shutdown, that thread made Ray end the process with exit code 1 (1 in 14 stops). Flower
-        # has told the workers to stop; each leaves once its message is done.
         deadline = time.monotonic() + WORKERS_DONE_S
-        while working - {threading.get_ident()} and time.monotonic() < deadline:
+        while working and time.monotonic() < deadline:
             time.sleep(0.02)
         return shutdown(*args, **kwargs)
 

@@ -1,8 +1,10 @@
 import contextlib
 import functools
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,42 @@ def session_processes(sid: int) -> list[tuple[Path, str, str]]:
 def running_in_session(sid: int) -> list[str]:
     """Processes of session ``sid`` that are still running (zombies excluded), by command line."""
     return [cmd[:100] for _, state, cmd in session_processes(sid) if state != "Z"]
+
+
+def stopped_cli(
+    args: list, ready, signum: int = signal.SIGINT, group: bool = True, env: dict | None = None, ready_s: float = 120
+) -> tuple[int, str, list[str]]:
+    """Run the CLI in a session of its own; once ``ready(pid)`` holds, send ``signum`` to its whole process group (as
+    a terminal sends Ctrl-C, or ``timeout`` its SIGTERM) or, with ``group=False``, to the command alone (``kill``).
+    Returns the exit code, stderr, and what of the session still runs (waiting up to 20 s); every process of the
+    session is killed at the end, by PID (Ray's run in process groups of their own)."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, even under nohup
+    )
+    try:
+        deadline = time.monotonic() + ready_s
+        while not ready(p.pid):
+            assert p.poll() is None, p.communicate()[1]
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready to stop after {ready_s:.0f} s")
+            time.sleep(0.1)
+        (os.killpg if group else os.kill)(p.pid, signum)
+        _, err = p.communicate(timeout=90)
+        deadline = time.monotonic() + 20  # multiprocessing's resource tracker exits once the main process has
+        while (left := running_in_session(p.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for proc, _, _ in session_processes(p.pid):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(proc.name), signal.SIGKILL)
+        p.wait(30)
+    return p.returncode, err, left
 
 
 def run_bounded(cmd: list, timeout: float, **popen) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from stat import S_ISFIFO
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_script, running_in_session, session_processes
+from conftest import run_cli, run_script, session_processes, stopped_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -478,38 +478,6 @@ def _ignoring_ctrl_c(sid: int, marker: str) -> int:
     return count
 
 
-def _ctrl_c(args: list, ready, env: dict | None = None) -> tuple[int, str, list[str]]:
-    """Run the CLI in a session of its own; once ``ready(pid)`` holds, send SIGINT to its whole process group, as a
-    terminal does. Returns the exit code, stderr, and what of the session still runs (waiting up to 10 s)."""
-    p = subprocess.Popen(
-        [sys.executable, "-m", "apfed.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, even under nohup
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not ready(p.pid):
-            assert p.poll() is None, p.communicate()[1]
-            if time.monotonic() > deadline:
-                os.killpg(p.pid, signal.SIGKILL)
-                pytest.fail(f"not ready to interrupt after 120 s: {p.communicate()[1][-2000:]}")
-            time.sleep(0.1)
-        os.killpg(p.pid, signal.SIGINT)
-        _, err = p.communicate(timeout=60)
-        deadline = time.monotonic() + 10  # multiprocessing's resource tracker exits once the main process has
-        while (left := running_in_session(p.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(30)
-    return p.returncode, err, left
-
-
 def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during `evaluate --jobs 2` stops the
     workers and exits with 130 at once: it does not first finish the runs already started or queued (each takes
@@ -522,7 +490,7 @@ def test_ctrl_c_stops_a_parallel_evaluate_at_once_and_leaves_no_worker(tmp_path)
             started.append(time.monotonic())
         return bool(started) and time.monotonic() - started[0] > 3  # the workers are training by then
 
-    code, err, left = _ctrl_c([*args, "--jobs", "2", "--out", str(tmp_path)], training)
+    code, err, left = stopped_cli([*args, "--jobs", "2", "--out", str(tmp_path)], training)
     assert code == 130, err
     assert "Traceback" not in err, err
     assert not (tmp_path / "results.json").exists()
@@ -549,7 +517,7 @@ def test_ctrl_c_during_the_psi_stops_its_blinding_processes(tmp_path):
             blinding.append(time.monotonic())
         return bool(blinding) and time.monotonic() - blinding[0] > 0.5
 
-    code, err, left = _ctrl_c(args, ready, env={**os.environ, "APFED_PSI_WORKERS": "2"})
+    code, err, left = stopped_cli(args, ready, env={**os.environ, "APFED_PSI_WORKERS": "2"})
     assert code == 130, err
     assert "Traceback" not in err, err
     assert not (tmp_path / "m.safetensors").exists()

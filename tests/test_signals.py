@@ -1,7 +1,6 @@
 """Stopping a command: Ctrl-C (SIGINT) or ``kill`` (SIGTERM) ends ``apfed`` with one line and the usual exit code,
 and the processes it started go with it (``evaluate --jobs``'s workers used to train on as orphans after SIGTERM)."""
 
-import contextlib
 import os
 import re
 import signal
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import running_in_session, session_processes
+from conftest import running_in_session, stopped_cli
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
 
@@ -153,32 +152,15 @@ def test_a_stopped_simulation_says_so_and_ray_goes_with_it(tmp_path, group):
     ``ray.init``: until 2026-12-07 a ``kill`` ended the command with Ray's stack dump and exit code 15, one to the
     group by SIGABRT; Ray's processes, in our group then, got the group's signal too (and the stop took 10 s)."""
     args = ["simulate", "--dataset", "digits", "--epochs", "1000", "--out", str(tmp_path / "m.safetensors")]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "apfed.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # Ray's processes are found by the session they inherit
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not any("ClientAppActor" in cmd for cmd in running_in_session(p.pid)):  # a passive is training
-            assert p.poll() is None and time.monotonic() < deadline, "the simulation never started its passive"
-            time.sleep(0.2)
-        time.sleep(3)
-        (os.killpg if group else os.kill)(p.pid, signal.SIGTERM)
-        _, err = p.communicate(timeout=90)
-        deadline = time.monotonic() + 20
-        while (left := running_in_session(p.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        for proc, _, _ in session_processes(p.pid):
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(proc.name), signal.SIGKILL)
-        p.wait(30)
-    assert p.returncode == 143 and err.strip().splitlines()[-1] == "terminated", err
+    training: list[float] = []  # when the passive's actor was first seen
+
+    def ready(pid: int) -> bool:
+        if not training and any("ClientAppActor" in cmd for cmd in running_in_session(pid)):
+            training.append(time.monotonic())
+        return bool(training) and time.monotonic() - training[0] > 3
+
+    code, err, left = stopped_cli(args, ready, signal.SIGTERM, group=group, ready_s=180)
+    assert code == 143 and err.strip().splitlines()[-1] == "terminated", err
     assert "SIGTERM received" not in err, err  # Ray's dump
     assert left == [], left
     assert not (tmp_path / "m.safetensors").exists()
