@@ -10,10 +10,16 @@ steps that a run of many small rounds pays for again and again:
   ``benchmarks/pulls_held.py``); a shorter reply poll makes that race frequent;
 - an object of a pulled message that is not uploaded yet is retried after 1 s.
 
-This process patches those four places of that one module, and nothing else, then runs Flower's own
-``flower-supernode`` command: the idle pull every ``idle_poll`` seconds, the reply looked for every
+This process patches those four places of that one module (and, below, how it starts its SuperExec), then runs
+Flower's own ``flower-supernode`` command: the idle pull every ``idle_poll`` seconds, the reply looked for every
 ``REPLY_POLL_S``, a reply registered once its contents are all there (as Flower would anyway, at most
 ``CONTENTS_WAIT_S`` later), and an object retried after ``OBJECT_RETRY_S`` first, backing off as Flower does.
+
+On Linux it also starts the node's ``flower-superexec`` with a parent-death signal (``superexec_follows_node``).
+Flower's SuperExec checks every 0.2 s whether its SuperNode still exists, with ``kill(pid, 0)``, and a process that
+has ended but that its own parent has not yet reaped still exists: a SuperNode stopped under a supervisor that
+reads its output to the end before reaping it (``subprocess.run(capture_output=True)``) left its SuperExec running,
+holding that output open, so the supervisor waited for ever.
 
 Each patch first checks that the code it changes is the code it was written for. Where it is not (a later Flower),
 that wait stays as Flower has it and one line says so: a later Flower is slower at worst, never broken.
@@ -23,6 +29,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -108,6 +117,52 @@ def shorten_waits(idle_poll: float = IDLE_POLL_S, module: ModuleType | None = No
     return lines
 
 
+# Run in front of flower-superexec: ask the kernel for SIGTERM when this process's parent (the SuperNode) ends, then
+# become flower-superexec. argv: the SuperNode's pid, then the command; a SuperNode already gone ends it at once.
+_FOLLOW_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+class _SuperExecFollows:
+    """Stands in for the ``subprocess`` module inside Flower's SuperNode module: ``flower-superexec`` started through
+    ``_FOLLOW_PARENT``, everything else ``subprocess``'s own."""
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    def Popen(self, args, *rest, **kwargs):  # noqa: N802 (subprocess's name)
+        if isinstance(args, list) and args and args[0] == "flower-superexec":
+            path = shutil.which(args[0])
+            if path is not None:  # else Flower's own error (``run`` checks first)
+                args = [sys.executable, "-I", "-S", "-c", _FOLLOW_PARENT, str(os.getpid()), path, *args[1:]]
+        return subprocess.Popen(args, *rest, **kwargs)
+
+
+def superexec_follows_node(module: ModuleType | None = None) -> str:
+    """Have Flower's SuperNode module start its ``flower-superexec`` with a parent-death signal (Linux), so that
+    the SuperExec ends with the node however the node ends, reaped or not, SIGKILL included. One line: done, or left
+    as Flower has it and why."""
+    if module is None:
+        import flwr.supernode.start_client_internal as module
+    if not sys.platform.startswith("linux"):
+        return "the SuperExec left as Flower starts it: this system has no parent-death signal"
+    source = _source(getattr(module, "start_client_internal", None))
+    current = getattr(module, "subprocess", None)
+    if not (
+        'command = ["flower-superexec"]' in source
+        and "subprocess.Popen(command)" in source
+        and isinstance(current, ModuleType | _SuperExecFollows)
+    ):
+        return "the SuperExec left as Flower starts it: its SuperNode no longer starts it as 1.39 did"
+    module.subprocess = _SuperExecFollows()
+    return "the SuperExec ends with this node, however the node ends (Flower: it can outlive a node not yet reaped)"
+
+
 def set_heartbeat(
     interval: float, connection: ModuleType | None = None, sender: ModuleType | None = None
 ) -> str | None:
@@ -135,7 +190,9 @@ def set_heartbeat(
 
 def check_flower_options(flower_args: list[str]) -> None:
     """ConfigError, one line, for options ``flower-supernode`` would refuse (its own parser, whose usage text would
-    otherwise come first); nothing where this Flower builds its parser elsewhere (it then says so itself)."""
+    otherwise come first; nothing where this Flower builds its parser elsewhere: it then says so itself), or where
+    the node would run its ClientApps through ``flower-superexec`` and that is not on the PATH (Flower's node would
+    say so in a traceback and then keep running without it)."""
     # the module (its package exports the command under the same name)
     cli = importlib.import_module("flwr.supernode.cli.flower_supernode")
     make_parser = getattr(cli, "_parse_args_run_supernode", None)
@@ -147,16 +204,21 @@ def check_flower_options(flower_args: list[str]) -> None:
         raise ConfigError(f"flower-supernode's options: {message} (flower-supernode --help)")
 
     parser.error = refuse  # type: ignore[method-assign]
-    parser.parse_args(flower_args)
+    options = parser.parse_args(flower_args)
+    if getattr(options, "isolation", None) == "subprocess" and shutil.which("flower-superexec") is None:
+        raise ConfigError(
+            "flower-superexec is not on the PATH: run apfed supernode from the environment Flower is installed in"
+            " (its bin/ on the PATH), or give --isolation process"
+        )
 
 
 def run(
     flower_args: list[str], idle_poll: float = IDLE_POLL_S, log: Log = print, heartbeat: float = HEARTBEAT_S
 ) -> None:
-    """Shorten the waits (and set the heartbeat), then run Flower's ``flower-supernode`` on ``flower_args`` (its own
-    options); its exit is Flower's."""
+    """Shorten the waits, tie the SuperExec to the node (and set the heartbeat), then run Flower's
+    ``flower-supernode`` on ``flower_args`` (its own options); its exit is Flower's."""
     check_flower_options(flower_args)
-    for line in [*shorten_waits(idle_poll), set_heartbeat(heartbeat)]:
+    for line in [*shorten_waits(idle_poll), superexec_follows_node(), set_heartbeat(heartbeat)]:
         if line is not None:
             log(f"apfed supernode: {line}")
     from flwr.supernode.cli import flower_supernode

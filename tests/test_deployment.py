@@ -106,8 +106,9 @@ def test_encrypted_deployment_trains_exports_and_model_predicts_with_everything_
     # every ClientApp process was forked from the node's warm server (clients/warm_clientapp.py), none started afresh
     started = logs["supernode1.log"].count("Start `flwr-clientapp` process")
     assert started >= 5 and logs["clientapps1.log"].strip().endswith(f"it forked {started} ClientApp process(es)")
-    # the SuperNode was apfed supernode (clients/supernode.py): Flower's own, each of its fixed waits shortened
-    assert logs["supernode1.log"].count("apfed supernode: ") == 3 and "left as Flower" not in logs["supernode1.log"]
+    # the SuperNode was apfed supernode (clients/supernode.py): Flower's own, each of its fixed waits shortened and
+    # its SuperExec tied to it
+    assert logs["supernode1.log"].count("apfed supernode: ") == 4 and "left as Flower" not in logs["supernode1.log"]
     assert "INFO" in logs["superlink.log"] and not [name for name, text in logs.items() if "\x1b[" in text]
     ds = load_bundled("digits")
     m = StandaloneModel.load(tmp_path / "model.safetensors")  # no SuperLink, no SuperNode is running now

@@ -2,16 +2,21 @@
 runs in a fresh process, on Flower's real module, node state and object store, so no patch reaches other tests.
 The deployment tests run `apfed supernode` for real (examples/deploy-local/deploy.py)."""
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 import types
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+from conftest import run_cli, running_in_session, session_processes
 
-from clients.supernode import set_heartbeat, shorten_waits
+from clients.supernode import set_heartbeat, shorten_waits, superexec_follows_node
 from protocols.flower_retry import shorten_object_retry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,3 +203,68 @@ def test_the_active_partys_pull_of_a_reply_mid_upload_retries_after_0_05_s():
     assert r == {"untouched": True, "func": True, "keywords": {"initial_backoff": 0.05}}
     module = types.ModuleType("no_pull")
     assert not shorten_object_retry(module) and not hasattr(module, "pull_objects")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux's")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "terminated"])
+def test_the_superexec_ends_with_its_supernode_even_before_the_node_is_reaped(signum):
+    # A node that has ended is a zombie until its parent reaps it, and Flower's SuperExec takes a zombie parent for
+    # alive (kill(pid, 0)): under a supervisor that reads the node's output to the end before reaping it, the
+    # SuperExec ran on, holding that output open. No SuperLink is needed: the node starts its SuperExec first.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    args = ["--insecure", "--superlink", f"127.0.0.1:{_free_port()}", "--port", str(_free_port())]
+    node = subprocess.Popen(
+        [sys.executable, "-m", "apfed.cli", "supernode", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any("flower-superexec" in cmd for cmd in running_in_session(node.pid)):
+            assert node.poll() is None, node.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "no flower-superexec after 60 s"
+            time.sleep(0.1)
+        os.kill(node.pid, signum)  # and not reaped: node.wait() only at the end
+        deadline = time.monotonic() + 15
+        while (left := running_in_session(node.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert left == [], left
+        node.wait(10)  # a killed node's threads may take a moment to go before it can be reaped
+    finally:
+        for proc, _, _ in session_processes(node.pid):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(proc.name), signal.SIGKILL)
+        node.wait(30)
+
+
+def test_the_superexec_is_left_as_flower_starts_it_where_flower_changed():
+    module = _flower_elsewhere()
+    module.subprocess = subprocess
+    line = superexec_follows_node(module)
+    assert module.subprocess is subprocess
+    assert "left as Flower starts it" in line
+
+
+def test_apfed_supernode_without_flower_superexec_on_the_path_says_so_in_one_line(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # an empty directory: no flower-superexec anywhere
+    args = ["--insecure", "--superlink", f"127.0.0.1:{_free_port()}", "--port", str(_free_port())]
+    r = subprocess.run(
+        [sys.executable, "-m", "apfed.cli", "supernode", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert last.startswith("error: flower-superexec is not on the PATH"), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
