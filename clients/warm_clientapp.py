@@ -347,8 +347,9 @@ def start(d: Path, log: Log = print, command: Command | None = None) -> None:
 
 
 def check(d: Path) -> str:
-    """``apfed preflight --clientapps DIR``: that a server answers in ``d`` and that ``flwr-clientapp`` on this
-    process's PATH (run it with the SuperNode's) is its stand-in; a line saying so, or ConfigError."""
+    """``apfed preflight --clientapps DIR``: that a server answers in ``d``, that ``flwr-clientapp`` on this
+    process's PATH (run it with the SuperNode's) is its stand-in, and that ``flower-superexec``, which the SuperNode
+    starts its ClientApps through, is on it too; a line saying so, or ConfigError."""
     d = Path(d).absolute()
     if not serving(d / SOCKET_NAME):
         raise ConfigError(
@@ -360,4 +361,10 @@ def check(d: Path) -> str:
             f"{COMMAND} on this PATH is {found or 'nowhere'}, not {stand_in}: put {d / 'bin'} first on the"
             " SuperNode's PATH, or its ClientApps start afresh"
         )
-    return f"answers, and {COMMAND} on this PATH is its stand-in"
+    superexec = shutil.which("flower-superexec")
+    if superexec is None:
+        raise ConfigError(
+            "flower-superexec is not on this PATH: the SuperNode starts its ClientApps through it; put the bin/ of"
+            " the environment Flower is installed in on the SuperNode's PATH, after " + str(d / "bin")
+        )
+    return f"answers, {COMMAND} on this PATH is its stand-in, and flower-superexec is {superexec}"

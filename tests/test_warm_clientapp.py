@@ -185,12 +185,21 @@ def test_a_stale_socket_is_replaced_and_a_directory_others_can_enter_is_refused(
 
 def test_preflight_checks_that_the_server_answers_and_that_the_path_finds_its_stand_in_first(probe_server, monkeypatch):
     d, _ = probe_server
+    flower = Path(sys.executable).parent  # where flwr-clientapp and flower-superexec are installed
+    monkeypatch.setenv("PATH", f"{flower}{os.pathsep}{os.environ['PATH']}")
     code, _, err = run_cli("preflight", "--clientapps", d, refused=True)  # this PATH finds Flower's own first
     assert code != 0 and len(err.strip().splitlines()) == 1
-    assert "flwr-clientapp on this PATH is " in err and f", not {d / 'bin' / 'flwr-clientapp'}: put" in err
-    monkeypatch.setenv("PATH", f"{d / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert f"flwr-clientapp on this PATH is {flower / 'flwr-clientapp'}, not {d / 'bin' / 'flwr-clientapp'}: put" in err
+    monkeypatch.setenv("PATH", str(d / "bin"))  # the stand-in, and no flower-superexec to start it
+    code, _, err = run_cli("preflight", "--clientapps", d, refused=True)
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert "flower-superexec is not on this PATH: the SuperNode starts its ClientApps through it" in err
+    monkeypatch.setenv("PATH", f"{d / 'bin'}{os.pathsep}{flower}")
     code, out, err = run_cli("preflight", "--clientapps", d)
     assert code == 0, err
-    assert f"warm ClientApp server {d}: answers, and flwr-clientapp on this PATH is its stand-in" in out
+    assert (
+        f"warm ClientApp server {d}: answers, flwr-clientapp on this PATH is its stand-in, and flower-superexec is"
+        f" {flower / 'flower-superexec'}"
+    ) in out
     code, _, err = run_cli("preflight", "--clientapps", d.parent / "elsewhere", refused=True)
     assert code != 0 and "no warm ClientApp server answers at" in err and len(err.strip().splitlines()) == 1
