@@ -19,7 +19,7 @@ On Linux it also starts the node's ``flower-superexec`` with a parent-death sign
 Flower's SuperExec checks every 0.2 s whether its SuperNode still exists, with ``kill(pid, 0)``, and a process that
 has ended but that its own parent has not yet reaped still exists: a SuperNode stopped under a supervisor that
 reads its output to the end before reaping it (``subprocess.run(capture_output=True)``) left its SuperExec running,
-holding that output open, so the supervisor waited for ever.
+holding that output open, so the supervisor waited until its own timeout (for ever without one).
 
 Each patch first checks that the code it changes is the code it was written for. Where it is not (a later Flower),
 that wait stays as Flower has it and one line says so: a later Flower is slower at worst, never broken.
