@@ -81,12 +81,19 @@ def running_in_session(sid: int) -> list[str]:
 
 
 def stopped_cli(
-    args: list, ready, signum: int = signal.SIGINT, group: bool = True, env: dict | None = None, ready_s: float = 120
+    args: list,
+    ready,
+    signum: int = signal.SIGINT,
+    group: bool = True,
+    env: dict | None = None,
+    ready_s: float = 120,
+    stop_s: float = 90,
 ) -> tuple[int, str, list[str]]:
     """Run the CLI in a session of its own; once ``ready(pid)`` holds, send ``signum`` to its whole process group (as
     a terminal sends Ctrl-C, or ``timeout`` its SIGTERM) or, with ``group=False``, to the command alone (``kill``).
-    Returns the exit code, stderr, and what of the session still runs (waiting up to 20 s); every process of the
-    session is killed at the end, by PID (Ray's run in process groups of their own)."""
+    Its output is read to the end (within ``stop_s``) before it is reaped, as ``subprocess.run`` does. Returns the
+    exit code, stderr, and what of the session still runs (waiting up to 20 s); every process of the session is
+    killed at the end, by PID (Ray's run in process groups of their own)."""
     p = subprocess.Popen(
         [sys.executable, "-m", "apfed.cli", *args],
         stdout=subprocess.PIPE,
@@ -104,7 +111,7 @@ def stopped_cli(
                 pytest.fail(f"not ready to stop after {ready_s:.0f} s")
             time.sleep(0.1)
         (os.killpg if group else os.kill)(p.pid, signum)
-        _, err = p.communicate(timeout=90)
+        _, err = p.communicate(timeout=stop_s)
         deadline = time.monotonic() + 20  # multiprocessing's resource tracker exits once the main process has
         while (left := running_in_session(p.pid)) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -2,7 +2,6 @@
 runs in a fresh process, on Flower's real module, node state and object store, so no patch reaches other tests.
 The deployment tests run `apfed supernode` for real (examples/deploy-local/deploy.py)."""
 
-import contextlib
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, running_in_session, session_processes
+from conftest import run_cli, running_in_session, stopped_cli
 
 from clients.supernode import set_heartbeat, shorten_waits, superexec_follows_node
 from protocols.flower_retry import shorten_object_retry
@@ -214,35 +213,18 @@ def _free_port() -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux's")
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "terminated"])
 def test_the_superexec_ends_with_its_supernode_even_before_the_node_is_reaped(signum):
-    # A node that has ended is a zombie until its parent reaps it, and Flower's SuperExec takes a zombie parent for
-    # alive (kill(pid, 0)): under a supervisor that reads the node's output to the end before reaping it, the
-    # SuperExec ran on, holding that output open. No SuperLink is needed: the node starts its SuperExec first.
+    # stopped_cli reads the node's output to its end before it reaps the node, as subprocess.run(capture_output=True)
+    # does. Until then the node is a zombie, which Flower's SuperExec takes for alive (kill(pid, 0)): the SuperExec
+    # ran on, holding that output open, and the read waited for ever. No SuperLink is needed: the node starts its
+    # SuperExec first.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    args = ["--insecure", "--superlink", f"127.0.0.1:{_free_port()}", "--port", str(_free_port())]
-    node = subprocess.Popen(
-        [sys.executable, "-m", "apfed.cli", "supernode", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not any("flower-superexec" in cmd for cmd in running_in_session(node.pid)):
-            assert node.poll() is None, node.communicate()[1].decode()[-2000:]
-            assert time.monotonic() < deadline, "no flower-superexec after 60 s"
-            time.sleep(0.1)
-        os.kill(node.pid, signum)  # and not reaped: node.wait() only at the end
-        deadline = time.monotonic() + 15
-        while (left := running_in_session(node.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert left == [], left
-        node.wait(10)  # a killed node's threads may take a moment to go before it can be reaped
-    finally:
-        for proc, _, _ in session_processes(node.pid):
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(proc.name), signal.SIGKILL)
-        node.wait(30)
+    args = ["supernode", "--insecure", "--superlink", f"127.0.0.1:{_free_port()}", "--port", str(_free_port())]
+
+    def ready(pid: int) -> bool:
+        return any("flower-superexec" in cmd for cmd in running_in_session(pid))
+
+    _, _, left = stopped_cli(args, ready, signum, group=False, env=env, ready_s=60, stop_s=20)
+    assert left == [], left
 
 
 def test_the_superexec_is_left_as_flower_starts_it_where_flower_changed():
